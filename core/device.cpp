@@ -1,0 +1,215 @@
+#include "core/device.h"
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+#include <cstring>
+#include <memory>
+
+#include "core/error.h"
+
+#if MMATTN_HAS_CUDA
+#include "core/cuda_check.h"
+#endif
+
+namespace mmattn {
+
+Device parse_device(const std::string& s, const std::string& what) {
+  if (s == "cpu") return Device::cpu();
+  if (s == "cuda" || s == "gpu") return Device::cuda(0);
+  if (s.rfind("cuda:", 0) == 0) {
+    const std::string n = s.substr(5);
+    if (!n.empty() && n.find_first_not_of("0123456789") == std::string::npos) return Device::cuda(std::stoi(n));
+  }
+  MMATTN_THROW(ConfigError, what, ": unknown device '", s, "' (expected cpu, cuda or cuda:N)");
+}
+
+#if MMATTN_HAS_CUDA
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+bool cuda_available() { return cuda_device_count() > 0; }
+
+namespace {
+thread_local StreamHandle t_stream = nullptr;
+thread_local bool t_stream_set = false;
+thread_local std::unique_ptr<Stream> t_own_stream;
+}  // namespace
+
+StreamHandle current_stream() {
+  if (!t_stream_set) {
+    t_own_stream = std::make_unique<Stream>();
+    t_stream = t_own_stream->get();
+    t_stream_set = true;
+  }
+  return t_stream;
+}
+void set_current_stream(StreamHandle s) {
+  t_stream = s;
+  t_stream_set = true;
+}
+
+Stream::Stream() {
+  cudaStream_t s;
+  MMATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  s_ = s;
+}
+Stream::~Stream() {
+  if (s_) cudaStreamDestroy(s_);
+}
+void Stream::synchronize() const { MMATTN_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+void synchronize(StreamHandle s) { MMATTN_CUDA_CHECK(cudaStreamSynchronize(s)); }
+
+namespace {
+
+// Sizes are rounded so that cached blocks are reusable: 512 B granules below 1 MiB,
+// 2 MiB granules above. A cached block is reused when it is at most twice the request
+// (large) so big blocks are not wasted on small requests.
+size_t round_size(size_t n) {
+  if (n == 0) n = 1;
+  if (n < (1u << 20)) return (n + 511) & ~size_t(511);
+  return (n + (2u << 20) - 1) & ~size_t((2u << 20) - 1);
+}
+
+struct Block {
+  size_t size;
+  StreamHandle stream;
+};
+
+class CachingAllocator {
+ public:
+  void* allocate(size_t bytes, StreamHandle stream) {
+    const size_t size = round_size(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& pool = free_[stream];
+    auto it = pool.lower_bound(size);
+    if (it != pool.end() && it->first <= 2 * size) {
+      void* p = it->second;
+      const size_t bsize = it->first;
+      pool.erase(it);
+      live_[p] = {bsize, stream};
+      note_alloc(bsize);
+      return p;
+    }
+    void* p = nullptr;
+    cudaError_t err = cudaMalloc(&p, size);
+    if (err != cudaSuccess) {  // out of memory: give the cache back and retry once
+      cudaGetLastError();
+      release_all_locked();
+      err = cudaMalloc(&p, size);
+      if (err != cudaSuccess) {
+        cudaGetLastError();
+        MMATTN_THROW(CudaError, "cudaMalloc of ", bytes, " bytes failed (", cudaGetErrorString(err), "); ",
+                     stats_.allocated_bytes, " bytes live in tensors, ", stats_.reserved_bytes, " reserved");
+      }
+    }
+    stats_.reserved_bytes += size;
+    stats_.num_cuda_mallocs++;
+    live_[p] = {size, stream};
+    note_alloc(size);
+    return p;
+  }
+  void free(void* p) {
+    if (!p) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(p);
+    if (it == live_.end()) return;  // not ours: never happens for tensors we made
+    free_[it->second.stream].emplace(it->second.size, p);
+    stats_.allocated_bytes -= it->second.size;
+    live_.erase(it);
+  }
+  void empty_cache() {
+    std::lock_guard<std::mutex> lock(mu_);
+    release_all_locked();
+  }
+  AllocatorStats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_allocated_bytes = stats_.allocated_bytes;
+  }
+
+ private:
+  void note_alloc(size_t n) {
+    stats_.allocated_bytes += n;
+    if (stats_.allocated_bytes > stats_.peak_allocated_bytes) stats_.peak_allocated_bytes = stats_.allocated_bytes;
+  }
+  void release_all_locked() {
+    cudaDeviceSynchronize();  // cached blocks may still be read by queued work
+    for (auto& [stream, pool] : free_)
+      for (auto& [size, p] : pool) {
+        cudaFree(p);
+        stats_.reserved_bytes -= size;
+      }
+    free_.clear();
+  }
+  std::mutex mu_;
+  std::unordered_map<StreamHandle, std::multimap<size_t, void*>> free_;
+  std::unordered_map<void*, Block> live_;
+  AllocatorStats stats_;
+};
+
+CachingAllocator& allocator() {
+  static CachingAllocator* a = new CachingAllocator();  // leaked: outlives static tensors
+  return *a;
+}
+
+}  // namespace
+
+void* cuda_alloc(size_t bytes, StreamHandle stream) { return allocator().allocate(bytes, stream); }
+void cuda_free(void* p) { allocator().free(p); }
+void cuda_empty_cache() { allocator().empty_cache(); }
+AllocatorStats cuda_allocator_stats() { return allocator().stats(); }
+void cuda_reset_peak() { allocator().reset_peak(); }
+
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_dev.is_cpu() && src_dev.is_cpu()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  cudaStream_t s = current_stream();
+  if (dst_dev.is_cuda() && src_dev.is_cuda()) {
+    MMATTN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+    return;
+  }
+  const cudaMemcpyKind kind = dst_dev.is_cuda() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
+  MMATTN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, s));
+  MMATTN_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+#else  // CPU-only build
+
+[[noreturn]] static void no_cuda(const char* what) {
+  MMATTN_THROW(CudaError, what, ": this build of mmattn has no CUDA support (configure with -DMMATTN_CUDA=ON)");
+}
+int cuda_device_count() { return 0; }
+bool cuda_available() { return false; }
+StreamHandle current_stream() { return nullptr; }
+void set_current_stream(StreamHandle) {}
+Stream::Stream() { no_cuda("Stream"); }
+Stream::~Stream() {}
+void Stream::synchronize() const {}
+void synchronize(StreamHandle) {}
+void* cuda_alloc(size_t, StreamHandle) { no_cuda("cuda_alloc"); }
+void cuda_free(void*) {}
+void cuda_empty_cache() {}
+AllocatorStats cuda_allocator_stats() { return {}; }
+void cuda_reset_peak() {}
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+  if (dst_dev.is_cuda() || src_dev.is_cuda()) no_cuda("copy to/from a CUDA device");
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
+#endif
+
+}  // namespace mmattn

@@ -1,0 +1,3 @@
+#include <cstdio>
+#include "pipelines/version.h"
+int main() { std::printf("mmattn %s\n", mmattn::version_string()); return 0; }

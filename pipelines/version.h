@@ -1,0 +1,4 @@
+#pragma once
+namespace mmattn {
+const char* version_string();
+}
