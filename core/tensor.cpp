@@ -70,6 +70,20 @@ Tensor Tensor::from_blob(void* data, const Shape& shape, DType dtype, Device dev
   return t;
 }
 
+Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, size_t byte_offset, const Shape& shape, DType dtype) {
+  const size_t es = dtype_size(dtype);
+  MMATTN_CHECK(byte_offset % es == 0, ShapeError, "from_storage: byte offset ", byte_offset, " not a multiple of ", es);
+  MMATTN_CHECK(byte_offset + size_t(shape_numel(shape)) * es <= storage->bytes(), ShapeError, "from_storage: ",
+               mmattn::shape_str(shape), " at byte ", byte_offset, " exceeds storage of ", storage->bytes(), " bytes");
+  Tensor t;
+  t.storage_ = std::move(storage);
+  t.offset_ = int64_t(byte_offset / es);
+  t.shape_ = shape;
+  t.strides_ = contiguous_strides(shape);
+  t.dtype_ = dtype;
+  return t;
+}
+
 Tensor Tensor::from_floats(const std::vector<float>& v, const Shape& shape, DType dtype) {
   MMATTN_CHECK(int64_t(v.size()) == shape_numel(shape), ShapeError, "from_floats: ", v.size(),
                " values for shape ", mmattn::shape_str(shape));

@@ -56,6 +56,8 @@ class Tensor {
   // Wraps memory owned elsewhere; `keep_alive` is held as long as any view exists (zero-copy).
   static Tensor from_blob(void* data, const Shape& shape, DType dtype, Device dev,
                           std::shared_ptr<void> keep_alive);
+  // A contiguous view into existing storage at a byte offset (must be a multiple of the itemsize).
+  static Tensor from_storage(std::shared_ptr<Storage> storage, size_t byte_offset, const Shape& shape, DType dtype);
   // Copies host values into a new CPU tensor of the given dtype (f32 values are converted).
   static Tensor from_floats(const std::vector<float>& v, const Shape& shape, DType dtype = DType::F32);
   template <class T>
