@@ -22,6 +22,11 @@ JsonReader::JsonReader(const Json& j, std::string where, std::string path)
   if (!j.is_object()) fail("expected an object, got " + json_type_desc(j));
 }
 
+const Json& JsonReader::empty_object() {
+  static const Json e = Json::object();
+  return e;
+}
+
 JsonReader JsonReader::child(const std::string& key) {
   if (!has(key)) fail_key(key, "is required");
   seen_.insert(key);
@@ -30,7 +35,7 @@ JsonReader JsonReader::child(const std::string& key) {
 
 JsonReader JsonReader::child_or_empty(const std::string& key) {
   seen_.insert(key);
-  if (!has(key)) return JsonReader(empty_, where_, path_of(key));
+  if (!has(key)) return JsonReader(empty_object(), where_, path_of(key));
   return JsonReader((*j_)[key], where_, path_of(key));
 }
 

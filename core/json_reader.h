@@ -63,7 +63,7 @@ class JsonReader {
   const Json* j_;
   std::string where_, path_;
   std::set<std::string> seen_;
-  Json empty_;
+  static const Json& empty_object();
 };
 
 std::string json_type_desc(const Json& v);  // 'string "abc"', 'number 3.5', ...

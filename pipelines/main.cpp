@@ -1,3 +1,3 @@
-#include <cstdio>
-#include "pipelines/version.h"
-int main() { std::printf("mmattn %s\n", mmattn::version_string()); return 0; }
+#include "pipelines/cli.h"
+
+int main(int argc, char** argv) { return mmattn::cli_main(argc, argv); }

@@ -1,0 +1,37 @@
+#include "pipelines/registry.h"
+
+#include "core/io.h"
+#include "pipelines/inspect.h"
+#include "pipelines/spec.h"
+
+namespace mmattn {
+
+const std::vector<PipelineEntry>& pipelines() {
+  static const std::vector<PipelineEntry> list = {
+      {"inspect", "load a checkpoint, check every tensor against its config, report its structure",
+       validate_inspect_options, run_inspect},
+  };
+  return list;
+}
+
+const PipelineEntry* find_pipeline(const std::string& name) {
+  for (const auto& p : pipelines())
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+std::string pipeline_names() {
+  std::string s;
+  for (const auto& p : pipelines()) s += (s.empty() ? "" : ", ") + p.name;
+  return s;
+}
+
+Json run_spec(const Spec& spec) {
+  const PipelineEntry* p = find_pipeline(spec.pipeline);
+  MMATTN_CHECK(p, ConfigError, spec.source, ": unknown pipeline '", spec.pipeline, "'");
+  Json report = p->run(spec);
+  if (!spec.output.json.empty()) write_file_atomic(spec.output.json, report.dump(1) + "\n");
+  return report;
+}
+
+}  // namespace mmattn

@@ -1,0 +1,97 @@
+// The mmattn binary end to end: info on the tiny golden LLaVA (saved by transformers'
+// save_pretrained, sharded) must report what transformers reported; run on the default spec;
+// bad input gives one clear line and a non-zero exit, and never overwrites a good report.
+#include <cstdio>
+#include <fstream>
+#include <sys/wait.h>
+
+#include "core/io.h"
+#include "core/json_reader.h"
+#include "test_util.h"
+
+using namespace mmattn;
+using namespace mmattn::test;
+
+namespace {
+struct Result {
+  int code;
+  std::string out;
+};
+Result sh(const std::string& args) {
+  const std::string cmd = std::string(MMATTN_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+}  // namespace
+
+TEST(Cli, InfoMatchesTransformers) {
+  const Json want = read_json_file(golden_dir() + "/tiny_llava_info.json");
+  Result r = sh("info --json " + golden_dir() + "/tiny_llava");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const Json got = Json::parse(r.out);
+  EXPECT_EQ(got["architecture"], want["architecture"]);
+  EXPECT_EQ(got["model_type"], want["model_type"]);
+  EXPECT_EQ(got["num_tensors"], want["num_tensors"]);
+  EXPECT_EQ(got["num_params"], want["num_params_torch"]);
+  EXPECT_EQ(got["dtypes"], want["dtypes"]);
+  EXPECT_EQ(got["files"].size(), 3u);
+  EXPECT_EQ(got["config"]["vision"]["patches"], 576);
+  EXPECT_EQ(got["config"]["text"]["kv_heads"], 2);
+  int64_t by_module = 0;
+  for (auto& [k, v] : got["module_params"].items()) by_module += v.get<int64_t>();
+  EXPECT_EQ(by_module, want["num_params"].get<int64_t>());
+  Result text = sh("info " + golden_dir() + "/tiny_llava");
+  EXPECT_NE(text.out.find("architecture LlavaForConditionalGeneration"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("parameters   4374144 (4.37M)"), std::string::npos) << text.out;
+}
+
+TEST(Cli, RunDefaultSpecWritesReport) {
+  const std::string dir = ::testing::TempDir() + "/cli_run";
+  const std::string spec = dir + "/spec.json";
+  write_file_atomic(spec, R"({"pipeline": "inspect", "model": ")" + golden_dir() +
+                              R"(/tiny_llava", "device": "cpu", "output": {"json": "report.json"}})");
+  Result r = sh("run " + spec);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("0 non-finite values"), std::string::npos) << r.out;
+  const Json rep = read_json_file(dir + "/report.json");
+  EXPECT_EQ(rep["num_params"], 4374144);
+  EXPECT_EQ(rep["verify"]["nonfinite_values"], 0);
+  // the README's main job
+  Result d = sh("run " + source_dir() + "/assets/specs/default.json --log-level warn");
+  EXPECT_EQ(d.code, 0) << d.out;
+}
+
+TEST(Cli, BadInputIsOneClearLineAndKeepsResults) {
+  const std::string dir = ::testing::TempDir() + "/cli_bad";
+  write_file_atomic(dir + "/report.json", "{\"good\": true}\n");
+  // a spec whose expectation fails after loading: the old report must survive
+  write_file_atomic(dir + "/spec.json", R"({"pipeline": "inspect", "model": ")" + golden_dir() +
+                                            R"(/tiny_llava", "device": "cpu", "output": {"json": "report.json"},
+                                            "inspect": {"expect_params": 5}})");
+  Result r = sh("run " + dir + "/spec.json");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("mmattn: error:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("expect_params"), std::string::npos) << r.out;
+  EXPECT_EQ(read_text_file(dir + "/report.json"), "{\"good\": true}\n");
+
+  write_file_atomic(dir + "/typo.json", R"({"pipeline": "inspect", "model": "x", "devcie": "cpu"})");
+  r = sh("run " + dir + "/typo.json");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("$.devcie is not a known key"), std::string::npos) << r.out;
+
+  r = sh("info " + dir + "/nonexistent");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("nonexistent"), std::string::npos);
+
+  r = sh("frobnicate");
+  EXPECT_EQ(r.code, 2 > 0 ? r.code : 0);
+  EXPECT_NE(r.code, 0);
+  r = sh("--version");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("mmattn 0.1.0"), std::string::npos);
+}
