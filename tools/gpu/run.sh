@@ -64,13 +64,15 @@ fi
 if has bench; then
   log "benchmarks"
   mkdir -p bench/results
-  for b in build-gpu/bench/bench_*; do
-    [ -x "$b" ] || continue
-    "$b" --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
-  done
+  export MMATTN_COMMIT=${MMATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown)}
+  # peers first (PyTorch on the same shapes), then ours, which merges the peer numbers in
   for p in bench/peer_*.py; do
     [ -f "$p" ] || continue
     PYTHONUNBUFFERED=1 python3 "$p" --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
+  done
+  for b in build-gpu/bench/bench_*; do
+    [ -x "$b" ] || continue
+    "$b" --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
   done
   cp bench/results/*.json "$OUT/" 2>/dev/null || true
 fi

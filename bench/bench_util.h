@@ -1,0 +1,108 @@
+#pragma once
+// Shared benchmark plumbing: event timing (median after warm-up), the device ceilings measured in
+// the same run, and results JSON in the format of docs/benchmarks.md.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "core/device.h"
+#include "core/io.h"
+#include "core/json_reader.h"
+
+namespace mmattn::bench {
+
+// Median time in ms of fn() over `reps` runs after `warmup` runs, timed with events on the
+// current stream.
+inline double time_ms(const std::function<void()>& fn, int warmup = 5, int reps = 30) {
+  cudaStream_t s = current_stream();
+  for (int i = 0; i < warmup; ++i) fn();
+  MMATTN_CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaEvent_t a, b;
+  MMATTN_CUDA_CHECK(cudaEventCreate(&a));
+  MMATTN_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<float> t;
+  for (int i = 0; i < reps; ++i) {
+    MMATTN_CUDA_CHECK(cudaEventRecord(a, s));
+    fn();
+    MMATTN_CUDA_CHECK(cudaEventRecord(b, s));
+    MMATTN_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms;
+    MMATTN_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+inline std::string device_name() {
+  cudaDeviceProp p;
+  MMATTN_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  return p.name;
+}
+
+inline std::string today() {
+  char buf[16];
+  const std::time_t t = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&t));
+  return buf;
+}
+
+inline std::string commit() {
+  if (const char* c = std::getenv("MMATTN_COMMIT")) return c;
+  return "unknown";
+}
+
+struct Results {
+  std::string name;
+  Json ceilings = Json::object();
+  Json rows = Json::array();
+  void add(Json row) {
+    if (row.contains("ours") && row.contains("peer") && row["peer"].is_number() && row["peer"].get<double>() > 0)
+      row["ratio"] = row["ours"].get<double>() / row["peer"].get<double>();
+    std::printf("%-44s", row.value("case", "").c_str());
+    for (const char* k : {"ours", "peer", "ratio"})
+      if (row.contains(k) && row[k].is_number()) std::printf("  %s %.4g", k, row[k].get<double>());
+    if (row.contains("ours_tflops")) std::printf("  %.1f TFLOP/s", row["ours_tflops"].get<double>());
+    if (row.contains("ours_GBps")) std::printf("  %.0f GB/s", row["ours_GBps"].get<double>());
+    if (row.contains("fraction_of_ceiling")) std::printf("  (%.0f%% of ceiling)", 100 * row["fraction_of_ceiling"].get<double>());
+    std::printf("\n");
+    rows.push_back(std::move(row));
+  }
+  void write(const std::string& dir) const {
+    Json j = {{"benchmark", name}, {"device", device_name()}, {"date", today()},
+              {"commit", commit()}, {"ceilings", ceilings}, {"rows", rows}};
+    write_file_atomic(dir + "/" + name + ".json", j.dump(1) + "\n");
+    std::printf("wrote %s/%s.json\n", dir.c_str(), name.c_str());
+  }
+};
+
+// Device-to-device copy bandwidth (bytes read + bytes written), GB/s.
+inline double measure_copy_GBps(size_t bytes = size_t(1) << 30) {
+  void *a, *b;
+  MMATTN_CUDA_CHECK(cudaMalloc(&a, bytes));
+  MMATTN_CUDA_CHECK(cudaMalloc(&b, bytes));
+  MMATTN_CUDA_CHECK(cudaMemset(a, 1, bytes));
+  const double ms = time_ms([&] { MMATTN_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, current_stream())); });
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+}
+
+// Reads "--out DIR" and "--peer FILE" style arguments.
+inline std::string arg_value(int argc, char** argv, const std::string& flag, const std::string& fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (argv[i] == flag) return argv[i + 1];
+  return fallback;
+}
+
+}  // namespace mmattn::bench
