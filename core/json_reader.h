@@ -84,6 +84,7 @@ T JsonReader::convert(const Json& v, const std::string& key) {
     }
     if (v.is_number_float() && v.get<double>() == double((long long)v.get<double>())) return T(v.get<double>());
     bad("an integer");
+    return T{};  // not reached: bad() throws
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number()) bad("a number");
     return T(v.get<double>());

@@ -96,6 +96,7 @@ Tensor Tensor::from_floats(const std::vector<float>& v, const Shape& shape, DTyp
 int64_t Tensor::numel() const { return shape_numel(shape_); }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // nothing to lay out (and fill_/copy must not recurse on it)
   int64_t expect = 1;
   for (int i = dim() - 1; i >= 0; --i) {
     if (shape_[i] == 1) continue;
@@ -297,6 +298,7 @@ void Tensor::copy_from(const Tensor& src) {
 
 void Tensor::fill_(float value) {
   check_defined(*this, "fill_", "self");
+  if (numel() == 0) return;
   if (!is_contiguous()) {
     Tensor t = full(shape_, value, dtype_, device());
     copy_from(t);

@@ -64,6 +64,14 @@ TEST(Tensor, CopyFromStridedAndFill) {
   EXPECT_THROW(a.data<int32_t>(), ShapeError);
 }
 
+TEST(Tensor, EmptyTensorsAreFine) {
+  Tensor z = Tensor::zeros({2, 0, 3}, DType::F32);  // once recursed forever in fill_
+  EXPECT_EQ(z.numel(), 0);
+  EXPECT_TRUE(z.is_contiguous());
+  EXPECT_EQ(z.clone().shape(), (Shape{2, 0, 3}));
+  EXPECT_TRUE(z.to_floats().empty());
+}
+
 TEST(Tensor, CudaWithoutDeviceIsAClearError) {
   if (cuda_available()) GTEST_SKIP() << "has a device";
   try {

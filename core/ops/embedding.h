@@ -1,0 +1,33 @@
+#pragma once
+// Embedding lookup (a row gather; exact for every dtype, so the CPU path takes any dtype too).
+//   embedding(ids [...] I32/I64, table [V, D]) -> [..., D], table's dtype and device.
+// ids may be on the CPU while table is on CUDA (validated on the host, then copied over); ids on
+// CUDA need table on CUDA.
+// An id outside [0, V) is a ShapeError naming the first bad id, its position and V. Host ids are
+// checked before anything is written. Device ids: the kernel writes a zero row for each bad id and
+// records the first bad position; the launcher reads that back synchronously (one 8-byte copy) and
+// throws. check_ids = false skips the read-back (required inside CUDA graph capture): bad ids then
+// give zero rows without an error. The table is never read out of bounds either way.
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mmattn {
+
+Tensor embedding(const Tensor& ids, const Tensor& table, bool check_ids = true);
+
+// y[t, :] = table[ids[t], :] (row_bytes bytes per row), zeros where ids[t] is outside [0, vocab).
+struct EmbeddingParams {
+  const void* ids = nullptr;  // contiguous, `tokens` ids
+  DType id_dtype = DType::I64;
+  const void* table = nullptr;  // contiguous [vocab, row_bytes]
+  void* y = nullptr;            // contiguous [tokens, row_bytes]
+  int64_t tokens = 0, vocab = 0, row_bytes = 0;
+  // CUDA: device word set to the smallest bad position (all ones when none; reset by
+  // embedding_cuda before its kernel). Null: not recorded.
+  unsigned long long* bad_pos = nullptr;
+};
+void embedding_cpu(const EmbeddingParams& p);
+void embedding_cuda(const EmbeddingParams& p, StreamHandle s);
+
+}  // namespace mmattn
