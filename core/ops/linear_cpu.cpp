@@ -1,0 +1,30 @@
+// CPU GEMM: OpenBLAS sgemm per batch entry (f32 in, f32 accumulate). Bias is written into C
+// first and accumulated with beta = 1.
+#include <cblas.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "core/ops/linear.h"
+
+namespace mmattn {
+
+void gemm_cpu(const GemmParams& p) {
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  MMATTN_CHECK(p.m <= kMax && p.n <= kMax && p.k <= kMax, UnsupportedError, "gemm_cpu: dims m=", p.m, " n=", p.n,
+               " k=", p.k, " exceed the BLAS int range");
+  const float* a = static_cast<const float*>(p.a);
+  const float* b = static_cast<const float*>(p.b);
+  const float* bias = static_cast<const float*>(p.bias);
+  float* c = static_cast<float*>(p.c);
+  const int m = int(p.m), n = int(p.n), k = int(p.k);
+  for (int64_t i = 0; i < p.batch; ++i) {
+    float* ci = c + i * p.stride_c;
+    if (bias)
+      for (int64_t r = 0; r < p.m; ++r) std::copy(bias, bias + p.n, ci + r * p.n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, p.trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a + i * p.stride_a,
+                k, b + i * p.stride_b, p.trans_b ? k : n, bias ? 1.f : 0.f, ci, n);
+  }
+}
+
+}  // namespace mmattn

@@ -1,0 +1,123 @@
+// CUDA linear/matmul (cuBLASLt) against the CPU reference on awkward sizes, every float dtype.
+// Inputs are rounded to the GPU dtype first, so the CPU sees exactly the GPU's operands and the
+// difference is f32 accumulation order plus one output rounding (bias included: the epilogue adds
+// it in f32). Tolerance: tol_for(dt) (f32 1e-5, f16 2e-3, bf16 1e-2) on the norm-wise relative
+// error; bf16 output rounding alone is ~2e-3, accumulation over K = 4096 adds far less.
+#include "core/ops/linear.h"
+#include "test_util.h"
+
+using namespace mmattn;
+using namespace mmattn::test;
+
+class LinearCuda : public ::testing::TestWithParam<DType> {};
+
+TEST_P(LinearCuda, LinearMatchesCpu) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  uint64_t seed = 1;
+  for (int64_t m : {1, 3, 17, 1000})
+    for (int64_t k : {17, 64, 1000, 4096})
+      for (int64_t n : {17, 64, 1000, 4096}) {
+        if (m * k * n > int64_t(1) << 32) continue;  // keep the CPU reference quick
+        Tensor x = round_to(rand_tensor({m, k}, seed++), dt);
+        Tensor w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
+        Tensor b = round_to(rand_tensor({n}, seed++), dt);
+        Tensor gx = x.to(Device::cuda(), dt), gw = w.to(Device::cuda(), dt), gb = b.to(Device::cuda(), dt);
+        Tensor y = linear(gx, gw, gb);
+        EXPECT_EQ(y.dtype(), dt);
+        EXPECT_TRUE(y.is_cuda());
+        EXPECT_LT(rel_err(y, linear(x, w, b)), tol_for(dt)) << m << "x" << k << "x" << n;
+        EXPECT_LT(rel_err(linear(gx, gw), linear(x, w)), tol_for(dt)) << m << "x" << k << "x" << n << " no bias";
+      }
+}
+
+TEST_P(LinearCuda, RepeatedCallsAndLeadingDims) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  Tensor x = round_to(rand_tensor({2, 7, 64}, 5), dt);
+  Tensor w = round_to(rand_tensor({33, 64}, 6), dt);
+  Tensor b = round_to(rand_tensor({33}, 7), dt);
+  Tensor gx = x.to(Device::cuda(), dt), gw = w.to(Device::cuda(), dt), gb = b.to(Device::cuda(), dt);
+  const Tensor want = linear(x, w, b);
+  for (int rep = 0; rep < 3; ++rep) {  // the cached plan is reused; the bias pointer is refreshed
+    Tensor y = linear(gx, gw, gb);
+    EXPECT_EQ(y.shape(), (Shape{2, 7, 33}));
+    EXPECT_LT(rel_err(y, want), tol_for(dt));
+  }
+  // a different bias buffer with the same shape key
+  Tensor b2 = round_to(rand_tensor({33}, 8), dt);
+  EXPECT_LT(rel_err(linear(gx, gw, b2.to(Device::cuda(), dt)), linear(x, w, b2)), tol_for(dt));
+}
+
+TEST_P(LinearCuda, MisalignedAndStridedInputs) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  // Row slices start at odd element offsets: pointers aligned to 2 or 4 bytes only.
+  Tensor xbig = round_to(rand_tensor({20, 17}, 11), dt);
+  Tensor x = xbig.slice(0, 3, 20);  // offset 51 elements, contiguous
+  Tensor wbig = round_to(rand_tensor({10, 17}, 12), dt);
+  Tensor w = wbig.slice(0, 1, 10);
+  Tensor bbig = round_to(rand_tensor({10}, 13), dt);
+  Tensor b = bbig.slice(0, 1, 10);
+  Tensor gx = xbig.to(Device::cuda(), dt).slice(0, 3, 20);
+  Tensor gw = wbig.to(Device::cuda(), dt).slice(0, 1, 10);
+  Tensor gb = bbig.to(Device::cuda(), dt).slice(0, 1, 10);
+  EXPECT_LT(rel_err(linear(gx, gw, gb), linear(x, w, b)), tol_for(dt));
+  // transposed (non-contiguous) x
+  Tensor xt = round_to(rand_tensor({17, 5}, 14), dt);
+  EXPECT_LT(rel_err(linear(xt.to(Device::cuda(), dt).transpose(0, 1), gw, gb), linear(xt.transpose(0, 1), w, b)),
+            tol_for(dt));
+}
+
+TEST_P(LinearCuda, MatmulMatchesCpu) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  uint64_t seed = 200;
+  for (int64_t m : {1, 3, 17, 100})
+    for (int64_t k : {17, 64, 128})
+      for (int64_t n : {1, 17, 64, 300}) {
+        Tensor a = round_to(rand_tensor({2, 3, m, k}, seed++), dt);
+        Tensor b = round_to(rand_tensor({2, 3, k, n}, seed++), dt);
+        Tensor bt = round_to(rand_tensor({2, 3, n, k}, seed++), dt);
+        Tensor b2 = round_to(rand_tensor({k, n}, seed++), dt);
+        Tensor ga = a.to(Device::cuda(), dt);
+        EXPECT_LT(rel_err(matmul(ga, b.to(Device::cuda(), dt)), matmul(a, b)), tol_for(dt)) << m << " " << k << " " << n;
+        EXPECT_LT(rel_err(matmul(ga, bt.to(Device::cuda(), dt), true), matmul(a, bt, true)), tol_for(dt));
+        EXPECT_LT(rel_err(matmul(ga, b2.to(Device::cuda(), dt)), matmul(a, b2)), tol_for(dt));
+      }
+}
+
+TEST_P(LinearCuda, EmptyDims) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  Tensor gw = rand_tensor({4, 3}, 1).to(Device::cuda(), dt);
+  Tensor gb = Tensor::from_floats({1, 2, 3, 4}, {4}).to(Device::cuda(), dt);
+  EXPECT_EQ(linear(Tensor::empty({0, 3}, dt, Device::cuda()), gw, gb).shape(), (Shape{0, 4}));
+  Tensor y = linear(Tensor::empty({2, 0}, dt, Device::cuda()), Tensor::empty({4, 0}, dt, Device::cuda()), gb);
+  EXPECT_EQ(y.to_floats(), (std::vector<float>{1, 2, 3, 4, 1, 2, 3, 4}));
+}
+
+TEST(LinearCudaTf32, OptInIsCloseButNotRequired) {
+  MMATTN_REQUIRE_GPU();
+  Tensor x = rand_tensor({64, 256}, 1), w = rand_tensor({128, 256}, 2);
+  Tensor gx = x.to(Device::cuda()), gw = w.to(Device::cuda());
+  set_matmul_allow_tf32(true);
+  const double err = rel_err(linear(gx, gw), linear(x, w));
+  set_matmul_allow_tf32(false);
+  EXPECT_LT(err, 5e-3);  // TF32 has a 10-bit mantissa
+  EXPECT_LT(rel_err(linear(gx, gw), linear(x, w)), 1e-5);
+}
+
+TEST(LinearCudaErrors, DeviceMismatchNamesArguments) {
+  MMATTN_REQUIRE_GPU();
+  Tensor x = rand_tensor({2, 5}, 1).to(Device::cuda());
+  try {
+    linear(x, rand_tensor({4, 5}, 2));
+    FAIL();
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("'weight'"), std::string::npos) << e.what();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllDtypes, LinearCuda, ::testing::Values(DType::F32, DType::F16, DType::BF16),
+                         [](const auto& i) { return std::string(dtype_name(i.param)); });
