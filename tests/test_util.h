@@ -36,6 +36,17 @@ inline double rel_err(const Tensor& a, const Tensor& b) {
   }
   return std::sqrt(num / (den > 0 ? den : 1));
 }
+// ||got - want|| / ||want|| against a float64 reference computed by the test itself.
+inline double rel_err_vs(const Tensor& got, const std::vector<double>& want) {
+  const auto g = got.to_floats();
+  EXPECT_EQ(g.size(), want.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < g.size() && i < want.size(); ++i) {
+    num += (g[i] - want[i]) * (g[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   const auto x = a.to_floats();
   const auto y = b.to_floats();

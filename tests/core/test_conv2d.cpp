@@ -41,16 +41,6 @@ std::vector<double> naive_conv(const Tensor& x, const Tensor& w, const Tensor& b
   return y;
 }
 
-double rel_err_vs(const Tensor& got, const std::vector<double>& want) {
-  const auto g = got.to_floats();
-  EXPECT_EQ(g.size(), want.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < g.size() && i < want.size(); ++i) {
-    num += (g[i] - want[i]) * (g[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
 
 }  // namespace
 
