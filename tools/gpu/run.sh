@@ -45,7 +45,7 @@ fi
 if has build; then
   log "configure + build"
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMMATTN_DEPS_PREFIX=$PREFIX \
-    -DMMATTN_CUDA=ON -DMMATTN_CUDA_ARCHS="${MMATTN_CUDA_ARCHS:-90}" > "$OUT/configure.log" 2>&1 \
+    -DMMATTN_CUDA=ON -DMMATTN_CUDA_ARCHS="${MMATTN_CUDA_ARCHS:-90a}" > "$OUT/configure.log" 2>&1 \
     || { tail -30 "$OUT/configure.log"; exit 1; }
   grep -E "cuDNN|WARNING" "$OUT/configure.log" || true
   cmake --build build-gpu -j"$JOBS" > "$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }

@@ -1,0 +1,29 @@
+#pragma once
+// The CUDA attention kernels behind attention_cuda(). Each supports every feature of
+// AttentionParams (GQA, causal bottom-right, k_lens/q_lens, LSE, modulation, class mass), so the
+// dispatcher may pick either for any shape; it picks by speed.
+#include "attention/attention_params.h"
+
+namespace mmattn {
+
+// FlashAttention-2 style tiled kernel (tensor cores, online softmax): many query rows.
+void flash_prefill_cuda(const AttentionParams& p, StreamHandle s);
+// Split-KV decode: few query rows per kv head, long keys; the keys are split across blocks so that
+// one sequence fills the GPU, partial results combined by a second small kernel.
+void flash_decode_cuda(const AttentionParams& p, StreamHandle s);
+
+// Test hook, process-wide (tests and benchmarks only): which kernel attention_cuda() runs.
+//   0 auto (default: decode when use_decode_kernel(), else prefill),
+//   1 always flash_prefill_cuda (its fastest eligible path),
+//   2 always flash_decode_cuda,
+//   3 always flash_prefill_cuda's general mma.sync path (never the Hopper fast path).
+void set_attention_kernel_override(int which);
+int attention_kernel_override();
+
+// True when the decode kernel should serve this call.
+inline bool use_decode_kernel(const AttentionParams& p) {
+  const int rows_per_kv_head = p.lq * (p.hq / p.hkv);
+  return p.lq <= 4 && rows_per_kv_head <= 32;
+}
+
+}  // namespace mmattn

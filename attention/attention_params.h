@@ -1,0 +1,67 @@
+#pragma once
+// Plain parameters of the attention kernels (filled and validated by attention.cpp).
+#include <cstdint>
+
+#include "core/device.h"
+#include "core/dtype.h"
+
+namespace mmattn {
+
+struct AttentionParams {
+  const void* q = nullptr;  // [B, Lq, Hq, D] with strides below (elements), last dim dense
+  const void* k = nullptr;  // [B, Lk, Hkv, D]
+  const void* v = nullptr;  // [B, Lk, Hkv, D]
+  void* out = nullptr;      // [B, Lq, Hq, D] contiguous
+  int64_t q_sb = 0, q_sl = 0, q_sh = 0;
+  int64_t k_sb = 0, k_sl = 0, k_sh = 0;
+  int64_t v_sb = 0, v_sl = 0, v_sh = 0;
+  int batch = 0, lq = 0, lk = 0, hq = 0, hkv = 0, d = 0;
+  float scale = 1.f;
+  bool causal = false;
+  const int32_t* k_lens = nullptr;  // [B] or null (= lk)
+  const int32_t* q_lens = nullptr;  // [B] or null (= lq)
+  float* lse = nullptr;             // [B, Hq, Lq] or null
+  // modulation (all null = off)
+  const uint8_t* key_class = nullptr;  // [B, Lk], row stride key_class_sb
+  int64_t key_class_sb = 0;
+  int num_classes = 0;
+  const float* logit_abs_gain = nullptr;  // [Hq, C]
+  const float* logit_bias = nullptr;      // [Hq, C]
+  const float* post_weight = nullptr;     // [Hq, C]
+  bool renormalize = false;
+  const float* head_gain = nullptr;       // [Hq]
+  int64_t first_modulated_row = 0;
+  float* class_mass = nullptr;            // [B, Hq, Lq, C] or null
+  DType dtype = DType::F32;
+
+  bool has_logit_mod() const { return logit_abs_gain || logit_bias; }
+  bool has_post_mod() const { return post_weight != nullptr; }
+  bool has_modulation() const { return has_logit_mod() || has_post_mod() || head_gain || class_mass; }
+};
+
+// Validates q/k/v/options (errors name the argument) and fills everything but the outputs.
+// lq_total: the full query length that q_lens and the causal offset refer to (q.size(1) for
+// attention(); the whole sequence for taps, whose q holds only a few rows).
+class Tensor;
+struct AttentionOptions;
+AttentionParams build_attention_params(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                                       int64_t lq_total);
+
+void attention_cpu(const AttentionParams& p);
+
+// The scaled, modulated logit of query row qi against key kj (CPU references; f32).
+inline float attention_logit_cpu(const AttentionParams& p, const float* qi, const float* kj, int b, int h, int64_t j,
+                                 bool modulate) {
+  float s = 0.f;
+  for (int d = 0; d < p.d; ++d) s += qi[d] * kj[d];
+  s *= p.scale;
+  if (modulate && p.key_class) {
+    const int c = p.key_class[b * p.key_class_sb + j];
+    if (p.logit_abs_gain) s += p.logit_abs_gain[h * p.num_classes + c] * (s < 0.f ? -s : s);
+    if (p.logit_bias) s += p.logit_bias[h * p.num_classes + c];
+  }
+  return s;
+}
+void attention_cuda(const AttentionParams& p, StreamHandle s);
+
+}  // namespace mmattn

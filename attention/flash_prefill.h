@@ -1,0 +1,30 @@
+#pragma once
+// Internal interface of the flash prefill kernels (attention/flash_prefill*.cu). Not a public
+// header: attention.h is the API, attention_kernels.h the dispatcher's view.
+#include <cuda_runtime.h>
+
+#include "attention/attention_params.h"
+
+namespace mmattn::flash {
+
+// What the host computes once per call and every block reads.
+struct PrefillArgs {
+  AttentionParams p;
+  int group = 1;           // hq / hkv
+  float scale_log2 = 0.f;  // scale * log2(e): logits are handled in base 2
+  bool vec_q = false, vec_k = false, vec_v = false;  // 16-byte loads allowed (pointer and strides)
+};
+
+// General path: mma.sync m16n8k16 + ldmatrix + cp.async, every head dim and feature.
+// Explicit instantiations live in flash_prefill_d<D>.cu (T = __nv_bfloat16 / __half).
+template <class T, int D, bool MOD>
+void flash_prefill_launch(const PrefillArgs& a, cudaStream_t s);
+
+// Hopper fast path (warp-specialised TMA + wgmma, sm_90a builds only): every head dim, no
+// modulation, 16-byte aligned rows (the caller checks these). available() says whether this build
+// and the current device can run it; launch() returns false, launching nothing, when the tensor
+// maps of this view cannot be made (the caller falls back to the general path).
+bool flash_prefill_sm90_available();
+bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s);
+
+}  // namespace mmattn::flash

@@ -1,0 +1,524 @@
+// Hopper fast path of flash prefill (sm_90a): bf16/f16, no modulation, 16-byte aligned rows, every
+// head dim. FlashAttention-3's structure:
+//  - warp specialisation: warpgroup 2 is the producer (one lane issues TMA bulk tensor copies of
+//    Q and of each K/V tile into a 2-stage ring, completion tracked by mbarriers with transaction
+//    counts; it keeps 24 registers, setmaxnreg); warpgroups 0 and 1 are consumers of 64 query
+//    rows each (Br = 128; 232 registers) that wait on "full" barriers and release stages through
+//    "empty" barriers;
+//  - wgmma (m64n128k16 for S = Q K^T, m64n{64,128}k16 for O += P V with P in registers), f32
+//    accumulators, key tiles of Bc = 128;
+//  - ping-pong: the consumers take turns issuing their GEMMs (named barriers 1 and 2), so one
+//    warpgroup's softmax (bound by the SFU's exp2) runs while the other's GEMMs hold the tensor
+//    cores;
+//  - intra-warpgroup overlap: S_t = Q K_t^T and O += P_{t-1} V_{t-1} are issued in one turn and
+//    the softmax of S_t runs while P_{t-1} V_{t-1} is still on the tensor cores (P alternates
+//    between two register tiles so that an in-flight wgmma's operands are never redefined).
+//
+// Shared-memory tiles (Q, K and V alike): [NH halves of 64 columns][128 rows][64], rows of 128
+// bytes, 16-byte chunk c of row r stored at chunk c ^ (r % 8): the TMA 128-byte swizzle and the
+// wgmma canonical "Swizzle<3,4,3>" layout (tiles 1024-byte aligned). Q and K are K-major operands
+// (SBO = 1024 bytes per 8 rows, a k-step is +32 bytes inside a half, +16384 to the next half). V is
+// the MN-major B operand of P V (LBO = 16384 to the next 64 columns of d, SBO = 1024 per 8 keys, a
+// k-step of 16 keys is +2048 bytes). NH = 1 for D = 64, else 2: D = 72/80/96 use the second half
+// partly; the TMA fills the columns past D with zeros, so they add nothing to Q K^T.
+//
+// Compiled only for sm_90a (wgmma, setmaxnreg); other targets get an empty kernel that is never
+// launched (flash_prefill_sm90_available() is false unless the build defines MMATTN_SM90A).
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+
+#include "attention/flash_device.cuh"
+#include "attention/flash_prefill.h"
+#include "core/cuda_check.h"
+
+namespace mmattn::flash {
+
+namespace {
+
+constexpr int kBR = 128, kThreads = 384;  // query rows per block (2 x 64), threads (3 warpgroups)
+constexpr int kHalfBytes = 128 * 128;  // one [128 rows][64] half tile of 16-bit elements
+template <int NH>
+constexpr int tile_bytes() {
+  return NH * kHalfBytes;
+}
+template <int NH>
+constexpr int smem_bytes() {
+  return 5 * tile_bytes<NH>() + 1024 + 128;  // Q, K[2], V[2], alignment slack, mbarriers
+}
+
+struct TmaMaps {
+  CUtensorMap q, k, v;
+  int8_t pos_q[3], pos_k[3], pos_v[3];  // tensor-map dim (1..3) of the head, row and batch coords
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+constexpr int kBC = 128;  // keys per tile
+
+// Byte offset of element (r, c) in a swizzled tile.
+__device__ __forceinline__ uint32_t sw128(int r, int c) {
+  return uint32_t((c >> 6) * kHalfBytes + r * 128 + ((((c & 63) >> 3) ^ (r & 7)) << 4) + (c & 7) * 2);
+}
+
+// Shared-memory matrix descriptor, 128-byte swizzle.
+__device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
+         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
+}
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accesses of accumulators across the asynchronous wgmma.
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1,
+                                            int c2, int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
+// One tile = NH boxes of [128 rows][64 columns] at rows [row, row + 128) (zeros past the tensor).
+template <int NH>
+__device__ __forceinline__ void tma_tile(uint32_t dst, const CUtensorMap* map, const int8_t (&pos)[3], uint32_t bar,
+                                         int h, int row, int b) {
+  const int c1 = pos[0] == 1 ? h : pos[1] == 1 ? row : b;
+  const int c2 = pos[0] == 2 ? h : pos[1] == 2 ? row : b;
+  const int c3 = pos[0] == 3 ? h : pos[1] == 3 ? row : b;
+#pragma unroll
+  for (int i = 0; i < NH; ++i) tma_load_4d(dst + i * kHalfBytes, map, bar, 64 * i, c1, c2, c3);
+}
+__device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void named_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+// Generated (m64nNk16 wgmma, f32 accumulators): S = Q K^T with both operands in shared memory
+// (K-major), and O += P V with P in registers and V MN-major (imm-trans-b = 1).
+template <class T>
+__device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t da, uint64_t db, int scale_d);
+template <class T, int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db);
+template <>
+__device__ __forceinline__ void wgmma_ss<__nv_bfloat16>(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+template <>
+__device__ __forceinline__ void wgmma_ss<__half>(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<__nv_bfloat16, 128>(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<__half, 128>(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<__nv_bfloat16, 64>(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<__half, 64>(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));
+}
+
+// Online softmax of one 64 x 128 S tile of a warpgroup: masks keys j >= lim (when `mask`),
+// updates the running max m (base-2, scaled) and sum l, writes P (as the A operand of P V) and
+// the factors by which O must be rescaled. s[4n + e]: (row g, key 8n + 2tq + e); s[4n + 2 + e]:
+// row g + 8.
+template <class T>
+__device__ __forceinline__ void softmax_tile(float (&s)[64], uint32_t (&pa)[8][4], float& m0, float& m1, float& l0,
+                                             float& l1, float& al0, float& al1, bool mask, int j0, int tq, int lim0,
+                                             int lim1, float sl2) {
+  if (mask) {
+#pragma unroll
+    for (int n = 0; n < 16; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int j = j0 + n * 8 + tq * 2 + e;
+        if (j >= lim0) s[4 * n + e] = -INFINITY;
+        if (j >= lim1) s[4 * n + 2 + e] = -INFINITY;
+      }
+  }
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < 16; ++n) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+  }
+  mx0 = quad_max(mx0);
+  mx1 = quad_max(mx1);
+  const float mn0 = fmaxf(m0, mx0 * sl2), mn1 = fmaxf(m1, mx1 * sl2);
+  // a row that has seen nothing keeps m = -inf; subtract 0 then (2^-inf = 0, never NaN)
+  const float base0 = mn0 == -INFINITY ? 0.f : mn0, base1 = mn1 == -INFINITY ? 0.f : mn1;
+  al0 = fast_exp2(m0 - base0);
+  al1 = fast_exp2(m1 - base1);
+  m0 = mn0;
+  m1 = mn1;
+  float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+  for (int n = 0; n < 16; ++n) {
+    const float p0 = fast_exp2(fmaf(s[4 * n], sl2, -base0)), p1 = fast_exp2(fmaf(s[4 * n + 1], sl2, -base0));
+    const float p2 = fast_exp2(fmaf(s[4 * n + 2], sl2, -base1)), p3 = fast_exp2(fmaf(s[4 * n + 3], sl2, -base1));
+    ps0 += p0 + p1;
+    ps1 += p2 + p3;
+    pa[n >> 1][(n & 1) * 2] = pack2<T>(p0, p1);
+    pa[n >> 1][(n & 1) * 2 + 1] = pack2<T>(p2, p3);
+  }
+  l0 = l0 * al0 + ps0;
+  l1 = l1 * al1 + ps1;
+}
+
+template <int N>
+__device__ __forceinline__ void rescale(float (&o)[N], float al0, float al1) {
+#pragma unroll
+  for (int n = 0; n < N / 4; ++n) o[4 * n] *= al0, o[4 * n + 1] *= al0, o[4 * n + 2] *= al1, o[4 * n + 3] *= al1;
+}
+
+// Issues S = Q K^T (4 NH k-steps) for the warpgroup; not committed.
+template <class T, int NH>
+__device__ __forceinline__ void issue_qk(float (&s)[64], uint64_t dq, uint64_t dk) {
+#pragma unroll
+  for (int ks = 0; ks < 4 * NH; ++ks) {
+    const uint32_t off = ((ks >> 2) * kHalfBytes + (ks & 3) * 32) >> 4;
+    wgmma_ss<T>(s, dq + off, dk + off, ks > 0);
+  }
+}
+// Issues O += P V (8 k-steps of 16 keys); not committed.
+template <class T, int NH>
+__device__ __forceinline__ void issue_pv(float (&o)[32 * NH], const uint32_t (&pa)[8][4], uint64_t dv) {
+#pragma unroll
+  for (int ks = 0; ks < 8; ++ks) wgmma_rs<T, 64 * NH>(o, pa[ks], dv + ((ks * 2048) >> 4));
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+template <class T, int NH>
+__global__ void __launch_bounds__(kThreads, 1)
+    flash_prefill_sm90_kernel(const __grid_constant__ PrefillArgs a, const __grid_constant__ TmaMaps tm) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int TB = tile_bytes<NH>();
+  constexpr int NO = 32 * NH;  // O accumulators per thread
+  const AttentionParams& p = a.p;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t base = (raw + 1023u) & ~1023u;
+  unsigned char* smem = smem_raw + (base - raw);  // generic pointer to `base`
+  const uint32_t sQ = base, sK = base + TB, sV = base + 3 * TB;  // sK[2], sV[2]
+  const uint32_t bars = base + 5 * TB;
+  const uint32_t q_full = bars;
+  auto k_full = [&](int s) { return bars + 8 + 8 * s; };
+  auto k_empty = [&](int s) { return bars + 24 + 8 * s; };
+  auto v_full = [&](int s) { return bars + 40 + 8 * s; };
+  auto v_empty = [&](int s) { return bars + 56 + 8 * s; };
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int b = blockIdx.z, h = blockIdx.y;
+  // causal: the last query tiles have the most keys; start them first
+  const int qtile = p.causal ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
+  const int q0 = qtile * kBR;
+  const int hk = h / a.group;
+  const BlockRange rg = block_range(p, b, q0, kBR);
+  const int n_tiles = (rg.n_end + kBC - 1) / kBC;
+
+  if (tid == 0) {
+    mbar_init(q_full, 1);
+    for (int s = 0; s < 2; ++s) {
+      mbar_init(k_full(s), 1);
+      mbar_init(v_full(s), 1);
+      mbar_init(k_empty(s), 8);  // one arrival per consumer warp
+      mbar_init(v_empty(s), 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    fence_proxy_async();
+  }
+  __syncthreads();
+
+  if (warp >= 8) {  // producer warpgroup
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+    if (warp == 8 && lane == 0) {
+      mbar_expect_tx(q_full, TB);
+      tma_tile<NH>(sQ, &tm.q, tm.pos_q, q_full, h, q0, b);
+      for (int t = 0; t < n_tiles; ++t) {
+        const int s = t & 1, u = t >> 1;
+        if (u > 0) mbar_wait(k_empty(s), (u - 1) & 1);
+        mbar_expect_tx(k_full(s), TB);
+        tma_tile<NH>(sK + s * TB, &tm.k, tm.pos_k, k_full(s), hk, t * kBC, b);
+        if (u > 0) mbar_wait(v_empty(s), (u - 1) & 1);
+        mbar_expect_tx(v_full(s), TB);
+        tma_tile<NH>(sV + s * TB, &tm.v, tm.pos_v, v_full(s), hk, t * kBC, b);
+      }
+    }
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+
+  // consumers: warpgroup wg owns local rows [64 wg, 64 wg + 64); this thread rows rloc, rloc + 8
+  const int wg = warp >> 2, wl = warp & 3;
+  const int g = lane >> 2, tq = lane & 3;
+  const int rloc = wg * 64 + wl * 16 + g;
+  const int row0 = q0 + rloc, row1 = row0 + 8;
+  const int lim0 = rg.lim(row0, p.causal), lim1 = rg.lim(row1, p.causal);
+  const float sl2 = a.scale_log2;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, al0, al1;
+  float o[NO], s[64];
+#pragma unroll
+  for (int i = 0; i < NO; ++i) o[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) s[i] = 0.f;
+  uint32_t pa[8][4], pb[8][4];
+  const uint64_t dq = make_desc(sQ + wg * 64 * 128, 16, 1024);
+  auto dk = [&](int t) { return make_desc(sK + (t & 1) * TB, 16, 1024); };
+  auto dv = [&](int t) { return make_desc(sV + (t & 1) * TB, kHalfBytes, 1024); };
+  auto masked = [&](int t) { return t * kBC + kBC > rg.unmasked_end; };
+  // Turn-taking: each warpgroup waits for its turn before issuing its GEMMs and then passes the
+  // turn on; the last pass of warpgroup 1 is skipped so that no barrier is left half-arrived.
+  auto my_turn = [&] { named_sync(1 + wg, 256); };
+  auto pass_turn = [&](int t) {
+    if (!(wg == 1 && t == n_tiles - 1)) named_arrive(2 - wg, 256);
+  };
+  auto release = [&](uint32_t bar) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(bar);
+  };
+
+  mbar_wait(q_full, 0);
+  if (n_tiles > 0) {
+    if (wg == 1) named_arrive(1, 256);  // warpgroup 0 goes first
+    mbar_wait(k_full(0), 0);
+    my_turn();
+    wg_fence();
+    issue_qk<T, NH>(s, dq, dk(0));
+    wg_commit();
+    pass_turn(0);
+    wg_wait<0>();
+    fence_regs(s);
+    release(k_empty(0));
+    softmax_tile<T>(s, pa, m0, m1, l0, l1, al0, al1, masked(0), 0, tq, lim0, lim1, sl2);
+    // tile t: S_t and P_{t-1} V_{t-1} in one turn, softmax of S_t while P_{t-1} V_{t-1} runs
+    auto step = [&](int t, uint32_t(&pprev)[8][4], uint32_t(&pnext)[8][4]) {
+      const int st = t & 1, sp = (t - 1) & 1;
+      mbar_wait(v_full(sp), ((t - 1) >> 1) & 1);  // V_{t-1} was copied before K_t
+      mbar_wait(k_full(st), (t >> 1) & 1);
+      my_turn();
+      wg_fence();
+      issue_qk<T, NH>(s, dq, dk(t));
+      wg_commit();
+      issue_pv<T, NH>(o, pprev, dv(t - 1));
+      wg_commit();
+      pass_turn(t);
+      wg_wait<1>();  // S_t done; P_{t-1} V_{t-1} may still run (and still reads pprev)
+      fence_regs(s);
+      release(k_empty(st));
+      softmax_tile<T>(s, pnext, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2);
+      wg_wait<0>();
+      fence_regs(o);
+      release(v_empty(sp));
+      rescale(o, al0, al1);
+    };
+    int t = 1;
+    for (; t + 1 < n_tiles; t += 2) {
+      step(t, pa, pb);
+      step(t + 1, pb, pa);
+    }
+    const bool last_in_b = t < n_tiles;
+    if (last_in_b) step(t, pa, pb);
+    const int tl = n_tiles - 1;
+    mbar_wait(v_full(tl & 1), (tl >> 1) & 1);
+    wg_fence();
+    if (last_in_b) issue_pv<T, NH>(o, pb, dv(tl));
+    else issue_pv<T, NH>(o, pa, dv(tl));
+    wg_commit();
+    wg_wait<0>();
+    fence_regs(o);
+    release(v_empty(tl & 1));
+  }
+
+  // epilogue: normalise; rows >= qlen (and rows that saw nothing) are 0 with LSE -inf
+  l0 = quad_sum(l0);
+  l1 = quad_sum(l1);
+  const bool valid0 = row0 < rg.qlen, valid1 = row1 < rg.qlen;
+  const float f0 = valid0 && l0 > 0.f ? 1.f / l0 : 0.f, f1 = valid1 && l1 > 0.f ? 1.f / l1 : 0.f;
+  if (p.lse && tq == 0) {
+    const int64_t sr = (int64_t(b) * p.hq + h) * p.lq;
+    if (row0 < p.lq) p.lse[sr + row0] = valid0 && l0 > 0.f ? (m0 + __log2f(l0)) * kLn2 : -INFINITY;
+    if (row1 < p.lq) p.lse[sr + row1] = valid1 && l1 > 0.f ? (m1 + __log2f(l1)) * kLn2 : -INFINITY;
+  }
+  // stage the warpgroup's 64 rows in its own (swizzled) rows of the Q tile, then 16-byte stores
+#pragma unroll
+  for (int n = 0; n < NO / 4; ++n) {
+    const int col = n * 8 + tq * 2;
+    *reinterpret_cast<uint32_t*>(smem + sw128(rloc, col)) = pack2<T>(o[4 * n] * f0, o[4 * n + 1] * f0);
+    *reinterpret_cast<uint32_t*>(smem + sw128(rloc + 8, col)) = pack2<T>(o[4 * n + 2] * f1, o[4 * n + 3] * f1);
+  }
+  named_sync(3 + wg, 128);
+  T* out = static_cast<T*>(p.out);
+  const int D = p.d, CH = D / 8;  // 16-byte chunks per output row
+  for (int idx = tid & 127; idx < 64 * CH; idx += 128) {
+    const int r = wg * 64 + idx / CH, ch = idx - (idx / CH) * CH;
+    const int row = q0 + r;
+    if (row < p.lq)
+      *reinterpret_cast<uint4*>(out + ((int64_t(b) * p.lq + row) * p.hq + h) * D + ch * 8) =
+          *reinterpret_cast<const uint4*>(smem + sw128(r, ch * 8));
+  }
+#endif
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      f = nullptr;
+    cudaGetLastError();  // a failed lookup must not linger as the sticky "last error"
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// Tensor map of a [B, L, H, D] strided 16-bit tensor, boxes of 128 rows x 64 columns, 128-byte
+// swizzle, zeros out of bounds. The three outer dims are ordered by stride (size-1 dims last) so
+// that the map describes nested strides for any view; pos says where h, l and b went.
+bool make_tensor_map(CUtensorMap* map, int8_t (&pos)[3], const void* ptr, DType dt, int64_t D, int64_t H,
+                     int64_t L, int64_t B, int64_t sh, int64_t sl, int64_t sb) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (!encode) return false;
+  struct Dim {
+    uint64_t size, stride;
+    int which;
+  } dims[3] = {{uint64_t(H), uint64_t(sh) * 2, 0}, {uint64_t(L), uint64_t(sl) * 2, 1}, {uint64_t(B), uint64_t(sb) * 2, 2}};
+  uint64_t span = uint64_t(D) * 2;
+  for (const Dim& d : dims)
+    if (d.size > 1) span = std::max(span, d.size * d.stride);
+  for (Dim& d : dims)
+    if (d.size == 1) d.stride = span;
+  std::stable_sort(dims, dims + 3, [](const Dim& x, const Dim& y) { return x.stride < y.stride; });
+  cuuint64_t gdim[4] = {cuuint64_t(D), dims[0].size, dims[1].size, dims[2].size};
+  cuuint64_t gstride[3] = {dims[0].stride, dims[1].stride, dims[2].stride};
+  cuuint32_t box[4] = {64, 1, 1, 1};
+  cuuint32_t estride[4] = {1, 1, 1, 1};
+  for (int i = 0; i < 3; ++i) {
+    pos[dims[i].which] = int8_t(i + 1);
+    if (dims[i].which == 1) box[i + 1] = 128;  // Br = Bc = 128: one box shape for Q, K and V
+  }
+  const CUresult r =
+      encode(map, dt == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+             const_cast<void*>(ptr), gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
+}
+
+template <class T, int NH>
+bool launch(const PrefillArgs& a, cudaStream_t s) {
+  const AttentionParams& p = a.p;
+  TmaMaps tm;
+  if (!make_tensor_map(&tm.q, tm.pos_q, p.q, p.dtype, p.d, p.hq, p.lq, p.batch, p.q_sh, p.q_sl, p.q_sb) ||
+      !make_tensor_map(&tm.k, tm.pos_k, p.k, p.dtype, p.d, p.hkv, p.lk, p.batch, p.k_sh, p.k_sl, p.k_sb) ||
+      !make_tensor_map(&tm.v, tm.pos_v, p.v, p.dtype, p.d, p.hkv, p.lk, p.batch, p.v_sh, p.v_sl, p.v_sb))
+    return false;
+  auto kernel = flash_prefill_sm90_kernel<T, NH>;
+  static bool configured = false;  // per instantiation; idempotent, so a race is harmless
+  if (!configured) {
+    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<NH>()));
+    configured = true;
+  }
+  const dim3 grid(unsigned((p.lq + kBR - 1) / kBR), unsigned(p.hq), unsigned(p.batch));
+  kernel<<<grid, kThreads, smem_bytes<NH>(), s>>>(a, tm);
+  MMATTN_CUDA_CHECK_LAUNCH("flash_prefill_sm90_kernel");
+  return true;
+}
+
+}  // namespace
+
+bool flash_prefill_sm90_available() {
+#if defined(MMATTN_SM90A)
+  static int cache[64];  // per device: 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return false;
+  if (cache[dev] == 0) {
+    int major = 0, minor = 0;
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    cache[dev] = major == 9 && minor == 0 ? 1 : 2;
+  }
+  return cache[dev] == 1;
+#else
+  return false;
+#endif
+}
+
+bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
+  const bool bf = a.p.dtype == DType::BF16;
+  if (a.p.d <= 64) return bf ? launch<__nv_bfloat16, 1>(a, s) : launch<__half, 1>(a, s);
+  return bf ? launch<__nv_bfloat16, 2>(a, s) : launch<__half, 2>(a, s);
+}
+
+}  // namespace mmattn::flash

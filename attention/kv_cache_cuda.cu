@@ -1,0 +1,111 @@
+// KVCache on the GPU: appending rows at per-sequence offsets, compaction, length updates.
+#include <algorithm>
+
+#include "attention/kv_cache_kernels.h"
+#include "core/cuda_types.cuh"
+
+namespace mmattn {
+
+namespace {
+
+// One thread per unit U (16 bytes when every row is 16-byte aligned, else one element) of a
+// row (b, i, :, :) of K or V (blockIdx.z); rows outside [start_b, end_b) are skipped.
+template <class U>
+__global__ void kv_append_kernel(const KvAppendParams p, int64_t units_per_head) {
+  const int which = blockIdx.z;
+  const int64_t row = blockIdx.y;  // b * n + i
+  const int64_t b = row / p.n, i = row - b * p.n;
+  const int64_t dst_row = p.start[b] + i;
+  if (dst_row >= p.end[b]) return;
+  const int64_t units = p.hkv * units_per_head;
+  const U* src = reinterpret_cast<const U*>(static_cast<const char*>(p.src[which]) +
+                                            (b * p.src_sb[which] + i * p.src_sl[which]) * int64_t(p.itemsize));
+  U* dst = reinterpret_cast<U*>(static_cast<char*>(p.dst[which]) +
+                                (b * p.max_len + dst_row) * p.hkv * p.d * int64_t(p.itemsize));
+  const int64_t sh = p.src_sh[which] * int64_t(p.itemsize) / int64_t(sizeof(U));  // head stride in units
+  for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < units; u += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t h = u / units_per_head, e = u - h * units_per_head;
+    dst[u] = src[h * sh + e];
+  }
+}
+
+template <class U>
+__global__ void kv_gather_kernel(const char* base, int64_t plane_stride, int64_t row_bytes, const int32_t* keep,
+                                 int64_t n_keep, char* tmp) {
+  const int64_t plane = blockIdx.z, i = blockIdx.y;
+  const U* src = reinterpret_cast<const U*>(base + plane * plane_stride + int64_t(keep[i]) * row_bytes);
+  U* dst = reinterpret_cast<U*>(tmp + (plane * n_keep + i) * row_bytes);
+  const int64_t units = row_bytes / int64_t(sizeof(U));
+  for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < units; u += int64_t(gridDim.x) * blockDim.x)
+    dst[u] = src[u];
+}
+
+constexpr int kSetChunk = 256;
+struct I32Chunk {
+  int32_t v[kSetChunk];
+};
+__global__ void kv_set_kernel(int32_t* dst, I32Chunk c, int n) {
+  if (int(threadIdx.x) < n) dst[threadIdx.x] = c.v[threadIdx.x];
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
+  if (p.batch == 0 || p.n == 0) return;
+  const int64_t row_bytes = p.d * int64_t(p.itemsize);
+  bool vec = row_bytes % 16 == 0;
+  for (int w = 0; w < 2; ++w)
+    vec = vec && aligned16(p.src[w]) && aligned16(p.dst[w]) && (p.src_sb[w] * int64_t(p.itemsize)) % 16 == 0 &&
+          (p.src_sl[w] * int64_t(p.itemsize)) % 16 == 0 && (p.src_sh[w] * int64_t(p.itemsize)) % 16 == 0;
+  MMATTN_CHECK(p.batch * p.n <= 65535 * 1024ll, UnsupportedError, "kv_append: too many rows (", p.batch * p.n, ")");
+  const int threads = 128;
+  auto launch = [&]<class U>() {
+    const int64_t uph = row_bytes / int64_t(sizeof(U));
+    const int64_t units = p.hkv * uph;
+    const dim3 grid(unsigned(std::min<int64_t>((units + threads - 1) / threads, 64)), unsigned(p.batch * p.n), 2);
+    kv_append_kernel<U><<<grid, threads, 0, s>>>(p, uph);
+  };
+  if (vec) launch.template operator()<uint4>();
+  else if (p.itemsize == 4) launch.template operator()<uint32_t>();
+  else if (p.itemsize == 2) launch.template operator()<uint16_t>();
+  else launch.template operator()<uint8_t>();
+  MMATTN_CUDA_CHECK_LAUNCH("kv_append");
+}
+
+void kv_compact_cuda(void* base, int64_t planes, int64_t plane_stride, int64_t row_bytes, const int32_t* keep,
+                     int64_t n_keep, StreamHandle s) {
+  if (n_keep == 0 || planes == 0) return;
+  MMATTN_CHECK(n_keep <= 65535 && planes <= 65535, UnsupportedError, "kv_compact: ", n_keep, " rows x ", planes,
+               " planes is too many for one launch");
+  // Gather into a scratch buffer (the moves overlap in place), then copy back as one 2D copy.
+  char* tmp = static_cast<char*>(cuda_alloc(size_t(planes * n_keep * row_bytes), s));
+  const bool vec = row_bytes % 16 == 0 && aligned16(base) && plane_stride % 16 == 0;
+  const int threads = 128;
+  auto launch = [&]<class U>() {
+    const int64_t units = row_bytes / int64_t(sizeof(U));
+    const dim3 grid(unsigned(std::min<int64_t>((units + threads - 1) / threads, 64)), unsigned(n_keep),
+                    unsigned(planes));
+    kv_gather_kernel<U><<<grid, threads, 0, s>>>(static_cast<const char*>(base), plane_stride, row_bytes, keep,
+                                                 n_keep, tmp);
+  };
+  if (vec) launch.template operator()<uint4>();
+  else launch.template operator()<uint8_t>();
+  MMATTN_CUDA_CHECK_LAUNCH("kv_compact");
+  MMATTN_CUDA_CHECK(cudaMemcpy2DAsync(base, size_t(plane_stride), tmp, size_t(n_keep * row_bytes),
+                                      size_t(n_keep * row_bytes), size_t(planes), cudaMemcpyDeviceToDevice, s));
+  cuda_free(tmp);  // stream-ordered: reused only by later work on s
+}
+
+void kv_set_i32_cuda(int32_t* dst, const int32_t* values, int64_t n, StreamHandle s) {
+  for (int64_t o = 0; o < n; o += kSetChunk) {
+    const int m = int(std::min<int64_t>(kSetChunk, n - o));
+    I32Chunk c;
+    std::copy(values + o, values + o + m, c.v);
+    kv_set_kernel<<<1, kSetChunk, 0, s>>>(dst + o, c, m);
+    MMATTN_CUDA_CHECK_LAUNCH("kv_set_i32");
+  }
+}
+
+}  // namespace mmattn

@@ -1,0 +1,132 @@
+#include "attention/taps.h"
+
+#include <cmath>
+
+#include "attention/taps_params.h"
+#include "core/ops/dispatch.h"
+
+namespace mmattn {
+
+Tensor attention_probs(const Tensor& q_rows, const Tensor& k, const TapRequest& req, const AttentionOptions& opt) {
+  const char* op = "attention_probs";
+  AttentionParams a = build_attention_params(q_rows, k, k, opt, req.lq_total);
+  const int64_t R = a.lq;
+  MMATTN_CHECK(int64_t(req.rows.size()) == R, ShapeError, op, ": ", req.rows.size(), " row indices for q_rows ",
+               q_rows.shape_str(), " (R = ", R, ")");
+  for (size_t r = 0; r < req.rows.size(); ++r)
+    MMATTN_CHECK(req.rows[r] >= 0 && req.rows[r] < req.lq_total, ShapeError, op, ": rows[", r, "] = ", req.rows[r],
+                 " outside [0, lq_total = ", req.lq_total, ")");
+  TapParams p;
+  p.attn = a;
+  p.lq_total = req.lq_total;
+  if (req.lse.defined()) {
+    MMATTN_CHECK(req.lse.dtype() == DType::F32 && req.lse.shape() == (Shape{a.batch, a.hq, R}), ShapeError, op,
+                 ": 'lse' must be F32[", a.batch, ", ", a.hq, ", ", R, "], got ", req.lse.desc());
+    check_same_device(q_rows, req.lse, op, "q_rows", "lse");
+    check_contiguous(req.lse, op, "lse");
+    p.lse = req.lse.data<float>();
+  }
+  Tensor rows = Tensor::from_vector(req.rows, {R}).to(q_rows.device());
+  p.rows = rows.data<int64_t>();
+  Tensor probs = Tensor::empty({a.batch, a.hq, R, a.lk}, DType::F32, q_rows.device());
+  p.probs = probs.data<float>();
+  if (q_rows.is_cuda()) {
+    MMATTN_IF_CUDA(attention_probs_cuda(p, current_stream()));
+  } else {
+    attention_probs_cpu(p);
+  }
+  return probs;
+}
+
+Tensor head_mean(const Tensor& probs) {
+  check_dim(probs, 4, "head_mean", "probs");
+  check_dtype(probs, DType::F32, "head_mean", "probs");
+  Tensor cpu = probs.to(Device::cpu()).contiguous();
+  const int64_t B = cpu.size(0), H = cpu.size(1), R = cpu.size(2), L = cpu.size(3);
+  Tensor out = Tensor::zeros({B, R, L}, DType::F32);
+  const float* p = cpu.data<float>();
+  float* o = out.data<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < R * L; ++i) o[b * R * L + i] += p[(b * H + h) * R * L + i] / float(H);
+  return out.to(probs.device());
+}
+
+Tensor class_mass(const Tensor& probs, const Tensor& key_class, int num_classes) {
+  check_dim(probs, 4, "class_mass", "probs");
+  check_dtype(probs, DType::F32, "class_mass", "probs");
+  check_dtype(key_class, DType::U8, "class_mass", "key_class");
+  const int64_t B = probs.size(0), H = probs.size(1), R = probs.size(2), L = probs.size(3);
+  MMATTN_CHECK(key_class.shape() == (Shape{B, L}), ShapeError, "class_mass: 'key_class' must be U8[", B, ", ", L,
+               "], got ", key_class.desc());
+  MMATTN_CHECK(num_classes >= 1 && num_classes <= kMaxKeyClasses, ShapeError, "class_mass: num_classes ",
+               num_classes);
+  Tensor p = probs.to(Device::cpu()).contiguous();
+  Tensor kc = key_class.to(Device::cpu()).contiguous();
+  Tensor out = Tensor::zeros({B, H, R, int64_t(num_classes)}, DType::F32);
+  const float* pp = p.data<float>();
+  const uint8_t* c = kc.data<uint8_t>();
+  float* o = out.data<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t j = 0; j < L; ++j) {
+          MMATTN_CHECK(c[b * L + j] < num_classes, ShapeError, "class_mass: key_class[", b, ", ", j, "] = ",
+                       int(c[b * L + j]), " >= ", num_classes);
+          o[((b * H + h) * R + r) * num_classes + c[b * L + j]] += pp[((b * H + h) * R + r) * L + j];
+        }
+  return out.to(probs.device());
+}
+
+// CPU reference: per (b, h, r) the logits, then exp(z - lse) with the post weights, normalised.
+void attention_probs_cpu(const TapParams& tp) {
+  const AttentionParams& p = tp.attn;
+  const float* q = static_cast<const float*>(p.q);
+  const float* k = static_cast<const float*>(p.k);
+  const int group = p.hq / p.hkv;
+  const int C = p.num_classes;
+  for (int b = 0; b < p.batch; ++b) {
+    const int klen = p.k_lens ? p.k_lens[b] : p.lk;
+    const int64_t qlen = p.q_lens ? p.q_lens[b] : tp.lq_total;
+    for (int h = 0; h < p.hq; ++h)
+      for (int r = 0; r < p.lq; ++r) {
+        const int64_t i = tp.rows[r];
+        float* out = tp.probs + ((int64_t(b) * p.hq + h) * p.lq + r) * p.lk;
+        int64_t jend = i < qlen ? klen : 0;
+        if (p.causal && i < qlen) jend = std::min<int64_t>(jend, std::max<int64_t>(0, i + (klen - qlen) + 1));
+        const bool modulate = i >= p.first_modulated_row;
+        const float* qi = q + b * p.q_sb + int64_t(r) * p.q_sl + int64_t(h) * p.q_sh;
+        float m = -INFINITY;
+        for (int64_t j = 0; j < p.lk; ++j) {
+          if (j >= jend) {
+            out[j] = -INFINITY;
+            continue;
+          }
+          const float* kj = k + b * p.k_sb + j * p.k_sl + int64_t(h / group) * p.k_sh;
+          const float s = attention_logit_cpu(p, qi, kj, b, h, j, modulate);
+          out[j] = s;
+          m = std::max(m, s);
+        }
+        float lse;
+        if (tp.lse) {
+          lse = tp.lse[(int64_t(b) * p.hq + h) * p.lq + r];
+        } else {
+          float l = 0.f;
+          for (int64_t j = 0; j < jend; ++j) l += std::exp(out[j] - m);
+          lse = jend > 0 ? m + std::log(l) : -INFINITY;
+        }
+        float norm = 0.f;
+        for (int64_t j = 0; j < p.lk; ++j) {
+          float w = j < jend ? std::exp(out[j] - lse) : 0.f;
+          if (j < jend && modulate && p.post_weight && p.key_class)
+            w *= p.post_weight[h * C + p.key_class[b * p.key_class_sb + j]];
+          out[j] = w;
+          norm += w;
+        }
+        if (modulate && p.post_weight && p.renormalize && norm > 0.f)
+          for (int64_t j = 0; j < jend; ++j) out[j] /= norm;
+      }
+  }
+}
+
+}  // namespace mmattn

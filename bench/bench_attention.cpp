@@ -1,0 +1,134 @@
+// Attention core benchmarks (issue 4) against PyTorch SDPA on the same shapes in the same run
+// (bench/peer_attention.py runs first). Prefill: TFLOP/s (4 B H Lq Lk D, halved when causal);
+// decode: bytes of K and V over the measured copy bandwidth. Also the cost of taps and modulation.
+//   bench_attention --out bench/results [--peer bench/results/attention_dense_peer.json]
+#include "attention/attention.h"
+#include "attention/taps.h"
+#include "bench/bench_util.h"
+
+using namespace mmattn;
+using namespace mmattn::bench;
+
+namespace {
+
+Tensor rnd(const Shape& s, uint64_t seed) {
+  std::vector<float> v(size_t(shape_numel(s)));
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 7;
+  for (auto& f : v) {
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    f = float((x >> 11) * (1.0 / 9007199254740992.0)) * 4.f - 2.f;
+  }
+  return Tensor::from_floats(v, s).to(Device::cuda(), DType::BF16);
+}
+
+Json target_row(Json row, const std::string& target, bool met) {
+  row["target"] = target;
+  row["meets_target"] = met;
+  return row;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::string out = arg_value(argc, argv, "--out", "bench/results");
+    const std::string peer_path = arg_value(argc, argv, "--peer", out + "/attention_dense_peer.json");
+    Json peer = path_exists(peer_path) ? read_json_file(peer_path)["rows"] : Json::object();
+    auto peer_ms = [&](const std::string& c) { return peer.contains(c) ? peer[c].get<double>() : 0.0; };
+    Results r{"attention_dense"};
+    const double copy = measure_copy_GBps();
+    r.ceilings = {{"copy_GBps", copy}, {"how", "1 GiB cudaMemcpy D2D, bytes read + written"}};
+
+    struct Pre { const char* name; int64_t h, lq, lk; bool causal; double sdpa_tflops_issue; };
+    const Pre pre[] = {{"noncausal h24 d128 n4096", 24, 4096, 4096, false, 624},
+                       {"noncausal h24 d128 n16384", 24, 16384, 16384, false, 666},
+                       {"noncausal h24 d128 n65536", 24, 65536, 65536, false, 642},
+                       {"causal h32 d128 n4096", 32, 4096, 4096, true, 496}};
+    for (const auto& c : pre) {
+      Tensor q = rnd({1, c.lq, c.h, 128}, 1), k = rnd({1, c.lk, c.h, 128}, 2), v = rnd({1, c.lk, c.h, 128}, 3);
+      AttentionOptions opt;
+      opt.causal = c.causal;
+      const int reps = c.lq >= 65536 ? 5 : 20;
+      const double ms = time_ms([&] { attention(q, k, v, opt); }, 2, reps);
+      const double flops = 4.0 * c.h * double(c.lq) * double(c.lk) * 128 / (c.causal ? 2 : 1);
+      const double ours_tf = flops / (ms * 1e-3) / 1e12;
+      const double p = peer_ms(c.name);
+      const double peer_tf = p > 0 ? flops / (p * 1e-3) / 1e12 : 0;
+      Json row = {{"case", c.name}, {"metric", "time"}, {"unit", "ms"}, {"ours", ms}, {"peer", p},
+                  {"peer_name", "torch sdpa"}, {"ours_tflops", ours_tf}, {"peer_tflops", peer_tf}};
+      // target: throughput >= 0.9x SDPA's, i.e. time ratio <= 1/0.9
+      r.add(target_row(row, "ratio <= 1.11 (>= 0.9x SDPA throughput)", p > 0 && ms / p <= 1.0 / 0.9));
+    }
+
+    struct Dec { const char* name; int64_t lk; double speedup_needed; };
+    const Dec dec[] = {{"decode h32 d128 k4096", 4096, 1.5}, {"decode h32 d128 k32768", 32768, 1.0}};
+    for (const auto& c : dec) {
+      Tensor q = rnd({1, 1, 32, 128}, 4), k = rnd({1, c.lk, 32, 128}, 5), v = rnd({1, c.lk, 32, 128}, 6);
+      const double ms = time_ms([&] { attention(q, k, v); }, 5, 50);
+      const double bytes = 2.0 * 2.0 * 32 * double(c.lk) * 128;  // K and V, bf16
+      const double gbps = bytes / (ms * 1e-3) / 1e9;
+      const double p = peer_ms(c.name);
+      Json row = {{"case", c.name},          {"metric", "time"},        {"unit", "ms"},
+                  {"ours", ms},              {"peer", p},               {"peer_name", "torch sdpa"},
+                  {"ours_GBps", gbps},       {"fraction_of_ceiling", gbps / copy},
+                  {"peer_GBps", p > 0 ? bytes / (p * 1e-3) / 1e9 : 0}};
+      const double need = 1.0 / c.speedup_needed;
+      r.add(target_row(row, str_cat("ratio <= ", need, c.speedup_needed > 1 ? " (>= 1.5x SDPA)" : " (>= SDPA bandwidth)"),
+                       p > 0 && ms / p <= need));
+    }
+
+    // Taps and modulation: extra time when on (target < 5%).
+    {
+      const int64_t H = 32, L = 640, C = 3;
+      Tensor q = rnd({1, L, H, 128}, 7), k = rnd({1, L, H, 128}, 8), v = rnd({1, L, H, 128}, 9);
+      std::vector<uint8_t> cls(static_cast<size_t>(L));
+      for (int64_t j = 0; j < L; ++j) cls[j] = j < 35 ? 0 : j < 611 ? 1 : 0;
+      HeadModulation m;
+      m.key_class = Tensor::from_vector(cls, {1, L}).to(Device::cuda());
+      m.num_classes = int(C);
+      m.logit_abs_gain = Tensor::full({H, C}, 0.2f, DType::F32, Device::cuda());
+      m.post_weight = Tensor::full({H, C}, 1.f, DType::F32, Device::cuda());
+      m.head_gain = Tensor::full({H}, 1.f, DType::F32, Device::cuda());
+      m.first_modulated_row = L - 1;
+      AttentionOptions plain;
+      plain.causal = true;
+      AttentionOptions modded = plain;
+      modded.mod = &m;
+      modded.return_lse = true;
+      const double base = time_ms([&] { attention(q, k, v, plain); });
+      const double with_mod = time_ms([&] { attention(q, k, v, modded); });
+      AttentionOptions tap_opt = plain;
+      tap_opt.return_lse = true;
+      const double with_tap = time_ms([&] {
+        AttentionResult res = attention(q, k, v, tap_opt);
+        TapRequest req{{L - 1}, L, res.lse.slice(2, L - 1, L).contiguous()};
+        attention_probs(q.slice(1, L - 1, L), k, req, plain);
+      });
+      r.add(target_row({{"case", "prefill 640 causal h32: modulation on (PAI-like)"}, {"metric", "time"}, {"unit", "ms"},
+                        {"ours", with_mod}, {"peer", base}, {"peer_name", "ours, modulation off"}},
+                       "ratio <= 1.05", with_mod / base <= 1.05));
+      r.add(target_row({{"case", "prefill 640 causal h32: LSE + last-row tap (FastV)"}, {"metric", "time"},
+                        {"unit", "ms"}, {"ours", with_tap}, {"peer", base}, {"peer_name", "ours, no tap"}},
+                       "ratio <= 1.05", with_tap / base <= 1.05));
+      Tensor qd = rnd({1, 1, H, 128}, 10), kd = rnd({1, 4096, H, 128}, 11), vd = rnd({1, 4096, H, 128}, 12);
+      std::vector<uint8_t> cd(4096);
+      for (int j = 0; j < 4096; ++j) cd[j] = j < 35 ? 0 : j < 611 ? 1 : j < 613 ? 2 : 0;
+      HeadModulation md = m;
+      md.key_class = Tensor::from_vector(cd, {1, 4096}).to(Device::cuda());
+      md.first_modulated_row = 0;
+      AttentionOptions dm;
+      dm.mod = &md;
+      dm.return_class_mass = true;
+      const double dbase = time_ms([&] { attention(qd, kd, vd); }, 5, 50);
+      const double dmod = time_ms([&] { attention(qd, kd, vd, dm); }, 5, 50);
+      r.add(target_row({{"case", "decode k4096 h32: modulation + class mass on"}, {"metric", "time"}, {"unit", "ms"},
+                        {"ours", dmod}, {"peer", dbase}, {"peer_name", "ours, modulation off"}},
+                       "ratio <= 1.05", dmod / dbase <= 1.05));
+    }
+    r.write(out);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_attention: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

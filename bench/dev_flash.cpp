@@ -1,0 +1,90 @@
+// Development timing of the flash prefill paths (not a results benchmark: bench_attention is).
+// Times the prefill kernel's fastest path (kernel override 1: the Hopper wgmma kernel in sm_90a
+// builds) and its general mma.sync path (override 3) on the shapes and every head dim,
+// and checks that the two agree on each shape.
+//   bench_flash_dev [--quick]
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "attention/attention.h"
+#include "attention/attention_kernels.h"
+#include "bench/bench_util.h"
+
+using namespace mmattn;
+using namespace mmattn::bench;
+
+namespace {
+
+Tensor rnd(const Shape& s, uint64_t seed, DType dt) {
+  std::vector<float> v(size_t(shape_numel(s)));
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 7;
+  for (auto& f : v) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    f = float((x >> 11) * (1.0 / 9007199254740992.0)) * 4.f - 2.f;
+  }
+  return Tensor::from_floats(v, s).to(Device::cuda(), dt);
+}
+
+double rel_diff(const Tensor& a, const Tensor& b) {
+  const auto x = a.to_floats(), y = b.to_floats();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (!std::isfinite(x[i]) || !std::isfinite(y[i])) return INFINITY;
+    num += double(x[i] - y[i]) * (x[i] - y[i]);
+    den += double(y[i]) * y[i];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    bool quick = false;
+    for (int i = 1; i < argc; ++i) quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    struct Case {
+      int64_t b, h, hkv, l, d;
+      bool causal;
+      DType dt;
+    };
+    std::vector<Case> cases = {
+        {1, 24, 24, 4096, 128, false, DType::BF16}, {1, 24, 24, 16384, 128, false, DType::BF16},
+        {1, 32, 32, 4096, 128, true, DType::BF16},  {1, 24, 24, 4096, 128, false, DType::F16},
+        {1, 24, 24, 4096, 64, false, DType::BF16},  {1, 24, 24, 4096, 72, false, DType::BF16},
+        {1, 24, 24, 4096, 80, false, DType::BF16},  {1, 24, 24, 4096, 96, false, DType::BF16},
+        {4, 32, 8, 2048, 128, true, DType::BF16},
+    };
+    if (!quick) cases.push_back({1, 24, 24, 65536, 128, false, DType::BF16});
+    std::printf("%-40s %10s %10s %10s %10s %9s\n", "case", "fast ms", "TFLOP/s", "gen ms", "TFLOP/s", "rel diff");
+    for (const Case& c : cases) {
+      Tensor q = rnd({c.b, c.l, c.h, c.d}, 1, c.dt), k = rnd({c.b, c.l, c.hkv, c.d}, 2, c.dt),
+             v = rnd({c.b, c.l, c.hkv, c.d}, 3, c.dt);
+      AttentionOptions opt;
+      opt.causal = c.causal;
+      const double flops = 4.0 * c.b * c.h * double(c.l) * c.l * c.d / (c.causal ? 2 : 1);
+      const int reps = c.l >= 65536 ? 5 : c.l >= 16384 ? 10 : 30;
+      double ms[2];
+      Tensor out[2];
+      for (int i = 0; i < 2; ++i) {
+        set_attention_kernel_override(i == 0 ? 1 : 3);
+        out[i] = attention(q, k, v, opt).out;
+        ms[i] = time_ms([&] { attention(q, k, v, opt); }, 2, reps);
+      }
+      set_attention_kernel_override(0);
+      const double diff = c.l <= 16384 ? rel_diff(out[0], out[1]) : -1;
+      char name[96];
+      std::snprintf(name, sizeof name, "%s b%lld h%lld/%lld n%lld d%lld%s", std::string(dtype_name(c.dt)).c_str(), (long long)c.b,
+                    (long long)c.h, (long long)c.hkv, (long long)c.l, (long long)c.d, c.causal ? " causal" : "");
+      std::printf("%-40s %10.3f %10.1f %10.3f %10.1f %9.2e\n", name, ms[0], flops / ms[0] * 1e-9, ms[1],
+                  flops / ms[1] * 1e-9, diff);
+      std::fflush(stdout);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_flash_dev: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,268 @@
+// The CUDA flash prefill kernel against the CPU reference attention() on f32 copies of the same
+// rounded inputs: awkward sizes, every head dim, GQA/MQA, causal (Lq == Lk, Lq < Lk, Lq > Lk),
+// k_lens/q_lens, strided and misaligned views, LSE, modulation and class mass, bf16 and f16.
+// The prefill kernel is forced for every shape (also Lq <= 4, which the dispatcher would send to
+// the decode kernel); without modulation, both the Hopper fast path (when the build has it) and
+// the general path run.
+#include <cmath>
+
+#include "attention/attention.h"
+#include "attention/attention_kernels.h"
+#include "test_util.h"
+
+using namespace mmattn;
+using namespace mmattn::test;
+
+namespace {
+
+// Forces a kernel for the scope of a test.
+struct KernelOverride {
+  explicit KernelOverride(int which) { set_attention_kernel_override(which); }
+  ~KernelOverride() { set_attention_kernel_override(0); }
+};
+
+double out_tol(DType dt) { return dt == DType::F16 ? 3e-3 : 1e-2; }
+
+Tensor i32(const std::vector<int32_t>& v) { return Tensor::from_vector(v, {int64_t(v.size())}); }
+Tensor gpu(const Tensor& t) { return t.defined() ? t.to(Device::cuda()) : t; }
+
+HeadModulation to_gpu(const HeadModulation& m) {
+  HeadModulation g = m;
+  g.key_class = gpu(m.key_class);
+  g.logit_abs_gain = gpu(m.logit_abs_gain);
+  g.logit_bias = gpu(m.logit_bias);
+  g.post_weight = gpu(m.post_weight);
+  g.head_gain = gpu(m.head_gain);
+  return g;
+}
+
+// Runs CPU (f32) and CUDA (dt) on the same rounded values and compares out, LSE and class mass.
+// q/k/v: f32 CPU tensors already rounded to dt; gq/gk/gv: the device tensors (any strides).
+void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gq, const Tensor& gk,
+                  const Tensor& gv, DType dt, AttentionOptions opt, const std::string& what) {
+  opt.return_lse = true;
+  opt.return_class_mass = opt.mod && opt.mod->key_class.defined();
+  AttentionResult c = attention(q, k, v, opt);
+  AttentionOptions gopt = opt;
+  gopt.k_lens = gpu(opt.k_lens);
+  gopt.q_lens = gpu(opt.q_lens);
+  HeadModulation gm;
+  if (opt.mod) {
+    gm = to_gpu(*opt.mod);
+    gopt.mod = &gm;
+  }
+  AttentionResult g = attention(gq, gk, gv, gopt);
+  ASSERT_EQ(g.out.dtype(), dt) << what;
+  EXPECT_LT(rel_err(g.out, c.out), out_tol(dt)) << what;
+  const auto gl = g.lse.to_floats(), cl = c.lse.to_floats();
+  ASSERT_EQ(gl.size(), cl.size()) << what;
+  int bad = 0;
+  for (size_t i = 0; i < cl.size() && bad < 5; ++i) {
+    const bool ok = std::isinf(cl[i]) ? (std::isinf(gl[i]) && gl[i] < 0) : std::fabs(gl[i] - cl[i]) < 1e-2f;
+    if (!ok) ++bad;
+    EXPECT_TRUE(ok) << what << " lse[" << i << "] gpu " << gl[i] << " cpu " << cl[i];
+  }
+  if (opt.return_class_mass) {
+    const auto gc = g.class_mass.to_floats(), cc = c.class_mass.to_floats();
+    ASSERT_EQ(gc.size(), cc.size()) << what;
+    double worst = 0;
+    for (size_t i = 0; i < cc.size(); ++i)
+      worst = std::isfinite(gc[i]) ? std::max(worst, double(std::fabs(gc[i] - cc[i]))) : INFINITY;
+    EXPECT_LT(worst, 5e-3) << what << " class_mass";
+  }
+}
+
+void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, DType dt, const AttentionOptions& opt,
+                  const std::string& what) {
+  expect_match(q, k, v, q.to(Device::cuda(), dt), k.to(Device::cuda(), dt), v.to(Device::cuda(), dt), dt, opt,
+               what);
+}
+
+struct Shape6 {
+  int64_t b, lq, lk, hq, hkv;
+  bool causal;
+};
+
+class AttentionCuda : public ::testing::TestWithParam<DType> {};
+
+}  // namespace
+
+TEST_P(AttentionCuda, AwkwardSizesEveryHeadDim) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  const std::vector<Shape6> shapes = {
+      {1, 1, 1, 1, 1, false},      {2, 3, 17, 4, 2, false},     {1, 17, 3, 4, 4, true},
+      {2, 64, 64, 4, 1, true},     {1, 65, 127, 8, 2, false},   {1, 127, 65, 2, 2, true},
+      {1, 200, 1000, 4, 1, true},  {1, 1000, 200, 2, 1, false}, {1, 127, 127, 4, 4, true},
+      {3, 17, 200, 6, 3, false},   {1, 1, 1000, 8, 2, true},    {1, 3, 65, 8, 8, true},
+  };
+  uint64_t seed = 100;
+  for (int64_t d : {64, 72, 80, 96, 128})
+    for (const Shape6& s : shapes) {
+      Tensor q = round_to(rand_tensor({s.b, s.lq, s.hq, d}, seed++, -2.f, 2.f), dt);
+      Tensor k = round_to(rand_tensor({s.b, s.lk, s.hkv, d}, seed++, -2.f, 2.f), dt);
+      Tensor v = round_to(rand_tensor({s.b, s.lk, s.hkv, d}, seed++), dt);
+      AttentionOptions opt;
+      opt.causal = s.causal;
+      const std::string what = str_cat(dtype_name(dt), " d", d, " b", s.b, " lq", s.lq, " lk", s.lk, " hq", s.hq,
+                                       " hkv", s.hkv, s.causal ? " causal" : "");
+      // 1: the prefill kernel's fastest eligible path (Hopper builds: the wgmma kernel); 3: its
+      // general path
+      for (int which : {1, 3}) {
+        KernelOverride force(which);
+        expect_match(q, k, v, dt, opt, what + (which == 3 ? " general" : ""));
+      }
+    }
+}
+
+TEST_P(AttentionCuda, LargeTiles) {
+  // several full key tiles with causal diagonals inside them, and one 1000 x 1000 case
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  uint64_t seed = 300;
+  for (auto [d, lq, lk, causal] : std::vector<std::tuple<int64_t, int64_t, int64_t, bool>>{
+           {128, 1000, 1000, true}, {128, 1000, 1000, false}, {64, 1000, 1000, true}, {96, 513, 1000, true}}) {
+    Tensor q = round_to(rand_tensor({1, lq, 2, d}, seed++, -2.f, 2.f), dt);
+    Tensor k = round_to(rand_tensor({1, lk, 1, d}, seed++, -2.f, 2.f), dt);
+    Tensor v = round_to(rand_tensor({1, lk, 1, d}, seed++), dt);
+    AttentionOptions opt;
+    opt.causal = causal;
+    for (int which : {1, 3}) {
+      KernelOverride force(which);
+      expect_match(q, k, v, dt, opt,
+                   str_cat(dtype_name(dt), " d", d, " lq", lq, " lk", lk, causal ? " causal" : "", " path ", which));
+    }
+  }
+}
+
+TEST_P(AttentionCuda, PaddingAndRowsThatSeeNothing) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  KernelOverride force(1);
+  struct Case {
+    int64_t lq, lk, d;
+    bool causal;
+    std::vector<int32_t> k_lens, q_lens;
+  };
+  const std::vector<Case> cases = {
+      {17, 200, 64, false, {200, 7, 0}, {}},        // a sequence with no keys
+      {65, 65, 128, true, {65, 40, 3}, {65, 40, 1}},  // padded rows and keys, bottom-right causal
+      {127, 127, 72, true, {100, 127, 0}, {120, 5, 127}},
+      {200, 64, 96, true, {}, {}},                  // Lq > Lk: the first 136 rows see nothing
+      {64, 3, 80, true, {3, 2, 1}, {64, 64, 2}},
+      {3, 1000, 128, true, {1000, 999, 65}, {3, 1, 2}},
+      {1000, 200, 128, false, {200, 129, 128}, {1000, 999, 1}},
+      {130, 300, 128, true, {300, 130, 129}, {130, 1, 128}},
+  };
+  uint64_t seed = 500;
+  for (const Case& c : cases) {
+    const int64_t B = 3;
+    Tensor q = round_to(rand_tensor({B, c.lq, 4, c.d}, seed++, -2.f, 2.f), dt);
+    Tensor k = round_to(rand_tensor({B, c.lk, 2, c.d}, seed++, -2.f, 2.f), dt);
+    Tensor v = round_to(rand_tensor({B, c.lk, 2, c.d}, seed++), dt);
+    AttentionOptions opt;
+    opt.causal = c.causal;
+    if (!c.k_lens.empty()) opt.k_lens = i32(c.k_lens);
+    if (!c.q_lens.empty()) opt.q_lens = i32(c.q_lens);
+    expect_match(q, k, v, dt, opt,
+                 str_cat(dtype_name(dt), " d", c.d, " lq", c.lq, " lk", c.lk, c.causal ? " causal" : "", " padded"));
+  }
+}
+
+TEST_P(AttentionCuda, StridedAndMisalignedViews) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  KernelOverride force(1);
+  uint64_t seed = 700;
+  for (int64_t d : {64, 72, 80, 96, 128})
+    for (auto [B, L, H] : std::vector<std::array<int64_t, 3>>{{2, 65, 4}, {1, 200, 2}, {1, 3, 8}}) {
+      const std::string what = str_cat(dtype_name(dt), " d", d, " b", B, " l", L, " h", H);
+      // a fused projection qkv [B, L, 3, H, D]: q/k/v are 16-byte aligned strided views
+      Tensor qkv = round_to(rand_tensor({B, L, 3, H, d}, seed++, -2.f, 2.f), dt);
+      Tensor gqkv = qkv.to(Device::cuda(), dt);
+      AttentionOptions opt;
+      opt.causal = true;
+      expect_match(qkv.select(2, 0), qkv.select(2, 1), qkv.select(2, 2), gqkv.select(2, 0), gqkv.select(2, 1),
+                   gqkv.select(2, 2), dt, opt, what + " fused qkv");
+      // rows only 2-byte aligned: odd row strides and an odd element offset
+      Tensor wide = round_to(rand_tensor({B, L, H, 3 * d + 1}, seed++, -2.f, 2.f), dt);
+      Tensor gwide = wide.to(Device::cuda(), dt);
+      auto view = [&](const Tensor& t, int i) { return t.slice(3, 1 + i * d, 1 + (i + 1) * d); };
+      opt.causal = false;
+      expect_match(view(wide, 0), view(wide, 1), view(wide, 2), view(gwide, 0), view(gwide, 1), view(gwide, 2), dt,
+                   opt, what + " misaligned");
+      // GQA with a transposed-head layout: q [B, H, L, D] viewed as [B, L, H, D]
+      Tensor qt = round_to(rand_tensor({B, 2 * H, L, d}, seed++, -2.f, 2.f), dt);
+      Tensor kv = round_to(rand_tensor({B, L, 2, H, d}, seed++, -2.f, 2.f), dt);
+      Tensor gqt = qt.to(Device::cuda(), dt), gkv = kv.to(Device::cuda(), dt);
+      opt.causal = true;
+      expect_match(qt.transpose(1, 2), kv.select(2, 0), kv.select(2, 1), gqt.transpose(1, 2), gkv.select(2, 0),
+                   gkv.select(2, 1), dt, opt, what + " transposed q, gqa");
+    }
+}
+
+TEST_P(AttentionCuda, ModulationEveryFeature) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  KernelOverride force(1);
+  uint64_t seed = 900;
+  for (auto [Lq, Lk, D, C] : std::vector<std::array<int64_t, 4>>{
+           {7, 29, 64, 3}, {65, 200, 128, 4}, {130, 130, 72, 2}, {1, 1000, 96, 3}, {200, 17, 80, 1}}) {
+    const int64_t B = 2, Hq = 4, Hkv = 2;
+    Tensor q = round_to(rand_tensor({B, Lq, Hq, D}, seed++, -2.f, 2.f), dt);
+    Tensor k = round_to(rand_tensor({B, Lk, Hkv, D}, seed++, -2.f, 2.f), dt);
+    Tensor v = round_to(rand_tensor({B, Lk, Hkv, D}, seed++), dt);
+    std::vector<uint8_t> cls(size_t(B * Lk));
+    for (size_t j = 0; j < cls.size(); ++j) cls[j] = uint8_t((j * 7 + j / 5) % C);
+    HeadModulation m;
+    m.key_class = Tensor::from_vector(cls, {B, Lk});
+    m.num_classes = int(C);
+    m.logit_abs_gain = rand_tensor({Hq, C}, seed++, 0.f, 0.5f);
+    m.logit_bias = rand_tensor({Hq, C}, seed++);
+    m.post_weight = rand_tensor({Hq, C}, seed++, 0.f, 2.f);
+    m.head_gain = rand_tensor({Hq}, seed++, 0.5f, 2.f);
+    const std::string shape = str_cat(dtype_name(dt), " lq", Lq, " lk", Lk, " d", D, " C", C);
+    for (bool renorm : {false, true})
+      for (int64_t first : {int64_t(0), Lq - 1, Lq / 2})
+        for (bool causal : {false, true}) {
+          m.renormalize = renorm;
+          m.first_modulated_row = first;
+          AttentionOptions opt;
+          opt.causal = causal;
+          opt.mod = &m;
+          opt.k_lens = i32({int32_t(Lk), int32_t(std::max<int64_t>(1, Lk * 2 / 3))});
+          expect_match(q, k, v, dt, opt, str_cat(shape, " renorm ", renorm, " first ", first, " causal ", causal));
+        }
+    // each feature alone
+    auto alone = [&](auto set, const char* name) {
+      HeadModulation z;
+      z.key_class = m.key_class;
+      z.num_classes = int(C);
+      set(z);
+      AttentionOptions opt;
+      opt.mod = &z;
+      opt.causal = true;
+      expect_match(q, k, v, dt, opt, str_cat(shape, " only ", name));
+    };
+    alone([&](HeadModulation& z) { z.logit_abs_gain = m.logit_abs_gain; }, "abs gain");
+    alone([&](HeadModulation& z) { z.logit_bias = m.logit_bias; }, "bias");
+    alone([&](HeadModulation& z) { z.post_weight = m.post_weight; }, "post weight");
+    alone([&](HeadModulation& z) { z.post_weight = m.post_weight, z.renormalize = true; }, "post weight renorm");
+    alone([&](HeadModulation& z) { z.head_gain = m.head_gain; }, "head gain");
+    alone([](HeadModulation&) {}, "class mass");
+    // AD-HH zeroing of one class (head 1, class 0) without renormalisation
+    alone([&](HeadModulation& z) {
+      z.post_weight = Tensor::full({Hq, C}, 1.f, DType::F32);
+      z.post_weight.data<float>()[1 * C + 0] = 0.f;
+    }, "AD-HH zeroing");
+    // head gain alone without key classes (MOD kernel without classes)
+    HeadModulation hg;
+    hg.head_gain = m.head_gain;
+    AttentionOptions opt;
+    opt.mod = &hg;
+    expect_match(q, k, v, dt, opt, shape + " head gain, no classes");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, AttentionCuda, ::testing::Values(DType::BF16, DType::F16),
+                         [](const auto& i) { return std::string(dtype_name(i.param)); });

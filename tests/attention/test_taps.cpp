@@ -1,0 +1,70 @@
+// Taps: probability rows recomputed for chosen queries equal the materialised formulation's rows,
+// with and without the saved LSE, with modulation; class mass and head mean agree with the fused pass.
+#include "attention/taps.h"
+#include "attention_ref.h"
+
+using namespace mmattn;
+using namespace mmattn::test;
+
+namespace {
+Tensor rows_of(const Tensor& probs, const std::vector<int64_t>& rows) {
+  std::vector<Tensor> parts;
+  for (int64_t r : rows) parts.push_back(probs.slice(2, r, r + 1));
+  // [B, Hq, R, Lk]
+  const int64_t B = probs.size(0), H = probs.size(1), L = probs.size(3), R = int64_t(rows.size());
+  Tensor out = Tensor::empty({B, H, R, L}, DType::F32);
+  for (int64_t r = 0; r < R; ++r) out.slice(2, r, r + 1).copy_from(parts[r]);
+  return out;
+}
+}  // namespace
+
+TEST(Taps, RowsMatchMaterialisedProbabilities) {
+  const int64_t B = 2, Lq = 13, Lk = 40, Hq = 4, Hkv = 2, D = 64, C = 3;
+  Tensor q = rand_tensor({B, Lq, Hq, D}, 21, -2.f, 2.f);
+  Tensor k = rand_tensor({B, Lk, Hkv, D}, 22, -2.f, 2.f);
+  Tensor v = rand_tensor({B, Lk, Hkv, D}, 23);
+  std::vector<uint8_t> cls(size_t(B * Lk));
+  for (size_t j = 0; j < cls.size(); ++j) cls[j] = uint8_t(j % C);
+  HeadModulation m;
+  m.key_class = Tensor::from_vector(cls, {B, Lk});
+  m.num_classes = int(C);
+  m.logit_abs_gain = rand_tensor({Hq, C}, 24, 0.f, 0.3f);
+  m.post_weight = rand_tensor({Hq, C}, 25, 0.f, 2.f);
+  m.first_modulated_row = 5;
+  const std::vector<int64_t> rows = {0, 5, Lq - 1};
+  for (bool with_mod : {false, true})
+    for (bool renorm : {false, true})
+      for (bool causal : {false, true}) {
+        m.renormalize = renorm;
+        AttentionOptions opt;
+        opt.causal = causal;
+        opt.mod = with_mod ? &m : nullptr;
+        opt.k_lens = Tensor::from_vector(std::vector<int32_t>{40, 31}, {2});
+        opt.return_lse = true;
+        opt.return_class_mass = with_mod;
+        NaiveResult n = naive_attention(q, k, v, opt);
+        AttentionResult fused = attention(q, k, v, opt);
+        Tensor q_rows = Tensor::empty({B, int64_t(rows.size()), Hq, D}, DType::F32);
+        for (size_t r = 0; r < rows.size(); ++r)
+          q_rows.slice(1, int64_t(r), int64_t(r) + 1).copy_from(q.slice(1, rows[r], rows[r] + 1));
+        TapRequest req{rows, Lq, Tensor()};
+        Tensor want = rows_of(n.probs, rows);
+        EXPECT_LT(rel_err(attention_probs(q_rows, k, req, opt), want), 1e-5) << with_mod << renorm << causal;
+        req.lse = rows_of(fused.lse.unsqueeze(-1), rows).squeeze(-1).contiguous();
+        Tensor p = attention_probs(q_rows, k, req, opt);
+        EXPECT_LT(rel_err(p, want), 1e-5) << "with lse";
+        if (with_mod) {
+          Tensor cm = class_mass(p, m.key_class, int(C));
+          EXPECT_LT(rel_err(cm, rows_of(fused.class_mass.permute({0, 1, 2, 3}), rows)), 1e-5);
+        }
+        Tensor hm = head_mean(p);
+        EXPECT_EQ(hm.shape(), (Shape{B, int64_t(rows.size()), Lk}));
+      }
+}
+
+TEST(Taps, BadRowsAreErrors) {
+  Tensor q = rand_tensor({1, 1, 2, 64}, 1), k = rand_tensor({1, 5, 2, 64}, 2);
+  EXPECT_THROW(attention_probs(q, k, TapRequest{{7}, 5, Tensor()}), ShapeError);
+  EXPECT_THROW(attention_probs(q, k, TapRequest{{0, 1}, 5, Tensor()}), ShapeError);
+  EXPECT_THROW(attention_probs(q, k, TapRequest{{0}, 5, Tensor::zeros({1, 2}, DType::F32)}), ShapeError);
+}
