@@ -1,4 +1,4 @@
-// flash_prefill_cuda: picks the Hopper fast path (no modulation, 16-byte aligned rows, sm_90a
+// flash_prefill_cuda: picks the Hopper fast path (16-byte aligned rows, no class mass, sm_90a
 // build on a 9.0 device; attention/flash_prefill_sm90.cu) or the general mma.sync kernel
 // (attention/flash_prefill.cuh, every feature), by head dim, dtype and modulation.
 #include <cuda_bf16.h>
@@ -53,7 +53,8 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream) {
   a.vec_v = rows_aligned16(p.v, p.v_sb, p.v_sl, p.v_sh, p.batch, p.lk, p.hkv);
   const bool mod = p.has_modulation() || p.key_class != nullptr;
   cudaStream_t s = stream;
-  if (!mod && a.vec_q && a.vec_k && a.vec_v && attention_kernel_override() != 3 &&
+  // the fast path serves modulated calls too, except class mass (it returns false then)
+  if (a.vec_q && a.vec_k && a.vec_v && attention_kernel_override() != 3 &&
       flash::flash_prefill_sm90_available() && flash::flash_prefill_sm90_launch(a, s))
     return;
   if (p.dtype == DType::BF16) launch_general<__nv_bfloat16>(a, mod, s);

@@ -20,8 +20,8 @@ struct PrefillArgs {
 template <class T, int D, bool MOD>
 void flash_prefill_launch(const PrefillArgs& a, cudaStream_t s);
 
-// Hopper fast path (warp-specialised TMA + wgmma, sm_90a builds only): every head dim, no
-// modulation, 16-byte aligned rows (the caller checks these). available() says whether this build
+// Hopper fast path (warp-specialised TMA + wgmma, sm_90a builds only): every head dim, modulation
+// except class mass (launch() returns false for it), 16-byte aligned rows (the caller checks these). available() says whether this build
 // and the current device can run it; launch() returns false, launching nothing, when the tensor
 // maps of this view cannot be made (the caller falls back to the general path).
 bool flash_prefill_sm90_available();

@@ -1,5 +1,6 @@
-// Hopper fast path of flash prefill (sm_90a): bf16/f16, no modulation, 16-byte aligned rows, every
-// head dim. FlashAttention-3's structure:
+// Hopper fast path of flash prefill (sm_90a): bf16/f16, 16-byte aligned rows, every head dim, key
+// classes and head modulation (all but class mass; MOD = false compiles it out). FlashAttention-3's
+// structure:
 //  - warp specialisation: warpgroup 2 is the producer (one lane issues TMA bulk tensor copies of
 //    Q and of each K/V tile into a 2-stage ring, completion tracked by mbarriers with transaction
 //    counts; it keeps 24 registers, setmaxnreg); warpgroups 0 and 1 are consumers of 64 query
@@ -22,11 +23,19 @@
 // k-step of 16 keys is +2048 bytes). NH = 1 for D = 64, else 2: D = 72/80/96 use the second half
 // partly; the TMA fills the columns past D with zeros, so they add nothing to Q K^T.
 //
+// Modulation (MOD): a warpgroup whose rows reach first_modulated_row loads, per key tile, the class
+// of one key per thread (issued before the turn, stored under the GEMMs) and writes that key's
+// {abs gain, bias, post weight} from a per-head table into its own double-buffered shared array
+// (one named barrier per tile); its softmax reads them by key column (s[4n + e] and s[4n + 2 + e]
+// are key 8n + 2tq + e). Warpgroups entirely below first_modulated_row run the plain softmax, so
+// PAI-style "last row only" costs one warpgroup of the whole grid.
+//
 // Compiled only for sm_90a (wgmma, setmaxnreg); other targets get an empty kernel that is never
 // launched (flash_prefill_sm90_available() is false unless the build defines MMATTN_SM90A).
 #include <cudaTypedefs.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "attention/flash_device.cuh"
 #include "attention/flash_prefill.h"
@@ -42,9 +51,15 @@ template <int NH>
 constexpr int tile_bytes() {
   return NH * kHalfBytes;
 }
-template <int NH>
+// MOD: per-key modulation entries {abs gain, bias (base 2), post weight, -} of each consumer
+// warpgroup, [2 warpgroups][2 tiles][128 keys] float4, then the [kNumClassSlots] table of this head.
+constexpr int kNumClassSlots = 4;  // = kMaxKeyClasses (attention.h)
+constexpr int kModKeyBytes = 2 * 2 * 128 * 16;
+constexpr int kModBytes = kModKeyBytes + kNumClassSlots * 16;
+template <int NH, bool MOD>
 constexpr int smem_bytes() {
-  return 5 * tile_bytes<NH>() + 1024 + 128;  // Q, K[2], V[2], alignment slack, mbarriers
+  // Q, K[2], V[2], alignment slack, mbarriers (128 bytes), modulation
+  return 5 * tile_bytes<NH>() + 1024 + 128 + (MOD ? kModBytes : 0);
 }
 
 struct TmaMaps {
@@ -193,10 +208,78 @@ __device__ __forceinline__ void wgmma_rs<__half, 64>(float (&d)[32], const uint3
 // updates the running max m (base-2, scaled) and sum l, writes P (as the A operand of P V) and
 // the factors by which O must be rescaled. s[4n + e]: (row g, key 8n + 2tq + e); s[4n + 2 + e]:
 // row g + 8.
-template <class T>
+//
+// MODT (modulated warpgroups): km[jl] = {a, b log2(e), w, -} of key j0 + jl; the logits become
+// x = s sl2, x += a |x| + b (rows with modrow), masked after modulation; P is multiplied by w
+// (modrow rows) and lw accumulates the weighted sum, l the unweighted one (LSE and the default
+// normaliser).
+template <class T, bool MODT>
 __device__ __forceinline__ void softmax_tile(float (&s)[64], uint32_t (&pa)[8][4], float& m0, float& m1, float& l0,
                                              float& l1, float& al0, float& al1, bool mask, int j0, int tq, int lim0,
-                                             int lim1, float sl2) {
+                                             int lim1, float sl2, const float4* km = nullptr, bool modrow0 = false,
+                                             bool modrow1 = false, float* lw0 = nullptr, float* lw1 = nullptr) {
+  if constexpr (MODT) {
+    // rows below first_modulated_row: a = b = 0 (selected once, no branch per score)
+    const float am0 = modrow0 ? 1.f : 0.f, am1 = modrow1 ? 1.f : 0.f;
+#pragma unroll
+    for (int n = 0; n < 16; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float2 ab = *reinterpret_cast<const float2*>(km + n * 8 + tq * 2 + e);
+        const float x0 = s[4 * n + e] * sl2, x1 = s[4 * n + 2 + e] * sl2;
+        s[4 * n + e] = fmaf(ab.x * am0, fabsf(x0), x0) + ab.y * am0;
+        s[4 * n + 2 + e] = fmaf(ab.x * am1, fabsf(x1), x1) + ab.y * am1;
+      }
+    if (mask) {
+#pragma unroll
+      for (int n = 0; n < 16; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int j = j0 + n * 8 + tq * 2 + e;
+          if (j >= lim0) s[4 * n + e] = -INFINITY;
+          if (j >= lim1) s[4 * n + 2 + e] = -INFINITY;
+        }
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < 16; ++n) {
+      mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+      mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+    }
+    mx0 = quad_max(mx0);
+    mx1 = quad_max(mx1);
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float base0 = mn0 == -INFINITY ? 0.f : mn0, base1 = mn1 == -INFINITY ? 0.f : mn1;
+    al0 = fast_exp2(m0 - base0);
+    al1 = fast_exp2(m1 - base1);
+    m0 = mn0;
+    m1 = mn1;
+    float ps0 = 0.f, ps1 = 0.f, pw0 = 0.f, pw1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < 16; ++n) {
+      float p[4];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float w = km[n * 8 + tq * 2 + e].z;
+        float p0 = fast_exp2(s[4 * n + e] - base0), p1 = fast_exp2(s[4 * n + 2 + e] - base1);
+        ps0 += p0;
+        ps1 += p1;
+        p0 *= modrow0 ? w : 1.f;
+        p1 *= modrow1 ? w : 1.f;
+        pw0 += p0;
+        pw1 += p1;
+        p[e] = p0;
+        p[2 + e] = p1;
+      }
+      pa[n >> 1][(n & 1) * 2] = pack2<T>(p[0], p[1]);
+      pa[n >> 1][(n & 1) * 2 + 1] = pack2<T>(p[2], p[3]);
+    }
+    l0 = l0 * al0 + ps0;
+    l1 = l1 * al1 + ps1;
+    *lw0 = *lw0 * al0 + pw0;
+    *lw1 = *lw1 * al1 + pw1;
+    return;
+  }
   if (mask) {
 #pragma unroll
     for (int n = 0; n < 16; ++n)
@@ -259,7 +342,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[32 * NH], const uint32_t (&p
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-template <class T, int NH>
+template <class T, int NH, bool MOD>
 __global__ void __launch_bounds__(kThreads, 1)
     flash_prefill_sm90_kernel(const __grid_constant__ PrefillArgs a, const __grid_constant__ TmaMaps tm) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -287,6 +370,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   const BlockRange rg = block_range(p, b, q0, kBR);
   const int n_tiles = (rg.n_end + kBC - 1) / kBC;
 
+  const uint32_t sKM = bars + 128, sTab = sKM + kModKeyBytes;  // MOD only
+  if constexpr (MOD) {
+    if (tid < kNumClassSlots) {
+      float4 e = make_float4(0.f, 0.f, 1.f, 0.f);
+      if (tid < p.num_classes) {
+        const int hc = h * p.num_classes + tid;
+        if (p.logit_abs_gain) e.x = p.logit_abs_gain[hc];
+        if (p.logit_bias) e.y = p.logit_bias[hc] * kLog2e;
+        if (p.post_weight) e.z = p.post_weight[hc];
+      }
+      *reinterpret_cast<float4*>(smem + (sTab - base) + tid * 16) = e;
+    }
+  }
   if (tid == 0) {
     mbar_init(q_full, 1);
     for (int s = 0; s < 2; ++s) {
@@ -326,17 +422,35 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int row0 = q0 + rloc, row1 = row0 + 8;
   const int lim0 = rg.lim(row0, p.causal), lim1 = rg.lim(row1, p.causal);
   const float sl2 = a.scale_log2;
+  auto masked = [&](int t) { return t * kBC + kBC > rg.unmasked_end; };
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, al0, al1;
   float o[NO], s[64];
 #pragma unroll
   for (int i = 0; i < NO; ++i) o[i] = 0.f;
 #pragma unroll
   for (int i = 0; i < 64; ++i) s[i] = 0.f;
+  // MOD: warpgroups with a row >= first_modulated_row (and key classes) run the modulated softmax;
+  // the others, and every row below first_modulated_row, see plain logits.
+  // (recomputed where used, from parameters: values kept live across the plain loop spill there)
+  auto wg_mod = [&] { return MOD && p.key_class != nullptr && q0 + wg * 64 + 63 >= p.first_modulated_row; };
+  const int wtid = tid & 127;
+  // class of key t * kBC + wtid (loaded early), then its entry into this warpgroup's buffer t & 1
+  auto fetch_class = [&](int t) -> int {
+    const int j = t * kBC + wtid;
+    return j < p.lk ? int(__ldg(p.key_class + int64_t(b) * p.key_class_sb + j)) : -1;
+  };
+  auto km_buf = [&](int t) { return sKM + uint32_t(((wg * 2 + (t & 1)) * 128) * 16); };
+  auto fill_km = [&](int t, int c) {
+    const float4 e = c >= 0 ? *reinterpret_cast<const float4*>(smem + (sTab - base) + c * 16)
+                            : make_float4(0.f, 0.f, 1.f, 0.f);
+    *reinterpret_cast<float4*>(smem + (km_buf(t) - base) + wtid * 16) = e;
+    named_sync(5 + wg, 128);
+  };
+  auto km_ptr = [&](int t) { return reinterpret_cast<const float4*>(smem + (km_buf(t) - base)); };
   uint32_t pa[8][4], pb[8][4];
   const uint64_t dq = make_desc(sQ + wg * 64 * 128, 16, 1024);
   auto dk = [&](int t) { return make_desc(sK + (t & 1) * TB, 16, 1024); };
   auto dv = [&](int t) { return make_desc(sV + (t & 1) * TB, kHalfBytes, 1024); };
-  auto masked = [&](int t) { return t * kBC + kBC > rg.unmasked_end; };
   // Turn-taking: each warpgroup waits for its turn before issuing its GEMMs and then passes the
   // turn on; the last pass of warpgroup 1 is skipped so that no barrier is left half-arrived.
   auto my_turn = [&] { named_sync(1 + wg, 256); };
@@ -348,8 +462,20 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (lane == 0) mbar_arrive(bar);
   };
 
-  mbar_wait(q_full, 0);
-  if (n_tiles > 0) {
+  // The main loop, instantiated plain and modulated (M); the choice is made once, outside it: a
+  // branch between a wgmma and its wait makes ptxas serialise every wgmma (C7520).
+  // Returns the weighted sums lw (M; 0 otherwise), this thread's columns.
+  auto main_loop = [&](auto mod_tag) -> float2 {
+    constexpr bool M = decltype(mod_tag)::value;
+    float lw0 = 0.f, lw1 = 0.f;  // M: sum of w 2^(x - m)
+    const bool modrow0 = row0 >= p.first_modulated_row, modrow1 = row1 >= p.first_modulated_row;
+    auto softmax = [&](int t, uint32_t(&pn)[8][4]) {
+      if constexpr (M)
+        softmax_tile<T, true>(s, pn, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2, km_ptr(t),
+                              modrow0, modrow1, &lw0, &lw1);
+      else
+        softmax_tile<T, false>(s, pn, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2);
+    };
     if (wg == 1) named_arrive(1, 256);  // warpgroup 0 goes first
     mbar_wait(k_full(0), 0);
     my_turn();
@@ -357,10 +483,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     issue_qk<T, NH>(s, dq, dk(0));
     wg_commit();
     pass_turn(0);
+    if constexpr (M) fill_km(0, fetch_class(0));  // under the GEMM
     wg_wait<0>();
     fence_regs(s);
     release(k_empty(0));
-    softmax_tile<T>(s, pa, m0, m1, l0, l1, al0, al1, masked(0), 0, tq, lim0, lim1, sl2);
+    softmax(0, pa);
     // tile t: S_t and P_{t-1} V_{t-1} in one turn, softmax of S_t while P_{t-1} V_{t-1} runs
     auto step = [&](int t, uint32_t(&pprev)[8][4], uint32_t(&pnext)[8][4]) {
       const int st = t & 1, sp = (t - 1) & 1;
@@ -373,10 +500,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       issue_pv<T, NH>(o, pprev, dv(t - 1));
       wg_commit();
       pass_turn(t);
+      if constexpr (M) fill_km(t, fetch_class(t));  // under the GEMMs
       wg_wait<1>();  // S_t done; P_{t-1} V_{t-1} may still run (and still reads pprev)
       fence_regs(s);
       release(k_empty(st));
-      softmax_tile<T>(s, pnext, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2);
+      softmax(t, pnext);
       wg_wait<0>();
       fence_regs(o);
       release(v_empty(sp));
@@ -398,13 +526,36 @@ __global__ void __launch_bounds__(kThreads, 1)
     wg_wait<0>();
     fence_regs(o);
     release(v_empty(tl & 1));
+    return make_float2(lw0, lw1);
+  };
+  mbar_wait(q_full, 0);
+  float2 lw = make_float2(0.f, 0.f);
+  if (n_tiles > 0) {
+    if (wg_mod()) lw = main_loop(std::true_type{});
+    else lw = main_loop(std::false_type{});
   }
 
-  // epilogue: normalise; rows >= qlen (and rows that saw nothing) are 0 with LSE -inf
+  // epilogue: normalise (MOD: by sum w p when renormalising, then the head gain); rows >= qlen
+  // (and rows that saw nothing) are 0 with LSE -inf
   l0 = quad_sum(l0);
   l1 = quad_sum(l1);
   const bool valid0 = row0 < rg.qlen, valid1 = row1 < rg.qlen;
-  const float f0 = valid0 && l0 > 0.f ? 1.f / l0 : 0.f, f1 = valid1 && l1 > 0.f ? 1.f / l1 : 0.f;
+  float n0 = l0, n1 = l1;
+  if constexpr (MOD) {
+    if (wg_mod() && p.renormalize && p.post_weight) {
+      const float lw0 = quad_sum(lw.x), lw1 = quad_sum(lw.y);
+      if (row0 >= p.first_modulated_row) n0 = lw0;
+      if (row1 >= p.first_modulated_row) n1 = lw1;
+    }
+  }
+  float f0 = valid0 && l0 > 0.f && n0 > 0.f ? 1.f / n0 : 0.f, f1 = valid1 && l1 > 0.f && n1 > 0.f ? 1.f / n1 : 0.f;
+  if constexpr (MOD) {
+    if (p.head_gain) {
+      const float gain = p.head_gain[h];
+      f0 *= gain;
+      f1 *= gain;
+    }
+  }
   if (p.lse && tq == 0) {
     const int64_t sr = (int64_t(b) * p.hq + h) * p.lq;
     if (row0 < p.lq) p.lse[sr + row0] = valid0 && l0 > 0.f ? (m0 + __log2f(l0)) * kLn2 : -INFINITY;
@@ -475,7 +626,7 @@ bool make_tensor_map(CUtensorMap* map, int8_t (&pos)[3], const void* ptr, DType 
   return r == CUDA_SUCCESS;
 }
 
-template <class T, int NH>
+template <class T, int NH, bool MOD>
 bool launch(const PrefillArgs& a, cudaStream_t s) {
   const AttentionParams& p = a.p;
   TmaMaps tm;
@@ -483,14 +634,14 @@ bool launch(const PrefillArgs& a, cudaStream_t s) {
       !make_tensor_map(&tm.k, tm.pos_k, p.k, p.dtype, p.d, p.hkv, p.lk, p.batch, p.k_sh, p.k_sl, p.k_sb) ||
       !make_tensor_map(&tm.v, tm.pos_v, p.v, p.dtype, p.d, p.hkv, p.lk, p.batch, p.v_sh, p.v_sl, p.v_sb))
     return false;
-  auto kernel = flash_prefill_sm90_kernel<T, NH>;
+  auto kernel = flash_prefill_sm90_kernel<T, NH, MOD>;
   static bool configured = false;  // per instantiation; idempotent, so a race is harmless
   if (!configured) {
-    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<NH>()));
+    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<NH, MOD>()));
     configured = true;
   }
   const dim3 grid(unsigned((p.lq + kBR - 1) / kBR), unsigned(p.hq), unsigned(p.batch));
-  kernel<<<grid, kThreads, smem_bytes<NH>(), s>>>(a, tm);
+  kernel<<<grid, kThreads, smem_bytes<NH, MOD>(), s>>>(a, tm);
   MMATTN_CUDA_CHECK_LAUNCH("flash_prefill_sm90_kernel");
   return true;
 }
@@ -515,10 +666,17 @@ bool flash_prefill_sm90_available() {
 #endif
 }
 
-bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
+template <bool MOD>
+bool launch_mod(const PrefillArgs& a, cudaStream_t s) {
   const bool bf = a.p.dtype == DType::BF16;
-  if (a.p.d <= 64) return bf ? launch<__nv_bfloat16, 1>(a, s) : launch<__half, 1>(a, s);
-  return bf ? launch<__nv_bfloat16, 2>(a, s) : launch<__half, 2>(a, s);
+  if (a.p.d <= 64) return bf ? launch<__nv_bfloat16, 1, MOD>(a, s) : launch<__half, 1, MOD>(a, s);
+  return bf ? launch<__nv_bfloat16, 2, MOD>(a, s) : launch<__half, 2, MOD>(a, s);
+}
+
+bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
+  if (a.p.class_mass) return false;  // the general kernel accumulates class mass
+  const bool mod = a.p.has_modulation() || a.p.key_class != nullptr;
+  return mod ? launch_mod<true>(a, s) : launch_mod<false>(a, s);
 }
 
 }  // namespace mmattn::flash

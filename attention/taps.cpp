@@ -11,23 +11,26 @@ Tensor attention_probs(const Tensor& q_rows, const Tensor& k, const TapRequest& 
   const char* op = "attention_probs";
   AttentionParams a = build_attention_params(q_rows, k, k, opt, req.lq_total);
   const int64_t R = a.lq;
-  MMATTN_CHECK(int64_t(req.rows.size()) == R, ShapeError, op, ": ", req.rows.size(), " row indices for q_rows ",
+  MMATTN_CHECK(int64_t(req.rows.size()) <= kMaxTapRows, ShapeError, op, ": 'rows' has ", req.rows.size(),
+               " entries; at most kMaxTapRows = ", kMaxTapRows, " rows per call (split the request)");
+  MMATTN_CHECK(int64_t(req.rows.size()) == R, ShapeError, op, ": ", req.rows.size(), " row indices in 'rows' for q_rows ",
                q_rows.shape_str(), " (R = ", R, ")");
-  for (size_t r = 0; r < req.rows.size(); ++r)
-    MMATTN_CHECK(req.rows[r] >= 0 && req.rows[r] < req.lq_total, ShapeError, op, ": rows[", r, "] = ", req.rows[r],
-                 " outside [0, lq_total = ", req.lq_total, ")");
   TapParams p;
   p.attn = a;
   p.lq_total = req.lq_total;
+  for (size_t r = 0; r < req.rows.size(); ++r) {
+    MMATTN_CHECK(req.rows[r] >= 0 && req.rows[r] < req.lq_total, ShapeError, op, ": rows[", r, "] = ", req.rows[r],
+                 " outside [0, lq_total = ", req.lq_total, ")");
+    p.rows[r] = req.rows[r];
+  }
   if (req.lse.defined()) {
     MMATTN_CHECK(req.lse.dtype() == DType::F32 && req.lse.shape() == (Shape{a.batch, a.hq, R}), ShapeError, op,
                  ": 'lse' must be F32[", a.batch, ", ", a.hq, ", ", R, "], got ", req.lse.desc());
     check_same_device(q_rows, req.lse, op, "q_rows", "lse");
-    check_contiguous(req.lse, op, "lse");
+    // Any strides: e.g. fused.lse.slice(2, L - 1, L) straight from the attention() result.
     p.lse = req.lse.data<float>();
+    p.lse_sb = req.lse.stride(0), p.lse_sh = req.lse.stride(1), p.lse_sr = req.lse.stride(2);
   }
-  Tensor rows = Tensor::from_vector(req.rows, {R}).to(q_rows.device());
-  p.rows = rows.data<int64_t>();
   Tensor probs = Tensor::empty({a.batch, a.hq, R, a.lk}, DType::F32, q_rows.device());
   p.probs = probs.data<float>();
   if (q_rows.is_cuda()) {
@@ -109,7 +112,7 @@ void attention_probs_cpu(const TapParams& tp) {
         }
         float lse;
         if (tp.lse) {
-          lse = tp.lse[(int64_t(b) * p.hq + h) * p.lq + r];
+          lse = tp.row_lse(b, h, r);
         } else {
           float l = 0.f;
           for (int64_t j = 0; j < jend; ++j) l += std::exp(out[j] - m);

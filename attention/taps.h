@@ -7,12 +7,16 @@
 //
 //   q_rows [B, R, Hq, D]: the chosen query rows, e.g. q.slice(1, Lq - 1, Lq).
 //   rows: the index of each chosen row in the full query sequence of length lq_total (for the
-//     causal mask, q_lens and first_modulated_row).
-//   lse (optional) F32 [B, Hq, R]: the fused pass's LSE of those rows; saves one pass over the keys.
+//     causal mask, q_lens and first_modulated_row); at most kMaxTapRows (64) per call. They are
+//     passed by value to the kernel: no host-to-device copy, no synchronisation.
+//   lse (optional) F32 [B, Hq, R], any strides (e.g. fused.lse.slice(2, Lq - 1, Lq)): the fused
+//     pass's LSE of those rows; with it (and no renormalisation) the GPU writes the probabilities
+//     in one pass over the keys.
 // Returns F32 [B, Hq, R, Lk]. The other options (causal, scale, k_lens, q_lens, mod) as in attention().
 #include <vector>
 
 #include "attention/attention.h"
+#include "attention/taps_params.h"
 
 namespace mmattn {
 

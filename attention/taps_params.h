@@ -3,14 +3,21 @@
 
 namespace mmattn {
 
-// attn: q = the R chosen rows ([B, R, Hq, D], attn.lq = R); lse optional [B, Hq, R].
+// Most rows one attention_probs call takes: the row indices travel by value in TapParams (kernel
+// parameter memory), so no host-to-device copy or synchronisation is needed.
+constexpr int kMaxTapRows = 64;
+
+// attn: q = the R chosen rows ([B, R, Hq, D], attn.lq = R, R <= kMaxTapRows); lse optional [B, Hq, R].
 // rows[r]: index of chosen row r in the full query sequence of length lq_total.
 struct TapParams {
   AttentionParams attn;
-  const int64_t* rows = nullptr;  // [R], on the device of the kernel
+  int64_t rows[kMaxTapRows] = {};  // [R], by value
   int64_t lq_total = 0;
-  const float* lse = nullptr;     // [B, Hq, R] or null (then computed)
-  float* probs = nullptr;         // [B, Hq, R, Lk]
+  const float* lse = nullptr;      // [B, Hq, R] with the strides below (elements), or null (then computed)
+  int64_t lse_sb = 0, lse_sh = 0, lse_sr = 0;
+  float* probs = nullptr;          // [B, Hq, R, Lk] contiguous
+
+  float row_lse(int64_t b, int64_t h, int64_t r) const { return lse[b * lse_sb + h * lse_sh + r * lse_sr]; }
 };
 void attention_probs_cpu(const TapParams& p);
 void attention_probs_cuda(const TapParams& p, StreamHandle s);

@@ -5,7 +5,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(cmake ninja-build g++ ccache pkg-config
       libopencv-core-dev libopencv-imgproc-dev libstb-dev libpng-dev nlohmann-json3-dev libgtest-dev
-      libsentencepiece-dev libopenblas-dev libcli11-dev)
+      libsentencepiece-dev libopenblas-dev libcli11-dev libjpeg-dev)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -2,8 +2,9 @@
 // rounded inputs: awkward sizes, every head dim, GQA/MQA, causal (Lq == Lk, Lq < Lk, Lq > Lk),
 // k_lens/q_lens, strided and misaligned views, LSE, modulation and class mass, bf16 and f16.
 // The prefill kernel is forced for every shape (also Lq <= 4, which the dispatcher would send to
-// the decode kernel); without modulation, both the Hopper fast path (when the build has it) and
-// the general path run.
+// the decode kernel); both the Hopper fast path (when the build has it) and the general path run,
+// with and without modulation (class mass is the general path's: modulated calls on the fast path
+// run without it).
 #include <cmath>
 
 #include "attention/attention.h"
@@ -39,9 +40,9 @@ HeadModulation to_gpu(const HeadModulation& m) {
 // Runs CPU (f32) and CUDA (dt) on the same rounded values and compares out, LSE and class mass.
 // q/k/v: f32 CPU tensors already rounded to dt; gq/gk/gv: the device tensors (any strides).
 void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gq, const Tensor& gk,
-                  const Tensor& gv, DType dt, AttentionOptions opt, const std::string& what) {
+                  const Tensor& gv, DType dt, AttentionOptions opt, const std::string& what, bool want_mass = true) {
   opt.return_lse = true;
-  opt.return_class_mass = opt.mod && opt.mod->key_class.defined();
+  opt.return_class_mass = want_mass && opt.mod && opt.mod->key_class.defined();
   AttentionResult c = attention(q, k, v, opt);
   AttentionOptions gopt = opt;
   gopt.k_lens = gpu(opt.k_lens);
@@ -73,9 +74,20 @@ void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 }
 
 void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, DType dt, const AttentionOptions& opt,
-                  const std::string& what) {
+                  const std::string& what, bool want_mass = true) {
   expect_match(q, k, v, q.to(Device::cuda(), dt), k.to(Device::cuda(), dt), v.to(Device::cuda(), dt), dt, opt,
-               what);
+               what, want_mass);
+}
+
+// Modulated calls on both prefill paths: 1 (auto: the Hopper fast path when the build has it,
+// which needs no class mass) and 3 (the general path, with class mass).
+void expect_match_both_paths(const Tensor& q, const Tensor& k, const Tensor& v, DType dt, const AttentionOptions& opt,
+                             const std::string& what) {
+  for (int which : {1, 3}) {
+    set_attention_kernel_override(which);
+    expect_match(q, k, v, dt, opt, what + (which == 3 ? " general" : " fast"), which == 3);
+  }
+  set_attention_kernel_override(0);
 }
 
 struct Shape6 {
@@ -206,8 +218,12 @@ TEST_P(AttentionCuda, ModulationEveryFeature) {
   const DType dt = GetParam();
   KernelOverride force(1);
   uint64_t seed = 900;
-  for (auto [Lq, Lk, D, C] : std::vector<std::array<int64_t, 4>>{
-           {7, 29, 64, 3}, {65, 200, 128, 4}, {130, 130, 72, 2}, {1, 1000, 96, 3}, {200, 17, 80, 1}}) {
+  for (auto [Lq, Lk, D, C] : std::vector<std::array<int64_t, 4>>{{7, 29, 64, 3},
+                                                                  {65, 200, 128, 4},
+                                                                  {130, 130, 72, 2},
+                                                                  {1, 1000, 96, 3},
+                                                                  {200, 17, 80, 1},
+                                                                  {300, 700, 128, 3}}) {
     const int64_t B = 2, Hq = 4, Hkv = 2;
     Tensor q = round_to(rand_tensor({B, Lq, Hq, D}, seed++, -2.f, 2.f), dt);
     Tensor k = round_to(rand_tensor({B, Lk, Hkv, D}, seed++, -2.f, 2.f), dt);
@@ -231,7 +247,8 @@ TEST_P(AttentionCuda, ModulationEveryFeature) {
           opt.causal = causal;
           opt.mod = &m;
           opt.k_lens = i32({int32_t(Lk), int32_t(std::max<int64_t>(1, Lk * 2 / 3))});
-          expect_match(q, k, v, dt, opt, str_cat(shape, " renorm ", renorm, " first ", first, " causal ", causal));
+          expect_match_both_paths(q, k, v, dt, opt,
+                                  str_cat(shape, " renorm ", renorm, " first ", first, " causal ", causal));
         }
     // each feature alone
     auto alone = [&](auto set, const char* name) {
@@ -242,7 +259,9 @@ TEST_P(AttentionCuda, ModulationEveryFeature) {
       AttentionOptions opt;
       opt.mod = &z;
       opt.causal = true;
-      expect_match(q, k, v, dt, opt, str_cat(shape, " only ", name));
+      expect_match_both_paths(q, k, v, dt, opt, str_cat(shape, " only ", name));
+      set_attention_kernel_override(1);  // class mass requested: the auto path falls back to general
+      expect_match(q, k, v, dt, opt, str_cat(shape, " only ", name, " + class mass"));
     };
     alone([&](HeadModulation& z) { z.logit_abs_gain = m.logit_abs_gain; }, "abs gain");
     alone([&](HeadModulation& z) { z.logit_bias = m.logit_bias; }, "bias");
@@ -260,8 +279,44 @@ TEST_P(AttentionCuda, ModulationEveryFeature) {
     hg.head_gain = m.head_gain;
     AttentionOptions opt;
     opt.mod = &hg;
-    expect_match(q, k, v, dt, opt, shape + " head gain, no classes");
+    expect_match_both_paths(q, k, v, dt, opt, shape + " head gain, no classes");
+    set_attention_kernel_override(1);
   }
+}
+
+// PAI during prefill: modulation of the last row only (and of a row in the middle of a warpgroup),
+// several key tiles, causal, with padding; rows below first_modulated_row must stay plain.
+TEST_P(AttentionCuda, ModulationLastRowsLongSequence) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  uint64_t seed = 1100;
+  const int64_t B = 2, L = 640, Hq = 4, Hkv = 2, D = 128, C = 3;
+  Tensor q = round_to(rand_tensor({B, L, Hq, D}, seed++, -2.f, 2.f), dt);
+  Tensor k = round_to(rand_tensor({B, L, Hkv, D}, seed++, -2.f, 2.f), dt);
+  Tensor v = round_to(rand_tensor({B, L, Hkv, D}, seed++), dt);
+  std::vector<uint8_t> cls(size_t(B * L));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < L; ++j) cls[size_t(b * L + j)] = uint8_t(j < 35 ? 0 : j < 611 - 50 * b ? 1 : 2);
+  HeadModulation m;
+  m.key_class = Tensor::from_vector(cls, {B, L});
+  m.num_classes = int(C);
+  m.logit_abs_gain = rand_tensor({Hq, C}, seed++, -0.5f, 0.5f);
+  m.logit_bias = rand_tensor({Hq, C}, seed++, -1.f, 1.f);
+  m.post_weight = rand_tensor({Hq, C}, seed++, 0.f, 2.f);
+  m.head_gain = rand_tensor({Hq}, seed++, 0.5f, 2.f);
+  for (int64_t first : {L - 1, int64_t(300), int64_t(577)})
+    for (bool renorm : {false, true})
+      for (bool padded : {false, true}) {
+        m.first_modulated_row = first;
+        m.renormalize = renorm;
+        AttentionOptions opt;
+        opt.causal = true;
+        opt.mod = &m;
+        if (padded) opt.k_lens = i32({int32_t(L), int32_t(L - 77)}), opt.q_lens = i32({int32_t(L), int32_t(L - 77)});
+        expect_match_both_paths(q, k, v, dt, opt,
+                                str_cat(dtype_name(dt), " L", L, " first ", first, " renorm ", renorm, " padded ",
+                                        padded));
+      }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, AttentionCuda, ::testing::Values(DType::BF16, DType::F16),

@@ -57,6 +57,10 @@ TEST(Taps, RowsMatchMaterialisedProbabilities) {
           Tensor cm = class_mass(p, m.key_class, int(C));
           EXPECT_LT(rel_err(cm, rows_of(fused.class_mass.permute({0, 1, 2, 3}), rows)), 1e-5);
         }
+        // The LSE straight from the fused result (a strided slice) for the last row.
+        Tensor last = attention_probs(q.slice(1, Lq - 1, Lq), k, TapRequest{{Lq - 1}, Lq, fused.lse.slice(2, Lq - 1, Lq)},
+                                      opt);
+        EXPECT_LT(rel_err(last, rows_of(n.probs, {Lq - 1})), 1e-5) << "strided lse";
         Tensor hm = head_mean(p);
         EXPECT_EQ(hm.shape(), (Shape{B, int64_t(rows.size()), Lk}));
       }
@@ -67,4 +71,19 @@ TEST(Taps, BadRowsAreErrors) {
   EXPECT_THROW(attention_probs(q, k, TapRequest{{7}, 5, Tensor()}), ShapeError);
   EXPECT_THROW(attention_probs(q, k, TapRequest{{0, 1}, 5, Tensor()}), ShapeError);
   EXPECT_THROW(attention_probs(q, k, TapRequest{{0}, 5, Tensor::zeros({1, 2}, DType::F32)}), ShapeError);
+  // At most kMaxTapRows rows per call; the error names 'rows'.
+  const int64_t R = kMaxTapRows + 1;
+  Tensor qr = rand_tensor({1, R, 2, 64}, 3);
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < R; ++r) rows.push_back(r);
+  try {
+    attention_probs(qr, k, TapRequest{rows, R, Tensor()});
+    ADD_FAILURE() << "no error for " << R << " rows";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("'rows'"), std::string::npos) << e.what();
+  }
+  // kMaxTapRows rows are fine.
+  rows.pop_back();
+  Tensor p = attention_probs(qr.slice(1, 0, R - 1), k, TapRequest{rows, R, Tensor()});
+  EXPECT_EQ(p.shape(), (Shape{1, 2, R - 1, 5}));
 }

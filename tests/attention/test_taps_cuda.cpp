@@ -45,3 +45,166 @@ TEST(TapsCuda, MatchCpu) {
       }
     }
 }
+
+namespace {
+
+// Modulation tables on the CPU and their copies on the GPU.
+struct TapMods {
+  HeadModulation cpu, gpu;
+};
+TapMods tap_mods(int64_t B, int64_t Lk, int64_t Hq, int64_t C, uint64_t seed, int64_t first_row, bool renorm) {
+  TapMods t;
+  std::vector<uint8_t> cls(size_t(B * Lk));
+  for (size_t j = 0; j < cls.size(); ++j) cls[j] = uint8_t((j * 7 / 5) % C);
+  HeadModulation& m = t.cpu;
+  m.key_class = Tensor::from_vector(cls, {B, Lk});
+  m.num_classes = int(C);
+  m.logit_abs_gain = rand_tensor({Hq, C}, seed, 0.f, 0.3f);
+  m.logit_bias = rand_tensor({Hq, C}, seed + 1);
+  m.post_weight = rand_tensor({Hq, C}, seed + 2, 0.1f, 2.f);
+  m.renormalize = renorm;
+  m.first_modulated_row = first_row;
+  const Device g = Device::cuda();
+  t.gpu = m;
+  t.gpu.key_class = m.key_class.to(g);
+  t.gpu.logit_abs_gain = m.logit_abs_gain.to(g);
+  t.gpu.logit_bias = m.logit_bias.to(g);
+  t.gpu.post_weight = m.post_weight.to(g);
+  return t;
+}
+
+std::vector<int64_t> last_rows(int64_t lq, int64_t R) {
+  std::vector<int64_t> rows;
+  for (int64_t r = lq - R; r < lq; ++r) rows.push_back(r);
+  return rows;
+}
+
+}  // namespace
+
+// q rows sliced from a fused qkv (strided), the LSE given as a strided slice of the fused pass's
+// LSE or not given, renormalisation on and off, rows both modulated and not, R up to kMaxTapRows.
+TEST(TapsCuda, LseRenormStridedRows) {
+  MMATTN_REQUIRE_GPU();
+  const Device g = Device::cuda();
+  const DType dt = DType::BF16;
+  const int64_t B = 2, Lq = 70, Lk = 300, Hq = 4, Hkv = 2, D = 128, C = 3;
+  Tensor qkv = round_to(rand_tensor({B, Lq, Hq + 2 * Hkv, D}, 41, -2.f, 2.f), dt);
+  Tensor k = round_to(rand_tensor({B, Lk, Hkv, D}, 42, -2.f, 2.f), dt);
+  Tensor v = rand_tensor({B, Lk, Hkv, D}, 43);
+  Tensor q = qkv.slice(2, 0, Hq);
+  Tensor gq = qkv.to(g, dt).slice(2, 0, Hq), gk = k.to(g, dt);
+  const std::vector<int32_t> kl = {int32_t(Lk), int32_t(Lk - 37)};
+  for (bool renorm : {false, true})
+    for (bool causal : {false, true}) {
+      TapMods m = tap_mods(B, Lk, Hq, C, 44, Lq - 3, renorm);
+      AttentionOptions cpu_opt, gpu_opt;
+      cpu_opt.causal = gpu_opt.causal = causal;
+      cpu_opt.mod = &m.cpu;
+      gpu_opt.mod = &m.gpu;
+      cpu_opt.k_lens = Tensor::from_vector(kl, {B});
+      gpu_opt.k_lens = cpu_opt.k_lens.to(g);
+      AttentionOptions lse_opt = cpu_opt;
+      lse_opt.return_lse = true;
+      const Tensor lse = attention(q, k, v, lse_opt).lse;  // [B, Hq, Lq], CPU
+      const Tensor glse = lse.to(g);
+      for (int64_t R : {int64_t(1), int64_t(5), int64_t(kMaxTapRows)}) {
+        const auto rows = last_rows(Lq, R);
+        Tensor q_rows = q.slice(1, Lq - R, Lq);
+        Tensor want = attention_probs(q_rows, k, TapRequest{rows, Lq, Tensor()}, cpu_opt);
+        Tensor want_lse = attention_probs(q_rows, k, TapRequest{rows, Lq, lse.slice(2, Lq - R, Lq)}, cpu_opt);
+        EXPECT_LT(rel_err(want_lse, want), 1e-5) << "CPU, strided lse, R " << R;
+        for (bool with_lse : {false, true}) {
+          TapRequest req{rows, Lq, with_lse ? glse.slice(2, Lq - R, Lq) : Tensor()};
+          Tensor got = attention_probs(gq.slice(1, Lq - R, Lq), gk, req, gpu_opt);
+          EXPECT_EQ(got.shape(), (Shape{B, Hq, R, Lk}));
+          EXPECT_LT(rel_err(got, want), 1e-4)
+              << "R " << R << " lse " << with_lse << " renorm " << renorm << " causal " << causal;
+        }
+      }
+    }
+}
+
+// Rows that are not 16-byte aligned (q and k sliced from [.., D + 1] rows: the scalar path) and
+// aligned ones, every head dim, with and without the LSE, f16 and bf16.
+TEST(TapsCuda, MisalignedRowsEveryHeadDim) {
+  MMATTN_REQUIRE_GPU();
+  const Device g = Device::cuda();
+  const int64_t B = 2, R = 3, Lk = 200, Hq = 4, Hkv = 2, C = 2;
+  const std::vector<int64_t> rows = {0, 1, 2};  // the whole query: attention() gives their LSE
+  for (DType dt : {DType::BF16, DType::F16})
+    for (int64_t D : {64, 72, 80, 96, 128})
+      for (bool misaligned : {false, true}) {
+        const int64_t pad = misaligned ? 1 : 0;
+        Tensor qw = round_to(rand_tensor({B, R, Hq, D + pad}, 51 + D, -2.f, 2.f), dt);
+        Tensor kw = round_to(rand_tensor({B, Lk, Hkv, D + pad}, 52 + D, -2.f, 2.f), dt);
+        Tensor q = qw.slice(3, pad, D + pad), k = kw.slice(3, pad, D + pad);
+        Tensor v = rand_tensor({B, Lk, Hkv, D}, 53);
+        Tensor gq = qw.to(g, dt).slice(3, pad, D + pad), gk = kw.to(g, dt).slice(3, pad, D + pad);
+        TapMods m = tap_mods(B, Lk, Hq, C, 54, 1, false);
+        AttentionOptions cpu_opt, gpu_opt;
+        cpu_opt.causal = gpu_opt.causal = true;
+        cpu_opt.mod = &m.cpu;
+        gpu_opt.mod = &m.gpu;
+        AttentionOptions lse_opt = cpu_opt;
+        lse_opt.return_lse = true;
+        const Tensor lse = attention(q, k, v, lse_opt).lse;
+        Tensor want = attention_probs(q, k, TapRequest{rows, R, Tensor()}, cpu_opt);
+        for (bool with_lse : {false, true}) {
+          Tensor got = attention_probs(gq, gk, TapRequest{rows, R, with_lse ? lse.to(g) : Tensor()}, gpu_opt);
+          EXPECT_LT(rel_err(got, want), 1e-4)
+              << dtype_name(dt) << " D " << D << " misaligned " << misaligned << " lse " << with_lse;
+        }
+      }
+}
+
+// 64K keys and one row (FastV on a long context), causal, with and without modulation and LSE.
+TEST(TapsCuda, LongKeysOneRow) {
+  MMATTN_REQUIRE_GPU();
+  const Device g = Device::cuda();
+  const DType dt = DType::BF16;
+  const int64_t B = 1, Lk = 65536, Hq = 4, Hkv = 1, D = 128, C = 3;
+  Tensor q = round_to(rand_tensor({B, 1, Hq, D}, 61, -2.f, 2.f), dt);
+  Tensor k = round_to(rand_tensor({B, Lk, Hkv, D}, 62, -2.f, 2.f), dt);
+  Tensor v = rand_tensor({B, Lk, Hkv, D}, 63);
+  Tensor gq = q.to(g, dt), gk = k.to(g, dt);
+  const std::vector<int64_t> rows = {0};
+  for (bool with_mod : {false, true}) {
+    TapMods m = tap_mods(B, Lk, Hq, C, 64, 0, true);
+    AttentionOptions cpu_opt, gpu_opt;
+    cpu_opt.causal = gpu_opt.causal = true;
+    cpu_opt.mod = with_mod ? &m.cpu : nullptr;
+    gpu_opt.mod = with_mod ? &m.gpu : nullptr;
+    cpu_opt.k_lens = Tensor::from_vector(std::vector<int32_t>{int32_t(Lk - 100)}, {B});
+    gpu_opt.k_lens = cpu_opt.k_lens.to(g);
+    AttentionOptions lse_opt = cpu_opt;
+    lse_opt.return_lse = true;
+    const Tensor lse = attention(q, k, v, lse_opt).lse;
+    Tensor want = attention_probs(q, k, TapRequest{rows, 1, Tensor()}, cpu_opt);
+    for (bool with_lse : {false, true}) {
+      Tensor got = attention_probs(gq, gk, TapRequest{rows, 1, with_lse ? lse.to(g) : Tensor()}, gpu_opt);
+      EXPECT_LT(rel_err(got, want), 1e-4) << "mod " << with_mod << " lse " << with_lse;
+      if (!with_mod) {  // a softmax row: sums to 1, masked keys 0
+        const auto pr = got.to_floats();
+        for (int64_t h = 0; h < Hq; ++h) {
+          double sum = 0;
+          for (int64_t j = 0; j < Lk; ++j) sum += pr[size_t(h * Lk + j)];
+          EXPECT_NEAR(sum, 1.0, 1e-3) << "head " << h;
+          EXPECT_EQ(pr[size_t(h * Lk + Lk - 1)], 0.f);
+        }
+      }
+    }
+  }
+}
+
+TEST(TapsCuda, TooManyRowsIsAnError) {
+  MMATTN_REQUIRE_GPU();
+  const Device g = Device::cuda();
+  const int64_t R = kMaxTapRows + 1;
+  Tensor q = rand_tensor({1, R, 2, 64}, 71).to(g, DType::BF16), k = rand_tensor({1, 100, 2, 64}, 72).to(g, DType::BF16);
+  try {
+    attention_probs(q, k, TapRequest{last_rows(100, R), 100, Tensor()});
+    ADD_FAILURE() << "no error for " << R << " rows";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("'rows'"), std::string::npos) << e.what();
+  }
+}
