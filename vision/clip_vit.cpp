@@ -1,0 +1,245 @@
+#include "vision/clip_vit.h"
+
+#include <cmath>
+
+#include "attention/attention.h"
+#include "attention/taps.h"
+#include "core/ops/concat.h"
+#include "core/ops/conv2d.h"
+#include "core/ops/elementwise.h"
+#include "core/ops/linear.h"
+#include "core/ops/norm.h"
+
+namespace mmattn {
+
+namespace {
+
+constexpr const char* kVisionPrefixes[] = {"vision_tower.vision_model.", "vision_tower.",
+                                           "model.vision_tower.vision_model.", "model.vision_tower.",
+                                           "vision_model."};
+constexpr const char* kProjectorPrefixes[] = {"multi_modal_projector.", "model.multi_modal_projector."};
+
+// The smallest head dim the attention core supports that holds d (d itself when none does: the
+// core then reports it).
+int64_t padded_head_dim(int64_t d) {
+  for (int64_t s : {64, 72, 80, 96, 128})
+    if (d <= s) return s;
+  return d;
+}
+
+// [B, L, H, d] -> [B, L, H, dp] with zeros in the extra columns (self when d == dp).
+Tensor pad_head_dim(const Tensor& t, int64_t dp) {
+  if (t.size(3) == dp) return t;
+  Tensor z = Tensor::zeros({t.size(0), t.size(1), t.size(2), dp}, t.dtype(), t.device());
+  z.slice(3, 0, t.size(3)).copy_from(t);
+  return z;
+}
+
+}  // namespace
+
+LlavaPrefixes detect_llava_prefixes(const Checkpoint& ckpt) {
+  LlavaPrefixes p;
+  std::string tried_v, tried_p;
+  for (const char* c : kVisionPrefixes) {
+    if (ckpt.has(std::string(c) + "embeddings.patch_embedding.weight")) {
+      p.vision_tower = c;
+      break;
+    }
+    tried_v += std::string(tried_v.empty() ? "'" : ", '") + c + "embeddings.patch_embedding.weight'";
+  }
+  MMATTN_CHECK(!p.vision_tower.empty(), WeightError, "no CLIP vision tower in ", ckpt.path(), ": none of ", tried_v,
+               " is present");
+  for (const char* c : kProjectorPrefixes) {
+    if (ckpt.has(std::string(c) + "linear_1.weight")) {
+      p.projector = c;
+      break;
+    }
+    tried_p += std::string(tried_p.empty() ? "'" : ", '") + c + "linear_1.weight'";
+  }
+  MMATTN_CHECK(!p.projector.empty(), WeightError, "no LLaVA projector in ", ckpt.path(), ": none of ", tried_p,
+               " is present");
+  return p;
+}
+
+ClipVisionTower ClipVisionTower::load(const Checkpoint& ckpt, const std::string& prefix, const ClipVisionConfig& cfg,
+                                      Device device, DType dtype, int64_t num_layers) {
+  MMATTN_CHECK(!(device.is_cpu() && dtype != DType::F32), UnsupportedError,
+               "ClipVisionTower: the CPU path computes in F32, not ", dtype_name(dtype));
+  const int64_t D = cfg.hidden_size, I = cfg.intermediate_size, P = cfg.patch_size, C = cfg.num_channels;
+  MMATTN_CHECK(D > 0 && cfg.num_attention_heads > 0 && D % cfg.num_attention_heads == 0, ConfigError,
+               "ClipVisionTower: hidden_size ", D, " is not a multiple of num_attention_heads ",
+               cfg.num_attention_heads);
+  MMATTN_CHECK(P > 0 && cfg.image_size > 0 && cfg.image_size % P == 0, ConfigError, "ClipVisionTower: patch_size ", P,
+               " does not divide image_size ", cfg.image_size);
+  const int64_t L = cfg.num_hidden_layers;
+  if (num_layers < 0) num_layers = L;
+  MMATTN_CHECK(num_layers <= L, ConfigError, "ClipVisionTower: asked to load ", num_layers, " layers of ", L);
+
+  ClipVisionTower t;
+  t.cfg_ = cfg;
+  t.prefix_ = prefix;
+  t.device_ = device;
+  t.dtype_ = dtype;
+  t.act_ = parse_activation(cfg.hidden_act, "vision_config.hidden_act");
+  auto ld = [&](const std::string& name, const Shape& shape) { return ckpt.load(prefix + name, shape, device, dtype); };
+  t.patch_w_ = ld("embeddings.patch_embedding.weight", {D, C, P, P});
+  t.class_emb_ = ld("embeddings.class_embedding", {D});
+  t.pos_emb_ = ld("embeddings.position_embedding.weight", {cfg.num_patches() + 1, D});
+  t.pre_ln_w_ = ld("pre_layrnorm.weight", {D});
+  t.pre_ln_b_ = ld("pre_layrnorm.bias", {D});
+  for (int64_t i = 0; i < num_layers; ++i) {
+    const std::string l = "encoder.layers." + std::to_string(i) + ".";
+    ClipEncoderLayerWeights w;
+    w.ln1_w = ld(l + "layer_norm1.weight", {D});
+    w.ln1_b = ld(l + "layer_norm1.bias", {D});
+    w.ln2_w = ld(l + "layer_norm2.weight", {D});
+    w.ln2_b = ld(l + "layer_norm2.bias", {D});
+    w.qkv_w = concat({ld(l + "self_attn.q_proj.weight", {D, D}), ld(l + "self_attn.k_proj.weight", {D, D}),
+                      ld(l + "self_attn.v_proj.weight", {D, D})},
+                     0);  // [3D, D]
+    w.qkv_b = concat({ld(l + "self_attn.q_proj.bias", {D}), ld(l + "self_attn.k_proj.bias", {D}),
+                      ld(l + "self_attn.v_proj.bias", {D})},
+                     0);  // [3D]
+    w.out_w = ld(l + "self_attn.out_proj.weight", {D, D});
+    w.out_b = ld(l + "self_attn.out_proj.bias", {D});
+    w.fc1_w = ld(l + "mlp.fc1.weight", {I, D});
+    w.fc1_b = ld(l + "mlp.fc1.bias", {I});
+    w.fc2_w = ld(l + "mlp.fc2.weight", {D, I});
+    w.fc2_b = ld(l + "mlp.fc2.bias", {D});
+    t.layers_.push_back(std::move(w));
+  }
+  if (num_layers == L) {
+    t.post_ln_w_ = ld("post_layernorm.weight", {D});
+    t.post_ln_b_ = ld("post_layernorm.bias", {D});
+  }
+  return t;
+}
+
+int64_t ClipVisionTower::layers_for_feature_layer(const ClipVisionConfig& cfg, int64_t feature_layer) {
+  const int64_t n = cfg.num_hidden_layers + 1;  // entries of hidden_states
+  const int64_t i = feature_layer < 0 ? feature_layer + n : feature_layer;
+  MMATTN_CHECK(i >= 0 && i < n, ConfigError, "vision_feature_layer ", feature_layer, " is out of range for ",
+               cfg.num_hidden_layers, " vision layers (hidden states -", n, "..", n - 1, ")");
+  return i;
+}
+
+const ClipEncoderLayerWeights& ClipVisionTower::layer(int64_t i) const {
+  MMATTN_CHECK(i >= 0 && i < num_loaded_layers(), ShapeError, "ClipVisionTower: layer ", i, " is not loaded (",
+               num_loaded_layers(), " of ", cfg_.num_hidden_layers, " loaded)");
+  return layers_[size_t(i)];
+}
+
+Tensor ClipVisionTower::to_input(const Tensor& pixel_values) const {
+  check_defined(pixel_values, "ClipVisionTower", "pixel_values");
+  MMATTN_CHECK(pixel_values.dim() == 4 && pixel_values.size(1) == cfg_.num_channels &&
+                   pixel_values.size(2) == cfg_.image_size && pixel_values.size(3) == cfg_.image_size,
+               ShapeError, "ClipVisionTower: pixel_values must be [B, ", cfg_.num_channels, ", ", cfg_.image_size, ", ",
+               cfg_.image_size, "], got ", pixel_values.desc());
+  return pixel_values.to(device_, dtype_);
+}
+
+Tensor ClipVisionTower::embed(const Tensor& pixel_values) const {
+  const Tensor px = to_input(pixel_values);
+  const int64_t B = px.size(0), D = cfg_.hidden_size, N = cfg_.num_patches();
+  const int p = int(cfg_.patch_size);
+  // [B, D, gh, gw] -> [B, D, N] -> [B, N, D] (strided view; copied below)
+  const Tensor patches = conv2d(px, patch_w_, Tensor(), {p, p}).view({B, D, N}).transpose(1, 2);
+  Tensor emb = Tensor::empty({B, N + 1, D}, dtype_, device_);
+  for (int64_t b = 0; b < B; ++b) {
+    emb.select(0, b).slice(0, 0, 1).copy_from(class_emb_.view({1, D}));
+    emb.select(0, b).slice(0, 1, N + 1).copy_from(patches.select(0, b));
+  }
+  add_(emb, pos_emb_);  // [N + 1, D] broadcast over B
+  return layer_norm(emb, pre_ln_w_, pre_ln_b_, float(cfg_.layer_norm_eps));
+}
+
+void ClipVisionTower::qkv(int64_t i, const Tensor& x, Tensor& q, Tensor& k, Tensor& v) const {
+  const ClipEncoderLayerWeights& w = layer(i);
+  const int64_t B = x.size(0), L = x.size(1), H = cfg_.num_attention_heads, hd = cfg_.head_dim();
+  const Tensor h = layer_norm(x, w.ln1_w, w.ln1_b, float(cfg_.layer_norm_eps));
+  const Tensor qkv = linear(h, w.qkv_w, w.qkv_b).view({B, L, 3, H, hd});  // [B, L, 3D] -> [B, L, 3, H, hd]
+  q = qkv.select(2, 0);  // [B, L, H, hd], strided
+  k = qkv.select(2, 1);
+  v = qkv.select(2, 2);
+}
+
+Tensor ClipVisionTower::layer_forward(int64_t i, const Tensor& x) const {
+  const ClipEncoderLayerWeights& w = layer(i);
+  const int64_t B = x.size(0), L = x.size(1), D = cfg_.hidden_size, hd = cfg_.head_dim();
+  Tensor q, k, v;
+  qkv(i, x, q, k, v);
+  const int64_t dp = padded_head_dim(hd);
+  AttentionOptions opt;
+  opt.scale = float(1.0 / std::sqrt(double(hd)));
+  Tensor o = attention(pad_head_dim(q, dp), pad_head_dim(k, dp), pad_head_dim(v, dp), opt).out;  // [B, L, H, dp]
+  if (dp != hd) o = o.slice(3, 0, hd).contiguous();
+  Tensor y = add(x, linear(o.view({B, L, D}), w.out_w, w.out_b));
+  const Tensor h = layer_norm(y, w.ln2_w, w.ln2_b, float(cfg_.layer_norm_eps));
+  add_(y, linear(apply_activation(linear(h, w.fc1_w, w.fc1_b), act_), w.fc2_w, w.fc2_b));
+  return y;
+}
+
+ClipVisionOutput ClipVisionTower::forward(const Tensor& pixel_values, int64_t num_layers,
+                                          bool keep_hidden_states) const {
+  if (num_layers < 0) num_layers = num_loaded_layers();
+  MMATTN_CHECK(num_layers <= num_loaded_layers(), ShapeError, "ClipVisionTower: ", num_layers,
+               " layers asked for, ", num_loaded_layers(), " loaded");
+  ClipVisionOutput out;
+  Tensor x = embed(pixel_values);
+  if (keep_hidden_states) out.hidden_states.push_back(x);
+  for (int64_t i = 0; i < num_layers; ++i) {
+    x = layer_forward(i, x);  // a new tensor each layer: kept hidden states stay valid
+    if (keep_hidden_states) out.hidden_states.push_back(x);
+  }
+  out.last = x;
+  return out;
+}
+
+Tensor ClipVisionTower::features(const Tensor& pixel_values, int64_t feature_layer, bool drop_cls) const {
+  const Tensor h = forward(pixel_values, layers_for_feature_layer(cfg_, feature_layer)).last;
+  return drop_cls ? h.slice(1, 1, h.size(1)).contiguous() : h;  // [B, N, D]: LLaVA "default"
+}
+
+Tensor ClipVisionTower::features(const Tensor& pixel_values, const std::vector<int64_t>& feature_layers,
+                                 bool drop_cls) const {
+  MMATTN_CHECK(!feature_layers.empty(), ConfigError, "ClipVisionTower: empty list of feature layers");
+  std::vector<int64_t> idx;
+  int64_t need = 0;
+  for (int64_t f : feature_layers) {
+    idx.push_back(layers_for_feature_layer(cfg_, f));
+    need = std::max(need, idx.back());
+  }
+  const ClipVisionOutput o = forward(pixel_values, need, /*keep_hidden_states=*/true);
+  std::vector<Tensor> parts;
+  for (int64_t i : idx) {
+    const Tensor& h = o.hidden_states[size_t(i)];
+    parts.push_back(drop_cls ? h.slice(1, 1, h.size(1)) : h);
+  }
+  return concat(parts, -1);  // torch.cat(hs_pool, dim=-1)
+}
+
+Tensor ClipVisionTower::cls_attention(const Tensor& pixel_values, int64_t layer) const {
+  const int64_t Ln = cfg_.num_hidden_layers;
+  const int64_t li = layer < 0 ? layer + Ln : layer;
+  MMATTN_CHECK(li >= 0 && li < Ln, ShapeError, "ClipVisionTower::cls_attention: layer ", layer,
+               " is out of range for ", Ln, " layers");
+  const Tensor x = forward(pixel_values, li).last;  // input of layer li
+  Tensor q, k, v;
+  qkv(li, x, q, k, v);
+  const int64_t hd = cfg_.head_dim(), dp = padded_head_dim(hd);
+  AttentionOptions opt;
+  opt.scale = float(1.0 / std::sqrt(double(hd)));
+  TapRequest req;
+  req.rows = {0};
+  req.lq_total = x.size(1);
+  const Tensor probs = attention_probs(pad_head_dim(q.slice(1, 0, 1), dp), pad_head_dim(k, dp), req, opt);
+  return probs.select(2, 0).contiguous();  // [B, H, 1, L] -> [B, H, L]
+}
+
+Tensor ClipVisionTower::pooled(const ClipVisionOutput& out) const {
+  MMATTN_CHECK(post_ln_w_.defined() && out.last.defined(), ShapeError,
+               "ClipVisionTower::pooled needs every layer loaded and run");
+  return layer_norm(out.last.select(1, 0), post_ln_w_, post_ln_b_, float(cfg_.layer_norm_eps));
+}
+
+}  // namespace mmattn
