@@ -1,0 +1,288 @@
+#include "language/llama.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "attention/attention.h"
+#include "core/checkpoint.h"
+#include "core/hf_config.h"  // never together with core/ops/rope.h (see llama_rope.h)
+#include "core/ops/activation.h"
+#include "core/ops/concat.h"
+#include "core/ops/elementwise.h"
+#include "core/ops/embedding.h"
+#include "core/ops/linear.h"
+#include "core/ops/norm.h"
+
+namespace mmattn {
+
+namespace {
+
+constexpr const char* kCls = "LlamaModel";
+
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+// The smallest head dim the attention core takes that is >= d (0 when none).
+int64_t attention_head_dim(int64_t d) {
+  for (int64_t s : {64, 72, 80, 96, 128})
+    if (d <= s) return s;
+  return 0;
+}
+
+// [B, n, H, D] -> [B, n, H, dp] with zeros in the extra columns.
+Tensor pad_head_dim(const Tensor& x, int64_t dp) {
+  Tensor y = Tensor::zeros({x.size(0), x.size(1), x.size(2), dp}, x.dtype(), x.device());
+  y.slice(3, 0, x.size(3)).copy_from(x);
+  return y;
+}
+
+}  // namespace
+
+LlamaWeightNames llama_weight_names(const std::string& prefix) {
+  if (prefix.empty()) return {"model.", "lm_head."};
+  if (ends_with(prefix, "language_model.") && prefix.rfind("model.", 0) == 0) return {prefix, "lm_head."};
+  return {prefix + "model.", prefix + "lm_head."};
+}
+
+LlamaWeightNames detect_llama_weight_names(const Checkpoint& ckpt) {
+  std::string tried;
+  for (const char* p : {"", "language_model.", "model.language_model."}) {
+    LlamaWeightNames n = llama_weight_names(p);
+    const std::string name = n.decoder + "embed_tokens.weight";
+    if (ckpt.has(name)) return n;
+    tried += (tried.empty() ? "'" : ", '") + name + "'";
+  }
+  MMATTN_THROW(WeightError, "no Llama decoder found in ", ckpt.path(), ": none of ", tried, " is present");
+}
+
+LlamaModel LlamaModel::load(const Checkpoint& ckpt, const std::string& prefix, const LlamaConfig& cfg, Device dev,
+                            DType dtype) {
+  return load(ckpt, llama_weight_names(prefix), cfg, dev, dtype);
+}
+
+LlamaModel LlamaModel::load(const Checkpoint& ckpt, const LlamaWeightNames& names, const LlamaConfig& cfg, Device dev,
+                            DType dtype) {
+  if (dev.is_cpu())
+    MMATTN_CHECK(dtype == DType::F32, UnsupportedError, kCls, ": the CPU path runs in F32, asked for ",
+                 dtype_name(dtype));
+  else
+    MMATTN_CHECK(dtype == DType::BF16 || dtype == DType::F16, UnsupportedError, kCls,
+                 ": on CUDA the decoder runs in BF16 or F16, asked for ", dtype_name(dtype));
+  MMATTN_CHECK(cfg.hidden_act == "silu" || cfg.hidden_act == "swish", UnsupportedError, kCls, ": hidden_act '",
+               cfg.hidden_act, "' is not supported (silu)");
+  MMATTN_CHECK(cfg.num_hidden_layers >= 1 && cfg.num_attention_heads >= 1 && cfg.num_key_value_heads >= 1 &&
+                   cfg.num_attention_heads % cfg.num_key_value_heads == 0 && cfg.head_dim >= 2 &&
+                   cfg.hidden_size >= 1 && cfg.intermediate_size >= 1 && cfg.vocab_size >= 1,
+               ConfigError, kCls, ": inconsistent config (layers ", cfg.num_hidden_layers, ", heads ",
+               cfg.num_attention_heads, ", kv heads ", cfg.num_key_value_heads, ", head_dim ", cfg.head_dim, ")");
+
+  LlamaModel m;
+  m.names_ = names;
+  m.device_ = dev;
+  m.dtype_ = dtype;
+  m.hidden_ = cfg.hidden_size;
+  m.vocab_ = cfg.vocab_size;
+  m.hq_ = cfg.num_attention_heads;
+  m.hkv_ = cfg.num_key_value_heads;
+  m.d_ = cfg.head_dim;
+  m.dp_ = attention_head_dim(cfg.head_dim);
+  MMATTN_CHECK(m.dp_ > 0, UnsupportedError, kCls, ": head_dim ", cfg.head_dim,
+               " exceeds the attention core's largest (128)");
+  m.ffn_ = cfg.intermediate_size;
+  m.eps_ = float(cfg.rms_norm_eps);
+  m.eos_ = cfg.eos_token_ids;
+  m.rope_.head_dim = cfg.head_dim;
+  m.rope_.theta = cfg.rope_theta;
+  m.rope_.max_position_embeddings = cfg.max_position_embeddings;
+  if (cfg.rope_scaling) {
+    m.rope_.scaling_type = cfg.rope_scaling->type;
+    m.rope_.factor = cfg.rope_scaling->factor;
+    m.rope_.low_freq_factor = cfg.rope_scaling->low_freq_factor;
+    m.rope_.high_freq_factor = cfg.rope_scaling->high_freq_factor;
+    m.rope_.original_max_position_embeddings = cfg.rope_scaling->original_max_position_embeddings;
+  }
+  validate_llama_rope(m.rope_, "LlamaConfig rope");
+
+  const int64_t H = m.hidden_, D = m.d_, F = m.ffn_;
+  auto get = [&](const std::string& name, const Shape& shape) { return ckpt.load(name, shape, dev, dtype); };
+  // Loaded on the CPU first, concatenated there, then moved once.
+  auto get_cat = [&](const std::vector<std::pair<std::string, Shape>>& parts) {
+    std::vector<Tensor> ts;
+    for (const auto& [name, shape] : parts) ts.push_back(ckpt.load(name, shape, Device::cpu(), dtype));
+    return concat(ts, 0).to(dev);
+  };
+  const std::string& P = names.decoder;
+  m.embed_ = get(P + "embed_tokens.weight", {m.vocab_, H});
+  m.norm_ = get(P + "norm.weight", {H});
+  m.lm_head_ = cfg.tie_word_embeddings ? m.embed_ : get(names.lm_head + "weight", {m.vocab_, H});
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string lp = P + "layers." + std::to_string(l) + ".";
+    const std::string a = lp + "self_attn.", f = lp + "mlp.";
+    Layer L;
+    L.input_norm = get(lp + "input_layernorm.weight", {H});
+    L.post_norm = get(lp + "post_attention_layernorm.weight", {H});
+    L.qkv = get_cat({{a + "q_proj.weight", {m.hq_ * D, H}},
+                     {a + "k_proj.weight", {m.hkv_ * D, H}},
+                     {a + "v_proj.weight", {m.hkv_ * D, H}}});
+    L.o = get(a + "o_proj.weight", {H, m.hq_ * D});
+    if (cfg.attention_bias) {
+      L.qkv_bias = get_cat({{a + "q_proj.bias", {m.hq_ * D}}, {a + "k_proj.bias", {m.hkv_ * D}},
+                            {a + "v_proj.bias", {m.hkv_ * D}}});
+      L.o_bias = get(a + "o_proj.bias", {H});
+    }
+    L.gate_up = get_cat({{f + "gate_proj.weight", {F, H}}, {f + "up_proj.weight", {F, H}}});
+    L.down = get(f + "down_proj.weight", {H, F});
+    if (cfg.mlp_bias) {
+      L.gate_up_bias = get_cat({{f + "gate_proj.bias", {F}}, {f + "up_proj.bias", {F}}});
+      L.down_bias = get(f + "down_proj.bias", {H});
+    }
+    m.layers_.push_back(std::move(L));
+  }
+  return m;
+}
+
+Tensor LlamaModel::embed(const Tensor& ids) const {
+  check_defined(ids, "LlamaModel::embed", "ids");
+  return embedding(ids, embed_);
+}
+
+KVCache LlamaModel::make_cache(int64_t batch, int64_t max_len) const {
+  return KVCache(num_layers(), batch, max_len, hkv_, dp_, dtype_, device_);
+}
+
+Tensor LlamaModel::layer_forward(int l, const Tensor& x, KVCache& cache,
+                                 const std::vector<std::vector<int64_t>>& positions, const std::vector<int>& n_valid,
+                                 const Tensor& q_lens) const {
+  const Layer& L = layers_[size_t(l)];
+  const int64_t B = x.size(0), n = x.size(1);
+  Tensor h = rms_norm(x, L.input_norm, eps_);
+  Tensor qkv = linear(h, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});  // [B, n, Hq + 2 Hkv, D]
+  Tensor q = qkv.slice(2, 0, hq_);                                              // [B, n, Hq, D] strided
+  Tensor k = qkv.slice(2, hq_, hq_ + hkv_);                                     // [B, n, Hkv, D]
+  Tensor v = qkv.slice(2, hq_ + hkv_, hq_ + 2 * hkv_);                          // [B, n, Hkv, D]
+  llama_rope_(q, k, positions, rope_);
+  if (dp_ != d_) {
+    q = pad_head_dim(q, dp_);
+    k = pad_head_dim(k, dp_);
+    v = pad_head_dim(v, dp_);
+  }
+  cache.append(l, k, v, n_valid);
+  AttentionOptions ao;
+  ao.causal = true;
+  ao.scale = float(1.0 / std::sqrt(double(d_)));
+  ao.k_lens = cache.lens_tensor();
+  ao.q_lens = q_lens;
+  Tensor att = attention(q, cache.k(l), cache.v(l), ao).out;  // [B, n, Hq, dp]
+  if (dp_ != d_) att = att.slice(3, 0, d_);
+  att = att.reshape({B, n, hq_ * d_});
+  add_(x, linear(att, L.o, L.o_bias));
+  h = rms_norm(x, L.post_norm, eps_);
+  Tensor act = swiglu_fused(linear(h, L.gate_up, L.gate_up_bias));  // [B, n, F]
+  add_(x, linear(act, L.down, L.down_bias));
+  return x;
+}
+
+Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForwardOptions& opt) const {
+  check_defined(embeds, "LlamaModel::forward", "embeds");
+  MMATTN_CHECK(embeds.dim() == 3 && embeds.size(2) == hidden_ && embeds.size(1) >= 1, ShapeError, kCls,
+               "::forward: embeds must be [B, n >= 1, ", hidden_, "], got ", embeds.desc());
+  const int64_t B = embeds.size(0), n = embeds.size(1);
+  MMATTN_CHECK(cache.layers() == num_layers() && cache.batch() == B && cache.kv_heads() == hkv_ &&
+                   cache.head_dim() == dp_ && cache.dtype() == dtype_ && cache.device() == device_,
+               ShapeError, kCls, "::forward: the KV cache (", cache.layers(), " layers, batch ", cache.batch(), ", ",
+               cache.kv_heads(), " kv heads, head dim ", cache.head_dim(), ", ", dtype_name(cache.dtype()), ", ",
+               cache.device().str(), ") does not fit the model and input (", num_layers(), ", ", B, ", ", hkv_, ", ",
+               dp_, ", ", dtype_name(dtype_), ", ", device_.str(), "): use make_cache()");
+  MMATTN_CHECK(!cache.step_open(), Error, kCls, "::forward: the KV cache has an open step");
+  std::vector<int> nv = opt.n_valid;
+  MMATTN_CHECK(nv.empty() || int64_t(nv.size()) == B, ShapeError, kCls, "::forward: n_valid has ", nv.size(),
+               " entries for a batch of ", B);
+  if (nv.empty()) nv.assign(size_t(B), int(n));
+  bool padded = false;
+  for (int64_t b = 0; b < B; ++b) {
+    const int v = nv[size_t(b)];
+    MMATTN_CHECK(v >= 0 && v <= n, ShapeError, kCls, "::forward: n_valid[", b, "] = ", v, " is outside [0, ", n, "]");
+    MMATTN_CHECK(cache.length(b) + v <= cache.capacity(), ShapeError, kCls, "::forward: sequence ", b, " holds ",
+                 cache.length(b), " tokens; ", v, " more exceed the cache capacity ", cache.capacity());
+    padded = padded || v < n;
+  }
+
+  // The residual stream, owned here (add_ writes into it).
+  Tensor x = Tensor::empty({B, n, hidden_}, dtype_, device_);
+  x.copy_from(embeds);
+  std::vector<std::vector<int64_t>> positions(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t p0 = cache.next_position(b);
+    auto& p = positions[size_t(b)];
+    p.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i) p[size_t(i)] = p0 + i;
+  }
+  Tensor q_lens;
+  if (padded) q_lens = Tensor::from_vector<int32_t>(std::vector<int32_t>(nv.begin(), nv.end()), {B}).to(device_);
+  const std::vector<int> step_valid = padded ? nv : std::vector<int>{};
+  for (int l = 0; l < num_layers(); ++l) layer_forward(l, x, cache, positions, step_valid, q_lens);
+  cache.advance(step_valid);
+
+  if (opt.last_only) {
+    if (!padded) {
+      x = x.slice(1, n - 1, n);  // [B, 1, hidden]
+    } else {
+      std::vector<Tensor> rows;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t i = std::max(nv[size_t(b)] - 1, 0);
+        rows.push_back(x.slice(0, b, b + 1).slice(1, i, i + 1));  // [1, 1, hidden]
+      }
+      x = concat(rows, 0);  // [B, 1, hidden]
+    }
+  }
+  Tensor h = rms_norm(x, norm_, eps_);
+  return linear(h, lm_head_).to(DType::F32);  // [B, n or 1, V]
+}
+
+GenerationResult generate(const LlamaModel& model, const Tensor& prompt_embeds, const std::vector<int64_t>& prompt_ids,
+                          KVCache& cache, const GenerationOptions& opt) {
+  check_defined(prompt_embeds, "generate", "prompt_embeds");
+  MMATTN_CHECK(prompt_embeds.dim() == 3 && prompt_embeds.size(0) == 1 && prompt_embeds.size(1) >= 1, ShapeError,
+               "generate: prompt_embeds must be [1, L >= 1, hidden], got ", prompt_embeds.desc());
+  MMATTN_CHECK(cache.batch() == 1, ShapeError, "generate: batch 1 only; the cache holds ", cache.batch(),
+               " sequences");
+  MMATTN_CHECK(opt.max_new_tokens >= 0 && opt.min_new_tokens >= 0 && opt.prefill_chunk >= 0, ConfigError,
+               "generate: max_new_tokens (", opt.max_new_tokens, "), min_new_tokens (", opt.min_new_tokens,
+               ") and prefill_chunk (", opt.prefill_chunk, ") must be >= 0");
+  const int64_t L = prompt_embeds.size(1);
+  const int64_t need = cache.length(0) + L + std::max<int64_t>(opt.max_new_tokens - 1, 0);
+  MMATTN_CHECK(need <= cache.capacity(), ShapeError, "generate: ", cache.length(0), " cached + ", L, " prompt + ",
+               opt.max_new_tokens, " new tokens need a cache of ", need, ", it holds ", cache.capacity());
+  Sampler sampler(opt.sampling);
+  GenerationResult r;
+  LlamaForwardOptions last;
+  last.last_only = true;
+  const int64_t chunk = opt.prefill_chunk > 0 ? opt.prefill_chunk : L;
+  Tensor logits;
+  for (int64_t s = 0; s < L; s += chunk)
+    logits = model.forward(prompt_embeds.slice(1, s, std::min(L, s + chunk)), cache, last);  // [1, 1, V]
+  r.prefill_logits = logits;
+  std::vector<int64_t> history = prompt_ids;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
+    std::vector<float> row = logits.to_floats();
+    if (i < opt.min_new_tokens)
+      for (int64_t e : opt.eos_token_ids)
+        if (e >= 0 && e < int64_t(row.size())) row[size_t(e)] = neg_inf;
+    const int64_t tok = sampler.next(std::move(row), history);
+    r.tokens.push_back(tok);
+    history.push_back(tok);
+    if (std::find(opt.eos_token_ids.begin(), opt.eos_token_ids.end(), tok) != opt.eos_token_ids.end()) {
+      r.stopped_at_eos = true;
+      break;
+    }
+    if (i + 1 == opt.max_new_tokens) break;  // the last token needs no forward pass
+    const Tensor ids = Tensor::from_vector<int64_t>({tok}, {1, 1});
+    logits = model.forward(model.embed(ids), cache, last);
+  }
+  return r;
+}
+
+}  // namespace mmattn

@@ -1,0 +1,137 @@
+#pragma once
+// The Llama decoder (transformers' LlamaForCausalLM), eager, with a KV cache.
+//
+// Per layer (pre-norm, as modeling_llama.py):
+//   h = x + o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))   n1 = input_layernorm(x)
+//   x = h + down_proj(silu(gate_proj(n2)) * up_proj(n2))                    n2 = post_attention_layernorm(h)
+// then logits = lm_head(norm(x)). RMSNorm: f32 statistics, normalised value rounded to the model
+// dtype before the weight multiply. RoPE: rotate_half with the original position ids kept by the
+// KV cache (next_position(b) + i for the i-th new token). Attention: attention/attention.h,
+// bottom-right causal over the cache views with k_lens = cache.lens_tensor() (GQA: Hq / Hkv).
+//
+// Weights are read by module path (principle 4): <decoder>embed_tokens.weight,
+// <decoder>layers.N.{input_layernorm,post_attention_layernorm}.weight,
+// <decoder>layers.N.self_attn.{q,k,v,o}_proj.{weight,bias?}, <decoder>layers.N.mlp.{gate,up,down}_proj.{weight,bias?},
+// <decoder>norm.weight, <lm_head>weight (absent and unused when tie_word_embeddings).
+// A missing or mis-shaped tensor is a WeightError naming it (and both shapes). q/k/v and gate/up
+// are concatenated at load time into one GEMM each (same values as the separate projections).
+//
+// Head dims the attention core lacks (it takes 64, 72, 80, 96, 128; tiny test models use 16):
+// q/k/v are zero-padded to the next supported size (zeros change neither q.k nor the used part of
+// the output) and the scale stays 1/sqrt(head_dim). The KV cache then holds attn_head_dim().
+//
+// Devices: CPU in F32; CUDA in BF16 or F16 (f32 accumulation inside the ops).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attention/kv_cache.h"
+#include "core/tensor.h"
+#include "language/llama_rope.h"
+#include "language/sampler.h"
+
+namespace mmattn {
+
+class Checkpoint;
+struct LlamaConfig;  // core/hf_config.h (not included here: see llama_rope.h for why)
+
+// Where the decoder's tensors live in a checkpoint.
+struct LlamaWeightNames {
+  std::string decoder;  // prefix of embed_tokens / layers / norm, e.g. "model."
+  std::string lm_head;  // prefix of lm_head.weight's module, e.g. "lm_head."
+};
+// prefix "" -> {"model.", "lm_head."} (LlamaForCausalLM); "language_model." -> {"language_model.model.",
+// "language_model.lm_head."} (llava-hf / transformers 4); "model.language_model." -> {"model.language_model.",
+// "lm_head."} (LlavaForConditionalGeneration as transformers 5 names it in memory). Any other prefix P
+// ending in "language_model." and starting with "model." is read like the last; else {P + "model.", P + "lm_head."}.
+LlamaWeightNames llama_weight_names(const std::string& prefix);
+// The first layout above whose embed_tokens.weight the checkpoint holds; WeightError listing the
+// names tried when none.
+LlamaWeightNames detect_llama_weight_names(const Checkpoint& ckpt);
+
+struct LlamaForwardOptions {
+  // Valid rows of each sequence of a right-padded batch (values in [0, n]); empty = n for all.
+  // Padding rows are neither written to the cache nor attended to; their logits are meaningless.
+  std::vector<int> n_valid;
+  // Logits of each sequence's last valid row only: [B, 1, V] (skips the lm_head GEMM elsewhere).
+  bool last_only = false;
+};
+
+class LlamaModel {
+ public:
+  static LlamaModel load(const Checkpoint& ckpt, const std::string& prefix, const LlamaConfig& cfg,
+                         Device dev = Device::cpu(), DType dtype = DType::F32);
+  static LlamaModel load(const Checkpoint& ckpt, const LlamaWeightNames& names, const LlamaConfig& cfg,
+                         Device dev = Device::cpu(), DType dtype = DType::F32);
+
+  // ids [...] I32/I64 (CPU or the model's device) -> [..., hidden] in the model's dtype and device.
+  Tensor embed(const Tensor& ids) const;
+  // embeds [B, n, hidden] (any dtype/device: copied to the model's) -> logits F32 [B, n, V]
+  // ([B, 1, V] with last_only), on the model's device. Appends the n_valid new tokens to `cache`
+  // (one step: append per layer, then advance). The cache must come from make_cache() (or match it).
+  Tensor forward(const Tensor& embeds, KVCache& cache, const LlamaForwardOptions& opt = {}) const;
+  KVCache make_cache(int64_t batch, int64_t max_len) const;
+
+  int num_layers() const { return int(layers_.size()); }
+  int64_t hidden_size() const { return hidden_; }
+  int64_t vocab_size() const { return vocab_; }
+  int64_t num_heads() const { return hq_; }
+  int64_t num_kv_heads() const { return hkv_; }
+  int64_t head_dim() const { return d_; }
+  int64_t attn_head_dim() const { return dp_; }  // head dim of the cache / attention (>= head_dim)
+  Device device() const { return device_; }
+  DType dtype() const { return dtype_; }
+  const LlamaWeightNames& names() const { return names_; }
+  const std::vector<int64_t>& eos_token_ids() const { return eos_; }
+  const Tensor& embed_tokens() const { return embed_; }
+  const LlamaRope& rope() const { return rope_; }
+  // Emulates a transformers model that was cast with model.to(torch.bfloat16): RoPE frequencies
+  // rounded through bf16 (see LlamaRope::bf16_inv_freq). Off by default (from_pretrained keeps f32).
+  void set_rope_bf16_inv_freq(bool on) { rope_.bf16_inv_freq = on; }
+
+ private:
+  struct Layer {
+    Tensor input_norm, post_norm;  // [hidden]
+    Tensor qkv, qkv_bias;          // [(Hq + 2 Hkv) D, hidden], bias [(Hq + 2 Hkv) D] or undefined
+    Tensor o, o_bias;              // [hidden, Hq D]
+    Tensor gate_up, gate_up_bias;  // [2 F, hidden] (gate rows first)
+    Tensor down, down_bias;        // [hidden, F]
+  };
+  Tensor layer_forward(int l, const Tensor& x, KVCache& cache, const std::vector<std::vector<int64_t>>& positions,
+                       const std::vector<int>& n_valid, const Tensor& q_lens) const;
+
+  LlamaWeightNames names_;
+  std::vector<Layer> layers_;
+  Tensor embed_, norm_, lm_head_;
+  int64_t hidden_ = 0, vocab_ = 0, hq_ = 0, hkv_ = 0, d_ = 0, dp_ = 0, ffn_ = 0;
+  float eps_ = 1e-6f;
+  LlamaRope rope_;
+  std::vector<int64_t> eos_;
+  Device device_;
+  DType dtype_ = DType::F32;
+};
+
+// --- generation (B = 1) ------------------------------------------------------------------------
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 32;
+  // EOS is masked (logit -inf) until this many tokens exist, as transformers' MinNewTokensLengthLogitsProcessor.
+  int64_t min_new_tokens = 0;
+  std::vector<int64_t> eos_token_ids;  // generation stops after producing one (it is kept in the output)
+  SamplingConfig sampling;              // greedy by default
+  int64_t prefill_chunk = 0;            // > 0: prefill the prompt in chunks of this many tokens
+};
+
+struct GenerationResult {
+  std::vector<int64_t> tokens;  // generated ids (the EOS that stopped it included)
+  bool stopped_at_eos = false;
+  Tensor prefill_logits;        // F32 [1, 1, V]: logits of the last prompt position
+};
+
+// Prefills prompt_embeds [1, L, hidden] into `cache` (which may already hold a prefix: the prompt
+// continues it), then decodes token by token. prompt_ids: the prompt's ids (history for the
+// repetition penalty; may be empty). The cache needs room for L + max_new_tokens - 1 more tokens.
+GenerationResult generate(const LlamaModel& model, const Tensor& prompt_embeds, const std::vector<int64_t>& prompt_ids,
+                          KVCache& cache, const GenerationOptions& opt);
+
+}  // namespace mmattn

@@ -1,0 +1,103 @@
+// Llama decoder on CUDA in bf16 against the transformers goldens of tests/golden/tiny_llava (f32
+// reference). Tolerance: logits rel < 3e-2 (bf16 weights are exact, but every activation is rounded
+// to bf16 between ops, as transformers does in bf16: ~8 bits of mantissa over 2 layers). Greedy ids:
+// the tiny random model's greedy path ([20731, 18422, 25790] repeating) is robust, so all 32 must match.
+#include <cstdio>
+
+#include "core/checkpoint.h"
+#include "core/hf_config.h"
+#include "language/llama.h"
+#include "language/llava.h"
+#include "test_util.h"
+
+using namespace mmattn;
+using namespace mmattn::test;
+
+namespace {
+
+struct Fixture {
+  Checkpoint g{golden_dir() + "/tiny_llava_golden.safetensors"};
+  Checkpoint ckpt{golden_dir() + "/tiny_llava"};
+  ModelConfig cfg = read_model_config(golden_dir() + "/tiny_llava");
+  Tensor input_ids = g.load("input_ids", Device::cpu(), DType::I64);
+  Tensor image_features = g.load("image_features", Device::cpu(), DType::F32);
+  Tensor logits_last = g.load("logits_last", Device::cpu(), DType::F32);
+  Tensor greedy_ids = g.load("greedy_ids", Device::cpu(), DType::I64);
+  LlamaModel load(bool bf16_inv_freq) const {
+    LlamaModel m = LlamaModel::load(ckpt, "language_model.", cfg.llava().text_config, Device::cuda(), DType::BF16);
+    m.set_rope_bf16_inv_freq(bf16_inv_freq);  // as the golden model (see test_llama.cpp)
+    return m;
+  }
+};
+
+}  // namespace
+
+TEST(LlamaCuda, Bf16PrefillAndGreedyMatchTransformers) {
+  MMATTN_REQUIRE_GPU();
+  const Fixture f;
+  const LlamaModel m = f.load(true);
+  EXPECT_EQ(m.attn_head_dim(), 64);
+  const Tensor e = llava_input_embeds(m, f.input_ids, f.image_features, f.cfg.llava().image_token_index);
+  ASSERT_TRUE(e.is_cuda());
+  ASSERT_EQ(e.dtype(), DType::BF16);
+  const int64_t L = e.size(1);
+
+  KVCache cache = m.make_cache(1, L);
+  const Tensor logits = m.forward(e, cache);  // F32 [1, L, V] on CUDA
+  ASSERT_TRUE(logits.is_cuda());
+  const double err = rel_err(logits.slice(1, L - 8, L), f.logits_last);
+  std::printf("cuda bf16 prefill logits_last rel err %.3g\n", err);
+  EXPECT_LT(err, 3e-2);
+
+  // chunked prefill (several new rows over a cache, prefill kernel) and the CPU-chunk equivalence
+  KVCache c2 = m.make_cache(1, L);
+  m.forward(e.slice(1, 0, 300), c2);
+  const Tensor tail = m.forward(e.slice(1, 300, L), c2);
+  const double err2 = rel_err(tail.slice(1, L - 308, L - 300), f.logits_last);
+  std::printf("cuda bf16 chunked prefill logits_last rel err %.3g\n", err2);
+  EXPECT_LT(err2, 3e-2);
+
+  // greedy decode (split-KV decode kernel, Lq = 1)
+  KVCache c3 = m.make_cache(1, L + 32);
+  GenerationOptions o;
+  o.max_new_tokens = 32;
+  o.min_new_tokens = 32;
+  o.eos_token_ids = m.eos_token_ids();
+  const int64_t* p = f.input_ids.data<int64_t>();
+  const GenerationResult r = generate(m, e, std::vector<int64_t>(p, p + L), c3, o);
+  ASSERT_EQ(r.tokens.size(), 32u);
+  const int64_t* want = f.greedy_ids.data<int64_t>();
+  int match = 0;
+  while (match < 32 && r.tokens[size_t(match)] == want[match]) ++match;
+  std::printf("cuda bf16 greedy: first %d of 32 tokens match\n", match);
+  EXPECT_EQ(match, 32);
+
+  // f32 RoPE frequencies (the default) stay within the bf16 tolerance too
+  const LlamaModel plain = f.load(false);
+  KVCache c4 = plain.make_cache(1, L);
+  LlamaForwardOptions last;
+  last.last_only = true;
+  const double err3 = rel_err(plain.forward(e, c4, last), f.logits_last.slice(1, 7, 8));
+  std::printf("cuda bf16 last logits rel err with f32 inv_freq %.3g\n", err3);
+  EXPECT_LT(err3, 3e-2);
+}
+
+TEST(LlamaCuda, Bf16BatchedPaddedPrefillMatchesSingle) {
+  MMATTN_REQUIRE_GPU();
+  const Fixture f;
+  const LlamaModel m = f.load(true);
+  const Tensor e = llava_input_embeds(m, f.input_ids, f.image_features, f.cfg.llava().image_token_index);
+  const int64_t L = e.size(1), L1 = L - 5;
+  Tensor batch = Tensor::zeros({2, L, m.hidden_size()}, DType::BF16, Device::cuda());
+  batch.select(0, 0).copy_from(e.select(0, 0));
+  batch.select(0, 1).slice(0, 0, L1).copy_from(e.select(0, 0).slice(0, 0, L1));
+  KVCache cache = m.make_cache(2, L);
+  LlamaForwardOptions o;
+  o.n_valid = {int(L), int(L1)};
+  o.last_only = true;
+  const Tensor lo = m.forward(batch, cache, o);  // [2, 1, V]
+  KVCache single = m.make_cache(1, L1);
+  const Tensor ref = m.forward(e.slice(1, 0, L1), single, {{}, true});
+  EXPECT_LT(rel_err(lo.slice(0, 1, 2), ref), 1e-2);
+  EXPECT_LT(rel_err(lo.slice(0, 0, 1), f.logits_last.slice(1, 7, 8)), 3e-2);
+}
