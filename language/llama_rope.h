@@ -27,7 +27,7 @@ struct LlamaRope {
   // LlamaRotaryEmbedding.inv_freq in f32 (from_pretrained with any dtype), but model.to(torch.bfloat16)
   // (or .half()) casts that non-persistent buffer too, and a later .to(torch.float32) does not undo
   // the rounding: outputs of such a model need this to match (~1e-3 relative logits otherwise at
-  // positions ~600). tests/golden/tiny_llava_golden.safetensors was made that way (tools/golden/llava.py).
+  // positions ~600). Off by default: outputs of from_pretrained models need f32 frequencies.
   bool bf16_inv_freq = false;
 };
 

@@ -25,7 +25,7 @@ struct Fixture {
   Tensor greedy_ids = g.load("greedy_ids", Device::cpu(), DType::I64);
   LlamaModel load(bool bf16_inv_freq) const {
     LlamaModel m = LlamaModel::load(ckpt, "language_model.", cfg.llava().text_config, Device::cuda(), DType::BF16);
-    m.set_rope_bf16_inv_freq(bf16_inv_freq);  // as the golden model (see test_llama.cpp)
+    m.set_rope_bf16_inv_freq(bf16_inv_freq);
     return m;
   }
 };
@@ -35,7 +35,7 @@ struct Fixture {
 TEST(LlamaCuda, Bf16PrefillAndGreedyMatchTransformers) {
   MMATTN_REQUIRE_GPU();
   const Fixture f;
-  const LlamaModel m = f.load(true);
+  const LlamaModel m = f.load(false);
   EXPECT_EQ(m.attn_head_dim(), 64);
   const Tensor e = llava_input_embeds(m, f.input_ids, f.image_features, f.cfg.llava().image_token_index);
   ASSERT_TRUE(e.is_cuda());
@@ -85,7 +85,7 @@ TEST(LlamaCuda, Bf16PrefillAndGreedyMatchTransformers) {
 TEST(LlamaCuda, Bf16BatchedPaddedPrefillMatchesSingle) {
   MMATTN_REQUIRE_GPU();
   const Fixture f;
-  const LlamaModel m = f.load(true);
+  const LlamaModel m = f.load(false);
   const Tensor e = llava_input_embeds(m, f.input_ids, f.image_features, f.cfg.llava().image_token_index);
   const int64_t L = e.size(1), L1 = L - 5;
   Tensor batch = Tensor::zeros({2, L, m.hidden_size()}, DType::BF16, Device::cuda());

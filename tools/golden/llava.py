@@ -15,7 +15,7 @@ Llama tokenizer.model, and records reference tensors computed in f32 from the sa
                                     logits_last      [1,8,V] logits of the last 8 prompt positions
                                     greedy_ids       [1,32] greedy continuation
 """
-import argparse, json, os, shutil, sys
+import argparse, copy, json, os, shutil, sys
 
 import numpy as np
 import torch
@@ -54,12 +54,14 @@ def main():
                 p.uniform_(0.7, 1.3)
             else:
                 p.normal_(0, 0.05)
-    model = model.to(torch.bfloat16).to(torch.float32)  # goldens from the rounded weights
+        # Goldens come from the saved (bf16-rounded) weights. Round the PARAMETERS only: model.to()
+        # would also round the unsaved RoPE inv_freq buffer, which from_pretrained keeps in f32.
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
 
     out_dir = os.path.join(args.out, "tiny_llava")
     shutil.rmtree(out_dir, ignore_errors=True)
-    model.to(torch.bfloat16).save_pretrained(out_dir, max_shard_size="1MB")
-    model.to(torch.float32)
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(out_dir, max_shard_size="1MB")
     tok_src = os.path.join(ROOT, "assets", "tokenizers", "llama", "tokenizer.model")
     shutil.copy(tok_src, os.path.join(out_dir, "tokenizer.model"))
 
