@@ -7,11 +7,79 @@
 
 #include "core/log.h"
 #include "pipelines/inspect.h"
+#include "pipelines/llava.h"
 #include "pipelines/registry.h"
 #include "pipelines/spec.h"
 #include "pipelines/version.h"
 
 namespace mmattn {
+
+namespace {
+
+// Flags of `mmattn caption` / `mmattn vqa`. Only the flags given go into the spec they build, so
+// every default stays in one place (the llava options parser, docs/specs.md).
+struct LlavaFlags {
+  std::string model, image, prompt, device, dtype, output;
+  uint64_t seed = 0;
+  int64_t max_new_tokens = 0, min_new_tokens = 0;
+  double temperature = 1, top_p = 1, repetition_penalty = 1;
+  int top_k = 0;
+  std::vector<std::string> stop;
+  bool json = false, system_prompt = false, pad_to_square = false, do_sample = false, no_stream = false;
+  CLI::App* app = nullptr;
+  bool given(const std::string& name) const { return app->count(name) > 0; }
+};
+
+void add_llava_flags(CLI::App* sub, LlavaFlags& f, bool vqa) {
+  f.app = sub;
+  sub->add_option("--model", f.model, "LLaVA model folder (HF layout)")->required();
+  sub->add_option("--image", f.image, "image file (JPEG or PNG)")->required();
+  if (vqa) sub->add_option("--question", f.prompt, "the question")->required();
+  else sub->add_option("--prompt", f.prompt, std::string("instruction (default: \"") + kDefaultCaptionPrompt + "\")");
+  sub->add_option("--max-new-tokens", f.max_new_tokens, "most tokens to generate (default 128)");
+  sub->add_option("--min-new-tokens", f.min_new_tokens, "EOS is masked before this many tokens (default 0)");
+  sub->add_option("--device", f.device, "cpu | cuda | cuda:N (default cuda when available)");
+  sub->add_option("--dtype", f.dtype, "f32 | f16 | bf16 (default bf16 on cuda, f32 on cpu)");
+  sub->add_option("--seed", f.seed, "sampling seed (default 0)");
+  sub->add_flag("--do-sample", f.do_sample, "sample instead of greedy decoding");
+  sub->add_option("--temperature", f.temperature, "sampling temperature (implies --do-sample)");
+  sub->add_option("--top-k", f.top_k, "top-k filter, 0 = off (implies --do-sample)");
+  sub->add_option("--top-p", f.top_p, "nucleus filter in (0, 1] (implies --do-sample)");
+  sub->add_option("--repetition-penalty", f.repetition_penalty, "CTRL repetition penalty (default 1 = off)");
+  sub->add_option("--stop", f.stop, "stop string (repeatable): the text ends before its first occurrence")
+      ->allow_extra_args(false);
+  sub->add_flag("--system-prompt", f.system_prompt, "prepend LLaVA's vicuna_v1 system prompt");
+  sub->add_flag("--pad-to-square", f.pad_to_square, "pad the image to a square with the mean colour first");
+  sub->add_flag("--no-stream", f.no_stream, "print the answer at the end instead of token by token");
+  sub->add_option("--output", f.output, "also write the JSON report to this file");
+  sub->add_flag("--json", f.json, "print the JSON report on stdout (no streaming)");
+}
+
+// The spec a caption/vqa command line stands for (paths relative to the working directory).
+Json llava_spec_json(const LlavaFlags& f, bool vqa) {
+  Json j = {{"pipeline", "llava"}, {"model", f.model}};
+  if (f.given("--device")) j["device"] = f.device;
+  if (f.given("--dtype")) j["dtype"] = f.dtype;
+  if (f.given("--seed")) j["seed"] = f.seed;
+  if (f.given("--output")) j["output"] = {{"json", f.output}};
+  Json o = {{"image", f.image}, {"task", vqa ? "vqa" : "caption"}};
+  if (vqa || f.given("--prompt")) o["prompt"] = f.prompt;
+  if (f.given("--max-new-tokens")) o["max_new_tokens"] = f.max_new_tokens;
+  if (f.given("--min-new-tokens")) o["min_new_tokens"] = f.min_new_tokens;
+  if (f.do_sample || f.given("--temperature") || f.given("--top-k") || f.given("--top-p")) o["do_sample"] = true;
+  if (f.given("--temperature")) o["temperature"] = f.temperature;
+  if (f.given("--top-k")) o["top_k"] = f.top_k;
+  if (f.given("--top-p")) o["top_p"] = f.top_p;
+  if (f.given("--repetition-penalty")) o["repetition_penalty"] = f.repetition_penalty;
+  if (!f.stop.empty()) o["stop"] = f.stop;
+  if (f.system_prompt) o["system_prompt"] = true;
+  if (f.pad_to_square) o["pad_to_square"] = true;
+  if (f.no_stream) o["stream"] = false;
+  j["llava"] = o;
+  return j;
+}
+
+}  // namespace
 
 int cli_main(int argc, char** argv) {
   CLI::App app{"mmattn: multimodal attention engine (LLaVA VQA/captioning with token pruning and head "
@@ -35,6 +103,13 @@ int cli_main(int argc, char** argv) {
   info->add_option("model", model_dir, "model folder (HF/diffusers layout) or .safetensors file")->required();
   info->add_flag("--json", info_json, "print JSON instead of text");
 
+  auto* caption = app.add_subcommand("caption", "describe an image with a LLaVA model (builds and runs a llava spec)");
+  LlavaFlags caption_flags;
+  add_llava_flags(caption, caption_flags, /*vqa=*/false);
+  auto* vqa = app.add_subcommand("vqa", "answer a question about an image with a LLaVA model (a llava spec)");
+  LlavaFlags vqa_flags;
+  add_llava_flags(vqa, vqa_flags, /*vqa=*/true);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -52,9 +127,19 @@ int cli_main(int argc, char** argv) {
         return 0;
       }
       MMATTN_CHECK(!spec_path.empty(), ConfigError, "mmattn run: a spec file is required (or --list)");
-      const Spec spec = load_spec(spec_path);
+      Spec spec = load_spec(spec_path);
+      spec.report_on_stdout = print_json;
       const Json report = run_spec(spec);
       if (print_json) std::printf("%s\n", report.dump(1).c_str());
+      if (!spec.output.json.empty()) MMATTN_INFO("report written to ", spec.output.json);
+    } else if (*caption || *vqa) {
+      const bool is_vqa = bool(*vqa);
+      const LlavaFlags& f = is_vqa ? vqa_flags : caption_flags;
+      const std::string name = is_vqa ? "mmattn vqa" : "mmattn caption";
+      Spec spec = parse_spec(llava_spec_json(f, is_vqa), name, "");
+      spec.report_on_stdout = f.json;
+      const Json report = run_spec(spec);
+      if (f.json) std::printf("%s\n", report.dump(1).c_str());
       if (!spec.output.json.empty()) MMATTN_INFO("report written to ", spec.output.json);
     } else if (*info) {
       const CheckpointSummary s = summarize_checkpoint(model_dir);

@@ -124,7 +124,7 @@ Json run_inspect(const Spec& spec) {
     MMATTN_THROW(WeightError, spec.model, ": ", s.num_params, " parameters, the spec expects ", expect,
                  " ($.inspect.expect_params)");
   Json report = summary_to_json(s);
-  std::printf("%s", summary_to_text(s).c_str());
+  if (!spec.report_on_stdout) std::printf("%s", summary_to_text(s).c_str());
   if (verify) {
     // Every tensor goes through the engine's load path (host->device copy and dtype conversion),
     // then its values are checked for NaN/Inf.
@@ -147,9 +147,10 @@ Json run_inspect(const Spec& spec) {
     bar.finish();
     report["verify"] = {{"device", spec.device.str()}, {"dtype", compute_dtype_name(spec.dtype)},
                         {"nonfinite_values", nonfinite}, {"max_abs", max_abs}, {"tensors_with_nonfinite", bad}};
-    std::printf("verify       %lld tensors loaded on %s as %s: %lld non-finite values, max |w| %.4g\n",
-                (long long)s.num_tensors, spec.device.str().c_str(), compute_dtype_name(spec.dtype).c_str(),
-                (long long)nonfinite, max_abs);
+    if (!spec.report_on_stdout)
+      std::printf("verify       %lld tensors loaded on %s as %s: %lld non-finite values, max |w| %.4g\n",
+                  (long long)s.num_tensors, spec.device.str().c_str(), compute_dtype_name(spec.dtype).c_str(),
+                  (long long)nonfinite, max_abs);
     if (nonfinite) MMATTN_WARN(spec.model, ": ", nonfinite, " non-finite weight values (see the report)");
   }
   return report;

@@ -2,6 +2,7 @@
 
 #include "core/io.h"
 #include "pipelines/inspect.h"
+#include "pipelines/llava.h"
 #include "pipelines/spec.h"
 
 namespace mmattn {
@@ -10,6 +11,8 @@ const std::vector<PipelineEntry>& pipelines() {
   static const std::vector<PipelineEntry> list = {
       {"inspect", "load a checkpoint, check every tensor against its config, report its structure",
        validate_inspect_options, run_inspect},
+      {"llava", "LLaVA-1.5 captioning / visual question answering on one image (streams the answer)",
+       validate_llava_options, run_llava},
   };
   return list;
 }

@@ -35,6 +35,9 @@ struct Spec {
   uint64_t seed = 0;
   OutputSpec output;
   Json options = Json::object();  // the "<pipeline>" block, validated by the pipeline
+  // Not a spec key: set by the CLI's --json, whose stdout carries the report alone (pipelines then
+  // print no text or streamed output there).
+  bool report_on_stdout = false;
 };
 
 // Parses "f32" | "f16" | "bf16" (also "float32", "float16", "bfloat16").

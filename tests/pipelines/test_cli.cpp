@@ -61,7 +61,7 @@ TEST(Cli, RunDefaultSpecWritesReport) {
   const Json rep = read_json_file(dir + "/report.json");
   EXPECT_EQ(rep["num_params"], 4374144);
   EXPECT_EQ(rep["verify"]["nonfinite_values"], 0);
-  // the README's main job
+  // the inspect example spec (the README mentions it next to the main job, caption_tiny.json)
   Result d = sh("run " + source_dir() + "/assets/specs/default.json --log-level warn");
   EXPECT_EQ(d.code, 0) << d.out;
 }

@@ -1,0 +1,355 @@
+#include "pipelines/llava.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "core/checkpoint.h"
+#include "core/io.h"
+#include "core/log.h"
+#include "language/chat.h"
+#include "language/llama.h"
+#include "language/llava.h"
+#include "language/tokenizer.h"
+#include "pipelines/spec.h"
+#include "vision/image.h"
+#include "vision/projector.h"
+
+namespace mmattn {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// Image features per image: the tower's patches (+ [CLS] with the "full" strategy). Known before
+// the encoder runs, so the context-length check fails before any work.
+int64_t expected_image_features(const LlavaConfig& c) {
+  return c.vision_config.num_patches() + (c.vision_feature_select_strategy == "full" ? 1 : 0);
+}
+
+}  // namespace
+
+// --- StopStringFilter ---------------------------------------------------------------------------
+
+std::string StopStringFilter::feed(const std::string& more) {
+  if (stopped_) return "";
+  full_ += more;
+  size_t best = std::string::npos;
+  for (const auto& s : stop_) {
+    if (s.empty()) continue;
+    const size_t p = full_.find(s);
+    if (p < best) best = p;
+  }
+  if (best != std::string::npos) {
+    // Invariant: nothing at or after a stop string's start was emitted (held back below), so
+    // best >= emitted_.size(); max() keeps the text consistent even if that were violated.
+    stopped_ = true;
+    full_.resize(std::max(best, emitted_.size()));
+    std::string out = full_.substr(emitted_.size());
+    emitted_ = full_;
+    return out;
+  }
+  // Hold back the longest suffix that is a proper prefix of some stop string.
+  size_t hold = 0;
+  for (const auto& s : stop_) {
+    for (size_t k = std::min(s.size() - (s.empty() ? 0 : 1), full_.size()); k > hold; --k)
+      if (full_.compare(full_.size() - k, k, s, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  }
+  size_t safe = full_.size() - hold;
+  // never split a UTF-8 character between two chunks
+  while (safe > emitted_.size() && safe < full_.size() && (uint8_t(full_[safe]) & 0xC0) == 0x80) --safe;
+  if (safe <= emitted_.size()) return "";
+  std::string out = full_.substr(emitted_.size(), safe - emitted_.size());
+  emitted_ += out;
+  return out;
+}
+
+std::string StopStringFilter::finish() {
+  if (stopped_) return "";
+  std::string out = full_.substr(emitted_.size());
+  emitted_ = full_;
+  return out;
+}
+
+// --- LlavaResult ----------------------------------------------------------------------------------
+
+Json LlavaResult::to_json() const {
+  return Json{{"text", text},
+              {"prompt", prompt},
+              {"token_ids", token_ids},
+              {"num_generated_tokens", token_ids.size()},
+              {"prompt_tokens", prompt_tokens},
+              {"image_tokens", image_tokens},
+              {"stop_reason", stop_reason},
+              {"timings", {{"load_preprocess_ms", timings.load_preprocess_ms},
+                           {"vision_ms", timings.vision_ms},
+                           {"prefill_ms", timings.prefill_ms},
+                           {"decode_ms", timings.decode_ms},
+                           {"decode_tokens_per_s", timings.decode_tokens_per_s},
+                           {"total_ms", timings.total_ms}}},
+              {"peak_memory_bytes", peak_memory_bytes}};
+}
+
+// --- LlavaPipeline ----------------------------------------------------------------------------
+
+LlavaPipeline::~LlavaPipeline() = default;
+LlavaPipeline::LlavaPipeline(LlavaPipeline&&) noexcept = default;
+LlavaPipeline& LlavaPipeline::operator=(LlavaPipeline&&) noexcept = default;
+
+LlavaPipeline::LlavaPipeline(const std::string& model_dir, Device device, DType dtype)
+    : dir_(model_dir), device_(device), dtype_(dtype) {
+  const auto t0 = Clock::now();
+  MMATTN_CHECK(!device.is_cpu() || dtype == DType::F32, ConfigError, "llava: the CPU path computes in f32, got ",
+               dtype_name(dtype));
+  const ModelConfig mc = read_model_config(model_dir);
+  MMATTN_CHECK(mc.kind == ModelKind::Llava, ConfigError, mc.path, ": architecture '",
+               mc.architecture.empty() ? std::string("(none)") : mc.architecture,
+               "' is not a LLaVA model (expected LlavaForConditionalGeneration / model_type llava)");
+  cfg_ = mc.llava();
+
+  tok_ = std::make_unique<LlamaTokenizer>(model_dir);
+  const int64_t have = tok_->piece_to_id(kImageToken);
+  if (have < 0) tok_->add_special_token(kImageToken, cfg_.image_token_index);
+  else
+    MMATTN_CHECK(have == cfg_.image_token_index, ConfigError, model_dir, ": the tokenizer has ", kImageToken, " = ",
+                 have, " but config.json's image_token_index is ", cfg_.image_token_index);
+
+  const std::string pre_path = model_dir + "/preprocessor_config.json";
+  if (path_exists(pre_path)) {
+    pre_ = ClipPreprocessConfig::from_json_file(pre_path);
+  } else {
+    pre_ = ClipPreprocessConfig{};
+    pre_.shortest_edge = int(cfg_.vision_config.image_size);
+    pre_.crop_h = pre_.crop_w = int(cfg_.vision_config.image_size);
+  }
+  pre_.validate();
+
+  ckpt_ = std::make_unique<Checkpoint>(model_dir);
+  encoder_ = std::make_unique<LlavaImageEncoder>(LlavaImageEncoder::load(*ckpt_, cfg_, device, dtype));
+  lm_ = std::make_unique<LlamaModel>(LlamaModel::load(*ckpt_, detect_llama_weight_names(*ckpt_), cfg_.text_config,
+                                                      device, dtype));
+  if (device.is_cuda()) synchronize();
+  load_ms_ = ms_between(t0, Clock::now());
+  MMATTN_DEBUG("llava: loaded ", model_dir, " on ", device.str(), " in ", load_ms_, " ms");
+}
+
+LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
+  MMATTN_CHECK(req.max_new_tokens >= 1, ConfigError, "llava: max_new_tokens must be >= 1, got ", req.max_new_tokens);
+  MMATTN_CHECK(req.min_new_tokens >= 0, ConfigError, "llava: min_new_tokens must be >= 0, got ", req.min_new_tokens);
+  validate_sampling(req.sampling);
+  const bool cuda = device_.is_cuda();
+  auto sync = [&] {
+    if (cuda) synchronize();
+  };
+  if (cuda) {
+    synchronize();
+    cuda_reset_peak();
+  }
+  LlavaResult res;
+
+  // Prompt first: a request too long for the context fails before any work.
+  res.prompt = llava_prompt(req.prompt.empty() ? std::string(kDefaultCaptionPrompt) : req.prompt,
+                            /*with_image=*/true, req.system_prompt);
+  const std::vector<int64_t> ids = tok_->encode(res.prompt, tok_->add_bos_token());
+  const int64_t n_img_expected = expected_image_features(cfg_);
+  const int64_t n_prompt = int64_t(ids.size()) - 1 + n_img_expected;
+  const int64_t ctx = cfg_.text_config.max_position_embeddings;
+  MMATTN_CHECK(n_prompt + req.max_new_tokens <= ctx, ConfigError, "llava: the prompt (", n_prompt, " tokens, ",
+               n_img_expected, " of them image tokens) + max_new_tokens (", req.max_new_tokens, ") = ",
+               n_prompt + req.max_new_tokens, " exceeds max_position_embeddings (", ctx, ") of ", dir_,
+               "/config.json");
+
+  const auto t0 = Clock::now();
+  const Image img = load_image(req.image);
+  MMATTN_CHECK(!img.empty(), FormatError, req.image, ": empty image (", img.width, "x", img.height, ")");
+  ClipPreprocessConfig pre = pre_;
+  pre.pad_to_square = req.pad_to_square;
+  const Tensor px = clip_preprocess(img, pre).unsqueeze(0).to(device_, dtype_);  // [1, 3, H, W]
+  sync();
+  const auto t1 = Clock::now();
+
+  const Tensor feats = encoder_->encode(px);  // [1, N, hidden]
+  sync();
+  const auto t2 = Clock::now();
+  res.image_tokens = feats.size(1);
+  MMATTN_CHECK(res.image_tokens == n_img_expected, ShapeError, "llava: the image encoder gave ", res.image_tokens,
+               " features, config.json implies ", n_img_expected);
+
+  const std::vector<int64_t> expanded = expand_image_tokens(ids, cfg_.image_token_index, res.image_tokens, 1);
+  const int64_t L = int64_t(expanded.size());
+  res.prompt_tokens = L;
+  const Tensor input_ids = Tensor::from_vector<int64_t>(expanded, {1, L});
+  const Tensor embeds = llava_input_embeds(*lm_, input_ids, feats, cfg_.image_token_index);  // [1, L, hidden]
+
+  // Prefill + decode: generate()'s loop (language/llama.cpp), with a per-token hook for streaming
+  // and stop strings.
+  KVCache cache = lm_->make_cache(1, L + req.max_new_tokens);
+  LlamaForwardOptions last;
+  last.last_only = true;
+  Tensor logits = lm_->forward(embeds, cache, last);  // [1, 1, V]
+  Sampler sampler(req.sampling);
+  std::vector<int64_t> history = expanded;  // the repetition penalty sees the prompt (as transformers)
+  const std::vector<int64_t>& eos = cfg_.text_config.eos_token_ids;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  IncrementalDecoder dec(*tok_, /*skip_special=*/true);
+  StopStringFilter filter(req.stop);
+  auto emit = [&](const std::string& s) {
+    if (!s.empty() && req.on_text) req.on_text(s);
+  };
+  Clock::time_point t_first = t2;
+  res.stop_reason = "max_new_tokens";
+  for (int64_t i = 0; i < req.max_new_tokens; ++i) {
+    std::vector<float> row = logits.to_floats();
+    if (i < req.min_new_tokens)
+      for (int64_t e : eos)
+        if (e >= 0 && e < int64_t(row.size())) row[size_t(e)] = neg_inf;
+    const int64_t tok = sampler.next(std::move(row), history);
+    if (i == 0) t_first = Clock::now();
+    res.token_ids.push_back(tok);
+    history.push_back(tok);
+    emit(filter.feed(dec.push(tok)));
+    if (filter.stopped()) {
+      res.stop_reason = "stop_string";
+      break;
+    }
+    if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+      res.stop_reason = "eos";
+      break;
+    }
+    if (i + 1 == req.max_new_tokens) break;  // the last token needs no forward pass
+    logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({tok}, {1, 1})), cache, last);
+  }
+  if (!filter.stopped()) {
+    emit(filter.feed(dec.flush()));
+    if (filter.stopped()) res.stop_reason = "stop_string";
+    emit(filter.finish());
+  }
+  res.text = filter.text();
+  sync();
+  const auto t_end = Clock::now();
+
+  LlavaTimings& tm = res.timings;
+  tm.load_preprocess_ms = ms_between(t0, t1);
+  tm.vision_ms = ms_between(t1, t2);
+  tm.prefill_ms = ms_between(t0, t_first);
+  tm.decode_ms = ms_between(t_first, t_end);
+  const size_t n = res.token_ids.size();
+  tm.decode_tokens_per_s = n > 1 && tm.decode_ms > 0 ? double(n - 1) / (tm.decode_ms / 1000.0) : 0.0;
+  tm.total_ms = ms_between(t0, t_end);
+  res.peak_memory_bytes = cuda ? cuda_allocator_stats().peak_allocated_bytes : 0;
+  return res;
+}
+
+// --- spec --------------------------------------------------------------------------------------
+
+LlavaOptions LlavaOptions::parse(JsonReader& r) {
+  LlavaOptions o;
+  o.image = r.get<std::string>("image");
+  if (o.image.empty()) r.fail_key("image", "must not be empty");
+  o.task = r.get<std::string>("task", std::string("caption"));
+  if (o.task != "caption" && o.task != "vqa") r.fail_key("task", "is '" + o.task + "', expected caption or vqa");
+  if (r.has("prompt")) {
+    o.prompt = r.get<std::string>("prompt");
+    if (o.prompt.empty()) r.fail_key("prompt", "must not be empty");
+  } else if (o.task == "vqa") {
+    r.fail_key("prompt", "is required when task is vqa (the question)");
+  } else {
+    r.ignore("prompt");
+    o.prompt = kDefaultCaptionPrompt;
+  }
+  o.system_prompt = r.get<bool>("system_prompt", false);
+  o.pad_to_square = r.get<bool>("pad_to_square", false);
+  o.max_new_tokens = r.get<int64_t>("max_new_tokens", 128);
+  if (o.max_new_tokens < 1 || o.max_new_tokens > 4096)
+    r.fail_key("max_new_tokens", "must be in [1, 4096], got " + std::to_string(o.max_new_tokens));
+  o.min_new_tokens = r.get<int64_t>("min_new_tokens", 0);
+  if (o.min_new_tokens < 0 || o.min_new_tokens > o.max_new_tokens)
+    r.fail_key("min_new_tokens", "must be in [0, max_new_tokens = " + std::to_string(o.max_new_tokens) + "], got " +
+                                     std::to_string(o.min_new_tokens));
+  SamplingConfig& s = o.sampling;
+  s.do_sample = r.get<bool>("do_sample", false);
+  const double temperature = r.get<double>("temperature", 1.0);
+  if (!(temperature > 0) || !std::isfinite(temperature))
+    r.fail_key("temperature", "must be > 0, got " + str_cat(temperature));
+  s.temperature = float(temperature);
+  s.top_k = r.get<int>("top_k", 0);
+  if (s.top_k < 0) r.fail_key("top_k", "must be >= 0 (0 = off), got " + std::to_string(s.top_k));
+  const double top_p = r.get<double>("top_p", 1.0);
+  if (!(top_p > 0 && top_p <= 1)) r.fail_key("top_p", "must be in (0, 1], got " + str_cat(top_p));
+  s.top_p = float(top_p);
+  const double rp = r.get<double>("repetition_penalty", 1.0);
+  if (!(rp > 0) || !std::isfinite(rp)) r.fail_key("repetition_penalty", "must be > 0, got " + str_cat(rp));
+  s.repetition_penalty = float(rp);
+  o.stop = r.get<std::vector<std::string>>("stop", {});
+  for (size_t i = 0; i < o.stop.size(); ++i)
+    if (o.stop[i].empty()) r.fail_key("stop[" + std::to_string(i) + "]", "must not be empty");
+  o.stream = r.get<bool>("stream", true);
+  r.finish();
+  return o;
+}
+
+void validate_llava_options(JsonReader& r) { LlavaOptions::parse(r); }
+
+Json run_llava(const Spec& spec) {
+  JsonReader r(spec.options, spec.source, "$.llava");
+  const LlavaOptions o = LlavaOptions::parse(r);
+  const std::string image = resolve_path(spec.base_dir, o.image);
+  // A missing image fails before the (possibly slow) model load, with the image loader's own error.
+  if (!path_exists(image)) load_image(image);
+
+  const LlavaPipeline pipe(spec.model, spec.device, spec.dtype);
+  LlavaRequest req;
+  req.image = image;
+  req.prompt = o.prompt;
+  req.system_prompt = o.system_prompt;
+  req.pad_to_square = o.pad_to_square;
+  req.max_new_tokens = o.max_new_tokens;
+  req.min_new_tokens = o.min_new_tokens;
+  req.sampling = o.sampling;
+  req.sampling.seed = spec.seed;
+  req.stop = o.stop;
+  const bool text_out = !spec.report_on_stdout;  // stdout carries the report alone with --json
+  if (text_out && o.stream)
+    req.on_text = [](const std::string& s) {
+      std::fputs(s.c_str(), stdout);
+      std::fflush(stdout);
+    };
+  const LlavaResult res = pipe.run(req);
+  if (text_out) {
+    if (!o.stream) std::fputs(res.text.c_str(), stdout);
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    const LlavaTimings& t = res.timings;
+    MMATTN_INFO(str_cat(res.token_ids.size(), " tokens (", res.stop_reason, "), prompt ", res.prompt_tokens, " (",
+                        res.image_tokens, " image) | load ", int64_t(pipe.load_ms()), " ms, preprocess ",
+                        int64_t(t.load_preprocess_ms), " ms, vision ", int64_t(t.vision_ms), " ms, TTFT ",
+                        int64_t(t.prefill_ms), " ms, decode ", int64_t(t.decode_ms), " ms (",
+                        int64_t(t.decode_tokens_per_s * 10) / 10.0, " tok/s)",
+                        spec.device.is_cuda() ? str_cat(", peak ", res.peak_memory_bytes >> 20, " MiB") : ""));
+  }
+  Json report = res.to_json();
+  report["pipeline"] = "llava";
+  report["task"] = o.task;
+  report["model"] = spec.model;
+  report["image"] = image;
+  report["device"] = spec.device.str();
+  report["dtype"] = compute_dtype_name(spec.dtype);
+  report["seed"] = spec.seed;
+  report["load_ms"] = pipe.load_ms();
+  report["options"] = {{"system_prompt", o.system_prompt}, {"pad_to_square", o.pad_to_square},
+                       {"max_new_tokens", o.max_new_tokens}, {"min_new_tokens", o.min_new_tokens},
+                       {"do_sample", o.sampling.do_sample}, {"temperature", o.sampling.temperature},
+                       {"top_k", o.sampling.top_k}, {"top_p", o.sampling.top_p},
+                       {"repetition_penalty", o.sampling.repetition_penalty}, {"stop", o.stop}};
+  return report;
+}
+
+}  // namespace mmattn

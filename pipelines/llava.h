@@ -1,0 +1,149 @@
+#pragma once
+// The LLaVA-1.5 caption / VQA pipeline: one model folder loaded once, then any number of
+// (image, prompt) requests:
+//   load image -> [expand2square, mean colour] -> CLIP preprocess -> ViT + projector
+//   -> llava_prompt (+ optional vicuna_v1 system prompt) -> encode -> <image> x N features
+//   -> llava_input_embeds -> prefill + token-by-token decode (greedy or sampled)
+//   -> stop at EOS (config.json), max_new_tokens or the first stop string -> text.
+//
+// Model folder: config.json (a LlavaForConditionalGeneration; anything else is a ConfigError),
+// tokenizer.model (+ tokenizer.json / tokenizer_config.json / added_tokens.json when present;
+// <image> = image_token_index is registered when no file declares it), the safetensors weights,
+// and preprocessor_config.json when present (else CLIP's processor with shortest_edge = crop =
+// vision_config.image_size and the OpenAI CLIP mean/std, what llava-hf's processors hold).
+//
+// Errors are thrown (the CLI catches them): IoError / FormatError from the image loader or the
+// tokenizer, ConfigError for bad configs and requests (a prompt + max_new_tokens longer than
+// max_position_embeddings names both numbers), WeightError for missing or mis-shaped tensors.
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/hf_config.h"
+#include "core/json_reader.h"
+#include "language/sampler.h"
+#include "vision/clip_preprocess.h"
+
+namespace mmattn {
+
+class Checkpoint;
+class LlamaModel;
+class LlamaTokenizer;
+class LlavaImageEncoder;
+struct Spec;
+
+inline constexpr const char* kDefaultCaptionPrompt = "Please describe this image in detail.";
+
+struct LlavaRequest {
+  std::string image;                  // image path (JPEG or PNG)
+  std::string prompt;                 // the user's text; "" -> kDefaultCaptionPrompt
+  bool system_prompt = false;         // prepend LLaVA's vicuna_v1 system prompt
+  bool pad_to_square = false;         // LLaVA's expand2square (image_aspect_ratio "pad")
+  int64_t max_new_tokens = 128;       // >= 1
+  int64_t min_new_tokens = 0;         // EOS is masked before this many tokens
+  SamplingConfig sampling;            // greedy by default
+  std::vector<std::string> stop;      // generation stops at the first occurrence of any of them
+  // Newly decoded text after each token (complete UTF-8; text that could begin a stop string is
+  // held back until it is known not to). The concatenation of all calls equals LlavaResult::text.
+  std::function<void(const std::string&)> on_text;
+};
+
+struct LlavaTimings {
+  double load_preprocess_ms = 0;  // image decode + pad + resize/crop/normalise
+  double vision_ms = 0;           // CLIP tower + projector
+  double prefill_ms = 0;          // time to first token: from the start of the request (image load)
+                                  // to the first generated token
+  double decode_ms = 0;           // from the first generated token to the last
+  double decode_tokens_per_s = 0; // (generated tokens - 1) / decode time
+  double total_ms = 0;
+};
+
+struct LlavaResult {
+  std::string text;                 // decoded (special tokens skipped), cut at the first stop string
+  std::string prompt;               // the prompt as formatted (before <image> expansion)
+  std::vector<int64_t> token_ids;   // generated ids (an EOS that stopped generation included)
+  int64_t prompt_tokens = 0;        // prompt length after <image> expansion (image tokens included)
+  int64_t image_tokens = 0;         // number of image features
+  std::string stop_reason;          // "eos" | "stop_string" | "max_new_tokens"
+  LlavaTimings timings;
+  size_t peak_memory_bytes = 0;     // CUDA allocator peak during the request; 0 on the CPU
+  Json to_json() const;
+};
+
+class LlavaPipeline {
+ public:
+  // Loads everything from `model_dir`. CPU: f32 only.
+  LlavaPipeline(const std::string& model_dir, Device device, DType dtype);
+  ~LlavaPipeline();
+  LlavaPipeline(LlavaPipeline&&) noexcept;
+  LlavaPipeline& operator=(LlavaPipeline&&) noexcept;
+
+  LlavaResult run(const LlavaRequest& req) const;
+
+  const LlavaConfig& config() const { return cfg_; }
+  const ClipPreprocessConfig& preprocess_config() const { return pre_; }
+  const LlamaTokenizer& tokenizer() const { return *tok_; }
+  const LlamaModel& language_model() const { return *lm_; }
+  Device device() const { return device_; }
+  DType dtype() const { return dtype_; }
+  std::vector<int64_t> eos_token_ids() const { return cfg_.text_config.eos_token_ids; }
+  double load_ms() const { return load_ms_; }
+
+ private:
+  std::string dir_;
+  Device device_;
+  DType dtype_ = DType::F32;
+  LlavaConfig cfg_;
+  ClipPreprocessConfig pre_;
+  std::unique_ptr<Checkpoint> ckpt_;  // kept alive: loaded tensors may be views of its mapping
+  std::unique_ptr<LlamaTokenizer> tok_;
+  std::unique_ptr<LlavaImageEncoder> encoder_;
+  std::unique_ptr<LlamaModel> lm_;
+  double load_ms_ = 0;
+};
+
+// Stop-string bookkeeping for streamed text (exposed for tests): feed() the text decoded so far
+// grows by; it returns the part that is safe to emit now and sets stopped() once a stop string
+// appears (the text is then cut just before it).
+class StopStringFilter {
+ public:
+  explicit StopStringFilter(std::vector<std::string> stop) : stop_(std::move(stop)) {}
+  std::string feed(const std::string& more);
+  // End of generation: everything held back is emitted.
+  std::string finish();
+  bool stopped() const { return stopped_; }
+  // The text emitted so far (the final text once finished or stopped).
+  const std::string& text() const { return emitted_; }
+
+ private:
+  std::vector<std::string> stop_;
+  std::string full_;     // all text fed (until a stop)
+  std::string emitted_;  // prefix of full_ already returned
+  bool stopped_ = false;
+};
+
+// The spec's "llava" block (strict; defaults in docs/specs.md).
+struct LlavaOptions {
+  std::string image;  // as written (the run resolves it against the spec's folder)
+  std::string prompt;
+  std::string task = "caption";
+  bool system_prompt = false;
+  bool pad_to_square = false;
+  int64_t max_new_tokens = 128;
+  int64_t min_new_tokens = 0;
+  SamplingConfig sampling;
+  std::vector<std::string> stop;
+  bool stream = true;
+  // Reads and validates every key (ConfigError naming the JSON path), then finish().
+  static LlavaOptions parse(JsonReader& r);
+};
+
+void validate_llava_options(JsonReader& r);
+Json run_llava(const Spec& spec);
+
+}  // namespace mmattn
