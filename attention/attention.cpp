@@ -120,6 +120,7 @@ AttentionParams build_attention_params(const Tensor& q, const Tensor& k, const T
     p.head_gain = m->head_gain.defined() ? m->head_gain.data<float>() : nullptr;
     p.first_modulated_row = m->first_modulated_row;
   }
+  p.resolve_output_strides();
   return p;
 }
 

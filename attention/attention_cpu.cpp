@@ -8,7 +8,9 @@
 
 namespace mmattn {
 
-void attention_cpu(const AttentionParams& p) {
+void attention_cpu(const AttentionParams& p_in) {
+  AttentionParams p = p_in;
+  p.resolve_output_strides();
   const float* q = static_cast<const float*>(p.q);
   const float* k = static_cast<const float*>(p.k);
   const float* v = static_cast<const float*>(p.v);
@@ -23,7 +25,7 @@ void attention_cpu(const AttentionParams& p) {
     for (int h = 0; h < p.hq; ++h) {
       const int hk = h / group;
       for (int i = 0; i < p.lq; ++i) {
-        float* o = out + ((int64_t(b) * p.lq + i) * p.hq + h) * p.d;
+        float* o = out + p.out_offset(b, i, h);
         const int64_t row = (int64_t(b) * p.hq + h) * p.lq + i;
         // visible keys: [0, jend)
         int jend = i < qlen ? klen : 0;
@@ -42,7 +44,7 @@ void attention_cpu(const AttentionParams& p) {
           w[j] = std::exp(z[j] - m);
           l += w[j];
         }
-        if (p.lse) p.lse[row] = jend > 0 ? m + std::log(l) : -INFINITY;
+        if (p.lse) p.lse[p.lse_offset(b, h, i)] = jend > 0 ? m + std::log(l) : -INFINITY;
         // post-softmax weights
         float norm = l;
         if (modulate && p.post_weight && p.key_class) {

@@ -16,9 +16,19 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s);
 //   0 auto (default: decode when use_decode_kernel(), else prefill),
 //   1 always flash_prefill_cuda (its fastest eligible path),
 //   2 always flash_decode_cuda,
-//   3 always flash_prefill_cuda's general mma.sync path (never the Hopper fast path).
+//   3 always flash_prefill_cuda's general mma.sync path (never the Hopper fast path),
+//   4 auto, but the split PAI route (below) whenever it is eligible, whatever its cost model says.
 void set_attention_kernel_override(int which);
 int attention_kernel_override();
+
+// The split PAI route of attention_cuda() (auto kernel choice only): when a prefill call modulates
+// only its last few rows (rows >= first_modulated_row: at most 4, at most 32 rows per kv head) and
+// needs no class mass nor q_lens, it runs the plain prefill over every row, then the modulated
+// decode kernel over those rows (writing through the output strides), when a cost model says that
+// beats the fused kernel (about Lk >= 1K with 32 kv heads of 128). Returns the number of tail
+// rows it would run on the decode kernel (0: none is modulated, plain prefill only), -1 if the
+// call is not split.
+int attention_split_tail_rows(const AttentionParams& p);
 
 // True when the decode kernel should serve this call.
 inline bool use_decode_kernel(const AttentionParams& p) {

@@ -5,13 +5,19 @@
 #include "core/device.h"
 #include "core/dtype.h"
 
+#if defined(__CUDACC__)
+#define MMATTN_PARAMS_HD __host__ __device__
+#else
+#define MMATTN_PARAMS_HD
+#endif
+
 namespace mmattn {
 
 struct AttentionParams {
   const void* q = nullptr;  // [B, Lq, Hq, D] with strides below (elements), last dim dense
   const void* k = nullptr;  // [B, Lk, Hkv, D]
   const void* v = nullptr;  // [B, Lk, Hkv, D]
-  void* out = nullptr;      // [B, Lq, Hq, D] contiguous
+  void* out = nullptr;      // [B, Lq, Hq, D] with strides out_s* (elements), last dim dense
   int64_t q_sb = 0, q_sl = 0, q_sh = 0;
   int64_t k_sb = 0, k_sl = 0, k_sh = 0;
   int64_t v_sb = 0, v_sl = 0, v_sh = 0;
@@ -20,7 +26,12 @@ struct AttentionParams {
   bool causal = false;
   const int32_t* k_lens = nullptr;  // [B] or null (= lk)
   const int32_t* q_lens = nullptr;  // [B] or null (= lq)
-  float* lse = nullptr;             // [B, Hq, Lq] or null
+  float* lse = nullptr;             // [B, Hq, Lq] or null, strides lse_sb, lse_sh (rows: stride 1)
+  // Output strides (elements). 0 = unset: contiguous (resolve_output_strides). attention() sets
+  // them; a call that writes the tail rows of a larger output (the split PAI route) keeps the
+  // parent's strides with offset pointers. out_s* must be multiples of 8 (16-byte stores).
+  int64_t out_sb = 0, out_sl = 0, out_sh = 0;
+  int64_t lse_sb = 0, lse_sh = 0;
   // modulation (all null = off)
   const uint8_t* key_class = nullptr;  // [B, Lk], row stride key_class_sb
   int64_t key_class_sb = 0;
@@ -37,6 +48,16 @@ struct AttentionParams {
   bool has_logit_mod() const { return logit_abs_gain || logit_bias; }
   bool has_post_mod() const { return post_weight != nullptr; }
   bool has_modulation() const { return has_logit_mod() || has_post_mod() || head_gain || class_mass; }
+  // Fills unset (0) output strides with the contiguous ones.
+  void resolve_output_strides() {
+    if (out_sh == 0) out_sh = d;
+    if (out_sl == 0) out_sl = int64_t(hq) * d;
+    if (out_sb == 0) out_sb = int64_t(lq) * hq * d;
+    if (lse_sh == 0) lse_sh = lq;
+    if (lse_sb == 0) lse_sb = int64_t(hq) * lq;
+  }
+  MMATTN_PARAMS_HD int64_t out_offset(int64_t b, int64_t i, int64_t h) const { return b * out_sb + i * out_sl + h * out_sh; }
+  MMATTN_PARAMS_HD int64_t lse_offset(int64_t b, int64_t h, int64_t i) const { return b * lse_sb + h * lse_sh + i; }
 };
 
 // Validates q/k/v/options (errors name the argument) and fills everything but the outputs.

@@ -106,14 +106,14 @@ __global__ void __launch_bounds__(kCombineThreads) decode_combine_kernel(const C
       o.x += y.x, o.y += y.y, o.z += y.z, o.w += y.w;
     }
     const float f = inv * (p.head_gain ? p.head_gain[h] : 1.f);
-    T* op = static_cast<T*>(p.out) + ((b * p.lq + i) * p.hq + h) * D + d;
+    T* op = static_cast<T*>(p.out) + p.out_offset(b, i, h) + d;
     Vec<T, 4> v;
     v.v[0] = from_f32<T>(o.x * f), v.v[1] = from_f32<T>(o.y * f);
     v.v[2] = from_f32<T>(o.z * f), v.v[3] = from_f32<T>(o.w * f);
     *reinterpret_cast<Vec<T, 4>*>(op) = v;
   }
   if (threadIdx.x == 0) {
-    if (p.lse) p.lse[row] = L > 0.f ? M + logf(L) : -INFINITY;
+    if (p.lse) p.lse[p.lse_offset(b, h, i)] = L > 0.f ? M + logf(L) : -INFINITY;
     if (want_cs) {
 #pragma unroll
       for (int cc = 0; cc < 4; ++cc)
@@ -233,6 +233,7 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s) {
 
   DecodeArgs a;
   a.p = p;
+  a.p.resolve_output_strides();
   a.group = p.hq / p.hkv;
   a.rows = p.lq * a.group;
   a.row_groups = (a.rows + kRowsPerUnit - 1) / kRowsPerUnit;
@@ -275,7 +276,7 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s) {
   if (a.fused) return;
 
   CombineArgs ca;
-  ca.p = p;
+  ca.p = a.p;
   ca.splits = bx;
   ca.ws_stats = a.ws_stats;
   ca.ws_acc = a.ws_acc;

@@ -466,7 +466,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
     const float norm = renorm ? sum[1] : sum[0];
     const float inv = norm > 0.f ? 1.f / norm : 0.f;
     if (d == 0) {
-      if (p.lse) p.lse[grow] = sum[0] > 0.f ? M + logf(sum[0]) : -INFINITY;
+      if (p.lse) p.lse[p.lse_offset(b, h, i)] = sum[0] > 0.f ? M + logf(sum[0]) : -INFINITY;
       if (p.class_mass) {
 #pragma unroll
         for (int cc = 0; cc < 4; ++cc)
@@ -477,7 +477,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
     Vec<T, 4> v;
     v.v[0] = from_f32<T>(o.x * fo), v.v[1] = from_f32<T>(o.y * fo);
     v.v[2] = from_f32<T>(o.z * fo), v.v[3] = from_f32<T>(o.w * fo);
-    *reinterpret_cast<Vec<T, 4>*>(static_cast<T*>(p.out) + ((int64_t(b) * p.lq + i) * p.hq + h) * D + d) = v;
+    *reinterpret_cast<Vec<T, 4>*>(static_cast<T*>(p.out) + p.out_offset(b, i, h) + d) = v;
   }
 }
 

@@ -46,6 +46,7 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream) {
                "flash_prefill: dtype ", dtype_name(p.dtype), " (bf16/f16 only)");
   flash::PrefillArgs a;
   a.p = p;
+  a.p.resolve_output_strides();
   a.group = p.hq / p.hkv;
   a.scale_log2 = p.scale * 1.4426950408889634f;
   a.vec_q = rows_aligned16(p.q, p.q_sb, p.q_sl, p.q_sh, p.batch, p.lq, p.hq);

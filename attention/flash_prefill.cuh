@@ -268,11 +268,12 @@ __global__ void __launch_bounds__(PrefillTraits<D>::THREADS)
   const float inv0 = valid0 && l0 > 0.f && norm0 > 0.f ? 1.f / norm0 : 0.f;
   const float inv1 = valid1 && l1 > 0.f && norm1 > 0.f ? 1.f / norm1 : 0.f;
   const float gain = MOD && p.head_gain ? p.head_gain[h] : 1.f;
-  const int64_t stat_row = (int64_t(b) * p.hq + h) * p.lq;  // [B, Hq, Lq] row index base
+  const int64_t stat_row = (int64_t(b) * p.hq + h) * p.lq;  // [B, Hq, Lq] row index base (class mass)
   if (tq == 0) {
     if (p.lse) {
-      if (row0 < p.lq) p.lse[stat_row + row0] = valid0 && l0 > 0.f ? (m0 + __log2f(l0)) * kLn2 : -INFINITY;
-      if (row1 < p.lq) p.lse[stat_row + row1] = valid1 && l1 > 0.f ? (m1 + __log2f(l1)) * kLn2 : -INFINITY;
+      float* lse = p.lse + p.lse_offset(b, h, 0);
+      if (row0 < p.lq) lse[row0] = valid0 && l0 > 0.f ? (m0 + __log2f(l0)) * kLn2 : -INFINITY;
+      if (row1 < p.lq) lse[row1] = valid1 && l1 > 0.f ? (m1 + __log2f(l1)) * kLn2 : -INFINITY;
     }
     if constexpr (MOD) {
       if (want_mass) {
@@ -306,7 +307,7 @@ __global__ void __launch_bounds__(PrefillTraits<D>::THREADS)
     const int r = idx / CH, c = idx - (idx / CH) * CH;
     const int row = q0 + warp * 16 + r;
     if (row < p.lq)
-      *reinterpret_cast<uint4*>(out + ((int64_t(b) * p.lq + row) * p.hq + h) * D + c * 8) =
+      *reinterpret_cast<uint4*>(out + p.out_offset(b, row, h) + c * 8) =
           *reinterpret_cast<const uint4*>(so + r * SS + c * 8);
   }
 }

@@ -549,7 +549,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   float f0 = valid0 && l0 > 0.f && n0 > 0.f ? 1.f / n0 : 0.f, f1 = valid1 && l1 > 0.f && n1 > 0.f ? 1.f / n1 : 0.f;
-  if constexpr (MOD) {
+  {  // head gain: also without key classes, which run the MOD = false instantiation
     if (p.head_gain) {
       const float gain = p.head_gain[h];
       f0 *= gain;
@@ -557,7 +557,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   if (p.lse && tq == 0) {
-    const int64_t sr = (int64_t(b) * p.hq + h) * p.lq;
+    const int64_t sr = p.lse_offset(b, h, 0);
     if (row0 < p.lq) p.lse[sr + row0] = valid0 && l0 > 0.f ? (m0 + __log2f(l0)) * kLn2 : -INFINITY;
     if (row1 < p.lq) p.lse[sr + row1] = valid1 && l1 > 0.f ? (m1 + __log2f(l1)) * kLn2 : -INFINITY;
   }
@@ -575,7 +575,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int r = wg * 64 + idx / CH, ch = idx - (idx / CH) * CH;
     const int row = q0 + r;
     if (row < p.lq)
-      *reinterpret_cast<uint4*>(out + ((int64_t(b) * p.lq + row) * p.hq + h) * D + ch * 8) =
+      *reinterpret_cast<uint4*>(out + p.out_offset(b, row, h) + ch * 8) =
           *reinterpret_cast<const uint4*>(smem + sw128(r, ch * 8));
   }
 #endif
@@ -675,7 +675,9 @@ bool launch_mod(const PrefillArgs& a, cudaStream_t s) {
 
 bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
   if (a.p.class_mass) return false;  // the general kernel accumulates class mass
-  const bool mod = a.p.has_modulation() || a.p.key_class != nullptr;
+  // Without key classes nothing is modulated per key (attention.cpp requires classes for the logit
+  // and post tables); the head gain alone is applied by the epilogue of either instantiation.
+  const bool mod = a.p.key_class != nullptr;
   return mod ? launch_mod<true>(a, s) : launch_mod<false>(a, s);
 }
 

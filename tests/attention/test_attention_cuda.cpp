@@ -5,10 +5,12 @@
 // the decode kernel); both the Hopper fast path (when the build has it) and the general path run,
 // with and without modulation (class mass is the general path's: modulated calls on the fast path
 // run without it).
+#include <algorithm>
 #include <cmath>
 
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
+#include "attention/attention_params.h"
 #include "test_util.h"
 
 using namespace mmattn;
@@ -317,6 +319,146 @@ TEST_P(AttentionCuda, ModulationLastRowsLongSequence) {
                                 str_cat(dtype_name(dt), " L", L, " first ", first, " renorm ", renorm, " padded ",
                                         padded));
       }
+}
+
+// The split PAI route (forced: override 4): last 1-3 rows modulated -> plain prefill over every
+// row + the modulated decode kernel over the tail rows, written through the output strides.
+TEST_P(AttentionCuda, SplitTailRouteMatchesReference) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  KernelOverride force(4);  // the route whenever eligible (auto would keep short calls fused)
+  uint64_t seed = 1300;
+  const int64_t D = 128, C = 3;
+  struct Case {
+    int64_t b, l, hq, hkv;
+  };
+  // {1, 1200, 8, 1}: 24 tail rows in 2 row groups with 9+ splits: the decode kernel's separate
+  // combine launch; the others its fused combine
+  for (const Case& c : std::vector<Case>{{1, 65, 4, 4}, {2, 200, 8, 2}, {1, 640, 4, 1}, {2, 400, 8, 8},
+                                          {1, 1200, 8, 1}, {2, 129, 2, 2}})
+    for (int64_t back : {int64_t(1), int64_t(3)}) {
+      const int64_t B = c.b, L = c.l, first = L - back;
+      Tensor q = round_to(rand_tensor({B, L, c.hq, D}, seed++, -2.f, 2.f), dt);
+      Tensor k = round_to(rand_tensor({B, L, c.hkv, D}, seed++, -2.f, 2.f), dt);
+      Tensor v = round_to(rand_tensor({B, L, c.hkv, D}, seed++), dt);
+      Tensor gq = q.to(Device::cuda(), dt), gk = k.to(Device::cuda(), dt), gv = v.to(Device::cuda(), dt);
+      std::vector<uint8_t> cls(size_t(B * L));
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < L; ++j) cls[size_t(b * L + j)] = uint8_t(j < 5 ? 0 : j < L - 7 - 3 * b ? 1 : 2);
+      HeadModulation m;
+      m.key_class = Tensor::from_vector(cls, {B, L});
+      m.num_classes = int(C);
+      m.logit_abs_gain = rand_tensor({c.hq, C}, seed++, -0.5f, 0.5f);
+      m.first_modulated_row = first;
+      for (int variant = 0; variant < 4; ++variant) {
+        // 0: PAI (abs gain only); 1: + bias, post weight renorm, head gain; 2: + head gain, no causal;
+        // 3: abs gain with k_lens
+        HeadModulation mv = m;
+        AttentionOptions opt;
+        opt.causal = variant != 2;
+        if (variant == 1) {
+          mv.logit_bias = rand_tensor({c.hq, C}, seed++, -1.f, 1.f);
+          mv.post_weight = rand_tensor({c.hq, C}, seed++, 0.f, 2.f);
+          mv.renormalize = true;
+        }
+        if (variant == 1 || variant == 2) mv.head_gain = rand_tensor({c.hq}, seed++, 0.5f, 2.f);
+        if (variant == 3 && B == 2) opt.k_lens = i32({int32_t(L), int32_t(L - 2)});
+        opt.mod = &mv;
+        if (L >= 1000 && variant >= 2) continue;  // CPU reference time
+        AttentionOptions copt = opt;
+        copt.return_lse = true;
+        const AttentionResult cr = attention(q, k, v, copt);
+        for (bool want_lse : {true, false}) {
+          const std::string what = str_cat(dtype_name(dt), " b", B, " l", L, " hq", c.hq, " hkv", c.hkv, " first L-",
+                                           back, " variant ", variant, " lse ", want_lse);
+          opt.return_lse = want_lse;
+          HeadModulation gm = to_gpu(mv);
+          AttentionOptions gopt = opt;
+          gopt.mod = &gm;
+          gopt.k_lens = gpu(opt.k_lens);
+          // the route is taken
+          ASSERT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gv, gopt, L)), int(back)) << what;
+          AttentionResult gr = attention(gq, gk, gv, gopt);
+          ASSERT_EQ(gr.lse.defined(), want_lse) << what;
+          EXPECT_LT(rel_err(gr.out, cr.out), out_tol(dt)) << what;
+          // the tail rows alone (a wrong tail would hide in the whole-tensor error)
+          EXPECT_LT(rel_err(gr.out.slice(1, first, L).contiguous(), cr.out.slice(1, first, L).contiguous()),
+                    out_tol(dt))
+              << what << " tail rows";
+          if (want_lse) {
+            const auto gl = gr.lse.to_floats(), cl = cr.lse.to_floats();
+            ASSERT_EQ(gl.size(), cl.size()) << what;
+            int bad = 0;
+            for (size_t i = 0; i < cl.size() && bad < 5; ++i) {
+              const bool ok =
+                  std::isinf(cl[i]) ? (std::isinf(gl[i]) && gl[i] < 0) : std::fabs(gl[i] - cl[i]) < 1e-2f;
+              if (!ok) ++bad;
+              EXPECT_TRUE(ok) << what << " lse[" << i << "] gpu " << gl[i] << " cpu " << cl[i];
+            }
+          }
+        }
+      }
+    }
+  // not taken: class mass, q_lens, or too many tail rows; first >= L: plain prefill only (0)
+  {
+    const int64_t B = 1, L = 300, H = 8;
+    Tensor gq = rand_tensor({B, L, H, 64}, seed++).to(Device::cuda(), dt);
+    Tensor gk = rand_tensor({B, L, 2, 64}, seed++).to(Device::cuda(), dt);
+    HeadModulation m;
+    m.key_class = Tensor::full({B, L}, 0.f, DType::U8, Device::cuda());
+    m.num_classes = 1;
+    m.logit_abs_gain = Tensor::full({H, 1}, 0.3f, DType::F32, Device::cuda());
+    AttentionOptions opt;
+    opt.mod = &m;
+    m.first_modulated_row = L - 8;  // 8 rows x group 4 = 32 rows, but Lq - first > 4
+    EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), -1);
+    m.first_modulated_row = L;
+    EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), 0);
+    m.first_modulated_row = L - 2;
+    EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), 2);
+    set_attention_kernel_override(0);  // auto: 300 keys are too few for the split to pay
+    EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), -1);
+    set_attention_kernel_override(4);
+    opt.q_lens = Tensor::full({B}, float(L), DType::I32, Device::cuda());
+    EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), -1);
+  }
+}
+
+// Every kernel writes out and LSE through their strides: a call into the middle of larger buffers
+// must give exactly what the contiguous call gives, and leave the rest untouched.
+TEST_P(AttentionCuda, OutputStridesEveryKernel) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  uint64_t seed = 1500;
+  for (int which : {1, 3, 2})
+    for (auto [B, L, Hq, Hkv, D] : std::vector<std::array<int64_t, 5>>{{2, 200, 4, 2, 128}, {1, 3, 8, 2, 64},
+                                                                        {2, 70, 2, 1, 80}}) {
+      KernelOverride force(which);
+      Tensor gq = rand_tensor({B, L, Hq, D}, seed++, -2.f, 2.f).to(Device::cuda(), dt);
+      Tensor gk = rand_tensor({B, L, Hkv, D}, seed++, -2.f, 2.f).to(Device::cuda(), dt);
+      Tensor gv = rand_tensor({B, L, Hkv, D}, seed++).to(Device::cuda(), dt);
+      AttentionOptions opt;
+      opt.causal = true;
+      opt.return_lse = true;
+      AttentionResult ref = attention(gq, gk, gv, opt);
+      // out inside [B, L, 2, Hq, D] (index 1 of dim 2), LSE inside [B, Hq, 2 L] (the second half)
+      Tensor obuf = Tensor::full({B, L, 2, Hq, D}, 7.f, dt, Device::cuda());
+      Tensor lbuf = Tensor::full({B, Hq, 2 * L}, 7.f, DType::F32, Device::cuda());
+      Tensor ov = obuf.select(2, 1), lv = lbuf.slice(2, L, 2 * L);
+      AttentionParams p = build_attention_params(gq, gk, gv, opt, L);
+      p.out = ov.data_ptr();
+      p.out_sb = ov.stride(0), p.out_sl = ov.stride(1), p.out_sh = ov.stride(2);
+      p.lse = lv.data<float>();
+      p.lse_sb = lv.stride(0), p.lse_sh = lv.stride(1);
+      attention_cuda(p, current_stream());
+      const std::string what = str_cat(dtype_name(dt), " kernel ", which, " b", B, " l", L, " d", D);
+      EXPECT_EQ(rel_err(ov.contiguous().to(DType::F32), ref.out.to(DType::F32)), 0.0) << what;
+      EXPECT_EQ(rel_err(lv.contiguous(), ref.lse), 0.0) << what;
+      const auto untouched = obuf.select(2, 0).contiguous().to_floats();
+      const auto lfirst = lbuf.slice(2, 0, L).contiguous().to_floats();
+      EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](float x) { return x == 7.f; })) << what;
+      EXPECT_TRUE(std::all_of(lfirst.begin(), lfirst.end(), [](float x) { return x == 7.f; })) << what;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, AttentionCuda, ::testing::Values(DType::BF16, DType::F16),

@@ -2,7 +2,9 @@
 # Runs ON THE GPU MACHINE (H100), from the repo root, in one call:
 #   unpack the carried Debian packages -> configure + build (ninja) -> ctest -L gpu (and all
 #   tests) -> benchmarks -> logs and JSON into $OUT.
-# Stages can be chosen: tools/gpu/run.sh [golden] [build] [test] [bench]   (default: build test bench)
+# Stages can be chosen: tools/gpu/run.sh [golden] [build] [test] [bench] [llava7b]   (default: build test bench)
+# llava7b: writes a random LLaVA-1.5-7B-shaped checkpoint (13.5 GB, /tmp/llava7b) and benchmarks it
+# against HF transformers (bench/peer_llava7b.py, then bench_llava7b); a few minutes.
 # Prerequisite here: bash tools/gpu/fetch_debs.sh; then device run with carry [".debs"] (plus
 # ".ref" when the golden stage needs diffusers' source).
 set -uo pipefail
@@ -68,13 +70,21 @@ if has bench; then
   # peers first (PyTorch on the same shapes), then ours, which merges the peer numbers in
   for p in bench/peer_*.py; do
     [ -f "$p" ] || continue
+    [[ "$p" == *llava7b* ]] && continue  # its own stage
     PYTHONUNBUFFERED=1 python3 "$p" --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
   done
   for b in build-gpu/bench/bench_*; do
     [ -x "$b" ] || continue
+    [[ "$b" == *llava7b* ]] && continue
     "$b" --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
   done
   cp bench/results/*.json "$OUT/" 2>/dev/null || true
+fi
+if has llava7b; then
+  log "llava7b benchmark"
+  PYTHONUNBUFFERED=1 python3 bench/peer_llava7b.py --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
+  build-gpu/bench/bench_llava7b --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
+  cp bench/results/llava7b*.json "$OUT/" 2>/dev/null || true
 fi
 log "done (status $status)"
 exit $status

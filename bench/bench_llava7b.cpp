@@ -1,0 +1,89 @@
+// LLaVA-1.5-7B-shaped end-to-end benchmark (issue 5), on the random bf16 checkpoint that
+// bench/peer_llava7b.py writes (and times with HF transformers) just before, in the same run:
+// TTFT (image load + preprocessing + ViT + projector + prefill of 576 image tokens and a short
+// question, to the first token), decode tokens/s at batch 1 and 8 over 128 new tokens, peak memory.
+//   bench_llava7b --out bench/results [--model /tmp/llava7b]
+#include <chrono>
+
+#include "bench/bench_util.h"
+#include "core/io.h"
+#include "language/llama.h"
+#include "language/llava.h"
+#include "pipelines/llava.h"
+
+using namespace mmattn;
+using namespace mmattn::bench;
+
+int main(int argc, char** argv) {
+  try {
+    const std::string out = arg_value(argc, argv, "--out", "bench/results");
+    const char* env = std::getenv("MMATTN_LLAVA7B");
+    const std::string model = arg_value(argc, argv, "--model", env ? env : "/tmp/llava7b");
+    if (!path_exists(model + "/config.json")) {
+      std::printf("bench_llava7b: no checkpoint at %s (bench/peer_llava7b.py writes it); skipped\n", model.c_str());
+      return 0;
+    }
+    Json peer = path_exists(out + "/llava7b_peer.json") ? read_json_file(out + "/llava7b_peer.json")["rows"] : Json::object();
+    auto pv = [&](const char* k) { return peer.contains(k) ? peer[k].get<double>() : 0.0; };
+    Results r{"llava7b"};
+    r.ceilings = {{"copy_GBps", measure_copy_GBps()}};
+    const auto t0 = std::chrono::steady_clock::now();
+    LlavaPipeline pipe(model, Device::cuda(), DType::BF16);
+    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("loaded %s in %.1f s\n", model.c_str(), load_s);
+    LlavaRequest req;
+    req.image = std::string(MMATTN_SOURCE_DIR_BENCH) + "/assets/images/extreme_ironing.jpg";
+    req.prompt = "What is unusual about this image?";
+    req.max_new_tokens = 1;
+    pipe.run(req);  // warm-up
+    std::vector<double> ttfts;
+    for (int i = 0; i < 5; ++i) ttfts.push_back(pipe.run(req).timings.prefill_ms);
+    std::sort(ttfts.begin(), ttfts.end());
+    const double ttft = ttfts[2];
+    req.max_new_tokens = 128;
+    req.min_new_tokens = 128;
+    cuda_reset_peak();
+    LlavaResult res = pipe.run(req);
+    const double tps1 = res.timings.decode_tokens_per_s;
+    const double peak1 = double(res.peak_memory_bytes) / 1e9;
+    r.add({{"case", "TTFT b1 (image -> first token)"}, {"metric", "time"}, {"unit", "ms"}, {"ours", ttft},
+           {"peer", pv("ttft b1")}, {"peer_name", "HF transformers"}, {"target", "ours <= 25 ms"},
+           {"meets_target", ttft <= 25.0}});
+    r.add({{"case", "decode b1 128 tokens"}, {"metric", "throughput"}, {"unit", "tok/s"}, {"ours", tps1},
+           {"peer", pv("decode tok/s b1")}, {"peer_name", "HF transformers"}, {"target", "ours >= 200 tok/s"},
+           {"meets_target", tps1 >= 200.0}});
+    // batch 8: the same prompt 8 times through the decoder directly (the pipeline is one request)
+    {
+      const LlamaModel& lm = pipe.language_model();
+      const int64_t B = 8, L = res.prompt_tokens, N = 128;
+      Tensor e1 = lm.embed(Tensor::full({1, L}, 1.f, DType::I64, Device::cuda()));
+      Tensor e = Tensor::empty({B, L, e1.size(2)}, e1.dtype(), e1.device());
+      for (int64_t b = 0; b < B; ++b) e.slice(0, b, b + 1).copy_from(e1);
+      KVCache cache = lm.make_cache(B, L + N);
+      LlamaForwardOptions o;
+      o.last_only = true;
+      cuda_reset_peak();
+      Tensor logits = lm.forward(e, cache, o);
+      synchronize();
+      Tensor tok = Tensor::full({B, 1}, 29871.f, DType::I64, Device::cuda());
+      const auto d0 = std::chrono::steady_clock::now();
+      for (int64_t s = 0; s < N - 1; ++s) logits = lm.forward(lm.embed(tok), cache, o);
+      synchronize();
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
+      const double tps8 = double(B * (N - 1)) / secs;
+      r.add({{"case", "decode b8 128 tokens (total)"}, {"metric", "throughput"}, {"unit", "tok/s"}, {"ours", tps8},
+             {"peer", pv("decode tok/s b8")}, {"peer_name", "HF transformers"}, {"target", "ours >= 1200 tok/s"},
+             {"meets_target", tps8 >= 1200.0}});
+      r.add({{"case", "peak GPU memory b8"}, {"metric", "memory"}, {"unit", "GB"},
+             {"ours", double(cuda_allocator_stats().peak_allocated_bytes) / 1e9}, {"peer", pv("peak GB b8")},
+             {"peer_name", "HF transformers"}});
+    }
+    r.add({{"case", "peak GPU memory b1"}, {"metric", "memory"}, {"unit", "GB"}, {"ours", peak1},
+           {"peer", pv("peak GB b1")}, {"peer_name", "HF transformers"}});
+    r.write(out);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_llava7b: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
