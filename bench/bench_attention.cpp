@@ -12,15 +12,7 @@ using namespace mmattn::bench;
 
 namespace {
 
-Tensor rnd(const Shape& s, uint64_t seed) {
-  std::vector<float> v(size_t(shape_numel(s)));
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 7;
-  for (auto& f : v) {
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    f = float((x >> 11) * (1.0 / 9007199254740992.0)) * 4.f - 2.f;
-  }
-  return Tensor::from_floats(v, s).to(Device::cuda(), DType::BF16);
-}
+Tensor rnd(const Shape& s, uint64_t seed) { return bench_random(s, seed, DType::BF16); }
 
 Json target_row(Json row, const std::string& target, bool met) {
   row["target"] = target;

@@ -16,16 +16,7 @@ namespace {
 
 #define CUBLAS_OK(x) MMATTN_CHECK((x) == CUBLAS_STATUS_SUCCESS, CudaError, #x " failed")
 
-Tensor randn_gpu(const Shape& s, DType dt, uint64_t seed) {
-  // Deterministic pseudo-random values in [-1, 1) made on the host (never zeros: zeros run fast).
-  std::vector<float> v(size_t(shape_numel(s)));
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (auto& f : v) {
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    f = float((x >> 11) * (1.0 / 9007199254740992.0)) * 2.f - 1.f;
-  }
-  return Tensor::from_floats(v, s).to(Device::cuda(), dt);
-}
+Tensor randn_gpu(const Shape& s, DType dt, uint64_t seed) { return bench_random(s, seed, dt, -1.f, 1.f); }
 
 // C[M,N] = A[M,K] * B[N,K]^T with cublasGemmEx directly (the "cuBLAS's own" reference).
 double cublas_gemm_ms(cublasHandle_t h, const Tensor& a, const Tensor& b, Tensor& c) {

@@ -16,6 +16,7 @@
 #include "core/device.h"
 #include "core/io.h"
 #include "core/json_reader.h"
+#include "core/tensor.h"
 
 namespace mmattn::bench {
 
@@ -85,6 +86,20 @@ struct Results {
     std::printf("wrote %s/%s.json\n", dir.c_str(), name.c_str());
   }
 };
+
+// Deterministic values in [lo, hi) on the GPU in dtype dt (made on the host; never zeros, which run
+// faster than real data).
+inline Tensor bench_random(const Shape& s, uint64_t seed, DType dt, float lo = -2.f, float hi = 2.f) {
+  std::vector<float> v(size_t(shape_numel(s)));
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 7;
+  for (auto& f : v) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    f = lo + float((x >> 11) * (1.0 / 9007199254740992.0)) * (hi - lo);
+  }
+  return Tensor::from_floats(v, s).to(Device::cuda(), dt);
+}
 
 // Device-to-device copy bandwidth (bytes read + bytes written), GB/s.
 inline double measure_copy_GBps(size_t bytes = size_t(1) << 30) {

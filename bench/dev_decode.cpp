@@ -14,17 +14,7 @@ using namespace mmattn::bench;
 
 namespace {
 
-Tensor rnd(const Shape& s, uint64_t seed, DType dt) {
-  std::vector<float> v(size_t(shape_numel(s)));
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 7;
-  for (auto& f : v) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    f = float((x >> 11) * (1.0 / 9007199254740992.0)) * 4.f - 2.f;
-  }
-  return Tensor::from_floats(v, s).to(Device::cuda(), dt);
-}
+Tensor rnd(const Shape& s, uint64_t seed, DType dt) { return bench_random(s, seed, dt); }
 
 struct Case {
   const char* name;

@@ -17,6 +17,11 @@ struct NaiveResult {
   Tensor lse;   // [B, Hq, Lq]
 };
 
+inline Tensor i32(const std::vector<int32_t>& v) { return Tensor::from_vector(v, {int64_t(v.size())}); }
+inline Tensor gpu(const Tensor& t) { return t.defined() ? t.to(Device::cuda()) : t; }
+// Tolerance of CUDA outputs against the f32 CPU reference on the same rounded inputs.
+inline double out_tol(DType dt) { return dt == DType::F16 ? 3e-3 : 1e-2; }
+
 inline NaiveResult naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
   const int64_t B = q.size(0), Lq = q.size(1), Hq = q.size(2), D = q.size(3), Lk = k.size(1), Hkv = k.size(2);
   const float scale = opt.scale > 0 ? opt.scale : 1.f / std::sqrt(float(D));

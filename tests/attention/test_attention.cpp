@@ -8,7 +8,6 @@ using namespace mmattn::test;
 
 namespace {
 
-Tensor i32(const std::vector<int32_t>& v) { return Tensor::from_vector(v, {int64_t(v.size())}); }
 
 struct Case {
   int64_t b, lq, lk, hq, hkv, d;

@@ -11,7 +11,7 @@
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
 #include "attention/attention_params.h"
-#include "test_util.h"
+#include "attention_cuda_util.h"
 
 using namespace mmattn;
 using namespace mmattn::test;
@@ -19,15 +19,8 @@ using namespace mmattn::test;
 namespace {
 
 // Forces a kernel for the scope of a test.
-struct KernelOverride {
-  explicit KernelOverride(int which) { set_attention_kernel_override(which); }
-  ~KernelOverride() { set_attention_kernel_override(0); }
-};
 
-double out_tol(DType dt) { return dt == DType::F16 ? 3e-3 : 1e-2; }
 
-Tensor i32(const std::vector<int32_t>& v) { return Tensor::from_vector(v, {int64_t(v.size())}); }
-Tensor gpu(const Tensor& t) { return t.defined() ? t.to(Device::cuda()) : t; }
 
 HeadModulation to_gpu(const HeadModulation& m) {
   HeadModulation g = m;

@@ -9,22 +9,15 @@
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
 #include "attention/kv_cache.h"
-#include "test_util.h"
+#include "attention_cuda_util.h"
 
 using namespace mmattn;
 using namespace mmattn::test;
 
 namespace {
 
-struct KernelOverride {
-  explicit KernelOverride(int which) { set_attention_kernel_override(which); }
-  ~KernelOverride() { set_attention_kernel_override(0); }
-};
 
-double out_tol(DType dt) { return dt == DType::F16 ? 3e-3 : 1e-2; }
 
-Tensor i32(const std::vector<int32_t>& v) { return Tensor::from_vector(v, {int64_t(v.size())}); }
-Tensor gpu(const Tensor& t) { return t.defined() ? t.to(Device::cuda()) : t; }
 
 // Fills a freed device block of `bytes` with NaN so that the next allocation of that size (the
 // caching allocator hands it back on this stream) starts poisoned: an unwritten output shows.
