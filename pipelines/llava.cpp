@@ -141,76 +141,35 @@ LlavaPipeline::LlavaPipeline(const std::string& model_dir, Device device, DType 
   MMATTN_DEBUG("llava: loaded ", model_dir, " on ", device.str(), " in ", load_ms_, " ms");
 }
 
-LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
-  MMATTN_CHECK(req.max_new_tokens >= 1, ConfigError, "llava: max_new_tokens must be >= 1, got ", req.max_new_tokens);
-  MMATTN_CHECK(req.min_new_tokens >= 0, ConfigError, "llava: min_new_tokens must be >= 0, got ", req.min_new_tokens);
-  validate_sampling(req.sampling);
-  const bool cuda = device_.is_cuda();
-  auto sync = [&] {
-    if (cuda) synchronize();
-  };
-  if (cuda) {
-    synchronize();
-    cuda_reset_peak();
-  }
+// One request's generation state: shared by run() (B = 1) and run_batch() (one slot each).
+struct LlavaPipeline::Sequence {
+  Sequence(const LlavaRequest& r, const LlamaTokenizer& tok, const std::vector<int64_t>& eos_ids)
+      : req(r), eos(eos_ids), sampler(r.sampling), dec(tok, /*skip_special=*/true), filter(r.stop) {}
+
+  const LlavaRequest& req;
+  const std::vector<int64_t>& eos;
   LlavaResult res;
+  std::vector<int64_t> ids;      // the prompt's ids (one <image>), from plan()
+  int64_t n_prompt = 0;          // prompt length after <image> expansion (expected)
+  Tensor embeds;                 // [1, L, hidden], from encode(); released after the prefill
+  std::vector<int64_t> history;  // expanded prompt + generated (the repetition penalty sees the prompt)
+  Sampler sampler;
+  IncrementalDecoder dec;
+  StopStringFilter filter;
+  Clock::time_point t0, t1, t2, t_first;
 
-  // Prompt first: a request too long for the context fails before any work.
-  res.prompt = llava_prompt(req.prompt.empty() ? std::string(kDefaultCaptionPrompt) : req.prompt,
-                            /*with_image=*/true, req.system_prompt);
-  const std::vector<int64_t> ids = tok_->encode(res.prompt, tok_->add_bos_token());
-  const int64_t n_img_expected = expected_image_features(cfg_);
-  const int64_t n_prompt = int64_t(ids.size()) - 1 + n_img_expected;
-  const int64_t ctx = cfg_.text_config.max_position_embeddings;
-  MMATTN_CHECK(n_prompt + req.max_new_tokens <= ctx, ConfigError, "llava: the prompt (", n_prompt, " tokens, ",
-               n_img_expected, " of them image tokens) + max_new_tokens (", req.max_new_tokens, ") = ",
-               n_prompt + req.max_new_tokens, " exceeds max_position_embeddings (", ctx, ") of ", dir_,
-               "/config.json");
-
-  const auto t0 = Clock::now();
-  const Image img = load_image(req.image);
-  MMATTN_CHECK(!img.empty(), FormatError, req.image, ": empty image (", img.width, "x", img.height, ")");
-  ClipPreprocessConfig pre = pre_;
-  pre.pad_to_square = req.pad_to_square;
-  const Tensor px = clip_preprocess(img, pre).unsqueeze(0).to(device_, dtype_);  // [1, 3, H, W]
-  sync();
-  const auto t1 = Clock::now();
-
-  const Tensor feats = encoder_->encode(px);  // [1, N, hidden]
-  sync();
-  const auto t2 = Clock::now();
-  res.image_tokens = feats.size(1);
-  MMATTN_CHECK(res.image_tokens == n_img_expected, ShapeError, "llava: the image encoder gave ", res.image_tokens,
-               " features, config.json implies ", n_img_expected);
-
-  const std::vector<int64_t> expanded = expand_image_tokens(ids, cfg_.image_token_index, res.image_tokens, 1);
-  const int64_t L = int64_t(expanded.size());
-  res.prompt_tokens = L;
-  const Tensor input_ids = Tensor::from_vector<int64_t>(expanded, {1, L});
-  const Tensor embeds = llava_input_embeds(*lm_, input_ids, feats, cfg_.image_token_index);  // [1, L, hidden]
-
-  // Prefill + decode: generate()'s loop (language/llama.cpp), with a per-token hook for streaming
-  // and stop strings.
-  KVCache cache = lm_->make_cache(1, L + req.max_new_tokens);
-  LlamaForwardOptions last;
-  last.last_only = true;
-  Tensor logits = lm_->forward(embeds, cache, last);  // [1, 1, V]
-  Sampler sampler(req.sampling);
-  std::vector<int64_t> history = expanded;  // the repetition penalty sees the prompt (as transformers)
-  const std::vector<int64_t>& eos = cfg_.text_config.eos_token_ids;
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  IncrementalDecoder dec(*tok_, /*skip_special=*/true);
-  StopStringFilter filter(req.stop);
-  auto emit = [&](const std::string& s) {
+  void emit(const std::string& s) const {
     if (!s.empty() && req.on_text) req.on_text(s);
-  };
-  Clock::time_point t_first = t2;
-  res.stop_reason = "max_new_tokens";
-  for (int64_t i = 0; i < req.max_new_tokens; ++i) {
-    std::vector<float> row = logits.to_floats();
-    if (i < req.min_new_tokens)
+  }
+  // Picks the next token from this sequence's logits row (vocab); true when generation ends with
+  // it (stop string, EOS or max_new_tokens: the last token needs no forward pass).
+  bool step(std::vector<float> row) {
+    const int64_t i = int64_t(res.token_ids.size());
+    if (i < req.min_new_tokens) {
+      const float neg_inf = -std::numeric_limits<float>::infinity();
       for (int64_t e : eos)
         if (e >= 0 && e < int64_t(row.size())) row[size_t(e)] = neg_inf;
+    }
     const int64_t tok = sampler.next(std::move(row), history);
     if (i == 0) t_first = Clock::now();
     res.token_ids.push_back(tok);
@@ -218,34 +177,233 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
     emit(filter.feed(dec.push(tok)));
     if (filter.stopped()) {
       res.stop_reason = "stop_string";
-      break;
+      return true;
     }
     if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
       res.stop_reason = "eos";
-      break;
+      return true;
     }
-    if (i + 1 == req.max_new_tokens) break;  // the last token needs no forward pass
-    logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({tok}, {1, 1})), cache, last);
+    return i + 1 == req.max_new_tokens;
   }
-  if (!filter.stopped()) {
-    emit(filter.feed(dec.flush()));
-    if (filter.stopped()) res.stop_reason = "stop_string";
-    emit(filter.finish());
+  int64_t last_token() const { return res.token_ids.back(); }
+  // End of generation (the device synchronized by the caller): the held-back text and the timings.
+  void finish() {
+    if (!filter.stopped()) {
+      emit(filter.feed(dec.flush()));
+      if (filter.stopped()) res.stop_reason = "stop_string";
+      emit(filter.finish());
+    }
+    res.text = filter.text();
+    const auto t_end = Clock::now();
+    LlavaTimings& tm = res.timings;
+    tm.load_preprocess_ms = ms_between(t0, t1);
+    tm.vision_ms = ms_between(t1, t2);
+    tm.prefill_ms = ms_between(t0, t_first);
+    tm.decode_ms = ms_between(t_first, t_end);
+    const size_t n = res.token_ids.size();
+    tm.decode_tokens_per_s = n > 1 && tm.decode_ms > 0 ? double(n - 1) / (tm.decode_ms / 1000.0) : 0.0;
+    tm.total_ms = ms_between(t0, t_end);
   }
-  res.text = filter.text();
-  sync();
-  const auto t_end = Clock::now();
+};
 
-  LlavaTimings& tm = res.timings;
-  tm.load_preprocess_ms = ms_between(t0, t1);
-  tm.vision_ms = ms_between(t1, t2);
-  tm.prefill_ms = ms_between(t0, t_first);
-  tm.decode_ms = ms_between(t_first, t_end);
-  const size_t n = res.token_ids.size();
-  tm.decode_tokens_per_s = n > 1 && tm.decode_ms > 0 ? double(n - 1) / (tm.decode_ms / 1000.0) : 0.0;
-  tm.total_ms = ms_between(t0, t_end);
-  res.peak_memory_bytes = cuda ? cuda_allocator_stats().peak_allocated_bytes : 0;
-  return res;
+std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest& req) const {
+  MMATTN_CHECK(req.max_new_tokens >= 1, ConfigError, "llava: max_new_tokens must be >= 1, got ", req.max_new_tokens);
+  MMATTN_CHECK(req.min_new_tokens >= 0, ConfigError, "llava: min_new_tokens must be >= 0, got ", req.min_new_tokens);
+  validate_sampling(req.sampling);
+  auto s = std::make_unique<Sequence>(req, *tok_, cfg_.text_config.eos_token_ids);
+  LlavaResult& res = s->res;
+  res.stop_reason = "max_new_tokens";
+
+  // Prompt first: a request too long for the context fails before any work.
+  res.prompt = llava_prompt(req.prompt.empty() ? std::string(kDefaultCaptionPrompt) : req.prompt,
+                            /*with_image=*/true, req.system_prompt);
+  s->ids = tok_->encode(res.prompt, tok_->add_bos_token());
+  const int64_t n_img_expected = expected_image_features(cfg_);
+  const int64_t n_prompt = int64_t(s->ids.size()) - 1 + n_img_expected;
+  const int64_t ctx = cfg_.text_config.max_position_embeddings;
+  MMATTN_CHECK(n_prompt + req.max_new_tokens <= ctx, ConfigError, "llava: the prompt (", n_prompt, " tokens, ",
+               n_img_expected, " of them image tokens) + max_new_tokens (", req.max_new_tokens, ") = ",
+               n_prompt + req.max_new_tokens, " exceeds max_position_embeddings (", ctx, ") of ", dir_,
+               "/config.json");
+  s->n_prompt = n_prompt;
+  return s;
+}
+
+void LlavaPipeline::encode(Sequence& s) const {
+  const LlavaRequest& req = s.req;
+  LlavaResult& res = s.res;
+  auto sync = [&] {
+    if (device_.is_cuda()) synchronize();
+  };
+  s.t0 = Clock::now();
+  const Image img = load_image(req.image);
+  MMATTN_CHECK(!img.empty(), FormatError, req.image, ": empty image (", img.width, "x", img.height, ")");
+  ClipPreprocessConfig pre = pre_;
+  pre.pad_to_square = req.pad_to_square;
+  const Tensor px = clip_preprocess(img, pre).unsqueeze(0).to(device_, dtype_);  // [1, 3, H, W]
+  sync();
+  s.t1 = Clock::now();
+
+  const Tensor feats = encoder_->encode(px);  // [1, N, hidden]
+  sync();
+  s.t2 = Clock::now();
+  s.t_first = s.t2;
+  res.image_tokens = feats.size(1);
+  MMATTN_CHECK(res.image_tokens == expected_image_features(cfg_), ShapeError, "llava: the image encoder gave ",
+               res.image_tokens, " features, config.json implies ", expected_image_features(cfg_));
+
+  std::vector<int64_t> expanded = expand_image_tokens(s.ids, cfg_.image_token_index, res.image_tokens, 1);
+  const int64_t L = int64_t(expanded.size());
+  res.prompt_tokens = L;
+  const Tensor input_ids = Tensor::from_vector<int64_t>(expanded, {1, L});
+  s.embeds = llava_input_embeds(*lm_, input_ids, feats, cfg_.image_token_index);  // [1, L, hidden]
+  s.history = std::move(expanded);
+}
+
+LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
+  std::unique_ptr<Sequence> s = plan(req);
+  const bool cuda = device_.is_cuda();
+  if (cuda) {
+    synchronize();
+    cuda_reset_peak();
+  }
+  encode(*s);
+
+  // Prefill + decode: generate()'s loop (language/llama.cpp), with a per-token hook for streaming
+  // and stop strings.
+  KVCache cache = lm_->make_cache(1, s->res.prompt_tokens + req.max_new_tokens);
+  LlamaForwardOptions last;
+  last.last_only = true;
+  Tensor logits = lm_->forward(s->embeds, cache, last);  // [1, 1, V]
+  s->embeds = Tensor();
+  while (!s->step(logits.to_floats()))
+    logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({s->last_token()}, {1, 1})), cache, last);
+  if (cuda) synchronize();
+  s->finish();
+  s->res.peak_memory_bytes = cuda ? cuda_allocator_stats().peak_allocated_bytes : 0;
+  return std::move(s->res);
+}
+
+std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
+    const std::vector<LlavaRequest>& reqs, int max_batch,
+    std::function<void(size_t index, const LlavaBatchItem&)> on_done) const {
+  MMATTN_CHECK(max_batch >= 1, ConfigError, "llava: max_batch must be >= 1, got ", max_batch);
+  const bool cuda = device_.is_cuda();
+  std::vector<LlavaBatchItem> out(reqs.size());
+  auto fail = [&](size_t i, const std::exception& e) {
+    out[i].ok = false;
+    out[i].error = e.what();
+    if (on_done) on_done(i, out[i]);
+  };
+
+  // Validation and prompts first (cheap): the cache is sized by the longest request that fits.
+  std::vector<std::unique_ptr<Sequence>> planned(reqs.size());
+  int64_t max_len = 0;
+  size_t n_ok = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    try {
+      planned[i] = plan(reqs[i]);
+      max_len = std::max(max_len, planned[i]->n_prompt + reqs[i].max_new_tokens);
+      ++n_ok;
+    } catch (const std::exception& e) {
+      fail(i, e);
+    }
+  }
+  if (n_ok == 0) return out;
+  if (cuda) {
+    synchronize();
+    cuda_reset_peak();
+  }
+
+  const int64_t B = std::min<int64_t>(max_batch, int64_t(n_ok));
+  KVCache cache = lm_->make_cache(B, max_len);
+  LlamaForwardOptions opt;
+  opt.last_only = true;
+  std::vector<std::unique_ptr<Sequence>> slot(static_cast<size_t>(B));
+  std::vector<size_t> slot_req(size_t(B), 0);
+  size_t next = 0;
+
+  auto finish_slot = [&](int64_t b) {
+    Sequence& s = *slot[size_t(b)];
+    s.finish();
+    s.res.peak_memory_bytes = cuda ? cuda_allocator_stats().peak_allocated_bytes : 0;
+    const size_t i = slot_req[size_t(b)];
+    out[i].ok = true;
+    out[i].result = std::move(s.res);
+    slot[size_t(b)].reset();
+    if (on_done) on_done(i, out[i]);
+  };
+  // Samples one token for every slot in `rows` from logits [B, 1, V]; finished slots are freed.
+  auto step_slots = [&](const Tensor& logits, const std::vector<int64_t>& rows) {
+    const std::vector<float> all = logits.to_floats();
+    const size_t V = size_t(logits.size(2));
+    std::vector<int64_t> done;
+    for (int64_t b : rows) {
+      const auto first = all.begin() + std::ptrdiff_t(size_t(b) * V);
+      if (slot[size_t(b)]->step(std::vector<float>(first, first + std::ptrdiff_t(V)))) done.push_back(b);
+    }
+    if (!done.empty() && cuda) synchronize();
+    for (int64_t b : done) finish_slot(b);
+  };
+
+  while (true) {
+    // Admit requests into the free slots (a request that fails here takes no slot).
+    std::vector<int64_t> admitted;
+    for (int64_t b = 0; b < B; ++b) {
+      if (slot[size_t(b)]) continue;
+      while (next < reqs.size()) {
+        const size_t i = next++;
+        if (!planned[i]) continue;  // failed validation: already reported
+        try {
+          encode(*planned[i]);
+        } catch (const std::exception& e) {
+          planned[i].reset();
+          fail(i, e);
+          continue;
+        }
+        slot[size_t(b)] = std::move(planned[i]);
+        slot_req[size_t(b)] = i;
+        cache.reset(b);
+        admitted.push_back(b);
+        break;
+      }
+    }
+
+    // Prefill the admitted requests together: right-padded [B, Lmax, hidden], n_valid 0 elsewhere.
+    if (!admitted.empty()) {
+      int64_t Lmax = 0;
+      for (int64_t b : admitted) Lmax = std::max(Lmax, slot[size_t(b)]->embeds.size(1));
+      Tensor embeds = Tensor::zeros({B, Lmax, lm_->hidden_size()}, dtype_, device_);
+      opt.n_valid.assign(size_t(B), 0);
+      for (int64_t b : admitted) {
+        Sequence& s = *slot[size_t(b)];
+        const int64_t L = s.embeds.size(1);
+        embeds.slice(0, b, b + 1).slice(1, 0, L).copy_from(s.embeds);
+        opt.n_valid[size_t(b)] = int(L);
+        s.embeds = Tensor();
+      }
+      const Tensor logits = lm_->forward(embeds, cache, opt);  // [B, 1, V]
+      step_slots(logits, admitted);
+    }
+
+    // One decode step for every active slot (n_valid 1; 0 for free slots).
+    std::vector<int64_t> active;
+    std::vector<int64_t> toks(size_t(B), 0);
+    opt.n_valid.assign(size_t(B), 0);
+    for (int64_t b = 0; b < B; ++b)
+      if (slot[size_t(b)]) {
+        active.push_back(b);
+        toks[size_t(b)] = slot[size_t(b)]->last_token();
+        opt.n_valid[size_t(b)] = 1;
+      }
+    if (active.empty()) {
+      if (next >= reqs.size()) break;
+      continue;
+    }
+    const Tensor logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>(toks, {B, 1})), cache, opt);
+    step_slots(logits, active);
+  }
+  return out;
 }
 
 // --- spec --------------------------------------------------------------------------------------

@@ -75,6 +75,13 @@ struct LlavaResult {
   Json to_json() const;
 };
 
+// One request of a batch: ok with its result, or not ok with the error's message (result empty).
+struct LlavaBatchItem {
+  bool ok = false;
+  std::string error;
+  LlavaResult result;
+};
+
 class LlavaPipeline {
  public:
   // Loads everything from `model_dir`. CPU: f32 only.
@@ -84,6 +91,20 @@ class LlavaPipeline {
   LlavaPipeline& operator=(LlavaPipeline&&) noexcept;
 
   LlavaResult run(const LlavaRequest& req) const;
+
+  // Many requests with continuous batching: `max_batch` slots of one KV cache [max_batch, max_len]
+  // (max_len: the longest prompt + max_new_tokens of the batch). Free slots are filled in input
+  // order (prompt, image, vision tower, prompt embeddings); the newly admitted requests are
+  // prefilled together in one right-padded forward, then every active slot decodes one token per
+  // step, each with its own sampler (its request's seed), min/max_new_tokens, EOS and stop strings
+  // (and on_text); a finished slot is freed and refilled at the next step. Greedy requests give the
+  // ids run() gives. A request that throws before it gets a slot (bad request, unreadable image,
+  // too long) becomes an error item (the message names the file) and the others go on; errors of
+  // the batched forward itself are thrown. The result keeps the input order; on_done(index, item)
+  // is called once per request as it finishes (error items as they are found). Timings are per
+  // request (from its admission); peak_memory_bytes is the batch's peak so far.
+  std::vector<LlavaBatchItem> run_batch(const std::vector<LlavaRequest>& reqs, int max_batch,
+                                        std::function<void(size_t index, const LlavaBatchItem&)> on_done = {}) const;
 
   const LlavaConfig& config() const { return cfg_; }
   const ClipPreprocessConfig& preprocess_config() const { return pre_; }
@@ -95,6 +116,12 @@ class LlavaPipeline {
   double load_ms() const { return load_ms_; }
 
  private:
+  struct Sequence;  // one request's generation state (llava.cpp)
+  // Validates the request and tokenizes its prompt; ConfigError when it cannot fit the context.
+  std::unique_ptr<Sequence> plan(const LlavaRequest& req) const;
+  // Image -> preprocess -> vision tower -> prompt embeddings [1, L, hidden] (and the timings).
+  void encode(Sequence& s) const;
+
   std::string dir_;
   Device device_;
   DType dtype_ = DType::F32;
