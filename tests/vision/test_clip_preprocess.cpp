@@ -194,7 +194,7 @@ TEST(ClipPreprocess, GoldenCropsEveryAssetImage) {
   // on PIL-decoded images: with libjpeg decoding and the torch resampler they must be identical.
   // The Pillow resampler (transformers' PIL backend) must give PIL's bytes (kPilCropHash); it
   // differs from torchvision by up to 2 levels (chelsea, an upscale).
-  SafeTensorsFile golden(golden_dir() + "/tiny_llava_golden.safetensors");
+  SafeTensorsFile golden(golden_dir() + "/tiny_llava_preprocess.safetensors");
   const ClipPreprocessConfig cfg;  // LLaVA-1.5 / CLIP-336: the golden processor's settings
   ASSERT_EQ(cfg.resize_impl, ResampleImpl::kTorch);
   ClipPreprocessConfig pil_cfg = cfg;
@@ -246,7 +246,7 @@ TEST(ClipPreprocess, GoldenPixelValues) {
   // Equal crops: only f32 rounding differs (transformers fuses rescale into mean/std).
   EXPECT_LE(m, std::string(jpeg_decoder_name()) == "libjpeg" ? 1e-5 : 3 * step + 1e-5);
   // Where the uint8 crop agrees, the values agree to float rounding.
-  const Tensor crop_want = golden.get("clip_u8_extreme_ironing");
+  const Tensor crop_want = SafeTensorsFile(golden_dir() + "/tiny_llava_preprocess.safetensors").get("clip_u8_extreme_ironing");
   const Image crop = clip_resize_crop(load_image(images_dir() + "/extreme_ironing.jpg"), cfg);
   const uint8_t* cw = crop_want.data<uint8_t>();
   const auto g = got.to_floats(), w = want.to_floats();

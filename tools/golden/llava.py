@@ -7,8 +7,8 @@ shapes), saves it with save_pretrained (sharded, bf16 as released checkpoints ar
 Llama tokenizer.model, and records reference tensors computed in f32 from the saved (rounded) weights:
   info.json                         architecture, tensor count, dtypes, parameter count
   tiny_llava/...                    the checkpoint exactly as transformers writes it
-  tiny_llava_golden.safetensors     clip_u8_<image>  uint8 [336,336,3] after CLIP resize+crop
-                                    pixel_values     [1,3,336,336] (extreme_ironing.jpg)
+  tiny_llava_preprocess.safetensors clip_u8_<image>  uint8 [336,336,3] after CLIP resize+crop
+  tiny_llava_golden.safetensors     pixel_values     [1,3,336,336] (extreme_ironing.jpg)
                                     vision_features  [1,576,Dv] (vision_feature_layer, CLS dropped)
                                     image_features   [1,576,D] (projector output)
                                     input_ids        [1,L] prompt ids (image token expanded)
@@ -100,6 +100,9 @@ def main():
         if f == "extreme_ironing.jpg":
             pixel_values = px.unsqueeze(0).float()
     golden["pixel_values"] = pixel_values
+    # the crops go to their own file (each golden file stays small)
+    crops = {k: golden.pop(k).contiguous() for k in list(golden) if k.startswith("clip_u8_")}
+    save_file(crops, os.path.join(args.out, "tiny_llava_preprocess.safetensors"))
 
     sp = spm.SentencePieceProcessor(model_file=tok_src)
     pre = sp.encode("USER: ")
