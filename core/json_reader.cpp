@@ -1,6 +1,7 @@
 #include "core/json_reader.h"
 
 #include <fstream>
+#include <cctype>
 #include <sstream>
 
 namespace mmattn {
@@ -70,6 +71,37 @@ std::string json_type_desc(const Json& v) {
   if (v.is_null()) return "null";
   if (v.is_array()) return "array " + d;
   return "object " + d;
+}
+
+std::vector<JsonLineError> for_each_json_line(const std::string& text, const std::string& where,
+                                              const std::function<void(JsonReader&, int64_t)>& on_object) {
+  std::vector<JsonLineError> errors;
+  std::istringstream in(text);
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    bool blank = true;
+    for (char c : line)
+      if (!std::isspace(static_cast<unsigned char>(c))) blank = false;
+    if (blank) continue;
+    const std::string at = str_cat(where, ":", lineno);
+    try {
+      Json j;
+      try {
+        j = Json::parse(line);
+      } catch (const Json::parse_error& e) {
+        throw FormatError(str_cat(at, ": malformed JSON: ", e.what()));
+      }
+      if (!j.is_object()) throw FormatError(str_cat(at, ": expected a JSON object, got ", json_type_desc(j)));
+      JsonReader r(j, at);
+      on_object(r, lineno);
+    } catch (const Error& e) {
+      errors.push_back({lineno, e.what()});
+    }
+  }
+  return errors;
 }
 
 }  // namespace mmattn

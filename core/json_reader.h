@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <limits>
+#include <functional>
 #include <set>
 #include <type_traits>
 #include <string>
@@ -67,6 +68,17 @@ class JsonReader {
 };
 
 std::string json_type_desc(const Json& v);  // 'string "abc"', 'number 3.5', ...
+
+// A JSON-lines record that could not be read (the other lines are still processed).
+struct JsonLineError {
+  int64_t line = 0;  // 1-based
+  std::string message;
+};
+// Calls on_object(reader, line) for every non-blank line of `text` holding a JSON object (CRLF
+// tolerated). A malformed line, a non-object, or any mmattn::Error thrown by on_object becomes a
+// JsonLineError naming `where`:line. Returns those errors.
+std::vector<JsonLineError> for_each_json_line(const std::string& text, const std::string& where,
+                                              const std::function<void(JsonReader&, int64_t)>& on_object);
 
 template <class T>
 T JsonReader::convert(const Json& v, const std::string& key) {

@@ -208,30 +208,12 @@ std::string chair_singularize(const std::string& word, const ChairVocab& vocab) 
 
 ChairCaptionFile parse_chair_captions(const std::string& text, const std::string& where) {
   ChairCaptionFile out;
-  std::istringstream in(text);
-  std::string line;
-  int64_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (trim(line).empty()) continue;
-    const std::string at = str_cat(where, ":", lineno);
-    try {
-      Json j;
-      try {
-        j = Json::parse(line);
-      } catch (const Json::parse_error& e) {
-        throw FormatError(str_cat(at, ": malformed JSON: ", e.what()));
-      }
-      if (!j.is_object()) throw FormatError(str_cat(at, ": expected a JSON object, got ", json_type_desc(j)));
-      JsonReader r(j, at);
-      ChairCaption c;
-      c.image_id = r.get<int64_t>("image_id");
-      c.caption = r.get<std::string>("caption");
-      out.captions.push_back(std::move(c));
-    } catch (const Error& e) {
-      out.errors.push_back({lineno, e.what()});
-    }
-  }
+  out.errors = for_each_json_line(text, where, [&](JsonReader& r, int64_t) {
+    ChairCaption c;
+    c.image_id = r.get<int64_t>("image_id");
+    c.caption = r.get<std::string>("caption");
+    out.captions.push_back(std::move(c));
+  });
   return out;
 }
 

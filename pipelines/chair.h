@@ -45,10 +45,7 @@ struct ChairCaption {
   int64_t image_id = 0;
   std::string caption;
 };
-struct ChairLineError {
-  int64_t line = 0;
-  std::string message;
-};
+using ChairLineError = JsonLineError;
 struct ChairCaptionFile {
   std::vector<ChairCaption> captions;
   std::vector<ChairLineError> errors;

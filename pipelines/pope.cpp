@@ -10,39 +10,17 @@ namespace mmattn {
 
 PopeQuestionFile parse_pope_questions(const std::string& text, const std::string& where) {
   PopeQuestionFile out;
-  std::istringstream in(text);
-  std::string line;
-  int64_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    bool blank = true;
-    for (char c : line)
-      if (!std::isspace((unsigned char)c)) blank = false;
-    if (blank) continue;
-    const std::string at = str_cat(where, ":", lineno);
-    try {
-      Json j;
-      try {
-        j = Json::parse(line);
-      } catch (const Json::parse_error& e) {
-        throw FormatError(str_cat(at, ": malformed JSON: ", e.what()));
-      }
-      if (!j.is_object()) throw FormatError(str_cat(at, ": expected a JSON object, got ", json_type_desc(j)));
-      JsonReader r(j, at);
-      PopeQuestion q;
-      q.line = lineno;
-      q.question_id = r.get<int64_t>("question_id");
-      q.image = r.get<std::string>("image");
-      q.text = r.get<std::string>("text");
-      const std::string label = r.get<std::string>("label");
-      if (label != "yes" && label != "no") r.fail_key("label", str_cat("expected \"yes\" or \"no\", got \"", label, "\""));
-      q.label_yes = label == "yes";
-      out.questions.push_back(std::move(q));
-    } catch (const Error& e) {
-      out.errors.push_back({lineno, e.what()});
-    }
-  }
+  out.errors = for_each_json_line(text, where, [&](JsonReader& r, int64_t lineno) {
+    PopeQuestion q;
+    q.line = lineno;
+    q.question_id = r.get<int64_t>("question_id");
+    q.image = r.get<std::string>("image");
+    q.text = r.get<std::string>("text");
+    const std::string label = r.get<std::string>("label");
+    if (label != "yes" && label != "no") r.fail_key("label", str_cat("expected \"yes\" or \"no\", got \"", label, "\""));
+    q.label_yes = label == "yes";
+    out.questions.push_back(std::move(q));
+  });
   return out;
 }
 

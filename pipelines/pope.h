@@ -18,10 +18,7 @@ struct PopeQuestion {
   int64_t line = 0;   // 1-based line in the source file
 };
 // A line that could not be read: the other lines are still returned.
-struct PopeLineError {
-  int64_t line = 0;  // 1-based
-  std::string message;
-};
+using PopeLineError = JsonLineError;
 struct PopeQuestionFile {
   std::vector<PopeQuestion> questions;
   std::vector<PopeLineError> errors;
