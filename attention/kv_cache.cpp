@@ -22,15 +22,20 @@ KVCache::KVCache(int layers, int64_t batch, int64_t max_len, int64_t kv_heads, i
   MMATTN_CHECK(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16, ShapeError, kCls,
                ": dtype must be F32, F16 or BF16, got ", dtype_name(dtype));
   storage_ = Tensor::zeros({layers, 2, batch, max_len, kv_heads, head_dim}, dtype, device);
-  pos_ = Tensor::full({batch, max_len}, -1.f, DType::I32);
-  lens_dev_ = Tensor::zeros({2, batch}, DType::I32, device);
-  len_.assign(size_t(batch), 0);
-  step_appended_.assign(size_t(layers), false);
+  pos_ = Tensor::full({layers, batch, max_len}, -1.f, DType::I32);
+  lens_dev_ = Tensor::zeros({layers, 2, batch}, DType::I32, device);
+  len_.assign(size_t(layers * batch), 0);
+  step_valid_.assign(size_t(layers), {});
 }
 
 void KVCache::check_b(int64_t b, const char* fn) const {
   MMATTN_CHECK(b >= 0 && b < batch_, ShapeError, kCls, "::", fn, ": sequence index ", b, " is outside [0, ", batch_,
                ")");
+}
+
+void KVCache::check_layer(int layer, const char* fn) const {
+  MMATTN_CHECK(layer >= 0 && layer < layers_, ShapeError, kCls, "::", fn, ": layer ", layer, " is outside [0, ",
+               layers_, ")");
 }
 
 void KVCache::check_no_step(const char* fn) const {
@@ -39,35 +44,68 @@ void KVCache::check_no_step(const char* fn) const {
 
 int64_t KVCache::length(int64_t b) const {
   check_b(b, "length");
-  return len_[size_t(b)];
+  int64_t m = 0;
+  for (int l = 0; l < layers_; ++l) m = std::max(m, len(l, b));
+  return m;
+}
+
+std::vector<int64_t> KVCache::lengths() const {
+  std::vector<int64_t> r(static_cast<size_t>(batch_));
+  for (int64_t b = 0; b < batch_; ++b) r[size_t(b)] = length(b);
+  return r;
+}
+
+int64_t KVCache::layer_length(int layer, int64_t b) const {
+  check_layer(layer, "layer_length");
+  check_b(b, "layer_length");
+  return len(layer, b);
 }
 
 Tensor KVCache::k(int layer) const {
-  MMATTN_CHECK(layer >= 0 && layer < layers_, ShapeError, kCls, "::k: layer ", layer, " is outside [0, ", layers_, ")");
+  check_layer(layer, "k");
   return storage_.select(0, layer).select(0, 0);
 }
 
 Tensor KVCache::v(int layer) const {
-  MMATTN_CHECK(layer >= 0 && layer < layers_, ShapeError, kCls, "::v: layer ", layer, " is outside [0, ", layers_, ")");
+  check_layer(layer, "v");
   return storage_.select(0, layer).select(0, 1);
 }
 
-void KVCache::upload_lens() {
-  std::vector<int32_t> v(size_t(2 * batch_));
-  for (int64_t b = 0; b < batch_; ++b) {
-    v[size_t(b)] = int32_t(len_[size_t(b)]);
-    v[size_t(batch_ + b)] = int32_t(len_[size_t(b)] + (step_open() ? step_valid_[size_t(b)] : 0));
+Tensor KVCache::lens_tensor(int layer) const {
+  check_layer(layer, "lens_tensor");
+  return lens_dev_.select(0, layer).select(0, 1);
+}
+
+size_t KVCache::used_bytes() const {
+  int64_t rows = 0;
+  for (int64_t n : len_) rows += n;
+  return size_t(rows * 2 * hkv_ * d_) * dtype_size(dtype());
+}
+
+void KVCache::upload_lens(int layer) {
+  const int l0 = layer < 0 ? 0 : layer, l1 = layer < 0 ? layers_ : layer + 1;
+  std::vector<int32_t> v(size_t((l1 - l0) * 2 * batch_));
+  for (int l = l0; l < l1; ++l) {
+    // Layers that did not append yet in the open step are shown with the rows they will most likely
+    // append (those of the step's first append): a layer's own append re-uploads when it differs.
+    const std::vector<int>& sv = !step_valid_[size_t(l)].empty() ? step_valid_[size_t(l)] : step_uploaded_;
+    int32_t* row = v.data() + (l - l0) * 2 * batch_;
+    for (int64_t b = 0; b < batch_; ++b) {
+      row[b] = int32_t(len(l, b));
+      row[batch_ + b] = int32_t(len(l, b) + (open_ && !sv.empty() ? sv[size_t(b)] : 0));
+    }
   }
+  int32_t* dst = lens_dev_.data<int32_t>() + l0 * 2 * batch_;
   if (lens_dev_.is_cuda()) {
-    MMATTN_IF_CUDA(kv_set_i32_cuda(lens_dev_.data<int32_t>(), v.data(), int64_t(v.size()), current_stream()));
+    MMATTN_IF_CUDA(kv_set_i32_cuda(dst, v.data(), int64_t(v.size()), current_stream()));
   } else {
-    std::copy(v.begin(), v.end(), lens_dev_.data<int32_t>());
+    std::copy(v.begin(), v.end(), dst);
   }
 }
 
-void KVCache::append(int layer, const Tensor& k_new, const Tensor& v_new, const std::vector<int>& n_valid) {
-  MMATTN_CHECK(layer >= 0 && layer < layers_, ShapeError, kCls, "::append: layer ", layer, " is outside [0, ", layers_,
-               ")");
+void KVCache::append(int layer, const Tensor& k_new, const Tensor& v_new, const std::vector<int>& n_valid,
+                     const std::vector<std::vector<int32_t>>& positions) {
+  check_layer(layer, "append");
   check_defined(k_new, "KVCache::append", "k_new");
   check_defined(v_new, "KVCache::append", "v_new");
   for (const Tensor* t : {&k_new, &v_new}) {
@@ -89,21 +127,33 @@ void KVCache::append(int layer, const Tensor& k_new, const Tensor& v_new, const 
   for (int64_t b = 0; b < batch_; ++b) {
     const int nv = valid[size_t(b)];
     MMATTN_CHECK(nv >= 0 && nv <= n, ShapeError, kCls, "::append: n_valid[", b, "] = ", nv, " is outside [0, ", n, "]");
-    MMATTN_CHECK(len_[size_t(b)] + nv <= max_len_, ShapeError, kCls, "::append: sequence ", b, " holds ",
-                 len_[size_t(b)], " tokens; ", nv, " more exceed the capacity ", max_len_);
+    MMATTN_CHECK(len(layer, b) + nv <= max_len_, ShapeError, kCls, "::append: sequence ", b, " holds ", len(layer, b),
+                 " tokens; ", nv, " more exceed the capacity ", max_len_);
   }
-  if (step_open()) {
-    MMATTN_CHECK(valid == step_valid_ && n == step_n_, ShapeError, kCls, "::append: layer ", layer,
-                 " appends a different number of rows (n ", n, ") than the open step (n ", step_n_,
-                 "); every layer of a step must append the same rows");
-    MMATTN_CHECK(!step_appended_[size_t(layer)], Error, kCls, "::append: layer ", layer,
-                 " was already appended in this step (call advance() first)");
+  MMATTN_CHECK(positions.empty() || int64_t(positions.size()) == batch_, ShapeError, kCls, "::append: positions has ",
+               positions.size(), " sequences for batch ", batch_);
+  for (int64_t b = 0; b < batch_; ++b)
+    MMATTN_CHECK(positions.empty() || int64_t(positions[size_t(b)].size()) == valid[size_t(b)], ShapeError, kCls,
+                 "::append: positions[", b, "] has ", positions.empty() ? 0 : positions[size_t(b)].size(),
+                 " entries for ", valid[size_t(b)], " new tokens");
+  MMATTN_CHECK(step_valid_[size_t(layer)].empty(), Error, kCls, "::append: layer ", layer,
+               " was already appended in this step (call advance() first)");
+  if (!open_) {
+    step_next_.resize(size_t(batch_));
+    for (int64_t b = 0; b < batch_; ++b) step_next_[size_t(b)] = next_position(b);
+    open_ = true;
+    step_valid_[size_t(layer)] = valid;
+    step_uploaded_ = valid;
+    upload_lens();  // lens_tensor(l) now includes the new rows
   } else {
-    step_valid_ = valid;
-    step_n_ = n;
-    upload_lens();  // lens_tensor() now includes the new rows
+    step_valid_[size_t(layer)] = valid;
+    if (valid != step_uploaded_) upload_lens(layer);
   }
-  step_appended_[size_t(layer)] = true;
+  for (int64_t b = 0; b < batch_; ++b) {
+    int32_t* row = pos_row(layer, b) + len(layer, b);
+    for (int i = 0; i < valid[size_t(b)]; ++i)
+      row[i] = positions.empty() ? step_next_[size_t(b)] + i : positions[size_t(b)][size_t(i)];
+  }
   if (n == 0) return;
 
   const Tensor kd = k(layer), vd = v(layer);
@@ -119,93 +169,88 @@ void KVCache::append(int layer, const Tensor& k_new, const Tensor& v_new, const 
     p.dst[0] = kd.data_ptr(), p.dst[1] = vd.data_ptr();
     p.batch = batch_, p.n = n, p.hkv = hkv_, p.d = d_, p.max_len = max_len_;
     p.itemsize = dtype_size(dtype());
-    p.start = lens_dev_.data<int32_t>();
-    p.end = lens_dev_.data<int32_t>() + batch_;
+    p.start = lens_dev_.data<int32_t>() + layer * 2 * batch_;
+    p.end = p.start + batch_;
     MMATTN_IF_CUDA(kv_append_cuda(p, current_stream()));
   } else {
     for (int64_t b = 0; b < batch_; ++b) {
       const int nv = valid[size_t(b)];
       if (nv == 0) continue;
-      const int64_t at = len_[size_t(b)];
+      const int64_t at = len(layer, b);
       kd.select(0, b).slice(0, at, at + nv).copy_from(k_new.select(0, b).slice(0, 0, nv));
       vd.select(0, b).slice(0, at, at + nv).copy_from(v_new.select(0, b).slice(0, 0, nv));
     }
   }
 }
 
-void KVCache::advance(const std::vector<int>& n_valid, const std::vector<std::vector<int32_t>>& positions) {
-  MMATTN_CHECK(step_open(), Error, kCls, "::advance: no layer was appended since the last advance()");
-  const int64_t done = std::count(step_appended_.begin(), step_appended_.end(), true);
-  if (done != layers_) {
-    int64_t missing = 0;
-    while (step_appended_[size_t(missing)]) ++missing;
-    MMATTN_THROW(Error, kCls, "::advance: only ", done, " of ", layers_, " layers were appended in this step (layer ",
-                 missing, " is missing)");
+void KVCache::advance() {
+  MMATTN_CHECK(open_, Error, kCls, "::advance: no layer was appended since the last advance()");
+  int64_t done = 0;
+  int missing = -1;
+  for (int l = 0; l < layers_; ++l) {
+    if (!step_valid_[size_t(l)].empty())
+      ++done;
+    else if (missing < 0)
+      missing = l;
   }
-  MMATTN_CHECK(n_valid.empty() || n_valid == step_valid_, ShapeError, kCls,
-               "::advance: n_valid differs from the one the step's appends used");
-  MMATTN_CHECK(positions.empty() || int64_t(positions.size()) == batch_, ShapeError, kCls, "::advance: positions has ",
-               positions.size(), " sequences for batch ", batch_);
-  for (int64_t b = 0; b < batch_; ++b)
-    MMATTN_CHECK(positions.empty() || int64_t(positions[size_t(b)].size()) == step_valid_[size_t(b)], ShapeError, kCls,
-                 "::advance: positions[", b, "] has ", positions.empty() ? 0 : positions[size_t(b)].size(),
-                 " entries for ", step_valid_[size_t(b)], " new tokens");
-  int32_t* pos = pos_.data<int32_t>();
-  for (int64_t b = 0; b < batch_; ++b) {
-    const int nv = step_valid_[size_t(b)];
-    const int32_t next = next_position(b);
-    int32_t* row = pos + b * max_len_ + len_[size_t(b)];
-    for (int i = 0; i < nv; ++i) row[i] = positions.empty() ? next + i : positions[size_t(b)][size_t(i)];
-    len_[size_t(b)] += nv;
-  }
-  step_valid_.clear();
-  step_n_ = 0;
-  std::fill(step_appended_.begin(), step_appended_.end(), false);
+  MMATTN_CHECK(done == layers_, Error, kCls, "::advance: only ", done, " of ", layers_,
+               " layers were appended in this step (layer ", missing, " is missing)");
+  for (int l = 0; l < layers_; ++l)
+    for (int64_t b = 0; b < batch_; ++b) len(l, b) += step_valid_[size_t(l)][size_t(b)];
+  open_ = false;
+  for (auto& sv : step_valid_) sv.clear();
+  step_uploaded_.clear();
   upload_lens();
 }
 
-std::vector<int32_t> KVCache::positions(int64_t b) const {
+std::vector<int32_t> KVCache::positions(int64_t b, int layer) const {
   check_b(b, "positions");
-  const int32_t* row = pos_.data<int32_t>() + b * max_len_;
-  return std::vector<int32_t>(row, row + len_[size_t(b)]);
+  check_layer(layer, "positions");
+  const int32_t* row = pos_row(layer, b);
+  return std::vector<int32_t>(row, row + len(layer, b));
 }
 
 int32_t KVCache::next_position(int64_t b) const {
   check_b(b, "next_position");
-  const int32_t* row = pos_.data<int32_t>() + b * max_len_;
   int32_t m = -1;
-  for (int64_t i = 0; i < len_[size_t(b)]; ++i) m = std::max(m, row[i]);
+  for (int l = 0; l < layers_; ++l) {
+    const int32_t* row = pos_row(l, b);
+    for (int64_t i = 0; i < len(l, b); ++i) m = std::max(m, row[i]);
+  }
   return m + 1;
 }
 
-void KVCache::truncate(int64_t b, int64_t len) {
+void KVCache::truncate(int64_t b, int64_t n) {
   check_b(b, "truncate");
   check_no_step("truncate");
-  MMATTN_CHECK(len >= 0 && len <= len_[size_t(b)], ShapeError, kCls, "::truncate: length ", len, " for sequence ", b,
-               " is outside [0, ", len_[size_t(b)], "]");
-  int32_t* row = pos_.data<int32_t>() + b * max_len_;
-  std::fill(row + len, row + len_[size_t(b)], -1);
-  len_[size_t(b)] = len;
+  const int64_t have = length(b);
+  MMATTN_CHECK(n >= 0 && n <= have, ShapeError, kCls, "::truncate: length ", n, " for sequence ", b,
+               " is outside [0, ", have, "]");
+  for (int l = 0; l < layers_; ++l) {
+    if (len(l, b) <= n) continue;
+    int32_t* row = pos_row(l, b);
+    std::fill(row + n, row + len(l, b), -1);
+    len(l, b) = n;
+  }
   upload_lens();
 }
 
 void KVCache::reset_all() {
   check_no_step("reset_all");
-  for (int64_t b = 0; b < batch_; ++b) {
-    int32_t* row = pos_.data<int32_t>() + b * max_len_;
-    std::fill(row, row + len_[size_t(b)], -1);
-    len_[size_t(b)] = 0;
-  }
-  upload_lens();
+  for (int64_t b = 0; b < batch_; ++b) truncate(b, 0);
 }
 
-void KVCache::compact(int64_t b, const std::vector<int64_t>& keep) {
+void KVCache::compact(int64_t b, const std::vector<int64_t>& keep, int first_layer) {
   check_b(b, "compact");
+  check_layer(first_layer, "compact");
   check_no_step("compact");
-  const int64_t len = len_[size_t(b)];
+  const int64_t n = len(first_layer, b);
+  for (int l = first_layer + 1; l < layers_; ++l)
+    MMATTN_CHECK(len(l, b) == n, ShapeError, kCls, "::compact: sequence ", b, " holds ", n, " tokens in layer ",
+                 first_layer, " but ", len(l, b), " in layer ", l, "; the compacted layers must hold the same count");
   for (size_t i = 0; i < keep.size(); ++i) {
-    MMATTN_CHECK(keep[i] >= 0 && keep[i] < len, ShapeError, kCls, "::compact: keep[", i, "] = ", keep[i],
-                 " is outside [0, ", len, ") (sequence ", b, ")");
+    MMATTN_CHECK(keep[i] >= 0 && keep[i] < n, ShapeError, kCls, "::compact: keep[", i, "] = ", keep[i],
+                 " is outside [0, ", n, ") (sequence ", b, ")");
     MMATTN_CHECK(i == 0 || keep[i] > keep[i - 1], ShapeError, kCls, "::compact: keep must be strictly increasing; keep[",
                  i - 1, "] = ", keep[i - 1], ", keep[", i, "] = ", keep[i]);
   }
@@ -213,25 +258,28 @@ void KVCache::compact(int64_t b, const std::vector<int64_t>& keep) {
   // Rows move to lower or equal slots in increasing order, so the host can move them in place.
   const int64_t row_bytes = hkv_ * d_ * int64_t(dtype_size(dtype()));
   const int64_t plane_stride = batch_ * max_len_ * row_bytes;  // between the (layer, k/v) planes
-  char* base = static_cast<char*>(storage_.data_ptr()) + b * max_len_ * row_bytes;
+  const int64_t planes = 2 * int64_t(layers_ - first_layer);
+  char* base = static_cast<char*>(storage_.data_ptr()) + (2 * int64_t(first_layer) * batch_ + b) * max_len_ * row_bytes;
   if (n_keep == 0) {
     // nothing to move
   } else if (device().is_cuda()) {
     std::vector<int32_t> idx(keep.begin(), keep.end());
     Tensor keep_dev = Tensor::from_vector(idx, {n_keep}).to(device());
-    MMATTN_IF_CUDA(kv_compact_cuda(base, 2 * int64_t(layers_), plane_stride, row_bytes,
-                                   keep_dev.data<int32_t>(), n_keep, current_stream()));
+    MMATTN_IF_CUDA(kv_compact_cuda(base, planes, plane_stride, row_bytes, keep_dev.data<int32_t>(), n_keep,
+                                   current_stream()));
   } else {
-    for (int64_t plane = 0; plane < 2 * int64_t(layers_); ++plane) {
+    for (int64_t plane = 0; plane < planes; ++plane) {
       char* pb = base + plane * plane_stride;
       for (int64_t i = 0; i < n_keep; ++i)
         if (keep[size_t(i)] != i) std::memmove(pb + i * row_bytes, pb + keep[size_t(i)] * row_bytes, size_t(row_bytes));
     }
   }
-  int32_t* row = pos_.data<int32_t>() + b * max_len_;
-  for (int64_t i = 0; i < n_keep; ++i) row[i] = row[keep[size_t(i)]];
-  std::fill(row + n_keep, row + len, -1);
-  len_[size_t(b)] = n_keep;
+  for (int l = first_layer; l < layers_; ++l) {
+    int32_t* row = pos_row(l, b);
+    for (int64_t i = 0; i < n_keep; ++i) row[i] = row[keep[size_t(i)]];
+    std::fill(row + n_keep, row + n, -1);
+    len(l, b) = n_keep;
+  }
   upload_lens();
 }
 

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "attention/attention.h"
+#include "attention/taps.h"
 #include "core/checkpoint.h"
 #include "core/hf_config.h"  // never together with core/ops/rope.h (see llama_rope.h)
 #include "core/ops/activation.h"
@@ -152,33 +153,150 @@ KVCache LlamaModel::make_cache(int64_t batch, int64_t max_len) const {
   return KVCache(num_layers(), batch, max_len, hkv_, dp_, dtype_, device_);
 }
 
-Tensor LlamaModel::layer_forward(int l, const Tensor& x, KVCache& cache,
-                                 const std::vector<std::vector<int64_t>>& positions, const std::vector<int>& n_valid,
-                                 const Tensor& q_lens) const {
-  const Layer& L = layers_[size_t(l)];
-  const int64_t B = x.size(0), n = x.size(1);
-  Tensor h = rms_norm(x, L.input_norm, eps_);
-  Tensor qkv = linear(h, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});  // [B, n, Hq + 2 Hkv, D]
-  Tensor q = qkv.slice(2, 0, hq_);                                              // [B, n, Hq, D] strided
-  Tensor k = qkv.slice(2, hq_, hq_ + hkv_);                                     // [B, n, Hkv, D]
-  Tensor v = qkv.slice(2, hq_ + hkv_, hq_ + 2 * hkv_);                          // [B, n, Hkv, D]
-  llama_rope_(q, k, positions, rope_);
-  if (dp_ != d_) {
-    q = pad_head_dim(q, dp_);
-    k = pad_head_dim(k, dp_);
-    v = pad_head_dim(v, dp_);
+// The rows of the step being run: padding, original positions and step-input indices per sequence.
+struct LlamaModel::StepRows {
+  int64_t n = 0;                                // rows of the step's tensors (the longest sequence)
+  std::vector<int> n_valid;                     // per sequence
+  bool padded = false;                          // some sequence has fewer than n rows
+  Tensor q_lens;                                // I32 [B] on the model's device when padded
+  std::vector<std::vector<int32_t>> positions;  // per sequence: n_valid[b] position ids
+  std::vector<std::vector<int64_t>> origin;     // per sequence: n_valid[b] step-input indices
+
+  void set_valid(std::vector<int> nv, int64_t rows, Device dev) {
+    n = rows;
+    n_valid = std::move(nv);
+    padded = false;
+    for (int v : n_valid) padded = padded || v < n;
+    q_lens = padded ? Tensor::from_vector<int32_t>(std::vector<int32_t>(n_valid.begin(), n_valid.end()),
+                                                   {int64_t(n_valid.size())})
+                          .to(dev)
+                    : Tensor();
   }
-  cache.append(l, k, v, n_valid);
+  // RoPE positions of all n rows (padding rows continue their sequence; they are never read).
+  std::vector<std::vector<int64_t>> rope_positions() const {
+    std::vector<std::vector<int64_t>> r(positions.size());
+    for (size_t b = 0; b < positions.size(); ++b) {
+      r[b].assign(positions[b].begin(), positions[b].end());
+      int64_t p = r[b].empty() ? 0 : r[b].back() + 1;
+      while (int64_t(r[b].size()) < n) r[b].push_back(p++);
+    }
+    return r;
+  }
+};
+
+namespace {
+
+// t [B, n, ...] -> [B, n', ...] with row rows[b][i] of sequence b at i (rows past rows[b].size() are
+// copies of row 0: padding). One gather kernel on the device.
+Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& rows, int64_t n_new) {
+  const int64_t B = t.size(0), n = t.size(1);
+  const Tensor c = t.contiguous();
+  const int64_t width = c.numel() / std::max<int64_t>(B * n, 1);
+  std::vector<int32_t> ids(size_t(B * n_new));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < n_new; ++i)
+      ids[size_t(b * n_new + i)] = int32_t(b * n + (i < int64_t(rows[size_t(b)].size()) ? rows[size_t(b)][size_t(i)] : 0));
+  Shape shape = t.shape();
+  shape[1] = n_new;
+  return embedding(Tensor::from_vector(ids, {B, n_new}), c.view({B * n, width})).view(shape);
+}
+
+}  // namespace
+
+Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner) const {
+  const Layer& L = layers_[size_t(l)];
+  const TokenPruner::Needs needs = pruner ? pruner->needs(l) : TokenPruner::Needs{};
+  Tensor q, k, v;
+  // norm -> fused q/k/v projection -> RoPE -> head-dim padding, for the current rows of x
+  auto project = [&] {
+    const int64_t B = x.size(0), n = x.size(1);
+    Tensor h = rms_norm(x, L.input_norm, eps_);
+    Tensor qkv = linear(h, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});  // [B, n, Hq + 2 Hkv, D]
+    q = qkv.slice(2, 0, hq_);                                                    // [B, n, Hq, D] strided
+    k = qkv.slice(2, hq_, hq_ + hkv_);                                           // [B, n, Hkv, D]
+    v = qkv.slice(2, hq_ + hkv_, hq_ + 2 * hkv_);                                // [B, n, Hkv, D]
+    llama_rope_(q, k, rows.rope_positions(), rope_);
+  };
+  auto padded = [&](const Tensor& t) { return dp_ != d_ ? pad_head_dim(t, dp_) : t; };
+  const float scale = float(1.0 / std::sqrt(double(d_)));
+  project();
+
+  if (needs.call) {
+    const int64_t B = x.size(0), n = x.size(1);
+    PruneContext ctx;
+    ctx.layer = l;
+    ctx.x = x, ctx.q = q, ctx.k = k, ctx.v = v;
+    ctx.n_valid = rows.n_valid;
+    ctx.origin = rows.origin;
+    ctx.positions = rows.positions;
+    if (needs.probs) {
+      // each sequence's last valid query row over the current keys (bottom-right causal: all valid keys)
+      std::vector<std::vector<int64_t>> last(static_cast<size_t>(B));
+      for (int64_t b = 0; b < B; ++b) last[size_t(b)] = {std::max(rows.n_valid[size_t(b)] - 1, 0)};
+      Tensor q_last = padded(gather_rows(q, last, 1));  // [B, 1, Hq, dp]
+      TapRequest req;
+      req.rows = {n - 1};
+      req.lq_total = n;
+      AttentionOptions ao;
+      ao.causal = true;
+      ao.scale = scale;
+      ao.k_lens = Tensor::from_vector<int32_t>(std::vector<int32_t>(rows.n_valid.begin(), rows.n_valid.end()), {B})
+                      .to(device_);
+      ctx.last_probs = attention_probs(q_last, padded(k), req, ao);  // [B, Hq, 1, n]
+    }
+    std::optional<PruneDecision> d = pruner->on_layer(ctx);
+    if (d) {
+      MMATTN_CHECK(int64_t(d->keep.size()) == B, ShapeError, kCls, ": layer ", l, " pruning decision has ",
+                   d->keep.size(), " sequences for a batch of ", B);
+      std::vector<int> nv(static_cast<size_t>(B));
+      int64_t n_new = 1;
+      for (int64_t b = 0; b < B; ++b) {
+        const auto& keep = d->keep[size_t(b)];
+        const int valid = rows.n_valid[size_t(b)];
+        for (size_t i = 0; i < keep.size(); ++i)
+          MMATTN_CHECK(keep[i] >= 0 && keep[i] < valid && (i == 0 || keep[i] > keep[i - 1]), ShapeError, kCls,
+                       ": layer ", l, " pruning keeps row ", keep[i], " of sequence ", b,
+                       " (rows must be strictly increasing and < ", valid, ")");
+        MMATTN_CHECK(valid == 0 || (!keep.empty() && keep.back() == valid - 1), ShapeError, kCls, ": layer ", l,
+                     " pruning drops the last row of sequence ", b, " (the query that continues it)");
+        nv[size_t(b)] = int(keep.size());
+        n_new = std::max<int64_t>(n_new, int64_t(keep.size()));
+        std::vector<int32_t> pos;
+        std::vector<int64_t> org;
+        for (int64_t i : keep) {
+          pos.push_back(rows.positions[size_t(b)][size_t(i)]);
+          org.push_back(rows.origin[size_t(b)][size_t(i)]);
+        }
+        rows.positions[size_t(b)] = std::move(pos);
+        rows.origin[size_t(b)] = std::move(org);
+      }
+      if (d->x.defined()) {
+        MMATTN_CHECK(d->x.dim() == 3 && d->x.size(0) == B && d->x.size(1) == n_new && d->x.size(2) == hidden_ &&
+                         d->x.dtype() == dtype_ && d->x.device() == device_,
+                     ShapeError, kCls, ": layer ", l, " pruning gives replacement rows ", d->x.desc(), ", expected [",
+                     B, ", ", n_new, ", ", hidden_, "] ", dtype_name(dtype_), " on ", device_.str());
+        x = d->x.contiguous();
+      } else {
+        x = gather_rows(x, d->keep, n_new);
+      }
+      rows.set_valid(nv, n_new, device_);
+      project();
+    }
+  }
+
+  const int64_t B = x.size(0), n = x.size(1);
+  q = padded(q), k = padded(k), v = padded(v);
+  cache.append(l, k, v, rows.padded ? rows.n_valid : std::vector<int>{}, rows.positions);
   AttentionOptions ao;
   ao.causal = true;
-  ao.scale = float(1.0 / std::sqrt(double(d_)));
-  ao.k_lens = cache.lens_tensor();
-  ao.q_lens = q_lens;
+  ao.scale = scale;
+  ao.k_lens = cache.lens_tensor(l);
+  ao.q_lens = rows.q_lens;
   Tensor att = attention(q, cache.k(l), cache.v(l), ao).out;  // [B, n, Hq, dp]
   if (dp_ != d_) att = att.slice(3, 0, d_);
   att = att.reshape({B, n, hq_ * d_});
   add_(x, linear(att, L.o, L.o_bias));
-  h = rms_norm(x, L.post_norm, eps_);
+  Tensor h = rms_norm(x, L.post_norm, eps_);
   Tensor act = swiglu_fused(linear(h, L.gate_up, L.gate_up_bias));  // [B, n, F]
   add_(x, linear(act, L.down, L.down_bias));
   return x;
@@ -200,41 +318,41 @@ Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForw
   MMATTN_CHECK(nv.empty() || int64_t(nv.size()) == B, ShapeError, kCls, "::forward: n_valid has ", nv.size(),
                " entries for a batch of ", B);
   if (nv.empty()) nv.assign(size_t(B), int(n));
-  bool padded = false;
   for (int64_t b = 0; b < B; ++b) {
     const int v = nv[size_t(b)];
     MMATTN_CHECK(v >= 0 && v <= n, ShapeError, kCls, "::forward: n_valid[", b, "] = ", v, " is outside [0, ", n, "]");
     MMATTN_CHECK(cache.length(b) + v <= cache.capacity(), ShapeError, kCls, "::forward: sequence ", b, " holds ",
                  cache.length(b), " tokens; ", v, " more exceed the cache capacity ", cache.capacity());
-    padded = padded || v < n;
+    MMATTN_CHECK(!opt.pruner || cache.length(b) == 0 || v == 0, ConfigError, kCls,
+                 "::forward: token pruning needs the whole prompt in one step, but sequence ", b, " already holds ",
+                 cache.length(b), " cached tokens (no prefix cache or chunked prefill with pruning)");
   }
 
   // The residual stream, owned here (add_ writes into it).
   Tensor x = Tensor::empty({B, n, hidden_}, dtype_, device_);
   x.copy_from(embeds);
-  std::vector<std::vector<int64_t>> positions(static_cast<size_t>(B));
+  StepRows rows;
+  rows.set_valid(nv, n, device_);
+  rows.positions.resize(size_t(B));
+  rows.origin.resize(size_t(B));
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t p0 = cache.next_position(b);
-    auto& p = positions[size_t(b)];
-    p.resize(size_t(n));
-    for (int64_t i = 0; i < n; ++i) p[size_t(i)] = p0 + i;
+    const int32_t p0 = cache.next_position(b);
+    for (int i = 0; i < nv[size_t(b)]; ++i) {
+      rows.positions[size_t(b)].push_back(p0 + i);
+      rows.origin[size_t(b)].push_back(i);
+    }
   }
-  Tensor q_lens;
-  if (padded) q_lens = Tensor::from_vector<int32_t>(std::vector<int32_t>(nv.begin(), nv.end()), {B}).to(device_);
-  const std::vector<int> step_valid = padded ? nv : std::vector<int>{};
-  for (int l = 0; l < num_layers(); ++l) layer_forward(l, x, cache, positions, step_valid, q_lens);
-  cache.advance(step_valid);
+  for (int l = 0; l < num_layers(); ++l) x = layer_forward(l, x, cache, rows, opt.pruner);
+  cache.advance();
 
+  const int64_t nr = x.size(1);
   if (opt.last_only) {
-    if (!padded) {
-      x = x.slice(1, n - 1, n);  // [B, 1, hidden]
+    if (!rows.padded) {
+      x = x.slice(1, nr - 1, nr);  // [B, 1, hidden]
     } else {
-      std::vector<Tensor> rows;
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t i = std::max(nv[size_t(b)] - 1, 0);
-        rows.push_back(x.slice(0, b, b + 1).slice(1, i, i + 1));  // [1, 1, hidden]
-      }
-      x = concat(rows, 0);  // [B, 1, hidden]
+      std::vector<std::vector<int64_t>> last(static_cast<size_t>(B));
+      for (int64_t b = 0; b < B; ++b) last[size_t(b)] = {std::max(rows.n_valid[size_t(b)] - 1, 0)};
+      x = gather_rows(x, last, 1);  // [B, 1, hidden]
     }
   }
   Tensor h = rms_norm(x, norm_, eps_);

@@ -22,6 +22,7 @@
 //
 // Devices: CPU in F32; CUDA in BF16 or F16 (f32 accumulation inside the ops).
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,12 +50,60 @@ LlamaWeightNames llama_weight_names(const std::string& prefix);
 // names tried when none.
 LlamaWeightNames detect_llama_weight_names(const Checkpoint& ckpt);
 
+// --- in-layer token pruning (FastV, PDrop, DART, VFlowOpt) -------------------------------------
+//
+// A TokenPruner may drop rows of a forward step (a prompt prefill) between layers: the dropped
+// tokens vanish from the hidden states and from the KV cache of that layer and every later one;
+// earlier layers keep them. The survivors keep their original position ids (RoPE), so the next
+// token's position is still max(position) + 1. Pruning needs the whole prompt in one step into an
+// empty cache (a prefix in the cache or chunked prefill is a ConfigError).
+//
+// At layer l, after q/k/v of all current rows are computed (RoPE applied), the pruner is called
+// when needs(l) asks for it; its decision applies from layer l's attention on.
+
+// What the pruner sees at layer l.
+struct PruneContext {
+  int layer = 0;
+  Tensor x;                // [B, n, hidden] the residual stream entering layer l (model dtype/device)
+  Tensor q, k, v;          // [B, n, H, head_dim] layer l's queries / keys (after RoPE) / values
+  Tensor last_probs;       // F32 [B, Hq, 1, n] when needs(l).probs: layer l's attention of each
+                           // sequence's last valid row over the current rows (padding columns 0)
+  std::vector<int> n_valid;                       // per sequence: valid rows (the rest is padding)
+  std::vector<std::vector<int64_t>> origin;       // per sequence: step-input index of each valid row
+  std::vector<std::vector<int32_t>> positions;    // per sequence: position id of each valid row
+};
+
+struct PruneDecision {
+  // Per sequence: the current rows kept for layer l on, strictly increasing, each < n_valid[b];
+  // the last valid row (the query that continues the sequence) must be kept.
+  std::vector<std::vector<int64_t>> keep;
+  // Optional: the residual rows to continue with instead of x's kept rows ([B, max keep, hidden],
+  // model dtype/device), e.g. kept tokens that absorbed pruned ones (recycling). Layer l's q/k/v
+  // are then recomputed from them.
+  Tensor x;
+};
+
+class TokenPruner {
+ public:
+  struct Needs {
+    bool call = false;   // call on_layer at this layer
+    bool probs = false;  // with last_probs
+  };
+  virtual ~TokenPruner() = default;
+  virtual Needs needs(int layer) const = 0;
+  // Returns a decision to prune here, or nothing to keep every row.
+  virtual std::optional<PruneDecision> on_layer(const PruneContext& ctx) = 0;
+};
+
 struct LlamaForwardOptions {
   // Valid rows of each sequence of a right-padded batch (values in [0, n]); empty = n for all.
   // Padding rows are neither written to the cache nor attended to; their logits are meaningless.
   std::vector<int> n_valid;
   // Logits of each sequence's last valid row only: [B, 1, V] (skips the lm_head GEMM elsewhere).
   bool last_only = false;
+  // In-layer pruning of this step (see TokenPruner); with it, rows of the logits (without
+  // last_only) are the surviving rows, in order.
+  TokenPruner* pruner = nullptr;
 };
 
 class LlamaModel {
@@ -97,8 +146,9 @@ class LlamaModel {
     Tensor gate_up, gate_up_bias;  // [2 F, hidden] (gate rows first)
     Tensor down, down_bias;        // [hidden, F]
   };
-  Tensor layer_forward(int l, const Tensor& x, KVCache& cache, const std::vector<std::vector<int64_t>>& positions,
-                       const std::vector<int>& n_valid, const Tensor& q_lens) const;
+  struct StepRows;  // the rows of the step being run (llama.cpp)
+  // One decoder layer; returns the residual stream (x itself, or a new tensor when rows were pruned).
+  Tensor layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner) const;
 
   LlamaWeightNames names_;
   std::vector<Layer> layers_;

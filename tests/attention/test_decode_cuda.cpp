@@ -271,10 +271,10 @@ TEST_P(DecodeCuda, StridedQueryAndKVCacheViews) {
     cc.append(0, part(qkv, Hq, Hq + Hkv), part(qkv, Hq + Hkv, Hq + 2 * Hkv), nv);
     AttentionOptions opt;
     opt.causal = true;
-    opt.k_lens = cc.lens_tensor();
+    opt.k_lens = cc.lens_tensor(0);
     opt.q_lens = i32({4, 1, 3});
     expect_match(part(qkv, 0, Hq), cc.k(0), cc.v(0), part(gqkv, 0, Hq), gc.k(0), gc.v(0), dt, opt,
-                 str_cat(dtype_name(dt), " d", d, " kv cache views + fused q"), gc.lens_tensor());
+                 str_cat(dtype_name(dt), " d", d, " kv cache views + fused q"), gc.lens_tensor(0));
     gc.advance();
     cc.advance();
     EXPECT_EQ(gc.lengths(), (std::vector<int64_t>{1204, 38, 703}));
@@ -324,7 +324,7 @@ TEST_P(DecodeCuda, KVCacheCompactOnTheGpu) {
   for (int l = 0; l < L; ++l) gc.append(l, kn.to(Device::cuda(), dt), vn.to(Device::cuda(), dt));
   AttentionOptions gopt;
   gopt.causal = true;
-  gopt.k_lens = gc.lens_tensor();
+  gopt.k_lens = gc.lens_tensor(1);
   gopt.return_lse = true;
   AttentionResult g = attention(q.to(Device::cuda(), dt), gc.k(1), gc.v(1), gopt);
   gc.advance();

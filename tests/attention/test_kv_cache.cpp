@@ -29,8 +29,13 @@ std::vector<float> vrow(const KVCache& c, int l, int64_t b, int64_t slot) {
 }
 std::vector<float> row_of(const Tensor& t, int64_t b, int64_t i) { return t.select(0, b).select(0, i).contiguous().to_floats(); }
 
+::testing::AssertionResult has(const std::string& msg, const std::string& part) {
+  return msg.find(part) != std::string::npos ? ::testing::AssertionSuccess()
+                                             : ::testing::AssertionFailure() << "'" << msg << "' lacks '" << part << "'";
+}
+
 std::vector<int32_t> lens_of(const KVCache& c) {
-  auto f = c.lens_tensor().to_floats();
+  auto f = c.lens_tensor(0).to_floats();
   return std::vector<int32_t>(f.begin(), f.end());
 }
 
@@ -80,9 +85,9 @@ TEST(KVCache, CompactKeepsRowsAndPositions) {
   for (int l = 0; l < L; ++l) {
     ks.push_back(rand_tensor({B, 8, H, D}, 10 + l));
     vs.push_back(rand_tensor({B, 8, H, D}, 20 + l));
-    c.append(l, ks[size_t(l)], vs[size_t(l)], {8, 5});
+    c.append(l, ks[size_t(l)], vs[size_t(l)], {8, 5}, {{10, 11, 12, 13, 14, 15, 16, 17}, {0, 1, 2, 3, 4}});
   }
-  c.advance({8, 5}, {{10, 11, 12, 13, 14, 15, 16, 17}, {0, 1, 2, 3, 4}});
+  c.advance();
   EXPECT_EQ(c.positions(0), (std::vector<int32_t>{10, 11, 12, 13, 14, 15, 16, 17}));
   EXPECT_EQ(c.next_position(0), 18);
 
@@ -149,7 +154,7 @@ TEST(KVCache, AttentionOverTheCacheEqualsAttentionOverTheTokens) {
   c.append(0, kn, vn);
   AttentionOptions opt;
   opt.causal = true;
-  opt.k_lens = c.lens_tensor();
+  opt.k_lens = c.lens_tensor(0);
   opt.return_lse = true;
   AttentionResult r = attention(q, c.k(0), c.v(0), opt);
   c.advance();
@@ -171,10 +176,6 @@ TEST(KVCache, AttentionOverTheCacheEqualsAttentionOverTheTokens) {
 TEST(KVCache, ErrorsNameTheProblem) {
   KVCache c(2, 2, 5, 2, 8, DType::F32);
   Tensor k = rand_tensor({2, 3, 2, 8}, 1), v = rand_tensor({2, 3, 2, 8}, 2);
-  auto has = [](const std::string& msg, const std::string& part) {
-    return msg.find(part) != std::string::npos ? ::testing::AssertionSuccess()
-                                               : ::testing::AssertionFailure() << "'" << msg << "' lacks '" << part << "'";
-  };
   EXPECT_TRUE(has(error_of([&] { KVCache(0, 1, 1, 1, 1, DType::F32); }), "layers 0"));
   EXPECT_TRUE(has(error_of([&] { KVCache(1, 1, 1, 1, 1, DType::I32); }), "dtype"));
   EXPECT_TRUE(has(error_of([&] { c.append(2, k, v); }), "layer 2 is outside [0, 2)"));
@@ -186,12 +187,12 @@ TEST(KVCache, ErrorsNameTheProblem) {
   EXPECT_TRUE(has(error_of([&] { c.advance(); }), "no layer was appended"));
   c.append(0, k, v);
   EXPECT_TRUE(has(error_of([&] { c.append(0, k, v); }), "layer 0 was already appended"));
-  EXPECT_TRUE(has(error_of([&] { c.append(1, k, v, {3, 2}); }), "different number of rows"));
   EXPECT_TRUE(has(error_of([&] { c.advance(); }), "only 1 of 2 layers"));
   EXPECT_TRUE(has(error_of([&] { c.truncate(0, 0); }), "a step is open"));
+  EXPECT_TRUE(has(error_of([&] { c.append(1, k, v, {}, {{1, 2, 3}}); }), "positions has 1 sequences for batch 2"));
+  EXPECT_TRUE(has(error_of([&] { c.append(1, k, v, {}, {{1, 2, 3}, {1}}); }),
+                  "positions[1] has 1 entries for 3 new tokens"));
   c.append(1, k, v);
-  EXPECT_TRUE(has(error_of([&] { c.advance({}, {{1, 2, 3}}); }), "positions has 1 sequences for batch 2"));
-  EXPECT_TRUE(has(error_of([&] { c.advance({}, {{1, 2, 3}, {1}}); }), "positions[1] has 1 entries for 3 new tokens"));
   c.advance();
   // capacity 5: 3 + 3 overflows
   EXPECT_TRUE(has(error_of([&] { c.append(0, k, v); }), "sequence 0 holds 3 tokens; 3 more exceed the capacity 5"));
@@ -200,5 +201,49 @@ TEST(KVCache, ErrorsNameTheProblem) {
   EXPECT_TRUE(has(error_of([&] { c.truncate(2, 0); }), "sequence index 2 is outside [0, 2)"));
   EXPECT_TRUE(has(error_of([&] { c.compact(0, {0, 3}); }), "keep[1] = 3 is outside [0, 3)"));
   EXPECT_TRUE(has(error_of([&] { c.compact(0, {1, 1}); }), "strictly increasing"));
+  EXPECT_TRUE(has(error_of([&] { c.compact(0, {0}, 2); }), "layer 2 is outside [0, 2)"));
   EXPECT_TRUE(has(error_of([&] { c.k(-1); }), "layer -1"));
+}
+
+TEST(KVCache, LayersOfOneStepMayAppendDifferentRows) {
+  // FastV-style in-layer pruning during prefill: layer 0 keeps 6 tokens, layers 1 and 2 keep 3 of them.
+  const int L = 3;
+  const int64_t B = 2, cap = 10, H = 1, D = 4;
+  KVCache c(L, B, cap, H, D, DType::F32);
+  Tensor k6 = rand_tensor({B, 6, H, D}, 1), v6 = rand_tensor({B, 6, H, D}, 2);
+  Tensor k3 = rand_tensor({B, 3, H, D}, 3), v3 = rand_tensor({B, 3, H, D}, 4);
+  c.append(0, k6, v6, {6, 4});
+  EXPECT_EQ(lens_of(c), (std::vector<int32_t>{6, 4}));
+  c.append(1, k3, v3, {3, 2}, {{0, 2, 5}, {1, 3}});
+  auto lens1 = c.lens_tensor(1).to_floats();
+  EXPECT_EQ(lens1, (std::vector<float>{3, 2}));  // layer 1 sees its own new rows
+  c.append(2, k3, v3, {3, 2}, {{0, 2, 5}, {1, 3}});
+  c.advance();
+  EXPECT_EQ(c.lengths(), (std::vector<int64_t>{6, 4}));  // the longest layer
+  EXPECT_EQ(c.layer_length(0, 0), 6);
+  EXPECT_EQ(c.layer_length(2, 1), 2);
+  EXPECT_EQ(c.positions(0, 2), (std::vector<int32_t>{0, 2, 5}));
+  EXPECT_EQ(c.positions(1, 0), (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(c.next_position(0), 6);
+  EXPECT_EQ(c.next_position(1), 4);
+  EXPECT_EQ(c.used_bytes(), size_t((6 + 4 + 2 * (3 + 2)) * 2 * H * D * 4));
+  // a decode token lands after each layer's own length, at position next_position
+  Tensor kn = rand_tensor({B, 1, H, D}, 5), vn = rand_tensor({B, 1, H, D}, 6);
+  for (int l = 0; l < L; ++l) c.append(l, kn, vn);
+  EXPECT_EQ(c.lens_tensor(2).to_floats(), (std::vector<float>{4, 3}));
+  c.advance();
+  EXPECT_EQ(krow(c, 0, 0, 6), row_of(kn, 0, 0));
+  EXPECT_EQ(krow(c, 2, 0, 3), row_of(kn, 0, 0));
+  EXPECT_EQ(krow(c, 2, 1, 2), row_of(kn, 1, 0));
+  EXPECT_EQ(krow(c, 1, 0, 1), row_of(k3, 0, 1));
+  EXPECT_EQ(c.positions(0, 2), (std::vector<int32_t>{0, 2, 5, 6}));
+  // compact the deep layers only (PDrop's later stage)
+  c.compact(0, {1, 3}, 1);
+  EXPECT_EQ(c.positions(0, 1), (std::vector<int32_t>{2, 6}));
+  EXPECT_EQ(c.layer_length(0, 0), 7);
+  EXPECT_EQ(krow(c, 2, 0, 1), row_of(kn, 0, 0));
+  EXPECT_TRUE(has(error_of([&] { c.compact(0, {0}, 0); }), "holds 7 tokens in layer 0 but 2 in layer 1"));
+  c.truncate(0, 1);
+  EXPECT_EQ(c.layer_length(0, 0), 1);
+  EXPECT_EQ(c.layer_length(2, 0), 1);
 }
