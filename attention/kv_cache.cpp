@@ -25,6 +25,8 @@ KVCache::KVCache(int layers, int64_t batch, int64_t max_len, int64_t kv_heads, i
   pos_ = Tensor::full({layers, batch, max_len}, -1.f, DType::I32);
   lens_dev_ = Tensor::zeros({layers, 2, batch}, DType::I32, device);
   len_.assign(size_t(layers * batch), 0);
+  next_.assign(size_t(layers * batch), 0);
+  step_max_.assign(size_t(layers * batch), 0);
   step_valid_.assign(size_t(layers), {});
 }
 
@@ -151,8 +153,12 @@ void KVCache::append(int layer, const Tensor& k_new, const Tensor& v_new, const 
   }
   for (int64_t b = 0; b < batch_; ++b) {
     int32_t* row = pos_row(layer, b) + len(layer, b);
-    for (int i = 0; i < valid[size_t(b)]; ++i)
+    int32_t& mx = step_max_[size_t(layer * batch_ + b)];
+    mx = 0;
+    for (int i = 0; i < valid[size_t(b)]; ++i) {
       row[i] = positions.empty() ? step_next_[size_t(b)] + i : positions[size_t(b)][size_t(i)];
+      mx = std::max(mx, row[i] + 1);
+    }
   }
   if (n == 0) return;
 
@@ -196,7 +202,11 @@ void KVCache::advance() {
   MMATTN_CHECK(done == layers_, Error, kCls, "::advance: only ", done, " of ", layers_,
                " layers were appended in this step (layer ", missing, " is missing)");
   for (int l = 0; l < layers_; ++l)
-    for (int64_t b = 0; b < batch_; ++b) len(l, b) += step_valid_[size_t(l)][size_t(b)];
+    for (int64_t b = 0; b < batch_; ++b) {
+      len(l, b) += step_valid_[size_t(l)][size_t(b)];
+      const size_t i = size_t(l * batch_ + b);
+      next_[i] = std::max(next_[i], step_max_[i]);
+    }
   open_ = false;
   for (auto& sv : step_valid_) sv.clear();
   step_uploaded_.clear();
@@ -212,12 +222,22 @@ std::vector<int32_t> KVCache::positions(int64_t b, int layer) const {
 
 int32_t KVCache::next_position(int64_t b) const {
   check_b(b, "next_position");
+  int32_t m = 0;
+  for (int l = 0; l < layers_; ++l) m = std::max(m, next_[size_t(l * batch_ + b)]);
+  return m;
+}
+
+int32_t KVCache::layer_next_position(int layer, int64_t b) const {
+  check_layer(layer, "layer_next_position");
+  check_b(b, "layer_next_position");
+  return next_[size_t(layer * batch_ + b)];
+}
+
+void KVCache::rescan_next(int layer, int64_t b) {
+  const int32_t* row = pos_row(layer, b);
   int32_t m = -1;
-  for (int l = 0; l < layers_; ++l) {
-    const int32_t* row = pos_row(l, b);
-    for (int64_t i = 0; i < len(l, b); ++i) m = std::max(m, row[i]);
-  }
-  return m + 1;
+  for (int64_t i = 0; i < len(layer, b); ++i) m = std::max(m, row[i]);
+  next_[size_t(layer * batch_ + b)] = m + 1;
 }
 
 void KVCache::truncate(int64_t b, int64_t n) {
@@ -231,6 +251,7 @@ void KVCache::truncate(int64_t b, int64_t n) {
     int32_t* row = pos_row(l, b);
     std::fill(row + n, row + len(l, b), -1);
     len(l, b) = n;
+    rescan_next(l, b);
   }
   upload_lens();
 }
@@ -279,6 +300,7 @@ void KVCache::compact(int64_t b, const std::vector<int64_t>& keep, int first_lay
     for (int64_t i = 0; i < n_keep; ++i) row[i] = row[keep[size_t(i)]];
     std::fill(row + n_keep, row + n, -1);
     len(l, b) = n_keep;
+    rescan_next(l, b);
   }
   upload_lens();
 }

@@ -69,6 +69,9 @@ class KVCache {
   const Tensor& positions() const { return pos_; }
   std::vector<int32_t> positions(int64_t b, int layer = 0) const;  // the first layer_length(layer, b) entries
   int32_t next_position(int64_t b) const;  // max position over all layers + 1; 0 when empty
+  // Max position in layer `layer` + 1 (0 when empty): where that layer's next token goes when a
+  // pruning method renumbered the positions of its later layers (PDrop).
+  int32_t layer_next_position(int layer, int64_t b) const;
 
   // Keeps the first `len` tokens of sequence b in every layer (len <= length(b); shorter layers keep theirs).
   void truncate(int64_t b, int64_t len);
@@ -105,6 +108,9 @@ class KVCache {
   std::vector<std::vector<int>> step_valid_;   // per layer: n_valid of its append in the open step (empty: none yet)
   std::vector<int> step_uploaded_;             // the n_valid the visible lengths were uploaded with
   std::vector<int32_t> step_next_;             // next_position(b) when the step opened
+  std::vector<int32_t> next_;                  // [L * B] committed max position + 1 per layer
+  std::vector<int32_t> step_max_;              // [L * B] max position + 1 appended in the open step
+  void rescan_next(int layer, int64_t b);
 };
 
 }  // namespace mmattn

@@ -161,6 +161,22 @@ struct LlamaModel::StepRows {
   Tensor q_lens;                                // I32 [B] on the model's device when padded
   std::vector<std::vector<int32_t>> positions;  // per sequence: n_valid[b] position ids
   std::vector<std::vector<int64_t>> origin;     // per sequence: n_valid[b] step-input indices
+  std::vector<int32_t> base;                    // per sequence: the layer's next position the
+                                                // positions start at (until a pruning decision)
+  bool pruned = false;                          // a pruning decision fixed the positions
+
+  // Positions base + 0, 1, ... starting at layer l's own next position (they differ between
+  // layers only after PDrop's renumbering).
+  void sync_positions(const KVCache& cache, int l) {
+    if (pruned) return;
+    for (size_t b = 0; b < positions.size(); ++b) {
+      const int32_t p0 = cache.layer_next_position(l, int64_t(b));
+      if (b < base.size() && base[b] == p0) continue;
+      base.resize(positions.size(), -1);
+      base[b] = p0;
+      for (size_t i = 0; i < positions[b].size(); ++i) positions[b][i] = p0 + int32_t(i);
+    }
+  }
 
   void set_valid(std::vector<int> nv, int64_t rows, Device dev) {
     n = rows;
@@ -206,6 +222,7 @@ Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& row
 Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner) const {
   const Layer& L = layers_[size_t(l)];
   const TokenPruner::Needs needs = pruner ? pruner->needs(l) : TokenPruner::Needs{};
+  rows.sync_positions(cache, l);
   Tensor q, k, v;
   // norm -> fused q/k/v projection -> RoPE -> head-dim padding, for the current rows of x
   auto project = [&] {
@@ -250,6 +267,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
                    d->keep.size(), " sequences for a batch of ", B);
       std::vector<int> nv(static_cast<size_t>(B));
       int64_t n_new = 1;
+      rows.pruned = true;
       for (int64_t b = 0; b < B; ++b) {
         const auto& keep = d->keep[size_t(b)];
         const int valid = rows.n_valid[size_t(b)];
@@ -263,8 +281,10 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
         n_new = std::max<int64_t>(n_new, int64_t(keep.size()));
         std::vector<int32_t> pos;
         std::vector<int64_t> org;
+        const auto& old = rows.positions[size_t(b)];
+        const int32_t first = old.empty() ? 0 : *std::min_element(old.begin(), old.end());
         for (int64_t i : keep) {
-          pos.push_back(rows.positions[size_t(b)][size_t(i)]);
+          pos.push_back(d->renumber_positions ? first + int32_t(pos.size()) : old[size_t(i)]);
           org.push_back(rows.origin[size_t(b)][size_t(i)]);
         }
         rows.positions[size_t(b)] = std::move(pos);
@@ -336,11 +356,8 @@ Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForw
   rows.positions.resize(size_t(B));
   rows.origin.resize(size_t(B));
   for (int64_t b = 0; b < B; ++b) {
-    const int32_t p0 = cache.next_position(b);
-    for (int i = 0; i < nv[size_t(b)]; ++i) {
-      rows.positions[size_t(b)].push_back(p0 + i);
-      rows.origin[size_t(b)].push_back(i);
-    }
+    rows.positions[size_t(b)].assign(size_t(nv[size_t(b)]), 0);
+    for (int i = 0; i < nv[size_t(b)]; ++i) rows.origin[size_t(b)].push_back(i);
   }
   for (int l = 0; l < num_layers(); ++l) x = layer_forward(l, x, cache, rows, opt.pruner);
   cache.advance();

@@ -81,6 +81,9 @@ struct PruneDecision {
   // model dtype/device), e.g. kept tokens that absorbed pruned ones (recycling). Layer l's q/k/v
   // are then recomputed from them.
   Tensor x;
+  // Renumber the kept rows' positions contiguously from the step's first position (PDrop); later
+  // tokens then continue from each layer's own max position + 1.
+  bool renumber_positions = false;
 };
 
 class TokenPruner {
@@ -127,12 +130,15 @@ class LlamaModel {
   int64_t num_heads() const { return hq_; }
   int64_t num_kv_heads() const { return hkv_; }
   int64_t head_dim() const { return d_; }
+  int64_t intermediate_size() const { return ffn_; }
   int64_t attn_head_dim() const { return dp_; }  // head dim of the cache / attention (>= head_dim)
   Device device() const { return device_; }
   DType dtype() const { return dtype_; }
   const LlamaWeightNames& names() const { return names_; }
   const std::vector<int64_t>& eos_token_ids() const { return eos_; }
   const Tensor& embed_tokens() const { return embed_; }
+  const Tensor& final_norm() const { return norm_; }  // model.norm.weight [hidden]
+  float rms_norm_eps() const { return eps_; }
   const LlamaRope& rope() const { return rope_; }
   // Emulates a transformers model that was cast with model.to(torch.bfloat16): RoPE frequencies
   // rounded through bf16 (see LlamaRope::bf16_inv_freq). Off by default (from_pretrained keeps f32).

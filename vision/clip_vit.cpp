@@ -9,6 +9,7 @@
 #include "core/ops/elementwise.h"
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
+#include "core/ops/softmax.h"
 
 namespace mmattn {
 
@@ -234,6 +235,34 @@ Tensor ClipVisionTower::cls_attention(const Tensor& pixel_values, int64_t layer)
   req.lq_total = x.size(1);
   const Tensor probs = attention_probs(pad_head_dim(q.slice(1, 0, 1), dp), pad_head_dim(k, dp), req, opt);
   return probs.select(2, 0).contiguous();  // [B, H, 1, L] -> [B, H, L]
+}
+
+ClipVisionTower::FeatureTaps ClipVisionTower::feature_taps(const Tensor& pixel_values, int64_t feature_layer,
+                                                          bool with_matrix) const {
+  const int64_t n_run = layers_for_feature_layer(cfg_, feature_layer);
+  MMATTN_CHECK(n_run >= 1, ConfigError, "ClipVisionTower::feature_taps: feature layer ", feature_layer,
+               " is the embedding output; no encoder layer produced it");
+  const Tensor x = forward(pixel_values, n_run - 1).last;  // input of the producing layer
+  const int64_t li = n_run - 1, B = x.size(0), L = x.size(1), H = cfg_.num_attention_heads, hd = cfg_.head_dim();
+  Tensor q, k, v;
+  qkv(li, x, q, k, v);
+  FeatureTaps t;
+  // [B, L, H, hd] -> F32 [B, H, L, hd] for the explicit (small: one layer) attention matrix
+  const Tensor qh = q.to(DType::F32).permute({0, 2, 1, 3}).contiguous();
+  const Tensor kh = k.to(DType::F32).permute({0, 2, 1, 3}).contiguous();
+  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const Tensor head_avg = Tensor::full({B, 1, H}, 1.f / float(H), DType::F32, x.device());  // mean over heads
+  if (with_matrix) {
+    const Tensor probs = softmax(matmul(qh, kh, /*transpose_b=*/true), -1, scale);  // [B, H, L, L]
+    t.cls_attention = probs.slice(2, 0, 1).reshape({B, H, L});
+    t.attention_mean = matmul(head_avg, probs.view({B, H, L * L})).view({B, L, L});
+  } else {
+    const Tensor logits = matmul(qh.slice(2, 0, 1), kh, /*transpose_b=*/true);  // [B, H, 1, L]
+    t.cls_attention = softmax(logits, -1, scale).reshape({B, H, L});
+  }
+  t.key_mean = matmul(head_avg, k.to(DType::F32).permute({0, 2, 1, 3}).contiguous().view({B, H, L * hd})).view({B, L, hd});
+  t.features = layer_forward(li, x);
+  return t;
 }
 
 Tensor ClipVisionTower::pooled(const ClipVisionOutput& out) const {

@@ -89,6 +89,17 @@ class ClipVisionTower {
   // `attentions` tuple: 0..L-1, negative from the end, so -2 is VisionZip's attentions[-2]):
   // F32 [B, heads, 1 + N], each row summing to 1. Runs layers 0..layer-1 plus that layer's q/k.
   Tensor cls_attention(const Tensor& pixel_values, int64_t layer) const;
+  // hidden_states[feature_layer] ([CLS] included) and what token pruning reads from the encoder
+  // layer that produced it (index layers_for_feature_layer - 1: VisionZip's / FasterVLM's
+  // attentions[-2] for feature layer -2), from one forward pass.
+  struct FeatureTaps {
+    Tensor features;        // [B, 1 + N, D], the tower's dtype
+    Tensor cls_attention;   // F32 [B, heads, 1 + N]: the [CLS] query's attention probabilities
+    Tensor attention_mean;  // F32 [B, 1 + N, 1 + N]: the attention matrix averaged over heads (with_matrix)
+    Tensor key_mean;        // F32 [B, 1 + N, head_dim]: k_proj(layer_norm1(x)) (bias included, unscaled),
+                            // averaged over heads (VisionZip's metric)
+  };
+  FeatureTaps feature_taps(const Tensor& pixel_values, int64_t feature_layer, bool with_matrix) const;
   // CLIP's pooled output post_layernorm(h_L[:, 0]) [B, D]; needs every layer loaded.
   Tensor pooled(const ClipVisionOutput& out) const;
 

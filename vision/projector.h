@@ -53,6 +53,9 @@ class LlavaImageEncoder {
   const ClipVisionTower& tower() const { return tower_; }
   const LlavaProjector& projector() const { return projector_; }
   const LlavaPrefixes& prefixes() const { return prefixes_; }
+  const std::vector<int64_t>& feature_layers() const { return layers_; }
+  bool feature_layer_is_list() const { return layer_is_list_; }
+  bool drops_cls() const { return drop_cls_; }
 
  private:
   ClipVisionTower tower_;

@@ -1,0 +1,733 @@
+#include "pipelines/pruning.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/ops/concat.h"
+#include "core/ops/linear.h"
+#include "core/ops/norm.h"
+#include "core/ops/reduce.h"
+#include "vision/clip_vit.h"
+#include "vision/image.h"
+#include "vision/projector.h"
+
+namespace mmattn {
+
+namespace {
+
+struct MethodName {
+  PruneMethod m;
+  const char* name;
+};
+constexpr MethodName kMethods[] = {{PruneMethod::None, "none"},           {PruneMethod::FastV, "fastv"},
+                                   {PruneMethod::PDrop, "pdrop"},         {PruneMethod::FasterVLM, "fastervlm"},
+                                   {PruneMethod::VisionZip, "visionzip"}, {PruneMethod::Dart, "dart"},
+                                   {PruneMethod::DivPrune, "divprune"},   {PruneMethod::VFlowOpt, "vflowopt"}};
+
+// Python's round(): half to even.
+int64_t round_half_even(double x) { return int64_t(std::nearbyint(x)); }
+
+// Indices of the k largest scores (ties: lower index first), returned ascending.
+std::vector<int64_t> top_k(const std::vector<float>& s, int64_t k) {
+  std::vector<int64_t> idx(s.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return s[size_t(a)] > s[size_t(b)]; });
+  idx.resize(size_t(std::clamp<int64_t>(k, 0, int64_t(s.size()))));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+// Indices sorted by ascending score (ties: lower index first).
+std::vector<int64_t> ascending(const std::vector<float>& s) {
+  std::vector<int64_t> idx(s.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return s[size_t(a)] < s[size_t(b)]; });
+  return idx;
+}
+
+[[noreturn]] void bad(const PruningConfig& c, const std::string& field, const std::string& msg) {
+  MMATTN_THROW(ConfigError, c.path, ".", field, " ", msg);
+}
+
+// out = M @ X for a host combination matrix M [m, n] (one-hot rows select, weighted rows merge),
+// computed in f32 and returned in X's dtype. X [n, d] on any device.
+Tensor combine_rows(const std::vector<float>& m, int64_t rows, const Tensor& x) {
+  const Tensor M = Tensor::from_vector(m, {rows, x.size(0)}).to(x.device());
+  return matmul(M, x.to(DType::F32)).to(x.dtype());
+}
+
+// One-hot combination matrix selecting rows `idx` of an n-row input.
+std::vector<float> select_matrix(const std::vector<int64_t>& idx, int64_t n) {
+  std::vector<float> m(idx.size() * size_t(n), 0.f);
+  for (size_t i = 0; i < idx.size(); ++i) m[i * size_t(n) + size_t(idx[i])] = 1.f;
+  return m;
+}
+
+// Cosine similarity matrix of the rows of a [m, d] and b [k, d] (any device), on the host [m * k].
+std::vector<float> cosine(const Tensor& a, const Tensor& b) {
+  const Tensor af = a.to(DType::F32), bf = b.to(DType::F32);
+  const std::vector<float> g = matmul(af, bf, /*transpose_b=*/true).to_floats();
+  const std::vector<float> na = vector_norm(af, 2).to_floats(), nb = vector_norm(bf, 2).to_floats();
+  std::vector<float> c(g.size());
+  const size_t k = nb.size();
+  for (size_t i = 0; i < na.size(); ++i)
+    for (size_t j = 0; j < k; ++j)
+      c[i * k + j] = g[i * k + j] / std::max(na[i] * nb[j], 1e-8f);
+  return c;
+}
+
+// Shannon entropy (bits) of each patch's 256-bin gray histogram; gray = round((R + G + B) / 3).
+std::vector<float> patch_entropy(const Image& crop, int64_t patch, int64_t grid) {
+  std::vector<float> h(size_t(grid * grid), 0.f);
+  for (int64_t py = 0; py < grid; ++py)
+    for (int64_t px = 0; px < grid; ++px) {
+      int hist[256] = {};
+      for (int64_t y = py * patch; y < (py + 1) * patch; ++y)
+        for (int64_t x = px * patch; x < (px + 1) * patch; ++x) {
+          const uint8_t* p = crop.px(int(x), int(y));
+          hist[int(std::nearbyint((int(p[0]) + int(p[1]) + int(p[2])) / 3.0))]++;
+        }
+      const double n = double(patch * patch);
+      double e = 0;
+      for (int c : hist)
+        if (c) e -= (c / n) * std::log2(c / n + 1e-10);
+      h[size_t(py * grid + px)] = float(e);
+    }
+  return h;
+}
+
+}  // namespace
+
+const char* prune_method_name(PruneMethod m) {
+  for (const auto& e : kMethods)
+    if (e.m == m) return e.name;
+  return "?";
+}
+
+// --- config ------------------------------------------------------------------------------------
+
+PruningConfig PruningConfig::parse(JsonReader& r) {
+  PruningConfig c;
+  c.path = r.path();
+  const std::string m = r.get<std::string>("method");
+  bool found = false;
+  for (const auto& e : kMethods)
+    if (m == e.name) c.method = e.m, found = true;
+  if (!found)
+    r.fail_key("method", "is '" + m + "'; expected none, fastv, pdrop, fastervlm, visionzip, dart, divprune or vflowopt");
+  if (r.has("keep") && r.has("ratio")) r.fail_key("ratio", "and keep are both given; use one");
+  c.keep = r.get<int64_t>("keep", -1);
+  if (r.has("keep") && c.keep < 1) r.fail_key("keep", "must be >= 1, got " + std::to_string(c.keep));
+  c.ratio = r.get<double>("ratio", -1.0);
+  if (r.has("ratio") && !(c.ratio > 0 && c.ratio <= 1)) r.fail_key("ratio", "must be in (0, 1], got " + str_cat(c.ratio));
+  const bool fastv_like = c.method == PruneMethod::FastV || c.method == PruneMethod::Dart;
+  c.layer = fastv_like ? r.get<int>("layer", 2) : c.layer;
+  if (c.method == PruneMethod::PDrop) {
+    c.layers = r.get<std::vector<int>>("layers", c.layers);
+    c.lambda = r.get<double>("lambda", c.lambda);
+    if (!(c.lambda > 0 && c.lambda < 1)) r.fail_key("lambda", "must be in (0, 1), got " + str_cat(c.lambda));
+    if (r.has("keep") || r.has("ratio"))
+      if (r.has("lambda")) r.fail_key("lambda", "and keep/ratio both set the schedule; use one");
+  }
+  if (c.method == PruneMethod::VisionZip) {
+    c.dominant = r.get<int64_t>("dominant", -1);
+    c.contextual = r.get<int64_t>("contextual", -1);
+    if ((c.dominant >= 0 || c.contextual >= 0) && (r.has("keep") || r.has("ratio")))
+      r.fail_key("dominant", "and contextual set the count themselves; drop keep/ratio");
+    if ((c.dominant >= 0) != (c.contextual >= 0)) r.fail_key("contextual", "must be given together with dominant");
+    if (c.dominant >= 0 && (c.dominant < 1 || c.contextual < 1))
+      r.fail_key("dominant", "and contextual must be >= 1");
+  }
+  if (c.method == PruneMethod::Dart) {
+    c.pivot_image = r.get<int>("pivot_image", 4);
+    c.pivot_text = r.get<int>("pivot_text", 4);
+    if (c.pivot_image < 1 || c.pivot_text < 0) r.fail_key("pivot_image", "must be >= 1 (and pivot_text >= 0)");
+  }
+  if (c.method == PruneMethod::VFlowOpt) {
+    c.sink_threshold = r.get<double>("sink_threshold", c.sink_threshold);
+    c.entropy_weight = r.get<double>("entropy_weight", c.entropy_weight);
+    c.cell = r.get<int>("cell", c.cell);
+    if (c.cell < 1) r.fail_key("cell", "must be >= 1, got " + std::to_string(c.cell));
+    if (!(c.sink_threshold >= 0)) r.fail_key("sink_threshold", "must be >= 0");
+    c.llm_layers = r.get<std::vector<int>>("llm_layers", c.llm_layers);
+    c.llm_ratios = r.get<std::vector<double>>("llm_ratios", c.llm_ratios);
+    if (c.llm_layers.size() != c.llm_ratios.size())
+      r.fail_key("llm_ratios", "has " + std::to_string(c.llm_ratios.size()) + " entries for " +
+                                   std::to_string(c.llm_layers.size()) + " llm_layers");
+    for (size_t i = 0; i < c.llm_ratios.size(); ++i)
+      if (!(c.llm_ratios[i] > 0 && c.llm_ratios[i] <= 1))
+        r.fail_key("llm_ratios[" + std::to_string(i) + "]", "must be in (0, 1], got " + str_cat(c.llm_ratios[i]));
+  }
+  r.finish();
+  return c;
+}
+
+bool PruningConfig::before_llm() const {
+  return method == PruneMethod::FasterVLM || method == PruneMethod::VisionZip || method == PruneMethod::DivPrune ||
+         method == PruneMethod::VFlowOpt;
+}
+
+bool PruningConfig::in_llm() const {
+  return method == PruneMethod::FastV || method == PruneMethod::PDrop || method == PruneMethod::Dart ||
+         (method == PruneMethod::VFlowOpt && !llm_layers.empty());
+}
+
+void PruningConfig::resolve(int64_t n, int n_layers, int64_t grid) {
+  if (!enabled()) return;
+  double def_ratio = 0.5;
+  switch (method) {
+    case PruneMethod::FastV: def_ratio = 0.5; break;
+    case PruneMethod::FasterVLM: def_ratio = 0.25; break;
+    case PruneMethod::DivPrune: def_ratio = 0.098; break;
+    case PruneMethod::VFlowOpt: def_ratio = 0.25; break;
+    default: break;
+  }
+  if (ratio > 0) keep = std::max<int64_t>(1, round_half_even(ratio * double(n)));
+  if (keep < 0) {
+    if (method == PruneMethod::Dart) keep = std::min<int64_t>(128, n);
+    else if (method == PruneMethod::VisionZip) keep = dominant > 0 ? dominant + contextual : 64;
+    else if (method != PruneMethod::PDrop) keep = std::max<int64_t>(1, round_half_even(def_ratio * double(n)));
+  }
+  if (keep > n) bad(*this, "keep", "is " + std::to_string(keep) + "; the image has " + std::to_string(n) + " tokens");
+  auto check_layer = [&](const std::string& field, int l) {
+    if (l < 1 || l >= n_layers)
+      bad(*this, field, "is " + std::to_string(l) + "; it must be in [1, " + std::to_string(n_layers) +
+                            ") for this model's " + std::to_string(n_layers) + " decoder layers");
+  };
+  switch (method) {
+    case PruneMethod::FastV: check_layer("layer", layer); break;
+    case PruneMethod::Dart:
+      check_layer("layer", layer);
+      if (keep / (pivot_image + pivot_text) < 1)
+        bad(*this, "keep", "is " + std::to_string(keep) + "; DART needs at least one token per pivot (" +
+                               std::to_string(pivot_image + pivot_text) + " pivots)");
+      if (pivot_image + keep / (pivot_image + pivot_text) * (pivot_image + pivot_text) > n)
+        bad(*this, "keep", "is " + std::to_string(keep) + "; too many for " + std::to_string(n) + " image tokens");
+      break;
+    case PruneMethod::PDrop:
+      if (layers.empty()) bad(*this, "layers", "must not be empty");
+      for (size_t i = 0; i < layers.size(); ++i) {
+        check_layer("layers[" + std::to_string(i) + "]", layers[i]);
+        if (i && layers[i] <= layers[i - 1]) bad(*this, "layers", "must be strictly increasing");
+      }
+      if (keep > 0) lambda = std::pow(double(keep) / double(n), 1.0 / double(layers.size()));
+      break;
+    case PruneMethod::VisionZip:
+      if (dominant < 0) {
+        contextual = round_half_even(double(keep) * 10.0 / 64.0);
+        dominant = keep - contextual;
+      }
+      if (dominant < 1 || contextual < 0 || dominant + contextual > n + 1)
+        bad(*this, "keep", "gives dominant " + std::to_string(dominant) + " / contextual " + std::to_string(contextual) +
+                               ", outside what " + std::to_string(n) + " image tokens allow");
+      keep = dominant + contextual;
+      break;
+    case PruneMethod::VFlowOpt:
+      for (size_t i = 0; i < llm_layers.size(); ++i) {
+        check_layer("llm_layers[" + std::to_string(i) + "]", llm_layers[i]);
+        if (i && llm_layers[i] <= llm_layers[i - 1]) bad(*this, "llm_layers", "must be strictly increasing");
+      }
+      if (grid * grid != n) bad(*this, "method", "vflowopt needs a square patch grid; the image has " + std::to_string(n) + " tokens");
+      break;
+    default: break;
+  }
+}
+
+Json PruningConfig::to_json() const {
+  Json j{{"method", prune_method_name(method)}};
+  if (!enabled()) return j;
+  j["keep"] = keep;
+  switch (method) {
+    case PruneMethod::FastV: j["layer"] = layer; break;
+    case PruneMethod::PDrop: j["layers"] = layers, j["lambda"] = lambda; break;
+    case PruneMethod::VisionZip: j["dominant"] = dominant, j["contextual"] = contextual; break;
+    case PruneMethod::Dart:
+      j["layer"] = layer, j["pivot_image"] = pivot_image, j["pivot_text"] = pivot_text;
+      break;
+    case PruneMethod::VFlowOpt:
+      j["sink_threshold"] = sink_threshold, j["entropy_weight"] = entropy_weight, j["cell"] = cell;
+      j["llm_layers"] = llm_layers, j["llm_ratios"] = llm_ratios;
+      break;
+    default: break;
+  }
+  return j;
+}
+
+Json PruningReport::to_json() const {
+  Json st = Json::array();
+  for (const auto& s : stages) st.push_back({{"where", s.where}, {"layer", s.layer}, {"image_tokens", s.image_tokens}});
+  return Json{{"method", method},           {"image_tokens_before", image_tokens_before},
+              {"stages", st},               {"image_tokens_after", stages.empty() ? image_tokens_before : stages.back().image_tokens},
+              {"kv_cache_bytes", kv_bytes}, {"prefill_flops", prefill_flops}};
+}
+
+// --- before the LLM ----------------------------------------------------------------------------
+
+VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEncoder& enc, const Tensor& pixel_values,
+                                  const Image& crop) {
+  VisualTokens out;
+  out.report.method = prune_method_name(cfg.method);
+  if (!cfg.before_llm()) {
+    out.features = enc.encode(pixel_values).select(0, 0);  // [N, hidden]
+    const int64_t n = out.features.size(0);
+    out.patch.resize(size_t(n));
+    std::iota(out.patch.begin(), out.patch.end(), int64_t(0));
+    out.report.image_tokens_before = n;
+    return out;
+  }
+  MMATTN_CHECK(pixel_values.size(0) == 1, ShapeError, "encode_visual_tokens: one image at a time, got ",
+               pixel_values.desc());
+  MMATTN_CHECK(!enc.feature_layer_is_list() && enc.drops_cls(), ConfigError, cfg.path, ".method ",
+               prune_method_name(cfg.method),
+               " reads one ViT layer's [CLS] attention: it needs a single vision_feature_layer and the 'default' "
+               "feature strategy");
+  const ClipVisionTower& tower = enc.tower();
+  const bool matrix = cfg.method == PruneMethod::VFlowOpt;
+  const ClipVisionTower::FeatureTaps taps = tower.feature_taps(pixel_values, enc.feature_layers()[0], matrix);
+  const Tensor h = taps.features.select(0, 0);  // [1 + N, Dv]
+  const int64_t n = h.size(0) - 1;
+  out.report.image_tokens_before = n;
+  const int64_t heads = taps.cls_attention.size(1);
+  const std::vector<float> cls = taps.cls_attention.to_floats();  // [heads, 1 + N]
+  // [CLS] row over the patches (column 0 excluded), summed over heads in head order.
+  std::vector<float> cls_sum(size_t(n), 0.f);
+  for (int64_t hh = 0; hh < heads; ++hh)
+    for (int64_t j = 0; j < n; ++j) cls_sum[size_t(j)] += cls[size_t(hh * (n + 1) + 1 + j)];
+
+  std::vector<int64_t> kept;  // patches whose token survives
+  switch (cfg.method) {
+    case PruneMethod::FasterVLM: {
+      std::vector<float> mean(cls_sum);
+      for (float& v : mean) v /= float(heads);
+      kept = top_k(mean, cfg.keep);
+      out.report.importance = mean;
+      const Tensor patches = h.slice(0, 1, n + 1);
+      out.features = enc.projector().forward(combine_rows(select_matrix(kept, n), int64_t(kept.size()), patches));
+      out.patch = kept;
+      break;
+    }
+    case PruneMethod::VisionZip: {
+      const int64_t D = cfg.dominant, C = cfg.contextual;
+      std::vector<int64_t> dom = top_k(cls_sum, D - 1);
+      for (int64_t& d : dom) d += 1;  // token index (0 = [CLS])
+      dom.insert(dom.begin(), 0);
+      std::vector<int64_t> rest;
+      for (int64_t t = 0, di = 0; t <= n; ++t) {
+        if (di < int64_t(dom.size()) && dom[size_t(di)] == t) ++di;
+        else rest.push_back(t);
+      }
+      const int64_t R = int64_t(rest.size()), hd = taps.key_mean.size(2);
+      // metric: head-mean keys, L2-normalised (host: [1 + N, head_dim] is small)
+      const std::vector<float> km = taps.key_mean.to_floats();
+      auto metric = [&](int64_t t, int64_t c) { return km[size_t(t * hd + c)]; };
+      std::vector<float> norm(size_t(n + 1));
+      for (int64_t t = 0; t <= n; ++t) {
+        double s = 0;
+        for (int64_t c = 0; c < hd; ++c) s += double(metric(t, c)) * metric(t, c);
+        norm[size_t(t)] = std::max(float(std::sqrt(s)), 1e-12f);
+      }
+      const int64_t step = std::max<int64_t>(1, R / std::max<int64_t>(C, 1));
+      std::vector<int64_t> tgt;  // positions in rest
+      for (int64_t i = 0; i < R && int64_t(tgt.size()) < C; i += step) tgt.push_back(i);
+      std::vector<std::vector<int64_t>> assigned(tgt.size());
+      for (int64_t i = 0, ti = 0; i < R; ++i) {
+        if (ti < int64_t(tgt.size()) && tgt[size_t(ti)] == i) {
+          ++ti;
+          continue;
+        }
+        const int64_t a = rest[size_t(i)];
+        size_t best = 0;
+        float best_sim = -INFINITY;
+        for (size_t j = 0; j < tgt.size(); ++j) {
+          const int64_t b = rest[size_t(tgt[j])];
+          float s = 0;
+          for (int64_t c = 0; c < hd; ++c) s += (metric(a, c) / norm[size_t(a)]) * (metric(b, c) / norm[size_t(b)]);
+          if (s > best_sim) best_sim = s, best = j;
+        }
+        assigned[best].push_back(a);
+      }
+      // rows: dominant (one-hot), then contextual_j = h[target_j] + mean(h[assigned_j])
+      const int64_t rows = D + int64_t(tgt.size());
+      std::vector<float> M = select_matrix(dom, n + 1);
+      M.resize(size_t(rows * (n + 1)), 0.f);
+      for (size_t j = 0; j < tgt.size(); ++j) {
+        float* row = M.data() + size_t(D + int64_t(j)) * size_t(n + 1);
+        row[size_t(rest[size_t(tgt[j])])] += 1.f;
+        for (int64_t a : assigned[j]) row[size_t(a)] += 1.f / float(assigned[j].size());
+      }
+      out.features = enc.projector().forward(combine_rows(M, rows, h));
+      for (int64_t d : dom) out.patch.push_back(d - 1);  // [CLS] -> -1
+      for (size_t j = 0; j < tgt.size(); ++j) out.patch.push_back(rest[size_t(tgt[j])] - 1);
+      for (int64_t d : dom)
+        if (d > 0) kept.push_back(d - 1);
+      out.report.importance = cls_sum;
+      break;
+    }
+    case PruneMethod::DivPrune: {
+      const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
+      const std::vector<float> c = cosine(v, v);                       // [N, N]
+      auto dist = [&](int64_t i, int64_t j) { return 1.f - c[size_t(i * n + j)]; };
+      int64_t first = 0;
+      float best = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        float nearest = INFINITY;
+        for (int64_t k = 0; k < n; ++k)
+          if (k != j) nearest = std::min(nearest, dist(k, j));
+        if (nearest > best) best = nearest, first = j;
+      }
+      std::vector<float> to_sel(size_t(n), INFINITY);
+      std::vector<bool> taken(size_t(n), false);
+      int64_t cur = first;
+      for (int64_t s = 0; s < cfg.keep; ++s) {
+        taken[size_t(cur)] = true;
+        kept.push_back(cur);
+        int64_t nxt = -1;
+        float far = -INFINITY;
+        for (int64_t j = 0; j < n; ++j) {
+          to_sel[size_t(j)] = std::min(to_sel[size_t(j)], dist(cur, j));
+          if (!taken[size_t(j)] && to_sel[size_t(j)] > far) far = to_sel[size_t(j)], nxt = j;
+        }
+        if (nxt < 0) break;
+        cur = nxt;
+      }
+      std::sort(kept.begin(), kept.end());
+      out.features = combine_rows(select_matrix(kept, n), int64_t(kept.size()), v);
+      out.patch = kept;
+      break;
+    }
+    case PruneMethod::VFlowOpt: {
+      const int64_t grid = int64_t(std::lround(std::sqrt(double(n))));
+      const std::vector<float> A1 = taps.attention_mean.to_floats();  // [1 + N, 1 + N]
+      auto A = [&](int64_t i, int64_t j) { return A1[size_t((i + 1) * (n + 1) + j + 1)]; };
+      std::vector<float> recv(size_t(n), 0.f);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) recv[size_t(j)] += A(i, j);
+      double mean_recv = 0;
+      for (float& r : recv) r /= float(n), mean_recv += r;
+      mean_recv /= double(n);
+      std::vector<int64_t> sinks;
+      for (int64_t j = 0; j < n; ++j)
+        if (recv[size_t(j)] > cfg.sink_threshold * mean_recv) sinks.push_back(j);
+      if (sinks.empty()) sinks.push_back(int64_t(std::max_element(recv.begin(), recv.end()) - recv.begin()));
+      std::vector<float> imp(size_t(n), 0.f);
+      for (int64_t g : sinks)
+        for (int64_t j = 0; j < n; ++j) imp[size_t(j)] += A(g, j);
+      for (float& v : imp) v /= float(sinks.size());
+      if (cfg.entropy_weight != 0) {
+        const int64_t patch = tower.config().patch_size;
+        MMATTN_CHECK(crop.width == grid * patch && crop.height == grid * patch, ShapeError,
+                     "vflowopt: the crop is ", crop.width, "x", crop.height, ", expected ", grid * patch, " square");
+        const std::vector<float> H = patch_entropy(crop, patch, grid);
+        const float m = *std::max_element(H.begin(), H.end());
+        double z = 0;
+        for (float e : H) z += std::exp(double(e - m));
+        for (int64_t j = 0; j < n; ++j)
+          imp[size_t(j)] += float(cfg.entropy_weight * std::exp(double(H[size_t(j)] - m)) / z);
+      }
+      const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
+      const int64_t a = cfg.cell, extra = n / (a * a);
+      const int64_t drop = std::min<int64_t>(n, (n - cfg.keep) + extra);
+      const std::vector<int64_t> order = ascending(imp);
+      std::vector<bool> dropped(size_t(n), false);
+      for (int64_t i = 0; i < drop; ++i) dropped[size_t(order[size_t(i)])] = true;
+      // groups of dropped tokens by cell; each recycled into its highest-importance member
+      const int64_t cells_side = (grid + a - 1) / a;
+      std::vector<std::vector<int64_t>> groups(size_t(cells_side * cells_side));
+      for (int64_t j = 0; j < n; ++j)
+        if (dropped[size_t(j)]) groups[size_t((j / grid) / a * cells_side + (j % grid) / a)].push_back(j);
+      std::vector<std::vector<float>> rows_w;  // per output row (index order): weights over N
+      std::vector<int64_t> row_patch;
+      std::vector<int64_t> best_of(size_t(n), -1);  // dropped token that heads a group -> its group
+      for (size_t g = 0; g < groups.size(); ++g) {
+        if (groups[g].empty()) continue;
+        int64_t bm = groups[g][0];
+        for (int64_t j : groups[g])
+          if (imp[size_t(j)] > imp[size_t(bm)]) bm = j;
+        best_of[size_t(bm)] = int64_t(g);
+      }
+      for (int64_t j = 0; j < n; ++j) {
+        if (!dropped[size_t(j)]) {
+          std::vector<float> w(size_t(n), 0.f);
+          w[size_t(j)] = 1.f;
+          rows_w.push_back(std::move(w));
+          row_patch.push_back(j);
+          kept.push_back(j);
+        } else if (best_of[size_t(j)] >= 0) {
+          const auto& grp = groups[size_t(best_of[size_t(j)])];
+          double z = 0;
+          for (int64_t i : grp) z += imp[size_t(i)];
+          std::vector<float> w(size_t(n), 0.f);
+          for (int64_t i : grp) w[size_t(i)] = z > 0 ? float(imp[size_t(i)] / z) : 1.f / float(grp.size());
+          rows_w.push_back(std::move(w));
+          row_patch.push_back(j);
+        }
+      }
+      std::vector<float> M;
+      for (const auto& w : rows_w) M.insert(M.end(), w.begin(), w.end());
+      out.features = combine_rows(M, int64_t(rows_w.size()), v);
+      out.patch = row_patch;
+      for (int64_t j : row_patch) out.row_importance.push_back(imp[size_t(j)]);
+      out.report.importance = imp;
+      kept = row_patch;
+      break;
+    }
+    default: MMATTN_THROW(Error, "encode_visual_tokens: unreachable method");
+  }
+  out.report.kept_patches = kept;
+  out.report.stages.push_back({"vision", -1, out.features.size(0)});
+  return out;
+}
+
+// --- inside the LLM ----------------------------------------------------------------------------
+
+LlavaTokenPruner::LlavaTokenPruner(const PruningConfig& cfg, const LlamaModel& lm,
+                                   std::vector<std::pair<int64_t, int64_t>> spans,
+                                   std::vector<std::vector<float>> row_importance)
+    : cfg_(cfg), lm_(lm), spans_(std::move(spans)), row_imp_(std::move(row_importance)) {
+  const size_t B = spans_.size();
+  stages_.resize(B);
+  kept_.resize(B);
+  scores_.resize(B);
+  stash_.resize(B);
+  row_imp_.resize(B);
+  for (size_t b = 0; b < B; ++b) {
+    kept_[b].resize(size_t(spans_[b].second));
+    std::iota(kept_[b].begin(), kept_[b].end(), int64_t(0));
+  }
+}
+
+TokenPruner::Needs LlavaTokenPruner::needs(int l) const {
+  switch (cfg_.method) {
+    case PruneMethod::FastV:
+      if (l == cfg_.layer - 1) return {true, true};
+      return {l == cfg_.layer, false};
+    case PruneMethod::Dart: return {l == cfg_.layer - 1 || l == cfg_.layer, false};
+    case PruneMethod::PDrop:
+      return std::find(cfg_.layers.begin(), cfg_.layers.end(), l) != cfg_.layers.end() ? Needs{true, true} : Needs{};
+    case PruneMethod::VFlowOpt:
+      return {std::find(cfg_.llm_layers.begin(), cfg_.llm_layers.end(), l) != cfg_.llm_layers.end(), false};
+    default: return {};
+  }
+}
+
+void LlavaTokenPruner::image_rows(const PruneContext& ctx, size_t b, std::vector<int64_t>& rows,
+                                  std::vector<int64_t>& span_idx) const {
+  rows.clear(), span_idx.clear();
+  const auto [s0, cnt] = spans_[b];
+  const auto& org = ctx.origin[b];
+  for (size_t i = 0; i < org.size(); ++i)
+    if (org[i] >= s0 && org[i] < s0 + cnt) rows.push_back(int64_t(i)), span_idx.push_back(org[i] - s0);
+}
+
+// Keeps every non-image row and the image rows whose span index is in keep_span_idx[b].
+PruneDecision LlavaTokenPruner::keep_image(const PruneContext& ctx, const std::vector<std::vector<int64_t>>& keep_idx,
+                                           int layer) {
+  PruneDecision d;
+  const size_t B = ctx.origin.size();
+  d.keep.resize(B);
+  for (size_t b = 0; b < B; ++b) {
+    const auto [s0, cnt] = spans_[b];
+    const auto& org = ctx.origin[b];
+    const auto& ks = keep_idx[b];
+    for (size_t i = 0; i < org.size(); ++i) {
+      const bool image = org[i] >= s0 && org[i] < s0 + cnt;
+      if (!image || std::binary_search(ks.begin(), ks.end(), org[i] - s0)) d.keep[b].push_back(int64_t(i));
+    }
+    if (cnt > 0 && ctx.n_valid[b] > 0) {
+      kept_[b] = ks;
+      stages_[b].push_back({"llm", layer, int64_t(ks.size())});
+    }
+  }
+  return d;
+}
+
+std::optional<PruneDecision> LlavaTokenPruner::on_layer(const PruneContext& ctx) {
+  const size_t B = ctx.origin.size();
+  const int l = ctx.layer;
+  std::vector<int64_t> rows, sidx;
+  // Head-mean of last_probs over the image rows of sequence b (span-index order).
+  auto image_scores = [&](const std::vector<float>& probs, size_t b) {
+    image_rows(ctx, b, rows, sidx);
+    const int64_t H = ctx.last_probs.size(1), n = ctx.last_probs.size(3);
+    std::vector<float> s(rows.size(), 0.f);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      float acc = 0.f;
+      for (int64_t h = 0; h < H; ++h) acc += probs[size_t((int64_t(b) * H + h) * n + rows[i])];
+      s[i] = acc / float(H);
+    }
+    return s;
+  };
+  // The kept span indices from scores over the current image rows (top k).
+  auto top_span = [&](const std::vector<float>& s, int64_t k) {
+    std::vector<int64_t> keep;
+    for (int64_t i : top_k(s, k)) keep.push_back(sidx[size_t(i)]);
+    std::sort(keep.begin(), keep.end());
+    return keep;
+  };
+
+  switch (cfg_.method) {
+    case PruneMethod::FastV: {
+      if (l == cfg_.layer - 1) {
+        const std::vector<float> probs = ctx.last_probs.to_floats();
+        for (size_t b = 0; b < B; ++b) stash_[b] = image_scores(probs, b);
+        return std::nullopt;
+      }
+      std::vector<std::vector<int64_t>> keep(B);
+      for (size_t b = 0; b < B; ++b) {
+        image_rows(ctx, b, rows, sidx);
+        scores_[b] = stash_[b];
+        keep[b] = top_span(stash_[b], cfg_.keep);
+      }
+      return keep_image(ctx, keep, l);
+    }
+    case PruneMethod::PDrop: {
+      const std::vector<float> probs = ctx.last_probs.to_floats();
+      const size_t stage = size_t(std::find(cfg_.layers.begin(), cfg_.layers.end(), l) - cfg_.layers.begin());
+      std::vector<std::vector<int64_t>> keep(B);
+      for (size_t b = 0; b < B; ++b) {
+        const std::vector<float> s = image_scores(probs, b);
+        const int64_t n = spans_[b].second;
+        int64_t k = int64_t(std::floor(double(n) * std::pow(cfg_.lambda, double(stage + 1)) + 1e-9));
+        if (stage + 1 == cfg_.layers.size() && cfg_.keep > 0) k = std::min(cfg_.keep, n);
+        if (stage == 0) scores_[b] = s;
+        keep[b] = top_span(s, k);
+      }
+      PruneDecision d = keep_image(ctx, keep, l);
+      d.renumber_positions = true;
+      return d;
+    }
+    case PruneMethod::Dart: {
+      if (l == cfg_.layer - 1) {
+        const int64_t Bn = ctx.k.size(0), n = ctx.k.size(1);
+        const std::vector<float> norms = vector_norm(ctx.k.contiguous().view({Bn, n, -1}), 1).to_floats();
+        for (size_t b = 0; b < B; ++b)
+          stash_[b].assign(norms.begin() + std::ptrdiff_t(b * size_t(n)), norms.begin() + std::ptrdiff_t((b + 1) * size_t(n)));
+        return std::nullopt;
+      }
+      const Tensor X = rms_norm(ctx.x, lm_.final_norm(), lm_.rms_norm_eps());  // [B, n, hidden]
+      const int64_t per = cfg_.keep / (cfg_.pivot_image + cfg_.pivot_text);
+      std::vector<std::vector<int64_t>> keep(B);
+      for (size_t b = 0; b < B; ++b) {
+        image_rows(ctx, b, rows, sidx);
+        if (rows.empty()) continue;
+        const auto& kn = stash_[b];
+        std::vector<float> img_norm;
+        for (int64_t r : rows) img_norm.push_back(kn[size_t(r)]);
+        std::vector<int64_t> text_rows;  // rows after the image span
+        const int64_t img_end = spans_[b].first + spans_[b].second;
+        for (int64_t i = 0; i < ctx.n_valid[b]; ++i)
+          if (ctx.origin[b][size_t(i)] >= img_end) text_rows.push_back(i);
+        std::vector<float> txt_norm;
+        for (int64_t r : text_rows) txt_norm.push_back(kn[size_t(r)]);
+        std::vector<int64_t> piv_img_pos = top_k(img_norm, cfg_.pivot_image);  // positions in rows
+        std::vector<int64_t> pivots;  // current row indices, ascending
+        for (int64_t i : piv_img_pos) pivots.push_back(rows[size_t(i)]);
+        for (int64_t i : top_k(txt_norm, cfg_.pivot_text)) pivots.push_back(text_rows[size_t(i)]);
+        std::sort(pivots.begin(), pivots.end());
+        scores_[b] = img_norm;
+        // cosine of every current row to each pivot: [n, P]
+        const Tensor Xb = X.select(0, int64_t(b)).slice(0, 0, ctx.n_valid[b]);
+        std::vector<Tensor> prow;
+        for (int64_t p : pivots) prow.push_back(Xb.slice(0, p, p + 1));
+        const std::vector<float> cs = cosine(Xb, concat(prow, 0));
+        const size_t P = pivots.size();
+        std::vector<int64_t> cand;  // current row indices of non-pivot image rows
+        for (size_t i = 0; i < rows.size(); ++i)
+          if (!std::binary_search(piv_img_pos.begin(), piv_img_pos.end(), int64_t(i))) cand.push_back(rows[i]);
+        std::vector<int64_t> sel;
+        for (int64_t i : piv_img_pos) sel.push_back(rows[size_t(i)]);
+        for (size_t pi = 0; pi < P; ++pi) {
+          std::vector<float> neg;
+          for (int64_t c : cand) neg.push_back(-cs[size_t(c) * P + pi]);
+          std::vector<int64_t> pick = top_k(neg, per);  // positions in cand, ascending
+          for (int64_t q : pick) sel.push_back(cand[size_t(q)]);
+          for (auto it = pick.rbegin(); it != pick.rend(); ++it) cand.erase(cand.begin() + std::ptrdiff_t(*it));
+        }
+        for (int64_t r : sel) keep[b].push_back(ctx.origin[b][size_t(r)] - spans_[b].first);
+        std::sort(keep[b].begin(), keep[b].end());
+      }
+      return keep_image(ctx, keep, l);
+    }
+    case PruneMethod::VFlowOpt: {
+      const size_t stage = size_t(std::find(cfg_.llm_layers.begin(), cfg_.llm_layers.end(), l) - cfg_.llm_layers.begin());
+      std::vector<std::vector<int64_t>> keep(B);
+      for (size_t b = 0; b < B; ++b) {
+        image_rows(ctx, b, rows, sidx);
+        std::vector<float> s;
+        for (int64_t i : sidx) s.push_back(row_imp_[b].empty() ? 0.f : row_imp_[b][size_t(i)]);
+        const int64_t n = int64_t(s.size());
+        const int64_t drop = round_half_even(double(n) * (1.0 - cfg_.llm_ratios[stage]));
+        const std::vector<int64_t> order = ascending(s);
+        std::vector<int64_t> k;
+        for (int64_t i = drop; i < n; ++i) k.push_back(sidx[size_t(order[size_t(i)])]);
+        std::sort(k.begin(), k.end());
+        keep[b] = k;
+      }
+      return keep_image(ctx, keep, l);
+    }
+    default: return std::nullopt;
+  }
+}
+
+std::vector<int64_t> LlavaTokenPruner::rows_per_layer(size_t b, int64_t prompt_rows, int n_layers) const {
+  std::vector<int64_t> r(size_t(n_layers), prompt_rows);
+  int64_t before = spans_[b].second;
+  for (const auto& s : stages_[b]) {
+    for (int l = s.layer; l < n_layers; ++l) r[size_t(l)] -= before - s.image_tokens;
+    before = s.image_tokens;
+  }
+  return r;
+}
+
+double llama_prefill_flops(const LlamaModel& lm, const std::vector<int64_t>& rows) {
+  const double H = double(lm.hidden_size()), D = double(lm.head_dim()), hq = double(lm.num_heads());
+  const double hkv = double(lm.num_kv_heads());
+  // per row: qkv + o projections, gate/up/down (intermediate size from the MLP weights' FLOP share)
+  const double ffn = double(lm.intermediate_size());
+  const double per_row = 2.0 * H * ((hq + 2 * hkv) * D + hq * D + 3 * ffn);
+  double f = 0;
+  for (int64_t n : rows) {
+    const double nn = double(n);
+    f += nn * per_row + 2.0 * 2.0 * hq * D * nn * (nn + 1) / 2.0;  // QK^T and PV over the causal half
+  }
+  return f + 2.0 * H * double(lm.vocab_size());  // lm_head on the last row
+}
+
+// --- kept map ----------------------------------------------------------------------------------
+
+void save_kept_map(const Image& crop, int64_t patch, const PruningReport& report, const std::string& path) {
+  const int w = crop.width, h = crop.height;
+  const int64_t gx = w / patch, gy = h / patch, n = gx * gy;
+  const bool heat = int64_t(report.importance.size()) == n;
+  Image out(heat ? 2 * w + 8 : w, h);
+  std::fill(out.rgb.begin(), out.rgb.end(), uint8_t(255));
+  std::vector<bool> kept(size_t(n), false);
+  for (int64_t p : report.kept_patches)
+    if (p >= 0 && p < n) kept[size_t(p)] = true;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const int64_t p = std::min<int64_t>(y / patch, gy - 1) * gx + std::min<int64_t>(x / patch, gx - 1);
+      const uint8_t* s = crop.px(x, y);
+      uint8_t* d = out.px(x, y);
+      const bool k = kept[size_t(p)];
+      const bool edge = k && (x % patch == 0 || y % patch == 0 || x % patch == patch - 1 || y % patch == patch - 1);
+      for (int c = 0; c < 3; ++c) d[c] = edge ? (c == 1 ? 255 : 40) : k ? s[c] : uint8_t(s[c] / 4);
+    }
+  if (heat) {
+    const float lo = *std::min_element(report.importance.begin(), report.importance.end());
+    const float hi = *std::max_element(report.importance.begin(), report.importance.end());
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x) {
+        const int64_t p = std::min<int64_t>(y / patch, gy - 1) * gx + std::min<int64_t>(x / patch, gx - 1);
+        const float t = hi > lo ? (report.importance[size_t(p)] - lo) / (hi - lo) : 0.f;
+        uint8_t* d = out.px(w + 8 + x, y);  // dark blue -> yellow
+        d[0] = uint8_t(255 * t);
+        d[1] = uint8_t(40 + 200 * t);
+        d[2] = uint8_t(120 * (1 - t));
+      }
+  }
+  save_png(out, path);
+}
+
+}  // namespace mmattn
