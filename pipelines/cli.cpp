@@ -19,7 +19,10 @@ namespace {
 // Flags of `mmattn caption` / `mmattn vqa`. Only the flags given go into the spec they build, so
 // every default stays in one place (the llava options parser, docs/specs.md).
 struct LlavaFlags {
-  std::string model, image, prompt, device, dtype, output;
+  std::string model, image, prompt, device, dtype, output, prune, kept_map;
+  int64_t keep = 0;
+  double ratio = 0;
+  int prune_layer = 0;
   uint64_t seed = 0;
   int64_t max_new_tokens = 0, min_new_tokens = 0;
   double temperature = 1, top_p = 1, repetition_penalty = 1;
@@ -53,6 +56,13 @@ void add_llava_flags(CLI::App* sub, LlavaFlags& f, bool vqa) {
   sub->add_flag("--no-stream", f.no_stream, "print the answer at the end instead of token by token");
   sub->add_option("--output", f.output, "also write the JSON report to this file");
   sub->add_flag("--json", f.json, "print the JSON report on stdout (no streaming)");
+  sub->add_option("--prune", f.prune,
+                  "visual token pruning: fastv | pdrop | fastervlm | visionzip | dart | divprune | vflowopt "
+                  "(docs/pruning.md; other parameters through a spec)");
+  sub->add_option("--keep", f.keep, "image tokens kept by --prune");
+  sub->add_option("--ratio", f.ratio, "fraction of the image tokens kept by --prune");
+  sub->add_option("--prune-layer", f.prune_layer, "LLM layer fastv / dart prune before (default 2)");
+  sub->add_option("--save-kept-map", f.kept_map, "write a PNG of the kept patches and the importance heatmap");
 }
 
 // The spec a caption/vqa command line stands for (paths relative to the working directory).
@@ -75,6 +85,16 @@ Json llava_spec_json(const LlavaFlags& f, bool vqa) {
   if (f.system_prompt) o["system_prompt"] = true;
   if (f.pad_to_square) o["pad_to_square"] = true;
   if (f.no_stream) o["stream"] = false;
+  if (f.given("--prune")) {
+    Json p = {{"method", f.prune}};
+    if (f.given("--keep")) p["keep"] = f.keep;
+    if (f.given("--ratio")) p["ratio"] = f.ratio;
+    if (f.given("--prune-layer")) p["layer"] = f.prune_layer;
+    o["pruning"] = p;
+  } else if (f.given("--keep") || f.given("--ratio") || f.given("--prune-layer")) {
+    MMATTN_THROW(ConfigError, "--keep, --ratio and --prune-layer need --prune METHOD");
+  }
+  if (f.given("--save-kept-map")) o["save_kept_map"] = f.kept_map;
   j["llava"] = o;
   return j;
 }

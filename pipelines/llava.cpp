@@ -95,7 +95,8 @@ Json LlavaResult::to_json() const {
                            {"decode_ms", timings.decode_ms},
                            {"decode_tokens_per_s", timings.decode_tokens_per_s},
                            {"total_ms", timings.total_ms}}},
-              {"peak_memory_bytes", peak_memory_bytes}};
+              {"peak_memory_bytes", peak_memory_bytes},
+              {"pruning", pruning.to_json()}};
 }
 
 // --- LlavaPipeline ----------------------------------------------------------------------------
@@ -152,6 +153,11 @@ struct LlavaPipeline::Sequence {
   std::vector<int64_t> ids;      // the prompt's ids (one <image>), from plan()
   int64_t n_prompt = 0;          // prompt length after <image> expansion (expected)
   Tensor embeds;                 // [1, L, hidden], from encode(); released after the prefill
+  PruningConfig pruning;         // the request's, resolved against the model
+  Image crop;                    // the preprocessed image (kept-map and vflowopt entropy)
+  std::vector<int64_t> patch;    // per image row of the prompt: its patch (-1: [CLS] / merged)
+  std::vector<float> row_importance;
+  std::pair<int64_t, int64_t> span{0, 0};  // image rows [first, first + count) of the prompt
   std::vector<int64_t> history;  // expanded prompt + generated (the repetition penalty sees the prompt)
   Sampler sampler;
   IncrementalDecoder dec;
@@ -226,6 +232,9 @@ std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest&
                n_prompt + req.max_new_tokens, " exceeds max_position_embeddings (", ctx, ") of ", dir_,
                "/config.json");
   s->n_prompt = n_prompt;
+  s->pruning = req.pruning;
+  const int64_t grid = cfg_.vision_config.image_size / cfg_.vision_config.patch_size;
+  s->pruning.resolve(cfg_.vision_config.num_patches(), lm_->num_layers(), grid);
   return s;
 }
 
@@ -240,17 +249,25 @@ void LlavaPipeline::encode(Sequence& s) const {
   MMATTN_CHECK(!img.empty(), FormatError, req.image, ": empty image (", img.width, "x", img.height, ")");
   ClipPreprocessConfig pre = pre_;
   pre.pad_to_square = req.pad_to_square;
-  const Tensor px = clip_preprocess(img, pre).unsqueeze(0).to(device_, dtype_);  // [1, 3, H, W]
+  s.crop = clip_resize_crop(img, pre);
+  const Tensor px = clip_normalize(s.crop, pre).unsqueeze(0).to(device_, dtype_);  // [1, 3, H, W]
   sync();
   s.t1 = Clock::now();
 
-  const Tensor feats = encoder_->encode(px);  // [1, N, hidden]
+  VisualTokens vt = encode_visual_tokens(s.pruning, *encoder_, px, s.crop);
+  const Tensor feats = vt.features.unsqueeze(0);  // [1, n, hidden]
   sync();
   s.t2 = Clock::now();
   s.t_first = s.t2;
   res.image_tokens = feats.size(1);
-  MMATTN_CHECK(res.image_tokens == expected_image_features(cfg_), ShapeError, "llava: the image encoder gave ",
-               res.image_tokens, " features, config.json implies ", expected_image_features(cfg_));
+  MMATTN_CHECK(s.pruning.before_llm() || res.image_tokens == expected_image_features(cfg_), ShapeError,
+               "llava: the image encoder gave ", res.image_tokens, " features, config.json implies ",
+               expected_image_features(cfg_));
+  res.pruning = std::move(vt.report);
+  s.patch = std::move(vt.patch);
+  s.row_importance = std::move(vt.row_importance);
+  const auto img_at = std::find(s.ids.begin(), s.ids.end(), cfg_.image_token_index);
+  s.span = {int64_t(img_at - s.ids.begin()), res.image_tokens};
 
   std::vector<int64_t> expanded = expand_image_tokens(s.ids, cfg_.image_token_index, res.image_tokens, 1);
   const int64_t L = int64_t(expanded.size());
@@ -258,6 +275,32 @@ void LlavaPipeline::encode(Sequence& s) const {
   const Tensor input_ids = Tensor::from_vector<int64_t>(expanded, {1, L});
   s.embeds = llava_input_embeds(*lm_, input_ids, feats, cfg_.image_token_index);  // [1, L, hidden]
   s.history = std::move(expanded);
+}
+
+// After the prefill of sequence b of `cache`: the in-LLM stages, kept patches, KV bytes, FLOPs, and
+// the kept map when asked for.
+void LlavaPipeline::finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const {
+  PruningReport& rep = s.res.pruning;
+  std::vector<int64_t> rows(size_t(lm_->num_layers()), s.res.prompt_tokens);
+  if (pruner) {
+    for (const auto& st : pruner->stages(size_t(b))) rep.stages.push_back(st);
+    rows = pruner->rows_per_layer(size_t(b), s.res.prompt_tokens, lm_->num_layers());
+    std::vector<int64_t> kept;
+    for (int64_t r : pruner->kept_rows(size_t(b)))
+      if (s.patch[size_t(r)] >= 0) kept.push_back(s.patch[size_t(r)]);
+    std::sort(kept.begin(), kept.end());
+    rep.kept_patches = kept;
+    if (rep.importance.empty()) rep.importance = pruner->scores(size_t(b));
+    if (int64_t(rep.importance.size()) != cfg_.vision_config.num_patches()) rep.importance.clear();
+  } else if (!s.pruning.before_llm()) {
+    rep.kept_patches = s.patch;
+  }
+  rep.prefill_flops = llama_prefill_flops(*lm_, rows);
+  int64_t kv_rows = 0;
+  for (int l = 0; l < lm_->num_layers(); ++l) kv_rows += cache.layer_length(l, b);
+  rep.kv_bytes = size_t(kv_rows) * 2 * size_t(lm_->num_kv_heads() * lm_->attn_head_dim()) * dtype_size(dtype_);
+  if (!s.req.kept_map_path.empty())
+    save_kept_map(s.crop, cfg_.vision_config.patch_size, rep, s.req.kept_map_path);
 }
 
 LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
@@ -274,8 +317,15 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
   KVCache cache = lm_->make_cache(1, s->res.prompt_tokens + req.max_new_tokens);
   LlamaForwardOptions last;
   last.last_only = true;
+  std::unique_ptr<LlavaTokenPruner> pruner;
+  if (s->pruning.in_llm())
+    pruner = std::make_unique<LlavaTokenPruner>(s->pruning, *lm_, std::vector<std::pair<int64_t, int64_t>>{s->span},
+                                                std::vector<std::vector<float>>{s->row_importance});
+  last.pruner = pruner.get();
   Tensor logits = lm_->forward(s->embeds, cache, last);  // [1, 1, V]
+  last.pruner = nullptr;
   s->embeds = Tensor();
+  finish_pruning(*s, cache, 0, pruner.get());
   while (!s->step(logits.to_floats()))
     logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({s->last_token()}, {1, 1})), cache, last);
   if (cuda) synchronize();
@@ -375,14 +425,30 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       for (int64_t b : admitted) Lmax = std::max(Lmax, slot[size_t(b)]->embeds.size(1));
       Tensor embeds = Tensor::zeros({B, Lmax, lm_->hidden_size()}, dtype_, device_);
       opt.n_valid.assign(size_t(B), 0);
+      std::vector<std::pair<int64_t, int64_t>> spans(size_t(B), {0, 0});
+      std::vector<std::vector<float>> imp(static_cast<size_t>(B));
+      // One pruning configuration per prefill: requests of a batch share the pipeline's spec.
+      const PruningConfig* pc = nullptr;
       for (int64_t b : admitted) {
         Sequence& s = *slot[size_t(b)];
         const int64_t L = s.embeds.size(1);
         embeds.slice(0, b, b + 1).slice(1, 0, L).copy_from(s.embeds);
         opt.n_valid[size_t(b)] = int(L);
         s.embeds = Tensor();
+        if (s.pruning.in_llm()) {
+          MMATTN_CHECK(!pc || pc->to_json() == s.pruning.to_json(), ConfigError,
+                       "llava: requests of one batch must use the same in-LLM pruning");
+          pc = &s.pruning;
+          spans[size_t(b)] = s.span;
+          imp[size_t(b)] = s.row_importance;
+        }
       }
+      std::unique_ptr<LlavaTokenPruner> pruner;
+      if (pc) pruner = std::make_unique<LlavaTokenPruner>(*pc, *lm_, spans, imp);
+      opt.pruner = pruner.get();
       const Tensor logits = lm_->forward(embeds, cache, opt);  // [B, 1, V]
+      opt.pruner = nullptr;
+      for (int64_t b : admitted) finish_pruning(*slot[size_t(b)], cache, b, pruner.get());
       step_slots(logits, admitted);
     }
 
@@ -450,6 +516,11 @@ LlavaOptions LlavaOptions::parse(JsonReader& r) {
   for (size_t i = 0; i < o.stop.size(); ++i)
     if (o.stop[i].empty()) r.fail_key("stop[" + std::to_string(i) + "]", "must not be empty");
   o.stream = r.get<bool>("stream", true);
+  if (r.has("pruning")) {
+    JsonReader pr = r.child("pruning");
+    o.pruning = PruningConfig::parse(pr);
+  }
+  o.save_kept_map = r.get<std::string>("save_kept_map", std::string());
   r.finish();
   return o;
 }
@@ -474,6 +545,8 @@ Json run_llava(const Spec& spec) {
   req.sampling = o.sampling;
   req.sampling.seed = spec.seed;
   req.stop = o.stop;
+  req.pruning = o.pruning;
+  if (!o.save_kept_map.empty()) req.kept_map_path = resolve_path(spec.base_dir, o.save_kept_map);
   const bool text_out = !spec.report_on_stdout;  // stdout carries the report alone with --json
   if (text_out && o.stream)
     req.on_text = [](const std::string& s) {
@@ -506,7 +579,8 @@ Json run_llava(const Spec& spec) {
                        {"max_new_tokens", o.max_new_tokens}, {"min_new_tokens", o.min_new_tokens},
                        {"do_sample", o.sampling.do_sample}, {"temperature", o.sampling.temperature},
                        {"top_k", o.sampling.top_k}, {"top_p", o.sampling.top_p},
-                       {"repetition_penalty", o.sampling.repetition_penalty}, {"stop", o.stop}};
+                       {"repetition_penalty", o.sampling.repetition_penalty}, {"stop", o.stop},
+                       {"pruning", o.pruning.to_json()}};
   return report;
 }
 

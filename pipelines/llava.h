@@ -27,6 +27,7 @@
 #include "core/hf_config.h"
 #include "core/json_reader.h"
 #include "language/sampler.h"
+#include "pipelines/pruning.h"
 #include "vision/clip_preprocess.h"
 
 namespace mmattn {
@@ -48,6 +49,10 @@ struct LlavaRequest {
   int64_t min_new_tokens = 0;         // EOS is masked before this many tokens
   SamplingConfig sampling;            // greedy by default
   std::vector<std::string> stop;      // generation stops at the first occurrence of any of them
+  // Visual token pruning (docs/pruning.md); method none by default. Resolved against the model in
+  // plan() (bad keep counts / layers are ConfigErrors naming the spec field).
+  PruningConfig pruning;
+  std::string kept_map_path;          // non-empty: write the kept-patch PNG (save_kept_map) here
   // Newly decoded text after each token (complete UTF-8; text that could begin a stop string is
   // held back until it is known not to). The concatenation of all calls equals LlavaResult::text.
   std::function<void(const std::string&)> on_text;
@@ -72,6 +77,7 @@ struct LlavaResult {
   std::string stop_reason;          // "eos" | "stop_string" | "max_new_tokens"
   LlavaTimings timings;
   size_t peak_memory_bytes = 0;     // CUDA allocator peak during the request; 0 on the CPU
+  PruningReport pruning;            // stages, kept patches, KV bytes and prefill FLOPs (method "none" too)
   Json to_json() const;
 };
 
@@ -121,6 +127,7 @@ class LlavaPipeline {
   std::unique_ptr<Sequence> plan(const LlavaRequest& req) const;
   // Image -> preprocess -> vision tower -> prompt embeddings [1, L, hidden] (and the timings).
   void encode(Sequence& s) const;
+  void finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const;
 
   std::string dir_;
   Device device_;
@@ -166,6 +173,8 @@ struct LlavaOptions {
   SamplingConfig sampling;
   std::vector<std::string> stop;
   bool stream = true;
+  PruningConfig pruning;       // "pruning": {...}
+  std::string save_kept_map;   // "save_kept_map": PNG path
   // Reads and validates every key (ConfigError naming the JSON path), then finish().
   static LlavaOptions parse(JsonReader& r);
 };

@@ -55,6 +55,10 @@ CONFIGS = [
     ("divprune_keep64", "divprune", {"keep": 64}),
     ("vflowopt_keep64", "vflowopt", {"keep": 64, "sink_threshold": 35.0, "cell": 12, "entropy_weight": 1.0,
                                      "llm_layers": [1], "llm_ratios": [0.5]}),
+    # extra: with t = 35 no patch of the tiny random ViT is a sink (max recv / mean = 1.60), so the
+    # config above takes the empty-set fallback (argmax recv); t = 1.47 gives 5 sinks.
+    ("vflowopt_keep64_multisink", "vflowopt", {"keep": 64, "sink_threshold": 1.47, "cell": 12, "entropy_weight": 1.0,
+                                               "llm_layers": [1], "llm_ratios": [0.5]}),
 ]
 
 SCORES = {
@@ -561,6 +565,8 @@ def vflowopt(m, P, prm):
     A = P.A.mean(0)[1:, 1:]                                   # [N, N], [CLS] row/column removed
     recv = A.mean(0)                                          # attention received by each patch
     sinks = (recv > t * recv.mean()).nonzero().flatten()
+    gap = float((recv - t * recv.mean()).abs().min())
+    margins = [("sink threshold |recv - t mean| (min)", (gap, gap / float(t * recv.mean())))]
     if sinks.numel() == 0:
         sinks = topk_idx(recv, 1)
     H = patch_entropy(P.crop, grid, m.patch)
@@ -581,8 +587,8 @@ def vflowopt(m, P, prm):
         feats[best] = (w[:, None] * P.image[g]).sum(0)
         is_kept[best] = True
     vit_kept = is_kept.nonzero().flatten()                    # ascending
-    margins = [("ViT stage drop-%d" % n_drop, margin_low(imp, n_drop)),
-               ("recycle best member (min over cells)", rmarg)]
+    margins += [("ViT stage drop-%d" % n_drop, margin_low(imp, n_drop)),
+                ("recycle best member (min over cells)", rmarg)]
     n_vit = vit_kept.numel()
     stage_kept = [n_vit]
     rec = {"kept": vit_kept}
