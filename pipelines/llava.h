@@ -116,6 +116,7 @@ class LlavaPipeline {
   const ClipPreprocessConfig& preprocess_config() const { return pre_; }
   const LlamaTokenizer& tokenizer() const { return *tok_; }
   const LlamaModel& language_model() const { return *lm_; }
+  const LlavaImageEncoder& image_encoder() const { return *encoder_; }
   Device device() const { return device_; }
   DType dtype() const { return dtype_; }
   std::vector<int64_t> eos_token_ids() const { return cfg_.text_config.eos_token_ids; }

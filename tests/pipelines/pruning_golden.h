@@ -1,0 +1,130 @@
+#pragma once
+// Runs a pruning configuration of tests/golden/tiny_llava_pruning.safetensors (made by
+// tools/golden/pruning.py from docs/pruning.md) through the engine: ViT + projector with the
+// pre-LLM stage, the prompt, one prefill with the in-LLM stages, 16 greedy tokens (EOS masked as
+// the golden). Shared by the CPU and GPU tests.
+#include <map>
+
+#include "core/checkpoint.h"
+#include "language/chat.h"
+#include "language/llama.h"
+#include "language/llava.h"
+#include "language/tokenizer.h"
+#include "pipelines/llava.h"
+#include "pipelines/pruning.h"
+#include "test_util.h"
+#include "vision/clip_preprocess.h"
+#include "vision/image.h"
+#include "vision/projector.h"
+
+namespace mmattn::test {
+
+struct PruneRun {
+  std::vector<int64_t> kept;      // kept patches after every stage (golden "kept")
+  std::vector<int64_t> vit_kept;  // patches of the rows the vision stage produced (vflowopt)
+  std::vector<int64_t> stage_kept;
+  int64_t image_tokens = 0;
+  Tensor logits_last;             // F32 [V] on the CPU
+  std::vector<int64_t> greedy;
+};
+
+struct PruneGolden {
+  std::vector<int64_t> kept, vit_kept, stage_kept, greedy;
+  int64_t image_tokens = 0;
+  Tensor logits_last;
+};
+
+inline std::vector<int64_t> ints_of(const Tensor& t) {
+  const Tensor c = t.to(DType::I64);
+  const int64_t* p = c.data<int64_t>();
+  return {p, p + c.numel()};
+}
+
+inline PruneGolden load_prune_golden(const std::string& name) {
+  static Checkpoint g(golden_dir() + "/tiny_llava_pruning.safetensors");
+  PruneGolden r;
+  r.kept = ints_of(g.load(name + ".kept", Device::cpu(), DType::I64));
+  if (g.has(name + ".vit_kept")) r.vit_kept = ints_of(g.load(name + ".vit_kept", Device::cpu(), DType::I64));
+  if (g.has(name + ".stage_kept")) r.stage_kept = ints_of(g.load(name + ".stage_kept", Device::cpu(), DType::I64));
+  r.greedy = ints_of(g.load(name + ".greedy", Device::cpu(), DType::I64));
+  r.image_tokens = ints_of(g.load(name + ".image_tokens", Device::cpu(), DType::I64))[0];
+  r.logits_last = g.load(name + ".logits_last", Device::cpu(), DType::F32);
+  return r;
+}
+
+// The golden configurations (tools/golden/pruning.py) as engine configs.
+inline std::map<std::string, PruningConfig> prune_golden_configs() {
+  std::map<std::string, PruningConfig> m;
+  auto add = [&](const std::string& name, PruneMethod meth, int64_t keep, auto&& tweak) {
+    PruningConfig c;
+    c.method = meth;
+    c.keep = keep;
+    tweak(c);
+    m[name] = c;
+  };
+  auto none = [](PruningConfig&) {};
+  add("fastv_k1_keep64", PruneMethod::FastV, 64, [](PruningConfig& c) { c.layer = 1; });
+  add("fastv_k1_keep576", PruneMethod::FastV, 576, [](PruningConfig& c) { c.layer = 1; });
+  add("pdrop_l1_keep64", PruneMethod::PDrop, 64, [](PruningConfig& c) { c.layers = {1}; });
+  add("fastervlm_keep64", PruneMethod::FasterVLM, 64, none);
+  add("visionzip_keep64", PruneMethod::VisionZip, 64, [](PruningConfig& c) { c.dominant = -1; });
+  add("visionzip_keep32", PruneMethod::VisionZip, 32, [](PruningConfig& c) { c.dominant = -1; });
+  add("dart_k1_keep64", PruneMethod::Dart, 64, [](PruningConfig& c) { c.layer = 1; });
+  add("divprune_keep64", PruneMethod::DivPrune, 64, none);
+  auto vflow = [](double t) {
+    return [t](PruningConfig& c) {
+      c.sink_threshold = t;
+      c.llm_layers = {1};
+      c.llm_ratios = {0.5};
+    };
+  };
+  add("vflowopt_keep64", PruneMethod::VFlowOpt, 64, vflow(35.0));
+  add("vflowopt_keep64_multisink", PruneMethod::VFlowOpt, 64, vflow(1.47));
+  return m;
+}
+
+inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t new_tokens = 16) {
+  const LlamaModel& lm = pipe.language_model();
+  const auto& vc = pipe.config().vision_config;
+  cfg.resolve(vc.num_patches(), lm.num_layers(), vc.image_size / vc.patch_size);
+  const Image crop = clip_resize_crop(load_image(source_dir() + "/assets/images/extreme_ironing.jpg"),
+                                      pipe.preprocess_config());
+  const Tensor px = clip_normalize(crop, pipe.preprocess_config()).unsqueeze(0).to(pipe.device(), pipe.dtype());
+  VisualTokens vt = encode_visual_tokens(cfg, pipe.image_encoder(), px, crop);
+  const int64_t n = vt.features.size(0);
+  const int64_t img = pipe.config().image_token_index;
+  const std::vector<int64_t> ids =
+      pipe.tokenizer().encode(llava_prompt("What is unusual about this image?", true), true);
+  const std::vector<int64_t> ex = expand_image_tokens(ids, img, n, 1);
+  const int64_t start = int64_t(std::find(ids.begin(), ids.end(), img) - ids.begin());
+  const Tensor embeds =
+      llava_input_embeds(lm, Tensor::from_vector<int64_t>(ex, {1, int64_t(ex.size())}), vt.features.unsqueeze(0), img);
+  KVCache cache = lm.make_cache(1, int64_t(ex.size()) + new_tokens);
+  LlavaTokenPruner pruner(cfg, lm, {{start, n}}, {vt.row_importance});
+  LlamaForwardOptions o;
+  o.last_only = true;
+  o.pruner = cfg.in_llm() ? &pruner : nullptr;
+  Tensor logits = lm.forward(embeds, cache, o);
+  o.pruner = nullptr;
+  PruneRun r;
+  r.image_tokens = n;
+  r.logits_last = logits.to(Device::cpu()).reshape({-1});
+  r.vit_kept = vt.patch;
+  for (const auto& s : vt.report.stages) r.stage_kept.push_back(s.image_tokens);
+  if (cfg.in_llm()) {
+    for (const auto& s : pruner.stages(0)) r.stage_kept.push_back(s.image_tokens);
+    for (int64_t row : pruner.kept_rows(0)) r.kept.push_back(vt.patch[size_t(row)]);
+    std::sort(r.kept.begin(), r.kept.end());
+  } else {
+    r.kept = vt.report.kept_patches;
+  }
+  for (int64_t i = 0; i < new_tokens; ++i) {
+    const std::vector<float> row = logits.to_floats();
+    const int64_t tok = int64_t(std::max_element(row.begin(), row.end()) - row.begin());
+    r.greedy.push_back(tok);
+    if (i + 1 < new_tokens) logits = lm.forward(lm.embed(Tensor::from_vector<int64_t>({tok}, {1, 1})), cache, o);
+  }
+  return r;
+}
+
+}  // namespace mmattn::test

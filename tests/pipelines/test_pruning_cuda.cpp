@@ -1,0 +1,52 @@
+// Visual token pruning on the GPU (bf16) against tools/golden/pruning.py (f32). The reference's
+// ranking margins are ~1e-3 relative (see the golden's meta), below bf16's resolution, so a few
+// boundary tokens may swap: kept sets must overlap by >= 80% with the same counts, and the last
+// prompt row's logits must stay within 5% (relative L2) of the reference's.
+#include <cmath>
+#include <set>
+
+#include "pruning_golden.h"
+
+using namespace mmattn;
+using namespace mmattn::test;
+
+namespace {
+
+double overlap(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  const std::set<int64_t> sa(a.begin(), a.end());
+  size_t common = 0;
+  for (int64_t x : b) common += sa.count(x);
+  return b.empty() ? 1.0 : double(common) / double(std::max(a.size(), b.size()));
+}
+
+double rel_l2(const Tensor& a, const Tensor& b) {
+  const std::vector<float> x = a.to_floats(), y = b.to_floats();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(y[i]) * y[i];
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+}  // namespace
+
+class PruningGoldenCuda : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PruningGoldenCuda, MatchesReferenceWithinBf16) {
+  MMATTN_REQUIRE_GPU();
+  static LlavaPipeline pipe(golden_dir() + "/tiny_llava", Device::cuda(), DType::BF16);
+  const std::string name = GetParam();
+  const PruneGolden want = load_prune_golden(name);
+  const PruneRun got = run_pruned(pipe, prune_golden_configs().at(name));
+  EXPECT_EQ(got.kept.size(), want.kept.size()) << name;
+  EXPECT_GE(overlap(got.kept, want.kept), 0.8) << name;
+  EXPECT_EQ(got.image_tokens, want.image_tokens) << name;
+  if (!want.stage_kept.empty()) EXPECT_EQ(got.stage_kept, want.stage_kept) << name;
+  EXPECT_LT(rel_l2(got.logits_last, want.logits_last), 0.05) << name;
+  std::printf("%-28s kept overlap %.3f  logits rel L2 %.4f  greedy %s\n", name.c_str(), overlap(got.kept, want.kept),
+              rel_l2(got.logits_last, want.logits_last), got.greedy == want.greedy ? "equal" : "differs");
+}
+
+INSTANTIATE_TEST_SUITE_P(AllMethods, PruningGoldenCuda,
+                         ::testing::Values("fastv_k1_keep64", "fastv_k1_keep576", "pdrop_l1_keep64",
+                                           "fastervlm_keep64", "visionzip_keep64", "visionzip_keep32",
+                                           "dart_k1_keep64", "divprune_keep64", "vflowopt_keep64",
+                                           "vflowopt_keep64_multisink"));
