@@ -164,6 +164,7 @@ struct LlamaModel::StepRows {
   std::vector<int32_t> base;                    // per sequence: the layer's next position the
                                                 // positions start at (until a pruning decision)
   bool pruned = false;                          // a pruning decision fixed the positions
+  LlamaRopeCache rope;                          // tables shared by the layers while positions agree
 
   // Positions base + 0, 1, ... starting at layer l's own next position (they differ between
   // layers only after PDrop's renumbering).
@@ -232,7 +233,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
     q = qkv.slice(2, 0, hq_);                                                    // [B, n, Hq, D] strided
     k = qkv.slice(2, hq_, hq_ + hkv_);                                           // [B, n, Hkv, D]
     v = qkv.slice(2, hq_ + hkv_, hq_ + 2 * hkv_);                                // [B, n, Hkv, D]
-    llama_rope_(q, k, rows.rope_positions(), rope_);
+    rows.rope.apply_(q, k, rows.rope_positions(), rope_);
   };
   auto padded = [&](const Tensor& t) { return dp_ != d_ ? pad_head_dim(t, dp_) : t; };
   const float scale = float(1.0 / std::sqrt(double(d_)));

@@ -64,27 +64,45 @@ void validate_llama_rope(const LlamaRope& r, const std::string& where) {
                  ": llama3 rope scaling needs original_max_position_embeddings > 0");
 }
 
-void llama_rope_(Tensor& q, Tensor& k, const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r) {
-  const RopeScaling s = to_scaling(r, "llama rope");
+struct LlamaRopeCache::Impl {
+  std::vector<std::vector<int64_t>> positions;
+  std::vector<RopeTable> tables;  // one (shared by the batch) or one per sequence
+};
+
+LlamaRopeCache::LlamaRopeCache() : impl_(std::make_unique<Impl>()) {}
+LlamaRopeCache::~LlamaRopeCache() = default;
+LlamaRopeCache::LlamaRopeCache(LlamaRopeCache&&) noexcept = default;
+LlamaRopeCache& LlamaRopeCache::operator=(LlamaRopeCache&&) noexcept = default;
+
+void LlamaRopeCache::apply_(Tensor& q, Tensor& k, const std::vector<std::vector<int64_t>>& positions,
+                            const LlamaRope& r) {
   const int64_t B = q.size(0);
   MMATTN_CHECK(int64_t(positions.size()) == B, ShapeError, "llama_rope_: ", positions.size(),
                " position lists for a batch of ", B);
-  // One table per distinct position list (B = 1, or a batch whose sequences are aligned, share one).
-  bool same = true;
-  for (int64_t b = 1; b < B; ++b) same = same && positions[size_t(b)] == positions[0];
-  if (same) {
-    const RopeTable t = make_table(positions[0], r, s);
-    apply_rope_(q, t, RopeStyle::HalfSplit);
-    apply_rope_(k, t, RopeStyle::HalfSplit);
+  if (impl_->tables.empty() || impl_->positions != positions) {
+    const RopeScaling s = to_scaling(r, "llama rope");
+    // One table per distinct position list (B = 1, or a batch whose sequences are aligned, share one).
+    bool same = true;
+    for (int64_t b = 1; b < B; ++b) same = same && positions[size_t(b)] == positions[0];
+    impl_->tables.clear();
+    for (int64_t b = 0; b < (same ? 1 : B); ++b) impl_->tables.push_back(make_table(positions[size_t(b)], r, s));
+    impl_->positions = positions;
+  }
+  if (impl_->tables.size() == 1) {
+    apply_rope_(q, impl_->tables[0], RopeStyle::HalfSplit);
+    apply_rope_(k, impl_->tables[0], RopeStyle::HalfSplit);
     return;
   }
   for (int64_t b = 0; b < B; ++b) {
-    const RopeTable t = make_table(positions[size_t(b)], r, s);
     Tensor qb = q.slice(0, b, b + 1);  // [1, n, Hq, D]
     Tensor kb = k.slice(0, b, b + 1);  // [1, n, Hkv, D]
-    apply_rope_(qb, t, RopeStyle::HalfSplit);
-    apply_rope_(kb, t, RopeStyle::HalfSplit);
+    apply_rope_(qb, impl_->tables[size_t(b)], RopeStyle::HalfSplit);
+    apply_rope_(kb, impl_->tables[size_t(b)], RopeStyle::HalfSplit);
   }
+}
+
+void llama_rope_(Tensor& q, Tensor& k, const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r) {
+  LlamaRopeCache().apply_(q, k, positions, r);
 }
 
 }  // namespace mmattn

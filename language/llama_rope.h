@@ -6,6 +6,7 @@
 // rope.h and llama.cpp only hf_config.h, and the settings travel in LlamaRope.
 #include <cstdint>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "core/tensor.h"
@@ -38,5 +39,21 @@ void validate_llama_rope(const LlamaRope& r, const std::string& where);
 // transformers' apply_rotary_pos_emb). positions[b] holds the n position ids of sequence b (rows of
 // a right-padded batch past its valid length may hold any value). Last dims must be dense.
 void llama_rope_(Tensor& q, Tensor& k, const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r);
+
+// llama_rope_ that keeps its cos/sin tables (host and device) while the positions stay the same:
+// every layer of a forward step reuses the first layer's (the tables cost T x head_dim/2 sincos
+// on the host plus an upload, per layer, otherwise).
+class LlamaRopeCache {
+ public:
+  LlamaRopeCache();
+  ~LlamaRopeCache();
+  LlamaRopeCache(LlamaRopeCache&&) noexcept;
+  LlamaRopeCache& operator=(LlamaRopeCache&&) noexcept;
+  void apply_(Tensor& q, Tensor& k, const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace mmattn

@@ -32,6 +32,7 @@ struct PruneGolden {
   std::vector<int64_t> kept, vit_kept, stage_kept, greedy;
   int64_t image_tokens = 0;
   Tensor logits_last;
+  Tensor scores;  // the ranking signal (see the golden's meta)
 };
 
 inline std::vector<int64_t> ints_of(const Tensor& t) {
@@ -49,6 +50,7 @@ inline PruneGolden load_prune_golden(const std::string& name) {
   r.greedy = ints_of(g.load(name + ".greedy", Device::cpu(), DType::I64));
   r.image_tokens = ints_of(g.load(name + ".image_tokens", Device::cpu(), DType::I64))[0];
   r.logits_last = g.load(name + ".logits_last", Device::cpu(), DType::F32);
+  r.scores = g.load(name + ".scores", Device::cpu(), DType::F32);
   return r;
 }
 
