@@ -75,6 +75,9 @@ struct Results {
       if (row.contains(k) && row[k].is_number()) std::printf("  %s %.4g", k, row[k].get<double>());
     if (row.contains("ours_tflops")) std::printf("  %.1f TFLOP/s", row["ours_tflops"].get<double>());
     if (row.contains("ours_GBps")) std::printf("  %.0f GB/s", row["ours_GBps"].get<double>());
+    if (row.contains("load_preprocess_ms") && row.contains("vision_ms"))
+      std::printf("  (preprocess %.2f ms, vision %.2f ms)", row["load_preprocess_ms"].get<double>(),
+                  row["vision_ms"].get<double>());
     if (row.contains("fraction_of_ceiling")) std::printf("  (%.0f%% of ceiling)", 100 * row["fraction_of_ceiling"].get<double>());
     std::printf("\n");
     rows.push_back(std::move(row));

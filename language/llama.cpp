@@ -224,15 +224,18 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   const Layer& L = layers_[size_t(l)];
   const TokenPruner::Needs needs = pruner ? pruner->needs(l) : TokenPruner::Needs{};
   rows.sync_positions(cache, l);
-  Tensor q, k, v;
-  // norm -> fused q/k/v projection -> RoPE -> head-dim padding, for the current rows of x
+  Tensor qkv, q, k, v;
+  auto split = [&] {
+    q = qkv.slice(2, 0, hq_);                     // [B, n, Hq, D] strided
+    k = qkv.slice(2, hq_, hq_ + hkv_);            // [B, n, Hkv, D]
+    v = qkv.slice(2, hq_ + hkv_, hq_ + 2 * hkv_);  // [B, n, Hkv, D]
+  };
+  // norm -> fused q/k/v projection -> RoPE, for the current rows of x
   auto project = [&] {
     const int64_t B = x.size(0), n = x.size(1);
     Tensor h = rms_norm(x, L.input_norm, eps_);
-    Tensor qkv = linear(h, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});  // [B, n, Hq + 2 Hkv, D]
-    q = qkv.slice(2, 0, hq_);                                                    // [B, n, Hq, D] strided
-    k = qkv.slice(2, hq_, hq_ + hkv_);                                           // [B, n, Hkv, D]
-    v = qkv.slice(2, hq_ + hkv_, hq_ + 2 * hkv_);                                // [B, n, Hkv, D]
+    qkv = linear(h, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});  // [B, n, Hq + 2 Hkv, D]
+    split();
     rows.rope.apply_(q, k, rows.rope_positions(), rope_);
   };
   auto padded = [&](const Tensor& t) { return dp_ != d_ ? pad_head_dim(t, dp_) : t; };
@@ -269,6 +272,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
       std::vector<int> nv(static_cast<size_t>(B));
       int64_t n_new = 1;
       rows.pruned = true;
+      std::vector<std::vector<int64_t>> delta(static_cast<size_t>(B));  // new - old position per kept row
       for (int64_t b = 0; b < B; ++b) {
         const auto& keep = d->keep[size_t(b)];
         const int valid = rows.n_valid[size_t(b)];
@@ -284,8 +288,10 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
         std::vector<int64_t> org;
         const auto& old = rows.positions[size_t(b)];
         const int32_t first = old.empty() ? 0 : *std::min_element(old.begin(), old.end());
+        auto& dl = delta[size_t(b)];
         for (int64_t i : keep) {
           pos.push_back(d->renumber_positions ? first + int32_t(pos.size()) : old[size_t(i)]);
+          dl.push_back(int64_t(pos.back()) - old[size_t(i)]);
           org.push_back(rows.origin[size_t(b)][size_t(i)]);
         }
         rows.positions[size_t(b)] = std::move(pos);
@@ -297,11 +303,20 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
                      ShapeError, kCls, ": layer ", l, " pruning gives replacement rows ", d->x.desc(), ", expected [",
                      B, ", ", n_new, ", ", hidden_, "] ", dtype_name(dtype_), " on ", device_.str());
         x = d->x.contiguous();
+        rows.set_valid(nv, n_new, device_);
+        project();
       } else {
+        // Same rows: gather them and their q/k/v (row-wise functions of x); renumbered positions
+        // rotate the gathered q/k by the position change (RoPE rotations compose).
         x = gather_rows(x, d->keep, n_new);
+        qkv = gather_rows(qkv, d->keep, n_new);
+        split();
+        rows.set_valid(nv, n_new, device_);
+        if (d->renumber_positions) {
+          for (auto& dl : delta) dl.resize(size_t(n_new), 0);
+          LlamaRopeCache().apply_(q, k, delta, rope_);
+        }
       }
-      rows.set_valid(nv, n_new, device_);
-      project();
     }
   }
 
