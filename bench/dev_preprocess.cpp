@@ -1,0 +1,43 @@
+// Times the CPU image path of a LLaVA request piece by piece (JPEG decode, CLIP resize + crop,
+// normalise, upload when a GPU exists): dev_preprocess [image] [reps]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "vision/clip_preprocess.h"
+#include "vision/image.h"
+
+using namespace mmattn;
+
+static double median_ms(const std::function<void()>& f, int reps) {
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto a = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int main(int argc, char** argv) {
+  const std::string path = argc > 1 ? argv[1] : std::string(MMATTN_SOURCE_DIR_BENCH) + "/assets/images/extreme_ironing.jpg";
+  const int reps = argc > 2 ? std::atoi(argv[2]) : 30;
+  ClipPreprocessConfig cfg;
+  Image img, crop;
+  Tensor px;
+  std::printf("decode     %.3f ms\n", median_ms([&] { img = load_image(path); }, reps));
+  std::printf("resize+crop %.3f ms (%dx%d -> %dx%d)\n", median_ms([&] { crop = clip_resize_crop(img, cfg); }, reps),
+              img.width, img.height, crop.width, crop.height);
+  std::printf("normalize  %.3f ms\n", median_ms([&] { px = clip_normalize(crop, cfg); }, reps));
+  if (cuda_available())
+    std::printf("upload     %.3f ms\n", median_ms([&] {
+                  Tensor g = px.unsqueeze(0).to(Device::cuda(), DType::BF16);
+                  synchronize();
+                }, reps));
+  return 0;
+}
