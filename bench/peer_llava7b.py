@@ -5,7 +5,8 @@ Writes a random-weight bf16 checkpoint with the real 7B shapes (CLIP ViT-L/14-33
 projector + Llama-2-7B decoder, vocab 32064) to $MMATTN_LLAVA7B (default /tmp/llava7b) with
 save_pretrained (plus the Llama tokenizer.model), then times HF: TTFT (processor-equivalent
 preprocessing + vision + prefill of 576 image tokens + a short question, first token), decode
-tokens/s at batch 1 and 8 over 128 new tokens, peak GPU memory. Writes bench/results/llava7b_peer.json.
+tokens/s at batch 1 and 8 over 128 new tokens, peak GPU memory, POPE-style questions/s (3 answer
+tokens) at batch 1 and 16. Writes bench/results/llava7b_peer.json.
 """
 import argparse, json, os, shutil, time
 
@@ -76,6 +77,25 @@ def main():
         t_first = sorted(run(b, 1)[0] for _ in range(3))[1]
         rows[f"decode tok/s b{b}"] = b * (n - 1) / (t_all - t_first)
         rows[f"peak GB b{b}"] = torch.cuda.max_memory_allocated() / 1e9
+    # POPE-style questions (issue 8): image + short question with LLaVA's suffix, 3 answer tokens,
+    # batched generate (left padding is not needed: every prompt has the same length here).
+    q_ids = [1] + sp.encode("USER: ") + [32000] * 576 + sp.encode(
+        "\nIs there a car in the image?\nAnswer the question using a single word or phrase. ASSISTANT:")
+
+    def pope(batch, reps):
+        torch.cuda.synchronize()
+        t = time.time()
+        for _ in range(reps):
+            px = proc(images=[image] * batch, return_tensors="pt")["pixel_values"].to("cuda", torch.bfloat16)
+            inp = torch.tensor([q_ids] * batch, device="cuda")
+            with torch.no_grad():
+                model.generate(input_ids=inp, pixel_values=px, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        torch.cuda.synchronize()
+        return batch * reps / (time.time() - t)
+
+    pope(16, 1)  # warm-up
+    rows["pope q/s b1"] = pope(1, 8)
+    rows["pope q/s b16"] = pope(16, 3)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "llava7b_peer.json"), "w") as f:
         json.dump({"peer": f"HF transformers {__import__('transformers').__version__}", "rows": rows}, f, indent=1)

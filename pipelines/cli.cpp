@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "core/log.h"
+#include "pipelines/eval.h"
 #include "pipelines/inspect.h"
 #include "pipelines/llava.h"
 #include "pipelines/registry.h"
@@ -130,6 +131,16 @@ int cli_main(int argc, char** argv) {
   LlavaFlags vqa_flags;
   add_llava_flags(vqa, vqa_flags, /*vqa=*/true);
 
+  auto* eval = app.add_subcommand("eval", "evaluate POPE / CHAIR over the variants of an eval spec (resumable)");
+  std::string eval_spec, shard;
+  bool eval_quiet = false;
+  eval->add_option("spec", eval_spec, "eval spec (JSON; \"pipeline\": \"eval\")")->required();
+  eval->add_option("--shard", shard, "i/n: run only the samples with index % n == i (merge with eval-merge)");
+  eval->add_flag("--quiet", eval_quiet, "no progress bar");
+  auto* merge = app.add_subcommand("eval-merge", "merge the shard results of an eval output folder and report");
+  std::string merge_dir;
+  merge->add_option("output_dir", merge_dir, "the eval's output_dir")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -152,6 +163,16 @@ int cli_main(int argc, char** argv) {
       const Json report = run_spec(spec);
       if (print_json) std::printf("%s\n", report.dump(1).c_str());
       if (!spec.output.json.empty()) MMATTN_INFO("report written to ", spec.output.json);
+    } else if (*eval) {
+      Spec spec = load_spec(eval_spec);
+      MMATTN_CHECK(spec.pipeline == "eval", ConfigError, eval_spec, ": $.pipeline is '", spec.pipeline,
+                   "'; mmattn eval runs \"eval\" specs");
+      if (eval_quiet) spec.output.quiet = true;
+      const Json summary = run_eval(spec, shard.empty() ? EvalRunOptions{} : parse_shard(shard));
+      std::printf("%s\n", summary.dump(1).c_str());
+    } else if (*merge) {
+      const Json summary = merge_eval(merge_dir);
+      std::printf("%s\n", summary.dump(1).c_str());
     } else if (*caption || *vqa) {
       const bool is_vqa = bool(*vqa);
       const LlavaFlags& f = is_vqa ? vqa_flags : caption_flags;

@@ -9,6 +9,7 @@
 #include "core/checkpoint.h"
 #include "core/io.h"
 #include "core/log.h"
+#include "core/ops/concat.h"
 #include "language/chat.h"
 #include "language/llama.h"
 #include "language/llava.h"
@@ -238,27 +239,51 @@ std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest&
   return s;
 }
 
-void LlavaPipeline::encode(Sequence& s) const {
-  const LlavaRequest& req = s.req;
-  LlavaResult& res = s.res;
-  auto sync = [&] {
-    if (device_.is_cuda()) synchronize();
-  };
-  s.t0 = Clock::now();
+Image LlavaPipeline::load_crop(const LlavaRequest& req) const {
   const Image img = load_image(req.image);
   MMATTN_CHECK(!img.empty(), FormatError, req.image, ": empty image (", img.width, "x", img.height, ")");
   ClipPreprocessConfig pre = pre_;
   pre.pad_to_square = req.pad_to_square;
-  s.crop = clip_resize_crop(img, pre);
-  const Tensor px = clip_normalize(s.crop, pre).unsqueeze(0).to(device_, dtype_);  // [1, 3, H, W]
-  sync();
-  s.t1 = Clock::now();
+  return clip_resize_crop(img, pre);
+}
 
-  VisualTokens vt = encode_visual_tokens(s.pruning, *encoder_, px, s.crop);
-  const Tensor feats = vt.features.unsqueeze(0);  // [1, n, hidden]
-  sync();
-  s.t2 = Clock::now();
+Tensor LlavaPipeline::prepare_pixels(Sequence& s, std::future<Image>* crop) const {
+  s.t0 = Clock::now();
+  s.crop = crop ? crop->get() : load_crop(s.req);
+  Tensor px = clip_normalize(s.crop, pre_).unsqueeze(0).to(device_, dtype_);  // [1, 3, H, W]
+  if (device_.is_cuda()) synchronize();
+  s.t1 = Clock::now();
+  return px;
+}
+
+void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::vector<Tensor>& pixels) const {
+  auto done = [&](Sequence& s, VisualTokens vt) {
+    if (device_.is_cuda()) synchronize();
+    s.t2 = Clock::now();
+    finish_encode(s, std::move(vt));
+  };
+  std::vector<size_t> plain;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (seqs[i]->pruning.before_llm())
+      done(*seqs[i], encode_visual_tokens(seqs[i]->pruning, *encoder_, pixels[i], seqs[i]->crop));
+    else
+      plain.push_back(i);
+  }
+  if (plain.empty()) return;
+  std::vector<Tensor> px;
+  for (size_t i : plain) px.push_back(pixels[i]);
+  const Tensor feats = encoder_->encode(px.size() == 1 ? px[0] : concat(px, 0));  // [k, N, hidden]
+  if (device_.is_cuda()) synchronize();
+  for (size_t j = 0; j < plain.size(); ++j) {
+    Sequence& s = *seqs[plain[j]];
+    done(s, unpruned_visual_tokens(s.pruning, feats.select(0, int64_t(j))));
+  }
+}
+
+void LlavaPipeline::finish_encode(Sequence& s, VisualTokens vt) const {
+  LlavaResult& res = s.res;
   s.t_first = s.t2;
+  const Tensor feats = vt.features.unsqueeze(0);  // [1, n, hidden]
   res.image_tokens = feats.size(1);
   MMATTN_CHECK(s.pruning.before_llm() || res.image_tokens == expected_image_features(cfg_), ShapeError,
                "llava: the image encoder gave ", res.image_tokens, " features, config.json implies ",
@@ -310,7 +335,7 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
     synchronize();
     cuda_reset_peak();
   }
-  encode(*s);
+  encode_batch({s.get()}, {prepare_pixels(*s)});
 
   // Prefill + decode: generate()'s loop (language/llama.cpp), with a per-token hook for streaming
   // and stop strings.
@@ -366,6 +391,16 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
   }
 
   const int64_t B = std::min<int64_t>(max_batch, int64_t(n_ok));
+  // Images are decoded and resized on worker threads, up to 2 B requests ahead of admission, so
+  // the CPU part overlaps the GPU work of the requests before them.
+  std::vector<std::future<Image>> crops(reqs.size());
+  size_t prefetched = 0;
+  auto prefetch = [&](size_t upto) {
+    for (; prefetched < std::min(upto, reqs.size()); ++prefetched)
+      if (planned[prefetched])
+        crops[prefetched] = std::async(std::launch::async, [this, &reqs, i = prefetched] { return load_crop(reqs[i]); });
+  };
+  prefetch(size_t(2 * B));
   KVCache cache = lm_->make_cache(B, max_len);
   LlamaForwardOptions opt;
   opt.last_only = true;
@@ -397,15 +432,19 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
   };
 
   while (true) {
-    // Admit requests into the free slots (a request that fails here takes no slot).
+    // Admit requests into the free slots (a request that fails here takes no slot), then run the
+    // vision tower once for all of them.
     std::vector<int64_t> admitted;
+    std::vector<Sequence*> admitted_seqs;
+    std::vector<Tensor> admitted_px;
     for (int64_t b = 0; b < B; ++b) {
       if (slot[size_t(b)]) continue;
       while (next < reqs.size()) {
         const size_t i = next++;
         if (!planned[i]) continue;  // failed validation: already reported
+        prefetch(i + 1 + size_t(2 * B));
         try {
-          encode(*planned[i]);
+          admitted_px.push_back(prepare_pixels(*planned[i], &crops[i]));
         } catch (const std::exception& e) {
           planned[i].reset();
           fail(i, e);
@@ -415,9 +454,11 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
         slot_req[size_t(b)] = i;
         cache.reset(b);
         admitted.push_back(b);
+        admitted_seqs.push_back(slot[size_t(b)].get());
         break;
       }
     }
+    if (!admitted.empty()) encode_batch(admitted_seqs, admitted_px);
 
     // Prefill the admitted requests together: right-padded [B, Lmax, hidden], n_valid 0 elsewhere.
     if (!admitted.empty()) {

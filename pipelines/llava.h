@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "language/sampler.h"
 #include "pipelines/pruning.h"
 #include "vision/clip_preprocess.h"
+#include "vision/image.h"
 
 namespace mmattn {
 
@@ -127,7 +129,15 @@ class LlavaPipeline {
   // Validates the request and tokenizes its prompt; ConfigError when it cannot fit the context.
   std::unique_ptr<Sequence> plan(const LlavaRequest& req) const;
   // Image -> preprocess -> vision tower -> prompt embeddings [1, L, hidden] (and the timings).
-  void encode(Sequence& s) const;
+  // Image -> pixels on the device (s.crop, timings). `crop`: the request's image already loaded
+  // and resized + cropped (run_batch prepares them on worker threads); null = load it here.
+  Tensor prepare_pixels(Sequence& s, std::future<Image>* crop = nullptr) const;
+  // Vision tower + projector for several requests (one batched pass for those without a stage
+  // before the LLM), then each one's prompt embeddings.
+  void encode_batch(const std::vector<Sequence*>& seqs, const std::vector<Tensor>& pixels) const;
+  void finish_encode(Sequence& s, VisualTokens vt) const;
+  // The CPU part of a request's image path: decode, pad, CLIP resize + crop (thread-safe).
+  Image load_crop(const LlavaRequest& req) const;
   void finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const;
 
   std::string dir_;

@@ -264,18 +264,22 @@ Json PruningReport::to_json() const {
 
 // --- before the LLM ----------------------------------------------------------------------------
 
-VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEncoder& enc, const Tensor& pixel_values,
-                                  const Image& crop) {
+VisualTokens unpruned_visual_tokens(const PruningConfig& cfg, const Tensor& features) {
   VisualTokens out;
   out.report.method = prune_method_name(cfg.method);
-  if (!cfg.before_llm()) {
-    out.features = enc.encode(pixel_values).select(0, 0);  // [N, hidden]
-    const int64_t n = out.features.size(0);
-    out.patch.resize(size_t(n));
-    std::iota(out.patch.begin(), out.patch.end(), int64_t(0));
-    out.report.image_tokens_before = n;
-    return out;
-  }
+  out.features = features;
+  const int64_t n = features.size(0);
+  out.patch.resize(size_t(n));
+  std::iota(out.patch.begin(), out.patch.end(), int64_t(0));
+  out.report.image_tokens_before = n;
+  return out;
+}
+
+VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEncoder& enc, const Tensor& pixel_values,
+                                  const Image& crop) {
+  if (!cfg.before_llm()) return unpruned_visual_tokens(cfg, enc.encode(pixel_values).select(0, 0));
+  VisualTokens out;
+  out.report.method = prune_method_name(cfg.method);
   MMATTN_CHECK(pixel_values.size(0) == 1, ShapeError, "encode_visual_tokens: one image at a time, got ",
                pixel_values.desc());
   MMATTN_CHECK(!enc.feature_layer_is_list() && enc.drops_cls(), ConfigError, cfg.path, ".method ",

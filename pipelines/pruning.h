@@ -79,6 +79,9 @@ struct VisualTokens {
   PruningReport report;            // method, image_tokens_before, the vision stage, importance
 };
 
+// All N projected features of one image as the LLM's image tokens (no stage before the LLM).
+VisualTokens unpruned_visual_tokens(const PruningConfig& cfg, const Tensor& features /* [N, hidden] */);
+
 // Vision tower + projector with the pre-LLM stage of `cfg` (none: all N features). `crop` is the
 // preprocessed uint8 image (vflowopt's patch entropy). The pixel batch must be 1.
 VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEncoder& enc, const Tensor& pixel_values,

@@ -1,6 +1,7 @@
 #include "pipelines/registry.h"
 
 #include "core/io.h"
+#include "pipelines/eval.h"
 #include "pipelines/inspect.h"
 #include "pipelines/llava.h"
 #include "pipelines/spec.h"
@@ -13,6 +14,8 @@ const std::vector<PipelineEntry>& pipelines() {
        validate_inspect_options, run_inspect},
       {"llava", "LLaVA-1.5 captioning / visual question answering on one image (streams the answer)",
        validate_llava_options, run_llava},
+      {"eval", "POPE / CHAIR over several variants of one LLaVA model: batched, resumable, sharded, with reports",
+       validate_eval_options, run_eval_spec},
   };
   return list;
 }
