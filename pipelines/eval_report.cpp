@@ -397,9 +397,10 @@ Axis axis_from_zero(double max) {
   const double step = nice_step(std::max(max, 1.0) / 5);
   return {0, std::max(step, std::ceil(max / step - 1e-9) * step), step};
 }
-// A padded range around [lo, hi], never below 0.
+// A padded range around [lo, hi], never below 0; at least 4 points wide, so that one point or
+// close points do not suggest false precision.
 Axis axis_around(double lo, double hi) {
-  const double pad = std::max((hi - lo) * 0.1, 0.5);
+  const double pad = std::max((hi - lo) * 0.1, 2.0);
   lo = std::max(0.0, lo - pad);
   hi += pad;
   const double step = nice_step((hi - lo) / 5);
