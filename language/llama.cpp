@@ -220,7 +220,8 @@ Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& row
 
 }  // namespace
 
-Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner) const {
+Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner,
+                                 AttentionModulator* modulator) const {
   const Layer& L = layers_[size_t(l)];
   const TokenPruner::Needs needs = pruner ? pruner->needs(l) : TokenPruner::Needs{};
   rows.sync_positions(cache, l);
@@ -328,8 +329,14 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   ao.scale = scale;
   ao.k_lens = cache.lens_tensor(l);
   ao.q_lens = rows.q_lens;
+  ao.mod = modulator ? modulator->modulation(l, cache, n) : nullptr;
   Tensor att = attention(q, cache.k(l), cache.v(l), ao).out;  // [B, n, Hq, dp]
   if (dp_ != d_) att = att.slice(3, 0, d_);
+  if (modulator && modulator->wants_head_outputs(l)) {
+    std::vector<std::vector<int64_t>> last(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) last[size_t(b)] = {std::max(rows.n_valid[size_t(b)] - 1, 0)};
+    modulator->head_outputs(l, gather_rows(att.contiguous(), last, 1).view({B, hq_, d_}).to(DType::F32));
+  }
   att = att.reshape({B, n, hq_ * d_});
   add_(x, linear(att, L.o, L.o_bias));
   Tensor h = rms_norm(x, L.post_norm, eps_);
@@ -375,7 +382,7 @@ Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForw
     rows.positions[size_t(b)].assign(size_t(nv[size_t(b)]), 0);
     for (int i = 0; i < nv[size_t(b)]; ++i) rows.origin[size_t(b)].push_back(i);
   }
-  for (int l = 0; l < num_layers(); ++l) x = layer_forward(l, x, cache, rows, opt.pruner);
+  for (int l = 0; l < num_layers(); ++l) x = layer_forward(l, x, cache, rows, opt.pruner, opt.modulator);
   cache.advance();
 
   const int64_t nr = x.size(1);

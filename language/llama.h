@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/attention.h"
 #include "attention/kv_cache.h"
 #include "core/tensor.h"
 #include "language/llama_rope.h"
@@ -98,6 +99,28 @@ class TokenPruner {
   virtual std::optional<PruneDecision> on_layer(const PruneContext& ctx) = 0;
 };
 
+// --- attention modulation (PAI, PAINT, AD-HH, VHR, VAR) ------------------------------------------
+//
+// A modulator hands each layer's attention a HeadModulation (attention/attention.h: key classes
+// over the cache slots, per-(head, class) logit gains / biases / post-softmax weights, per-head
+// output gains) and may read the per-head outputs of each sequence's last row before o_proj.
+class AttentionModulator {
+ public:
+  virtual ~AttentionModulator() = default;
+  // Layer l's modulation for this step (nullptr: none). `cache` already holds the step's rows
+  // (its key_class must be [B, cache capacity]); n_rows: query rows of the step.
+  virtual const HeadModulation* modulation(int layer, const KVCache& cache, int64_t n_rows) = 0;
+  virtual bool wants_head_outputs(int layer) const {
+    (void)layer;
+    return false;
+  }
+  // F32 [B, Hq, head_dim]: each sequence's last valid row's attention output per head (before o_proj).
+  virtual void head_outputs(int layer, const Tensor& out) {
+    (void)layer;
+    (void)out;
+  }
+};
+
 struct LlamaForwardOptions {
   // Valid rows of each sequence of a right-padded batch (values in [0, n]); empty = n for all.
   // Padding rows are neither written to the cache nor attended to; their logits are meaningless.
@@ -107,6 +130,7 @@ struct LlamaForwardOptions {
   // In-layer pruning of this step (see TokenPruner); with it, rows of the logits (without
   // last_only) are the surviving rows, in order.
   TokenPruner* pruner = nullptr;
+  AttentionModulator* modulator = nullptr;
 };
 
 class LlamaModel {
@@ -154,7 +178,8 @@ class LlamaModel {
   };
   struct StepRows;  // the rows of the step being run (llama.cpp)
   // One decoder layer; returns the residual stream (x itself, or a new tensor when rows were pruned).
-  Tensor layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner) const;
+  Tensor layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner,
+                       AttentionModulator* modulator) const;
 
   LlamaWeightNames names_;
   std::vector<Layer> layers_;
