@@ -32,6 +32,7 @@ struct Variant {
   std::string name;
   Json config = Json::object();
   PruningConfig pruning;
+  ModulationSet modulation;
   SamplingConfig sampling;
   bool system_prompt = false;
 };
@@ -131,6 +132,7 @@ EvalOptions parse_options(JsonReader& r, const std::string& base_dir) {
       JsonReader p = v.child("pruning");
       var.pruning = PruningConfig::parse(p);
     }
+    var.modulation = ModulationSet::parse(v, "modulation");
     var.system_prompt = v.get<bool>("system_prompt", false);
     var.sampling.do_sample = v.get<bool>("do_sample", false);
     var.sampling.temperature = float(v.get<double>("temperature", 1.0));
@@ -434,6 +436,7 @@ Json run_eval(const Spec& spec, const EvalRunOptions& ro) {
         q.sampling = v.sampling;
         q.sampling.seed = spec.seed + uint64_t(s->index);
         q.pruning = v.pruning;
+        q.modulation = v.modulation;
         reqs.push_back(q);
       }
       ProgressBar bar(int64_t(todo.size()), v.name + " / " + bench, spec.output.quiet);

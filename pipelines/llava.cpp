@@ -155,6 +155,7 @@ struct LlavaPipeline::Sequence {
   int64_t n_prompt = 0;          // prompt length after <image> expansion (expected)
   Tensor embeds;                 // [1, L, hidden], from encode(); released after the prefill
   PruningConfig pruning;         // the request's, resolved against the model
+  ModulationSet modulation;
   Image crop;                    // the preprocessed image (kept-map and vflowopt entropy)
   std::vector<int64_t> patch;    // per image row of the prompt: its patch (-1: [CLS] / merged)
   std::vector<float> row_importance;
@@ -236,6 +237,11 @@ std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest&
   s->pruning = req.pruning;
   const int64_t grid = cfg_.vision_config.image_size / cfg_.vision_config.patch_size;
   s->pruning.resolve(cfg_.vision_config.num_patches(), lm_->num_layers(), grid);
+  s->modulation = req.modulation;
+  s->modulation.resolve(lm_->num_layers());
+  MMATTN_CHECK(!s->modulation.contrastive(), UnsupportedError, s->modulation.contrastive() ? s->modulation.contrastive()->path : "",
+               ": contrastive decoding (", s->modulation.contrastive() ? mod_method_name(s->modulation.contrastive()->method) : "",
+               ") is not implemented yet");
   return s;
 }
 
@@ -347,6 +353,10 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
     pruner = std::make_unique<LlavaTokenPruner>(s->pruning, *lm_, std::vector<std::pair<int64_t, int64_t>>{s->span},
                                                 std::vector<std::vector<float>>{s->row_importance});
   last.pruner = pruner.get();
+  std::unique_ptr<LlavaModulator> modulator;
+  if (s->modulation.attention())
+    modulator = std::make_unique<LlavaModulator>(s->modulation, *lm_, std::vector<std::pair<int64_t, int64_t>>{s->span});
+  last.modulator = modulator.get();
   Tensor logits = lm_->forward(s->embeds, cache, last);  // [1, 1, V]
   last.pruner = nullptr;
   s->embeds = Tensor();
@@ -404,6 +414,8 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
   KVCache cache = lm_->make_cache(B, max_len);
   LlamaForwardOptions opt;
   opt.last_only = true;
+  std::unique_ptr<LlavaModulator> modulator;  // created by the first admitted request with modulation
+  Json mod_json;
   std::vector<std::unique_ptr<Sequence>> slot(static_cast<size_t>(B));
   std::vector<size_t> slot_req(size_t(B), 0);
   size_t next = 0;
@@ -487,7 +499,44 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       std::unique_ptr<LlavaTokenPruner> pruner;
       if (pc) pruner = std::make_unique<LlavaTokenPruner>(*pc, *lm_, spans, imp);
       opt.pruner = pruner.get();
-      const Tensor logits = lm_->forward(embeds, cache, opt);  // [B, 1, V]
+      // Attention modulation: one modulator for the batch (the requests share the method);
+      // the admitted slots' image spans replace their predecessors'.
+      bool lengths_differ = false;
+      for (int64_t b : admitted) {
+        Sequence& s = *slot[size_t(b)];
+        if (!s.modulation.attention()) continue;
+        MMATTN_CHECK(!modulator || mod_json == s.modulation.to_json(), ConfigError,
+                     "llava: requests of one batch must use the same attention modulation");
+        if (!modulator) {
+          mod_json = s.modulation.to_json();
+          modulator = std::make_unique<LlavaModulator>(s.modulation, *lm_, std::vector<std::pair<int64_t, int64_t>>{});
+        }
+        modulator->set_span(b, s.span);
+        lengths_differ = lengths_differ || opt.n_valid[size_t(b)] != int(Lmax);
+      }
+      Tensor logits;
+      if (modulator && lengths_differ) {
+        // The last query row of each prompt is modulated (PAI); right-padded prompts end at
+        // different rows, so the prompts run in two steps: all rows but the last, then the last.
+        MMATTN_CHECK(!pruner, UnsupportedError,
+                     "llava: in-LLM pruning with attention modulation needs prompts of equal length in a batch");
+        std::vector<int> full = opt.n_valid, last_row(size_t(B), 0);
+        for (int64_t b : admitted) opt.n_valid[size_t(b)] = full[size_t(b)] - 1, last_row[size_t(b)] = 1;
+        opt.modulator = nullptr;
+        lm_->forward(embeds, cache, opt);
+        std::vector<std::vector<int64_t>> rows(static_cast<size_t>(B));
+        Tensor tail = Tensor::zeros({B, 1, lm_->hidden_size()}, dtype_, device_);
+        for (int64_t b : admitted) {
+          const int64_t r = full[size_t(b)] - 1;
+          tail.slice(0, b, b + 1).copy_from(embeds.slice(0, b, b + 1).slice(1, r, r + 1));
+        }
+        opt.n_valid = last_row;
+        opt.modulator = modulator.get();
+        logits = lm_->forward(tail, cache, opt);  // [B, 1, V]
+      } else {
+        opt.modulator = modulator.get();
+        logits = lm_->forward(embeds, cache, opt);  // [B, 1, V]
+      }
       opt.pruner = nullptr;
       for (int64_t b : admitted) finish_pruning(*slot[size_t(b)], cache, b, pruner.get());
       step_slots(logits, admitted);
@@ -561,6 +610,7 @@ LlavaOptions LlavaOptions::parse(JsonReader& r) {
     JsonReader pr = r.child("pruning");
     o.pruning = PruningConfig::parse(pr);
   }
+  o.modulation = ModulationSet::parse(r, "modulation");
   o.save_kept_map = r.get<std::string>("save_kept_map", std::string());
   r.finish();
   return o;
@@ -587,6 +637,7 @@ Json run_llava(const Spec& spec) {
   req.sampling.seed = spec.seed;
   req.stop = o.stop;
   req.pruning = o.pruning;
+  req.modulation = o.modulation;
   if (!o.save_kept_map.empty()) req.kept_map_path = resolve_path(spec.base_dir, o.save_kept_map);
   const bool text_out = !spec.report_on_stdout;  // stdout carries the report alone with --json
   if (text_out && o.stream)
@@ -621,7 +672,7 @@ Json run_llava(const Spec& spec) {
                        {"do_sample", o.sampling.do_sample}, {"temperature", o.sampling.temperature},
                        {"top_k", o.sampling.top_k}, {"top_p", o.sampling.top_p},
                        {"repetition_penalty", o.sampling.repetition_penalty}, {"stop", o.stop},
-                       {"pruning", o.pruning.to_json()}};
+                       {"pruning", o.pruning.to_json()}, {"modulation", o.modulation.to_json()}};
   return report;
 }
 

@@ -28,6 +28,7 @@
 #include "core/hf_config.h"
 #include "core/json_reader.h"
 #include "language/sampler.h"
+#include "pipelines/modulation.h"
 #include "pipelines/pruning.h"
 #include "vision/clip_preprocess.h"
 #include "vision/image.h"
@@ -54,6 +55,7 @@ struct LlavaRequest {
   // Visual token pruning (docs/pruning.md); method none by default. Resolved against the model in
   // plan() (bad keep counts / layers are ConfigErrors naming the spec field).
   PruningConfig pruning;
+  ModulationSet modulation;           // docs/modulation.md; resolved in plan()
   std::string kept_map_path;          // non-empty: write the kept-patch PNG (save_kept_map) here
   // Newly decoded text after each token (complete UTF-8; text that could begin a stop string is
   // held back until it is known not to). The concatenation of all calls equals LlavaResult::text.
@@ -185,6 +187,7 @@ struct LlavaOptions {
   std::vector<std::string> stop;
   bool stream = true;
   PruningConfig pruning;       // "pruning": {...}
+  ModulationSet modulation;    // "modulation": [...]
   std::string save_kept_map;   // "save_kept_map": PNG path
   // Reads and validates every key (ConfigError naming the JSON path), then finish().
   static LlavaOptions parse(JsonReader& r);

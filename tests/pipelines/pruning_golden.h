@@ -11,6 +11,7 @@
 #include "language/llava.h"
 #include "language/tokenizer.h"
 #include "pipelines/llava.h"
+#include "pipelines/modulation.h"
 #include "pipelines/pruning.h"
 #include "test_util.h"
 #include "vision/clip_preprocess.h"
@@ -85,7 +86,9 @@ inline std::map<std::string, PruningConfig> prune_golden_configs() {
   return m;
 }
 
-inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t new_tokens = 16) {
+// mod: attention modulation applied in every forward (docs/modulation.md), or none.
+inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t new_tokens = 16,
+                           ModulationSet mod = {}) {
   const LlamaModel& lm = pipe.language_model();
   const auto& vc = pipe.config().vision_config;
   cfg.resolve(vc.num_patches(), lm.num_layers(), vc.image_size / vc.patch_size);
@@ -103,9 +106,12 @@ inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t
       llava_input_embeds(lm, Tensor::from_vector<int64_t>(ex, {1, int64_t(ex.size())}), vt.features.unsqueeze(0), img);
   KVCache cache = lm.make_cache(1, int64_t(ex.size()) + new_tokens);
   LlavaTokenPruner pruner(cfg, lm, {{start, n}}, {vt.row_importance});
+  mod.resolve(lm.num_layers());
+  LlavaModulator modulator(mod, lm, {{start, n}});
   LlamaForwardOptions o;
   o.last_only = true;
   o.pruner = cfg.in_llm() ? &pruner : nullptr;
+  o.modulator = mod.attention() ? &modulator : nullptr;
   Tensor logits = lm.forward(embeds, cache, o);
   o.pruner = nullptr;
   PruneRun r;

@@ -75,7 +75,7 @@ if has bench; then
   done
   for b in build-gpu/bench/bench_*; do
     [ -x "$b" ] || continue
-    [[ "$b" == *llava7b* || "$b" == *pruning* || "$b" == *bench_eval* ]] && continue  # the llava7b stage runs them
+    case "$b" in *llava7b* | *pruning* | *bench_eval* | *modulation*) continue ;; esac  # the llava7b stage runs them
     "$b" --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
   done
   cp bench/results/*.json "$OUT/" 2>/dev/null || true
@@ -86,7 +86,9 @@ if has llava7b; then
   build-gpu/bench/bench_llava7b --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
   build-gpu/bench/bench_pruning --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
   build-gpu/bench/bench_eval --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
-  cp bench/results/llava7b*.json bench/results/pruning.json bench/results/eval.json "$OUT/" 2>/dev/null || true
+  build-gpu/bench/bench_modulation --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
+  cp bench/results/llava7b*.json bench/results/pruning.json bench/results/eval.json bench/results/modulation.json \
+    "$OUT/" 2>/dev/null || true
 fi
 log "done (status $status)"
 exit $status

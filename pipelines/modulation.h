@@ -1,0 +1,82 @@
+#pragma once
+// Hallucination mitigation for LLaVA by attention-head modulation and contrastive decoding.
+// Definitions (and the official code each follows): docs/modulation.md. Spec:
+//   "modulation": [{"method": "pai", "alpha": 0.2, "start_layer": 2, "end_layer": -1}, ...]
+// Attention-level methods become one LlavaModulator (an AttentionModulator for LlamaModel::forward:
+// key classes text / image over the cache slots, per-layer per-head gains); contrastive methods
+// add a second branch decoded in the same batch as the request (LlavaPipeline).
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "attention/attention.h"
+#include "core/json_reader.h"
+#include "language/llama.h"
+
+namespace mmattn {
+
+enum class ModMethod { PAI, VCD };
+const char* mod_method_name(ModMethod m);
+
+struct ModulationConfig {
+  ModMethod method = ModMethod::PAI;
+  // pai: image-key logits of the last query row z <- z + alpha |z| in layers [start_layer, end_layer)
+  double alpha = 0.2;
+  int start_layer = 2;
+  int end_layer = -1;  // -1: the model's depth
+  // pai (cfg > 1: guidance against a text-only branch, logits = l_txt + cfg (l_img - l_txt)) and
+  // vcd: plausibility cut-off beta (tokens with p < beta max p of the image branch are excluded)
+  double cfg = 1.0;
+  double beta = 0.1;
+  // vcd: logits = (1 + cd_alpha) l_img - cd_alpha l_noised; noise_step of the DDPM schedule
+  double cd_alpha = 1.0;
+  int noise_step = 500;
+  std::string path;  // JSON path named in errors
+
+  static ModulationConfig parse(JsonReader& r);
+  // Layer ranges against the model (ConfigError naming the field).
+  void resolve(int n_layers);
+  bool contrastive() const { return method == ModMethod::VCD || (method == ModMethod::PAI && cfg != 1.0); }
+  Json to_json() const;
+};
+
+struct ModulationSet {
+  std::vector<ModulationConfig> items;
+  // Reads the "modulation" array at key `key` of r (absent = empty).
+  static ModulationSet parse(JsonReader& r, const std::string& key);
+  void resolve(int n_layers);
+  bool empty() const { return items.empty(); }
+  bool attention() const;  // has an attention-level method
+  // The contrastive method (at most one per set; ConfigError otherwise), or nullptr.
+  const ModulationConfig* contrastive() const;
+  Json to_json() const;
+};
+
+// The attention-level methods of a set for one forward batch. spans[b]: sequence b's image tokens
+// as original positions [first, first + count) (count 0: none).
+class LlavaModulator : public AttentionModulator {
+ public:
+  LlavaModulator(const ModulationSet& set, const LlamaModel& lm, std::vector<std::pair<int64_t, int64_t>> spans);
+  const HeadModulation* modulation(int layer, const KVCache& cache, int64_t n_rows) override;
+  // A batch slot got a new request (continuous batching): its image span; classes are rebuilt.
+  void set_span(int64_t b, std::pair<int64_t, int64_t> span);
+
+ private:
+  const Tensor& key_class(const KVCache& cache, int layer);
+
+  std::vector<std::pair<int64_t, int64_t>> spans_;
+  std::vector<Tensor> abs_gain_;  // per layer: F32 [Hq, 2] on the device, undefined = none
+  std::vector<HeadModulation> mods_;
+  // key classes built from the cache's positions: per layer, the tensor and the lengths it saw
+  std::vector<Tensor> classes_;
+  std::vector<std::vector<int64_t>> class_lens_;
+  std::vector<bool> stale_;  // per layer: rebuild the classes at the next call
+};
+
+// VCD's noised image: the DDPM forward process at step `t` of a linear beta schedule (1000 steps,
+// beta 1e-4 .. 0.02): sqrt(abar_t) x + sqrt(1 - abar_t) eps, eps ~ N(0, 1) from `seed`, applied to
+// the normalised pixel values (F32, any shape).
+Tensor vcd_noised_pixels(const Tensor& pixels, int t, uint64_t seed);
+
+}  // namespace mmattn
