@@ -239,9 +239,9 @@ std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest&
   s->pruning.resolve(cfg_.vision_config.num_patches(), lm_->num_layers(), grid);
   s->modulation = req.modulation;
   s->modulation.resolve(lm_->num_layers());
-  MMATTN_CHECK(!s->modulation.contrastive(), UnsupportedError, s->modulation.contrastive() ? s->modulation.contrastive()->path : "",
-               ": contrastive decoding (", s->modulation.contrastive() ? mod_method_name(s->modulation.contrastive()->method) : "",
-               ") is not implemented yet");
+  if (const ModulationConfig* cd = s->modulation.contrastive())
+    MMATTN_CHECK(!s->pruning.enabled(), ConfigError, cd->path, ": contrastive decoding (",
+                 mod_method_name(cd->method), ") with visual token pruning is not supported");
   return s;
 }
 
@@ -342,6 +342,7 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
     cuda_reset_peak();
   }
   encode_batch({s.get()}, {prepare_pixels(*s)});
+  if (const ModulationConfig* cd = s->modulation.contrastive()) return run_contrastive(std::move(s), *cd);
 
   // Prefill + decode: generate()'s loop (language/llama.cpp), with a per-token hook for streaming
   // and stop strings.
@@ -369,6 +370,84 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
   return std::move(s->res);
 }
 
+Tensor LlavaPipeline::prefill(const Tensor& embeds, const std::vector<int>& n_valid, KVCache& cache,
+                              LlamaForwardOptions& opt) const {
+  const int64_t B = embeds.size(0), L = embeds.size(1);
+  bool differ = false;
+  for (int v : n_valid) differ = differ || (v > 0 && v != int(L));
+  opt.n_valid = n_valid;
+  if (!opt.modulator || !differ) return lm_->forward(embeds, cache, opt);
+  MMATTN_CHECK(!opt.pruner, UnsupportedError,
+               "llava: in-LLM pruning with attention modulation needs prompts of equal length in a batch");
+  AttentionModulator* mod = opt.modulator;
+  std::vector<int> head(n_valid), tail_valid(size_t(B), 0);
+  Tensor tail = Tensor::zeros({B, 1, lm_->hidden_size()}, dtype_, device_);
+  for (int64_t b = 0; b < B; ++b) {
+    if (n_valid[size_t(b)] == 0) continue;
+    const int64_t r = n_valid[size_t(b)] - 1;
+    head[size_t(b)] = int(r);
+    tail_valid[size_t(b)] = 1;
+    tail.slice(0, b, b + 1).copy_from(embeds.slice(0, b, b + 1).slice(1, r, r + 1));
+  }
+  opt.n_valid = head;
+  opt.modulator = nullptr;
+  lm_->forward(embeds, cache, opt);
+  opt.n_valid = tail_valid;
+  opt.modulator = mod;
+  return lm_->forward(tail, cache, opt);  // [B, 1, V]
+}
+
+LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const {
+  const LlavaRequest& req = s->req;
+  const bool cuda = device_.is_cuda();
+  // The negative branch: the prompt without its image (PAI's guidance), or the same prompt with the
+  // image's diffusion-noised pixels (VCD).
+  Tensor neg;
+  std::pair<int64_t, int64_t> neg_span{0, 0};
+  if (cd.method == ModMethod::VCD) {
+    Tensor px = req.negative_pixels.defined()
+                    ? req.negative_pixels
+                    : vcd_noised_pixels(clip_normalize(s->crop, pre_).unsqueeze(0), cd.noise_step, req.sampling.seed);
+    const Tensor feats = encoder_->encode(px.to(device_, dtype_));  // [1, N, hidden]
+    const Tensor ids = Tensor::from_vector<int64_t>(s->history, {1, int64_t(s->history.size())});
+    neg = llava_input_embeds(*lm_, ids, feats, cfg_.image_token_index);
+    neg_span = s->span;
+  } else {
+    std::vector<int64_t> txt;
+    for (int64_t id : s->ids)
+      if (id != cfg_.image_token_index) txt.push_back(id);
+    neg = lm_->embed(Tensor::from_vector<int64_t>(txt, {1, int64_t(txt.size())}));
+  }
+  const int64_t L0 = s->embeds.size(1), L1 = neg.size(1), Lmax = std::max(L0, L1);
+  Tensor embeds = Tensor::zeros({2, Lmax, lm_->hidden_size()}, dtype_, device_);
+  embeds.slice(0, 0, 1).slice(1, 0, L0).copy_from(s->embeds);
+  embeds.slice(0, 1, 2).slice(1, 0, L1).copy_from(neg);
+  s->embeds = Tensor();
+  KVCache cache = lm_->make_cache(2, Lmax + req.max_new_tokens);
+  LlamaForwardOptions opt;
+  opt.last_only = true;
+  std::unique_ptr<LlavaModulator> modulator;
+  if (s->modulation.attention())
+    modulator = std::make_unique<LlavaModulator>(s->modulation, *lm_,
+                                                 std::vector<std::pair<int64_t, int64_t>>{s->span, neg_span});
+  opt.modulator = modulator.get();
+  Tensor logits = prefill(embeds, {int(L0), int(L1)}, cache, opt);  // [2, 1, V]
+  finish_pruning(*s, cache, 0, nullptr);
+  opt.n_valid.clear();
+  while (true) {
+    const std::vector<float> all = logits.to_floats();
+    const size_t V = all.size() / 2;
+    const std::vector<float> img(all.begin(), all.begin() + std::ptrdiff_t(V)), ng(all.begin() + std::ptrdiff_t(V), all.end());
+    if (s->step(contrastive_scores(cd, img, ng))) break;
+    const int64_t tok = s->last_token();
+    logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({tok, tok}, {2, 1})), cache, opt);
+  }
+  if (cuda) synchronize();
+  s->finish();
+  s->res.peak_memory_bytes = cuda ? cuda_allocator_stats().peak_allocated_bytes : 0;
+  return std::move(s->res);
+}
+
 std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
     const std::vector<LlavaRequest>& reqs, int max_batch,
     std::function<void(size_t index, const LlavaBatchItem&)> on_done) const {
@@ -390,6 +469,19 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       planned[i] = plan(reqs[i]);
       max_len = std::max(max_len, planned[i]->n_prompt + reqs[i].max_new_tokens);
       ++n_ok;
+    } catch (const std::exception& e) {
+      fail(i, e);
+    }
+  }
+  // Contrastive decoding doubles each request into two branches: those requests run one at a time.
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    if (!planned[i] || !planned[i]->modulation.contrastive()) continue;
+    planned[i].reset();
+    --n_ok;
+    try {
+      out[i].result = run(reqs[i]);
+      out[i].ok = true;
+      if (on_done) on_done(i, out[i]);
     } catch (const std::exception& e) {
       fail(i, e);
     }
@@ -501,7 +593,6 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       opt.pruner = pruner.get();
       // Attention modulation: one modulator for the batch (the requests share the method);
       // the admitted slots' image spans replace their predecessors'.
-      bool lengths_differ = false;
       for (int64_t b : admitted) {
         Sequence& s = *slot[size_t(b)];
         if (!s.modulation.attention()) continue;
@@ -512,31 +603,9 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
           modulator = std::make_unique<LlavaModulator>(s.modulation, *lm_, std::vector<std::pair<int64_t, int64_t>>{});
         }
         modulator->set_span(b, s.span);
-        lengths_differ = lengths_differ || opt.n_valid[size_t(b)] != int(Lmax);
       }
-      Tensor logits;
-      if (modulator && lengths_differ) {
-        // The last query row of each prompt is modulated (PAI); right-padded prompts end at
-        // different rows, so the prompts run in two steps: all rows but the last, then the last.
-        MMATTN_CHECK(!pruner, UnsupportedError,
-                     "llava: in-LLM pruning with attention modulation needs prompts of equal length in a batch");
-        std::vector<int> full = opt.n_valid, last_row(size_t(B), 0);
-        for (int64_t b : admitted) opt.n_valid[size_t(b)] = full[size_t(b)] - 1, last_row[size_t(b)] = 1;
-        opt.modulator = nullptr;
-        lm_->forward(embeds, cache, opt);
-        std::vector<std::vector<int64_t>> rows(static_cast<size_t>(B));
-        Tensor tail = Tensor::zeros({B, 1, lm_->hidden_size()}, dtype_, device_);
-        for (int64_t b : admitted) {
-          const int64_t r = full[size_t(b)] - 1;
-          tail.slice(0, b, b + 1).copy_from(embeds.slice(0, b, b + 1).slice(1, r, r + 1));
-        }
-        opt.n_valid = last_row;
-        opt.modulator = modulator.get();
-        logits = lm_->forward(tail, cache, opt);  // [B, 1, V]
-      } else {
-        opt.modulator = modulator.get();
-        logits = lm_->forward(embeds, cache, opt);  // [B, 1, V]
-      }
+      opt.modulator = modulator.get();
+      const Tensor logits = prefill(embeds, opt.n_valid, cache, opt);  // [B, 1, V]
       opt.pruner = nullptr;
       for (int64_t b : admitted) finish_pruning(*slot[size_t(b)], cache, b, pruner.get());
       step_slots(logits, admitted);

@@ -56,6 +56,9 @@ struct LlavaRequest {
   // plan() (bad keep counts / layers are ConfigErrors naming the spec field).
   PruningConfig pruning;
   ModulationSet modulation;           // docs/modulation.md; resolved in plan()
+  // VCD: the noised branch's pixel values [1, 3, H, W] (F32, normalised) instead of drawing the
+  // noise from sampling.seed (to reproduce another implementation's noise exactly).
+  Tensor negative_pixels;
   std::string kept_map_path;          // non-empty: write the kept-patch PNG (save_kept_map) here
   // Newly decoded text after each token (complete UTF-8; text that could begin a stop string is
   // held back until it is known not to). The concatenation of all calls equals LlavaResult::text.
@@ -138,6 +141,12 @@ class LlavaPipeline {
   // before the LLM), then each one's prompt embeddings.
   void encode_batch(const std::vector<Sequence*>& seqs, const std::vector<Tensor>& pixels) const;
   void finish_encode(Sequence& s, VisualTokens vt) const;
+  // Prefill of right-padded prompts [B, L, hidden] (n_valid rows each): one forward, or with an
+  // attention modulator and prompts of different lengths, all rows but the last, then the last
+  // rows (PAI modulates each prompt's last row). Returns the logits [B, 1, V].
+  Tensor prefill(const Tensor& embeds, const std::vector<int>& n_valid, KVCache& cache, LlamaForwardOptions& opt) const;
+  // run() with a contrastive method: the request and its negative branch decoded as one batch.
+  LlavaResult run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const;
   // The CPU part of a request's image path: decode, pad, CLIP resize + crop (thread-safe).
   Image load_crop(const LlavaRequest& req) const;
   void finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const;

@@ -184,6 +184,46 @@ const HeadModulation* LlavaModulator::modulation(int layer, const KVCache& cache
   return &m;
 }
 
+// --- contrastive decoding --------------------------------------------------------------------------
+
+namespace {
+std::vector<double> log_softmax(const std::vector<float>& x) {
+  double m = -INFINITY;
+  for (float v : x) m = std::max(m, double(v));
+  double z = 0;
+  for (float v : x) z += std::exp(double(v) - m);
+  const double lz = m + std::log(z);
+  std::vector<double> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = double(x[i]) - lz;
+  return y;
+}
+}  // namespace
+
+std::vector<float> contrastive_scores(const ModulationConfig& c, const std::vector<float>& l_img,
+                                      const std::vector<float>& l_neg) {
+  MMATTN_CHECK(l_img.size() == l_neg.size() && !l_img.empty(), ShapeError, "contrastive_scores: ", l_img.size(),
+               " and ", l_neg.size(), " logits");
+  const size_t V = l_img.size();
+  std::vector<float> out(V);
+  std::vector<double> ref(V);  // the image branch's scores the plausibility cut-off applies to
+  if (c.method == ModMethod::VCD) {
+    for (size_t i = 0; i < V; ++i) {
+      out[i] = float((1 + c.cd_alpha) * double(l_img[i]) - c.cd_alpha * double(l_neg[i]));
+      ref[i] = l_img[i];
+    }
+  } else {
+    ref = log_softmax(l_img);
+    const std::vector<double> u = log_softmax(l_neg);
+    for (size_t i = 0; i < V; ++i) out[i] = float(c.cfg * (ref[i] - u[i]) + u[i]);
+  }
+  double mx = -INFINITY;
+  for (double v : ref) mx = std::max(mx, v);
+  const double cutoff = std::log(c.beta) + mx;
+  for (size_t i = 0; i < V; ++i)
+    if (ref[i] < cutoff) out[i] = -INFINITY;
+  return out;
+}
+
 // --- VCD noise -----------------------------------------------------------------------------------
 
 Tensor vcd_noised_pixels(const Tensor& pixels, int t, uint64_t seed) {

@@ -74,6 +74,13 @@ class LlavaModulator : public AttentionModulator {
   std::vector<bool> stale_;  // per layer: rebuild the classes at the next call
 };
 
+// The combined next-token scores of a contrastive method from the image branch's logits and the
+// negative branch's (docs/modulation.md): VCD (1 + cd_alpha) l_img - cd_alpha l_neg on logits;
+// PAI cfg (s - u) + u on log-softmax scores s (image) and u (text-only); then tokens whose
+// image-branch probability is below beta times the largest get -inf.
+std::vector<float> contrastive_scores(const ModulationConfig& c, const std::vector<float>& l_img,
+                                      const std::vector<float>& l_neg);
+
 // VCD's noised image: the DDPM forward process at step `t` of a linear beta schedule (1000 steps,
 // beta 1e-4 .. 0.02): sqrt(abar_t) x + sqrt(1 - abar_t) eps, eps ~ N(0, 1) from `seed`, applied to
 // the normalised pixel values (F32, any shape).

@@ -50,6 +50,61 @@ class PaiLlava(TinyLlava):
         return x + self.lin(h, p + "mlp.down_proj"), a, k
 
 
+def log_softmax(x):
+    return torch.log_softmax(x, dim=-1)
+
+
+def contrastive(method, l_img, l_neg, prm):
+    """The combined next-token scores (docs/modulation.md). l_img / l_neg: [V] logits of the image
+    branch and the negative branch. VCD: (1 + a) l_img - a l_neg on raw logits; PAI: gamma (s - u) + u
+    on log-softmax scores. Plausibility: tokens whose image-branch probability is below beta times
+    the largest are -inf (cut-off log beta + max on the image branch's logits / log-probs)."""
+    if method == "vcd":
+        cd = (1 + prm["cd_alpha"]) * l_img - prm["cd_alpha"] * l_neg
+        ref = l_img
+    else:
+        s_, u = log_softmax(l_img), log_softmax(l_neg)
+        cd = prm["cfg"] * (s_ - u) + u
+        ref = s_
+    cutoff = torch.log(torch.tensor(prm["beta"])) + ref.max()
+    return cd.masked_fill(ref < cutoff, float("-inf"))
+
+
+def decode_pair(m_img, m_neg, e_img, e_neg, method, prm, n_new):
+    """Both branches prefilled, then decoded with the same token each step (greedy on the combined
+    scores, EOS masked). Returns (first combined scores [V], tokens)."""
+    li, ci, _ = m_img.prefill(e_img)
+    ln, cn, _ = m_neg.prefill(e_neg)
+    li, ln = li[0], ln[0]
+    first, toks = None, []
+    for t in range(n_new):
+        cd = contrastive(method, li, ln, prm)
+        if first is None:
+            first = cd.clone()
+        cd[m_img.eos] = float("-inf")
+        tok = int(torch.argmax(cd))
+        toks.append(tok)
+        if t == n_new - 1:
+            break
+        outs = []
+        for m, caches in ((m_img, ci), (m_neg, cn)):
+            x = m.embed(torch.tensor([tok]))
+            for l in range(m.layers):
+                x, _, _ = m.layer(l, x, caches[l].pos.max().view(1) + 1, caches[l])
+            outs.append(m.logits(x)[0])
+        li, ln = outs
+    return first, toks
+
+
+def vcd_noise(pixels, t, seed=0):
+    """VCD's add_diffusion_noise (vcd_utils/vcd_add_noise.py): sigmoid beta schedule over 1000 steps."""
+    betas = torch.sigmoid(torch.linspace(-6, 6, 1000, dtype=torch.float64)) * (0.5e-2 - 1e-5) + 1e-5
+    abar = torch.cumprod(1 - betas, 0)[t]
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(pixels.shape, generator=g, dtype=torch.float32)
+    return (abar.sqrt() * pixels.double() + (1 - abar).sqrt() * noise.double()).float()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
@@ -75,6 +130,27 @@ def main():
         top = torch.topk(logits[0], 3)
         print("%-12s top-3 %s  greedy %s" % (name, [(int(i), round(float(v), 4)) for v, i in zip(top.values, top.indices)],
                                            greedy))
+    # contrastive decoding: PAI with classifier-free guidance against the text-only prompt, and VCD
+    base = TinyLlava(os.path.join(gdir, "tiny_llava"))
+    P = Prompt(base, golden["input_ids"][0], golden["pixel_values"], crops["clip_u8_extreme_ironing"])
+    ids_txt = torch.cat([P.ids[:P.S], P.ids[P.S + P.N:]])  # the same prompt without the image tokens
+    e_txt = base.embed(ids_txt)
+    prm = {"cfg": 1.1, "beta": 0.1}
+    m_pai = PaiLlava(os.path.join(gdir, "tiny_llava"), (P.S, P.S + P.N), 0.2, 0, 2)
+    first, toks = decode_pair(m_pai, base, P.embeds(m_pai, P.image), e_txt, "pai", prm, N_NEW)
+    out["pai_cfg.scores"], out["pai_cfg.greedy"] = first.float(), torch.tensor(toks, dtype=torch.int32)
+    meta["pai_cfg"] = {"method": "pai", "alpha": 0.2, "start_layer": 0, "end_layer": 2, **prm}
+    print("pai_cfg      kept %d of %d tokens; greedy %s" % (int(torch.isfinite(first).sum()), first.numel(), toks))
+    prm = {"cd_alpha": 1.0, "beta": 0.1, "noise_step": 500}
+    noised = vcd_noise(golden["pixel_values"], 500)
+    hs, _, _ = base.vit(noised)
+    img_cd = base.project(hs[base.feature_hs][1:])
+    first, toks = decode_pair(base, base, P.embeds(base, P.image), P.embeds(base, img_cd), "vcd", prm, N_NEW)
+    out["vcd.scores"], out["vcd.greedy"] = first.float(), torch.tensor(toks, dtype=torch.int32)
+    out["vcd.pixels"] = noised
+    meta["vcd"] = {"method": "vcd", **prm, "noise": "torch.Generator().manual_seed(0) randn; saved as vcd.pixels"}
+    print("vcd          kept %d of %d tokens; greedy %s" % (int(torch.isfinite(first).sum()), first.numel(), toks))
+
     path = os.path.join(gdir, "tiny_llava_modulation.safetensors")
     write_safetensors(path, out, {"meta": json.dumps({"configs": meta, "greedy": "%d tokens, EOS masked" % N_NEW,
                                                       "spec": "docs/modulation.md; tools/golden/modulation.py"},
