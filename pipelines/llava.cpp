@@ -5,11 +5,13 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <numeric>
 
 #include "core/checkpoint.h"
 #include "core/io.h"
 #include "core/log.h"
 #include "core/ops/concat.h"
+#include "core/ops/linear.h"
 #include "language/chat.h"
 #include "language/llama.h"
 #include "language/llava.h"
@@ -412,6 +414,27 @@ LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const Mo
     const Tensor ids = Tensor::from_vector<int64_t>(s->history, {1, int64_t(s->history.size())});
     neg = llava_input_embeds(*lm_, ids, feats, cfg_.image_token_index);
     neg_span = s->span;
+  } else if (cd.method == ModMethod::DAMRO) {
+    // the top-k "outlier" patches of the feature-producing ViT layer's [CLS] attention (one
+    // attention over all dims), in descending attention order, as the only image tokens
+    MMATTN_CHECK(!encoder_->feature_layer_is_list() && encoder_->drops_cls(), ConfigError, cd.path,
+                 ": damro needs a single vision_feature_layer and the 'default' feature strategy");
+    const Tensor px = clip_normalize(s->crop, pre_).unsqueeze(0).to(device_, dtype_);
+    const auto taps = encoder_->tower().feature_taps(px, encoder_->feature_layers()[0], false);
+    const std::vector<float> att = taps.cls_joint.to_floats();  // [1 + N]
+    const int64_t N = int64_t(att.size()) - 1, k = std::min<int64_t>(cd.topk, N);
+    std::vector<int64_t> order(static_cast<size_t>(N));
+    std::iota(order.begin(), order.end(), int64_t(0));
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return att[size_t(a + 1)] > att[size_t(b + 1)]; });
+    std::vector<float> sel(size_t(k * (N + 1)), 0.f);  // rows: one-hot over the [CLS] + N tokens
+    for (int64_t i = 0; i < k; ++i) sel[size_t(i * (N + 1) + order[size_t(i)] + 1)] = 1.f;
+    const Tensor h = taps.features.select(0, 0);  // [1 + N, Dv]
+    const Tensor picked = matmul(Tensor::from_vector(sel, {k, N + 1}).to(device_), h.to(DType::F32)).to(dtype_);
+    const Tensor feats = encoder_->projector().forward(picked);  // [k, hidden]
+    const std::vector<int64_t> ex = expand_image_tokens(s->ids, cfg_.image_token_index, k, 1);
+    neg = llava_input_embeds(*lm_, Tensor::from_vector<int64_t>(ex, {1, int64_t(ex.size())}), feats.unsqueeze(0),
+                             cfg_.image_token_index);
+    neg_span = {s->span.first, k};
   } else {
     std::vector<int64_t> txt;
     for (int64_t id : s->ids)

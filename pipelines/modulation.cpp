@@ -13,7 +13,7 @@ struct Name {
   ModMethod m;
   const char* name;
 };
-constexpr Name kNames[] = {{ModMethod::PAI, "pai"}, {ModMethod::VCD, "vcd"}};
+constexpr Name kNames[] = {{ModMethod::PAI, "pai"}, {ModMethod::VCD, "vcd"}, {ModMethod::DAMRO, "damro"}};
 
 [[noreturn]] void bad(const ModulationConfig& c, const std::string& field, const std::string& msg) {
   MMATTN_THROW(ConfigError, c.path, ".", field, " ", msg);
@@ -34,7 +34,7 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
   bool found = false;
   for (const auto& n : kNames)
     if (m == n.name) c.method = n.m, found = true;
-  if (!found) r.fail_key("method", "is '" + m + "'; expected pai or vcd");
+  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, vcd or damro");
   if (c.method == ModMethod::PAI) {
     c.alpha = r.get<double>("alpha", c.alpha);
     if (!(c.alpha >= 0) || !std::isfinite(c.alpha)) r.fail_key("alpha", "must be >= 0");
@@ -43,10 +43,15 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
     c.cfg = r.get<double>("cfg", c.cfg);
     if (!(c.cfg >= 1) || !std::isfinite(c.cfg)) r.fail_key("cfg", "must be >= 1 (1 = no guidance)");
   } else {
-    c.cd_alpha = r.get<double>("cd_alpha", c.cd_alpha);
+    c.cd_alpha = r.get<double>("cd_alpha", c.method == ModMethod::DAMRO ? 2.0 : 1.0);
     if (!(c.cd_alpha >= 0)) r.fail_key("cd_alpha", "must be >= 0");
-    c.noise_step = r.get<int>("noise_step", c.noise_step);
-    if (c.noise_step < 0 || c.noise_step > 999) r.fail_key("noise_step", "must be in [0, 999]");
+    if (c.method == ModMethod::VCD) {
+      c.noise_step = r.get<int>("noise_step", c.noise_step);
+      if (c.noise_step < 0 || c.noise_step > 999) r.fail_key("noise_step", "must be in [0, 999]");
+    } else {
+      c.topk = r.get<int>("topk", c.topk);
+      if (c.topk < 1) r.fail_key("topk", "must be >= 1");
+    }
   }
   if (c.contrastive()) {
     c.beta = r.get<double>("beta", c.beta);
@@ -70,8 +75,10 @@ Json ModulationConfig::to_json() const {
   Json j{{"method", mod_method_name(method)}};
   if (method == ModMethod::PAI) {
     j["alpha"] = alpha, j["start_layer"] = start_layer, j["end_layer"] = end_layer, j["cfg"] = cfg;
-  } else {
+  } else if (method == ModMethod::VCD) {
     j["cd_alpha"] = cd_alpha, j["noise_step"] = noise_step;
+  } else {
+    j["cd_alpha"] = cd_alpha, j["topk"] = topk;
   }
   if (contrastive()) j["beta"] = beta;
   return j;
@@ -206,7 +213,7 @@ std::vector<float> contrastive_scores(const ModulationConfig& c, const std::vect
   const size_t V = l_img.size();
   std::vector<float> out(V);
   std::vector<double> ref(V);  // the image branch's scores the plausibility cut-off applies to
-  if (c.method == ModMethod::VCD) {
+  if (c.method != ModMethod::PAI) {  // vcd, damro
     for (size_t i = 0; i < V; ++i) {
       out[i] = float((1 + c.cd_alpha) * double(l_img[i]) - c.cd_alpha * double(l_neg[i]));
       ref[i] = l_img[i];

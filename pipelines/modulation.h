@@ -16,7 +16,7 @@
 
 namespace mmattn {
 
-enum class ModMethod { PAI, VCD };
+enum class ModMethod { PAI, VCD, DAMRO };
 const char* mod_method_name(ModMethod m);
 
 struct ModulationConfig {
@@ -29,15 +29,19 @@ struct ModulationConfig {
   // vcd: plausibility cut-off beta (tokens with p < beta max p of the image branch are excluded)
   double cfg = 1.0;
   double beta = 0.1;
-  // vcd: logits = (1 + cd_alpha) l_img - cd_alpha l_noised; noise_step of the DDPM schedule
+  // vcd / damro: logits = (1 + cd_alpha) l_img - cd_alpha l_negative (vcd default 1, damro 2);
+  // vcd: noise_step of the DDPM schedule; damro: topk outlier image tokens form the negative branch
   double cd_alpha = 1.0;
   int noise_step = 500;
+  int topk = 10;
   std::string path;  // JSON path named in errors
 
   static ModulationConfig parse(JsonReader& r);
   // Layer ranges against the model (ConfigError naming the field).
   void resolve(int n_layers);
-  bool contrastive() const { return method == ModMethod::VCD || (method == ModMethod::PAI && cfg != 1.0); }
+  bool contrastive() const {
+    return method == ModMethod::VCD || method == ModMethod::DAMRO || (method == ModMethod::PAI && cfg != 1.0);
+  }
   Json to_json() const;
 };
 

@@ -261,6 +261,12 @@ ClipVisionTower::FeatureTaps ClipVisionTower::feature_taps(const Tensor& pixel_v
     t.cls_attention = softmax(logits, -1, scale).reshape({B, H, L});
   }
   t.key_mean = matmul(head_avg, k.to(DType::F32).permute({0, 2, 1, 3}).contiguous().view({B, H, L * hd})).view({B, L, hd});
+  {
+    const int64_t D = H * hd;
+    const Tensor qc = q.slice(1, 0, 1).to(DType::F32).contiguous().view({B, 1, D});  // [B, 1, D]
+    const Tensor kf = k.to(DType::F32).contiguous().view({B, L, D});                 // [B, L, D]
+    t.cls_joint = softmax(matmul(qc, kf, /*transpose_b=*/true), -1, float(1.0 / std::sqrt(double(D)))).view({B, L});
+  }
   t.features = layer_forward(li, x);
   return t;
 }

@@ -98,6 +98,8 @@ class ClipVisionTower {
     Tensor attention_mean;  // F32 [B, 1 + N, 1 + N]: the attention matrix averaged over heads (with_matrix)
     Tensor key_mean;        // F32 [B, 1 + N, head_dim]: k_proj(layer_norm1(x)) (bias included, unscaled),
                             // averaged over heads (VisionZip's metric)
+    Tensor cls_joint;       // F32 [B, 1 + N]: the [CLS] row of ONE attention over all hidden dims of
+                            // q_proj / k_proj (scale hidden^-0.5; DAMRO's outlier ranking)
   };
   FeatureTaps feature_taps(const Tensor& pixel_values, int64_t feature_layer, bool with_matrix) const;
   // CLIP's pooled output post_layernorm(h_L[:, 0]) [B, D]; needs every layer loaded.

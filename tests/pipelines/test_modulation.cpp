@@ -163,3 +163,18 @@ TEST(Modulation, ContrastiveDecodingMatchesReference) {
   ASSERT_TRUE(items[1].ok) << items[1].error;
   EXPECT_EQ(items[1].result.token_ids, res.token_ids);
 }
+
+TEST(Modulation, DamroMatchesReference) {
+  static Checkpoint g(golden_dir() + "/tiny_llava_modulation.safetensors");
+  LlavaRequest r;
+  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r.prompt = "What is unusual about this image?";
+  r.max_new_tokens = r.min_new_tokens = 16;
+  ModulationConfig c;
+  c.method = ModMethod::DAMRO;
+  c.cd_alpha = 2.0;
+  ModulationSet s;
+  s.items.push_back(c);
+  r.modulation = s;
+  EXPECT_EQ(pipe().run(r).token_ids, ints_of(g.load("damro.greedy", Device::cpu(), DType::I64)));
+}

@@ -151,6 +151,27 @@ def main():
     meta["vcd"] = {"method": "vcd", **prm, "noise": "torch.Generator().manual_seed(0) randn; saved as vcd.pixels"}
     print("vcd          kept %d of %d tokens; greedy %s" % (int(torch.isfinite(first).sum()), first.numel(), toks))
 
+    # DAMRO (coder-gx/DAMRO modeling_llava.py): the [CLS] row of ONE attention over all of the
+    # feature-producing ViT layer's q/k dims (k_proj / q_proj outputs with bias, scale Dv^-0.5);
+    # the top-k patches in descending attention order form the negative branch's image tokens.
+    prm = {"cd_alpha": 2.0, "beta": 0.1, "topk": 10}
+    li = base.feature_layer
+    x_in = P.hs[li]  # input of the producing layer
+    h = base.ln(x_in, f"vision_tower.encoder.layers.{li}.layer_norm1")
+    q = base.lin(h, f"vision_tower.encoder.layers.{li}.self_attn.q_proj")
+    k = base.lin(h, f"vision_tower.encoder.layers.{li}.self_attn.k_proj")
+    cls = torch.softmax((q[0] @ k.t()) * q.shape[1] ** -0.5, dim=-1)[1:]
+    top = torch.topk(cls, prm["topk"]).indices  # descending attention
+    img_cd = base.project(P.feats[top])
+    ids_cd = torch.cat([P.ids[:P.S], torch.full((prm["topk"],), base.image_token), P.ids[P.S + P.N:]])
+    e_cd = torch.cat([base.embed(P.ids[:P.S]), img_cd, base.embed(P.ids[P.S + P.N:])])
+    first, toks = decode_pair(base, base, P.embeds(base, P.image), e_cd, "vcd", prm, N_NEW)
+    out["damro.scores"], out["damro.greedy"] = first.float(), torch.tensor(toks, dtype=torch.int32)
+    out["damro.outliers"] = top.to(torch.int32)
+    meta["damro"] = {"method": "damro", **prm}
+    print("damro        outliers %s; greedy %s" % (top.tolist(), toks))
+    del ids_cd
+
     path = os.path.join(gdir, "tiny_llava_modulation.safetensors")
     write_safetensors(path, out, {"meta": json.dumps({"configs": meta, "greedy": "%d tokens, EOS masked" % N_NEW,
                                                       "spec": "docs/modulation.md; tools/golden/modulation.py"},
