@@ -162,6 +162,7 @@ struct LlavaPipeline::Sequence {
   std::vector<int64_t> patch;    // per image row of the prompt: its patch (-1: [CLS] / merged)
   std::vector<float> row_importance;
   std::pair<int64_t, int64_t> span{0, 0};  // image rows [first, first + count) of the prompt
+  std::vector<uint8_t> image_classes;      // PAINT: class of each image row (empty: none)
   std::vector<int64_t> history;  // expanded prompt + generated (the repetition penalty sees the prompt)
   Sampler sampler;
   IncrementalDecoder dec;
@@ -265,7 +266,25 @@ Tensor LlavaPipeline::prepare_pixels(Sequence& s, std::future<Image>* crop) cons
 }
 
 void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::vector<Tensor>& pixels) const {
-  auto done = [&](Sequence& s, VisualTokens vt) {
+  auto done = [&](Sequence& s, VisualTokens vt, const Tensor& px) {
+    if (const ModulationConfig* pc = s.modulation.find(ModMethod::PAINT)) {
+      // PAINT's token sets: [CLS] attention of ViT layer 0 and of the feature-producing layer
+      const ClipVisionTower& tower = encoder_->tower();
+      const int64_t li =
+          ClipVisionTower::layers_for_feature_layer(cfg_.vision_config, encoder_->feature_layers()[0]) - 1;
+      auto head_sum = [&](int64_t layer) {
+        const Tensor a = tower.cls_attention(px, layer);  // [1, H, 1 + N]
+        const int64_t H = a.size(1), T = a.size(2);
+        const std::vector<float> v = a.to_floats();
+        std::vector<float> sum(size_t(T), 0.f);
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t j = 0; j < T; ++j) sum[size_t(j)] += v[size_t(h * T + j)];
+        return sum;
+      };
+      const std::vector<uint8_t> per_patch = paint_classes(*pc, head_sum(0), head_sum(li));
+      s.image_classes.clear();
+      for (int64_t p : vt.patch) s.image_classes.push_back(p >= 0 ? per_patch[size_t(p)] : uint8_t(1));
+    }
     if (device_.is_cuda()) synchronize();
     s.t2 = Clock::now();
     finish_encode(s, std::move(vt));
@@ -273,7 +292,7 @@ void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::
   std::vector<size_t> plain;
   for (size_t i = 0; i < seqs.size(); ++i) {
     if (seqs[i]->pruning.before_llm())
-      done(*seqs[i], encode_visual_tokens(seqs[i]->pruning, *encoder_, pixels[i], seqs[i]->crop));
+      done(*seqs[i], encode_visual_tokens(seqs[i]->pruning, *encoder_, pixels[i], seqs[i]->crop), pixels[i]);
     else
       plain.push_back(i);
   }
@@ -284,7 +303,7 @@ void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::
   if (device_.is_cuda()) synchronize();
   for (size_t j = 0; j < plain.size(); ++j) {
     Sequence& s = *seqs[plain[j]];
-    done(s, unpruned_visual_tokens(s.pruning, feats.select(0, int64_t(j))));
+    done(s, unpruned_visual_tokens(s.pruning, feats.select(0, int64_t(j))), pixels[plain[j]]);
   }
 }
 
@@ -359,6 +378,7 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
   std::unique_ptr<LlavaModulator> modulator;
   if (s->modulation.attention())
     modulator = std::make_unique<LlavaModulator>(s->modulation, *lm_, std::vector<std::pair<int64_t, int64_t>>{s->span});
+  if (modulator) modulator->set_image_classes(0, s->image_classes);
   last.modulator = modulator.get();
   Tensor logits = lm_->forward(s->embeds, cache, last);  // [1, 1, V]
   last.pruner = nullptr;
@@ -453,6 +473,7 @@ LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const Mo
   if (s->modulation.attention())
     modulator = std::make_unique<LlavaModulator>(s->modulation, *lm_,
                                                  std::vector<std::pair<int64_t, int64_t>>{s->span, neg_span});
+  if (modulator) modulator->set_image_classes(0, s->image_classes);
   opt.modulator = modulator.get();
   Tensor logits = prefill(embeds, {int(L0), int(L1)}, cache, opt);  // [2, 1, V]
   finish_pruning(*s, cache, 0, nullptr);
@@ -626,6 +647,7 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
           modulator = std::make_unique<LlavaModulator>(s.modulation, *lm_, std::vector<std::pair<int64_t, int64_t>>{});
         }
         modulator->set_span(b, s.span);
+        modulator->set_image_classes(b, s.image_classes);
       }
       opt.modulator = modulator.get();
       const Tensor logits = prefill(embeds, opt.n_valid, cache, opt);  // [B, 1, V]

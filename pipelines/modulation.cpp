@@ -1,6 +1,8 @@
 #include "pipelines/modulation.h"
 
 #include <cmath>
+#include <algorithm>
+#include <numeric>
 #include <random>
 
 #include "attention/kv_cache.h"
@@ -13,7 +15,12 @@ struct Name {
   ModMethod m;
   const char* name;
 };
-constexpr Name kNames[] = {{ModMethod::PAI, "pai"}, {ModMethod::VCD, "vcd"}, {ModMethod::DAMRO, "damro"}};
+constexpr Name kNames[] = {{ModMethod::PAI, "pai"},
+                           {ModMethod::PAINT, "paint"},
+                           {ModMethod::VCD, "vcd"},
+                           {ModMethod::DAMRO, "damro"}};
+
+constexpr int kClasses = 4;
 
 [[noreturn]] void bad(const ModulationConfig& c, const std::string& field, const std::string& msg) {
   MMATTN_THROW(ConfigError, c.path, ".", field, " ", msg);
@@ -34,10 +41,18 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
   bool found = false;
   for (const auto& n : kNames)
     if (m == n.name) c.method = n.m, found = true;
-  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, vcd or damro");
-  if (c.method == ModMethod::PAI) {
-    c.alpha = r.get<double>("alpha", c.alpha);
-    if (!(c.alpha >= 0) || !std::isfinite(c.alpha)) r.fail_key("alpha", "must be >= 0");
+  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, vcd or damro");
+  if (c.method == ModMethod::PAI || c.method == ModMethod::PAINT) {
+    if (c.method == ModMethod::PAI) {
+      c.alpha = r.get<double>("alpha", c.alpha);
+      if (!(c.alpha >= 0) || !std::isfinite(c.alpha)) r.fail_key("alpha", "must be >= 0");
+    } else {
+      c.alpha_local = r.get<double>("alpha_local", c.alpha_local);
+      c.alpha_summary = r.get<double>("alpha_summary", c.alpha_summary);
+      c.local_ratio = r.get<double>("local_ratio", c.local_ratio);
+      if (!(c.alpha_local >= 0) || !(c.alpha_summary >= 0)) r.fail_key("alpha_local", "and alpha_summary must be >= 0");
+      if (!(c.local_ratio > 0 && c.local_ratio <= 1)) r.fail_key("local_ratio", "must be in (0, 1]");
+    }
     c.start_layer = r.get<int>("start_layer", c.start_layer);
     c.end_layer = r.get<int>("end_layer", c.end_layer);
     c.cfg = r.get<double>("cfg", c.cfg);
@@ -62,7 +77,7 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
 }
 
 void ModulationConfig::resolve(int n_layers) {
-  if (method != ModMethod::PAI) return;
+  if (method != ModMethod::PAI && method != ModMethod::PAINT) return;
   if (end_layer < 0) end_layer = n_layers;
   if (start_layer < 0 || start_layer >= n_layers)
     bad(*this, "start_layer", "is " + std::to_string(start_layer) + "; it must be in [0, " + std::to_string(n_layers) + ")");
@@ -73,8 +88,10 @@ void ModulationConfig::resolve(int n_layers) {
 
 Json ModulationConfig::to_json() const {
   Json j{{"method", mod_method_name(method)}};
-  if (method == ModMethod::PAI) {
-    j["alpha"] = alpha, j["start_layer"] = start_layer, j["end_layer"] = end_layer, j["cfg"] = cfg;
+  if (method == ModMethod::PAI || method == ModMethod::PAINT) {
+    if (method == ModMethod::PAI) j["alpha"] = alpha;
+    else j["alpha_local"] = alpha_local, j["alpha_summary"] = alpha_summary, j["local_ratio"] = local_ratio;
+    j["start_layer"] = start_layer, j["end_layer"] = end_layer, j["cfg"] = cfg;
   } else if (method == ModMethod::VCD) {
     j["cd_alpha"] = cd_alpha, j["noise_step"] = noise_step;
   } else {
@@ -105,8 +122,14 @@ void ModulationSet::resolve(int n_layers) {
 
 bool ModulationSet::attention() const {
   for (const auto& c : items)
-    if (c.method == ModMethod::PAI && c.alpha != 0) return true;
+    if ((c.method == ModMethod::PAI && c.alpha != 0) || c.method == ModMethod::PAINT) return true;
   return false;
+}
+
+const ModulationConfig* ModulationSet::find(ModMethod m) const {
+  for (const auto& c : items)
+    if (c.method == m) return &c;
+  return nullptr;
 }
 
 const ModulationConfig* ModulationSet::contrastive() const {
@@ -133,17 +156,23 @@ LlavaModulator::LlavaModulator(const ModulationSet& set, const LlamaModel& lm,
   classes_.resize(size_t(L));
   class_lens_.resize(size_t(L));
   stale_.assign(size_t(L), true);
+  // Key classes: 0 text, 1 image (PAINT: other), 2 PAINT local, 3 PAINT summary.
   std::vector<std::vector<float>> gain(static_cast<size_t>(L));
   for (const auto& c : set.items) {
-    if (c.method != ModMethod::PAI || c.alpha == 0) continue;
+    if (c.method != ModMethod::PAI && c.method != ModMethod::PAINT) continue;
+    const float add[kClasses] = {0.f, c.method == ModMethod::PAI ? float(c.alpha) : 0.f,
+                                 float(c.method == ModMethod::PAI ? c.alpha : c.alpha_local),
+                                 float(c.method == ModMethod::PAI ? c.alpha : c.alpha_summary)};
     for (int l = c.start_layer; l < c.end_layer; ++l) {
       auto& g = gain[size_t(l)];
-      if (g.empty()) g.assign(size_t(H * 2), 0.f);
-      for (int64_t h = 0; h < H; ++h) g[size_t(h * 2 + 1)] += float(c.alpha);  // class 1 = image keys
+      if (g.empty()) g.assign(size_t(H * kClasses), 0.f);
+      for (int64_t h = 0; h < H; ++h)
+        for (int k = 0; k < kClasses; ++k) g[size_t(h * kClasses + k)] += add[k];
     }
   }
   for (int l = 0; l < L; ++l)
-    if (!gain[size_t(l)].empty()) abs_gain_[size_t(l)] = Tensor::from_vector(gain[size_t(l)], {H, 2}).to(lm.device());
+    if (!gain[size_t(l)].empty())
+      abs_gain_[size_t(l)] = Tensor::from_vector(gain[size_t(l)], {H, int64_t(kClasses)}).to(lm.device());
 }
 
 const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
@@ -164,9 +193,11 @@ const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
     std::vector<uint8_t> cls(size_t(B * cap), 0);
     for (int64_t b = 0; b < B; ++b) {
       const auto [s0, cnt] = b < int64_t(spans_.size()) ? spans_[size_t(b)] : std::pair<int64_t, int64_t>{0, 0};
+      const std::vector<uint8_t>* ic = b < int64_t(image_classes_.size()) ? &image_classes_[size_t(b)] : nullptr;
       const std::vector<int32_t>& p = pos[size_t(b)];
       for (size_t j = 0; j < p.size(); ++j)
-        if (p[j] >= s0 && p[j] < s0 + cnt) cls[size_t(b * cap) + j] = 1;
+        if (p[j] >= s0 && p[j] < s0 + cnt)
+          cls[size_t(b * cap) + j] = ic && !ic->empty() ? (*ic)[size_t(p[j] - s0)] : uint8_t(1);
     }
     t = Tensor::from_vector(cls, {B, cap}).to(cache.device());
     stale_[size_t(layer)] = false;
@@ -178,14 +209,55 @@ const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
 void LlavaModulator::set_span(int64_t b, std::pair<int64_t, int64_t> span) {
   if (int64_t(spans_.size()) <= b) spans_.resize(size_t(b + 1), {0, 0});
   spans_[size_t(b)] = span;
+  set_image_classes(b, {});
+}
+
+void LlavaModulator::set_image_classes(int64_t b, std::vector<uint8_t> classes) {
+  if (int64_t(image_classes_.size()) <= b) image_classes_.resize(size_t(b + 1));
+  image_classes_[size_t(b)] = std::move(classes);
   stale_.assign(stale_.size(), true);
+}
+
+namespace {
+// numpy.percentile's default (linear interpolation between the closest ranks).
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * double(v.size() - 1);
+  const size_t lo = size_t(std::floor(pos));
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (pos - double(lo)) * (v[hi] - v[lo]);
+}
+// Indices of the k largest values (ties: lower index first).
+std::vector<int64_t> top_indices(const std::vector<double>& s, int64_t k) {
+  std::vector<int64_t> idx(s.size());
+  std::iota(idx.begin(), idx.end(), int64_t(0));
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return s[size_t(a)] > s[size_t(b)]; });
+  idx.resize(size_t(std::clamp<int64_t>(k, 0, int64_t(s.size()))));
+  return idx;
+}
+}  // namespace
+
+std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<float>& top_attn,
+                                   const std::vector<float>& bottom) {
+  MMATTN_CHECK(top_attn.size() == bottom.size() && top_attn.size() >= 2, ShapeError, "paint_classes: ",
+               top_attn.size(), " and ", bottom.size(), " attention values");
+  const int64_t N = int64_t(top_attn.size()) - 1;
+  std::vector<double> top(top_attn.begin() + 1, top_attn.end()), bot(bottom.begin() + 1, bottom.end());
+  const double q1 = percentile(bot, 0.25), q3 = percentile(bot, 0.75), hi = q3 + 1.5 * (q3 - q1);
+  int64_t outliers = 0;
+  for (double v : bot) outliers += v > hi ? 1 : 0;
+  const int64_t n_sum = int64_t(double(N) * (double(outliers) / double(N)));  // as int(N * mean(mask))
+  std::vector<uint8_t> cls(size_t(N), 1);
+  for (int64_t i : top_indices(top, int64_t(double(N) * c.local_ratio))) cls[size_t(i)] = 2;
+  for (int64_t i : top_indices(bot, n_sum)) cls[size_t(i)] = 3;  // summary wins over local
+  return cls;
 }
 
 const HeadModulation* LlavaModulator::modulation(int layer, const KVCache& cache, int64_t n_rows) {
   if (!abs_gain_[size_t(layer)].defined()) return nullptr;
   HeadModulation& m = mods_[size_t(layer)];
   m.key_class = key_class(cache, layer);
-  m.num_classes = 2;
+  m.num_classes = kClasses;
   m.logit_abs_gain = abs_gain_[size_t(layer)];
   m.first_modulated_row = n_rows - 1;  // PAI: the last query row only (prefill), the new token (decode)
   return &m;
@@ -213,7 +285,7 @@ std::vector<float> contrastive_scores(const ModulationConfig& c, const std::vect
   const size_t V = l_img.size();
   std::vector<float> out(V);
   std::vector<double> ref(V);  // the image branch's scores the plausibility cut-off applies to
-  if (c.method != ModMethod::PAI) {  // vcd, damro
+  if (c.method == ModMethod::VCD || c.method == ModMethod::DAMRO) {
     for (size_t i = 0; i < V; ++i) {
       out[i] = float((1 + c.cd_alpha) * double(l_img[i]) - c.cd_alpha * double(l_neg[i]));
       ref[i] = l_img[i];

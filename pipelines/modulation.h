@@ -16,7 +16,7 @@
 
 namespace mmattn {
 
-enum class ModMethod { PAI, VCD, DAMRO };
+enum class ModMethod { PAI, PAINT, VCD, DAMRO };
 const char* mod_method_name(ModMethod m);
 
 struct ModulationConfig {
@@ -34,13 +34,18 @@ struct ModulationConfig {
   double cd_alpha = 1.0;
   int noise_step = 500;
   int topk = 10;
+  // paint: PAI boosts alpha_local on the "local" image tokens (top local_ratio by ViT layer 0's
+  // [CLS] attention) and alpha_summary on the "summary" ones (the feature layer's [CLS]-attention
+  // outliers); other image tokens get none. start_layer / end_layer / cfg as pai.
+  double alpha_local = 0.7, alpha_summary = 0.3, local_ratio = 0.25;
   std::string path;  // JSON path named in errors
 
   static ModulationConfig parse(JsonReader& r);
   // Layer ranges against the model (ConfigError naming the field).
   void resolve(int n_layers);
   bool contrastive() const {
-    return method == ModMethod::VCD || method == ModMethod::DAMRO || (method == ModMethod::PAI && cfg != 1.0);
+    return method == ModMethod::VCD || method == ModMethod::DAMRO ||
+           ((method == ModMethod::PAI || method == ModMethod::PAINT) && cfg != 1.0);
   }
   Json to_json() const;
 };
@@ -52,6 +57,7 @@ struct ModulationSet {
   void resolve(int n_layers);
   bool empty() const { return items.empty(); }
   bool attention() const;  // has an attention-level method
+  const ModulationConfig* find(ModMethod m) const;
   // The contrastive method (at most one per set; ConfigError otherwise), or nullptr.
   const ModulationConfig* contrastive() const;
   Json to_json() const;
@@ -65,11 +71,14 @@ class LlavaModulator : public AttentionModulator {
   const HeadModulation* modulation(int layer, const KVCache& cache, int64_t n_rows) override;
   // A batch slot got a new request (continuous batching): its image span; classes are rebuilt.
   void set_span(int64_t b, std::pair<int64_t, int64_t> span);
+  // PAINT: the class of each image token of sequence b (1 other, 2 local, 3 summary; empty = all 1).
+  void set_image_classes(int64_t b, std::vector<uint8_t> classes);
 
  private:
   const Tensor& key_class(const KVCache& cache, int layer);
 
   std::vector<std::pair<int64_t, int64_t>> spans_;
+  std::vector<std::vector<uint8_t>> image_classes_;
   std::vector<Tensor> abs_gain_;  // per layer: F32 [Hq, 2] on the device, undefined = none
   std::vector<HeadModulation> mods_;
   // key classes built from the cache's positions: per layer, the tensor and the lengths it saw
@@ -77,6 +86,12 @@ class LlavaModulator : public AttentionModulator {
   std::vector<std::vector<int64_t>> class_lens_;
   std::vector<bool> stale_;  // per layer: rebuild the classes at the next call
 };
+
+// PAINT's token classes for one image: 1 + N [CLS]-attention rows summed over heads of ViT layer 0
+// (top_attn) and of the feature-producing layer (bottom), [CLS] column first. Per patch: 2 local,
+// 3 summary, 1 other.
+std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<float>& top_attn,
+                                   const std::vector<float>& bottom);
 
 // The combined next-token scores of a contrastive method from the image branch's logits and the
 // negative branch's (docs/modulation.md): VCD (1 + cd_alpha) l_img - cd_alpha l_neg on logits;

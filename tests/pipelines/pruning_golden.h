@@ -88,7 +88,7 @@ inline std::map<std::string, PruningConfig> prune_golden_configs() {
 
 // mod: attention modulation applied in every forward (docs/modulation.md), or none.
 inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t new_tokens = 16,
-                           ModulationSet mod = {}) {
+                           ModulationSet mod = {}, std::vector<uint8_t> image_classes = {}) {
   const LlamaModel& lm = pipe.language_model();
   const auto& vc = pipe.config().vision_config;
   cfg.resolve(vc.num_patches(), lm.num_layers(), vc.image_size / vc.patch_size);
@@ -108,6 +108,7 @@ inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t
   LlavaTokenPruner pruner(cfg, lm, {{start, n}}, {vt.row_importance});
   mod.resolve(lm.num_layers());
   LlavaModulator modulator(mod, lm, {{start, n}});
+  modulator.set_image_classes(0, image_classes);
   LlamaForwardOptions o;
   o.last_only = true;
   o.pruner = cfg.in_llm() ? &pruner : nullptr;

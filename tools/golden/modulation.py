@@ -23,11 +23,12 @@ CONFIGS = [("pai_a02_l0", 0.2, 0, 2), ("pai_a05_l1", 0.5, 1, 2), ("pai_a3_l0", 3
 
 
 class PaiLlava(TinyLlava):
-    """TinyLlava whose layer() applies PAI to the last query row's image-key logits."""
+    """TinyLlava whose layer() applies PAI to the last query row's image-key logits. gains: None
+    (alpha on every image key) or a per-image-token alpha [N] (PAINT)."""
 
-    def __init__(self, model_dir, span, alpha, start, end):
+    def __init__(self, model_dir, span, alpha, start, end, gains=None):
         super().__init__(model_dir)
-        self.span, self.alpha, self.start, self.end = span, alpha, start, end
+        self.span, self.alpha, self.start, self.end, self.gains = span, alpha, start, end, gains
 
     def layer(self, l, x, pos, cache):
         p = f"{self.lp}layers.{l}."
@@ -40,7 +41,8 @@ class PaiLlava(TinyLlava):
         if self.start <= l < self.end:
             img = (cache.pos >= self.span[0]) & (cache.pos < self.span[1])  # image keys by original position
             last = s[:, -1, :]
-            last[:, img] = last[:, img] + self.alpha * last[:, img].abs()
+            a = self.alpha if self.gains is None else self.gains[cache.pos[img] - self.span[0]]
+            last[:, img] = last[:, img] + a * last[:, img].abs()
         a = torch.softmax(s, dim=-1)
         vr = cache.v.repeat_interleave(self.heads // self.kv_heads, dim=1)
         o = (a @ vr.transpose(0, 1)).transpose(0, 1).reshape(n, self.heads * self.hd)
@@ -171,6 +173,29 @@ def main():
     meta["damro"] = {"method": "damro", **prm}
     print("damro        outliers %s; greedy %s" % (top.tolist(), toks))
     del ids_cd
+
+    # PAINT (hasanar1f/PAINT modPAI): PAI boosts with alpha_local on the "local" tokens (top 25% by
+    # the [CLS] attention of ViT layer 0, summed over heads) and alpha_summary on the "summary"
+    # tokens (the top-n of the feature-producing layer's, n = #outliers above Q3 + 1.5 IQR), local
+    # minus summary; other image tokens get no boost.
+    prm = {"alpha_local": 0.7, "alpha_summary": 0.3, "local_ratio": 0.25, "start_layer": 0, "end_layer": 2}
+    top_attn = P.vprobs[0][:, 0, 1:].sum(0)
+    bottom = P.vprobs[base.feature_layer][:, 0, 1:].sum(0)
+    q1, q3 = torch.quantile(bottom.double(), 0.25), torch.quantile(bottom.double(), 0.75)
+    n_sum = int(P.N * float((bottom.double() > q3 + 1.5 * (q3 - q1)).double().mean()))
+    summary = torch.topk(bottom, n_sum).indices if n_sum > 0 else torch.zeros(0, dtype=torch.long)
+    local = torch.topk(top_attn, int(P.N * prm["local_ratio"])).indices
+    local = local[~torch.isin(local, summary)]
+    gains = torch.zeros(P.N, dtype=torch.float32)
+    gains[local] = prm["alpha_local"]
+    gains[summary] = prm["alpha_summary"]
+    m_paint = PaiLlava(os.path.join(gdir, "tiny_llava"), (P.S, P.S + P.N), 0.0, 0, 2, gains)
+    logits, caches, _ = m_paint.prefill(P.embeds(m_paint, P.image))
+    greedy = m_paint.generate(logits[0], caches, N_NEW)
+    out["paint.logits_last"], out["paint.greedy"] = logits[0].float(), torch.tensor(greedy, dtype=torch.int32)
+    out["paint.local"], out["paint.summary"] = local.sort().values.to(torch.int32), summary.sort().values.to(torch.int32)
+    meta["paint"] = {"method": "paint", **prm}
+    print("paint        local %d summary %d; greedy %s" % (local.numel(), summary.numel(), greedy))
 
     path = os.path.join(gdir, "tiny_llava_modulation.safetensors")
     write_safetensors(path, out, {"meta": json.dumps({"configs": meta, "greedy": "%d tokens, EOS masked" % N_NEW,
