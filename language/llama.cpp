@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "attention/attention.h"
+#include "attention/head_select.h"
 #include "attention/taps.h"
 #include "core/checkpoint.h"
 #include "core/hf_config.h"  // never together with core/ops/rope.h (see llama_rope.h)
@@ -330,7 +331,27 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   ao.k_lens = cache.lens_tensor(l);
   ao.q_lens = rows.q_lens;
   ao.mod = modulator ? modulator->modulation(l, cache, n) : nullptr;
-  Tensor att = attention(q, cache.k(l), cache.v(l), ao).out;  // [B, n, Hq, dp]
+  const AttentionModulator::Conditional* cond = modulator ? modulator->conditional(l, cache, n) : nullptr;
+  Tensor att;
+  if (!cond) {
+    att = attention(q, cache.k(l), cache.v(l), ao).out;  // [B, n, Hq, dp]
+  } else {
+    ao.return_class_mass = true;
+    AttentionResult r = attention(q, cache.k(l), cache.v(l), ao);
+    att = r.out;
+    std::vector<std::vector<int64_t>> last(static_cast<size_t>(B));
+    std::vector<int32_t> last_row(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      last_row[size_t(b)] = std::max(rows.n_valid[size_t(b)] - 1, 0);
+      last[size_t(b)] = {last_row[size_t(b)]};
+    }
+    AttentionOptions a2 = ao;
+    a2.return_class_mass = false;
+    a2.q_lens = Tensor();
+    a2.mod = cond->alt;
+    const Tensor alt = attention(gather_rows(q, last, 1), cache.k(l), cache.v(l), a2).out;  // [B, 1, Hq, dp]
+    select_heads_by_mass_(att, alt, r.class_mass, cond->klass, cond->threshold, cond->heads, last_row);
+  }
   if (dp_ != d_) att = att.slice(3, 0, d_);
   if (modulator && modulator->wants_head_outputs(l)) {
     std::vector<std::vector<int64_t>> last(static_cast<size_t>(B));

@@ -110,6 +110,21 @@ class AttentionModulator {
   // Layer l's modulation for this step (nullptr: none). `cache` already holds the step's rows
   // (its key_class must be [B, cache capacity]); n_rows: query rows of the step.
   virtual const HeadModulation* modulation(int layer, const KVCache& cache, int64_t n_rows) = 0;
+  // AD-HH: after layer l's attention (run with modulation() and class mass), the heads in `heads`
+  // whose last-row mass on key class `klass` is >= threshold take the last row's output of the
+  // attention with `alt` instead (decided on the device; no synchronisation).
+  struct Conditional {
+    const HeadModulation* alt = nullptr;  // applied to each sequence's last row (first_modulated_row 0)
+    int klass = 0;
+    float threshold = 0;
+    std::vector<uint8_t> heads;  // [Hq], 1 = eligible
+  };
+  virtual const Conditional* conditional(int layer, const KVCache& cache, int64_t n_rows) {
+    (void)layer;
+    (void)cache;
+    (void)n_rows;
+    return nullptr;
+  }
   virtual bool wants_head_outputs(int layer) const {
     (void)layer;
     return false;

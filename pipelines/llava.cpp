@@ -241,7 +241,7 @@ std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest&
   const int64_t grid = cfg_.vision_config.image_size / cfg_.vision_config.patch_size;
   s->pruning.resolve(cfg_.vision_config.num_patches(), lm_->num_layers(), grid);
   s->modulation = req.modulation;
-  s->modulation.resolve(lm_->num_layers());
+  s->modulation.resolve(lm_->num_layers(), int(lm_->num_heads()));
   if (const ModulationConfig* cd = s->modulation.contrastive())
     MMATTN_CHECK(!s->pruning.enabled(), ConfigError, cd->path, ": contrastive decoding (",
                  mod_method_name(cd->method), ") with visual token pruning is not supported");

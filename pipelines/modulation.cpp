@@ -17,10 +17,17 @@ struct Name {
 };
 constexpr Name kNames[] = {{ModMethod::PAI, "pai"},
                            {ModMethod::PAINT, "paint"},
+                           {ModMethod::ADHH, "adhh"},
                            {ModMethod::VCD, "vcd"},
                            {ModMethod::DAMRO, "damro"}};
 
 constexpr int kClasses = 4;
+
+// AD-HH's hallucination heads of liuhaotian/llava-v1.5-7b (TianyunYoung/Hallucination-Attribution,
+// the first 20 of its attribution_result.json), 0-based (layer, head).
+const std::vector<std::pair<int, int>> kAdhhHeads = {
+    {16, 29}, {26, 9},  {13, 31}, {15, 10}, {20, 12}, {30, 9},  {19, 18}, {17, 0},  {18, 9},  {26, 28},
+    {19, 27}, {18, 26}, {15, 25}, {14, 16}, {31, 26}, {15, 24}, {31, 3},  {22, 20}, {27, 29}, {17, 28}};
 
 [[noreturn]] void bad(const ModulationConfig& c, const std::string& field, const std::string& msg) {
   MMATTN_THROW(ConfigError, c.path, ".", field, " ", msg);
@@ -41,7 +48,25 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
   bool found = false;
   for (const auto& n : kNames)
     if (m == n.name) c.method = n.m, found = true;
-  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, vcd or damro");
+  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, adhh, vcd or damro");
+  if (c.method == ModMethod::ADHH) {
+    c.heads = kAdhhHeads;
+    if (r.has("heads")) {
+      c.heads.clear();
+      const Json& h = r.json()["heads"];
+      if (!h.is_array()) r.fail_key("heads", "must be a list of [layer, head] pairs");
+      for (size_t i = 0; i < h.size(); ++i) {
+        if (!h[i].is_array() || h[i].size() != 2 || !h[i][0].is_number_integer() || !h[i][1].is_number_integer())
+          r.fail_key("heads[" + std::to_string(i) + "]", "must be [layer, head], got " + h[i].dump());
+        c.heads.push_back({h[i][0].get<int>(), h[i][1].get<int>()});
+      }
+      r.ignore("heads");
+    }
+    c.threshold = r.get<double>("threshold", c.threshold);
+    if (!(c.threshold >= 0 && c.threshold <= 1)) r.fail_key("threshold", "must be in [0, 1]");
+    r.finish();
+    return c;
+  }
   if (c.method == ModMethod::PAI || c.method == ModMethod::PAINT) {
     if (c.method == ModMethod::PAI) {
       c.alpha = r.get<double>("alpha", c.alpha);
@@ -76,7 +101,16 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
   return c;
 }
 
-void ModulationConfig::resolve(int n_layers) {
+void ModulationConfig::resolve(int n_layers, int n_heads) {
+  if (method == ModMethod::ADHH) {
+    for (size_t i = 0; i < heads.size(); ++i)
+      if (heads[i].first < 0 || heads[i].first >= n_layers || heads[i].second < 0 ||
+          (n_heads > 0 && heads[i].second >= n_heads))
+        bad(*this, "heads[" + std::to_string(i) + "]",
+            str_cat("is [", heads[i].first, ", ", heads[i].second, "]; the model has ", n_layers, " layers",
+                    n_heads > 0 ? str_cat(" of ", n_heads, " heads") : std::string()));
+    return;
+  }
   if (method != ModMethod::PAI && method != ModMethod::PAINT) return;
   if (end_layer < 0) end_layer = n_layers;
   if (start_layer < 0 || start_layer >= n_layers)
@@ -92,6 +126,10 @@ Json ModulationConfig::to_json() const {
     if (method == ModMethod::PAI) j["alpha"] = alpha;
     else j["alpha_local"] = alpha_local, j["alpha_summary"] = alpha_summary, j["local_ratio"] = local_ratio;
     j["start_layer"] = start_layer, j["end_layer"] = end_layer, j["cfg"] = cfg;
+  } else if (method == ModMethod::ADHH) {
+    Json h = Json::array();
+    for (const auto& [l, hh] : heads) h.push_back({l, hh});
+    j["heads"] = h, j["threshold"] = threshold;
   } else if (method == ModMethod::VCD) {
     j["cd_alpha"] = cd_alpha, j["noise_step"] = noise_step;
   } else {
@@ -116,13 +154,16 @@ ModulationSet ModulationSet::parse(JsonReader& r, const std::string& key) {
   return s;
 }
 
-void ModulationSet::resolve(int n_layers) {
-  for (auto& c : items) c.resolve(n_layers);
+void ModulationSet::resolve(int n_layers, int n_heads) {
+  for (auto& c : items) c.resolve(n_layers, n_heads);
+  if (find(ModMethod::ADHH) && find(ModMethod::PAINT))
+    MMATTN_THROW(ConfigError, find(ModMethod::ADHH)->path, ": adhh with paint is not supported (key classes)");
 }
 
 bool ModulationSet::attention() const {
   for (const auto& c : items)
-    if ((c.method == ModMethod::PAI && c.alpha != 0) || c.method == ModMethod::PAINT) return true;
+    if ((c.method == ModMethod::PAI && c.alpha != 0) || c.method == ModMethod::PAINT || c.method == ModMethod::ADHH)
+      return true;
   return false;
 }
 
@@ -156,13 +197,17 @@ LlavaModulator::LlavaModulator(const ModulationSet& set, const LlamaModel& lm,
   classes_.resize(size_t(L));
   class_lens_.resize(size_t(L));
   stale_.assign(size_t(L), true);
-  // Key classes: 0 text, 1 image (PAINT: other), 2 PAINT local, 3 PAINT summary.
+  // Key classes: 0 text before the image, 1 image (PAINT: other image tokens), and either 2 / 3
+  // PAINT's local / summary tokens (the text after the image is then class 0) or 2 the text after
+  // the image (AD-HH's "text").
+  const bool paint = set.find(ModMethod::PAINT) != nullptr;
+  post_text_class_ = paint ? 0 : 2;
   std::vector<std::vector<float>> gain(static_cast<size_t>(L));
   for (const auto& c : set.items) {
     if (c.method != ModMethod::PAI && c.method != ModMethod::PAINT) continue;
-    const float add[kClasses] = {0.f, c.method == ModMethod::PAI ? float(c.alpha) : 0.f,
-                                 float(c.method == ModMethod::PAI ? c.alpha : c.alpha_local),
-                                 float(c.method == ModMethod::PAI ? c.alpha : c.alpha_summary)};
+    const float img = c.method == ModMethod::PAI ? float(c.alpha) : 0.f;
+    const float add[kClasses] = {0.f, img, paint ? float(c.method == ModMethod::PAI ? c.alpha : c.alpha_local) : 0.f,
+                                 paint ? float(c.method == ModMethod::PAI ? c.alpha : c.alpha_summary) : 0.f};
     for (int l = c.start_layer; l < c.end_layer; ++l) {
       auto& g = gain[size_t(l)];
       if (g.empty()) g.assign(size_t(H * kClasses), 0.f);
@@ -173,6 +218,28 @@ LlavaModulator::LlavaModulator(const ModulationSet& set, const LlamaModel& lm,
   for (int l = 0; l < L; ++l)
     if (!gain[size_t(l)].empty())
       abs_gain_[size_t(l)] = Tensor::from_vector(gain[size_t(l)], {H, int64_t(kClasses)}).to(lm.device());
+  // AD-HH: per layer, the eligible heads; the alternative zeroes their post-image text weights
+  alt_mods_.resize(size_t(L));
+  cond_.resize(size_t(L));
+  adhh_weight_.resize(size_t(L));
+  for (const auto& c : set.items) {
+    if (c.method != ModMethod::ADHH) continue;
+    for (const auto& [l, h] : c.heads) {
+      Conditional& cd = cond_[size_t(l)];
+      if (cd.heads.empty()) cd.heads.assign(size_t(H), 0);
+      cd.heads[size_t(h)] = 1;
+      cd.klass = post_text_class_;
+      cd.threshold = float(c.threshold);
+    }
+  }
+  for (int l = 0; l < L; ++l) {
+    const Conditional& cd = cond_[size_t(l)];
+    if (cd.heads.empty()) continue;
+    std::vector<float> w(size_t(H * kClasses), 1.f);
+    for (int64_t h = 0; h < H; ++h)
+      if (cd.heads[size_t(h)]) w[size_t(h * kClasses + cd.klass)] = 0.f;
+    adhh_weight_[size_t(l)] = Tensor::from_vector(w, {H, int64_t(kClasses)}).to(lm.device());
+  }
 }
 
 const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
@@ -198,6 +265,8 @@ const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
       for (size_t j = 0; j < p.size(); ++j)
         if (p[j] >= s0 && p[j] < s0 + cnt)
           cls[size_t(b * cap) + j] = ic && !ic->empty() ? (*ic)[size_t(p[j] - s0)] : uint8_t(1);
+        else if (p[j] >= s0 + cnt)
+          cls[size_t(b * cap) + j] = post_text_class_;
     }
     t = Tensor::from_vector(cls, {B, cap}).to(cache.device());
     stale_[size_t(layer)] = false;
@@ -254,13 +323,25 @@ std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<
 }
 
 const HeadModulation* LlavaModulator::modulation(int layer, const KVCache& cache, int64_t n_rows) {
-  if (!abs_gain_[size_t(layer)].defined()) return nullptr;
+  if (!abs_gain_[size_t(layer)].defined() && cond_[size_t(layer)].heads.empty()) return nullptr;
   HeadModulation& m = mods_[size_t(layer)];
-  m.key_class = key_class(cache, layer);
+  m.key_class = key_class(cache, layer);  // also AD-HH's class mass
   m.num_classes = kClasses;
   m.logit_abs_gain = abs_gain_[size_t(layer)];
   m.first_modulated_row = n_rows - 1;  // PAI: the last query row only (prefill), the new token (decode)
   return &m;
+}
+
+const AttentionModulator::Conditional* LlavaModulator::conditional(int layer, const KVCache& cache, int64_t n_rows) {
+  Conditional& cd = cond_[size_t(layer)];
+  if (cd.heads.empty()) return nullptr;
+  HeadModulation& alt = alt_mods_[size_t(layer)];
+  alt = *modulation(layer, cache, n_rows);
+  alt.first_modulated_row = 0;  // the alternative runs on each sequence's last row alone
+  alt.post_weight = adhh_weight_[size_t(layer)];
+  alt.renormalize = false;
+  cd.alt = &alt;
+  return &cd;
 }
 
 // --- contrastive decoding --------------------------------------------------------------------------

@@ -16,7 +16,7 @@
 
 namespace mmattn {
 
-enum class ModMethod { PAI, PAINT, VCD, DAMRO };
+enum class ModMethod { PAI, PAINT, ADHH, VCD, DAMRO };
 const char* mod_method_name(ModMethod m);
 
 struct ModulationConfig {
@@ -38,11 +38,15 @@ struct ModulationConfig {
   // [CLS] attention) and alpha_summary on the "summary" ones (the feature layer's [CLS]-attention
   // outliers); other image tokens get none. start_layer / end_layer / cfg as pai.
   double alpha_local = 0.7, alpha_summary = 0.3, local_ratio = 0.25;
+  // adhh: (layer, head) pairs whose last-row attention to the text after the image, when >=
+  // threshold, is zeroed without renormalisation (defaults: LLaVA-1.5-7B's 20 heads, 0.4)
+  std::vector<std::pair<int, int>> heads;
+  double threshold = 0.4;
   std::string path;  // JSON path named in errors
 
   static ModulationConfig parse(JsonReader& r);
-  // Layer ranges against the model (ConfigError naming the field).
-  void resolve(int n_layers);
+  // Layer / head ranges against the model (ConfigError naming the field); n_heads 0 = unchecked.
+  void resolve(int n_layers, int n_heads = 0);
   bool contrastive() const {
     return method == ModMethod::VCD || method == ModMethod::DAMRO ||
            ((method == ModMethod::PAI || method == ModMethod::PAINT) && cfg != 1.0);
@@ -54,7 +58,7 @@ struct ModulationSet {
   std::vector<ModulationConfig> items;
   // Reads the "modulation" array at key `key` of r (absent = empty).
   static ModulationSet parse(JsonReader& r, const std::string& key);
-  void resolve(int n_layers);
+  void resolve(int n_layers, int n_heads = 0);
   bool empty() const { return items.empty(); }
   bool attention() const;  // has an attention-level method
   const ModulationConfig* find(ModMethod m) const;
@@ -69,6 +73,7 @@ class LlavaModulator : public AttentionModulator {
  public:
   LlavaModulator(const ModulationSet& set, const LlamaModel& lm, std::vector<std::pair<int64_t, int64_t>> spans);
   const HeadModulation* modulation(int layer, const KVCache& cache, int64_t n_rows) override;
+  const Conditional* conditional(int layer, const KVCache& cache, int64_t n_rows) override;
   // A batch slot got a new request (continuous batching): its image span; classes are rebuilt.
   void set_span(int64_t b, std::pair<int64_t, int64_t> span);
   // PAINT: the class of each image token of sequence b (1 other, 2 local, 3 summary; empty = all 1).
@@ -79,8 +84,11 @@ class LlavaModulator : public AttentionModulator {
 
   std::vector<std::pair<int64_t, int64_t>> spans_;
   std::vector<std::vector<uint8_t>> image_classes_;
-  std::vector<Tensor> abs_gain_;  // per layer: F32 [Hq, 2] on the device, undefined = none
-  std::vector<HeadModulation> mods_;
+  std::vector<Tensor> abs_gain_;  // per layer: F32 [Hq, C] on the device, undefined = none
+  std::vector<HeadModulation> mods_, alt_mods_;
+  std::vector<Conditional> cond_;  // per layer: AD-HH (heads empty = none)
+  std::vector<Tensor> adhh_weight_;  // per layer: F32 [Hq, C] post weights of the AD-HH alternative
+  uint8_t post_text_class_ = 0;     // key class of the text after the image (2 unless PAINT uses it)
   // key classes built from the cache's positions: per layer, the tensor and the lengths it saw
   std::vector<Tensor> classes_;
   std::vector<std::vector<int64_t>> class_lens_;

@@ -221,3 +221,20 @@ TEST(Modulation, PaintMatchesReference) {
   EXPECT_LT(max_abs_diff(got.logits_last, want), 2e-3);
   EXPECT_GT(max_abs_diff(want, golden("pai_a0_l0").logits), 1e-2);  // the boosts move the logits
 }
+
+TEST(Modulation, AdhhMatchesReference) {
+  // heads (0,1), (1,0), (1,3) at threshold 0.022: the reference's masses (0.016 .. 0.027) put some
+  // rows above it and some below, so both branches of the condition run
+  static Checkpoint g(golden_dir() + "/tiny_llava_modulation.safetensors");
+  ModulationConfig c;
+  c.method = ModMethod::ADHH;
+  c.heads = {{0, 1}, {1, 0}, {1, 3}};
+  c.threshold = 0.022;
+  ModulationSet s;
+  s.items.push_back(c);
+  const PruneRun got = run_pruned(pipe(), PruningConfig{}, 16, s);
+  const Tensor want = g.load("adhh.logits_last", Device::cpu(), DType::F32);
+  EXPECT_LT(max_abs_diff(got.logits_last, want), 2e-3);
+  EXPECT_GT(max_abs_diff(want, golden("pai_a0_l0").logits), 1e-3);  // the zeroing moves the logits
+  EXPECT_EQ(got.greedy, ints_of(g.load("adhh.greedy", Device::cpu(), DType::I64)));
+}

@@ -48,3 +48,19 @@ TEST(ModulationCuda, PaiMatchesReferenceWithinBf16) {
     if (c.alpha >= 3) EXPECT_LT(e, rel_l2(got.logits_last, base)) << c.name;
   }
 }
+
+TEST(ModulationCuda, AdhhMatchesReferenceWithinBf16) {
+  MMATTN_REQUIRE_GPU();
+  static LlavaPipeline pipe(golden_dir() + "/tiny_llava", Device::cuda(), DType::BF16);
+  Checkpoint g(golden_dir() + "/tiny_llava_modulation.safetensors");
+  ModulationConfig c;
+  c.method = ModMethod::ADHH;
+  c.heads = {{0, 1}, {1, 0}, {1, 3}};
+  c.threshold = 0.022;
+  ModulationSet s;
+  s.items.push_back(c);
+  const PruneRun got = run_pruned(pipe, PruningConfig{}, 4, s);
+  const double e = rel_l2(got.logits_last, g.load("adhh.logits_last", Device::cpu(), DType::F32));
+  std::printf("adhh logits rel L2 %.4f\n", e);
+  EXPECT_LT(e, 0.05);
+}

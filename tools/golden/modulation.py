@@ -44,6 +44,12 @@ class PaiLlava(TinyLlava):
             a = self.alpha if self.gains is None else self.gains[cache.pos[img] - self.span[0]]
             last[:, img] = last[:, img] + a * last[:, img].abs()
         a = torch.softmax(s, dim=-1)
+        for (hl, hh) in getattr(self, "adhh", []):  # AD-HH: post-softmax, last row, no renormalisation
+            if hl == l:
+                txt = cache.pos >= self.span[1]  # the text after the image (and generated tokens)
+                print("adhh mass l%d h%d %.5f" % (l, hh, float(a[hh, -1, txt].sum()))) if os.environ.get("ADHH_DEBUG") else None
+                if float(a[hh, -1, txt].sum()) >= self.adhh_threshold:
+                    a[hh, -1, txt] = 0
         vr = cache.v.repeat_interleave(self.heads // self.kv_heads, dim=1)
         o = (a @ vr.transpose(0, 1)).transpose(0, 1).reshape(n, self.heads * self.hd)
         x = x + self.lin(o, p + "self_attn.o_proj")
@@ -196,6 +202,15 @@ def main():
     out["paint.local"], out["paint.summary"] = local.sort().values.to(torch.int32), summary.sort().values.to(torch.int32)
     meta["paint"] = {"method": "paint", **prm}
     print("paint        local %d summary %d; greedy %s" % (local.numel(), summary.numel(), greedy))
+
+    # AD-HH (TianyunYoung/Hallucination-Attribution modeling_llama.py): chosen (layer, head) pairs
+    m_ad = PaiLlava(os.path.join(gdir, "tiny_llava"), (P.S, P.S + P.N), 0.0, 0, 0)
+    m_ad.adhh, m_ad.adhh_threshold = [(0, 1), (1, 0), (1, 3)], 0.022
+    logits, caches, _ = m_ad.prefill(P.embeds(m_ad, P.image))
+    greedy = m_ad.generate(logits[0], caches, N_NEW)
+    out["adhh.logits_last"], out["adhh.greedy"] = logits[0].float(), torch.tensor(greedy, dtype=torch.int32)
+    meta["adhh"] = {"method": "adhh", "heads": m_ad.adhh, "threshold": 0.022}
+    print("adhh         greedy %s" % greedy)
 
     path = os.path.join(gdir, "tiny_llava_modulation.safetensors")
     write_safetensors(path, out, {"meta": json.dumps({"configs": meta, "greedy": "%d tokens, EOS masked" % N_NEW,
