@@ -17,12 +17,8 @@ using namespace mmattn::bench;
 int main(int argc, char** argv) {
   try {
     const std::string out = arg_value(argc, argv, "--out", "bench/results");
-    const char* env = std::getenv("MMATTN_LLAVA7B");
-    const std::string model = arg_value(argc, argv, "--model", env ? env : "/tmp/llava7b");
-    if (!path_exists(model + "/config.json")) {
-      std::printf("bench_llava7b: no checkpoint at %s (bench/peer_llava7b.py writes it); skipped\n", model.c_str());
-      return 0;
-    }
+    const std::string model = llava7b_model(argc, argv, "bench_llava7b");
+    if (model.empty()) return 0;
     Json peer = path_exists(out + "/llava7b_peer.json") ? read_json_file(out + "/llava7b_peer.json")["rows"] : Json::object();
     auto pv = [&](const char* k) { return peer.contains(k) ? peer[k].get<double>() : 0.0; };
     Results r{"llava7b"};

@@ -15,12 +15,8 @@ using namespace mmattn::bench;
 int main(int argc, char** argv) {
   try {
     const std::string out = arg_value(argc, argv, "--out", "bench/results");
-    const char* env = std::getenv("MMATTN_LLAVA7B");
-    const std::string model = arg_value(argc, argv, "--model", env ? env : "/tmp/llava7b");
-    if (!path_exists(model + "/config.json")) {
-      std::printf("bench_modulation: no checkpoint at %s; skipped\n", model.c_str());
-      return 0;
-    }
+    const std::string model = llava7b_model(argc, argv, "bench_modulation");
+    if (model.empty()) return 0;
     Results r{"modulation"};
     const LlavaPipeline pipe(model, Device::cuda(), DType::BF16);
     const std::string image = std::string(MMATTN_SOURCE_DIR_BENCH) + "/assets/images/extreme_ironing.jpg";

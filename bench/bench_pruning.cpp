@@ -53,12 +53,8 @@ struct Prompt {
 int main(int argc, char** argv) {
   try {
     const std::string out = arg_value(argc, argv, "--out", "bench/results");
-    const char* env = std::getenv("MMATTN_LLAVA7B");
-    const std::string model = arg_value(argc, argv, "--model", env ? env : "/tmp/llava7b");
-    if (!path_exists(model + "/config.json")) {
-      std::printf("bench_pruning: no checkpoint at %s (bench/peer_llava7b.py writes it); skipped\n", model.c_str());
-      return 0;
-    }
+    const std::string model = llava7b_model(argc, argv, "bench_pruning");
+    if (model.empty()) return 0;
     Results r{"pruning"};
     r.ceilings = {{"copy_GBps", measure_copy_GBps()}};
     LlavaPipeline pipe(model, Device::cuda(), DType::BF16);

@@ -123,4 +123,14 @@ inline std::string arg_value(int argc, char** argv, const std::string& flag, con
   return fallback;
 }
 
+// The LLaVA-1.5-7B-shaped checkpoint bench/peer_llava7b.py writes: --model, else $MMATTN_LLAVA7B,
+// else /tmp/llava7b. Empty (with a "skipped" line naming `bench`) when it is not there.
+inline std::string llava7b_model(int argc, char** argv, const char* bench) {
+  const char* env = std::getenv("MMATTN_LLAVA7B");
+  const std::string model = arg_value(argc, argv, "--model", env ? env : "/tmp/llava7b");
+  if (path_exists(model + "/config.json")) return model;
+  std::printf("%s: no checkpoint at %s (bench/peer_llava7b.py writes it); skipped\n", bench, model.c_str());
+  return "";
+}
+
 }  // namespace mmattn::bench

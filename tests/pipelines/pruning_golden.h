@@ -3,6 +3,7 @@
 // tools/golden/pruning.py from docs/pruning.md) through the engine: ViT + projector with the
 // pre-LLM stage, the prompt, one prefill with the in-LLM stages, 16 greedy tokens (EOS masked as
 // the golden). Shared by the CPU and GPU tests.
+#include <cmath>
 #include <map>
 
 #include "core/checkpoint.h"
@@ -35,6 +36,14 @@ struct PruneGolden {
   Tensor logits_last;
   Tensor scores;  // the ranking signal (see the golden's meta)
 };
+
+// ||a - b|| / ||b|| over all elements (bf16 runs against f32 references).
+inline double rel_l2(const Tensor& a, const Tensor& b) {
+  const std::vector<float> x = a.to_floats(), y = b.to_floats();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(y[i]) * y[i];
+  return std::sqrt(num / std::max(den, 1e-30));
+}
 
 inline std::vector<int64_t> ints_of(const Tensor& t) {
   const Tensor c = t.to(DType::I64);

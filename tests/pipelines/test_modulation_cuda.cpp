@@ -10,13 +10,6 @@ using namespace mmattn::test;
 
 namespace {
 
-double rel_l2(const Tensor& a, const Tensor& b) {
-  const std::vector<float> x = a.to_floats(), y = b.to_floats();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(y[i]) * y[i];
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 ModulationSet pai(double alpha, int start, int end) {
   ModulationConfig c;
   c.alpha = alpha;

@@ -22,13 +22,6 @@ double overlap(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   return b.empty() ? 1.0 : double(common) / double(std::max(a.size(), b.size()));
 }
 
-double rel_l2(const Tensor& a, const Tensor& b) {
-  const std::vector<float> x = a.to_floats(), y = b.to_floats();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(y[i]) * y[i];
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 }  // namespace
 
 class PruningGoldenCuda : public ::testing::TestWithParam<std::string> {};
