@@ -235,8 +235,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   // norm -> fused q/k/v projection -> RoPE, for the current rows of x
   auto project = [&] {
     const int64_t B = x.size(0), n = x.size(1);
-    Tensor h = rms_norm(x, L.input_norm, eps_);
-    qkv = linear(h, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});  // [B, n, Hq + 2 Hkv, D]
+    qkv = rms_norm_linear(x, L.input_norm, eps_, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});
     split();
     rows.rope.apply_(q, k, rows.rope_positions(), rope_);
   };
@@ -359,10 +358,10 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
     modulator->head_outputs(l, gather_rows(att.contiguous(), last, 1).view({B, hq_, d_}).to(DType::F32));
   }
   att = att.reshape({B, n, hq_ * d_});
-  add_(x, linear(att, L.o, L.o_bias));
-  Tensor h = rms_norm(x, L.post_norm, eps_);
-  Tensor act = swiglu_fused(linear(h, L.gate_up, L.gate_up_bias));  // [B, n, F]
-  add_(x, linear(act, L.down, L.down_bias));
+  // residual adds fused into the projections (x is the contiguous residual stream)
+  linear_add_(x, att, L.o, L.o_bias);
+  const Tensor gate_up = rms_norm_linear(x, L.post_norm, eps_, L.gate_up, L.gate_up_bias);  // [B, n, 2F]
+  swiglu_linear_add_(x, gate_up, L.down, L.down_bias);
   return x;
 }
 
@@ -409,15 +408,14 @@ Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForw
   const int64_t nr = x.size(1);
   if (opt.last_only) {
     if (!rows.padded) {
-      x = x.slice(1, nr - 1, nr);  // [B, 1, hidden]
+      x = x.slice(1, nr - 1, nr).contiguous();  // [B, 1, hidden] (dense: the fused norm + head takes it)
     } else {
       std::vector<std::vector<int64_t>> last(static_cast<size_t>(B));
       for (int64_t b = 0; b < B; ++b) last[size_t(b)] = {std::max(rows.n_valid[size_t(b)] - 1, 0)};
       x = gather_rows(x, last, 1);  // [B, 1, hidden]
     }
   }
-  Tensor h = rms_norm(x, norm_, eps_);
-  return linear(h, lm_head_).to(DType::F32);  // [B, n or 1, V]
+  return rms_norm_linear(x, norm_, eps_, lm_head_).to(DType::F32);  // [B, n or 1, V]
 }
 
 GenerationResult generate(const LlamaModel& model, const Tensor& prompt_embeds, const std::vector<int64_t>& prompt_ids,

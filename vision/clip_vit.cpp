@@ -176,7 +176,7 @@ Tensor ClipVisionTower::layer_forward(int64_t i, const Tensor& x) const {
   if (dp != hd) o = o.slice(3, 0, hd).contiguous();
   Tensor y = add(x, linear(o.view({B, L, D}), w.out_w, w.out_b));
   const Tensor h = layer_norm(y, w.ln2_w, w.ln2_b, float(cfg_.layer_norm_eps));
-  add_(y, linear(apply_activation(linear(h, w.fc1_w, w.fc1_b), act_), w.fc2_w, w.fc2_b));
+  linear_add_(y, apply_activation(linear(h, w.fc1_w, w.fc1_b), act_), w.fc2_w, w.fc2_b);
   return y;
 }
 

@@ -2,7 +2,10 @@
 
 #include <atomic>
 
+#include "core/ops/activation.h"
 #include "core/ops/dispatch.h"
+#include "core/ops/elementwise.h"
+#include "core/ops/norm.h"
 
 namespace mmattn {
 
@@ -36,8 +39,11 @@ void run_gemm(GemmParams& p, Tensor& out, const Tensor& bias) {
 void set_matmul_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 bool matmul_allow_tf32() { return g_allow_tf32; }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  const char* op = "linear";
+namespace {
+
+// Validates linear's arguments (x's K against `k_of_x`, which differs for the SwiGLU input) and
+// returns N.
+int64_t check_linear(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t k_of_x) {
   check_defined(x, op, "x");
   check_defined(weight, op, "weight");
   check_float(x, op, "x");
@@ -47,7 +53,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                x.desc(), " (dtypes must match)");
   check_same_device(x, weight, op, "x", "weight");
   const int64_t n = weight.size(0), k = weight.size(1);
-  MMATTN_CHECK(x.size(-1) == k, ShapeError, op, ": 'x' ", x.shape_str(), " has K = ", x.size(-1), " but 'weight' ",
+  MMATTN_CHECK(k_of_x == k, ShapeError, op, ": 'x' ", x.shape_str(), " gives K = ", k_of_x, " but 'weight' ",
                weight.shape_str(), " has K = ", k);
   if (bias.defined()) {
     MMATTN_CHECK(bias.dim() == 1 && bias.size(0) == n, ShapeError, op, ": 'bias' must be [", n, "] for 'weight' ",
@@ -57,15 +63,31 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     check_same_device(x, bias, op, "x", "bias");
   }
   check_cpu_f32(x, op, "x");
+  return n;
+}
 
-  Shape out_shape = x.shape();
-  out_shape.back() = n;
-  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
-  if (y.numel() == 0) return y;
+// The output of linear for x [..., *] and N outputs.
+Shape out_shape_of(const Tensor& x, int64_t n) {
+  Shape s = x.shape();
+  s.back() = n;
+  return s;
+}
+
+// y is written in place by the fused forms: it must be the output linear would make.
+void check_out(const char* op, const Tensor& y, const Tensor& x, int64_t n) {
+  check_defined(y, op, "y");
+  MMATTN_CHECK(y.shape() == out_shape_of(x, n) && y.dtype() == x.dtype() && y.device() == x.device() &&
+                   y.is_contiguous(),
+               ShapeError, op, ": 'y' must be a contiguous ", dtype_name(x.dtype()), " tensor of shape ",
+               shape_str(out_shape_of(x, n)), " on ", x.device().str(), ", got ", y.desc());
+}
+
+// y (+)= x [..., K] @ weight^T + bias as one GEMM (x folded into [M, K], weight stored [N, K]).
+void gemm_into(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, bool accumulate) {
+  const int64_t n = weight.size(0), k = weight.size(1);
   Tensor xc = x.contiguous();
   Tensor wc = weight.contiguous();
   Tensor bc = bias.defined() ? bias.contiguous() : bias;
-  // x [..., K] is folded into [M, K]: one GEMM with the weight stored [N, K] (so op = transpose).
   GemmParams p;
   p.a = xc.data_ptr();
   p.b = wc.data_ptr();
@@ -79,8 +101,77 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   p.trans_b = true;
   p.dtype = x.dtype();
   p.allow_tf32 = g_allow_tf32;
+  p.accumulate = accumulate;
+  if (accumulate && k == 0) {  // nothing to multiply: add the bias, if any
+    if (bias.defined()) add_(y, bias);
+    return;
+  }
   run_gemm(p, y, bc);
+}
+
+// The fused CUDA kernel for y (+)= x_eff @ weight^T + bias when it takes the problem.
+bool try_gemv(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, GemvInput input,
+              const Tensor& norm_weight, float eps, bool accumulate) {
+  if (!x.is_cuda() || y.numel() == 0 || !x.is_contiguous() || !weight.is_contiguous() ||
+      (bias.defined() && !bias.is_contiguous()) || (norm_weight.defined() && !norm_weight.is_contiguous()))
+    return false;
+  GemvParams g;
+  g.x = x.data_ptr();
+  g.weight = weight.data_ptr();
+  g.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  g.norm_weight = norm_weight.defined() ? norm_weight.data_ptr() : nullptr;
+  g.y = y.data_ptr();
+  g.n = weight.size(0);
+  g.k = weight.size(1);
+  g.m = y.numel() / g.n;
+  g.x_stride = x.size(-1);
+  g.eps = eps;
+  g.accumulate = accumulate;
+  g.input = input;
+  g.dtype = x.dtype();
+  bool ok = false;
+  MMATTN_IF_CUDA(ok = gemv_cuda_supported(g); if (ok) gemv_cuda(g, current_stream()));
+  return ok;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const int64_t n = check_linear("linear", x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
+  Tensor y = Tensor::empty(out_shape_of(x, n), x.dtype(), x.device());
+  if (y.numel() > 0) gemm_into(y, x, weight, bias, false);
   return y;
+}
+
+void linear_add_(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const char* op = "linear_add_";
+  const int64_t n = check_linear(op, x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
+  check_out(op, y, x, n);
+  if (y.numel() > 0) gemm_into(y, x, weight, bias, true);
+}
+
+Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                       const Tensor& bias) {
+  const char* op = "rms_norm_linear";
+  const int64_t n = check_linear(op, x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
+  check_defined(norm_weight, op, "norm_weight");
+  MMATTN_CHECK(norm_weight.dim() == 1 && norm_weight.size(0) == x.size(-1) && norm_weight.dtype() == x.dtype(),
+               ShapeError, op, ": 'norm_weight' must be [", x.size(-1), "] ", dtype_name(x.dtype()), ", got ",
+               norm_weight.desc());
+  check_same_device(x, norm_weight, op, "x", "norm_weight");
+  Tensor y = Tensor::empty(out_shape_of(x, n), x.dtype(), x.device());
+  if (try_gemv(y, x, weight, bias, GemvInput::RmsNorm, norm_weight, eps, false)) return y;
+  return linear(rms_norm(x, norm_weight, eps), weight, bias);
+}
+
+void swiglu_linear_add_(Tensor& y, const Tensor& gate_up, const Tensor& weight, const Tensor& bias) {
+  const char* op = "swiglu_linear_add_";
+  const int64_t two_k = gate_up.defined() && gate_up.dim() >= 1 ? gate_up.size(-1) : -1;
+  MMATTN_CHECK(two_k % 2 == 0, ShapeError, op, ": 'gate_up' must be [..., 2K] (gate | up), got ", gate_up.desc());
+  const int64_t n = check_linear(op, gate_up, weight, bias, two_k / 2);
+  check_out(op, y, gate_up, n);
+  if (try_gemv(y, gate_up, weight, bias, GemvInput::SwiGLU, Tensor(), 0.f, true)) return;
+  linear_add_(y, swiglu_fused(gate_up), weight, bias);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b) {

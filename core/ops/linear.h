@@ -19,6 +19,20 @@ namespace mmattn {
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b = false);
 
+// Fused forms for transformer blocks (the residual add, the norm before a projection, the gated
+// activation before the down projection). Each equals the unfused composition except that the
+// residual add rounds once (y + x W^T + b in f32, then to the dtype; a GEMM with beta = 1) instead
+// of rounding the product first. On CUDA, decode-sized inputs (<= 8 rows) run as one skinny
+// kernel that reads the weight once (gemv); elsewhere the composition runs.
+//   linear_add_(y [..., N], x [..., K], weight [N, K], bias?)     y += linear(x, weight, bias)
+//   rms_norm_linear(x, norm_weight [K], eps, weight, bias?)        linear(rms_norm(x, nw, eps), weight, bias)
+//   swiglu_linear_add_(y, gate_up [..., 2K], weight [N, K], bias?) y += linear(swiglu_fused(gate_up), ...)
+// y must be contiguous with the leading shape of x and the dtype/device of x.
+void linear_add_(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                       const Tensor& bias = Tensor());
+void swiglu_linear_add_(Tensor& y, const Tensor& gate_up, const Tensor& weight, const Tensor& bias = Tensor());
+
 // Process-wide switch for the f32 CUDA path (TF32 tensor cores: ~1e-3 relative error).
 void set_matmul_allow_tf32(bool allow);
 bool matmul_allow_tf32();
@@ -36,8 +50,35 @@ struct GemmParams {
   bool trans_b = false;  // b stored [n, k]
   DType dtype = DType::F32;
   bool allow_tf32 = false;
+  bool accumulate = false;  // c += ... (beta = 1; one rounding)
 };
 void gemm_cpu(const GemmParams& p);
 void gemm_cuda(const GemmParams& p, StreamHandle s);
+
+// The skinny CUDA product behind the fused forms (core/ops/gemv_cuda.cuh):
+//   y [m, n] (+)= x_eff [m, k] @ weight [n, k]^T + bias, x_eff from x per `input`.
+enum class GemvInput {
+  Plain,    // x [m, k]
+  RmsNorm,  // rms_norm(x [m, k], norm_weight, eps)
+  SwiGLU,   // swiglu_fused(x [m, 2k])
+};
+struct GemvParams {
+  const void* x = nullptr;
+  const void* weight = nullptr;
+  const void* bias = nullptr;         // [n] or null
+  const void* norm_weight = nullptr;  // [k] (RmsNorm)
+  void* y = nullptr;
+  int64_t m = 0, n = 0, k = 0;
+  int64_t x_stride = 0;  // elements between rows of x (k, or 2k for SwiGLU)
+  float eps = 0.f;
+  bool accumulate = false;
+  GemvInput input = GemvInput::Plain;
+  DType dtype = DType::BF16;
+};
+// Whether gemv_cuda takes p: f16/bf16, 1 <= m <= 8, n >= 256, k % 8 == 0, 16-byte aligned x /
+// weight / norm_weight, sizes within int32, the staged input within shared memory. (Past 8 rows
+// the f32 FMAs approach the CUDA cores' limit and cuBLAS's tensor-core kernels win.)
+bool gemv_cuda_supported(const GemvParams& p);
+void gemv_cuda(const GemvParams& p, StreamHandle s);
 
 }  // namespace mmattn

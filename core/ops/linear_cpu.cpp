@@ -21,9 +21,10 @@ void gemm_cpu(const GemmParams& p) {
   for (int64_t i = 0; i < p.batch; ++i) {
     float* ci = c + i * p.stride_c;
     if (bias)
-      for (int64_t r = 0; r < p.m; ++r) std::copy(bias, bias + p.n, ci + r * p.n);
+      for (int64_t r = 0; r < p.m; ++r)
+        for (int64_t j = 0; j < p.n; ++j) ci[r * p.n + j] = (p.accumulate ? ci[r * p.n + j] : 0.f) + bias[j];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, p.trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a + i * p.stride_a,
-                k, b + i * p.stride_b, p.trans_b ? k : n, bias ? 1.f : 0.f, ci, n);
+                k, b + i * p.stride_b, p.trans_b ? k : n, bias || p.accumulate ? 1.f : 0.f, ci, n);
   }
 }
 

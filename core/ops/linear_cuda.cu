@@ -210,6 +210,14 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
   MMATTN_CHECK(p.batch <= INT32_MAX, UnsupportedError, "gemm_cuda: batch ", p.batch, " exceeds int32");
   MMATTN_CHECK(!p.bias || p.batch == 1 || p.stride_c == p.m * p.n, UnsupportedError,
                "gemm_cuda: a bias needs a dense batched output");
+  if (p.batch == 1 && p.trans_b && p.m <= 8) {  // decode-sized: the skinny kernel (gemv_cuda.cuh)
+    GemvParams g;
+    g.x = p.a, g.weight = p.b, g.bias = p.bias, g.y = p.c;
+    g.m = p.m, g.n = p.n, g.k = p.k, g.x_stride = p.k;
+    g.accumulate = p.accumulate;
+    g.dtype = p.dtype;
+    if (gemv_cuda_supported(g)) return gemv_cuda(g, s);
+  }
   int device = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   const int64_t es = int64_t(dtype_size(p.dtype));
@@ -240,7 +248,7 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
   if (plan.bias_fused)
     MMATTN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof(p.bias)));
-  const float alpha = 1.f, beta = 0.f;
+  const float alpha = 1.f, beta = p.accumulate ? 1.f : 0.f;
   MMATTN_CUBLAS_CHECK(cublasLtMatmul(handle, plan.op, &alpha, p.b, plan.la, p.a, plan.lb, &beta, p.c, plan.lc, p.c,
                                      plan.lc, &plan.algo, workspace_for(s), kWorkspaceBytes, s));
   if (p.bias && !plan.bias_fused) {

@@ -1,5 +1,8 @@
 // CPU linear/matmul against an independent naive triple loop (double accumulation), and bad input.
+#include "core/ops/activation.h"
+#include "core/ops/elementwise.h"
 #include "core/ops/linear.h"
+#include "core/ops/norm.h"
 #include "test_util.h"
 
 using namespace mmattn;
@@ -131,4 +134,40 @@ TEST(Linear, BadInputNamesTheArguments) {
   expect_shape_error([&] { matmul(rand_tensor({2, 3, 4}, 1), rand_tensor({3, 4, 6}, 2)); }, {"batch"});
   expect_shape_error([&] { matmul(rand_tensor({4}, 1), rand_tensor({4, 6}, 2)); }, {"'a'"});
   expect_shape_error([&] { matmul(rand_tensor({2, 3, 4}, 1), rand_tensor({1, 2, 4, 6}, 2)); }, {"'b'"});
+}
+
+// The fused forms equal their compositions on the CPU (which runs the compositions: the fusion
+// is a CUDA kernel; on CUDA see test_linear_cuda.cpp), with leading dims and K == 0.
+TEST(Linear, FusedFormsEqualTheirCompositions) {
+  Tensor x = rand_tensor({2, 3, 16}, 1), w = rand_tensor({5, 16}, 2), b = rand_tensor({5}, 3);
+  Tensor y0 = rand_tensor({2, 3, 5}, 4);
+  Tensor y = y0.clone();
+  linear_add_(y, x, w, b);
+  EXPECT_LT(rel_err(y, add(y0, linear(x, w, b))), 1e-6);
+  Tensor nw = rand_tensor({16}, 5);
+  EXPECT_LT(rel_err(rms_norm_linear(x, nw, 1e-6f, w, b), linear(rms_norm(x, nw, 1e-6f), w, b)), 1e-7);
+  Tensor gu = rand_tensor({2, 3, 32}, 6);
+  y = y0.clone();
+  swiglu_linear_add_(y, gu, w);
+  EXPECT_LT(rel_err(y, add(y0, linear(swiglu_fused(gu), w))), 1e-6);
+  // K == 0: adds the bias (or nothing)
+  y = y0.clone();
+  linear_add_(y, Tensor::empty({2, 3, 0}, DType::F32), Tensor::empty({5, 0}, DType::F32), b);
+  EXPECT_LT(rel_err(y, add(y0, b)), 1e-7);
+}
+
+TEST(Linear, FusedFormsBadInputNamesTheArguments) {
+  Tensor x = rand_tensor({2, 4}, 1), w = rand_tensor({3, 4}, 2);
+  Tensor y = rand_tensor({2, 3}, 3);
+  expect_shape_error([&] {
+    Tensor bad = rand_tensor({2, 4}, 4);
+    linear_add_(bad, x, w);
+  }, {"linear_add_", "'y'", "[2, 3]"});
+  expect_shape_error([&] {
+    Tensor strided = rand_tensor({3, 2}, 4).transpose(0, 1);
+    linear_add_(strided, x, w);
+  }, {"'y'", "contiguous"});
+  expect_shape_error([&] { rms_norm_linear(x, rand_tensor({5}, 4), 1e-6f, w); }, {"'norm_weight'", "[4]"});
+  expect_shape_error([&] { swiglu_linear_add_(y, rand_tensor({2, 7}, 4), w); }, {"'gate_up'", "2K"});
+  expect_shape_error([&] { swiglu_linear_add_(y, rand_tensor({2, 6}, 4), w); }, {"'x'", "K = 3", "K = 4"});
 }

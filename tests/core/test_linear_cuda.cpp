@@ -3,7 +3,9 @@
 // difference is f32 accumulation order plus one output rounding (bias included: the epilogue adds
 // it in f32). Tolerance: tol_for(dt) (f32 1e-5, f16 2e-3, bf16 1e-2) on the norm-wise relative
 // error; bf16 output rounding alone is ~2e-3, accumulation over K = 4096 adds far less.
+#include "core/ops/activation.h"
 #include "core/ops/linear.h"
+#include "core/ops/norm.h"
 #include "test_util.h"
 
 using namespace mmattn;
@@ -84,6 +86,46 @@ TEST_P(LinearCuda, MatmulMatchesCpu) {
         EXPECT_LT(rel_err(matmul(ga, b.to(Device::cuda(), dt)), matmul(a, b)), tol_for(dt)) << m << " " << k << " " << n;
         EXPECT_LT(rel_err(matmul(ga, bt.to(Device::cuda(), dt), true), matmul(a, bt, true)), tol_for(dt));
         EXPECT_LT(rel_err(matmul(ga, b2.to(Device::cuda(), dt)), matmul(a, b2)), tol_for(dt));
+      }
+}
+
+// The decode-sized kernel (gemv, <= 8 rows of bf16/f16) and the fused forms built on it, against
+// the CPU composition on the same (rounded) operands. n / k cover partial warp tasks (n % 4 != 0),
+// partial unrolled K steps and K == 8; y starts random, so a row it fails to write or overwrites
+// instead of adding shows.
+TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  const Device g = Device::cuda();
+  uint64_t seed = 500;
+  for (int64_t m : {1, 2, 3, 5, 8})
+    for (int64_t k : {8, 264, 1000, 4096})
+      for (int64_t n : {256, 257, 1030, 4099}) {
+        const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
+        Tensor x = round_to(rand_tensor({m, k}, seed++), dt);
+        Tensor gu = round_to(rand_tensor({m, 2 * k}, seed++, -3.f, 3.f), dt);
+        Tensor w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
+        Tensor b = round_to(rand_tensor({n}, seed++), dt);
+        Tensor nw = round_to(rand_tensor({k}, seed++, 0.5f, 1.5f), dt);
+        Tensor y0 = round_to(rand_tensor({m, n}, seed++), dt);
+        Tensor gx = x.to(g, dt), ggu = gu.to(g, dt), gw = w.to(g, dt), gb = b.to(g, dt), gnw = nw.to(g, dt);
+        EXPECT_LT(rel_err(linear(gx, gw, gb), linear(x, w, b)), tol_for(dt)) << at;
+        EXPECT_LT(rel_err(linear(gx, gw), linear(x, w)), tol_for(dt)) << at << " no bias";
+
+        Tensor gy = y0.to(g, dt), y = y0.clone();
+        linear_add_(gy, gx, gw, gb);
+        linear_add_(y, x, w, b);
+        EXPECT_LT(rel_err(gy, y), tol_for(dt)) << at << " linear_add_";
+
+        // the CPU reference rounds the intermediate to the dtype as the unfused GPU ops do
+        Tensor xn = round_to(rms_norm(x, nw, 1e-5f), dt);
+        EXPECT_LT(rel_err(rms_norm_linear(gx, gnw, 1e-5f, gw, gb), linear(xn, w, b)), tol_for(dt)) << at << " rms";
+
+        Tensor act = round_to(swiglu_fused(gu), dt);
+        gy = y0.to(g, dt), y = y0.clone();
+        swiglu_linear_add_(gy, ggu, gw);
+        linear_add_(y, act, w);
+        EXPECT_LT(rel_err(gy, y), tol_for(dt)) << at << " swiglu";
       }
 }
 

@@ -1,0 +1,12 @@
+// gemv kernels for __nv_bfloat16 (see gemv_cuda.cuh).
+#include "core/ops/gemv_cuda.cuh"
+
+namespace mmattn {
+
+void gemv_run_bf16(const GemvParams& p, StreamHandle s) {
+  gemv_detail::Args a{p.x, p.weight, p.bias, p.norm_weight, p.y, int(p.m), int(p.n), int(p.k), int(p.x_stride),
+                      p.eps, p.accumulate};
+  gemv_detail::run<__nv_bfloat16>(a, p.input, s);
+}
+
+}  // namespace mmattn

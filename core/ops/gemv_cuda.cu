@@ -1,0 +1,38 @@
+// Host side of the skinny decode product (kernels: gemv_cuda.cuh, instantiated per dtype in
+// gemv_bf16.cu / gemv_f16.cu).
+#include <cstdint>
+
+#include "core/cuda_check.h"
+#include "core/ops/linear.h"
+
+namespace mmattn {
+
+void gemv_run_bf16(const GemvParams& p, StreamHandle s);
+void gemv_run_f16(const GemvParams& p, StreamHandle s);
+
+namespace {
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+}  // namespace
+
+bool gemv_cuda_supported(const GemvParams& p) {
+  if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
+  if (p.m < 1 || p.m > 8 || p.n < 1 || p.k < 8 || p.k % 8 != 0 || p.x_stride % 8 != 0) return false;
+  if (p.n < 256) return false;  // too few rows to spread over the GPU: cuBLAS splits K instead
+  if (p.n > INT32_MAX / 2 || p.k > INT32_MAX / 2 || p.m * p.x_stride > INT32_MAX) return false;
+  if (!aligned16(p.x) || !aligned16(p.weight)) return false;
+  if (p.input == GemvInput::RmsNorm && !aligned16(p.norm_weight)) return false;
+  const int64_t m_inst = p.m <= 1 ? 1 : p.m <= 2 ? 2 : p.m <= 4 ? 4 : 8;
+  if (p.input != GemvInput::Plain && m_inst * p.k * 2 > 200 * 1024) return false;  // staged x_eff
+  return true;
+}
+
+void gemv_cuda(const GemvParams& p, StreamHandle s) {
+  MMATTN_CHECK(gemv_cuda_supported(p), UnsupportedError, "gemv_cuda: unsupported problem m=", p.m, " n=", p.n,
+               " k=", p.k, " dtype ", dtype_name(p.dtype), " (check gemv_cuda_supported first)");
+  if (p.dtype == DType::BF16)
+    gemv_run_bf16(p, s);
+  else
+    gemv_run_f16(p, s);
+}
+
+}  // namespace mmattn
