@@ -145,6 +145,13 @@ LlamaModel LlamaModel::load(const Checkpoint& ckpt, const LlamaWeightNames& name
   return m;
 }
 
+Tensor AttentionModulator::attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const AttentionOptions& opt, const std::vector<std::vector<int32_t>>& positions) {
+  (void)layer;
+  (void)positions;
+  return attention(q, k, v, opt).out;
+}
+
 Tensor LlamaModel::embed(const Tensor& ids) const {
   check_defined(ids, "LlamaModel::embed", "ids");
   return embedding(ids, embed_);
@@ -226,6 +233,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   const Layer& L = layers_[size_t(l)];
   const TokenPruner::Needs needs = pruner ? pruner->needs(l) : TokenPruner::Needs{};
   rows.sync_positions(cache, l);
+  if (modulator) modulator->layer_input(l, x, rows.positions);
   Tensor qkv, q, k, v;
   auto split = [&] {
     q = qkv.slice(2, 0, hq_);                     // [B, n, Hq, D] strided
@@ -333,7 +341,9 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   const AttentionModulator::Conditional* cond = modulator ? modulator->conditional(l, cache, n) : nullptr;
   Tensor att;
   if (!cond) {
-    att = attention(q, cache.k(l), cache.v(l), ao).out;  // [B, n, Hq, dp]
+    att = modulator && modulator->replaces_attention(l)
+              ? modulator->attend(l, q, cache.k(l), cache.v(l), ao, rows.positions)
+              : attention(q, cache.k(l), cache.v(l), ao).out;  // [B, n, Hq, dp]
   } else {
     ao.return_class_mass = true;
     AttentionResult r = attention(q, cache.k(l), cache.v(l), ao);

@@ -134,6 +134,23 @@ class AttentionModulator {
     (void)layer;
     (void)out;
   }
+  // Before layer l runs: the residual stream entering it (x [B, n, hidden]) and the original
+  // positions of each sequence's valid rows (VAR's sink detection).
+  virtual void layer_input(int layer, const Tensor& x, const std::vector<std::vector<int32_t>>& positions) {
+    (void)layer;
+    (void)x;
+    (void)positions;
+  }
+  // Whether layer l's attention output comes from attend() instead of one attention() call (VAR's
+  // redistribution composes several). attend() gets q [B, n, Hq, D], the layer's cache k / v,
+  // the options the layer would use (modulation() already applied) and the rows' positions, and
+  // returns out [B, n, Hq, D] as attention() would.
+  virtual bool replaces_attention(int layer) const {
+    (void)layer;
+    return false;
+  }
+  virtual Tensor attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                        const std::vector<std::vector<int32_t>>& positions);
 };
 
 struct LlamaForwardOptions {

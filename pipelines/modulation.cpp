@@ -6,6 +6,8 @@
 #include <random>
 
 #include "attention/kv_cache.h"
+#include "core/ops/elementwise.h"
+#include "core/ops/reduce.h"
 
 namespace mmattn {
 
@@ -19,7 +21,8 @@ constexpr Name kNames[] = {{ModMethod::PAI, "pai"},
                            {ModMethod::PAINT, "paint"},
                            {ModMethod::ADHH, "adhh"},
                            {ModMethod::VCD, "vcd"},
-                           {ModMethod::DAMRO, "damro"}};
+                           {ModMethod::DAMRO, "damro"},
+                           {ModMethod::VAR, "var"}};
 
 constexpr int kClasses = 4;
 
@@ -48,7 +51,7 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
   bool found = false;
   for (const auto& n : kNames)
     if (m == n.name) c.method = n.m, found = true;
-  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, adhh, vcd or damro");
+  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, adhh, vcd, damro or var");
   if (c.method == ModMethod::ADHH) {
     c.heads = kAdhhHeads;
     if (r.has("heads")) {
@@ -64,6 +67,29 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
     }
     c.threshold = r.get<double>("threshold", c.threshold);
     if (!(c.threshold >= 0 && c.threshold <= 1)) r.fail_key("threshold", "must be in [0, 1]");
+    r.finish();
+    return c;
+  }
+  if (c.method == ModMethod::VAR) {
+    if (r.has("sink_dims")) {
+      const Json& d = r.json()["sink_dims"];
+      if (!d.is_array() || d.empty()) r.fail_key("sink_dims", "must be a non-empty list of hidden dims");
+      c.sink_dims.clear();
+      for (size_t i = 0; i < d.size(); ++i) {
+        if (!d[i].is_number_integer() || d[i].get<int>() < 0)
+          r.fail_key("sink_dims[" + std::to_string(i) + "]", "must be a dim index >= 0, got " + d[i].dump());
+        c.sink_dims.push_back(d[i].get<int>());
+      }
+      r.ignore("sink_dims");
+    }
+    c.tau = r.get<double>("tau", c.tau);
+    if (!(c.tau > 0) || !std::isfinite(c.tau)) r.fail_key("tau", "must be > 0");
+    for (auto [key, v] : {std::pair<const char*, double*>{"p", &c.p}, {"rho", &c.rho}, {"summ", &c.summ}}) {
+      *v = r.get<double>(key, *v);
+      if (!(*v >= 0 && *v <= 1)) r.fail_key(key, "must be in [0, 1]");
+    }
+    c.start_layer = r.get<int>("start_layer", c.start_layer);
+    c.end_layer = r.get<int>("end_layer", c.end_layer);
     r.finish();
     return c;
   }
@@ -111,7 +137,7 @@ void ModulationConfig::resolve(int n_layers, int n_heads) {
                     n_heads > 0 ? str_cat(" of ", n_heads, " heads") : std::string()));
     return;
   }
-  if (method != ModMethod::PAI && method != ModMethod::PAINT) return;
+  if (method != ModMethod::PAI && method != ModMethod::PAINT && method != ModMethod::VAR) return;
   if (end_layer < 0) end_layer = n_layers;
   if (start_layer < 0 || start_layer >= n_layers)
     bad(*this, "start_layer", "is " + std::to_string(start_layer) + "; it must be in [0, " + std::to_string(n_layers) + ")");
@@ -130,6 +156,9 @@ Json ModulationConfig::to_json() const {
     Json h = Json::array();
     for (const auto& [l, hh] : heads) h.push_back({l, hh});
     j["heads"] = h, j["threshold"] = threshold;
+  } else if (method == ModMethod::VAR) {
+    j["sink_dims"] = sink_dims, j["tau"] = tau, j["p"] = p, j["rho"] = rho, j["summ"] = summ;
+    j["start_layer"] = start_layer, j["end_layer"] = end_layer;
   } else if (method == ModMethod::VCD) {
     j["cd_alpha"] = cd_alpha, j["noise_step"] = noise_step;
   } else {
@@ -158,11 +187,19 @@ void ModulationSet::resolve(int n_layers, int n_heads) {
   for (auto& c : items) c.resolve(n_layers, n_heads);
   if (find(ModMethod::ADHH) && find(ModMethod::PAINT))
     MMATTN_THROW(ConfigError, find(ModMethod::ADHH)->path, ": adhh with paint is not supported (key classes)");
+  // VAR's classes (image sinks, text sinks) take the attention core's other two, and its extra
+  // passes modulate every row, where PAI / PAINT boost only the last
+  if (const ModulationConfig* v = find(ModMethod::VAR))
+    for (const auto& c : items)
+      if (c.method == ModMethod::PAI || c.method == ModMethod::PAINT || c.method == ModMethod::ADHH)
+        MMATTN_THROW(ConfigError, v->path, ": var with ", mod_method_name(c.method),
+                     " is not supported (key classes; per-row passes)");
 }
 
 bool ModulationSet::attention() const {
   for (const auto& c : items)
-    if ((c.method == ModMethod::PAI && c.alpha != 0) || c.method == ModMethod::PAINT || c.method == ModMethod::ADHH)
+    if ((c.method == ModMethod::PAI && c.alpha != 0) || c.method == ModMethod::PAINT || c.method == ModMethod::ADHH ||
+        c.method == ModMethod::VAR)
       return true;
   return false;
 }
@@ -240,6 +277,24 @@ LlavaModulator::LlavaModulator(const ModulationSet& set, const LlamaModel& lm,
       if (cd.heads[size_t(h)]) w[size_t(h * kClasses + cd.klass)] = 0.f;
     adhh_weight_[size_t(l)] = Tensor::from_vector(w, {H, int64_t(kClasses)}).to(lm.device());
   }
+  // VAR: classes 0 text, 1 image, 2 image sink, 3 text sink (never with PAINT / AD-HH: resolve())
+  if (const ModulationConfig* v = set.find(ModMethod::VAR)) {
+    var_on_ = true;
+    var_ = *v;
+    post_text_class_ = 0;
+    for (size_t i = 0; i < var_.sink_dims.size(); ++i)
+      if (var_.sink_dims[i] >= lm.hidden_size())
+        MMATTN_THROW(ConfigError, var_.path, ".sink_dims[", i, "] is ", var_.sink_dims[i], "; the model's hidden size is ",
+                     lm.hidden_size());
+    sinks_.assign(size_t(L), {});
+    std::vector<float> wi(size_t(H * kClasses), 0.f), ws(size_t(H * kClasses), 0.f);
+    for (int64_t h = 0; h < H; ++h) {
+      wi[size_t(h * kClasses + 1)] = 1.f;
+      ws[size_t(h * kClasses + 2)] = ws[size_t(h * kClasses + 3)] = 1.f;
+    }
+    var_w_image_ = Tensor::from_vector(wi, {H, int64_t(kClasses)}).to(lm.device());
+    var_w_sinks_ = Tensor::from_vector(ws, {H, int64_t(kClasses)}).to(lm.device());
+  }
 }
 
 const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
@@ -267,6 +322,10 @@ const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
           cls[size_t(b * cap) + j] = ic && !ic->empty() ? (*ic)[size_t(p[j] - s0)] : uint8_t(1);
         else if (p[j] >= s0 + cnt)
           cls[size_t(b * cap) + j] = post_text_class_;
+      if (var_on_)  // sinks: 2 in the image, 3 in the text
+        for (size_t j = 0; j < p.size(); ++j)
+          if (std::binary_search(sinks_[size_t(layer)][size_t(b)].begin(), sinks_[size_t(layer)][size_t(b)].end(), p[j]))
+            cls[size_t(b * cap) + j] = p[j] >= s0 && p[j] < s0 + cnt ? 2 : 3;
     }
     t = Tensor::from_vector(cls, {B, cap}).to(cache.device());
     stale_[size_t(layer)] = false;
@@ -278,6 +337,8 @@ const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
 void LlavaModulator::set_span(int64_t b, std::pair<int64_t, int64_t> span) {
   if (int64_t(spans_.size()) <= b) spans_.resize(size_t(b + 1), {0, 0});
   spans_[size_t(b)] = span;
+  for (auto& layer : sinks_)
+    if (int64_t(layer.size()) > b) layer[size_t(b)].clear();
   set_image_classes(b, {});
 }
 
@@ -323,7 +384,8 @@ std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<
 }
 
 const HeadModulation* LlavaModulator::modulation(int layer, const KVCache& cache, int64_t n_rows) {
-  if (!abs_gain_[size_t(layer)].defined() && cond_[size_t(layer)].heads.empty()) return nullptr;
+  if (!abs_gain_[size_t(layer)].defined() && cond_[size_t(layer)].heads.empty() && !replaces_attention(layer))
+    return nullptr;
   HeadModulation& m = mods_[size_t(layer)];
   m.key_class = key_class(cache, layer);  // also AD-HH's class mass
   m.num_classes = kClasses;
@@ -342,6 +404,109 @@ const AttentionModulator::Conditional* LlavaModulator::conditional(int layer, co
   alt.renormalize = false;
   cd.alt = &alt;
   return &cd;
+}
+
+// VAR --------------------------------------------------------------------------------------------
+
+void LlavaModulator::layer_input(int layer, const Tensor& x, const std::vector<std::vector<int32_t>>& positions) {
+  if (!var_on_ || layer < var_.start_layer || layer >= var_.end_layer) return;
+  bool prefill = false;
+  for (const auto& p : positions) prefill = prefill || p.size() > 1;
+  if (!prefill) return;  // the sets are frozen after the prefill
+  // r = |x_d| / sqrt(mean(x^2) + 1e-6) at the sink dims, in f32
+  const int64_t B = x.size(0), n = x.size(1), H = x.size(2);
+  const std::vector<float> norm = vector_norm(x, 2).to_floats();  // [B, n]
+  std::vector<std::vector<float>> cols;
+  for (int d : var_.sink_dims) cols.push_back(x.select(2, d).contiguous().to_floats());
+  auto& layer_sinks = sinks_[size_t(layer)];
+  if (int64_t(layer_sinks.size()) < B) layer_sinks.resize(size_t(B));
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& pos = positions[size_t(b)];
+    if (pos.size() <= 1) continue;  // a decode row (or a free slot) of a mixed step
+    std::vector<int32_t> s;
+    for (size_t i = 0; i < pos.size(); ++i) {
+      const size_t at = size_t(b * n) + i;
+      const double inv = 1.0 / std::sqrt(double(norm[at]) * norm[at] / double(H) + 1e-6);
+      double r = 0;
+      for (const auto& c : cols) r = std::max(r, std::fabs(double(c[at])) * inv);
+      if (r > var_.tau) s.push_back(pos[i]);
+    }
+    std::sort(s.begin(), s.end());
+    layer_sinks[size_t(b)] = std::move(s);
+  }
+  stale_[size_t(layer)] = true;
+}
+
+std::vector<int32_t> LlavaModulator::sinks(int layer, int64_t b) const {
+  if (!var_on_ || layer < 0 || layer >= int(sinks_.size()) || b >= int64_t(sinks_[size_t(layer)].size())) return {};
+  return sinks_[size_t(layer)][size_t(b)];
+}
+
+namespace {
+// Whether sequence b has a sink inside its image span in this layer's set.
+bool has_visual_sink(const std::vector<int32_t>& sinks, std::pair<int64_t, int64_t> span) {
+  auto it = std::lower_bound(sinks.begin(), sinks.end(), int32_t(span.first));
+  return it != sinks.end() && *it < span.first + span.second;
+}
+}  // namespace
+
+bool LlavaModulator::replaces_attention(int layer) const {
+  if (!var_on_ || layer < var_.start_layer || layer >= var_.end_layer) return false;
+  const auto& ls = sinks_[size_t(layer)];
+  for (size_t b = 0; b < ls.size() && b < spans_.size(); ++b)
+    if (has_visual_sink(ls[b], spans_[b])) return true;
+  return false;
+}
+
+// One pass with the class mass decides, per (sequence, head, row after the image), whether the
+// head is image-centric; the redistributed output is then out + c_img O_img + (p - 1) O_sinks,
+// with O_img / O_sinks the parts of the output from the non-sink image keys / the sink keys (two
+// passes with 0/1 post weights, no renormalisation) and c_img = (1 - p) M_sinks / M_img.
+Tensor LlavaModulator::attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                              const std::vector<std::vector<int32_t>>& positions) {
+  MMATTN_CHECK(opt.mod && opt.mod->key_class.defined(), Error, "LlavaModulator::attend: layer ", layer,
+               " has no key classes");
+  AttentionOptions first = opt;
+  first.return_class_mass = true;
+  AttentionResult r = attention(q, k, v, first);
+  const int64_t B = q.size(0), n = q.size(1), H = q.size(2);
+  const std::vector<float> mass = r.class_mass.to_floats();  // [B, H, n, C]
+  std::vector<float> c_img(size_t(B * n * H), 0.f), c_sink(size_t(B * n * H), 0.f);
+  const float p = float(var_.p);
+  bool any = false;
+  const auto& layer_sinks = sinks_[size_t(layer)];
+  for (int64_t b = 0; b < B && b < int64_t(spans_.size()) && b < int64_t(layer_sinks.size()); ++b) {
+    const auto span = spans_[size_t(b)];
+    if (!has_visual_sink(layer_sinks[size_t(b)], span)) continue;
+    const auto& pos = positions[size_t(b)];
+    for (size_t i = 0; i < pos.size(); ++i) {
+      if (pos[i] < span.first + span.second) continue;  // only the text after the image, and decode rows
+      for (int64_t h = 0; h < H; ++h) {
+        const float* m = &mass[size_t(((b * H + h) * n + int64_t(i)) * kClasses)];
+        const double img = double(m[1]) + m[2], portion = m[2] / (img + double(span.second) * 1e-6);
+        if (!(portion <= var_.rho && img >= var_.summ && m[1] > 0)) continue;
+        const size_t at = size_t((b * n + int64_t(i)) * H + h);
+        c_img[at] = float((1 - var_.p) * (double(m[2]) + m[3]) / m[1]);
+        c_sink[at] = p - 1.f;
+        any = true;
+      }
+    }
+  }
+  if (!any) return r.out;
+  HeadModulation part = *opt.mod;
+  part.renormalize = false;
+  part.first_modulated_row = 0;
+  AttentionOptions o = opt;
+  o.return_lse = o.return_class_mass = false;
+  o.mod = &part;
+  Tensor out = r.out;
+  for (const auto& [w, c] : {std::pair<const Tensor*, const std::vector<float>*>{&var_w_image_, &c_img},
+                             {&var_w_sinks_, &c_sink}}) {
+    part.post_weight = *w;
+    const Tensor coef = Tensor::from_vector(*c, {B, n, H, 1}).to(out.device()).to(out.dtype());
+    add_(out, mul(attention(q, k, v, o).out, coef));
+  }
+  return out;
 }
 
 // --- contrastive decoding --------------------------------------------------------------------------

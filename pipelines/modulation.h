@@ -16,7 +16,7 @@
 
 namespace mmattn {
 
-enum class ModMethod { PAI, PAINT, ADHH, VCD, DAMRO };
+enum class ModMethod { PAI, PAINT, ADHH, VCD, DAMRO, VAR };
 const char* mod_method_name(ModMethod m);
 
 struct ModulationConfig {
@@ -42,6 +42,13 @@ struct ModulationConfig {
   // threshold, is zeroed without renormalisation (defaults: LLaVA-1.5-7B's 20 heads, 0.4)
   std::vector<std::pair<int, int>> heads;
   double threshold = 0.4;
+  // var: in the prefill, a token is a sink of layer l when |h / sqrt(mean(h^2) + 1e-6)| of the
+  // layer's input exceeds tau in one of sink_dims (LLaVA-1.5-7B's massive-activation dims); in
+  // layers [start_layer, end_layer), on the rows after the image, each head whose visual-sink share
+  // of the image attention is <= rho and whose image attention is >= summ keeps p of every sink's
+  // weight and gives the rest to the other image tokens (row sums unchanged)
+  std::vector<int> sink_dims = {2533, 1415};
+  double tau = 20, p = 0.6, rho = 0.5, summ = 0.2;
   std::string path;  // JSON path named in errors
 
   static ModulationConfig parse(JsonReader& r);
@@ -78,6 +85,13 @@ class LlavaModulator : public AttentionModulator {
   void set_span(int64_t b, std::pair<int64_t, int64_t> span);
   // PAINT: the class of each image token of sequence b (1 other, 2 local, 3 summary; empty = all 1).
   void set_image_classes(int64_t b, std::vector<uint8_t> classes);
+  // VAR: sink detection in the prefill, redistribution in attend().
+  void layer_input(int layer, const Tensor& x, const std::vector<std::vector<int32_t>>& positions) override;
+  bool replaces_attention(int layer) const override;
+  Tensor attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                const std::vector<std::vector<int32_t>>& positions) override;
+  // VAR: the sink positions of sequence b in layer l (sorted; empty before its prefill).
+  std::vector<int32_t> sinks(int layer, int64_t b) const;
 
  private:
   const Tensor& key_class(const KVCache& cache, int layer);
@@ -93,6 +107,11 @@ class LlavaModulator : public AttentionModulator {
   std::vector<Tensor> classes_;
   std::vector<std::vector<int64_t>> class_lens_;
   std::vector<bool> stale_;  // per layer: rebuild the classes at the next call
+  // VAR (var_ null: off): per layer, per sequence, the sink positions; classes 2 image sink, 3 text sink
+  bool var_on_ = false;
+  ModulationConfig var_;
+  std::vector<std::vector<std::vector<int32_t>>> sinks_;
+  Tensor var_w_image_, var_w_sinks_;  // F32 [Hq, C] post weights selecting the non-sink image / sink keys
 };
 
 // PAINT's token classes for one image: 1 + N [CLS]-attention rows summed over heads of ViT layer 0

@@ -28,6 +28,7 @@ struct PruneRun {
   int64_t image_tokens = 0;
   Tensor logits_last;             // F32 [V] on the CPU
   std::vector<int64_t> greedy;
+  std::vector<std::vector<int32_t>> sinks;  // VAR: each layer's sink positions
 };
 
 struct PruneGolden {
@@ -125,6 +126,7 @@ inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t
   Tensor logits = lm.forward(embeds, cache, o);
   o.pruner = nullptr;
   PruneRun r;
+  for (int l = 0; l < lm.num_layers(); ++l) r.sinks.push_back(modulator.sinks(l, 0));
   r.image_tokens = n;
   r.logits_last = logits.to(Device::cpu()).reshape({-1});
   r.vit_kept = vt.patch;

@@ -238,3 +238,56 @@ TEST(Modulation, AdhhMatchesReference) {
   EXPECT_GT(max_abs_diff(want, golden("pai_a0_l0").logits), 1e-3);  // the zeroing moves the logits
   EXPECT_EQ(got.greedy, ints_of(g.load("adhh.greedy", Device::cpu(), DType::I64)));
 }
+
+// VAR (tools/golden/var.py): sink sets from the layer inputs (dims 3 and 17 of the tiny model, tau
+// chosen by the golden so that layer 0 has five image sinks), per-(head, row) selection from the
+// class masses and the redistribution, in the prefill and every decode step.
+TEST(Modulation, VarMatchesReference) {
+  Checkpoint g(golden_dir() + "/tiny_llava_var.safetensors");
+  const std::vector<float> prm = g.load("var.params", Device::cpu(), DType::F32).to_floats();
+  ModulationConfig c;
+  c.method = ModMethod::VAR;
+  c.sink_dims = {3, 17};
+  c.tau = prm[0], c.p = prm[1], c.rho = prm[2], c.summ = prm[3];
+  c.start_layer = 0;
+  ModulationSet s;
+  s.items.push_back(c);
+  const PruneRun got = run_pruned(pipe(), PruningConfig{}, 16, s);
+  for (int l = 0; l < 2; ++l) {
+    const std::vector<int64_t> want = ints_of(g.load("var.sinks_l" + std::to_string(l), Device::cpu(), DType::I64));
+    EXPECT_EQ(std::vector<int64_t>(got.sinks[size_t(l)].begin(), got.sinks[size_t(l)].end()), want) << "layer " << l;
+  }
+  const Tensor want = g.load("var.logits_last", Device::cpu(), DType::F32);
+  const Tensor plain = golden("pai_a0_l0").logits;
+  // the reference moves the logits by 0.0072: the engine must be far closer than that
+  EXPECT_GT(max_abs_diff(want, plain), 5e-3);
+  EXPECT_LT(max_abs_diff(got.logits_last, want), 2e-4);
+  EXPECT_EQ(got.greedy, ints_of(g.load("var.greedy", Device::cpu(), DType::I64)));
+  // p = 1 keeps every weight: the plain model's logits
+  s.items[0].p = 1;
+  EXPECT_LT(max_abs_diff(run_pruned(pipe(), PruningConfig{}, 1, s).logits_last, plain), 2e-4);
+}
+
+TEST(Modulation, VarSpecErrors) {
+  auto parse = [](const std::string& text) {
+    const Json j = Json::parse(text);
+    JsonReader r(j, "spec.json", "$.modulation[0]");
+    return ModulationConfig::parse(r);
+  };
+  const ModulationConfig d = parse(R"({"method": "var"})");
+  EXPECT_EQ(d.sink_dims, (std::vector<int>{2533, 1415}));
+  EXPECT_EQ(d.tau, 20);
+  EXPECT_EQ(d.start_layer, 2);
+  EXPECT_NE(error_of([&] { parse(R"({"method": "var", "p": 1.5})"); }).find("$.modulation[0].p"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse(R"({"method": "var", "sink_dims": [3, -1]})"); }).find("sink_dims[1]"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse(R"({"method": "var", "tau": 0})"); }).find("tau"), std::string::npos);
+  // dims past the hidden size, and combinations the key classes cannot hold
+  ModulationSet s;
+  s.items.push_back(parse(R"({"method": "var", "sink_dims": [100000], "start_layer": 0})"));
+  s.resolve(2);
+  EXPECT_NE(error_of([&] { LlavaModulator m(s, pipe().language_model(), {{0, 1}}); }).find("sink_dims[0]"),
+            std::string::npos);
+  s.items.push_back(parse(R"({"method": "pai", "start_layer": 0})"));
+  EXPECT_NE(error_of([&] { s.resolve(2); }).find("var with pai"), std::string::npos);
+}
