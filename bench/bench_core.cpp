@@ -84,6 +84,29 @@ int main(int argc, char** argv) {
       r.add(row);
     }
 
+    // --- the fused decode projections of a Llama-7B layer (issue 5): bytes = the weight ---
+    struct FusedCase { const char* form; int64_t m, n, k; };
+    const FusedCase fused[] = {{"rms_norm_linear", 1, 12288, 4096}, {"linear_add_", 1, 4096, 4096},
+                               {"rms_norm_linear", 1, 22016, 4096}, {"swiglu_linear_add_", 1, 4096, 11008},
+                               {"rms_norm_linear", 8, 12288, 4096}, {"swiglu_linear_add_", 8, 4096, 11008}};
+    for (const auto& c : fused) {
+      const std::string form = c.form;
+      const int64_t kin = form == "swiglu_linear_add_" ? 2 * c.k : c.k;
+      Tensor x = randn_gpu({c.m, kin}, DType::BF16, 9), w = randn_gpu({c.n, c.k}, DType::BF16, 10);
+      Tensor nw = randn_gpu({c.k}, DType::BF16, 11), y = randn_gpu({c.m, c.n}, DType::BF16, 12);
+      std::function<void()> fn;
+      if (form == "rms_norm_linear") fn = [&] { y = rms_norm_linear(x, nw, 1e-6f, w); };
+      else if (form == "linear_add_") fn = [&] { linear_add_(y, x, w); };
+      else fn = [&] { swiglu_linear_add_(y, x, w); };
+      const double ours = time_ms(fn);
+      const double bytes = 2.0 * double(c.n * c.k);
+      const std::string name = str_cat(form, " bf16 M", c.m, " N", c.n, " K", c.k);
+      const double gbps = bytes / (ours * 1e-3) / 1e9;
+      r.add({{"case", name}, {"what", "decode, fused (gemv)"}, {"metric", "time"}, {"unit", "ms"}, {"ours", ours},
+             {"peer", peer_ms(name)}, {"peer_name", "torch, unfused"}, {"ours_GBps", gbps},
+             {"floor_ms", bytes / (copy * 1e9) * 1e3}, {"fraction_of_ceiling", gbps / copy}});
+    }
+
     // --- norms, bf16: bytes = read x + write y ---
     struct NormCase { const char* op; Shape shape; int groups; };
     const NormCase norms[] = {{"rms_norm", {16384, 4096}, 0},   {"rms_norm", {640, 4096}, 0},

@@ -33,6 +33,21 @@ def main():
         x, w = rnd(m, k), rnd(n, k)
         b = rnd(n) if bias else None
         rows[f"linear bf16 M{m} N{n} K{k}" + (" +bias" if bias else "")] = median_ms(lambda: F.linear(x, w, b))
+    # the fused decode projections of bench_core (unfused in torch: what HF transformers runs)
+    for form, m, n, k in [("rms_norm_linear", 1, 12288, 4096), ("linear_add_", 1, 4096, 4096),
+                          ("rms_norm_linear", 1, 22016, 4096), ("swiglu_linear_add_", 1, 4096, 11008),
+                          ("rms_norm_linear", 8, 12288, 4096), ("swiglu_linear_add_", 8, 4096, 11008)]:
+        w, nw, y = rnd(n, k), rnd(k), rnd(m, n)
+        if form == "rms_norm_linear":
+            x = rnd(m, k)
+            fn = lambda: F.linear(F.rms_norm(x, (k,), nw, 1e-6), w)
+        elif form == "linear_add_":
+            x = rnd(m, k)
+            fn = lambda: y.add_(F.linear(x, w))
+        else:
+            x = rnd(m, 2 * k)
+            fn = lambda: y.add_(F.linear(F.silu(x[:, :k]) * x[:, k:], w))
+        rows[f"{form} bf16 M{m} N{n} K{k}"] = median_ms(fn)
     for op, shape, groups in [("rms_norm", (16384, 4096), 0), ("rms_norm", (640, 4096), 0),
                               ("layer_norm", (16384, 4096), 0), ("layer_norm", (577, 1024), 0),
                               ("layer_norm", (4096, 3072), 0), ("group_norm", (1, 512, 128, 128), 32),
