@@ -8,6 +8,7 @@
 #include "attention/kv_cache.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/reduce.h"
+#include "pipelines/ranking.h"
 
 namespace mmattn {
 
@@ -357,14 +358,6 @@ double percentile(std::vector<double> v, double q) {
   const size_t hi = std::min(lo + 1, v.size() - 1);
   return v[lo] + (pos - double(lo)) * (v[hi] - v[lo]);
 }
-// Indices of the k largest values (ties: lower index first).
-std::vector<int64_t> top_indices(const std::vector<double>& s, int64_t k) {
-  std::vector<int64_t> idx(s.size());
-  std::iota(idx.begin(), idx.end(), int64_t(0));
-  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return s[size_t(a)] > s[size_t(b)]; });
-  idx.resize(size_t(std::clamp<int64_t>(k, 0, int64_t(s.size()))));
-  return idx;
-}
 }  // namespace
 
 std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<float>& top_attn,
@@ -378,8 +371,8 @@ std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<
   for (double v : bot) outliers += v > hi ? 1 : 0;
   const int64_t n_sum = int64_t(double(N) * (double(outliers) / double(N)));  // as int(N * mean(mask))
   std::vector<uint8_t> cls(size_t(N), 1);
-  for (int64_t i : top_indices(top, int64_t(double(N) * c.local_ratio))) cls[size_t(i)] = 2;
-  for (int64_t i : top_indices(bot, n_sum)) cls[size_t(i)] = 3;  // summary wins over local
+  for (int64_t i : largest_k(top, int64_t(double(N) * c.local_ratio))) cls[size_t(i)] = 2;
+  for (int64_t i : largest_k(bot, n_sum)) cls[size_t(i)] = 3;  // summary wins over local
   return cls;
 }
 

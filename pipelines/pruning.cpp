@@ -8,6 +8,7 @@
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
 #include "core/ops/reduce.h"
+#include "pipelines/ranking.h"
 #include "vision/clip_vit.h"
 #include "vision/image.h"
 #include "vision/projector.h"
@@ -30,10 +31,7 @@ int64_t round_half_even(double x) { return int64_t(std::nearbyint(x)); }
 
 // Indices of the k largest scores (ties: lower index first), returned ascending.
 std::vector<int64_t> top_k(const std::vector<float>& s, int64_t k) {
-  std::vector<int64_t> idx(s.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return s[size_t(a)] > s[size_t(b)]; });
-  idx.resize(size_t(std::clamp<int64_t>(k, 0, int64_t(s.size()))));
+  std::vector<int64_t> idx = largest_k(s, k);
   std::sort(idx.begin(), idx.end());
   return idx;
 }
