@@ -220,11 +220,15 @@ std::vector<int32_t> KVCache::positions(int64_t b, int layer) const {
   return std::vector<int32_t>(row, row + len(layer, b));
 }
 
-std::vector<int32_t> KVCache::visible_positions(int64_t b, int layer) const {
-  check_b(b, "visible_positions");
-  check_layer(layer, "visible_positions");
+int64_t KVCache::visible_length(int64_t b, int layer) const {
+  check_b(b, "visible_length");
+  check_layer(layer, "visible_length");
   const auto& sv = step_valid_[size_t(layer)];
-  const int64_t n = len(layer, b) + (open_ && !sv.empty() ? sv[size_t(b)] : 0);
+  return len(layer, b) + (open_ && !sv.empty() ? sv[size_t(b)] : 0);
+}
+
+std::vector<int32_t> KVCache::visible_positions(int64_t b, int layer) const {
+  const int64_t n = visible_length(b, layer);
   const int32_t* row = pos_row(layer, b);
   return std::vector<int32_t>(row, row + n);
 }

@@ -70,6 +70,7 @@ class KVCache {
   std::vector<int32_t> positions(int64_t b, int layer = 0) const;  // the first layer_length(layer, b) entries
   // The positions attention of layer `layer` sees now: committed plus the open step's appended rows.
   std::vector<int32_t> visible_positions(int64_t b, int layer) const;
+  int64_t visible_length(int64_t b, int layer) const;  // visible_positions(b, layer).size(), no copy
   int32_t next_position(int64_t b) const;  // max position over all layers + 1; 0 when empty
   // Max position in layer `layer` + 1 (0 when empty): where that layer's next token goes when a
   // pruning method renumbered the positions of its later layers (PDrop).

@@ -134,6 +134,10 @@ class AttentionModulator {
     (void)layer;
     (void)out;
   }
+  // Whether the modulation edits only each forward's last query row (PAI, AD-HH): a batch of
+  // prompts of different lengths then prefills in two steps, so that each prompt's last row is a
+  // forward's last row. VAR edits every row after the image: one step.
+  virtual bool last_row_only() const { return true; }
   // Before layer l runs: the residual stream entering it (x [B, n, hidden]) and the original
   // positions of each sequence's valid rows (VAR's sink detection).
   virtual void layer_input(int layer, const Tensor& x, const std::vector<std::vector<int32_t>>& positions) {
