@@ -5,6 +5,7 @@
 #include <ctime>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -14,6 +15,7 @@
 #include "pipelines/chair.h"
 #include "pipelines/eval_report.h"
 #include "pipelines/llava.h"
+#include "pipelines/mme.h"
 #include "pipelines/pope.h"
 #include "pipelines/spec.h"
 #include "pipelines/version.h"
@@ -23,6 +25,9 @@ namespace mmattn {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// LLaVA-1.5's instruction for short answers (its POPE prompt, and its MME prompt).
+constexpr const char* kShortAnswer = "Answer the question using a single word or phrase.";
 
 struct PopeSource {
   std::string split, file;
@@ -41,14 +46,20 @@ struct EvalOptions {
   std::string output_dir = "out/eval";
   int batch_size = 16;
   int64_t limit = 0;
-  bool pope = false, chair = false;
+  bool pope = false, chair = false, mme = false;
   std::vector<PopeSource> pope_files;
-  std::string pope_images, pope_suffix = "Answer the question using a single word or phrase.";
+  std::string pope_images, pope_suffix = kShortAnswer;
   int64_t pope_max_new = 16;
   std::vector<int64_t> chair_ids;
   std::string chair_images, chair_gt, chair_synonyms, chair_prompt = kDefaultCaptionPrompt;
   std::string chair_pattern = "COCO_val2014_%012d.jpg";
   int64_t chair_max_new = 512;
+  std::string mme_root;                   // (a) the release folder, or
+  std::string mme_questions, mme_images;  // (b) a JSON-lines file + its image folder
+  std::vector<std::string> mme_subtasks = mme_hallucination_subtasks();
+  bool mme_llava_prompt = false;
+  std::string mme_suffix;
+  int64_t mme_max_new = 16;
   std::vector<Variant> variants;
 };
 
@@ -119,8 +130,39 @@ EvalOptions parse_options(JsonReader& r, const std::string& base_dir) {
     o.chair_pattern = c.get<std::string>("image_pattern", o.chair_pattern);
     c.finish();
   }
+  if (b.has("mme")) {
+    JsonReader m = b.child("mme");
+    o.mme = true;
+    if (m.has("root") == m.has("questions"))
+      m.fail("needs either \"root\" (the MME release folder) or \"questions\" (JSON lines) with \"images\"");
+    if (m.has("root")) {
+      o.mme_root = resolve_path(base_dir, m.get<std::string>("root"));
+    } else {
+      o.mme_questions = resolve_path(base_dir, m.get<std::string>("questions"));
+      o.mme_images = resolve_path(base_dir, m.get<std::string>("images"));
+    }
+    o.mme_subtasks = m.get<std::vector<std::string>>("subtasks", o.mme_subtasks);
+    if (o.mme_subtasks.empty()) m.fail_key("subtasks", "must name at least one subtask");
+    const auto& known = mme_all_subtasks();
+    std::set<std::string> seen;
+    for (size_t i = 0; i < o.mme_subtasks.size(); ++i) {
+      const std::string& t = o.mme_subtasks[i];
+      const std::string key = "subtasks[" + std::to_string(i) + "]";
+      if (std::find(known.begin(), known.end(), t) == known.end())
+        m.fail_key(key, "unknown MME subtask '" + t + "' (existence, count, position, color, ...)");
+      if (!seen.insert(t).second) m.fail_key(key, "'" + t + "' is named twice");
+    }
+    const std::string style = m.get<std::string>("prompt_style", "mme");
+    if (style != "mme" && style != "llava")
+      m.fail_key("prompt_style", "must be \"mme\" or \"llava\", got \"" + style + "\"");
+    o.mme_llava_prompt = style == "llava";
+    o.mme_suffix = m.get<std::string>("prompt_suffix", o.mme_llava_prompt ? kShortAnswer : "");
+    o.mme_max_new = m.get<int64_t>("max_new_tokens", o.mme_max_new);
+    if (o.mme_max_new < 1) m.fail_key("max_new_tokens", "must be >= 1");
+    m.finish();
+  }
   b.finish();
-  if (!o.pope && !o.chair) r.fail_key("benchmarks", "names no benchmark (pope, chair)");
+  if (!o.pope && !o.chair && !o.mme) r.fail_key("benchmarks", "names no benchmark (pope, chair, mme)");
   std::set<std::string> names;
   for (JsonReader& v : r.array("variants")) {
     Variant var;
@@ -211,6 +253,55 @@ std::vector<Sample> chair_samples(const EvalOptions& o) {
   return s;
 }
 
+std::vector<Sample> mme_samples(const EvalOptions& o) {
+  const bool folder = !o.mme_root.empty();
+  std::vector<MmeQuestion> qs;
+  try {
+    qs = folder ? read_mme_folder(o.mme_root, o.mme_subtasks) : read_mme_jsonl(o.mme_questions, o.mme_subtasks);
+  } catch (const Error& e) {  // an unreadable question file
+    MmeQuestion x;
+    x.file = o.mme_questions;
+    x.error = e.what();
+    qs.push_back(x);
+  }
+  std::vector<Sample> s;
+  for (const MmeQuestion& q : qs) {
+    Sample x;
+    // .txt names repeat across the subtask folders; JSON-lines line numbers do not.
+    x.key = str_cat(folder ? q.subtask + "/" : "", std::filesystem::path(q.file).filename().string(), ":",
+                    q.line > 0 ? std::to_string(q.line) : "file");
+    x.fields = {{"subtask", q.subtask}, {"image", q.image}, {"line", q.line}};
+    if (!q.question_id.is_null()) x.fields["question_id"] = q.question_id;
+    if (!q.error.empty()) {
+      x.error = q.error;
+      x.fields["file"] = q.file;
+    } else {
+      x.image = resolve_path(folder ? o.mme_root : o.mme_images, q.image);
+      x.prompt = mme_prompt(q.text, o.mme_llava_prompt, o.mme_suffix);
+      x.fields["question"] = q.text;
+      x.fields["label"] = q.label_yes ? "yes" : "no";
+    }
+    s.push_back(x);
+  }
+  return s;
+}
+
+// The benchmarks a spec runs, in a fixed order.
+std::vector<std::string> benchmarks_of(const EvalOptions& o) {
+  std::vector<std::string> b;
+  if (o.pope) b.push_back("pope");
+  if (o.chair) b.push_back("chair");
+  if (o.mme) b.push_back("mme");
+  return b;
+}
+
+int64_t max_new_tokens_of(const EvalOptions& o, const std::string& bench) {
+  return bench == "pope" ? o.pope_max_new : bench == "chair" ? o.chair_max_new : o.mme_max_new;
+}
+
+// CHAIR captions; POPE and MME answer questions.
+bool is_captioning(const std::string& bench) { return bench == "chair"; }
+
 // The rows of a results file; a torn last line (a killed writer) is dropped and the file
 // rewritten without it, so appends continue on a clean line.
 std::vector<Json> read_rows(const std::string& path) {
@@ -286,17 +377,34 @@ std::vector<Json> ordered(const std::vector<Json>& rows) {
   return v;
 }
 
-Json pope_summary(const std::vector<Json>& rows) {
-  std::vector<PopeScoredAnswer> answers;
+// Calls add(row) for every answered row; returns the number of error rows.
+int64_t for_ok_rows(const std::vector<Json>& rows, const std::function<void(const Json&)>& add) {
   int64_t errors = 0;
   for (const Json& r : rows) {
-    if (!r.value("ok", false)) {
-      ++errors;
-      continue;
-    }
-    answers.push_back({r["split"].get<std::string>(), r["label"] == "yes", r["answer"].get<std::string>()});
+    if (r.value("ok", false)) add(r);
+    else ++errors;
   }
+  return errors;
+}
+
+Json pope_summary(const std::vector<Json>& rows) {
+  std::vector<PopeScoredAnswer> answers;
+  const int64_t errors = for_ok_rows(rows, [&](const Json& r) {
+    answers.push_back({r["split"].get<std::string>(), r["label"] == "yes", r["answer"].get<std::string>()});
+  });
   Json j = pope_report_json(score_pope(answers));
+  j["n"] = int64_t(answers.size());
+  j["errors"] = errors;
+  return j;
+}
+
+Json mme_summary(const std::vector<Json>& rows) {
+  std::vector<MmeScoredAnswer> answers;
+  const int64_t errors = for_ok_rows(rows, [&](const Json& r) {
+    answers.push_back({r["subtask"].get<std::string>(), r["image"].get<std::string>(), r["label"] == "yes",
+                       r["answer"].get<std::string>()});
+  });
+  Json j = mme_report_json(score_mme(answers));
   j["n"] = int64_t(answers.size());
   j["errors"] = errors;
   return j;
@@ -304,14 +412,8 @@ Json pope_summary(const std::vector<Json>& rows) {
 
 Json chair_summary(const std::vector<Json>& rows, const ChairVocab& vocab, const ChairGroundTruth& gt) {
   std::vector<ChairCaption> caps;
-  int64_t errors = 0;
-  for (const Json& r : rows) {
-    if (!r.value("ok", false)) {
-      ++errors;
-      continue;
-    }
-    caps.push_back({r["image_id"].get<int64_t>(), r["caption"].get<std::string>()});
-  }
+  const int64_t errors = for_ok_rows(
+      rows, [&](const Json& r) { caps.push_back({r["image_id"].get<int64_t>(), r["caption"].get<std::string>()}); });
   Json j = {{"metrics", chair_report_json(score_chair(caps, vocab, gt), false)["metrics"]}};
   j["n"] = int64_t(caps.size());
   j["errors"] = errors;
@@ -337,16 +439,16 @@ Json summarize(const EvalOptions& o, const Json& head, int shard, int n, const s
   s["benchmarks"] = Json::object();
   std::unique_ptr<ChairData> chair;
   if (o.chair) chair = std::make_unique<ChairData>(load_chair(o));
-  for (const char* bench : {"pope", "chair"}) {
-    if ((std::string(bench) == "pope" && !o.pope) || (std::string(bench) == "chair" && !o.chair)) continue;
+  for (const std::string& bench : benchmarks_of(o)) {
     Json vars = Json::array();
     for (const Variant& v : o.variants) {
       const std::vector<Json> rows = ordered(read_rows(results_path(o.output_dir, v.name, bench, shard, n)));
-      Json e = std::string(bench) == "pope" ? pope_summary(rows) : chair_summary(rows, chair->vocab, chair->gt);
+      Json e = bench == "pope" ? pope_summary(rows) : bench == "mme" ? mme_summary(rows)
+                                                                     : chair_summary(rows, chair->vocab, chair->gt);
       e["name"] = v.name;
       e["config"] = v.config;
       const auto it = rates.find(v.name + "/" + bench);
-      if (it != rates.end()) e[std::string(bench) == "pope" ? "questions_per_s" : "captions_per_s"] = it->second;
+      if (it != rates.end()) e[is_captioning(bench) ? "captions_per_s" : "questions_per_s"] = it->second;
       vars.push_back(e);
     }
     s["benchmarks"][bench] = {{"variants", vars}};
@@ -401,6 +503,7 @@ Json run_eval(const Spec& spec, const EvalRunOptions& ro) {
   std::vector<std::pair<std::string, std::vector<Sample>>> benches;
   if (o.pope) benches.push_back({"pope", pope_samples(o)});
   if (o.chair) benches.push_back({"chair", chair_samples(o)});
+  if (o.mme) benches.push_back({"mme", mme_samples(o)});
   for (auto& [name, samples] : benches) {
     if (o.limit > 0 && int64_t(samples.size()) > o.limit) samples.resize(size_t(o.limit));
     for (size_t i = 0; i < samples.size(); ++i) samples[i].index = int64_t(i);
@@ -431,7 +534,7 @@ Json run_eval(const Spec& spec, const EvalRunOptions& ro) {
         LlavaRequest q;
         q.image = s->image;
         q.prompt = s->prompt;
-        q.max_new_tokens = bench == "pope" ? o.pope_max_new : o.chair_max_new;
+        q.max_new_tokens = max_new_tokens_of(o, bench);
         q.system_prompt = v.system_prompt;
         q.sampling = v.sampling;
         q.sampling.seed = spec.seed + uint64_t(s->index);
@@ -446,7 +549,7 @@ Json run_eval(const Spec& spec, const EvalRunOptions& ro) {
         Json row = s.fields;
         row["key"] = s.key, row["index"] = s.index, row["ok"] = item.ok;
         if (item.ok) {
-          row[bench == "pope" ? "answer" : "caption"] = item.result.text;
+          row[is_captioning(bench) ? "caption" : "answer"] = item.result.text;
           row["generated_tokens"] = item.result.token_ids.size();
           row["image_tokens"] = item.result.pruning.stages.empty() ? item.result.pruning.image_tokens_before
                                                                    : item.result.pruning.stages.back().image_tokens;
@@ -482,8 +585,7 @@ Json merge_eval(const std::string& dir) {
   EvalOptions o = parse_options(r, saved.value("base_dir", std::string()));
   o.output_dir = dir;
   for (const Variant& v : o.variants)
-    for (const char* bench : {"pope", "chair"}) {
-      if ((std::string(bench) == "pope" && !o.pope) || (std::string(bench) == "chair" && !o.chair)) continue;
+    for (const std::string& bench : benchmarks_of(o)) {
       const std::string vdir = dir + "/" + dir_name(v.name);
       std::vector<Json> rows;
       const std::string unsharded = results_path(dir, v.name, bench, 0, 1);
@@ -492,7 +594,7 @@ Json merge_eval(const std::string& dir) {
       if (is_directory(vdir))
         for (const auto& e : std::filesystem::directory_iterator(vdir)) {
           const std::string f = e.path().filename().string();
-          if (f.rfind(std::string(bench) + ".shard-", 0) != 0 || e.path().extension() != ".jsonl") continue;
+          if (f.rfind(bench + ".shard-", 0) != 0 || e.path().extension() != ".jsonl") continue;
           for (const Json& j : read_rows(e.path().string())) rows.push_back(j);
           ++files;
         }

@@ -1,6 +1,7 @@
 #pragma once
-// Batch evaluation of hallucination benchmarks (POPE, CHAIR) over several variants of one loaded
-// LLaVA model: `mmattn eval SPEC.json` (or `mmattn run` with "pipeline": "eval").
+// Batch evaluation of hallucination benchmarks (POPE, CHAIR, MME's hallucination subset) over
+// several variants of one loaded LLaVA model: `mmattn eval SPEC.json` (or `mmattn run` with
+// "pipeline": "eval").
 //
 // Spec block "eval" (strict; defaults in docs/specs.md):
 //   "output_dir": "out/eval",          per-sample results, summary.json, summary.md, report.html
@@ -12,7 +13,12 @@
 //               "prompt_suffix": "Answer the question using a single word or phrase."},
 //     "chair": {"image_ids": "ids.json" | [ids], "images": "dir", "gt": "coco_chair_gt.json",
 //               "synonyms": "synonyms.txt" (optional), "prompt": "Please describe this image in detail.",
-//               "max_new_tokens": 512, "image_pattern": "COCO_val2014_%012d.jpg"}
+//               "max_new_tokens": 512, "image_pattern": "COCO_val2014_%012d.jpg"},
+//     "mme":   {"root": "MME_Benchmark_release_version"             (a) the official release folder
+//               | "questions": "mme.jsonl", "images": "dir",        (b) lmms-lab/MME as JSON lines
+//               "subtasks": ["existence", "count", "position", "color"], "prompt_style": "mme" | "llava",
+//               "prompt_suffix": "" ("llava": "Answer the question using a single word or phrase."),
+//               "max_new_tokens": 16}
 //   },
 //   "variants": [{"name": "greedy"}, {"name": "fastv64", "pruning": {...}, "do_sample": ..., ...}]
 //
@@ -23,6 +29,17 @@
 // file) and the run goes on. Metrics are always computed from the rows, in sample order, so a
 // resumed run, or shards merged with `mmattn eval-merge DIR`, give the numbers of one
 // uninterrupted run. Shard i of n takes the samples whose index % n == i.
+//
+// MME inputs (pipelines/mme.h has the details): (a) <root>/<subtask>/ holds the images and, for
+// each, a same-named .txt of two lines "question<TAB>Yes|No", or <subtask>/images/ and
+// <subtask>/questions_answers_YN/; (b) JSON lines {"question_id", "image" (relative to "images"),
+// "question" (or "text"), "answer" (or "label"): "Yes"|"No", "category": subtask}. MME's questions
+// already end in "Please answer yes or no.", so the default prompt is the question alone;
+// "prompt_style": "llava" reproduces LLaVA-1.5's llava_mme.jsonl (that sentence replaced by
+// "\nAnswer the question using a single word or phrase."). Scores as MME's calculation.py: per
+// subtask acc (% questions right), acc+ (% images with both right), score = acc + acc+; total =
+// sum of the subtask scores (max 800 for the four). Error rows: a missing image, a malformed JSON
+// line, a .txt without exactly two question lines or with a malformed line (with file and line).
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "pipelines/mme.h"
 
 namespace mmattn {
 namespace {
@@ -63,12 +64,25 @@ struct ChairRow {
   Opt chair_s, chair_i, recall, len;
 };
 
+// MME units: acc and acc+ in % (0-100), score = acc + acc+ (0-200).
+struct MmeCell {
+  Opt acc, acc_plus, score, questions, images;
+};
+
+struct MmeRow {
+  Variant v;
+  std::map<std::string, MmeCell> subtasks;
+  Opt total, max_total, unparsed;
+};
+
 struct Summary {
   std::vector<std::pair<std::string, std::string>> meta;  // label, value
-  bool has_pope = false, has_chair = false;
+  bool has_pope = false, has_chair = false, has_mme = false;
   std::vector<std::string> pope_splits;  // union over the variants, sorted
   std::vector<PopeRow> pope;
   std::vector<ChairRow> chair;
+  std::vector<std::string> mme_subtasks;  // union over the variants: MME's order, then others sorted
+  std::vector<MmeRow> mme;
   std::vector<std::string> other_benchmarks;  // present but not rendered
 };
 
@@ -115,7 +129,7 @@ Summary read_summary(const Json& s) {
   if (!b) return out;
   MMATTN_CHECK(b->is_object(), FormatError, "eval summary: $.benchmarks: expected an object, got ", json_type_desc(*b));
   for (const auto& [key, value] : b->items())
-    if (key != "pope" && key != "chair") out.other_benchmarks.push_back(key);
+    if (key != "pope" && key != "chair" && key != "mme") out.other_benchmarks.push_back(key);
 
   if (const Json* p = member(b, "pope")) {
     out.has_pope = true;
@@ -148,6 +162,28 @@ Summary read_summary(const Json& s) {
       if (!r.len) r.len = number(m, "len");  // chair_report_json's name for it
       out.chair.push_back(std::move(r));
     }
+  }
+  if (const Json* m = member(b, "mme")) {
+    out.has_mme = true;
+    std::set<std::string> subtasks;
+    const auto vs = variants_of(*m, "mme");
+    for (size_t i = 0; i < vs.size(); ++i) {
+      MmeRow r;
+      r.v = read_variant(vs[i], i, "questions_per_s");
+      if (const Json* st = member(vs[i], "subtasks"); st && st->is_object())
+        for (const auto& [name, c] : st->items()) {
+          r.subtasks[name] = {number(&c, "acc"), number(&c, "acc_plus"), number(&c, "score"), number(&c, "questions"),
+                              number(&c, "images")};
+          subtasks.insert(name);
+        }
+      r.total = number(vs[i], "total");
+      r.max_total = number(vs[i], "max_total");
+      r.unparsed = number(vs[i], "unparseable");
+      out.mme.push_back(std::move(r));
+    }
+    for (const auto& name : mme_all_subtasks())
+      if (subtasks.erase(name)) out.mme_subtasks.push_back(name);
+    out.mme_subtasks.insert(out.mme_subtasks.end(), subtasks.begin(), subtasks.end());
   }
   return out;
 }
@@ -254,6 +290,25 @@ Table pope_table(const Summary& s) {
   return t;
 }
 
+Table mme_table(const Summary& s) {
+  Table t;
+  t.columns.push_back({"", "Variant"});
+  for (const auto& sub : s.mme_subtasks)
+    for (const char* label : {"Acc", "Acc+", "Score"}) t.columns.push_back({sub, label});
+  for (const char* label : {"Total", "Unparsed", "Errors"}) t.columns.push_back({"", label});
+  for (const auto& r : s.mme) {
+    std::vector<std::string> row = {r.v.name};
+    for (const auto& sub : s.mme_subtasks) {
+      const auto it = r.subtasks.find(sub);
+      const MmeCell c = it == r.subtasks.end() ? MmeCell{} : it->second;
+      row.insert(row.end(), {dec1(c.acc), dec1(c.acc_plus), dec1(c.score)});
+    }
+    row.insert(row.end(), {dec1(r.total), count(r.unparsed), count(r.v.errors)});
+    t.rows.push_back(std::move(row));
+  }
+  return t;
+}
+
 Table chair_table(const Summary& s) {
   Table t;
   for (const char* label : {"Variant", "CHAIR_s", "CHAIR_i", "Recall", "Len", "Errors"}) t.columns.push_back({"", label});
@@ -314,10 +369,27 @@ std::string table_html(const Table& t) {
 // n, throughput and config of each variant.
 struct Details {
   std::string name, n, rate, config;  // rate "" when unknown
+  std::string extra;                  // e.g. MME's questions / images per subtask; "" when none
 };
 std::vector<Details> details(const std::vector<Variant>& vs, const std::string& unit) {
   std::vector<Details> out;
-  for (const auto& v : vs) out.push_back({v.name, count(v.n), v.rate ? fixed(*v.rate, 2) + " " + unit : "", v.config});
+  for (const auto& v : vs) out.push_back({v.name, count(v.n), v.rate ? fixed(*v.rate, 2) + " " + unit : "", v.config, ""});
+  return out;
+}
+
+// "questions / images: existence 60 / 30, count 60 / 30" (the counts behind acc and acc+).
+std::vector<Details> mme_details(const Summary& s) {
+  std::vector<Details> out;
+  for (const auto& r : s.mme) {
+    Details d = details({r.v}, "questions/s")[0];
+    for (const auto& sub : s.mme_subtasks) {
+      const auto it = r.subtasks.find(sub);
+      if (it == r.subtasks.end()) continue;
+      d.extra += (d.extra.empty() ? "questions / images: " : ", ") + sub + " " + count(it->second.questions) + " / " +
+                 count(it->second.images);
+    }
+    out.push_back(std::move(d));
+  }
   return out;
 }
 
@@ -327,6 +399,7 @@ std::string details_markdown(const std::vector<Details>& ds) {
   for (const auto& d : ds) {
     os << "- " << md_escape(d.name) << ": n = " << d.n;
     if (!d.rate.empty()) os << ", " << md_escape(d.rate);
+    if (!d.extra.empty()) os << ", " << md_escape(d.extra);
     if (!d.config.empty()) os << ", config " << md_code(d.config);
     os << "\n";
   }
@@ -335,11 +408,15 @@ std::string details_markdown(const std::vector<Details>& ds) {
 
 std::string details_html(const std::vector<Details>& ds) {
   std::ostringstream os;
-  os << "<table class=\"configs\">\n<thead>\n<tr><th>Variant</th><th>N</th><th>Throughput</th><th>Config</th></tr>\n"
-        "</thead>\n<tbody>\n";
-  for (const auto& d : ds)
+  const bool extra = std::any_of(ds.begin(), ds.end(), [](const Details& d) { return !d.extra.empty(); });
+  os << "<table class=\"configs\">\n<thead>\n<tr><th>Variant</th><th>N</th><th>Throughput</th>"
+     << (extra ? "<th>Counts</th>" : "") << "<th>Config</th></tr>\n</thead>\n<tbody>\n";
+  for (const auto& d : ds) {
     os << "<tr><td>" << html_escape(d.name) << "</td><td class=\"num\">" << d.n << "</td><td class=\"num\">"
-       << (d.rate.empty() ? "-" : html_escape(d.rate)) << "</td><td><code>" << html_escape(d.config) << "</code></td></tr>\n";
+       << (d.rate.empty() ? "-" : html_escape(d.rate)) << "</td>";
+    if (extra) os << "<td>" << html_escape(d.extra) << "</td>";
+    os << "<td><code>" << html_escape(d.config) << "</code></td></tr>\n";
+  }
   os << "</tbody>\n</table>\n";
   return os.str();
 }
@@ -358,6 +435,11 @@ const char* const kPopeLegend =
 const char* const kChairLegend =
     "CHAIR_s: captions with a hallucinated object; CHAIR_i: hallucinated object mentions; Recall: "
     "ground-truth objects mentioned; all in %. Len: tokens per caption. Errors: images that failed.";
+const char* const kMmeLegend =
+    "Per subtask, as MME's calculation.py: Acc = % of questions right, Acc+ = % of images with both "
+    "questions right, Score = Acc + Acc+ (max 200); Total = sum of the subtask scores (max 800 for the "
+    "four hallucination subtasks). Unparsed: answers that are neither yes nor no (counted wrong). "
+    "Errors: questions that failed.";
 const char* const kNoVariants = "No variants were evaluated.";
 
 // ---------------------------------------------------------------------------------------------
@@ -366,7 +448,7 @@ const char* const kNoVariants = "No variants were evaluated.";
 const char* const kPalette[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                                 "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
 
-// One colour per variant name, by first appearance (POPE, then CHAIR).
+// One colour per variant name, by first appearance (POPE, then CHAIR, then MME).
 std::map<std::string, std::string> variant_colors(const Summary& s) {
   std::map<std::string, std::string> out;
   auto add = [&](const std::string& name) {
@@ -374,6 +456,7 @@ std::map<std::string, std::string> variant_colors(const Summary& s) {
   };
   for (const auto& r : s.pope) add(r.v.name);
   for (const auto& r : s.chair) add(r.v.name);
+  for (const auto& r : s.mme) add(r.v.name);
   return out;
 }
 
@@ -426,7 +509,8 @@ struct BarChart {
   std::string title, y_title;
   std::vector<Bar> bars;
   Axis axis;
-  Opt ref;  // a dashed horizontal line at this value
+  Opt ref;                 // a dashed horizontal line at this value
+  std::string unit = "%";  // after values in tooltips and the reference line
 };
 
 // Geometry of bar charts: the plot area is kPlotH high; each bar sits in a kSlot wide slot.
@@ -454,7 +538,7 @@ std::string svg_bar_chart(const BarChart& c) {
   for (size_t i = 0; i < c.bars.size(); ++i) {
     const Bar& b = c.bars[i];
     const double cx = x0 + kSlot * (double(i) + 0.5), y = y_of(b.value);
-    os << "<g>\n<title>" << html_escape(b.label) << ": " << fixed(b.value, 1) << "%</title>\n"
+    os << "<g>\n<title>" << html_escape(b.label) << ": " << fixed(b.value, 1) << html_escape(c.unit) << "</title>\n"
        << "<rect x=\"" << px(cx - kBarW / 2) << "\" y=\"" << px(y) << "\" width=\"" << px(kBarW) << "\" height=\""
        << px(base - y) << "\" fill=\"" << b.color << "\"/>\n"
        << "<text x=\"" << px(cx) << "\" y=\"" << px(y - 4) << "\" text-anchor=\"middle\" font-size=\"11\">"
@@ -467,7 +551,7 @@ std::string svg_bar_chart(const BarChart& c) {
     os << "<line x1=\"" << px(kBarLeft) << "\" y1=\"" << px(y) << "\" x2=\"" << px(kBarLeft + pw) << "\" y2=\"" << px(y)
        << "\" stroke=\"#444444\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n"
        << "<text x=\"" << px(kBarLeft + pw + 4) << "\" y=\"" << px(y + 4) << "\" font-size=\"11\" "
-       << "fill=\"#444444\">" << fixed(*c.ref, 0) << "%</text>\n";
+       << "fill=\"#444444\">" << fixed(*c.ref, 0) << html_escape(c.unit) << "</text>\n";
   }
   os << "<line x1=\"" << px(kBarLeft) << "\" y1=\"" << px(kBarTop) << "\" x2=\"" << px(kBarLeft) << "\" y2=\"" << px(base)
      << "\" stroke=\"#333333\"/>\n"
@@ -571,6 +655,42 @@ std::string chair_charts(const Summary& s, const std::map<std::string, std::stri
          chart_or_note(bars.bars.empty() ? "" : svg_bar_chart(bars), "CHAIR_s");
 }
 
+std::string mme_charts(const Summary& s, const std::map<std::string, std::string>& colors) {
+  // A fixed axis up to the most a variant can score: 200 per subtask (800 for the four).
+  double top = 200.0 * double(std::max<size_t>(s.mme_subtasks.size(), 1));
+  for (const auto& r : s.mme)
+    if (r.max_total && *r.max_total > 0) top = std::max(top, *r.max_total);
+  BarChart total{"MME score (total)", "Score", {}, {0, top, top / 4}, std::nullopt, ""};
+  for (const auto& r : s.mme)
+    if (r.total) total.bars.push_back({r.v.name, colors.at(r.v.name), *r.total});
+  return chart_or_note(total.bars.empty() ? "" : svg_bar_chart(total), "MME score");
+}
+
+// One benchmark's part of the report.
+struct Section {
+  std::string title;
+  bool empty = true;  // no variants
+  Table table;
+  std::string legend;
+  std::vector<Details> details;
+  std::string charts;  // HTML only
+};
+
+// The benchmarks present in the summary, in report order; charts only when `colors` is given.
+std::vector<Section> sections(const Summary& s, const std::map<std::string, std::string>* colors) {
+  std::vector<Section> out;
+  if (s.has_pope)
+    out.push_back({"POPE", s.pope.empty(), pope_table(s), kPopeLegend, details(variants(s.pope), "questions/s"),
+                   colors && !s.pope.empty() ? pope_charts(s, *colors) : ""});
+  if (s.has_chair)
+    out.push_back({"CHAIR", s.chair.empty(), chair_table(s), kChairLegend, details(variants(s.chair), "captions/s"),
+                   colors && !s.chair.empty() ? chair_charts(s, *colors) : ""});
+  if (s.has_mme)
+    out.push_back({"MME (hallucination)", s.mme.empty(), mme_table(s), kMmeLegend, mme_details(s),
+                   colors && !s.mme.empty() ? mme_charts(s, *colors) : ""});
+  return out;
+}
+
 const char* const kCss = R"(body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222222;
        max-width: 1400px; margin: 24px auto; padding: 0 16px; }
 h1 { font-size: 24px; margin-bottom: 8px; }
@@ -596,25 +716,16 @@ std::string eval_report_markdown(const Json& summary) {
   for (const auto& [label, value] : s.meta)
     os << "- " << label << ": " << (label == "Model" || label == "Commit" ? md_code(value) : md_escape(value)) << "\n";
   if (!s.meta.empty()) os << "\n";
-  if (s.has_pope) {
-    os << "## POPE\n\n";
-    if (s.pope.empty()) {
+  const std::vector<Section> secs = sections(s, nullptr);
+  for (const Section& sec : secs) {
+    os << "## " << sec.title << "\n\n";
+    if (sec.empty) {
       os << kNoVariants << "\n\n";
     } else {
-      os << table_markdown(pope_table(s)) << "\n" << kPopeLegend << "\n\n"
-         << details_markdown(details(variants(s.pope), "questions/s")) << "\n";
+      os << table_markdown(sec.table) << "\n" << sec.legend << "\n\n" << details_markdown(sec.details) << "\n";
     }
   }
-  if (s.has_chair) {
-    os << "## CHAIR\n\n";
-    if (s.chair.empty()) {
-      os << kNoVariants << "\n\n";
-    } else {
-      os << table_markdown(chair_table(s)) << "\n" << kChairLegend << "\n\n"
-         << details_markdown(details(variants(s.chair), "captions/s")) << "\n";
-    }
-  }
-  if (!s.has_pope && !s.has_chair) os << "No benchmark results in this summary.\n\n";
+  if (secs.empty()) os << "No benchmark results in this summary.\n\n";
   if (!s.other_benchmarks.empty()) {
     os << "Not rendered (no report layout yet):";
     for (const auto& b : s.other_benchmarks) os << " " << md_escape(b);
@@ -637,27 +748,18 @@ std::string eval_report_html(const Json& summary) {
     for (const auto& [label, value] : s.meta) os << "<tr><th>" << label << "</th><td>" << html_escape(value) << "</td></tr>\n";
     os << "</table>\n";
   }
-  if (s.has_pope) {
-    os << "<h2>POPE</h2>\n";
-    if (s.pope.empty()) {
+  const std::vector<Section> secs = sections(s, &colors);
+  for (const Section& sec : secs) {
+    os << "<h2>" << html_escape(sec.title) << "</h2>\n";
+    if (sec.empty) {
       os << "<p class=\"note\">" << kNoVariants << "</p>\n";
     } else {
-      os << table_html(pope_table(s)) << "<p class=\"legend\">" << html_escape(kPopeLegend) << "</p>\n"
-         << "<div class=\"charts\">\n" << pope_charts(s, colors) << "</div>\n"
-         << "<h3>Variants</h3>\n" << details_html(details(variants(s.pope), "questions/s"));
+      os << table_html(sec.table) << "<p class=\"legend\">" << html_escape(sec.legend) << "</p>\n"
+         << "<div class=\"charts\">\n" << sec.charts << "</div>\n"
+         << "<h3>Variants</h3>\n" << details_html(sec.details);
     }
   }
-  if (s.has_chair) {
-    os << "<h2>CHAIR</h2>\n";
-    if (s.chair.empty()) {
-      os << "<p class=\"note\">" << kNoVariants << "</p>\n";
-    } else {
-      os << table_html(chair_table(s)) << "<p class=\"legend\">" << html_escape(kChairLegend) << "</p>\n"
-         << "<div class=\"charts\">\n" << chair_charts(s, colors) << "</div>\n"
-         << "<h3>Variants</h3>\n" << details_html(details(variants(s.chair), "captions/s"));
-    }
-  }
-  if (!s.has_pope && !s.has_chair) os << "<p class=\"note\">No benchmark results in this summary.</p>\n";
+  if (secs.empty()) os << "<p class=\"note\">No benchmark results in this summary.</p>\n";
   if (!s.other_benchmarks.empty()) {
     os << "<p class=\"note\">Not rendered (no report layout yet):";
     for (const auto& b : s.other_benchmarks) os << " " << html_escape(b);

@@ -1,6 +1,7 @@
 // Evaluation reports (summary.md, report.html) from hand-made summaries: Markdown table layout and
 // number formatting worked out by hand, HTML self-containment and escaping, chart counts and bar
-// geometry, partial summaries (one benchmark, no variants) and malformed structure.
+// geometry, partial summaries (one benchmark, no variants) and malformed structure; the MME
+// columns, counts and score chart.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -59,6 +60,36 @@ Json chair_bench() {
            {"n", 50},
            {"errors", 0},
            {"metrics", {{"chair_s", 0.4}, {"chair_i", 0.1}, {"recall", 0.65}, {"len", 80.06}}}};
+  return Json{{"variants", Json::array({greedy, odd})}};
+}
+
+Json mme_sub(double acc, double acc_plus, int questions, int images) {
+  return Json{{"acc", acc}, {"acc_plus", acc_plus}, {"score", acc + acc_plus}, {"questions", questions}, {"images", images}};
+}
+
+Json mme_bench() {
+  // Subtasks in the JSON's (alphabetical) order; the report puts them in MME's order.
+  Json greedy{{"name", "greedy"},
+              {"config", {{"decoding", "greedy"}}},
+              {"n", 236},
+              {"errors", 4},
+              {"subtasks",
+               {{"color", mme_sub(85, 73.33, 60, 30)},
+                {"count", mme_sub(75, 55, 60, 30)},
+                {"existence", mme_sub(95, 90, 60, 30)},
+                {"position", mme_sub(66.67, 40, 56, 28)}}},
+              {"total", 580.0},  // 158.33 + 130 + 185 + 106.67
+              {"max_total", 800.0},
+              {"unparseable", 2},
+              {"questions_per_s", 4.5}};
+  // No position results: its cells are "-".
+  Json odd{{"name", kOddName},
+           {"n", 120},
+           {"errors", 0},
+           {"subtasks", {{"existence", mme_sub(100, 100, 60, 30)}, {"count", mme_sub(50, 0, 60, 30)}}},
+           {"total", 250.0},
+           {"max_total", 400.0},
+           {"unparseable", 0}};
   return Json{{"variants", Json::array({greedy, odd})}};
 }
 
@@ -234,6 +265,53 @@ TEST(EvalReport, WritesBothFiles) {
   // Bad input: nothing is overwritten.
   EXPECT_THROW(write_eval_reports(Json{{"benchmarks", 3}}, dir), FormatError);
   EXPECT_EQ(read_text_file(dir + "/summary.md"), eval_report_markdown(full_summary()));
+}
+
+TEST(EvalReport, MmeTableCountsAndChart) {
+  const Json s = summary_with(Json{{"mme", mme_bench()}});
+  const std::string md = eval_report_markdown(s);
+  EXPECT_NE(md.find("## MME (hallucination)\n"), std::string::npos) << md;
+  EXPECT_EQ(md.find("## POPE"), std::string::npos);
+  // MME's subtask order, then the total.
+  const std::string header =
+      "| Variant | existence Acc | existence Acc+ | existence Score | count Acc | count Acc+ | count Score "
+      "| position Acc | position Acc+ | position Score | color Acc | color Acc+ | color Score | Total | Unparsed | Errors |";
+  EXPECT_NE(md.find(header + "\n|:---|---:|"), std::string::npos) << md;
+  // Values in MME's units, one decimal: 66.67 -> 66.7, 73.33 -> 73.3, 158.33 -> 158.3.
+  EXPECT_EQ(md_row(md, "greedy"),
+            "| greedy | 95.0 | 90.0 | 185.0 | 75.0 | 55.0 | 130.0 | 66.7 | 40.0 | 106.7 | 85.0 | 73.3 | 158.3 | 580.0 | 2 | 4 |");
+  EXPECT_EQ(md_row(md, "x\\<b\\>\\&\"y"),
+            "| x\\<b\\>\\&\"y | 100.0 | 100.0 | 200.0 | 50.0 | 0.0 | 50.0 | - | - | - | - | - | - | 250.0 | 0 | 0 |");
+  EXPECT_NE(md.find("- greedy: n = 236, 4.50 questions/s, questions / images: existence 60 / 30, count 60 / 30, "
+                    "position 56 / 28, color 60 / 30, config `{\"decoding\":\"greedy\"}`"),
+            std::string::npos)
+      << md;
+
+  const std::string html = eval_report_html(s);
+  EXPECT_EQ(count_of(html, "<svg"), 1u);
+  EXPECT_NE(html.find("MME score (total)"), std::string::npos);
+  EXPECT_NE(html.find("<th rowspan=\"2\">Variant</th><th colspan=\"3\">existence</th><th colspan=\"3\">count</th>"),
+            std::string::npos);
+  EXPECT_NE(html.find("<th>Counts</th>"), std::string::npos);
+  EXPECT_NE(html.find("<td>questions / images: existence 60 / 30, count 60 / 30, position 56 / 28, color 60 / 30</td>"),
+            std::string::npos);
+  // Axis 0-800 (the larger max_total) over 200 px, ticks every 200: total 580 -> 145 px high, top
+  // at 44 + 200 - 145 = 99; 250 -> 62.5 px. Scores carry no "%".
+  EXPECT_NE(html.find("y=\"99.0\" width=\"40.0\" height=\"145.0\""), std::string::npos);
+  EXPECT_NE(html.find("height=\"62.5\""), std::string::npos);
+  EXPECT_NE(html.find("<title>greedy: 580.0</title>"), std::string::npos);
+  EXPECT_NE(html.find("text-anchor=\"end\" font-size=\"11\">800</text>"), std::string::npos);
+  EXPECT_NE(html.find("text-anchor=\"end\" font-size=\"11\">200</text>"), std::string::npos);
+  EXPECT_EQ(html.find("Not rendered"), std::string::npos);
+
+  // With POPE and CHAIR: one colour per name across the three, 5 charts.
+  const Json all = summary_with(Json{{"pope", pope_bench()}, {"chair", chair_bench()}, {"mme", mme_bench()}});
+  const std::string h = eval_report_html(all);
+  EXPECT_EQ(count_of(h, "<svg"), 5u);
+  EXPECT_LT(h.find("<h2>CHAIR</h2>"), h.find("<h2>MME (hallucination)</h2>"));
+  // No MME variants: a note.
+  const std::string none = eval_report_markdown(summary_with(Json{{"mme", {{"variants", Json::array()}}}}));
+  EXPECT_NE(none.find("## MME (hallucination)\n\nNo variants were evaluated."), std::string::npos) << none;
 }
 
 }  // namespace
