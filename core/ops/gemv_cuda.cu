@@ -2,8 +2,7 @@
 // gemv_bf16.cu / gemv_f16.cu).
 #include <cstdint>
 
-#include "core/cuda_check.h"
-#include "core/ops/linear.h"
+#include "core/ops/gemv_cuda.cuh"
 
 namespace mmattn {
 
@@ -16,13 +15,16 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 bool gemv_cuda_supported(const GemvParams& p) {
   if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
-  if (p.m < 1 || p.m > 8 || p.n < 1 || p.k < 8 || p.k % 8 != 0 || p.x_stride % 8 != 0) return false;
+  if (p.m < 1 || p.m > 8 || p.k < 8 || p.k % 8 != 0 || p.x_stride % 8 != 0) return false;
   if (p.n < 256) return false;  // too few rows to spread over the GPU: cuBLAS splits K instead
+  if (p.x_stride < (p.input == GemvInput::SwiGLU ? 2 * p.k : p.k)) return false;
   if (p.n > INT32_MAX / 2 || p.k > INT32_MAX / 2 || p.m * p.x_stride > INT32_MAX) return false;
-  if (!aligned16(p.x) || !aligned16(p.weight)) return false;
-  if (p.input == GemvInput::RmsNorm && !aligned16(p.norm_weight)) return false;
-  const int64_t m_inst = p.m <= 1 ? 1 : p.m <= 2 ? 2 : p.m <= 4 ? 4 : 8;
-  if (p.input != GemvInput::Plain && m_inst * p.k * 2 > 200 * 1024) return false;  // staged x_eff
+  if (!p.x || !p.weight || !p.y || !aligned16(p.x) || !aligned16(p.weight)) return false;
+  if (p.input == GemvInput::RmsNorm && (!p.norm_weight || !aligned16(p.norm_weight))) return false;
+  if (p.input != GemvInput::Plain) {  // x_eff staged in shared memory, m rounded up to the kernel's width
+    const int64_t m_inst = p.m <= 1 ? 1 : p.m <= 2 ? 2 : p.m <= 4 ? 4 : 8;
+    if (m_inst * p.k * 2 > gemv_detail::staged_smem_limit()) return false;
+  }
   return true;
 }
 

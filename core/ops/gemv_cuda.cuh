@@ -185,14 +185,31 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   }
 }
 
+// The dynamic shared memory a staged kernel may use on the current device: the per-block opt-in
+// limit less a margin for the kernels' static scratch (queried once per thread and device).
+inline int staged_smem_limit() {
+  thread_local std::unordered_map<int, int> limit;
+  int device = 0;
+  MMATTN_CUDA_CHECK(cudaGetDevice(&device));
+  auto it = limit.find(device);
+  if (it == limit.end()) {
+    int optin = 0;
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    it = limit.emplace(device, optin - 1024).first;
+  }
+  return it->second;
+}
+
 // One full wave of blocks (or fewer when there are fewer tasks). The device's SM count and the
 // kernel's occupancy per shared-memory size are queried once (per thread, per instantiation).
+// Staged kernels get the device's whole opt-in limit as their dynamic shared-memory ceiling (a
+// process-wide attribute: always the same value, so no thread lowers it under another).
 template <class T, int M, int ROWS, GemvInput IN>
 void launch(const Args& a, StreamHandle s) {
   auto kernel = gemv_kernel<T, M, ROWS, IN>;
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
   struct Cache {
-    int device = -1, sms = 0, smem_opt_in = 0;
+    int device = -1, sms = 0;
     std::unordered_map<int, int> per_sm;  // dynamic shared memory -> blocks per SM
   };
   thread_local Cache c;
@@ -202,13 +219,12 @@ void launch(const Args& a, StreamHandle s) {
     c = Cache();
     c.device = device;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, device));
+    if (IN != GemvInput::Plain)
+      MMATTN_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, staged_smem_limit()));
   }
   auto it = c.per_sm.find(smem);
   if (it == c.per_sm.end()) {
-    if (smem > 48 * 1024 && smem > c.smem_opt_in) {
-      MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      c.smem_opt_in = smem;
-    }
     int per_sm = 0;
     MMATTN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, size_t(smem)));
     MMATTN_CHECK(per_sm >= 1, CudaError, "gemv: no block of ", kThreads, " threads with ", smem,

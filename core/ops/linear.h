@@ -27,7 +27,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b = false);
 //   linear_add_(y [..., N], x [..., K], weight [N, K], bias?)     y += linear(x, weight, bias)
 //   rms_norm_linear(x, norm_weight [K], eps, weight, bias?)        linear(rms_norm(x, nw, eps), weight, bias)
 //   swiglu_linear_add_(y, gate_up [..., 2K], weight [N, K], bias?) y += linear(swiglu_fused(gate_up), ...)
-// y must be contiguous with the leading shape of x and the dtype/device of x.
+// y must be contiguous with the leading shape of x and the dtype/device of x, and must not overlap x.
 void linear_add_(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
                        const Tensor& bias = Tensor());
@@ -75,8 +75,9 @@ struct GemvParams {
   GemvInput input = GemvInput::Plain;
   DType dtype = DType::BF16;
 };
-// Whether gemv_cuda takes p: f16/bf16, 1 <= m <= 8, n >= 256, k % 8 == 0, 16-byte aligned x /
-// weight / norm_weight, sizes within int32, the staged input within shared memory. (Past 8 rows
+// Whether gemv_cuda takes p: f16/bf16, 1 <= m <= 8, n >= 256, k % 8 == 0, x_stride % 8 == 0 and
+// at least the row width, 16-byte aligned x / weight / norm_weight, sizes within int32, the staged
+// input (m rounded up to 1, 2, 4 or 8 rows of k) within the device's shared memory per block. (Past 8 rows
 // the f32 FMAs approach the CUDA cores' limit and cuBLAS's tensor-core kernels win.)
 bool gemv_cuda_supported(const GemvParams& p);
 void gemv_cuda(const GemvParams& p, StreamHandle s);
