@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
                            {640, 11008, 4096, false, "LLaVA prefill mlp up"},
                            {4096, 3072, 3072, true, "FLUX 4096 img tokens"},
                            {1, 11008, 4096, false, "decode b1 (weight-bound)"},
+                           {2, 11008, 4096, false, "decode b2 (weight-bound)"},
                            {8, 11008, 4096, false, "decode b8 (weight-bound)"}};
     for (const auto& c : lin) {
       Tensor x = randn_gpu({c.m, c.k}, DType::BF16, 3), w = randn_gpu({c.n, c.k}, DType::BF16, 4);

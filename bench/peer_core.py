@@ -28,7 +28,7 @@ def main():
     rnd = lambda *s: torch.rand(*s, device=dev, dtype=dt) * 2 - 1
     rows = {}
     for m, n, k, bias in [(4096, 4096, 4096, False), (8192, 8192, 8192, False), (640, 4096, 4096, True),
-                          (640, 11008, 4096, False), (4096, 3072, 3072, True), (1, 11008, 4096, False),
+                          (640, 11008, 4096, False), (4096, 3072, 3072, True), (1, 11008, 4096, False), (2, 11008, 4096, False),
                           (8, 11008, 4096, False)]:
         x, w = rnd(m, k), rnd(n, k)
         b = rnd(n) if bias else None

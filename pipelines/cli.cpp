@@ -9,6 +9,7 @@
 #include "pipelines/eval.h"
 #include "pipelines/inspect.h"
 #include "pipelines/llava.h"
+#include "pipelines/modulation.h"
 #include "pipelines/registry.h"
 #include "pipelines/spec.h"
 #include "pipelines/version.h"
@@ -20,7 +21,8 @@ namespace {
 // Flags of `mmattn caption` / `mmattn vqa`. Only the flags given go into the spec they build, so
 // every default stays in one place (the llava options parser, docs/specs.md).
 struct LlavaFlags {
-  std::string model, image, prompt, device, dtype, output, prune, kept_map;
+  std::string model, image, prompt, device, dtype, output, prune, kept_map, head_map;
+  std::vector<std::string> modulation;
   int64_t keep = 0;
   double ratio = 0;
   int prune_layer = 0;
@@ -64,6 +66,13 @@ void add_llava_flags(CLI::App* sub, LlavaFlags& f, bool vqa) {
   sub->add_option("--ratio", f.ratio, "fraction of the image tokens kept by --prune");
   sub->add_option("--prune-layer", f.prune_layer, "LLM layer fastv / dart prune before (default 2)");
   sub->add_option("--save-kept-map", f.kept_map, "write a PNG of the kept patches and the importance heatmap");
+  sub->add_option("--modulation", f.modulation,
+                  "hallucination mitigation, repeatable: METHOD[:key=value,...], METHOD one of pai, paint, adhh, "
+                  "var, vcd, damro, ritual (docs/modulation.md), e.g. pai:alpha=0.5 or ritual:transform=hflip")
+      ->allow_extra_args(false);
+  sub->add_option("--save-head-map", f.head_map,
+                  "write a PNG (layers x heads) of the last prompt row's attention mass on the image, and the "
+                  "values as JSON beside it");
 }
 
 // The spec a caption/vqa command line stands for (paths relative to the working directory).
@@ -96,11 +105,58 @@ Json llava_spec_json(const LlavaFlags& f, bool vqa) {
     MMATTN_THROW(ConfigError, "--keep, --ratio and --prune-layer need --prune METHOD");
   }
   if (f.given("--save-kept-map")) o["save_kept_map"] = f.kept_map;
+  if (!f.modulation.empty()) {
+    Json m = Json::array();
+    for (const std::string& t : f.modulation) m.push_back(modulation_flag_json(t));
+    const Json set = {{"modulation", m}};  // the set's own rules (at most one contrastive method)
+    JsonReader r(set, "--modulation");
+    ModulationSet::parse(r, "modulation");
+    o["modulation"] = m;
+  }
+  if (f.given("--save-head-map")) o["save_head_map"] = f.head_map;
   j["llava"] = o;
   return j;
 }
 
+// Splits at the commas outside [...] and "...".
+std::vector<std::string> split_top_level(const std::string& s) {
+  std::vector<std::string> parts(1);
+  int depth = 0;
+  bool quoted = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '"' && (i == 0 || s[i - 1] != '\\')) quoted = !quoted;
+    if (!quoted && (c == '[' || c == '{')) ++depth;
+    if (!quoted && (c == ']' || c == '}')) --depth;
+    if (c == ',' && depth == 0 && !quoted) parts.emplace_back();
+    else parts.back() += c;
+  }
+  return parts;
+}
+
 }  // namespace
+
+Json modulation_flag_json(const std::string& text) {
+  const std::string where = "--modulation '" + text + "'";
+  const size_t colon = text.find(':');
+  const std::string method = text.substr(0, colon);
+  MMATTN_CHECK(!method.empty(), ConfigError, where, ": expected METHOD[:key=value,...] (e.g. pai:alpha=0.5)");
+  Json j = {{"method", method}};
+  if (colon != std::string::npos) {
+    for (const std::string& kv : split_top_level(text.substr(colon + 1))) {
+      const size_t eq = kv.find('=');
+      MMATTN_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < kv.size(), ConfigError, where,
+                   ": expected key=value after '", method, ":', got '", kv, "'");
+      const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+      MMATTN_CHECK(key != "method", ConfigError, where, ": the method is the part before ':'");
+      MMATTN_CHECK(!j.contains(key), ConfigError, where, ": '", key, "' is given twice");
+      j[key] = Json::accept(value) ? Json::parse(value) : Json(value);
+    }
+  }
+  JsonReader r(j, where);
+  ModulationConfig::parse(r);  // unknown keys and bad values, named
+  return j;
+}
 
 int cli_main(int argc, char** argv) {
   CLI::App app{"mmattn: multimodal attention engine (LLaVA VQA/captioning with token pruning and head "

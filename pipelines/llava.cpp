@@ -18,6 +18,7 @@
 #include "language/tokenizer.h"
 #include "pipelines/spec.h"
 #include "vision/image.h"
+#include "vision/image_transforms.h"
 #include "vision/projector.h"
 
 namespace mmattn {
@@ -248,9 +249,15 @@ std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest&
   return s;
 }
 
-Image LlavaPipeline::load_crop(const LlavaRequest& req) const {
-  const Image img = load_image(req.image);
+Image LlavaPipeline::load_crop(const LlavaRequest& req, const ModulationConfig* ritual) const {
+  Image img = load_image(req.image);
   MMATTN_CHECK(!img.empty(), FormatError, req.image, ": empty image (", img.width, "x", img.height, ")");
+  if (ritual) {
+    const ImageTransform t =
+        ritual_transform(*ritual, img.width, img.height, pre_.crop_w, pre_.crop_h, req.sampling.seed);
+    MMATTN_DEBUG("ritual: ", req.image, ": ", t.describe());
+    img = apply_image_transform(img, t);
+  }
   ClipPreprocessConfig pre = pre_;
   pre.pad_to_square = req.pad_to_square;
   return clip_resize_crop(img, pre);
@@ -376,14 +383,17 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
                                                 std::vector<std::vector<float>>{s->row_importance});
   last.pruner = pruner.get();
   std::unique_ptr<LlavaModulator> modulator;
-  if (s->modulation.attention())
+  const bool head_map = !req.head_map_path.empty();
+  if (s->modulation.attention() || head_map)
     modulator = std::make_unique<LlavaModulator>(s->modulation, *lm_, std::vector<std::pair<int64_t, int64_t>>{s->span});
   if (modulator) modulator->set_image_classes(0, s->image_classes);
+  if (head_map) modulator->record_image_mass(0);
   last.modulator = modulator.get();
   Tensor logits = lm_->forward(s->embeds, cache, last);  // [1, 1, V]
   last.pruner = nullptr;
   s->embeds = Tensor();
   finish_pruning(*s, cache, 0, pruner.get());
+  if (head_map) save_head_map(modulator->image_mass(0), lm_->num_layers(), int(lm_->num_heads()), req.head_map_path);
   while (!s->step(logits.to_floats()))
     logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({s->last_token()}, {1, 1})), cache, last);
   if (cuda) synchronize();
@@ -398,7 +408,7 @@ Tensor LlavaPipeline::prefill(const Tensor& embeds, const std::vector<int>& n_va
   bool differ = false;
   for (int v : n_valid) differ = differ || (v > 0 && v != int(L));
   opt.n_valid = n_valid;
-  if (!opt.modulator || !differ) return lm_->forward(embeds, cache, opt);
+  if (!opt.modulator || !differ || !opt.modulator->last_row_only()) return lm_->forward(embeds, cache, opt);
   MMATTN_CHECK(!opt.pruner, UnsupportedError,
                "llava: in-LLM pruning with attention modulation needs prompts of equal length in a batch");
   AttentionModulator* mod = opt.modulator;
@@ -422,14 +432,15 @@ Tensor LlavaPipeline::prefill(const Tensor& embeds, const std::vector<int>& n_va
 LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const {
   const LlavaRequest& req = s->req;
   const bool cuda = device_.is_cuda();
-  // The negative branch: the prompt without its image (PAI's guidance), or the same prompt with the
-  // image's diffusion-noised pixels (VCD).
+  // The second branch: the prompt without its image (PAI's guidance), or the same prompt with the
+  // image's diffusion-noised pixels (VCD) or with the raw image randomly transformed (RITUAL).
   Tensor neg;
   std::pair<int64_t, int64_t> neg_span{0, 0};
-  if (cd.method == ModMethod::VCD) {
-    Tensor px = req.negative_pixels.defined()
-                    ? req.negative_pixels
-                    : vcd_noised_pixels(clip_normalize(s->crop, pre_).unsqueeze(0), cd.noise_step, req.sampling.seed);
+  if (cd.method == ModMethod::VCD || cd.method == ModMethod::RITUAL) {
+    Tensor px = req.branch_pixels.defined() ? req.branch_pixels
+                : cd.method == ModMethod::VCD
+                    ? vcd_noised_pixels(clip_normalize(s->crop, pre_).unsqueeze(0), cd.noise_step, req.sampling.seed)
+                    : clip_normalize(load_crop(req, &cd), pre_).unsqueeze(0);
     const Tensor feats = encoder_->encode(px.to(device_, dtype_));  // [1, N, hidden]
     const Tensor ids = Tensor::from_vector<int64_t>(s->history, {1, int64_t(s->history.size())});
     neg = llava_input_embeds(*lm_, ids, feats, cfg_.image_token_index);
@@ -470,13 +481,16 @@ LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const Mo
   LlamaForwardOptions opt;
   opt.last_only = true;
   std::unique_ptr<LlavaModulator> modulator;
-  if (s->modulation.attention())
+  const bool head_map = !req.head_map_path.empty();
+  if (s->modulation.attention() || head_map)
     modulator = std::make_unique<LlavaModulator>(s->modulation, *lm_,
                                                  std::vector<std::pair<int64_t, int64_t>>{s->span, neg_span});
   if (modulator) modulator->set_image_classes(0, s->image_classes);
+  if (head_map) modulator->record_image_mass(0);
   opt.modulator = modulator.get();
   Tensor logits = prefill(embeds, {int(L0), int(L1)}, cache, opt);  // [2, 1, V]
   finish_pruning(*s, cache, 0, nullptr);
+  if (head_map) save_head_map(modulator->image_mass(0), lm_->num_layers(), int(lm_->num_heads()), req.head_map_path);
   opt.n_valid.clear();
   while (true) {
     const std::vector<float> all = logits.to_floats();
@@ -517,9 +531,10 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       fail(i, e);
     }
   }
-  // Contrastive decoding doubles each request into two branches: those requests run one at a time.
+  // Contrastive decoding doubles each request into two branches, and a head map needs the request's
+  // own modulator: those requests run one at a time.
   for (size_t i = 0; i < reqs.size(); ++i) {
-    if (!planned[i] || !planned[i]->modulation.contrastive()) continue;
+    if (!planned[i] || (!planned[i]->modulation.contrastive() && reqs[i].head_map_path.empty())) continue;
     planned[i].reset();
     --n_ok;
     try {
@@ -726,6 +741,7 @@ LlavaOptions LlavaOptions::parse(JsonReader& r) {
   }
   o.modulation = ModulationSet::parse(r, "modulation");
   o.save_kept_map = r.get<std::string>("save_kept_map", std::string());
+  o.save_head_map = r.get<std::string>("save_head_map", std::string());
   r.finish();
   return o;
 }
@@ -753,6 +769,7 @@ Json run_llava(const Spec& spec) {
   req.pruning = o.pruning;
   req.modulation = o.modulation;
   if (!o.save_kept_map.empty()) req.kept_map_path = resolve_path(spec.base_dir, o.save_kept_map);
+  if (!o.save_head_map.empty()) req.head_map_path = resolve_path(spec.base_dir, o.save_head_map);
   const bool text_out = !spec.report_on_stdout;  // stdout carries the report alone with --json
   if (text_out && o.stream)
     req.on_text = [](const std::string& s) {
@@ -772,6 +789,8 @@ Json run_llava(const Spec& spec) {
                         int64_t(t.decode_tokens_per_s * 10) / 10.0, " tok/s)",
                         spec.device.is_cuda() ? str_cat(", peak ", res.peak_memory_bytes >> 20, " MiB") : ""));
   }
+  if (!req.head_map_path.empty())
+    MMATTN_INFO("head map written to ", req.head_map_path, " (values: ", head_map_json_path(req.head_map_path), ")");
   Json report = res.to_json();
   report["pipeline"] = "llava";
   report["task"] = o.task;

@@ -56,10 +56,14 @@ struct LlavaRequest {
   // plan() (bad keep counts / layers are ConfigErrors naming the spec field).
   PruningConfig pruning;
   ModulationSet modulation;           // docs/modulation.md; resolved in plan()
-  // VCD: the noised branch's pixel values [1, 3, H, W] (F32, normalised) instead of drawing the
-  // noise from sampling.seed (to reproduce another implementation's noise exactly).
-  Tensor negative_pixels;
+  // VCD / RITUAL: the second branch's pixel values [1, 3, H, W] (F32, normalised) instead of the
+  // noised / transformed image drawn from the seed (to reproduce another implementation's exactly).
+  Tensor branch_pixels;
   std::string kept_map_path;          // non-empty: write the kept-patch PNG (save_kept_map) here
+  // non-empty: write the head map (save_head_map: each layer's and head's attention mass of the
+  // last prompt row on the image tokens) here, and its values beside it as JSON. Such a request
+  // runs alone in run_batch; not with adhh.
+  std::string head_map_path;
   // Newly decoded text after each token (complete UTF-8; text that could begin a stop string is
   // held back until it is known not to). The concatenation of all calls equals LlavaResult::text.
   std::function<void(const std::string&)> on_text;
@@ -147,8 +151,9 @@ class LlavaPipeline {
   Tensor prefill(const Tensor& embeds, const std::vector<int>& n_valid, KVCache& cache, LlamaForwardOptions& opt) const;
   // run() with a contrastive method: the request and its negative branch decoded as one batch.
   LlavaResult run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const;
-  // The CPU part of a request's image path: decode, pad, CLIP resize + crop (thread-safe).
-  Image load_crop(const LlavaRequest& req) const;
+  // The CPU part of a request's image path: decode, [RITUAL's transform of the raw image], pad,
+  // CLIP resize + crop (thread-safe).
+  Image load_crop(const LlavaRequest& req, const ModulationConfig* ritual = nullptr) const;
   void finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const;
 
   std::string dir_;
@@ -198,6 +203,7 @@ struct LlavaOptions {
   PruningConfig pruning;       // "pruning": {...}
   ModulationSet modulation;    // "modulation": [...]
   std::string save_kept_map;   // "save_kept_map": PNG path
+  std::string save_head_map;   // "save_head_map": PNG path (+ .json)
   // Reads and validates every key (ConfigError naming the JSON path), then finish().
   static LlavaOptions parse(JsonReader& r);
 };

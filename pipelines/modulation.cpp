@@ -6,8 +6,10 @@
 #include <random>
 
 #include "attention/kv_cache.h"
+#include "core/io.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/reduce.h"
+#include "vision/image.h"
 #include "pipelines/ranking.h"
 
 namespace mmattn {
@@ -23,7 +25,8 @@ constexpr Name kNames[] = {{ModMethod::PAI, "pai"},
                            {ModMethod::ADHH, "adhh"},
                            {ModMethod::VCD, "vcd"},
                            {ModMethod::DAMRO, "damro"},
-                           {ModMethod::VAR, "var"}};
+                           {ModMethod::VAR, "var"},
+                           {ModMethod::RITUAL, "ritual"}};
 
 constexpr int kClasses = 4;
 
@@ -52,7 +55,7 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
   bool found = false;
   for (const auto& n : kNames)
     if (m == n.name) c.method = n.m, found = true;
-  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, adhh, vcd, damro or var");
+  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, adhh, vcd, damro, var or ritual");
   if (c.method == ModMethod::ADHH) {
     c.heads = kAdhhHeads;
     if (r.has("heads")) {
@@ -94,7 +97,18 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
     r.finish();
     return c;
   }
-  if (c.method == ModMethod::PAI || c.method == ModMethod::PAINT) {
+  if (c.method == ModMethod::RITUAL) {
+    c.alpha_pos = r.get<double>("alpha_pos", c.alpha_pos);
+    if (!(c.alpha_pos >= 0) || !std::isfinite(c.alpha_pos)) r.fail_key("alpha_pos", "must be >= 0");
+    const std::string t = r.get<std::string>("transform", std::string("random"));
+    ImageTransformKind k;
+    if (t != "random" && !parse_image_transform(t, &k))
+      r.fail_key("transform",
+                 "is '" + t + "'; expected random, hflip, vflip, rotate, color_jitter, blur or resized_crop");
+    if (t != "random") c.transform = k;
+    if (r.has("seed")) c.seed = r.get<uint64_t>("seed");
+    else r.ignore("seed");
+  } else if (c.method == ModMethod::PAI || c.method == ModMethod::PAINT) {
     if (c.method == ModMethod::PAI) {
       c.alpha = r.get<double>("alpha", c.alpha);
       if (!(c.alpha >= 0) || !std::isfinite(c.alpha)) r.fail_key("alpha", "must be >= 0");
@@ -160,6 +174,9 @@ Json ModulationConfig::to_json() const {
   } else if (method == ModMethod::VAR) {
     j["sink_dims"] = sink_dims, j["tau"] = tau, j["p"] = p, j["rho"] = rho, j["summ"] = summ;
     j["start_layer"] = start_layer, j["end_layer"] = end_layer;
+  } else if (method == ModMethod::RITUAL) {
+    j["alpha_pos"] = alpha_pos, j["transform"] = transform ? image_transform_name(*transform) : "random";
+    if (seed) j["seed"] = *seed;
   } else if (method == ModMethod::VCD) {
     j["cd_alpha"] = cd_alpha, j["noise_step"] = noise_step;
   } else {
@@ -296,15 +313,15 @@ LlavaModulator::LlavaModulator(const ModulationSet& set, const LlamaModel& lm,
     var_w_image_ = Tensor::from_vector(wi, {H, int64_t(kClasses)}).to(lm.device());
     var_w_sinks_ = Tensor::from_vector(ws, {H, int64_t(kClasses)}).to(lm.device());
   }
+  // head map: image keys are class 1, with PAINT's local / summary (2, 3) or VAR's image sinks (2)
+  n_layers_ = L, n_heads_ = int(H);
+  image_class_bits_ = paint ? 0b1110 : var_on_ ? 0b0110 : 0b0010;
+  if (const ModulationConfig* a = set.find(ModMethod::ADHH)) adhh_path_ = a->path.empty() ? "adhh" : a->path;
 }
 
 const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
-  std::vector<std::vector<int32_t>> pos(static_cast<size_t>(cache.batch()));
   std::vector<int64_t> lens(size_t(cache.batch()));
-  for (int64_t b = 0; b < cache.batch(); ++b) {
-    pos[size_t(b)] = cache.visible_positions(b, layer);
-    lens[size_t(b)] = int64_t(pos[size_t(b)].size());
-  }
+  for (int64_t b = 0; b < cache.batch(); ++b) lens[size_t(b)] = cache.visible_length(b, layer);
   Tensor& t = classes_[size_t(layer)];
   auto& seen = class_lens_[size_t(layer)];
   // New slots of a decode step are text (class 0, already zero); rebuild when a prefill added
@@ -315,18 +332,19 @@ const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
     const int64_t B = cache.batch(), cap = cache.capacity();
     std::vector<uint8_t> cls(size_t(B * cap), 0);
     for (int64_t b = 0; b < B; ++b) {
+      const std::vector<int32_t> p = cache.visible_positions(b, layer);
       const auto [s0, cnt] = b < int64_t(spans_.size()) ? spans_[size_t(b)] : std::pair<int64_t, int64_t>{0, 0};
       const std::vector<uint8_t>* ic = b < int64_t(image_classes_.size()) ? &image_classes_[size_t(b)] : nullptr;
-      const std::vector<int32_t>& p = pos[size_t(b)];
       for (size_t j = 0; j < p.size(); ++j)
         if (p[j] >= s0 && p[j] < s0 + cnt)
           cls[size_t(b * cap) + j] = ic && !ic->empty() ? (*ic)[size_t(p[j] - s0)] : uint8_t(1);
         else if (p[j] >= s0 + cnt)
           cls[size_t(b * cap) + j] = post_text_class_;
-      if (var_on_)  // sinks: 2 in the image, 3 in the text
+      if (var_on_ && b < int64_t(sinks_[size_t(layer)].size())) {  // sinks: 2 in the image, 3 in the text
+        const std::vector<int32_t>& sk = sinks_[size_t(layer)][size_t(b)];
         for (size_t j = 0; j < p.size(); ++j)
-          if (std::binary_search(sinks_[size_t(layer)][size_t(b)].begin(), sinks_[size_t(layer)][size_t(b)].end(), p[j]))
-            cls[size_t(b * cap) + j] = p[j] >= s0 && p[j] < s0 + cnt ? 2 : 3;
+          if (std::binary_search(sk.begin(), sk.end(), p[j])) cls[size_t(b * cap) + j] = p[j] >= s0 && p[j] < s0 + cnt ? 2 : 3;
+      }
     }
     t = Tensor::from_vector(cls, {B, cap}).to(cache.device());
     stale_[size_t(layer)] = false;
@@ -430,6 +448,42 @@ void LlavaModulator::layer_input(int layer, const Tensor& x, const std::vector<s
   stale_[size_t(layer)] = true;
 }
 
+// Head map --------------------------------------------------------------------------------------------
+
+void LlavaModulator::record_image_mass(int64_t b) {
+  MMATTN_CHECK(adhh_path_.empty(), ConfigError, adhh_path_,
+               ": save_head_map with adhh is not supported (its layers take their own attention path)");
+  if (int64_t(mass_pending_.size()) <= b) mass_pending_.resize(size_t(b + 1));
+  if (int64_t(mass_.size()) <= b) mass_.resize(size_t(b + 1));
+  mass_pending_[size_t(b)].assign(size_t(n_layers_), true);
+  mass_[size_t(b)].assign(size_t(n_layers_ * n_heads_), -1.f);
+}
+
+std::vector<float> LlavaModulator::image_mass(int64_t b) const {
+  if (b >= int64_t(mass_.size()) || mass_[size_t(b)].empty()) return {};
+  for (bool p : mass_pending_[size_t(b)])
+    if (p) return {};
+  return mass_[size_t(b)];
+}
+
+// class_mass [B, H, n, C]: the pending sequences with rows in this step take their last row's.
+void LlavaModulator::record_mass(int layer, const Tensor& class_mass, const std::vector<std::vector<int32_t>>& positions) {
+  std::vector<float> m;
+  for (size_t b = 0; b < mass_pending_.size() && b < positions.size(); ++b) {
+    if (!mass_pending_[b][size_t(layer)] || positions[b].empty()) continue;
+    const int64_t H = class_mass.size(1), n = class_mass.size(2), row = int64_t(positions[b].size()) - 1;
+    if (m.empty()) m = class_mass.to_floats();
+    for (int64_t h = 0; h < H; ++h) {
+      const float* c = &m[size_t(((int64_t(b) * H + h) * n + row) * kClasses)];
+      double sum = 0;
+      for (int k = 0; k < kClasses; ++k)
+        if (image_class_bits_ >> k & 1) sum += c[k];
+      mass_[b][size_t(layer * n_heads_ + h)] = float(sum);
+    }
+    mass_pending_[b][size_t(layer)] = false;
+  }
+}
+
 std::vector<int32_t> LlavaModulator::sinks(int layer, int64_t b) const {
   if (!var_on_ || layer < 0 || layer >= int(sinks_.size()) || b >= int64_t(sinks_[size_t(layer)].size())) return {};
   return sinks_[size_t(layer)][size_t(b)];
@@ -444,6 +498,13 @@ bool has_visual_sink(const std::vector<int32_t>& sinks, std::pair<int64_t, int64
 }  // namespace
 
 bool LlavaModulator::replaces_attention(int layer) const {
+  if (var_replaces(layer)) return true;
+  for (const auto& p : mass_pending_)
+    if (p[size_t(layer)]) return true;
+  return false;
+}
+
+bool LlavaModulator::var_replaces(int layer) const {
   if (!var_on_ || layer < var_.start_layer || layer >= var_.end_layer) return false;
   const auto& ls = sinks_[size_t(layer)];
   for (size_t b = 0; b < ls.size() && b < spans_.size(); ++b)
@@ -462,6 +523,8 @@ Tensor LlavaModulator::attend(int layer, const Tensor& q, const Tensor& k, const
   AttentionOptions first = opt;
   first.return_class_mass = true;
   AttentionResult r = attention(q, k, v, first);
+  record_mass(layer, r.class_mass, positions);
+  if (!var_replaces(layer)) return r.out;
   const int64_t B = q.size(0), n = q.size(1), H = q.size(2);
   const std::vector<float> mass = r.class_mass.to_floats();  // [B, H, n, C]
   std::vector<float> c_img(size_t(B * n * H), 0.f), c_sink(size_t(B * n * H), 0.f);
@@ -529,6 +592,11 @@ std::vector<float> contrastive_scores(const ModulationConfig& c, const std::vect
       out[i] = float((1 + c.cd_alpha) * double(l_img[i]) - c.cd_alpha * double(l_neg[i]));
       ref[i] = l_img[i];
     }
+  } else if (c.method == ModMethod::RITUAL) {
+    for (size_t i = 0; i < V; ++i) {
+      out[i] = float(double(l_img[i]) + c.alpha_pos * double(l_neg[i]));
+      ref[i] = l_img[i];
+    }
   } else {
     ref = log_softmax(l_img);
     const std::vector<double> u = log_softmax(l_neg);
@@ -560,6 +628,47 @@ Tensor vcd_noised_pixels(const Tensor& pixels, int t, uint64_t seed) {
   std::normal_distribution<float> n(0.f, 1.f);
   for (float& f : v) f = a * f + s * n(rng);
   return Tensor::from_vector(v, x.shape());
+}
+
+// --- head map --------------------------------------------------------------------------------------
+
+std::string head_map_json_path(const std::string& png_path) {
+  const std::string ext = ".png";
+  const bool png = png_path.size() > ext.size() && png_path.compare(png_path.size() - ext.size(), ext.size(), ext) == 0;
+  return (png ? png_path.substr(0, png_path.size() - ext.size()) : png_path) + ".json";
+}
+
+void save_head_map(const std::vector<float>& mass, int layers, int heads, const std::string& path) {
+  MMATTN_CHECK(layers > 0 && heads > 0 && mass.size() == size_t(layers) * size_t(heads), ShapeError,
+               "save_head_map: ", mass.size(), " values for ", layers, " layers x ", heads, " heads");
+  constexpr int kCell = 8;
+  const float lo = *std::min_element(mass.begin(), mass.end()), hi = *std::max_element(mass.begin(), mass.end());
+  Image img(heads * kCell, layers * kCell);
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x)
+      heatmap_rgb(hi > lo ? (mass[size_t((y / kCell) * heads + x / kCell)] - lo) / (hi - lo) : 0.f, img.px(x, y));
+  Json rows = Json::array();
+  for (int l = 0; l < layers; ++l)
+    rows.push_back(std::vector<float>(mass.begin() + std::ptrdiff_t(l) * heads,
+                                      mass.begin() + std::ptrdiff_t(l + 1) * heads));
+  const Json j{{"what", "attention mass of the last prompt row on the image tokens, per layer and head (prefill)"},
+               {"layers", layers},
+               {"heads", heads},
+               {"image_mass", rows},
+               {"min", lo},
+               {"max", hi},
+               {"png", path},
+               {"png_layout", "rows = layers (0 at the top), columns = heads, 8 x 8 pixels a cell; dark blue = min, "
+                              "yellow = max"}};
+  save_png(img, path);
+  write_file_atomic(head_map_json_path(path), j.dump(1) + "\n");
+}
+
+// --- RITUAL ----------------------------------------------------------------------------------------
+
+ImageTransform ritual_transform(const ModulationConfig& c, int width, int height, int out_w, int out_h,
+                                uint64_t request_seed) {
+  return draw_image_transform(c.transform, width, height, out_w, out_h, c.seed ? *c.seed : request_seed);
 }
 
 }  // namespace mmattn

@@ -6,6 +6,7 @@
 // key classes text / image over the cache slots, per-layer per-head gains); contrastive methods
 // add a second branch decoded in the same batch as the request (LlavaPipeline).
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,10 +14,11 @@
 #include "attention/attention.h"
 #include "core/json_reader.h"
 #include "language/llama.h"
+#include "vision/image_transforms.h"
 
 namespace mmattn {
 
-enum class ModMethod { PAI, PAINT, ADHH, VCD, DAMRO, VAR };
+enum class ModMethod { PAI, PAINT, ADHH, VCD, DAMRO, VAR, RITUAL };
 const char* mod_method_name(ModMethod m);
 
 struct ModulationConfig {
@@ -49,13 +51,19 @@ struct ModulationConfig {
   // weight and gives the rest to the other image tokens (row sums unchanged)
   std::vector<int> sink_dims = {2533, 1415};
   double tau = 20, p = 0.6, rho = 0.5, summ = 0.2;
+  // ritual: logits = l_img + alpha_pos l_transformed, the second branch the same prompt with the
+  // raw image transformed before preprocessing (transform: one kind, or unset = uniform over the
+  // six), its draws seeded by seed (unset: the request's sampling seed); plausibility beta as vcd
+  double alpha_pos = 3.0;
+  std::optional<ImageTransformKind> transform;
+  std::optional<uint64_t> seed;
   std::string path;  // JSON path named in errors
 
   static ModulationConfig parse(JsonReader& r);
   // Layer / head ranges against the model (ConfigError naming the field); n_heads 0 = unchecked.
   void resolve(int n_layers, int n_heads = 0);
   bool contrastive() const {
-    return method == ModMethod::VCD || method == ModMethod::DAMRO ||
+    return method == ModMethod::VCD || method == ModMethod::DAMRO || method == ModMethod::RITUAL ||
            ((method == ModMethod::PAI || method == ModMethod::PAINT) && cfg != 1.0);
   }
   Json to_json() const;
@@ -85,13 +93,21 @@ class LlavaModulator : public AttentionModulator {
   void set_span(int64_t b, std::pair<int64_t, int64_t> span);
   // PAINT: the class of each image token of sequence b (1 other, 2 local, 3 summary; empty = all 1).
   void set_image_classes(int64_t b, std::vector<uint8_t> classes);
-  // VAR: sink detection in the prefill, redistribution in attend().
+  // VAR: sink detection in the prefill, redistribution in attend(), on every row after the image.
+  bool last_row_only() const override { return !var_on_; }
   void layer_input(int layer, const Tensor& x, const std::vector<std::vector<int32_t>>& positions) override;
   bool replaces_attention(int layer) const override;
   Tensor attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
                 const std::vector<std::vector<int32_t>>& positions) override;
   // VAR: the sink positions of sequence b in layer l (sorted; empty before its prefill).
   std::vector<int32_t> sinks(int layer, int64_t b) const;
+  // --save-head-map: the next forward with rows of sequence b (its prefill, or the last rows of a
+  // two-step prefill) records, per layer and head, the attention mass of b's last row on the image
+  // keys (the final weights, after any modulation). ConfigError with adhh (its layers decide on the
+  // device from a class mass the modulator does not see).
+  void record_image_mass(int64_t b);
+  // F32 [layers * heads] (layer-major) once every layer has recorded; empty before.
+  std::vector<float> image_mass(int64_t b) const;
 
  private:
   const Tensor& key_class(const KVCache& cache, int layer);
@@ -112,6 +128,15 @@ class LlavaModulator : public AttentionModulator {
   ModulationConfig var_;
   std::vector<std::vector<std::vector<int32_t>>> sinks_;
   Tensor var_w_image_, var_w_sinks_;  // F32 [Hq, C] post weights selecting the non-sink image / sink keys
+  bool var_replaces(int layer) const;
+  // head map: the key classes that are image tokens (bit c = class c), per sequence the layers still
+  // to record and the masses [layers * heads]
+  int n_layers_ = 0, n_heads_ = 0;
+  uint8_t image_class_bits_ = 0b0010;
+  std::string adhh_path_;  // non-empty: the set has adhh
+  std::vector<std::vector<bool>> mass_pending_;
+  std::vector<std::vector<float>> mass_;
+  void record_mass(int layer, const Tensor& class_mass, const std::vector<std::vector<int32_t>>& positions);
 };
 
 // PAINT's token classes for one image: 1 + N [CLS]-attention rows summed over heads of ViT layer 0
@@ -122,6 +147,7 @@ std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<
 
 // The combined next-token scores of a contrastive method from the image branch's logits and the
 // negative branch's (docs/modulation.md): VCD (1 + cd_alpha) l_img - cd_alpha l_neg on logits;
+// RITUAL l_img + alpha_pos l_neg (l_neg: the transformed image's logits);
 // PAI cfg (s - u) + u on log-softmax scores s (image) and u (text-only); then tokens whose
 // image-branch probability is below beta times the largest get -inf.
 std::vector<float> contrastive_scores(const ModulationConfig& c, const std::vector<float>& l_img,
@@ -131,5 +157,18 @@ std::vector<float> contrastive_scores(const ModulationConfig& c, const std::vect
 // beta 1e-4 .. 0.02): sqrt(abar_t) x + sqrt(1 - abar_t) eps, eps ~ N(0, 1) from `seed`, applied to
 // the normalised pixel values (F32, any shape).
 Tensor vcd_noised_pixels(const Tensor& pixels, int t, uint64_t seed);
+
+// --save-head-map: a PNG of layers (rows) x heads (columns), 8 x 8 pixels a cell, coloured by the
+// kept map's heatmap from the smallest value (dark blue) to the largest (yellow), and beside it the
+// values as JSON (path with .png replaced by .json, else + ".json"). IoError on failure.
+void save_head_map(const std::vector<float>& mass, int layers, int heads, const std::string& path);
+// The JSON file save_head_map writes beside the PNG at `png_path`.
+std::string head_map_json_path(const std::string& png_path);
+
+// RITUAL's transform of a width x height raw image (vision/image_transforms.h's draw): c.transform,
+// or one of the six when unset; parameters from c.seed, else request_seed. resized_crop resizes to
+// out_w x out_h (RandomResizedCrop(336) for LLaVA-1.5: the CLIP crop size).
+ImageTransform ritual_transform(const ModulationConfig& c, int width, int height, int out_w, int out_h,
+                                uint64_t request_seed);
 
 }  // namespace mmattn

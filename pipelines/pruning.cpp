@@ -722,11 +722,7 @@ void save_kept_map(const Image& crop, int64_t patch, const PruningReport& report
     for (int y = 0; y < h; ++y)
       for (int x = 0; x < w; ++x) {
         const int64_t p = std::min<int64_t>(y / patch, gy - 1) * gx + std::min<int64_t>(x / patch, gx - 1);
-        const float t = hi > lo ? (report.importance[size_t(p)] - lo) / (hi - lo) : 0.f;
-        uint8_t* d = out.px(w + 8 + x, y);  // dark blue -> yellow
-        d[0] = uint8_t(255 * t);
-        d[1] = uint8_t(40 + 200 * t);
-        d[2] = uint8_t(120 * (1 - t));
+        heatmap_rgb(hi > lo ? (report.importance[size_t(p)] - lo) / (hi - lo) : 0.f, out.px(w + 8 + x, y));
       }
   }
   save_png(out, path);

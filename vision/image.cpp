@@ -320,6 +320,13 @@ std::string encode_png(const uint8_t* pixels, int width, int height, int channel
   return out;
 }
 
+void heatmap_rgb(float t, uint8_t* rgb) {
+  t = std::clamp(t, 0.f, 1.f);
+  rgb[0] = uint8_t(255 * t);
+  rgb[1] = uint8_t(40 + 200 * t);
+  rgb[2] = uint8_t(120 * (1 - t));
+}
+
 void save_png(const Image& img, const std::string& path) {
   MMATTN_CHECK(!img.empty(), ShapeError, "save_png: empty image for '", path, "'");
   write_file_atomic(path, encode_png(img.rgb.data(), img.width, img.height, 3));

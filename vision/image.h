@@ -71,4 +71,8 @@ void save_png(const Image& img, const std::string& path);
 // PNG bytes of 8-bit pixels with 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels.
 std::string encode_png(const uint8_t* pixels, int width, int height, int channels);
 
+// The colour of t in [0, 1] on the heatmaps mmattn writes (kept map, head map): dark blue (0) to
+// yellow (1); t is clamped.
+void heatmap_rgb(float t, uint8_t* rgb);
+
 }  // namespace mmattn

@@ -15,14 +15,14 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 bool gemv_cuda_supported(const GemvParams& p) {
   if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
-  if (p.m < 1 || p.m > 8 || p.k < 8 || p.k % 8 != 0 || p.x_stride % 8 != 0) return false;
+  if (p.m < 1 || p.m > kGemvMaxRows || p.k < 8 || p.k % 8 != 0 || p.x_stride % 8 != 0) return false;
   if (p.n < 256) return false;  // too few rows to spread over the GPU: cuBLAS splits K instead
   if (p.x_stride < (p.input == GemvInput::SwiGLU ? 2 * p.k : p.k)) return false;
   if (p.n > INT32_MAX / 2 || p.k > INT32_MAX / 2 || p.m * p.x_stride > INT32_MAX) return false;
   if (!p.x || !p.weight || !p.y || !aligned16(p.x) || !aligned16(p.weight)) return false;
   if (p.input == GemvInput::RmsNorm && (!p.norm_weight || !aligned16(p.norm_weight))) return false;
   if (p.input != GemvInput::Plain) {  // x_eff staged in shared memory, m rounded up to the kernel's width
-    const int64_t m_inst = p.m <= 1 ? 1 : p.m <= 2 ? 2 : p.m <= 4 ? 4 : 8;
+    const int64_t m_inst = p.m <= 1 ? 1 : 2;
     if (m_inst * p.k * 2 > gemv_detail::staged_smem_limit()) return false;
   }
   return true;

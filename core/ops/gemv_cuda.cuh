@@ -1,5 +1,5 @@
 #pragma once
-// Skinny products for decoding: y [m, n] (+)= x [m, k] @ W[n, k]^T + bias, m <= 8, f16/bf16,
+// Skinny products for decoding: y [m, n] (+)= x [m, k] @ W[n, k]^T + bias, m <= 2, f16/bf16,
 // f32 accumulation. The weight is read exactly once, as 16-byte streaming loads that bypass L1;
 // the product is bound by the weight bytes, so the kernel's job is to keep enough loads in flight
 // on every multiprocessor (4 x 16 bytes per row per lane, 4 rows per warp at a time).
@@ -247,10 +247,10 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
       case GemvInput::SwiGLU: launch<T, M, ROWS, GemvInput::SwiGLU>(a, s); break;
     }
   };
+  // Wider m is a template argument away, but measured slower than cuBLAS from m = 8 on (bench/NOTES.md):
+  // per weight element the f32 FMAs and conversions grow with m while the bytes do not.
   if (a.m <= 1) go.template operator()<1, 4>();
-  else if (a.m <= 2) go.template operator()<2, 4>();
-  else if (a.m <= 4) go.template operator()<4, 4>();
-  else go.template operator()<8, 4>();
+  else go.template operator()<2, 4>();
 }
 
 }  // namespace mmattn::gemv_detail

@@ -210,7 +210,7 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
   MMATTN_CHECK(p.batch <= INT32_MAX, UnsupportedError, "gemm_cuda: batch ", p.batch, " exceeds int32");
   MMATTN_CHECK(!p.bias || p.batch == 1 || p.stride_c == p.m * p.n, UnsupportedError,
                "gemm_cuda: a bias needs a dense batched output");
-  if (p.batch == 1 && p.trans_b && p.m <= 8) {  // decode-sized: the skinny kernel (gemv_cuda.cuh)
+  if (p.batch == 1 && p.trans_b && p.m <= kGemvMaxRows) {  // decode-sized: the skinny kernel (gemv_cuda.cuh)
     GemvParams g;
     g.x = p.a, g.weight = p.b, g.bias = p.bias, g.y = p.c;
     g.m = p.m, g.n = p.n, g.k = p.k, g.x_stride = p.k;

@@ -5,9 +5,14 @@
 #include <fstream>
 #include <sys/wait.h>
 
+#include <algorithm>
+
+#include "core/checkpoint.h"
 #include "core/io.h"
 #include "core/json_reader.h"
+#include "pipelines/cli.h"
 #include "test_util.h"
+#include "vision/image.h"
 
 using namespace mmattn;
 using namespace mmattn::test;
@@ -94,4 +99,64 @@ TEST(Cli, BadInputIsOneClearLineAndKeepsResults) {
   r = sh("--version");
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.out.find("mmattn 0.1.0"), std::string::npos);
+}
+
+// --modulation METHOD[:key=value,...] builds the spec's modulation entries (JSON values, strings
+// otherwise, commas inside lists kept); malformed flags name the flag; --save-head-map writes the map.
+TEST(Cli, ModulationAndHeadMapFlags) {
+  EXPECT_EQ(modulation_flag_json("pai"), Json::parse(R"({"method": "pai"})"));
+  EXPECT_EQ(modulation_flag_json("adhh:heads=[[0,1],[1,3]],threshold=0.3"),
+            Json::parse(R"({"method": "adhh", "heads": [[0, 1], [1, 3]], "threshold": 0.3})"));
+  EXPECT_EQ(modulation_flag_json("ritual:transform=hflip,seed=7,alpha_pos=2.5"),
+            Json::parse(R"({"method": "ritual", "transform": "hflip", "seed": 7, "alpha_pos": 2.5})"));
+  auto error_of = [](const std::string& flag) {
+    try {
+      modulation_flag_json(flag);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of(":alpha=1").find("--modulation ':alpha=1': expected METHOD[:key=value,...]"), std::string::npos);
+  EXPECT_NE(error_of("pai:alpha").find("--modulation 'pai:alpha': expected key=value after 'pai:', got 'alpha'"),
+            std::string::npos);
+  EXPECT_NE(error_of("pai:=3").find("got '=3'"), std::string::npos);
+  EXPECT_NE(error_of("pai:alpha=1,alpha=2").find("'alpha' is given twice"), std::string::npos);
+  EXPECT_NE(error_of("pai:method=vcd").find("the method is the part before ':'"), std::string::npos);
+  EXPECT_NE(error_of("pai:alpha=-1").find("--modulation 'pai:alpha=-1': $.alpha must be >= 0"), std::string::npos);
+  EXPECT_NE(error_of("pai:bogus=1").find("bogus"), std::string::npos);
+  EXPECT_NE(error_of("opera").find("--modulation 'opera': $.method is 'opera'"), std::string::npos);
+  EXPECT_NE(error_of("ritual:transform=flip").find("$.transform is 'flip'"), std::string::npos);
+
+  // end to end: PAI alpha 3 in layers 0-1 gives the reference's tokens (tools/golden/modulation.py)
+  const std::string vqa = "vqa --model " + golden_dir() + "/tiny_llava --image " + source_dir() +
+                          "/assets/images/extreme_ironing.jpg --question \"What is unusual about this image?\" "
+                          "--max-new-tokens 4 --min-new-tokens 4 --device cpu";
+  Result r = sh(vqa + " --modulation pai:alpha=3,start_layer=0,end_layer=2 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const Json rep = Json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(rep["options"]["modulation"],
+            Json::parse(R"([{"method": "pai", "alpha": 3.0, "start_layer": 0, "end_layer": 2, "cfg": 1.0}])"));
+  Checkpoint g(golden_dir() + "/tiny_llava_modulation.safetensors");
+  const Tensor want = g.load("pai_a3_l0.greedy", Device::cpu(), DType::I64);
+  EXPECT_EQ(rep["token_ids"].get<std::vector<int64_t>>(),
+            std::vector<int64_t>(want.data<int64_t>(), want.data<int64_t>() + 4));
+  // two contrastive methods, a bad value: one line naming the flag, exit 1
+  r = sh(vqa + " --modulation ritual:transform=hflip --modulation vcd");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("mmattn: error: --modulation: $.modulation holds 2 contrastive methods"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  r = sh(vqa + " --modulation pai:alpha=x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("--modulation 'pai:alpha=x': $.alpha"), std::string::npos) << r.out;
+  // --save-head-map: 2 layers x 4 heads of 8 x 8 pixels, values beside it
+  const std::string dir = ::testing::TempDir() + "/cli_head_map";
+  r = sh(vqa + " --save-head-map " + dir + "/heads.png");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("head map written to " + dir + "/heads.png"), std::string::npos) << r.out;
+  const Image png = load_image(dir + "/heads.png");
+  EXPECT_EQ(png.width, 32);
+  EXPECT_EQ(png.height, 16);
+  EXPECT_EQ(read_json_file(dir + "/heads.json")["image_mass"].size(), 2u);
 }

@@ -1,8 +1,14 @@
 // Attention-head modulation on the CPU (f32) against tools/golden/modulation.py on the tiny golden
 // LLaVA: PAI's last-row image-key logit boost in the chosen layers, every forward (prefill and
-// decode): logits of the last prompt row and 16 greedy tokens; spec errors name the field.
+// decode): logits of the last prompt row and 16 greedy tokens; the other methods (PAINT, AD-HH,
+// VAR, and the contrastive VCD, DAMRO, RITUAL) likewise; the head map against the reference's
+// softmax rows; spec errors name the field.
+#include <unistd.h>
+
+#include <filesystem>
 #include <functional>
 
+#include "core/io.h"
 #include "core/json_reader.h"
 #include "pruning_golden.h"
 
@@ -153,7 +159,7 @@ TEST(Modulation, ContrastiveDecodingMatchesReference) {
   ModulationSet vs;
   vs.items.push_back(vcd);
   r.modulation = vs;
-  r.negative_pixels = g.load("vcd.pixels", Device::cpu(), DType::F32);
+  r.branch_pixels = g.load("vcd.pixels", Device::cpu(), DType::F32);
   const LlavaResult res = pipe().run(r);
   EXPECT_EQ(res.token_ids, ints_of(g.load("vcd.greedy", Device::cpu(), DType::I64)));
   // the branches really change the answer (the plain greedy continuation differs)
@@ -242,6 +248,192 @@ TEST(Modulation, AdhhMatchesReference) {
 // VAR (tools/golden/var.py): sink sets from the layer inputs (dims 3 and 17 of the tiny model, tau
 // chosen by the golden so that layer 0 has five image sinks), per-(head, row) selection from the
 // class masses and the redistribution, in the prefill and every decode step.
+// RITUAL with the transform fixed to hflip: the branch's pixels, the combination rule on the
+// reference's logits, the branch's logits and 16 greedy tokens of the pipeline.
+TEST(Modulation, RitualMatchesReference) {
+  static Checkpoint g(golden_dir() + "/tiny_llava_modulation.safetensors");
+  static Checkpoint tg(golden_dir() + "/tiny_llava_golden.safetensors");
+  const std::string jpg = source_dir() + "/assets/images/extreme_ironing.jpg";
+  const ClipPreprocessConfig& pre = pipe().preprocess_config();
+  // flipping the raw image before the resize + crop gives the flipped pixel_values the reference
+  // feeds (the flip commutes with this image's symmetric resize and centre crop)
+  const Tensor px = clip_normalize(clip_resize_crop(hflip(load_image(jpg)), pre), pre).unsqueeze(0);
+  const Tensor want_px = tg.load("pixel_values", Device::cpu(), DType::F32);  // [1, 3, H, W]
+  const std::vector<float> a = px.to_floats(), w = want_px.to_floats();
+  const int64_t W = want_px.size(3);
+  double px_err = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const size_t col = i % size_t(W), flipped = i - col + (size_t(W) - 1 - col);
+    px_err = std::max(px_err, double(std::fabs(a[i] - w[flipped])));
+  }
+  EXPECT_LT(px_err, 1e-6);
+  // the combination on the reference's own logits: l + 3 l_pos, -inf below log(0.1) + max l
+  ModulationConfig c;
+  c.method = ModMethod::RITUAL;
+  const std::vector<float> l_img = golden("pai_a0_l0").logits.to_floats();
+  const std::vector<float> l_pos = g.load("ritual_hflip.logits_pos", Device::cpu(), DType::F32).to_floats();
+  const std::vector<float> want = g.load("ritual_hflip.scores", Device::cpu(), DType::F32).to_floats();
+  const std::vector<float> got = contrastive_scores(c, l_img, l_pos);
+  double score_err = 0;
+  int kept = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(std::isfinite(got[i]), std::isfinite(want[i])) << i;
+    if (std::isfinite(want[i])) score_err = std::max(score_err, double(std::fabs(got[i] - want[i]))), ++kept;
+  }
+  EXPECT_LT(score_err, 1e-5);
+  EXPECT_GT(kept, 100);
+  EXPECT_LT(kept, int(want.size()) / 2);
+  // the branch's logits on the engine (the flipped image's prompt)
+  const LlamaModel& lm = pipe().language_model();
+  const Tensor feats = pipe().image_encoder().encode(px);  // [1, N, hidden]
+  const int64_t img = pipe().config().image_token_index;
+  const std::vector<int64_t> ex = expand_image_tokens(
+      pipe().tokenizer().encode(llava_prompt("What is unusual about this image?", true), true), img, feats.size(1), 1);
+  KVCache cache = lm.make_cache(1, int64_t(ex.size()));
+  LlamaForwardOptions o;
+  o.last_only = true;
+  const Tensor l_pos_engine = lm.forward(
+      llava_input_embeds(lm, Tensor::from_vector<int64_t>(ex, {1, int64_t(ex.size())}), feats, img), cache, o);
+  EXPECT_LT(max_abs_diff(l_pos_engine.reshape({-1}), Tensor::from_vector(l_pos, {int64_t(l_pos.size())})), 2e-3);
+  // the pipeline: the request and its flipped branch in one batch, 16 greedy tokens
+  c.transform = ImageTransformKind::HFlip;
+  ModulationSet s;
+  s.items.push_back(c);
+  LlavaRequest r;
+  r.image = jpg;
+  r.prompt = "What is unusual about this image?";
+  r.max_new_tokens = r.min_new_tokens = 16;
+  r.modulation = s;
+  const std::vector<int64_t> toks = pipe().run(r).token_ids;
+  EXPECT_EQ(toks, ints_of(g.load("ritual_hflip.greedy", Device::cpu(), DType::I64)));
+  EXPECT_NE(toks, golden("pai_a0_l0").greedy);  // the branch changes the answer
+  // the same branch given as pixels
+  r.branch_pixels = px;
+  EXPECT_EQ(pipe().run(r).token_ids, toks);
+}
+
+TEST(Modulation, RitualSpecAndDraws) {
+  auto parse = [](const std::string& json) {
+    const Json j = Json::parse(json);
+    JsonReader r(j, "spec.json", "$.llava");
+    return ModulationSet::parse(r, "modulation");
+  };
+  const ModulationSet d = parse(R"({"modulation": [{"method": "ritual"}]})");
+  const ModulationConfig& c = d.items[0];
+  EXPECT_TRUE(c.contrastive());
+  EXPECT_DOUBLE_EQ(c.alpha_pos, 3.0);
+  EXPECT_DOUBLE_EQ(c.beta, 0.1);
+  EXPECT_FALSE(c.transform.has_value());
+  EXPECT_FALSE(c.seed.has_value());
+  EXPECT_EQ(d.to_json().dump(), R"([{"alpha_pos":3.0,"beta":0.1,"method":"ritual","transform":"random"}])");
+  const ModulationSet e =
+      parse(R"({"modulation": [{"method": "ritual", "alpha_pos": 1.5, "transform": "blur", "seed": 9, "beta": 0.2}]})");
+  EXPECT_EQ(e.items[0].transform, ImageTransformKind::Blur);
+  EXPECT_EQ(e.items[0].seed, uint64_t(9));
+  EXPECT_EQ(parse(e.to_json().dump().insert(0, R"({"modulation": )") + "}").to_json(), e.to_json());
+  EXPECT_NE(error_of([&] { parse(R"({"modulation": [{"method": "ritual", "transform": "flip"}]})"); })
+                .find("$.llava.modulation[0].transform is 'flip'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse(R"({"modulation": [{"method": "ritual", "alpha_pos": -1}]})"); })
+                .find("$.llava.modulation[0].alpha_pos"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse(R"({"modulation": [{"method": "ritual", "cd_alpha": 1}]})"); }).find("cd_alpha"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse(R"({"modulation": [{"method": "ritual"}, {"method": "vcd"}]})"); })
+                .find("2 contrastive methods"),
+            std::string::npos);
+  // draws: the spec's seed, else the request's; the kind when fixed
+  EXPECT_EQ(ritual_transform(c, 570, 380, 336, 336, 5).describe(),
+            draw_image_transform(std::nullopt, 570, 380, 336, 336, 5).describe());
+  EXPECT_EQ(ritual_transform(e.items[0], 570, 380, 336, 336, 5).describe(),
+            draw_image_transform(ImageTransformKind::Blur, 570, 380, 336, 336, 9).describe());
+  // contrastive decoding with pruning is refused, naming the method
+  LlavaRequest r;
+  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r.modulation = d;
+  r.pruning.method = PruneMethod::FastV;
+  r.pruning.keep = 64;
+  r.pruning.layer = 1;
+  const std::string err = error_of([&] { pipe().run(r); });
+  EXPECT_NE(err.find("contrastive decoding (ritual) with visual token pruning"), std::string::npos) << err;
+}
+
+// --save-head-map: per (layer, head), the last prompt row's attention mass on the image tokens,
+// against the reference's softmax rows (plain and with PAI, whose boost moves mass onto the image);
+// the PNG decodes to 8 x 8 cells; recording changes no token; run_batch and contrastive runs write it.
+TEST(Modulation, HeadMapMatchesReference) {
+  static Checkpoint g(golden_dir() + "/tiny_llava_modulation.safetensors");
+  std::string dir = (std::filesystem::temp_directory_path() / "mmattn_head_map_XXXXXX").string();
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  const int L = pipe().language_model().num_layers(), H = int(pipe().language_model().num_heads());
+  LlavaRequest r;
+  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r.prompt = "What is unusual about this image?";
+  r.max_new_tokens = r.min_new_tokens = 4;
+  auto check = [&](const std::string& png, const std::string& name) {
+    const Json j = Json::parse(read_text_file(head_map_json_path(png)));
+    const std::vector<float> want = g.load(name + ".image_mass", Device::cpu(), DType::F32).to_floats();
+    EXPECT_EQ(j.at("layers").get<int>(), L);
+    EXPECT_EQ(j.at("heads").get<int>(), H);
+    double err = 0;
+    std::vector<float> got;
+    for (int l = 0; l < L; ++l)
+      for (int h = 0; h < H; ++h) got.push_back(j.at("image_mass").at(size_t(l)).at(size_t(h)).get<float>());
+    for (size_t i = 0; i < want.size(); ++i) err = std::max(err, double(std::fabs(got[i] - want[i])));
+    EXPECT_LT(err, 1e-5) << name;
+    const Image img = load_image(png);  // layers x heads cells of 8 x 8 pixels
+    EXPECT_EQ(img.width, 8 * H);
+    EXPECT_EQ(img.height, 8 * L);
+    const size_t hi = size_t(std::max_element(got.begin(), got.end()) - got.begin());
+    const size_t lo = size_t(std::min_element(got.begin(), got.end()) - got.begin());
+    const uint8_t* y = img.px(int(hi % size_t(H)) * 8 + 3, int(hi / size_t(H)) * 8 + 5);
+    const uint8_t* b = img.px(int(lo % size_t(H)) * 8 + 7, int(lo / size_t(H)) * 8);
+    EXPECT_EQ(std::vector<int>(y, y + 3), (std::vector<int>{255, 240, 0}));  // the largest: yellow
+    EXPECT_EQ(std::vector<int>(b, b + 3), (std::vector<int>{0, 40, 120}));   // the smallest: dark blue
+    return got;
+  };
+  const std::vector<int64_t> plain = pipe().run(r).token_ids;
+  r.head_map_path = dir + "/map.png";
+  EXPECT_EQ(pipe().run(r).token_ids, plain);
+  const std::vector<float> m0 = check(r.head_map_path, "head_map");
+  // PAI: the map shows the boosted attention (more mass on the image in every head)
+  r.modulation = pai(3.0, 0, 2);
+  r.head_map_path.clear();
+  const std::vector<int64_t> boosted = pipe().run(r).token_ids;
+  r.head_map_path = dir + "/pai";  // no .png: the values go to pai.json
+  EXPECT_EQ(pipe().run(r).token_ids, boosted);
+  const std::vector<float> m3 = check(r.head_map_path, "head_map_pai_a3");
+  for (size_t i = 0; i < m3.size(); ++i) EXPECT_GT(m3[i], m0[i] + 1e-3) << i;
+  // run_batch runs a head-map request alone, with the same map
+  LlavaRequest other = r;
+  other.head_map_path.clear();
+  r.modulation = {};
+  r.head_map_path = dir + "/batch.png";
+  const auto items = pipe().run_batch({other, r}, 2);
+  ASSERT_TRUE(items[0].ok && items[1].ok) << items[0].error << items[1].error;
+  EXPECT_EQ(items[1].result.token_ids, plain);
+  check(r.head_map_path, "head_map");
+  // contrastive decoding: the map of the request's own branch (RITUAL leaves it unmodulated)
+  ModulationConfig rc;
+  rc.method = ModMethod::RITUAL;
+  rc.transform = ImageTransformKind::VFlip;
+  r.modulation.items = {rc};
+  r.head_map_path = dir + "/ritual.png";
+  pipe().run(r);
+  check(r.head_map_path, "head_map");
+  // adhh decides on the device from its own class mass: refused, naming the method
+  ModulationConfig ad;
+  ad.method = ModMethod::ADHH;
+  ad.heads = {{0, 1}};
+  ad.path = "$.llava.modulation[0]";
+  r.modulation.items = {ad};
+  EXPECT_NE(error_of([&] { pipe().run(r); }).find("$.llava.modulation[0]: save_head_map with adhh is not supported"),
+            std::string::npos);
+  EXPECT_EQ(head_map_json_path("a/b.png"), "a/b.json");
+  EXPECT_EQ(head_map_json_path("a/b"), "a/b.json");
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Modulation, VarMatchesReference) {
   Checkpoint g(golden_dir() + "/tiny_llava_var.safetensors");
   const std::vector<float> prm = g.load("var.params", Device::cpu(), DType::F32).to_floats();
@@ -290,4 +482,33 @@ TEST(Modulation, VarSpecErrors) {
             std::string::npos);
   s.items.push_back(parse(R"({"method": "pai", "start_layer": 0})"));
   EXPECT_NE(error_of([&] { s.resolve(2); }).find("var with pai"), std::string::npos);
+}
+
+// VAR in continuous batching: each slot's sinks come from its own prefill (and are cleared when the
+// slot is refilled), so run_batch gives run()'s tokens. The strong setting (tau 1: ~200 sinks of 576
+// image tokens; p = 0) changes the greedy tokens, so a mix-up between slots would show.
+TEST(Modulation, VarInBatchesEqualsSingleRuns) {
+  ModulationConfig c;
+  c.method = ModMethod::VAR;
+  c.sink_dims = {3, 17};
+  c.tau = 1.0, c.p = 0, c.rho = 0.5, c.summ = 0.2;
+  c.start_layer = 0;
+  ModulationSet s;
+  s.items.push_back(c);
+  s.resolve(2);
+  LlavaRequest r1, r2, r3;
+  r1.image = r3.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r2.image = source_dir() + "/assets/images/chelsea.png";
+  r1.prompt = "What is unusual about this image?";
+  r2.prompt = "Describe it.";
+  r3.prompt = "Is there a man?";
+  for (LlavaRequest* r : {&r1, &r2, &r3}) r->max_new_tokens = r->min_new_tokens = 6;
+  const std::vector<int64_t> plain = pipe().run(r1).token_ids;
+  for (LlavaRequest* r : {&r1, &r2, &r3}) r->modulation = s;
+  EXPECT_NE(pipe().run(r1).token_ids, plain);
+  const auto items = pipe().run_batch({r1, r2, r3}, 2);  // r3 refills a slot
+  for (size_t i = 0; i < items.size(); ++i) {
+    ASSERT_TRUE(items[i].ok) << items[i].error;
+    EXPECT_EQ(items[i].result.token_ids, pipe().run(i == 0 ? r1 : i == 1 ? r2 : r3).token_ids) << i;
+  }
 }

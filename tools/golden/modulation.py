@@ -58,17 +58,34 @@ class PaiLlava(TinyLlava):
         return x + self.lin(h, p + "mlp.down_proj"), a, k
 
 
+class HeadMapLlava(PaiLlava):
+    """PaiLlava that records, in the prefill, each layer's per-head attention mass of the last prompt
+    row on the image keys (the final softmax rows, PAI's boost included): mass [layers, heads]."""
+
+    def layer(self, l, x, pos, cache):
+        out = super().layer(l, x, pos, cache)
+        if x.shape[0] > 1:
+            if not hasattr(self, "mass"):
+                self.mass = torch.zeros(self.layers, self.heads)
+            img = (cache.pos >= self.span[0]) & (cache.pos < self.span[1])
+            self.mass[l] = out[1][:, -1, img].sum(-1)
+        return out
+
+
 def log_softmax(x):
     return torch.log_softmax(x, dim=-1)
 
 
 def contrastive(method, l_img, l_neg, prm):
     """The combined next-token scores (docs/modulation.md). l_img / l_neg: [V] logits of the image
-    branch and the negative branch. VCD: (1 + a) l_img - a l_neg on raw logits; PAI: gamma (s - u) + u
-    on log-softmax scores. Plausibility: tokens whose image-branch probability is below beta times
+    branch and the negative branch. VCD: (1 + a) l_img - a l_neg on raw logits; RITUAL: l_img +
+    alpha_pos l_neg (l_neg: the transformed image's logits); PAI: gamma (s - u) + u on log-softmax scores. Plausibility: tokens whose image-branch probability is below beta times
     the largest are -inf (cut-off log beta + max on the image branch's logits / log-probs)."""
     if method == "vcd":
         cd = (1 + prm["cd_alpha"]) * l_img - prm["cd_alpha"] * l_neg
+        ref = l_img
+    elif method == "ritual":
+        cd = l_img + prm["alpha_pos"] * l_neg
         ref = l_img
     else:
         s_, u = log_softmax(l_img), log_softmax(l_neg)
@@ -211,6 +228,30 @@ def main():
     out["adhh.logits_last"], out["adhh.greedy"] = logits[0].float(), torch.tensor(greedy, dtype=torch.int32)
     meta["adhh"] = {"method": "adhh", "heads": m_ad.adhh, "threshold": 0.022}
     print("adhh         greedy %s" % greedy)
+
+    # RITUAL (sangminwoo/RITUAL ritual_utils/ritual_sample.py): the second branch is the same prompt
+    # with the raw image transformed before preprocessing; l + alpha_pos l_pos, cut-off on l. With
+    # the transform fixed to hflip: a horizontal flip commutes with this image's resize and centre
+    # crop (570 x 380 -> 504 x 336 -> columns 84..419, symmetric), so the branch's pixels are the
+    # flipped pixel_values (tests/pipelines/test_modulation.cpp checks that on the engine's side).
+    prm = {"alpha_pos": 3.0, "beta": 0.1, "transform": "hflip"}
+    hs, _, _ = base.vit(golden["pixel_values"].flip(-1))
+    e_pos = P.embeds(base, base.project(hs[base.feature_hs][1:]))
+    l_pos, _, _ = base.prefill(e_pos)
+    first, toks = decode_pair(base, base, P.embeds(base, P.image), e_pos, "ritual", prm, N_NEW)
+    out["ritual_hflip.logits_pos"], out["ritual_hflip.scores"] = l_pos[0].float(), first.float()
+    out["ritual_hflip.greedy"] = torch.tensor(toks, dtype=torch.int32)
+    meta["ritual_hflip"] = {"method": "ritual", **prm}
+    print("ritual_hflip kept %d of %d tokens; greedy %s" % (int(torch.isfinite(first).sum()), first.numel(), toks))
+
+    # --save-head-map: per layer and head, the last prompt row's attention mass on the image tokens,
+    # without modulation and with PAI (alpha 3 in layers 0-1, which moves mass onto the image)
+    for name, alpha in (("head_map", 0.0), ("head_map_pai_a3", 3.0)):
+        m_hm = HeadMapLlava(os.path.join(gdir, "tiny_llava"), (P.S, P.S + P.N), alpha, 0, 2)
+        m_hm.prefill(P.embeds(m_hm, P.image))
+        out[name + ".image_mass"] = m_hm.mass.float()
+        meta[name] = {"what": "last prompt row's attention mass on the image keys [layers, heads]", "pai_alpha": alpha}
+        print("%-15s %s" % (name, [[round(float(v), 5) for v in r] for r in m_hm.mass]))
 
     path = os.path.join(gdir, "tiny_llava_modulation.safetensors")
     write_safetensors(path, out, {"meta": json.dumps({"configs": meta, "greedy": "%d tokens, EOS masked" % N_NEW,
