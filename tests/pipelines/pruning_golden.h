@@ -97,6 +97,19 @@ inline std::map<std::string, PruningConfig> prune_golden_configs() {
 }
 
 // mod: attention modulation applied in every forward (docs/modulation.md), or none.
+// VAR in a setting whose effect stands far above bf16 noise on the tiny model: sink dims 3 and 17,
+// tau 1 (~200 of 576 image tokens are sinks), p = 0 (all of their weight moved), from layer 0.
+inline ModulationSet strong_var() {
+  ModulationConfig c;
+  c.method = ModMethod::VAR;
+  c.sink_dims = {3, 17};
+  c.tau = 1.0, c.p = 0, c.rho = 0.5, c.summ = 0.2;
+  c.start_layer = 0;
+  ModulationSet s;
+  s.items.push_back(c);
+  return s;
+}
+
 inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t new_tokens = 16,
                            ModulationSet mod = {}, std::vector<uint8_t> image_classes = {}) {
   const LlamaModel& lm = pipe.language_model();

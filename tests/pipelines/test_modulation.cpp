@@ -488,13 +488,7 @@ TEST(Modulation, VarSpecErrors) {
 // slot is refilled), so run_batch gives run()'s tokens. The strong setting (tau 1: ~200 sinks of 576
 // image tokens; p = 0) changes the greedy tokens, so a mix-up between slots would show.
 TEST(Modulation, VarInBatchesEqualsSingleRuns) {
-  ModulationConfig c;
-  c.method = ModMethod::VAR;
-  c.sink_dims = {3, 17};
-  c.tau = 1.0, c.p = 0, c.rho = 0.5, c.summ = 0.2;
-  c.start_layer = 0;
-  ModulationSet s;
-  s.items.push_back(c);
+  ModulationSet s = strong_var();
   s.resolve(2);
   LlavaRequest r1, r2, r3;
   r1.image = r3.image = source_dir() + "/assets/images/extreme_ironing.jpg";

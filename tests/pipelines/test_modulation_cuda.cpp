@@ -67,13 +67,7 @@ TEST(ModulationCuda, VarMatchesCpuWithinBf16) {
   MMATTN_REQUIRE_GPU();
   static LlavaPipeline gpu(golden_dir() + "/tiny_llava", Device::cuda(), DType::BF16);
   static LlavaPipeline cpu(golden_dir() + "/tiny_llava", Device::cpu(), DType::F32);
-  ModulationConfig c;
-  c.method = ModMethod::VAR;
-  c.sink_dims = {3, 17};
-  c.tau = 1.0, c.p = 0, c.rho = 0.5, c.summ = 0.2;
-  c.start_layer = 0;
-  ModulationSet s;
-  s.items.push_back(c);
+  ModulationSet s = strong_var();
   const PruneRun want = run_pruned(cpu, PruningConfig{}, 4, s), plain = run_pruned(cpu, PruningConfig{}, 4);
   const PruneRun got = run_pruned(gpu, PruningConfig{}, 4, s);
   for (size_t l = 0; l < want.sinks.size(); ++l) {
