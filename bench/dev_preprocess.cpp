@@ -1,5 +1,5 @@
 // Times the CPU image path of a LLaVA request piece by piece (JPEG decode, CLIP resize + crop,
-// normalise, upload when a GPU exists): dev_preprocess [image] [reps]
+// normalise, upload when a GPU exists; then the GPU path of clip_preprocess_to): dev_preprocess [image] [reps]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -34,10 +34,19 @@ int main(int argc, char** argv) {
   std::printf("resize+crop %.3f ms (%dx%d -> %dx%d)\n", median_ms([&] { crop = clip_resize_crop(img, cfg); }, reps),
               img.width, img.height, crop.width, crop.height);
   std::printf("normalize  %.3f ms\n", median_ms([&] { px = clip_normalize(crop, cfg); }, reps));
-  if (cuda_available())
+  if (cuda_available()) {
     std::printf("upload     %.3f ms\n", median_ms([&] {
                   Tensor g = px.unsqueeze(0).to(Device::cuda(), DType::BF16);
                   synchronize();
                 }, reps));
+    std::printf("on the GPU: resize+crop+normalize+upload %.3f ms\n", median_ms([&] {
+                  Tensor g = clip_preprocess_to(img, cfg, Device::cuda(), DType::BF16);
+                  synchronize();
+                }, reps));
+    std::printf("on the GPU with decode %.3f ms\n", median_ms([&] {
+                  Tensor g = clip_preprocess_to(load_image(path), cfg, Device::cuda(), DType::BF16);
+                  synchronize();
+                }, reps));
+  }
   return 0;
 }

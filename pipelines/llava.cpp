@@ -159,7 +159,7 @@ struct LlavaPipeline::Sequence {
   Tensor embeds;                 // [1, L, hidden], from encode(); released after the prefill
   PruningConfig pruning;         // the request's, resolved against the model
   ModulationSet modulation;
-  Image crop;                    // the preprocessed image (kept-map and vflowopt entropy)
+  Image crop;                    // the preprocessed 8-bit image, when needs_crop()
   std::vector<int64_t> patch;    // per image row of the prompt: its patch (-1: [CLS] / merged)
   std::vector<float> row_importance;
   std::pair<int64_t, int64_t> span{0, 0};  // image rows [first, first + count) of the prompt
@@ -168,6 +168,13 @@ struct LlavaPipeline::Sequence {
   Sampler sampler;
   IncrementalDecoder dec;
   StopStringFilter filter;
+  // The host copy of the preprocessed image is needed by the kept map, VFlowOpt's patch entropy
+  // and the VCD / DAMRO branches (everything else uses the device pixels only).
+  bool needs_crop() const {
+    const ModulationConfig* cd = modulation.contrastive();
+    return !req.kept_map_path.empty() || pruning.method == PruneMethod::VFlowOpt ||
+           (cd && (cd->method == ModMethod::VCD || cd->method == ModMethod::DAMRO));
+  }
   Clock::time_point t0, t1, t2, t_first;
 
   void emit(const std::string& s) const {
@@ -249,7 +256,7 @@ std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest&
   return s;
 }
 
-Image LlavaPipeline::load_crop(const LlavaRequest& req, const ModulationConfig* ritual) const {
+Image LlavaPipeline::load_source(const LlavaRequest& req, const ModulationConfig* ritual) const {
   Image img = load_image(req.image);
   MMATTN_CHECK(!img.empty(), FormatError, req.image, ": empty image (", img.width, "x", img.height, ")");
   if (ritual) {
@@ -258,15 +265,19 @@ Image LlavaPipeline::load_crop(const LlavaRequest& req, const ModulationConfig* 
     MMATTN_DEBUG("ritual: ", req.image, ": ", t.describe());
     img = apply_image_transform(img, t);
   }
-  ClipPreprocessConfig pre = pre_;
-  pre.pad_to_square = req.pad_to_square;
-  return clip_resize_crop(img, pre);
+  return img;
 }
 
-Tensor LlavaPipeline::prepare_pixels(Sequence& s, std::future<Image>* crop) const {
+Tensor LlavaPipeline::preprocess(const Image& img, const LlavaRequest& req, Image* crop) const {
+  ClipPreprocessConfig pre = pre_;
+  pre.pad_to_square = req.pad_to_square;
+  return clip_preprocess_to(img, pre, device_, dtype_, crop).unsqueeze(0);  // [1, 3, H, W]
+}
+
+Tensor LlavaPipeline::prepare_pixels(Sequence& s, std::future<Image>* source) const {
   s.t0 = Clock::now();
-  s.crop = crop ? crop->get() : load_crop(s.req);
-  Tensor px = clip_normalize(s.crop, pre_).unsqueeze(0).to(device_, dtype_);  // [1, 3, H, W]
+  const Image img = source ? source->get() : load_source(s.req);
+  Tensor px = preprocess(img, s.req, s.needs_crop() ? &s.crop : nullptr);
   if (device_.is_cuda()) synchronize();
   s.t1 = Clock::now();
   return px;
@@ -440,7 +451,7 @@ LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const Mo
     Tensor px = req.branch_pixels.defined() ? req.branch_pixels
                 : cd.method == ModMethod::VCD
                     ? vcd_noised_pixels(clip_normalize(s->crop, pre_).unsqueeze(0), cd.noise_step, req.sampling.seed)
-                    : clip_normalize(load_crop(req, &cd), pre_).unsqueeze(0);
+                    : preprocess(load_source(req, &cd), req);
     const Tensor feats = encoder_->encode(px.to(device_, dtype_));  // [1, N, hidden]
     const Tensor ids = Tensor::from_vector<int64_t>(s->history, {1, int64_t(s->history.size())});
     neg = llava_input_embeds(*lm_, ids, feats, cfg_.image_token_index);
@@ -552,14 +563,15 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
   }
 
   const int64_t B = std::min<int64_t>(max_batch, int64_t(n_ok));
-  // Images are decoded and resized on worker threads, up to 2 B requests ahead of admission, so
-  // the CPU part overlaps the GPU work of the requests before them.
-  std::vector<std::future<Image>> crops(reqs.size());
+  // Images are decoded on worker threads, up to 2 B requests ahead of admission, so the CPU part
+  // overlaps the GPU work of the requests before them.
+  std::vector<std::future<Image>> sources(reqs.size());
   size_t prefetched = 0;
   auto prefetch = [&](size_t upto) {
     for (; prefetched < std::min(upto, reqs.size()); ++prefetched)
       if (planned[prefetched])
-        crops[prefetched] = std::async(std::launch::async, [this, &reqs, i = prefetched] { return load_crop(reqs[i]); });
+        sources[prefetched] =
+            std::async(std::launch::async, [this, &reqs, i = prefetched] { return load_source(reqs[i]); });
   };
   prefetch(size_t(2 * B));
   KVCache cache = lm_->make_cache(B, max_len);
@@ -607,7 +619,7 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
         if (!planned[i]) continue;  // failed validation: already reported
         prefetch(i + 1 + size_t(2 * B));
         try {
-          admitted_px.push_back(prepare_pixels(*planned[i], &crops[i]));
+          admitted_px.push_back(prepare_pixels(*planned[i], &sources[i]));
         } catch (const std::exception& e) {
           planned[i].reset();
           fail(i, e);

@@ -138,9 +138,9 @@ class LlavaPipeline {
   // Validates the request and tokenizes its prompt; ConfigError when it cannot fit the context.
   std::unique_ptr<Sequence> plan(const LlavaRequest& req) const;
   // Image -> preprocess -> vision tower -> prompt embeddings [1, L, hidden] (and the timings).
-  // Image -> pixels on the device (s.crop, timings). `crop`: the request's image already loaded
-  // and resized + cropped (run_batch prepares them on worker threads); null = load it here.
-  Tensor prepare_pixels(Sequence& s, std::future<Image>* crop = nullptr) const;
+  // Image -> pixels on the device (s.crop when needed, timings). `source`: the request's image
+  // already decoded (run_batch decodes on worker threads); null = load it here.
+  Tensor prepare_pixels(Sequence& s, std::future<Image>* source = nullptr) const;
   // Vision tower + projector for several requests (one batched pass for those without a stage
   // before the LLM), then each one's prompt embeddings.
   void encode_batch(const std::vector<Sequence*>& seqs, const std::vector<Tensor>& pixels) const;
@@ -151,9 +151,12 @@ class LlavaPipeline {
   Tensor prefill(const Tensor& embeds, const std::vector<int>& n_valid, KVCache& cache, LlamaForwardOptions& opt) const;
   // run() with a contrastive method: the request and its negative branch decoded as one batch.
   LlavaResult run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const;
-  // The CPU part of a request's image path: decode, [RITUAL's transform of the raw image], pad,
-  // CLIP resize + crop (thread-safe).
-  Image load_crop(const LlavaRequest& req, const ModulationConfig* ritual = nullptr) const;
+  // The CPU part of a request's image path: decode, [RITUAL's transform of the raw image]
+  // (thread-safe).
+  Image load_source(const LlavaRequest& req, const ModulationConfig* ritual = nullptr) const;
+  // The request's CLIP preprocessing (its pad_to_square) on the pipeline's device: pixels
+  // [1, 3, H, W] in the pipeline's dtype; `crop`, when given, gets the 8-bit crop.
+  Tensor preprocess(const Image& img, const LlavaRequest& req, Image* crop = nullptr) const;
   void finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const;
 
   std::string dir_;

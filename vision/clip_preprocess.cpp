@@ -201,4 +201,100 @@ Tensor clip_preprocess(const Image& img, const ClipPreprocessConfig& cfg) {
   return clip_normalize(clip_resize_crop(img, cfg), cfg);
 }
 
+Tensor clip_preprocess_to(const Image& img, const ClipPreprocessConfig& cfg, Device dev, DType dtype, Image* crop) {
+  MMATTN_CHECK(is_float(dtype), ShapeError, "clip_preprocess: pixels must be a float dtype, got ", dtype_name(dtype));
+  if (!dev.is_cuda()) {
+    Image c = clip_resize_crop(img, cfg);
+    Tensor px = clip_normalize(c, cfg).to(dtype);
+    if (crop) *crop = std::move(c);
+    return px;
+  }
+#if MMATTN_HAS_CUDA
+  MMATTN_CHECK(!img.empty(), ShapeError, "clip_preprocess: empty image (", img.width, "x", img.height, ")");
+  MMATTN_CHECK(img.rgb.size() == size_t(img.width) * img.height * 3, ShapeError, "clip_preprocess: image of ",
+               img.width, "x", img.height, " holds ", img.rgb.size(), " bytes");
+  cfg.validate();
+  ClipPreprocessParams p;
+  p.src_w = img.width;
+  p.src_h = img.height;
+  // expand2square's canvas, as expand_to_square places the image
+  p.canvas_w = p.canvas_h = std::max(img.width, img.height);
+  if (!cfg.pad_to_square) {
+    p.canvas_w = img.width;
+    p.canvas_h = img.height;
+  }
+  p.pad_x = (p.canvas_w - img.width) / 2;
+  p.pad_y = (p.canvas_h - img.height) / 2;
+  const std::array<uint8_t, 3> bg = mean_color_u8(cfg.mean);
+  std::copy(bg.begin(), bg.end(), p.background);
+  p.out_w = p.canvas_w;
+  p.out_h = p.canvas_h;
+  if (cfg.do_resize) {
+    const auto [w, h] = clip_resize_size(p.canvas_w, p.canvas_h, cfg);
+    MMATTN_CHECK(w > 0 && h > 0, ShapeError, "clip_preprocess: a ", p.canvas_w, "x", p.canvas_h,
+                 " image would be resized to ", w, "x", h);
+    p.out_w = w;
+    p.out_h = h;
+  }
+  p.horizontal = p.out_w != p.canvas_w;
+  p.vertical = p.out_h != p.canvas_h;
+  // The taps of both passes in one upload: first, count, w of the horizontal pass, then the vertical.
+  std::vector<int32_t> taps;
+  size_t off[6] = {0, 0, 0, 0, 0, 0};
+  auto add_taps = [&](int in, int out, size_t* o, int* ksize, int* precision) {
+    const ResampleTaps t = resample_taps(in, out, cfg.resample, cfg.resize_impl);
+    *ksize = t.ksize;
+    *precision = t.precision;
+    o[0] = taps.size();
+    taps.insert(taps.end(), t.first.begin(), t.first.end());
+    o[1] = taps.size();
+    taps.insert(taps.end(), t.count.begin(), t.count.end());
+    o[2] = taps.size();
+    taps.insert(taps.end(), t.w.begin(), t.w.end());
+  };
+  if (p.horizontal) add_taps(p.canvas_w, p.out_w, off, &p.h_ksize, &p.h_precision);
+  if (p.vertical) add_taps(p.canvas_h, p.out_h, off + 3, &p.v_ksize, &p.v_precision);
+  // the center crop (center_crop's offsets: crop pixel (x, y) is resized pixel (x + left - px, y + top - py))
+  p.crop_w = p.out_w;
+  p.crop_h = p.out_h;
+  if (cfg.do_center_crop) {
+    MMATTN_CHECK(cfg.crop_w > 0 && cfg.crop_h > 0, ShapeError, "center_crop: crop size ", cfg.crop_w, "x", cfg.crop_h);
+    const int pw = std::max(p.out_w, cfg.crop_w), ph = std::max(p.out_h, cfg.crop_h);
+    const int ru = cfg.resize_impl == ResampleImpl::kPillow ? 1 : 0;
+    p.crop_x = (pw - cfg.crop_w) / 2 - (pw - p.out_w + ru) / 2;
+    p.crop_y = (ph - cfg.crop_h) / 2 - (ph - p.out_h + ru) / 2;
+    p.crop_w = cfg.crop_w;
+    p.crop_h = cfg.crop_h;
+  }
+  p.scale = cfg.do_rescale ? cfg.rescale : 1.f;
+  for (int c = 0; c < 3; ++c) {
+    p.mean[c] = cfg.do_normalize ? cfg.mean[c] : 0.f;
+    p.std[c] = cfg.do_normalize ? cfg.std[c] : 1.f;
+  }
+
+  const Tensor src = Tensor::from_blob(const_cast<uint8_t*>(img.rgb.data()), {img.height, img.width, 3}, DType::U8,
+                                       Device::cpu(), nullptr)
+                         .to(dev);
+  const Tensor taps_d = taps.empty() ? Tensor() : Tensor::from_vector(taps, {int64_t(taps.size())}).to(dev);
+  const Tensor tmp = p.horizontal && p.vertical ? Tensor::empty({p.canvas_h, p.out_w, 3}, DType::U8, dev) : Tensor();
+  Tensor y = Tensor::empty({3, p.crop_h, p.crop_w}, dtype, dev);
+  const Tensor crop_u8 = crop ? Tensor::empty({p.crop_h, p.crop_w, 3}, DType::U8, dev) : Tensor();
+  p.src = src.data<uint8_t>();
+  if (taps_d.defined()) {
+    const int32_t* t = taps_d.data<int32_t>();
+    p.h_first = t + off[0], p.h_count = t + off[1], p.h_w = t + off[2];
+    p.v_first = t + off[3], p.v_count = t + off[4], p.v_w = t + off[5];
+  }
+  p.tmp = tmp.defined() ? tmp.data<uint8_t>() : nullptr;
+  p.y = y.data_ptr();
+  p.y_dtype = dtype;
+  p.crop_u8 = crop ? crop_u8.data<uint8_t>() : nullptr;
+  clip_preprocess_cuda(p, current_stream());
+  if (crop) *crop = Image::from_tensor(crop_u8);
+  return y;
+#else
+  MMATTN_THROW(CudaError, "clip_preprocess: this build of mmattn has no CUDA support");
+#endif
+}
+
 }  // namespace mmattn

@@ -75,4 +75,39 @@ Tensor clip_preprocess(const Image& img, const ClipPreprocessConfig& cfg);
 // Rescale + normalise only (HWC uint8 -> CHW f32).
 Tensor clip_normalize(const Image& img, const ClipPreprocessConfig& cfg);
 
+// The full preprocessing straight to `dtype` pixels [3, crop_h, crop_w] on `dev`, equal bit for
+// bit to clip_preprocess(img, cfg).to(dev, dtype). On CUDA only the decoded 8-bit image and the
+// resampling taps go up; expand2square (virtual: no padded copy), both resampling passes, the crop
+// and the normalise run as two kernels with the same fixed-point taps and the same f32 operations
+// (no FMA contraction) as the host path. `crop`, when given, receives clip_resize_crop's uint8
+// image (on CUDA: downloaded, a synchronisation; ask only when it is needed). float dtypes only.
+Tensor clip_preprocess_to(const Image& img, const ClipPreprocessConfig& cfg, Device dev, DType dtype,
+                          Image* crop = nullptr);
+
+// The CUDA kernels' parameters (vision/clip_preprocess_cuda.cu). The source is a virtual canvas of
+// canvas_w x canvas_h: the image at (pad_x, pad_y), `background` elsewhere (expand2square; no
+// padding: canvas = image). Horizontal pass canvas -> tmp [canvas_h, out_w] (skipped when
+// !horizontal: tmp unused, the vertical pass reads the canvas); vertical pass + center crop +
+// normalise -> y [3, crop_h, crop_w] (and crop_u8 [crop_h, crop_w, 3] when not null). Crop pixel
+// (x, y) is resized pixel (x + crop_x, y + crop_y), zero outside [0, out_w) x [0, out_h).
+struct ClipPreprocessParams {
+  const uint8_t* src = nullptr;  // [src_h, src_w, 3]
+  int src_w = 0, src_h = 0;
+  int canvas_w = 0, canvas_h = 0, pad_x = 0, pad_y = 0;
+  uint8_t background[3] = {0, 0, 0};
+  bool horizontal = true, vertical = true;
+  int out_w = 0, out_h = 0;  // resized size
+  // Taps (ResampleTaps, device int32): first[out], count[out], w[out * ksize]
+  const int32_t *h_first = nullptr, *h_count = nullptr, *h_w = nullptr;
+  const int32_t *v_first = nullptr, *v_count = nullptr, *v_w = nullptr;
+  int h_ksize = 0, h_precision = 0, v_ksize = 0, v_precision = 0;
+  uint8_t* tmp = nullptr;  // [canvas_h, out_w, 3]
+  int crop_w = 0, crop_h = 0, crop_x = 0, crop_y = 0;
+  float scale = 1.f, mean[3] = {0.f, 0.f, 0.f}, std[3] = {1.f, 1.f, 1.f};
+  void* y = nullptr;  // [3, crop_h, crop_w] of y_dtype
+  DType y_dtype = DType::F32;
+  uint8_t* crop_u8 = nullptr;
+};
+void clip_preprocess_cuda(const ClipPreprocessParams& p, StreamHandle s);
+
 }  // namespace mmattn

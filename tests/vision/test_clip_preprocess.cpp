@@ -469,6 +469,23 @@ TEST(ClipPreprocess, NormalisesToChw) {
   EXPECT_NEAR(clip_preprocess(img, cfg).to_floats()[5], 51.f, 1e-7);
 }
 
+// clip_preprocess_to on the CPU: the host path in the asked dtype, the crop handed back (the CUDA
+// path is checked bit for bit against this in test_clip_preprocess_cuda).
+TEST(ClipPreprocess, ToDeviceOnTheCpu) {
+  const Image img = load_image(images_dir() + "/extreme_ironing.jpg");
+  ClipPreprocessConfig cfg;
+  cfg.pad_to_square = true;
+  Image crop;
+  const Tensor t = clip_preprocess_to(img, cfg, Device::cpu(), DType::BF16, &crop);
+  ASSERT_EQ(t.dtype(), DType::BF16);
+  ASSERT_EQ(t.shape(), (Shape{3, 336, 336}));
+  const Image want = clip_resize_crop(img, cfg);
+  EXPECT_TRUE(crop.rgb == want.rgb);
+  EXPECT_EQ(t.to_floats(), clip_normalize(want, cfg).to(DType::BF16).to_floats());
+  EXPECT_THROW(clip_preprocess_to(img, cfg, Device::cpu(), DType::U8), ShapeError);
+  EXPECT_THROW(clip_preprocess_to(Image(), cfg, Device::cpu(), DType::F32), ShapeError);
+}
+
 // ------------------------------------------------------------------------------------------------
 // preprocessor_config.json
 
