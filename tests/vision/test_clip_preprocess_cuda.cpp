@@ -25,12 +25,10 @@ Image random_image(int w, int h, uint32_t seed) {
 
 std::vector<std::pair<std::string, Image>> test_images() {
   std::vector<std::pair<std::string, Image>> out;
-  const std::string dir = source_dir() + "/assets/images";
-  for (const std::string sub : {"", "/skimage"})
-    for (const auto& e : fs::directory_iterator(dir + sub)) {
-      const std::string ext = e.path().extension().string();
-      if (ext == ".jpg" || ext == ".png") out.emplace_back(e.path().filename().string(), load_image(e.path().string()));
-    }
+  for (const auto& e : fs::directory_iterator(source_dir() + "/assets/images")) {
+    const std::string ext = e.path().extension().string();
+    if (ext == ".jpg" || ext == ".png") out.emplace_back(e.path().filename().string(), load_image(e.path().string()));
+  }
   out.emplace_back("1x1", random_image(1, 1, 1));
   out.emplace_back("strip 400x3", random_image(400, 3, 2));
   out.emplace_back("small 37x23 (upscaled)", random_image(37, 23, 3));

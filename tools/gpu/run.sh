@@ -83,6 +83,9 @@ fi
 if has llava7b; then
   log "llava7b benchmark"
   PYTHONUNBUFFERED=1 python3 bench/peer_llava7b.py --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
+  for img in extreme_ironing.jpg waterview.jpg; do
+    build-gpu/bench/dev_preprocess assets/images/$img 30 2>&1 | tee -a "$OUT/bench.log" || status=1
+  done
   build-gpu/bench/bench_llava7b --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
   build-gpu/bench/bench_pruning --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
   build-gpu/bench/bench_eval --out bench/results 2>&1 | tee -a "$OUT/bench.log" || status=1
