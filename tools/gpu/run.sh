@@ -63,10 +63,11 @@ if has test; then
   tail -4 "$OUT/ctest_all.log"
 fi
 
+# the commit the result files name (the device copy has no .git: .commit, written before the call)
+export MMATTN_COMMIT=${MMATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown)}
 if has bench; then
   log "benchmarks"
   mkdir -p bench/results
-  export MMATTN_COMMIT=${MMATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown)}
   # peers first (PyTorch on the same shapes), then ours, which merges the peer numbers in
   for p in bench/peer_*.py; do
     [ -f "$p" ] || continue
