@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
       req.pruning = c;
       pipe.run(req);  // warm-up
       std::vector<double> t, tp, tv;
-      for (int i = 0; i < 5; ++i) {
+      for (int i = 0; i < 11; ++i) {  // medians of 11: single runs move by +-2 ms (host jitter)
         const LlavaResult res = pipe.run(req);
         t.push_back(res.timings.prefill_ms);
         tp.push_back(res.timings.load_preprocess_ms);

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/ops/concat.h"
+#include "core/ops/diversity.h"
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
 #include "core/ops/reduce.h"
@@ -368,31 +369,8 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
     }
     case PruneMethod::DivPrune: {
       const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
-      const std::vector<float> c = cosine(v, v);                       // [N, N]
-      auto dist = [&](int64_t i, int64_t j) { return 1.f - c[size_t(i * n + j)]; };
-      int64_t first = 0;
-      float best = -INFINITY;
-      for (int64_t j = 0; j < n; ++j) {
-        float nearest = INFINITY;
-        for (int64_t k = 0; k < n; ++k)
-          if (k != j) nearest = std::min(nearest, dist(k, j));
-        if (nearest > best) best = nearest, first = j;
-      }
-      std::vector<float> to_sel(size_t(n), INFINITY);
-      std::vector<bool> taken(size_t(n), false);
-      int64_t cur = first;
-      for (int64_t s = 0; s < cfg.keep; ++s) {
-        taken[size_t(cur)] = true;
-        kept.push_back(cur);
-        int64_t nxt = -1;
-        float far = -INFINITY;
-        for (int64_t j = 0; j < n; ++j) {
-          to_sel[size_t(j)] = std::min(to_sel[size_t(j)], dist(cur, j));
-          if (!taken[size_t(j)] && to_sel[size_t(j)] > far) far = to_sel[size_t(j)], nxt = j;
-        }
-        if (nxt < 0) break;
-        cur = nxt;
-      }
+      const Tensor vf = v.to(DType::F32);
+      kept = greedy_max_min(matmul(vf, vf, /*transpose_b=*/true), vector_norm(vf, 2), cfg.keep);
       std::sort(kept.begin(), kept.end());
       out.features = combine_rows(select_matrix(kept, n), int64_t(kept.size()), v);
       out.patch = kept;

@@ -1,0 +1,90 @@
+// Greedy max-min selection (core/ops/diversity.h) in one block: thread t owns items t, t + 1024,
+// ... (their distance to the selection and taken flag in shared memory), and each step is one
+// pass over the owned items plus a block argmax with the host's tie rule (lower index wins).
+// Distances use explicit round-to-nearest operations in the host's order, so the selection is the
+// host's exactly.
+#include <cstdint>
+
+#include "core/cuda_types.cuh"
+#include "core/ops/diversity.h"
+
+namespace mmattn {
+
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kNone = 0x7fffffff;
+
+struct Best {
+  float v;
+  int i;
+};
+
+__device__ __forceinline__ Best pick(Best a, Best b) { return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a; }
+
+__device__ Best block_best(Best x, Best* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o; o >>= 1) x = pick(x, Best{__shfl_xor_sync(0xffffffffu, x.v, o), __shfl_xor_sync(0xffffffffu, x.i, o)});
+  if (lane == 0) sh[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    x = lane < kThreads / 32 ? sh[lane] : Best{-INFINITY, kNone};
+#pragma unroll
+    for (int o = 16; o; o >>= 1) x = pick(x, Best{__shfl_xor_sync(0xffffffffu, x.v, o), __shfl_xor_sync(0xffffffffu, x.i, o)});
+    if (lane == 0) sh[32] = x;
+  }
+  __syncthreads();
+  const Best r = sh[32];
+  __syncthreads();  // sh is reused by the next call
+  return r;
+}
+
+__device__ __forceinline__ float dist(const GreedyMaxMinParams& p, int i, int j) {
+  const float nn = __fmul_rn(p.norms[i], p.norms[j]);
+  return __fsub_rn(1.f, __fdiv_rn(p.gram[int64_t(i) * p.n + j], nn < 1e-8f ? 1e-8f : nn));
+}
+
+__device__ __forceinline__ float min_keep(float m, float d) { return d < m ? d : m; }  // std::min(m, d)
+
+__global__ void __launch_bounds__(kThreads) greedy_max_min_kernel(GreedyMaxMinParams p) {
+  extern __shared__ float to_sel[];  // [n], then taken [n] bytes
+  uint8_t* taken = reinterpret_cast<uint8_t*>(to_sel + p.n);
+  __shared__ Best sh[33];
+  const int n = int(p.n);
+  for (int s = threadIdx.x; s < p.k; s += kThreads) p.out[s] = -1;
+  Best mine{-INFINITY, kNone};
+  for (int j = threadIdx.x; j < n; j += kThreads) {
+    float nearest = INFINITY;
+    for (int i = 0; i < n; ++i)
+      if (i != j) nearest = min_keep(nearest, dist(p, i, j));
+    if (nearest > mine.v) mine = Best{nearest, j};
+    to_sel[j] = INFINITY;
+    taken[j] = 0;
+  }
+  const Best first = block_best(mine, sh);
+  int cur = first.i == kNone ? 0 : first.i;
+  for (int s = 0; s < p.k; ++s) {
+    if (threadIdx.x == 0) p.out[s] = cur;
+    Best m{-INFINITY, kNone};
+    for (int j = threadIdx.x; j < n; j += kThreads) {
+      if (j == cur) taken[j] = 1;  // the owner marks it: no other thread reads taken[j]
+      const float t = min_keep(to_sel[j], dist(p, cur, j));
+      to_sel[j] = t;
+      if (!taken[j] && t > m.v) m = Best{t, j};
+    }
+    const Best nxt = block_best(m, sh);
+    if (nxt.i == kNone) break;
+    cur = nxt.i;
+  }
+}
+
+}  // namespace
+
+void greedy_max_min_cuda(const GreedyMaxMinParams& p, StreamHandle s) {
+  const size_t smem = size_t(p.n) * (sizeof(float) + 1);
+  greedy_max_min_kernel<<<1, kThreads, smem, s>>>(p);
+  MMATTN_CUDA_CHECK_LAUNCH("greedy_max_min");
+}
+
+}  // namespace mmattn
