@@ -15,7 +15,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 bool gemv_cuda_supported(const GemvParams& p) {
   if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
-  if (p.m < 1 || p.m > kGemvMaxRows || p.k < 8 || p.k % 8 != 0 || p.x_stride % 8 != 0) return false;
+  if (p.m < 1 || p.m > (p.input == GemvInput::Plain ? kGemvMaxRows : kGemvFusedMaxRows)) return false;
+  if (p.k < 8 || p.k % 8 != 0 || p.x_stride % 8 != 0) return false;
   if (p.n < 256) return false;  // too few rows to spread over the GPU: cuBLAS splits K instead
   if (p.x_stride < (p.input == GemvInput::SwiGLU ? 2 * p.k : p.k)) return false;
   if (p.n > INT32_MAX / 2 || p.k > INT32_MAX / 2 || p.m * p.x_stride > INT32_MAX) return false;

@@ -1,6 +1,7 @@
 #pragma once
-// Skinny products for decoding: y [m, n] (+)= x [m, k] @ W[n, k]^T + bias, m <= 2, f16/bf16,
-// f32 accumulation. The weight is read exactly once, as 16-byte streaming loads that bypass L1;
+// Skinny products for decoding: y [m, n] (+)= x [m, k] @ W[n, k]^T + bias, m <= 8, f16/bf16,
+// f32 accumulation. Two kernels: m <= 2 on the CUDA cores (gemv_kernel, below), 3 <= m <= 8 on
+// the tensor cores (gemv_mma_kernel, further below; Plain input only). The weight is read exactly once, as 16-byte streaming loads that bypass L1;
 // the product is bound by the weight bytes, so the kernel's job is to keep enough loads in flight
 // on every multiprocessor (4 x 16 bytes per row per lane, 4 rows per warp at a time).
 //
@@ -24,6 +25,7 @@
 // products the next one's weight stream starts during this one's tail instead of after it.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -217,6 +219,124 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   }
 }
 
+// ---- 3 <= m <= 8: tensor cores (mma.sync m16n8k16, f32 accumulation) ----------------------------
+// A block owns 16 output rows; its 8 warps split K into contiguous slices. The weight rows are the
+// MMA's A operand (16 rows x 16 k), x^T its B operand (16 k x 8 columns = the m inputs, zero past
+// m). The k order inside an MMA is free as long as A and B agree, so every lane loads whole
+// 16-byte vectors: lane (g = lane / 4, t = lane % 4) reads weight rows g and g + 8 and x row g at
+// vector 4 s + t of step s, and feeds elements 0-3 to one MMA and 4-7 to the next, into the
+// fragment slots (2t, 2t + 1, 2t + 8, 2t + 9) that both operands use for the same lane. A step
+// reads 16 rows x 64 contiguous bytes.
+// Loads in flight: the weights go through a per-warp ring of kMmaStages stages of kMmaSteps steps
+// in shared memory with cp.async (L2 only), kMmaStages - 1 stages ahead of the MMAs; no registers
+// hold them, so the depth does not depend on the compiler's schedule. Each lane reads back only
+// the bytes it copied itself (no block synchronisation in the loop). The warps' partial 16 x 8
+// tiles are summed in shared memory in warp order (deterministic).
+constexpr int kMmaRows = 16;
+constexpr int kMmaSteps = 2;   // steps of 4 vectors (32 k) per stage
+constexpr int kMmaStages = 4;  // ring depth per warp
+constexpr int kMmaSmem = kWarps * kMmaStages * kMmaSteps * 2 * 32 * 16;  // bytes of dynamic shared memory
+
+template <class T>
+__device__ __forceinline__ void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global -> shared, through L2 only; src_bytes 0 writes zeros (reads nothing).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
+  extern __shared__ uint4 ring[];  // [warp][stage][step][row a | row b][lane]
+  __shared__ float part[kWarps][kMmaRows][8];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int kv = a.k / 8;
+  const int row0 = blockIdx.x * kMmaRows;
+  const uint4* w = static_cast<const uint4*>(a.w);
+  const uint4* wa = w + int64_t(min(row0 + g, a.n - 1)) * kv;
+  const uint4* wb = w + int64_t(min(row0 + g + 8, a.n - 1)) * kv;
+  const bool has_x = g < a.m;
+  const uint4* xr = static_cast<const uint4*>(a.x) + int64_t(has_x ? g : 0) * (a.x_stride / 8);
+  uint4* my = ring + warp * (kMmaStages * kMmaSteps * 2 * 32) + lane;
+  auto slot = [&](int stage, int u, int r) -> uint4* { return my + ((stage * kMmaSteps + u) * 2 + r) * 32; };
+
+  allow_next_grid();
+  const int steps = (kv + 3) / 4;  // steps of 4 vectors over K
+  const int per_warp = (steps + kWarps - 1) / kWarps;
+  const int s_begin = warp * per_warp, s_end = min(steps, s_begin + per_warp);
+  const int batches = s_end > s_begin ? (s_end - s_begin + kMmaSteps - 1) / kMmaSteps : 0;
+  // the weights do not depend on the kernels before: their first stages are issued before waiting
+  auto issue = [&](int b) {
+    if (b < batches)
+#pragma unroll
+      for (int u = 0; u < kMmaSteps; ++u) {
+        const int s = s_begin + b * kMmaSteps + u, v = 4 * s + t;
+        const bool in = s < s_end && v < kv;
+        cp_async16(slot(b % kMmaStages, u, 0), wa + (in ? v : 0), in ? 16 : 0);
+        cp_async16(slot(b % kMmaStages, u, 1), wb + (in ? v : 0), in ? 16 : 0);
+      }
+    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
+  };
+#pragma unroll
+  for (int b = 0; b < kMmaStages - 1; ++b) issue(b);
+  wait_for_previous_grid();  // x (and y, when accumulating) come from the kernels before
+
+  float c[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int b = 0; b < batches; ++b) {
+    issue(b + kMmaStages - 1);
+    uint4 vx[kMmaSteps];
+#pragma unroll
+    for (int u = 0; u < kMmaSteps; ++u) {
+      const int s = s_begin + b * kMmaSteps + u, v = 4 * s + t;
+      vx[u] = has_x && s < s_end && v < kv ? __ldg(xr + v) : make_uint4(0, 0, 0, 0);
+    }
+    cp_async_wait<kMmaStages - 1>();  // batch b has landed
+#pragma unroll
+    for (int u = 0; u < kMmaSteps; ++u) {
+      const uint4 va = *slot(b % kMmaStages, u, 0), vb = *slot(b % kMmaStages, u, 1);
+      mma_16x8x16<T>(c, va.x, vb.x, va.y, vb.y, vx[u].x, vx[u].y);
+      mma_16x8x16<T>(c, va.z, vb.z, va.w, vb.w, vx[u].z, vx[u].w);
+    }
+  }
+  cp_async_wait<0>();
+  // c0, c1: row g, columns (inputs) 2t, 2t + 1; c2, c3: row g + 8
+  part[warp][g][2 * t] = c[0];
+  part[warp][g][2 * t + 1] = c[1];
+  part[warp][g + 8][2 * t] = c[2];
+  part[warp][g + 8][2 * t + 1] = c[3];
+  __syncthreads();
+  if (threadIdx.x < kMmaRows * 8) {
+    const int r = threadIdx.x / 8, m = threadIdx.x % 8, row = row0 + r;
+    if (row < a.n && m < a.m) {
+      float v = 0.f;
+#pragma unroll
+      for (int i = 0; i < kWarps; ++i) v += part[i][r][m];
+      T* y = static_cast<T*>(a.y);
+      const T* bias = static_cast<const T*>(a.bias);
+      if (bias) v += to_f32(bias[row]);
+      if (a.accumulate) v += to_f32(y[int64_t(m) * a.n + row]);
+      y[int64_t(m) * a.n + row] = from_f32<T>(v);
+    }
+  }
+}
+
 // The dynamic shared memory a staged kernel may use on the current device: the per-block opt-in
 // limit less a margin for the kernels' static scratch (queried once per thread and device).
 inline int staged_smem_limit() {
@@ -232,14 +352,16 @@ inline int staged_smem_limit() {
   return it->second;
 }
 
-// One full wave of blocks (or fewer when there are fewer tasks). The device's SM count and the
-// kernel's occupancy per shared-memory size are queried once (per thread, per instantiation).
-// Staged kernels get the device's whole opt-in limit as their dynamic shared-memory ceiling (a
-// process-wide attribute: always the same value, so no thread lowers it under another).
-template <class T, int M, int ROWS, GemvInput IN>
-void launch(const Args& a, StreamHandle s) {
-  auto kernel = gemv_kernel<T, M, ROWS, IN>;
-  const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
+// One launch of `Kernel` (tasks of `rows` output rows, `warps_per_task` warps each) with
+// programmatic dependent launch where the device has it. Grid-stride kernels (one warp per task)
+// get one full wave of blocks (or fewer when there are fewer tasks); the others one block per
+// kWarps / warps_per_task tasks. The device's SM count and the kernel's occupancy per
+// shared-memory size are queried once (per thread, per kernel). Staged kernels get the device's
+// whole opt-in limit as their dynamic shared-memory ceiling (a process-wide attribute: always the
+// same value, so no thread lowers it under another).
+template <auto Kernel>
+void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, bool staged, StreamHandle s) {
+  auto kernel = Kernel;
   struct Cache {
     int device = -1, sms = 0;
     bool pdl = false;  // programmatic dependent launch (compute capability >= 9)
@@ -255,7 +377,7 @@ void launch(const Args& a, StreamHandle s) {
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     c.pdl = major >= 9;
-    if (IN != GemvInput::Plain)
+    if (staged)
       MMATTN_CUDA_CHECK(
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, staged_smem_limit()));
   }
@@ -267,8 +389,11 @@ void launch(const Args& a, StreamHandle s) {
                  " bytes of shared memory fits on a multiprocessor");
     it = c.per_sm.emplace(smem, per_sm).first;
   }
-  const int tasks = (a.n + ROWS - 1) / ROWS;
-  const int blocks = std::max(1, std::min((tasks + kWarps - 1) / kWarps, c.sms * it->second));
+  const int tasks = (a.n + rows - 1) / rows;
+  const int tasks_per_block = kWarps / warps_per_task;
+  int blocks = (tasks + tasks_per_block - 1) / tasks_per_block;
+  if (warps_per_task == 1) blocks = std::min(blocks, c.sms * it->second);  // one wave, grid-stride
+  blocks = std::max(1, blocks);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(blocks));
   cfg.blockDim = dim3(kThreads);
@@ -282,6 +407,12 @@ void launch(const Args& a, StreamHandle s) {
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
+template <class T, int M, int ROWS, GemvInput IN>
+void launch(const Args& a, StreamHandle s) {
+  const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
+  launch_kernel<gemv_kernel<T, M, ROWS, IN>>(a, ROWS, 1, smem, IN != GemvInput::Plain, s);
+}
+
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
 template <class T>
 void run(const Args& a, GemvInput in, StreamHandle s) {
@@ -292,10 +423,12 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
       case GemvInput::SwiGLU: launch<T, M, ROWS, GemvInput::SwiGLU>(a, s); break;
     }
   };
-  // Wider m is a template argument away, but measured slower than cuBLAS from m = 8 on (bench/NOTES.md):
-  // per weight element the f32 FMAs and conversions grow with m while the bytes do not.
+  // Wider m on the CUDA cores is a template argument away, but measured slower than cuBLAS at m = 8
+  // (bench/NOTES.md): per weight element the f32 FMAs and conversions grow with m while the bytes
+  // do not. From m = 3 the tensor-core kernel (Plain input) takes over.
   if (a.m <= 1) go.template operator()<1, 4>();
-  else go.template operator()<2, 4>();
+  else if (a.m <= 2) go.template operator()<2, 4>();
+  else launch_kernel<gemv_mma_kernel<T>>(a, kMmaRows, kWarps, kMmaSmem, true, s);
 }
 
 }  // namespace mmattn::gemv_detail

@@ -22,8 +22,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b = false);
 // Fused forms for transformer blocks (the residual add, the norm before a projection, the gated
 // activation before the down projection). Each equals the unfused composition except that the
 // residual add rounds once (y + x W^T + b in f32, then to the dtype; a GEMM with beta = 1) instead
-// of rounding the product first. On CUDA, decode-sized inputs (<= kGemvMaxRows rows) run as one skinny
-// kernel that reads the weight once (gemv); elsewhere the composition runs.
+// of rounding the product first. On CUDA, decode-sized inputs (<= kGemvFusedMaxRows rows) run as one
+// skinny kernel that reads the weight once (gemv); elsewhere the composition runs (whose products
+// take the skinny tensor-core kernel up to kGemvMaxRows rows).
 //   linear_add_(y [..., N], x [..., K], weight [N, K], bias?)     y += linear(x, weight, bias)
 //   rms_norm_linear(x, norm_weight [K], eps, weight, bias?)        linear(rms_norm(x, nw, eps), weight, bias)
 //   swiglu_linear_add_(y, gate_up [..., 2K], weight [N, K], bias?) y += linear(swiglu_fused(gate_up), ...)
@@ -75,12 +76,15 @@ struct GemvParams {
   GemvInput input = GemvInput::Plain;
   DType dtype = DType::BF16;
 };
-// Whether gemv_cuda takes p: f16/bf16, 1 <= m <= kGemvMaxRows, n >= 256, k % 8 == 0, x_stride % 8 == 0
-// and at least the row width, 16-byte aligned x / weight / norm_weight, sizes within int32, the
-// staged input (m rounded up to 1 or 2 rows of k) within the device's shared memory per block.
-// Measured on an H100 (bench/NOTES.md): m = 1 reads the weight at 2.4 TB/s (cuBLASLt 1.9); at m = 8
-// the per-element f32 work makes it slower than cuBLASLt's tensor-core kernels, which take over.
-constexpr int64_t kGemvMaxRows = 2;
+// Whether gemv_cuda takes p: f16/bf16, 1 <= m <= kGemvMaxRows (fused inputs: m <= kGemvFusedMaxRows),
+// n >= 256, k % 8 == 0, x_stride % 8 == 0 and at least the row width, 16-byte aligned x / weight /
+// norm_weight, sizes within int32, the staged input (m rounded up to 1 or 2 rows of k) within the
+// device's shared memory per block.
+// Measured on an H100 (bench/NOTES.md): m = 1 reads the weight at 2.4 TB/s (cuBLASLt 1.9); m <= 2 runs
+// on the CUDA cores, 3 <= m <= 8 on the tensor cores (on the CUDA cores the per-element f32 work made
+// m = 8 slower than cuBLASLt).
+constexpr int64_t kGemvMaxRows = 8;
+constexpr int64_t kGemvFusedMaxRows = 2;
 bool gemv_cuda_supported(const GemvParams& p);
 void gemv_cuda(const GemvParams& p, StreamHandle s);
 
