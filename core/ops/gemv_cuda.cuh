@@ -356,11 +356,12 @@ inline int staged_smem_limit() {
 // programmatic dependent launch where the device has it. Grid-stride kernels (one warp per task)
 // get one full wave of blocks (or fewer when there are fewer tasks); the others one block per
 // kWarps / warps_per_task tasks. The device's SM count and the kernel's occupancy per
-// shared-memory size are queried once (per thread, per kernel). Staged kernels get the device's
-// whole opt-in limit as their dynamic shared-memory ceiling (a process-wide attribute: always the
-// same value, so no thread lowers it under another).
+// shared-memory size are queried once (per thread, per kernel). max_smem > 0 sets the kernel's
+// dynamic shared-memory ceiling (a process-wide attribute: each kernel always gets the same value,
+// so no thread lowers it under another): the device's opt-in limit for the staged gemv kernels, the
+// ring size for the tensor-core kernel.
 template <auto Kernel>
-void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, bool staged, StreamHandle s) {
+void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int max_smem, StreamHandle s) {
   auto kernel = Kernel;
   struct Cache {
     int device = -1, sms = 0;
@@ -371,15 +372,15 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, bool s
   int device = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   if (device != c.device) {
-    c = Cache();
-    c.device = device;
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, device));
+    Cache fresh;  // committed only once every query succeeded (a failure leaves the next call to retry)
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&fresh.sms, cudaDevAttrMultiProcessorCount, device));
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    c.pdl = major >= 9;
-    if (staged)
-      MMATTN_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, staged_smem_limit()));
+    fresh.pdl = major >= 9;
+    if (max_smem > 0)
+      MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem));
+    fresh.device = device;
+    c = std::move(fresh);
   }
   auto it = c.per_sm.find(smem);
   if (it == c.per_sm.end()) {
@@ -410,7 +411,7 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, bool s
 template <class T, int M, int ROWS, GemvInput IN>
 void launch(const Args& a, StreamHandle s) {
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
-  launch_kernel<gemv_kernel<T, M, ROWS, IN>>(a, ROWS, 1, smem, IN != GemvInput::Plain, s);
+  launch_kernel<gemv_kernel<T, M, ROWS, IN>>(a, ROWS, 1, smem, IN != GemvInput::Plain ? staged_smem_limit() : 0, s);
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
@@ -428,7 +429,7 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
   // do not. From m = 3 the tensor-core kernel (Plain input) takes over.
   if (a.m <= 1) go.template operator()<1, 4>();
   else if (a.m <= 2) go.template operator()<2, 4>();
-  else launch_kernel<gemv_mma_kernel<T>>(a, kMmaRows, kWarps, kMmaSmem, true, s);
+  else launch_kernel<gemv_mma_kernel<T>>(a, kMmaRows, kWarps, kMmaSmem, kMmaSmem, s);
 }
 
 }  // namespace mmattn::gemv_detail
