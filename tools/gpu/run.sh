@@ -64,7 +64,8 @@ if has test; then
 fi
 
 # the commit the result files name (the device copy has no .git: .commit, written before the call)
-export MMATTN_COMMIT=${MMATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown)}
+# (.commit first: a stale .git may travel with the copy)
+export MMATTN_COMMIT=${MMATTN_COMMIT:-$(cat .commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 if has bench; then
   log "benchmarks"
   mkdir -p bench/results
