@@ -107,7 +107,9 @@ int main(int argc, char** argv) {
                    {"var (tau 20: detection only on random weights)", one(var)},
                    {"var (tau 3: sinks found, redistribution runs)", one(var_low)},
                    {"pai + cfg 1.1 (text-only branch)", pai_cfg},
-                   {"vcd (noised-image branch)", vcd_set}};
+                   {"vcd (noised-image branch)", vcd_set},
+                   {"ritual (randomly transformed image branch)", one(parse_mod(R"({"method": "ritual"})"))},
+                   {"damro (outlier-token branch)", one(parse_mod(R"({"method": "damro"})"))}};
     for (const auto& m : methods) {
       ModulationSet set = m.set;
       set.resolve(pipe.language_model().num_layers());
