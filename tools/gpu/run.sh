@@ -3,6 +3,7 @@
 #   unpack the carried Debian packages -> configure + build (ninja) -> ctest -L gpu (and all
 #   tests) -> benchmarks -> logs and JSON into $OUT.
 # Stages can be chosen: tools/gpu/run.sh [golden] [build] [test] [bench] [llava7b]   (default: build test bench)
+# Everything ends up in $OUT/results.tgz as well (bench/results/*.json and the logs).
 # llava7b: writes a random LLaVA-1.5-7B-shaped checkpoint (13.5 GB, /tmp/llava7b) and benchmarks it
 # against HF transformers (bench/peer_llava7b.py, then bench_llava7b); a few minutes.
 # Prerequisite here: bash tools/gpu/fetch_debs.sh; then device run with carry [".debs"] (plus
@@ -95,5 +96,7 @@ if has llava7b; then
   cp bench/results/llava7b*.json bench/results/pruning.json bench/results/eval.json bench/results/modulation.json \
     "$OUT/" 2>/dev/null || true
 fi
+# One archive of every result file and log: the device call returns only a few files from $OUT.
+tar czf "$OUT/results.tgz" bench/results/*.json -C "$OUT" $(cd "$OUT" && ls *.log *.txt 2>/dev/null) 2>/dev/null || true
 log "done (status $status)"
 exit $status
