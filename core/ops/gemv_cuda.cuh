@@ -20,8 +20,9 @@
 //
 // Programmatic dependent launch (sm_90): the kernel is launched allowed to start before the
 // kernel ahead of it in the stream has finished. Its blocks then pull their first weight bytes
-// toward L2 (the weights do not depend on that kernel) and wait (griddepcontrol.wait) before
-// touching x or y; each block also lets its own successor launch at once. So in a chain of decode
+// toward L2 (prefetch hints only: the weight may come from that kernel too, e.g. matmul of two
+// activations) and wait (griddepcontrol.wait) before reading any operand or writing y; each block
+// also lets its own successor launch at once. So in a chain of decode
 // products the next one's weight stream starts during this one's tail instead of after it.
 #include <algorithm>
 #include <cstdint>
@@ -228,7 +229,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 // fragment slots (2t, 2t + 1, 2t + 8, 2t + 9) that both operands use for the same lane. A step
 // reads 16 rows x 64 contiguous bytes.
 // Loads in flight: the weights go through a per-warp ring of kMmaStages stages of kMmaSteps steps
-// in shared memory with cp.async (L2 only), kMmaStages - 1 stages ahead of the MMAs; no registers
+// in shared memory with cp.async (L2 only), kMmaStages - 1 stages ahead of the MMAs (issued after
+// griddepcontrol.wait: only L2 prefetch hints go before it); no registers
 // hold them, so the depth does not depend on the compiler's schedule. Each lane reads back only
 // the bytes it copied itself (no block synchronisation in the loop). The warps' partial 16 x 8
 // tiles are summed in shared memory in warp order (deterministic).
@@ -282,7 +284,6 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
   const int per_warp = (steps + kWarps - 1) / kWarps;
   const int s_begin = warp * per_warp, s_end = min(steps, s_begin + per_warp);
   const int batches = s_end > s_begin ? (s_end - s_begin + kMmaSteps - 1) / kMmaSteps : 0;
-  // the weights do not depend on the kernels before: their first stages are issued before waiting
   auto issue = [&](int b) {
     if (b < batches)
 #pragma unroll
@@ -294,9 +295,18 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
       }
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
   };
+  // Before the wait only L2 hints for the first stages: gemm_cuda also routes products whose "weight"
+  // a kernel before this one wrote (matmul of activations, a contiguous() copy), so no operand is
+  // read before the wait; a prefetch is only a hint and L2 stays coherent.
+  if (s_begin < s_end)
+    for (int i = 0; i < (kMmaStages - 1) * kMmaSteps; ++i) {
+      const int v = min(4 * (s_begin + i) + t, kv - 1);
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + v));
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + v));
+    }
+  wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
 #pragma unroll
   for (int b = 0; b < kMmaStages - 1; ++b) issue(b);
-  wait_for_previous_grid();  // x (and y, when accumulating) come from the kernels before
 
   float c[4] = {0.f, 0.f, 0.f, 0.f};
   for (int b = 0; b < batches; ++b) {
@@ -376,7 +386,10 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int ma
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&fresh.sms, cudaDevAttrMultiProcessorCount, device));
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    fresh.pdl = major >= 9;
+    cudaFuncAttributes fa{};
+    MMATTN_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    // the kernel's griddepcontrol exists only in PTX for sm_90+ (a JIT from older PTX lacks the wait)
+    fresh.pdl = major >= 9 && fa.ptxVersion >= 90;
     if (max_smem > 0)
       MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem));
     fresh.device = device;
@@ -429,7 +442,11 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
   // do not. From m = 3 the tensor-core kernel (Plain input) takes over.
   if (a.m <= 1) go.template operator()<1, 4>();
   else if (a.m <= 2) go.template operator()<2, 4>();
-  else launch_kernel<gemv_mma_kernel<T>>(a, kMmaRows, kWarps, kMmaSmem, kMmaSmem, s);
+  else {
+    MMATTN_CHECK(in == GemvInput::Plain, UnsupportedError, "gemv: m = ", a.m,
+                 " takes the tensor-core kernel, which has no fused input (gemv_cuda_supported)");
+    launch_kernel<gemv_mma_kernel<T>>(a, kMmaRows, kWarps, kMmaSmem, kMmaSmem, s);
+  }
 }
 
 }  // namespace mmattn::gemv_detail
