@@ -324,11 +324,13 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       // metric: head-mean keys, L2-normalised (host: [1 + N, head_dim] is small)
       const std::vector<float> km = taps.key_mean.to_floats();
       auto metric = [&](int64_t t, int64_t c) { return km[size_t(t * hd + c)]; };
-      std::vector<float> norm(size_t(n + 1));
+      // the L2-normalised metric rows, once per token (the same divisions the pairwise loop would repeat)
+      std::vector<float> unit(km.size());
       for (int64_t t = 0; t <= n; ++t) {
         double s = 0;
         for (int64_t c = 0; c < hd; ++c) s += double(metric(t, c)) * metric(t, c);
-        norm[size_t(t)] = std::max(float(std::sqrt(s)), 1e-12f);
+        const float nrm = std::max(float(std::sqrt(s)), 1e-12f);
+        for (int64_t c = 0; c < hd; ++c) unit[size_t(t * hd + c)] = metric(t, c) / nrm;
       }
       const int64_t step = std::max<int64_t>(1, R / std::max<int64_t>(C, 1));
       std::vector<int64_t> tgt;  // positions in rest
@@ -342,10 +344,11 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
         const int64_t a = rest[size_t(i)];
         size_t best = 0;
         float best_sim = -INFINITY;
+        const float* ua = &unit[size_t(a * hd)];
         for (size_t j = 0; j < tgt.size(); ++j) {
-          const int64_t b = rest[size_t(tgt[j])];
+          const float* ub = &unit[size_t(rest[size_t(tgt[j])] * hd)];
           float s = 0;
-          for (int64_t c = 0; c < hd; ++c) s += (metric(a, c) / norm[size_t(a)]) * (metric(b, c) / norm[size_t(b)]);
+          for (int64_t c = 0; c < hd; ++c) s += ua[c] * ub[c];
           if (s > best_sim) best_sim = s, best = j;
         }
         assigned[best].push_back(a);
