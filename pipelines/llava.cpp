@@ -284,14 +284,17 @@ Tensor LlavaPipeline::prepare_pixels(Sequence& s, std::future<Image>* source) co
 }
 
 void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::vector<Tensor>& pixels) const {
-  auto done = [&](Sequence& s, VisualTokens vt, const Tensor& px) {
+  // PAINT's token sets come from the [CLS] attention of ViT layer 0 and of the feature-producing
+  // layer. `o`: the image's own pass with its hidden states kept (then those two rows come from it);
+  // null: the two layers are run again for them.
+  const ClipVisionTower& tower = encoder_->tower();
+  const int64_t paint_layer =
+      ClipVisionTower::layers_for_feature_layer(cfg_.vision_config, encoder_->feature_layers()[0]) - 1;
+  auto done = [&](Sequence& s, VisualTokens vt, const Tensor& px, const ClipVisionOutput* o) {
     if (const ModulationConfig* pc = s.modulation.find(ModMethod::PAINT)) {
-      // PAINT's token sets: [CLS] attention of ViT layer 0 and of the feature-producing layer
-      const ClipVisionTower& tower = encoder_->tower();
-      const int64_t li =
-          ClipVisionTower::layers_for_feature_layer(cfg_.vision_config, encoder_->feature_layers()[0]) - 1;
       auto head_sum = [&](int64_t layer) {
-        const Tensor a = tower.cls_attention(px, layer);  // [1, H, 1 + N]
+        const Tensor a = o ? tower.cls_attention_at(o->hidden_states[size_t(layer)], layer)
+                           : tower.cls_attention(px, layer);  // [1, H, 1 + N]
         const int64_t H = a.size(1), T = a.size(2);
         const std::vector<float> v = a.to_floats();
         std::vector<float> sum(size_t(T), 0.f);
@@ -299,7 +302,7 @@ void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::
           for (int64_t j = 0; j < T; ++j) sum[size_t(j)] += v[size_t(h * T + j)];
         return sum;
       };
-      const std::vector<uint8_t> per_patch = paint_classes(*pc, head_sum(0), head_sum(li));
+      const std::vector<uint8_t> per_patch = paint_classes(*pc, head_sum(0), head_sum(paint_layer));
       s.image_classes.clear();
       for (int64_t p : vt.patch) s.image_classes.push_back(p >= 0 ? per_patch[size_t(p)] : uint8_t(1));
     }
@@ -309,10 +312,19 @@ void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::
   };
   std::vector<size_t> plain;
   for (size_t i = 0; i < seqs.size(); ++i) {
-    if (seqs[i]->pruning.before_llm())
-      done(*seqs[i], encode_visual_tokens(seqs[i]->pruning, *encoder_, pixels[i], seqs[i]->crop), pixels[i]);
-    else
+    Sequence& s = *seqs[i];
+    if (s.pruning.before_llm()) {
+      done(s, encode_visual_tokens(s.pruning, *encoder_, pixels[i], s.crop), pixels[i], nullptr);
+    } else if (s.modulation.find(ModMethod::PAINT) && !encoder_->feature_layer_is_list()) {
+      // one pass gives the features and both [CLS] rows (the same operations as encode() and
+      // cls_attention(): the same values, without re-running 22 of the 23 layers)
+      const ClipVisionOutput o = tower.forward(pixels[i], paint_layer + 1, /*keep_hidden_states=*/true);
+      const Tensor h = encoder_->drops_cls() ? o.last.slice(1, 1, o.last.size(1)).contiguous() : o.last;
+      const Tensor feats = encoder_->projector().forward(h);  // [1, N, hidden]
+      done(s, unpruned_visual_tokens(s.pruning, feats.select(0, 0)), pixels[i], &o);
+    } else {
       plain.push_back(i);
+    }
   }
   if (plain.empty()) return;
   std::vector<Tensor> px;
@@ -321,7 +333,7 @@ void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::
   if (device_.is_cuda()) synchronize();
   for (size_t j = 0; j < plain.size(); ++j) {
     Sequence& s = *seqs[plain[j]];
-    done(s, unpruned_visual_tokens(s.pruning, feats.select(0, int64_t(j))), pixels[plain[j]]);
+    done(s, unpruned_visual_tokens(s.pruning, feats.select(0, int64_t(j))), pixels[plain[j]], nullptr);
   }
 }
 

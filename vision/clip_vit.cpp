@@ -224,7 +224,13 @@ Tensor ClipVisionTower::cls_attention(const Tensor& pixel_values, int64_t layer)
   const int64_t li = layer < 0 ? layer + Ln : layer;
   MMATTN_CHECK(li >= 0 && li < Ln, ShapeError, "ClipVisionTower::cls_attention: layer ", layer,
                " is out of range for ", Ln, " layers");
-  const Tensor x = forward(pixel_values, li).last;  // input of layer li
+  return cls_attention_at(forward(pixel_values, li).last, li);  // the input of layer li
+}
+
+Tensor ClipVisionTower::cls_attention_at(const Tensor& x, int64_t li) const {
+  MMATTN_CHECK(li >= 0 && li < num_loaded_layers(), ShapeError, "ClipVisionTower::cls_attention_at: layer ", li,
+               " is out of range for ", num_loaded_layers(), " loaded layers");
+  check_defined(x, "ClipVisionTower::cls_attention_at", "x");
   Tensor q, k, v;
   qkv(li, x, q, k, v);
   const int64_t hd = cfg_.head_dim(), dp = padded_head_dim(hd);

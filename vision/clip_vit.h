@@ -89,6 +89,9 @@ class ClipVisionTower {
   // `attentions` tuple: 0..L-1, negative from the end, so -2 is VisionZip's attentions[-2]):
   // F32 [B, heads, 1 + N], each row summing to 1. Runs layers 0..layer-1 plus that layer's q/k.
   Tensor cls_attention(const Tensor& pixel_values, int64_t layer) const;
+  // The same from encoder layer `layer`'s input x = hidden_states[layer] of a forward() that kept
+  // them (layer 0..L-1; no layer is run again).
+  Tensor cls_attention_at(const Tensor& x, int64_t layer) const;
   // hidden_states[feature_layer] ([CLS] included) and what token pruning reads from the encoder
   // layer that produced it (index layers_for_feature_layer - 1: VisionZip's / FasterVLM's
   // attentions[-2] for feature layer -2), from one forward pass.

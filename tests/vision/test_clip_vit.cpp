@@ -247,6 +247,8 @@ TEST(ClipVit, ClsAttentionMatchesNaiveSoftmax) {
       for (int64_t j = 0; j < L; ++j) want[size_t(hh * L + j)] = z[size_t(j)] / sum;
     }
     EXPECT_LT(rel_err_vs(got, want), 1e-5);
+    // from the hidden states of one pass: the same values, exactly (PAINT's single-pass path)
+    EXPECT_EQ(t.cls_attention_at(o.hidden_states[size_t(li)], li).to_floats(), got.to_floats());
     const auto g = got.to_floats();
     for (int64_t hh = 0; hh < H; ++hh) {
       double s = 0;
@@ -255,6 +257,8 @@ TEST(ClipVit, ClsAttentionMatchesNaiveSoftmax) {
     }
   }
   EXPECT_THROW(t.cls_attention(px, 3), ShapeError);
+  EXPECT_THROW(t.cls_attention_at(o.hidden_states[0], 3), ShapeError);
+  EXPECT_THROW(t.cls_attention_at(Tensor(), 0), ShapeError);
 }
 
 TEST(ClipVit, EndToEndFromJpeg) {
