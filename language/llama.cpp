@@ -367,6 +367,12 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
     for (int64_t b = 0; b < B; ++b) last[size_t(b)] = {std::max(rows.n_valid[size_t(b)] - 1, 0)};
     modulator->head_outputs(l, gather_rows(att.contiguous(), last, 1).view({B, hq_, d_}).to(DType::F32));
   }
+  if (modulator)
+    if (const Tensor* g = modulator->head_gains(l)) {
+      MMATTN_CHECK(g->dim() == 2 && g->size(0) == B && g->size(1) == hq_ && g->dtype() == dtype_, ShapeError, kCls,
+                   ": layer ", l, " head gains must be [", B, ", ", hq_, "] ", dtype_name(dtype_), ", got ", g->desc());
+      att = mul(att, g->view({B, 1, hq_, 1}));  // [B, n, Hq, D]
+    }
   att = att.reshape({B, n, hq_ * d_});
   // residual adds fused into the projections (x is the contiguous residual stream)
   linear_add_(x, att, L.o, L.o_bias);

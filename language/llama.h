@@ -134,6 +134,12 @@ class AttentionModulator {
     (void)layer;
     (void)out;
   }
+  // Per-head output gains of layer l (VHR), applied to every row's attention output before o_proj
+  // (after head_outputs): [B, Hq] in the model's dtype and device, or nullptr for none.
+  virtual const Tensor* head_gains(int layer) {
+    (void)layer;
+    return nullptr;
+  }
   // Whether the modulation edits only each forward's last query row (PAI, AD-HH): a batch of
   // prompts of different lengths then prefills in two steps, so that each prompt's last row is a
   // forward's last row. VAR edits every row after the image: one step.

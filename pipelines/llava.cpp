@@ -86,7 +86,7 @@ std::string StopStringFilter::finish() {
 // --- LlavaResult ----------------------------------------------------------------------------------
 
 Json LlavaResult::to_json() const {
-  return Json{{"text", text},
+  Json j{{"text", text},
               {"prompt", prompt},
               {"token_ids", token_ids},
               {"num_generated_tokens", token_ids.size()},
@@ -101,6 +101,8 @@ Json LlavaResult::to_json() const {
                            {"total_ms", timings.total_ms}}},
               {"peak_memory_bytes", peak_memory_bytes},
               {"pruning", pruning.to_json()}};
+  if (!vhr_heads.empty()) j["vhr"] = {{"heads", vhr_heads}, {"vhd", vhr_vhd}};
+  return j;
 }
 
 // --- LlavaPipeline ----------------------------------------------------------------------------
@@ -410,13 +412,28 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
   if (s->modulation.attention() || head_map)
     modulator = std::make_unique<LlavaModulator>(s->modulation, *lm_, std::vector<std::pair<int64_t, int64_t>>{s->span});
   if (modulator) modulator->set_image_classes(0, s->image_classes);
-  if (head_map) modulator->record_image_mass(0);
+  const ModulationConfig* vhr = s->modulation.find(ModMethod::VHR);
+  if (vhr) {
+    select_vhr_heads(*s, *vhr);
+    modulator->set_head_gains(s->res.vhr_heads, vhr->gain);
+  }
+  if (head_map && !vhr) modulator->record_image_mass(0);
   last.modulator = modulator.get();
   Tensor logits = lm_->forward(s->embeds, cache, last);  // [1, 1, V]
   last.pruner = nullptr;
   s->embeds = Tensor();
   finish_pruning(*s, cache, 0, pruner.get());
-  if (head_map) save_head_map(modulator->image_mass(0), lm_->num_layers(), int(lm_->num_heads()), req.head_map_path);
+  if (head_map) {
+    std::vector<float> map;  // layer-major [layers * heads]: VHD with vhr (0 outside its layers), else image mass
+    if (vhr)
+      for (const auto& v : s->res.vhr_vhd) {
+        const size_t at = map.size();
+        map.resize(at + size_t(lm_->num_heads()), 0.f);
+        std::copy(v.begin(), v.end(), map.begin() + std::ptrdiff_t(at));
+      }
+    save_head_map(vhr ? map : modulator->image_mass(0), lm_->num_layers(), int(lm_->num_heads()), req.head_map_path,
+                  vhr != nullptr);
+  }
   while (!s->step(logits.to_floats()))
     logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({s->last_token()}, {1, 1})), cache, last);
   if (cuda) synchronize();
@@ -450,6 +467,26 @@ Tensor LlavaPipeline::prefill(const Tensor& embeds, const std::vector<int>& n_va
   opt.n_valid = tail_valid;
   opt.modulator = mod;
   return lm_->forward(tail, cache, opt);  // [B, 1, V]
+}
+
+void LlavaPipeline::select_vhr_heads(Sequence& s, const ModulationConfig& c) const {
+  // the prompt without its image token (VHR's text-only input), right-padded beside the request's
+  std::vector<int64_t> txt;
+  for (int64_t id : s.ids)
+    if (id != cfg_.image_token_index) txt.push_back(id);
+  const int64_t L = s.embeds.size(1), Lt = int64_t(txt.size());
+  Tensor both = Tensor::zeros({2, std::max(L, Lt), lm_->hidden_size()}, dtype_, device_);
+  both.slice(0, 0, 1).slice(1, 0, L).copy_from(s.embeds);
+  both.slice(0, 1, 2).slice(1, 0, Lt).copy_from(lm_->embed(Tensor::from_vector<int64_t>(txt, {1, Lt})));
+  KVCache cache = lm_->make_cache(2, both.size(1));
+  VhrSelector sel(c, *lm_);
+  LlamaForwardOptions o;
+  o.last_only = true;
+  o.n_valid = {int(L), int(Lt)};
+  o.modulator = &sel;
+  lm_->forward(both, cache, o);
+  s.res.vhr_heads = sel.heads();
+  s.res.vhr_vhd = sel.vhd();
 }
 
 LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const {
@@ -554,10 +591,12 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       fail(i, e);
     }
   }
-  // Contrastive decoding doubles each request into two branches, and a head map needs the request's
-  // own modulator: those requests run one at a time.
+  // Contrastive decoding doubles each request into two branches, and a head map or VHR's per-request
+  // head selection needs the request's own modulator: those requests run one at a time.
   for (size_t i = 0; i < reqs.size(); ++i) {
-    if (!planned[i] || (!planned[i]->modulation.contrastive() && reqs[i].head_map_path.empty())) continue;
+    if (!planned[i] || (!planned[i]->modulation.contrastive() && !planned[i]->modulation.find(ModMethod::VHR) &&
+                        reqs[i].head_map_path.empty()))
+      continue;
     planned[i].reset();
     --n_ok;
     try {

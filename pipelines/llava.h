@@ -62,7 +62,7 @@ struct LlavaRequest {
   std::string kept_map_path;          // non-empty: write the kept-patch PNG (save_kept_map) here
   // non-empty: write the head map (save_head_map: each layer's and head's attention mass of the
   // last prompt row on the image tokens) here, and its values beside it as JSON. Such a request
-  // runs alone in run_batch; not with adhh.
+  // runs alone in run_batch; not with adhh. With vhr the map shows VHD instead.
   std::string head_map_path;
   // Newly decoded text after each token (complete UTF-8; text that could begin a stop string is
   // held back until it is known not to). The concatenation of all calls equals LlavaResult::text.
@@ -89,6 +89,9 @@ struct LlavaResult {
   LlavaTimings timings;
   size_t peak_memory_bytes = 0;     // CUDA allocator peak during the request; 0 on the CPU
   PruningReport pruning;            // stages, kept patches, KV bytes and prefill FLOPs (method "none" too)
+  // VHR: per decoder layer, the heads it reinforces (empty: none) and their VHD (empty without VHR)
+  std::vector<std::vector<int>> vhr_heads;
+  std::vector<std::vector<float>> vhr_vhd;
   Json to_json() const;
 };
 
@@ -158,6 +161,9 @@ class LlavaPipeline {
   // [1, 3, H, W] in the pipeline's dtype; `crop`, when given, gets the 8-bit crop.
   Tensor preprocess(const Image& img, const LlavaRequest& req, Image* crop = nullptr) const;
   void finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const;
+  // VHR's selection for s (s.embeds built): a forward of the prompt with and without its image
+  // (VhrSelector) into s.res.vhr_heads / vhr_vhd.
+  void select_vhr_heads(Sequence& s, const ModulationConfig& c) const;
 
   std::string dir_;
   Device device_;

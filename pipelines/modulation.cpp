@@ -26,7 +26,8 @@ constexpr Name kNames[] = {{ModMethod::PAI, "pai"},
                            {ModMethod::VCD, "vcd"},
                            {ModMethod::DAMRO, "damro"},
                            {ModMethod::VAR, "var"},
-                           {ModMethod::RITUAL, "ritual"}};
+                           {ModMethod::RITUAL, "ritual"},
+                           {ModMethod::VHR, "vhr"}};
 
 constexpr int kClasses = 4;
 
@@ -55,7 +56,23 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
   bool found = false;
   for (const auto& n : kNames)
     if (m == n.name) c.method = n.m, found = true;
-  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, adhh, vcd, damro, var or ritual");
+  if (!found) r.fail_key("method", "is '" + m + "'; expected pai, paint, adhh, vcd, damro, var, ritual or vhr");
+  if (c.method == ModMethod::VHR) {
+    c.gain = r.get<double>("gain", c.gain);
+    if (!(c.gain >= 0) || !std::isfinite(c.gain)) r.fail_key("gain", "must be >= 0");
+    if (r.has("layers")) {
+      const Json& d = r.json()["layers"];
+      if (!d.is_array() || d.empty()) r.fail_key("layers", "must be a non-empty list of layer indices");
+      for (size_t i = 0; i < d.size(); ++i) {
+        if (!d[i].is_number_integer())
+          r.fail_key("layers[" + std::to_string(i) + "]", "must be a layer index, got " + d[i].dump());
+        c.layers.push_back(d[i].get<int>());
+      }
+      r.ignore("layers");
+    }
+    r.finish();
+    return c;
+  }
   if (c.method == ModMethod::ADHH) {
     c.heads = kAdhhHeads;
     if (r.has("heads")) {
@@ -152,6 +169,18 @@ void ModulationConfig::resolve(int n_layers, int n_heads) {
                     n_heads > 0 ? str_cat(" of ", n_heads, " heads") : std::string()));
     return;
   }
+  if (method == ModMethod::VHR) {
+    if (layers.empty()) {  // LLaVA-1.5-7B's: layer 1 and the last 14
+      layers.push_back(1);
+      for (int l = std::max(2, n_layers - 14); l < n_layers; ++l) layers.push_back(l);
+      layers.erase(std::remove_if(layers.begin(), layers.end(), [&](int l) { return l >= n_layers; }), layers.end());
+    }
+    for (size_t i = 0; i < layers.size(); ++i)
+      if (layers[i] < 0 || layers[i] >= n_layers)
+        bad(*this, "layers[" + std::to_string(i) + "]",
+            "is " + std::to_string(layers[i]) + "; the model has " + std::to_string(n_layers) + " layers");
+    return;
+  }
   if (method != ModMethod::PAI && method != ModMethod::PAINT && method != ModMethod::VAR) return;
   if (end_layer < 0) end_layer = n_layers;
   if (start_layer < 0 || start_layer >= n_layers)
@@ -177,6 +206,8 @@ Json ModulationConfig::to_json() const {
   } else if (method == ModMethod::RITUAL) {
     j["alpha_pos"] = alpha_pos, j["transform"] = transform ? image_transform_name(*transform) : "random";
     if (seed) j["seed"] = *seed;
+  } else if (method == ModMethod::VHR) {
+    j["gain"] = gain, j["layers"] = layers;
   } else if (method == ModMethod::VCD) {
     j["cd_alpha"] = cd_alpha, j["noise_step"] = noise_step;
   } else {
@@ -212,12 +243,16 @@ void ModulationSet::resolve(int n_layers, int n_heads) {
       if (c.method == ModMethod::PAI || c.method == ModMethod::PAINT || c.method == ModMethod::ADHH)
         MMATTN_THROW(ConfigError, v->path, ": var with ", mod_method_name(c.method),
                      " is not supported (key classes; per-row passes)");
+  if (const ModulationConfig* v = find(ModMethod::VHR))
+    if (const ModulationConfig* cd = contrastive())
+      MMATTN_THROW(ConfigError, v->path, ": vhr with ", mod_method_name(cd->method),
+                   " (a contrastive method) is not supported");
 }
 
 bool ModulationSet::attention() const {
   for (const auto& c : items)
     if ((c.method == ModMethod::PAI && c.alpha != 0) || c.method == ModMethod::PAINT || c.method == ModMethod::ADHH ||
-        c.method == ModMethod::VAR)
+        c.method == ModMethod::VAR || c.method == ModMethod::VHR)
       return true;
   return false;
 }
@@ -315,6 +350,7 @@ LlavaModulator::LlavaModulator(const ModulationSet& set, const LlamaModel& lm,
   }
   // head map: image keys are class 1, with PAINT's local / summary (2, 3) or VAR's image sinks (2)
   n_layers_ = L, n_heads_ = int(H);
+  dtype_ = lm.dtype(), device_ = lm.device();
   image_class_bits_ = paint ? 0b1110 : var_on_ ? 0b0110 : 0b0010;
   if (const ModulationConfig* a = set.find(ModMethod::ADHH)) adhh_path_ = a->path.empty() ? "adhh" : a->path;
 }
@@ -638,7 +674,7 @@ std::string head_map_json_path(const std::string& png_path) {
   return (png ? png_path.substr(0, png_path.size() - ext.size()) : png_path) + ".json";
 }
 
-void save_head_map(const std::vector<float>& mass, int layers, int heads, const std::string& path) {
+void save_head_map(const std::vector<float>& mass, int layers, int heads, const std::string& path, bool vhd) {
   MMATTN_CHECK(layers > 0 && heads > 0 && mass.size() == size_t(layers) * size_t(heads), ShapeError,
                "save_head_map: ", mass.size(), " values for ", layers, " layers x ", heads, " heads");
   constexpr int kCell = 8;
@@ -651,10 +687,12 @@ void save_head_map(const std::vector<float>& mass, int layers, int heads, const 
   for (int l = 0; l < layers; ++l)
     rows.push_back(std::vector<float>(mass.begin() + std::ptrdiff_t(l) * heads,
                                       mass.begin() + std::ptrdiff_t(l + 1) * heads));
-  const Json j{{"what", "attention mass of the last prompt row on the image tokens, per layer and head (prefill)"},
+  const Json j{{"what", vhd ? "VHR's vision-aware head divergence of the last prompt row, per layer and head (0 "
+                             "outside its layers)"
+                           : "attention mass of the last prompt row on the image tokens, per layer and head (prefill)"},
                {"layers", layers},
                {"heads", heads},
-               {"image_mass", rows},
+               {vhd ? "vhd" : "image_mass", rows},
                {"min", lo},
                {"max", hi},
                {"png", path},
@@ -669,6 +707,66 @@ void save_head_map(const std::vector<float>& mass, int layers, int heads, const 
 ImageTransform ritual_transform(const ModulationConfig& c, int width, int height, int out_w, int out_h,
                                 uint64_t request_seed) {
   return draw_image_transform(c.transform, width, height, out_w, out_h, c.seed ? *c.seed : request_seed);
+}
+
+
+VhrSelector::VhrSelector(const ModulationConfig& c, const LlamaModel& lm)
+    : gain_(c.gain), n_heads_(int(lm.num_heads())), dtype_(lm.dtype()), device_(lm.device()) {
+  const size_t L = size_t(lm.num_layers());
+  on_.assign(L, false);
+  heads_.resize(L);
+  vhd_.resize(L);
+  gains_.resize(L);
+  for (int l : c.layers) on_[size_t(l)] = true;
+}
+
+bool VhrSelector::wants_head_outputs(int layer) const { return on_[size_t(layer)]; }
+
+void VhrSelector::head_outputs(int layer, const Tensor& out) {
+  MMATTN_CHECK(out.dim() == 3 && out.size(0) == 2 && out.size(1) == n_heads_, ShapeError,
+               "vhr: head outputs of the two branches must be [2, ", n_heads_, ", D], got ", out.desc());
+  const int64_t H = out.size(1), D = out.size(2);
+  const std::vector<float> o = out.to_floats();
+  std::vector<float>& vhd = vhd_[size_t(layer)];
+  vhd.assign(size_t(H), 0.f);
+  for (int64_t h = 0; h < H; ++h) {
+    double s = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const double diff = double(o[size_t(h * D + d)]) - double(o[size_t((H + h) * D + d)]);
+      s += diff * diff;
+    }
+    vhd[size_t(h)] = float(std::sqrt(s));
+  }
+  std::vector<float> sorted = vhd;
+  std::sort(sorted.begin(), sorted.end());
+  const float median = sorted[size_t((H - 1) / 2)];  // torch.median: the lower middle
+  std::vector<float> g(size_t(2 * H), 1.f);
+  heads_[size_t(layer)].clear();
+  for (int64_t h = 0; h < H; ++h)
+    if (vhd[size_t(h)] > median) {
+      heads_[size_t(layer)].push_back(int(h));
+      g[size_t(h)] = g[size_t(H + h)] = float(gain_);
+    }
+  gains_[size_t(layer)] = Tensor::from_floats(g, {2, H}, dtype_).to(device_);
+}
+
+const Tensor* VhrSelector::head_gains(int layer) {
+  return gains_[size_t(layer)].defined() ? &gains_[size_t(layer)] : nullptr;
+}
+
+void LlavaModulator::set_head_gains(const std::vector<std::vector<int>>& heads, double gain) {
+  head_gains_.assign(heads.size(), Tensor());
+  for (size_t l = 0; l < heads.size(); ++l) {
+    if (heads[l].empty()) continue;
+    std::vector<float> g(size_t(n_heads_), 1.f);
+    for (int h : heads[l]) g[size_t(h)] = float(gain);
+    head_gains_[l] = Tensor::from_floats(g, {1, int64_t(n_heads_)}, dtype_).to(device_);
+  }
+}
+
+const Tensor* LlavaModulator::head_gains(int layer) {
+  return size_t(layer) < head_gains_.size() && head_gains_[size_t(layer)].defined() ? &head_gains_[size_t(layer)]
+                                                                                    : nullptr;
 }
 
 }  // namespace mmattn

@@ -18,7 +18,7 @@
 
 namespace mmattn {
 
-enum class ModMethod { PAI, PAINT, ADHH, VCD, DAMRO, VAR, RITUAL };
+enum class ModMethod { PAI, PAINT, ADHH, VCD, DAMRO, VAR, RITUAL, VHR };
 const char* mod_method_name(ModMethod m);
 
 struct ModulationConfig {
@@ -57,6 +57,13 @@ struct ModulationConfig {
   double alpha_pos = 3.0;
   std::optional<ImageTransformKind> transform;
   std::optional<uint64_t> seed;
+  // vhr: at the first decoding step, per layer in `layers` (empty: 1 and the last 14, as for
+  // LLaVA-1.5-7B), the heads whose vision-aware head divergence ||o_img - o_txt||_2 (last prompt
+  // row, head output before o_proj, with and without the image) is above the layer's median get
+  // their outputs scaled by gain (2) from then on; the selection runs layer by layer, the earlier
+  // layers already reinforced (docs/modulation.md#vhr: the outlier filter is not implemented)
+  double gain = 2.0;
+  std::vector<int> layers;
   std::string path;  // JSON path named in errors
 
   static ModulationConfig parse(JsonReader& r);
@@ -84,6 +91,34 @@ struct ModulationSet {
 
 // The attention-level methods of a set for one forward batch. spans[b]: sequence b's image tokens
 // as original positions [first, first + count) (count 0: none).
+// VHR's head selection: one forward (one prefill step, no cache reuse) of two sequences, the
+// request's prompt with its image (0) and the same prompt without the image token (1). At each VHR
+// layer the last rows' head outputs give VHD per head; the heads above the layer's median
+// (torch.median's lower middle for an even count) get gain `c.gain` in both sequences from that
+// layer's o_proj on, so later layers see the reinforced stream (VHR's layer-by-layer selection).
+class VhrSelector : public AttentionModulator {
+ public:
+  VhrSelector(const ModulationConfig& c, const LlamaModel& lm);
+  const HeadModulation* modulation(int, const KVCache&, int64_t) override { return nullptr; }
+  bool wants_head_outputs(int layer) const override;
+  void head_outputs(int layer, const Tensor& out) override;
+  const Tensor* head_gains(int layer) override;
+  bool last_row_only() const override { return false; }
+  // per layer: the selected heads, ascending (empty: not a VHR layer), and VHD per head
+  const std::vector<std::vector<int>>& heads() const { return heads_; }
+  const std::vector<std::vector<float>>& vhd() const { return vhd_; }
+
+ private:
+  double gain_;
+  std::vector<bool> on_;
+  std::vector<std::vector<int>> heads_;
+  std::vector<std::vector<float>> vhd_;
+  std::vector<Tensor> gains_;  // per layer: [2, Hq] in the model's dtype (undefined: none)
+  int n_heads_;
+  DType dtype_;
+  Device device_;
+};
+
 class LlavaModulator : public AttentionModulator {
  public:
   LlavaModulator(const ModulationSet& set, const LlamaModel& lm, std::vector<std::pair<int64_t, int64_t>> spans);
@@ -108,6 +143,10 @@ class LlavaModulator : public AttentionModulator {
   void record_image_mass(int64_t b);
   // F32 [layers * heads] (layer-major) once every layer has recorded; empty before.
   std::vector<float> image_mass(int64_t b) const;
+  // VHR: the heads of each layer (VhrSelector::heads()) get `gain` on every row from now on
+  // (a batch of one sequence).
+  void set_head_gains(const std::vector<std::vector<int>>& heads, double gain);
+  const Tensor* head_gains(int layer) override;
 
  private:
   const Tensor& key_class(const KVCache& cache, int layer);
@@ -136,6 +175,9 @@ class LlavaModulator : public AttentionModulator {
   std::string adhh_path_;  // non-empty: the set has adhh
   std::vector<std::vector<bool>> mass_pending_;
   std::vector<std::vector<float>> mass_;
+  std::vector<Tensor> head_gains_;  // VHR: per layer [1, Hq] in the model's dtype (undefined: none)
+  DType dtype_ = DType::F32;
+  Device device_;
   void record_mass(int layer, const Tensor& class_mass, const std::vector<std::vector<int32_t>>& positions);
 };
 
@@ -161,7 +203,7 @@ Tensor vcd_noised_pixels(const Tensor& pixels, int t, uint64_t seed);
 // --save-head-map: a PNG of layers (rows) x heads (columns), 8 x 8 pixels a cell, coloured by the
 // kept map's heatmap from the smallest value (dark blue) to the largest (yellow), and beside it the
 // values as JSON (path with .png replaced by .json, else + ".json"). IoError on failure.
-void save_head_map(const std::vector<float>& mass, int layers, int heads, const std::string& path);
+void save_head_map(const std::vector<float>& mass, int layers, int heads, const std::string& path, bool vhd = false);
 // The JSON file save_head_map writes beside the PNG at `png_path`.
 std::string head_map_json_path(const std::string& png_path);
 

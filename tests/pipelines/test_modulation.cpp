@@ -506,3 +506,62 @@ TEST(Modulation, VarInBatchesEqualsSingleRuns) {
     EXPECT_EQ(items[i].result.token_ids, pipe().run(i == 0 ? r1 : i == 1 ? r2 : r3).token_ids) << i;
   }
 }
+
+// VHR against tools/golden/vhr.py: the heads each layer reinforces, their VHD (with and without the
+// image, last prompt row, layer by layer), and 16 greedy tokens of the request with the selection
+// fixed. The tiny model's VHDs are 0.5% or more apart, so the selection is not a rounding call; VHR
+// changes every greedy token here (plain: 20731, 18422, 25790, ...).
+TEST(Modulation, VhrMatchesReference) {
+  static Checkpoint g(golden_dir() + "/tiny_llava_vhr.safetensors");
+  const Json j = Json::parse(R"({"method": "vhr", "layers": [0, 1]})");
+  JsonReader rd(j, "spec.json", "$.modulation[0]");
+  ModulationSet s;
+  s.items.push_back(ModulationConfig::parse(rd));
+  s.resolve(pipe().language_model().num_layers(), int(pipe().language_model().num_heads()));
+  LlavaRequest r;
+  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r.prompt = "What is unusual about this image?";
+  r.max_new_tokens = r.min_new_tokens = 16;
+  r.modulation = s;
+  const LlavaResult res = pipe().run(r);
+  ASSERT_EQ(res.vhr_heads.size(), 2u);
+  for (int l = 0; l < 2; ++l) {
+    SCOPED_TRACE(l);
+    std::vector<int64_t> heads(res.vhr_heads[size_t(l)].begin(), res.vhr_heads[size_t(l)].end());
+    EXPECT_EQ(heads, ints_of(g.load("vhr.heads_l" + std::to_string(l), Device::cpu(), DType::I64)));
+    const std::vector<float> want = g.load("vhr.vhd_l" + std::to_string(l), Device::cpu(), DType::F32).to_floats();
+    ASSERT_EQ(res.vhr_vhd[size_t(l)].size(), want.size());
+    for (size_t h = 0; h < want.size(); ++h) EXPECT_NEAR(res.vhr_vhd[size_t(l)][h], want[h], 1e-4 * want[h]);
+  }
+  EXPECT_EQ(res.token_ids, ints_of(g.load("vhr.greedy", Device::cpu(), DType::I64)));
+  EXPECT_TRUE(res.to_json().contains("vhr"));
+  // in a batch it runs alone and gives the same tokens
+  const std::vector<LlavaBatchItem> b = pipe().run_batch({r, r}, 2);
+  for (const auto& it : b) {
+    ASSERT_TRUE(it.ok) << it.error;
+    EXPECT_EQ(it.result.token_ids, res.token_ids);
+  }
+}
+
+TEST(Modulation, VhrSpecErrors) {
+  auto parse = [](const std::string& text) {
+    const Json j = Json::parse(text);
+    JsonReader r(j, "spec.json", "$.modulation[0]");
+    return ModulationConfig::parse(r);
+  };
+  ModulationConfig d = parse(R"({"method": "vhr"})");
+  EXPECT_EQ(d.gain, 2.0);
+  d.resolve(32, 32);
+  std::vector<int> want = {1};
+  for (int l = 18; l < 32; ++l) want.push_back(l);
+  EXPECT_EQ(d.layers, want);  // LLaVA-1.5-7B: layer 1 and the last 14
+  EXPECT_NE(error_of([&] { parse(R"({"method": "vhr", "gain": -1})"); }).find("$.modulation[0].gain"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse(R"({"method": "vhr", "layers": [1, "x"]})"); }).find("layers[1]"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse(R"({"method": "vhr", "alpha": 2})"); }).find("alpha"), std::string::npos);
+  ModulationConfig far = parse(R"({"method": "vhr", "layers": [0, 40]})");
+  EXPECT_NE(error_of([&] { far.resolve(32); }).find("$.modulation[0].layers[1] is 40"), std::string::npos);
+  ModulationSet s;
+  s.items.push_back(parse(R"({"method": "vhr"})"));
+  s.items.push_back(parse(R"({"method": "vcd"})"));
+  EXPECT_NE(error_of([&] { s.resolve(32); }).find("vhr with vcd"), std::string::npos);
+}

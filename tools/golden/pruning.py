@@ -279,11 +279,15 @@ class TinyLlava:
         s = s.masked_fill(torch.arange(m)[None, :] > (c0 + torch.arange(n))[:, None], float("-inf"))
         a = torch.softmax(s, dim=-1)
         vr = cache.v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        o = (a @ vr.transpose(0, 1)).transpose(0, 1).reshape(n, self.heads * self.hd)
+        o = self.head_outputs(l, (a @ vr.transpose(0, 1)).transpose(0, 1)).reshape(n, self.heads * self.hd)
         x = x + self.lin(o, p + "self_attn.o_proj")
         h = self.rms(x, self.w[p + "post_attention_layernorm.weight"])
         h = F.silu(self.lin(h, p + "mlp.gate_proj")) * self.lin(h, p + "mlp.up_proj")
         return x + self.lin(h, p + "mlp.down_proj"), a, k
+
+    def head_outputs(self, l, o):
+        """Hook on layer l's attention output per head [n, H, d] before o_proj (identity here)."""
+        return o
 
     def logits(self, x):
         return self.rms(x, self.w[self.lp + "norm.weight"]) @ self.lm_head.t()
