@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
                    {"paint (layers 2-31)", one(paint)},
                    {"var (tau 20: detection only on random weights)", one(var)},
                    {"var (tau 3: sinks found, redistribution runs)", one(var_low)},
+                   {"vhr (gain 2, layer 1 and the last 14)", one(parse_mod(R"({"method": "vhr"})"))},
                    {"pai + cfg 1.1 (text-only branch)", pai_cfg},
                    {"vcd (noised-image branch)", vcd_set},
                    {"ritual (randomly transformed image branch)", one(parse_mod(R"({"method": "ritual"})"))},

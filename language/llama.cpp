@@ -368,7 +368,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
     modulator->head_outputs(l, gather_rows(att.contiguous(), last, 1).view({B, hq_, d_}).to(DType::F32));
   }
   if (modulator)
-    if (const Tensor* g = modulator->head_gains(l)) {
+    if (const Tensor* g = modulator->head_gains(l, B)) {
       MMATTN_CHECK(g->dim() == 2 && g->size(0) == B && g->size(1) == hq_ && g->dtype() == dtype_, ShapeError, kCls,
                    ": layer ", l, " head gains must be [", B, ", ", hq_, "] ", dtype_name(dtype_), ", got ", g->desc());
       att = mul(att, g->view({B, 1, hq_, 1}));  // [B, n, Hq, D]

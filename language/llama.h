@@ -135,9 +135,10 @@ class AttentionModulator {
     (void)out;
   }
   // Per-head output gains of layer l (VHR), applied to every row's attention output before o_proj
-  // (after head_outputs): [B, Hq] in the model's dtype and device, or nullptr for none.
-  virtual const Tensor* head_gains(int layer) {
+  // (after head_outputs): [batch, Hq] in the model's dtype and device, or nullptr for none.
+  virtual const Tensor* head_gains(int layer, int64_t batch) {
     (void)layer;
+    (void)batch;
     return nullptr;
   }
   // Whether the modulation edits only each forward's last query row (PAI, AD-HH): a batch of

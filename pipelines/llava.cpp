@@ -415,7 +415,7 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
   const ModulationConfig* vhr = s->modulation.find(ModMethod::VHR);
   if (vhr) {
     select_vhr_heads(*s, *vhr);
-    modulator->set_head_gains(s->res.vhr_heads, vhr->gain);
+    modulator->set_head_gains(0, s->res.vhr_heads, vhr->gain);
   }
   if (head_map && !vhr) modulator->record_image_mass(0);
   last.modulator = modulator.get();
@@ -591,12 +591,10 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       fail(i, e);
     }
   }
-  // Contrastive decoding doubles each request into two branches, and a head map or VHR's per-request
-  // head selection needs the request's own modulator: those requests run one at a time.
+  // Contrastive decoding doubles each request into two branches, and a head map needs the request's
+  // own modulator: those requests run one at a time.
   for (size_t i = 0; i < reqs.size(); ++i) {
-    if (!planned[i] || (!planned[i]->modulation.contrastive() && !planned[i]->modulation.find(ModMethod::VHR) &&
-                        reqs[i].head_map_path.empty()))
-      continue;
+    if (!planned[i] || (!planned[i]->modulation.contrastive() && reqs[i].head_map_path.empty())) continue;
     planned[i].reset();
     --n_ok;
     try {
@@ -696,6 +694,9 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       std::vector<std::vector<float>> imp(static_cast<size_t>(B));
       // One pruning configuration per prefill: requests of a batch share the pipeline's spec.
       const PruningConfig* pc = nullptr;
+      for (int64_t b : admitted)  // VHR's head selection needs the prompt's embeddings
+        if (const ModulationConfig* v = slot[size_t(b)]->modulation.find(ModMethod::VHR))
+          select_vhr_heads(*slot[size_t(b)], *v);
       for (int64_t b : admitted) {
         Sequence& s = *slot[size_t(b)];
         const int64_t L = s.embeds.size(1);
@@ -726,6 +727,8 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
         }
         modulator->set_span(b, s.span);
         modulator->set_image_classes(b, s.image_classes);
+        if (const ModulationConfig* v = s.modulation.find(ModMethod::VHR))
+          modulator->set_head_gains(b, s.res.vhr_heads, v->gain);
       }
       opt.modulator = modulator.get();
       const Tensor logits = prefill(embeds, opt.n_valid, cache, opt);  // [B, 1, V]

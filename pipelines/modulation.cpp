@@ -243,10 +243,14 @@ void ModulationSet::resolve(int n_layers, int n_heads) {
       if (c.method == ModMethod::PAI || c.method == ModMethod::PAINT || c.method == ModMethod::ADHH)
         MMATTN_THROW(ConfigError, v->path, ": var with ", mod_method_name(c.method),
                      " is not supported (key classes; per-row passes)");
+  // VHR's gains apply to every row (one-step batched prefill), where PAI / PAINT / AD-HH edit each
+  // forward's last row (two-step prefill); a contrastive branch would need its own selection
   if (const ModulationConfig* v = find(ModMethod::VHR))
-    if (const ModulationConfig* cd = contrastive())
-      MMATTN_THROW(ConfigError, v->path, ": vhr with ", mod_method_name(cd->method),
-                   " (a contrastive method) is not supported");
+    for (const auto& c : items)
+      if (c.method == ModMethod::PAI || c.method == ModMethod::PAINT || c.method == ModMethod::ADHH || c.contrastive())
+        MMATTN_THROW(ConfigError, v->path, ": vhr with ", mod_method_name(c.method),
+                     c.contrastive() ? " (a contrastive method)" : " (last-row edits vs per-row gains)",
+                     " is not supported");
 }
 
 bool ModulationSet::attention() const {
@@ -351,6 +355,7 @@ LlavaModulator::LlavaModulator(const ModulationSet& set, const LlamaModel& lm,
   // head map: image keys are class 1, with PAINT's local / summary (2, 3) or VAR's image sinks (2)
   n_layers_ = L, n_heads_ = int(H);
   dtype_ = lm.dtype(), device_ = lm.device();
+  vhr_on_ = set.find(ModMethod::VHR) != nullptr;
   image_class_bits_ = paint ? 0b1110 : var_on_ ? 0b0110 : 0b0010;
   if (const ModulationConfig* a = set.find(ModMethod::ADHH)) adhh_path_ = a->path.empty() ? "adhh" : a->path;
 }
@@ -392,6 +397,10 @@ const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
 void LlavaModulator::set_span(int64_t b, std::pair<int64_t, int64_t> span) {
   if (int64_t(spans_.size()) <= b) spans_.resize(size_t(b + 1), {0, 0});
   spans_[size_t(b)] = span;
+  if (int64_t(vhr_gains_.size()) > b && !vhr_gains_[size_t(b)].empty()) {
+    vhr_gains_[size_t(b)].clear();
+    head_gains_stale_ = true;
+  }
   for (auto& layer : sinks_)
     if (int64_t(layer.size()) > b) layer[size_t(b)].clear();
   set_image_classes(b, {});
@@ -750,23 +759,42 @@ void VhrSelector::head_outputs(int layer, const Tensor& out) {
   gains_[size_t(layer)] = Tensor::from_floats(g, {2, H}, dtype_).to(device_);
 }
 
-const Tensor* VhrSelector::head_gains(int layer) {
+const Tensor* VhrSelector::head_gains(int layer, int64_t batch) {
+  MMATTN_CHECK(batch == 2, ShapeError, "vhr: the selection runs on 2 sequences, not ", batch);
   return gains_[size_t(layer)].defined() ? &gains_[size_t(layer)] : nullptr;
 }
 
-void LlavaModulator::set_head_gains(const std::vector<std::vector<int>>& heads, double gain) {
-  head_gains_.assign(heads.size(), Tensor());
-  for (size_t l = 0; l < heads.size(); ++l) {
+void LlavaModulator::set_head_gains(int64_t b, const std::vector<std::vector<int>>& heads, double gain) {
+  if (int64_t(vhr_gains_.size()) <= b) vhr_gains_.resize(size_t(b + 1));
+  auto& per_layer = vhr_gains_[size_t(b)];
+  per_layer.assign(size_t(n_layers_), {});
+  for (size_t l = 0; l < heads.size() && l < per_layer.size(); ++l) {
     if (heads[l].empty()) continue;
-    std::vector<float> g(size_t(n_heads_), 1.f);
-    for (int h : heads[l]) g[size_t(h)] = float(gain);
-    head_gains_[l] = Tensor::from_floats(g, {1, int64_t(n_heads_)}, dtype_).to(device_);
+    per_layer[l].assign(size_t(n_heads_), 1.f);
+    for (int h : heads[l]) per_layer[l][size_t(h)] = float(gain);
   }
+  head_gains_stale_ = true;
 }
 
-const Tensor* LlavaModulator::head_gains(int layer) {
-  return size_t(layer) < head_gains_.size() && head_gains_[size_t(layer)].defined() ? &head_gains_[size_t(layer)]
-                                                                                    : nullptr;
+const Tensor* LlavaModulator::head_gains(int layer, int64_t batch) {
+  if (vhr_gains_.empty()) return nullptr;
+  if (head_gains_stale_ || head_gains_.empty() ||
+      (!head_gains_[size_t(layer)].defined() ? false : head_gains_[size_t(layer)].size(0) != batch)) {
+    head_gains_.assign(size_t(n_layers_), Tensor());
+    for (int l = 0; l < n_layers_; ++l) {
+      bool any = false;
+      std::vector<float> g(size_t(batch * n_heads_), 1.f);
+      for (int64_t b = 0; b < batch && b < int64_t(vhr_gains_.size()); ++b)
+        if (!vhr_gains_[size_t(b)].empty() && !vhr_gains_[size_t(b)][size_t(l)].empty()) {
+          any = true;
+          std::copy(vhr_gains_[size_t(b)][size_t(l)].begin(), vhr_gains_[size_t(b)][size_t(l)].end(),
+                    g.begin() + std::ptrdiff_t(b * n_heads_));
+        }
+      if (any) head_gains_[size_t(l)] = Tensor::from_floats(g, {batch, int64_t(n_heads_)}, dtype_).to(device_);
+    }
+    head_gains_stale_ = false;
+  }
+  return head_gains_[size_t(layer)].defined() ? &head_gains_[size_t(layer)] : nullptr;
 }
 
 }  // namespace mmattn

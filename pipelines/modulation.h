@@ -102,7 +102,7 @@ class VhrSelector : public AttentionModulator {
   const HeadModulation* modulation(int, const KVCache&, int64_t) override { return nullptr; }
   bool wants_head_outputs(int layer) const override;
   void head_outputs(int layer, const Tensor& out) override;
-  const Tensor* head_gains(int layer) override;
+  const Tensor* head_gains(int layer, int64_t batch) override;
   bool last_row_only() const override { return false; }
   // per layer: the selected heads, ascending (empty: not a VHR layer), and VHD per head
   const std::vector<std::vector<int>>& heads() const { return heads_; }
@@ -129,7 +129,7 @@ class LlavaModulator : public AttentionModulator {
   // PAINT: the class of each image token of sequence b (1 other, 2 local, 3 summary; empty = all 1).
   void set_image_classes(int64_t b, std::vector<uint8_t> classes);
   // VAR: sink detection in the prefill, redistribution in attend(), on every row after the image.
-  bool last_row_only() const override { return !var_on_; }
+  bool last_row_only() const override { return !var_on_ && !vhr_on_; }
   void layer_input(int layer, const Tensor& x, const std::vector<std::vector<int32_t>>& positions) override;
   bool replaces_attention(int layer) const override;
   Tensor attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
@@ -143,10 +143,10 @@ class LlavaModulator : public AttentionModulator {
   void record_image_mass(int64_t b);
   // F32 [layers * heads] (layer-major) once every layer has recorded; empty before.
   std::vector<float> image_mass(int64_t b) const;
-  // VHR: the heads of each layer (VhrSelector::heads()) get `gain` on every row from now on
-  // (a batch of one sequence).
-  void set_head_gains(const std::vector<std::vector<int>>& heads, double gain);
-  const Tensor* head_gains(int layer) override;
+  // VHR: sequence b's heads of each layer (VhrSelector::heads()) get `gain` on every row from now
+  // on (set_span clears them).
+  void set_head_gains(int64_t b, const std::vector<std::vector<int>>& heads, double gain);
+  const Tensor* head_gains(int layer, int64_t batch) override;
 
  private:
   const Tensor& key_class(const KVCache& cache, int layer);
@@ -175,7 +175,12 @@ class LlavaModulator : public AttentionModulator {
   std::string adhh_path_;  // non-empty: the set has adhh
   std::vector<std::vector<bool>> mass_pending_;
   std::vector<std::vector<float>> mass_;
-  std::vector<Tensor> head_gains_;  // VHR: per layer [1, Hq] in the model's dtype (undefined: none)
+  // VHR: per sequence, per layer, the gains ([Hq]; empty: none); per layer the device tensor
+  // [batch, Hq] built from them (rebuilt when a sequence's gains or the batch change)
+  std::vector<std::vector<std::vector<float>>> vhr_gains_;
+  std::vector<Tensor> head_gains_;
+  bool head_gains_stale_ = true;
+  bool vhr_on_ = false;
   DType dtype_ = DType::F32;
   Device device_;
   void record_mass(int layer, const Tensor& class_mass, const std::vector<std::vector<int32_t>>& positions);

@@ -535,11 +535,18 @@ TEST(Modulation, VhrMatchesReference) {
   }
   EXPECT_EQ(res.token_ids, ints_of(g.load("vhr.greedy", Device::cpu(), DType::I64)));
   EXPECT_TRUE(res.to_json().contains("vhr"));
-  // in a batch it runs alone and gives the same tokens
-  const std::vector<LlavaBatchItem> b = pipe().run_batch({r, r}, 2);
-  for (const auto& it : b) {
-    ASSERT_TRUE(it.ok) << it.error;
-    EXPECT_EQ(it.result.token_ids, res.token_ids);
+  // in a batch (prompts of different lengths: one padded prefill step), each request selects its
+  // own heads and decodes as when alone
+  LlavaRequest r2 = r;
+  r2.prompt = "Describe the image.";
+  const LlavaResult res2 = pipe().run(r2);
+  const std::vector<LlavaBatchItem> b = pipe().run_batch({r, r2, r}, 2);
+  ASSERT_EQ(b.size(), 3u);
+  for (size_t i = 0; i < b.size(); ++i) {
+    ASSERT_TRUE(b[i].ok) << b[i].error;
+    const LlavaResult& want = i == 1 ? res2 : res;
+    EXPECT_EQ(b[i].result.vhr_heads, want.vhr_heads) << i;
+    EXPECT_EQ(b[i].result.token_ids, want.token_ids) << i;
   }
 }
 
@@ -564,4 +571,8 @@ TEST(Modulation, VhrSpecErrors) {
   s.items.push_back(parse(R"({"method": "vhr"})"));
   s.items.push_back(parse(R"({"method": "vcd"})"));
   EXPECT_NE(error_of([&] { s.resolve(32); }).find("vhr with vcd"), std::string::npos);
+  s.items[1] = parse(R"({"method": "pai"})");
+  EXPECT_NE(error_of([&] { s.resolve(32); }).find("vhr with pai"), std::string::npos);
+  s.items[1] = parse(R"({"method": "var"})");
+  s.resolve(32);  // both per row: fine
 }
