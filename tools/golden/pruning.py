@@ -331,6 +331,25 @@ class TinyLlava:
         return out
 
 
+def golden_inputs():
+    """The modulation golden scripts' common start: --out (default tests/golden), torch settings,
+    and the tiny model's golden tensors and preprocessed crops: (out dir, golden, crops)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.set_grad_enabled(False)
+    golden, _ = read_safetensors(os.path.join(args.out, "tiny_llava_golden.safetensors"))
+    crops, _ = read_safetensors(os.path.join(args.out, "tiny_llava_preprocess.safetensors"))
+    return args.out, golden, crops
+
+
+def write_golden(path, out, meta):
+    """Writes the tensors `out` with the JSON metadata `meta` and says so."""
+    write_safetensors(path, out, {"meta": json.dumps(meta, sort_keys=True)})
+    print("wrote %s (%d tensors)" % (path, len(out)))
+
+
 # ----------------------------------------------------------------------------------------------
 # the prompt and the shared vision pass
 

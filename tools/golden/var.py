@@ -23,12 +23,12 @@ Writes tests/golden/tiny_llava_var.safetensors:
   var.selected_l<l> I32 [H] (heads selected on the last prompt row)
 Runs with torch alone: /usr/bin/python3 tools/golden/var.py
 """
-import argparse, json, os, sys
+import os, sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pruning import ROOT, Prompt, TinyLlava, read_safetensors, write_safetensors  # noqa: E402
+from pruning import Prompt, TinyLlava, golden_inputs, write_golden  # noqa: E402
 
 N_NEW = 16
 
@@ -91,15 +91,8 @@ class VarLlava(TinyLlava):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    torch.set_grad_enabled(False)
-    gdir = args.out
+    gdir, golden, crops = golden_inputs()
     mdir = os.path.join(gdir, "tiny_llava")
-    golden, _ = read_safetensors(os.path.join(gdir, "tiny_llava_golden.safetensors"))
-    crops, _ = read_safetensors(os.path.join(gdir, "tiny_llava_preprocess.safetensors"))
     base = TinyLlava(mdir)
     P = Prompt(base, golden["input_ids"][0], golden["pixel_values"], crops["clip_u8_extreme_ironing"])
     span = (P.S, P.S + P.N)
@@ -124,11 +117,9 @@ def main():
                                                                          m.selected.get(l, [])))
     d = (logits[0] - golden["logits_last"][0, -1]).abs().max().item()
     print("max |logit change| vs no VAR: %.5f; greedy %s (plain %s)" % (d, greedy, golden["greedy_ids"][0, :N_NEW].tolist()))
-    path = os.path.join(gdir, "tiny_llava_var.safetensors")
-    write_safetensors(path, out, {"meta": json.dumps({"var": prm, "greedy": "%d tokens, EOS masked" % N_NEW,
-                                                      "spec": "docs/modulation.md#var; tools/golden/var.py"},
-                                                     sort_keys=True)})
-    print("wrote %s (%d tensors)" % (path, len(out)))
+    write_golden(os.path.join(gdir, "tiny_llava_var.safetensors"), out,
+                 {"var": prm, "greedy": "%d tokens, EOS masked" % N_NEW,
+                  "spec": "docs/modulation.md#var; tools/golden/var.py"})
     return 0
 
 

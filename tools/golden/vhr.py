@@ -19,12 +19,12 @@ Writes tests/golden/tiny_llava_vhr.safetensors:
   vhr.heads_l<l> I32 [k] (heads reinforced in layer l), vhr.vhd_l<l> F32 [H]
 Runs with torch alone: /usr/bin/python3 tools/golden/vhr.py
 """
-import argparse, json, os, sys
+import os, sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pruning import KV, ROOT, Prompt, TinyLlava, read_safetensors, write_safetensors  # noqa: E402
+from pruning import KV, Prompt, TinyLlava, golden_inputs, write_golden  # noqa: E402
 
 N_NEW = 16
 
@@ -67,16 +67,8 @@ class VhrLlava(TinyLlava):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    torch.set_grad_enabled(False)
-    gdir = args.out
-    mdir = os.path.join(gdir, "tiny_llava")
-    golden, _ = read_safetensors(os.path.join(gdir, "tiny_llava_golden.safetensors"))
-    crops, _ = read_safetensors(os.path.join(gdir, "tiny_llava_preprocess.safetensors"))
-    m = VhrLlava(mdir)
+    gdir, golden, crops = golden_inputs()
+    m = VhrLlava(os.path.join(gdir, "tiny_llava"))
     ids = golden["input_ids"][0]
     P = Prompt(m, ids, golden["pixel_values"], crops["clip_u8_extreme_ironing"])
     e_img = P.embeds(m, P.image)
@@ -96,12 +88,9 @@ def main():
             float((srt[1:] - srt[:-1]).abs().min())))
     d = (logits[0] - golden["logits_last"][0, -1]).abs().max().item()
     print("max |logit change| vs no VHR: %.5f; greedy %s (plain %s)" % (d, greedy, golden["greedy_ids"][0, :N_NEW].tolist()))
-    path = os.path.join(gdir, "tiny_llava_vhr.safetensors")
-    write_safetensors(path, out, {"meta": json.dumps({"vhr": {"gain": gain, "layers": layers},
-                                                      "greedy": "%d tokens, EOS masked" % N_NEW,
-                                                      "spec": "docs/modulation.md#vhr; tools/golden/vhr.py"},
-                                                     sort_keys=True)})
-    print("wrote %s (%d tensors)" % (path, len(out)))
+    write_golden(os.path.join(gdir, "tiny_llava_vhr.safetensors"), out,
+                 {"vhr": {"gain": gain, "layers": layers}, "greedy": "%d tokens, EOS masked" % N_NEW,
+                  "spec": "docs/modulation.md#vhr; tools/golden/vhr.py"})
     return 0
 
 
