@@ -23,39 +23,29 @@ CONFIGS = [("pai_a02_l0", 0.2, 0, 2), ("pai_a05_l1", 0.5, 1, 2), ("pai_a3_l0", 3
 
 
 class PaiLlava(TinyLlava):
-    """TinyLlava whose layer() applies PAI to the last query row's image-key logits. gains: None
-    (alpha on every image key) or a per-image-token alpha [N] (PAINT)."""
+    """TinyLlava whose attention hooks apply PAI to the last query row's image-key logits (gains: None
+    = alpha on every image key, or a per-image-token alpha [N]: PAINT) and AD-HH's zeroing."""
 
     def __init__(self, model_dir, span, alpha, start, end, gains=None):
         super().__init__(model_dir)
         self.span, self.alpha, self.start, self.end, self.gains = span, alpha, start, end, gains
 
-    def layer(self, l, x, pos, cache):
-        p = f"{self.lp}layers.{l}."
-        q, k, v = self.qkv(l, x, pos)
-        c0 = cache.k.shape[0]
-        cache.k, cache.v, cache.pos = torch.cat([cache.k, k]), torch.cat([cache.v, v]), torch.cat([cache.pos, pos])
-        s = self.attend(q, cache.k)  # [H, n, m]
-        n, m = q.shape[0], cache.k.shape[0]
-        s = s.masked_fill(torch.arange(m)[None, :] > (c0 + torch.arange(n))[:, None], float("-inf"))
+    def attention_logits(self, l, s, cache):
         if self.start <= l < self.end:
             img = (cache.pos >= self.span[0]) & (cache.pos < self.span[1])  # image keys by original position
             last = s[:, -1, :]
             a = self.alpha if self.gains is None else self.gains[cache.pos[img] - self.span[0]]
             last[:, img] = last[:, img] + a * last[:, img].abs()
-        a = torch.softmax(s, dim=-1)
+        return s
+
+    def attention_probs(self, l, a, cache, pos):
         for (hl, hh) in getattr(self, "adhh", []):  # AD-HH: post-softmax, last row, no renormalisation
             if hl == l:
                 txt = cache.pos >= self.span[1]  # the text after the image (and generated tokens)
                 print("adhh mass l%d h%d %.5f" % (l, hh, float(a[hh, -1, txt].sum()))) if os.environ.get("ADHH_DEBUG") else None
                 if float(a[hh, -1, txt].sum()) >= self.adhh_threshold:
                     a[hh, -1, txt] = 0
-        vr = cache.v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        o = (a @ vr.transpose(0, 1)).transpose(0, 1).reshape(n, self.heads * self.hd)
-        x = x + self.lin(o, p + "self_attn.o_proj")
-        h = self.rms(x, self.w[p + "post_attention_layernorm.weight"])
-        h = torch.nn.functional.silu(self.lin(h, p + "mlp.gate_proj")) * self.lin(h, p + "mlp.up_proj")
-        return x + self.lin(h, p + "mlp.down_proj"), a, k
+        return a
 
 
 class HeadMapLlava(PaiLlava):

@@ -277,7 +277,7 @@ class TinyLlava:
         s = self.attend(q, cache.k)
         n, m = q.shape[0], cache.k.shape[0]
         s = s.masked_fill(torch.arange(m)[None, :] > (c0 + torch.arange(n))[:, None], float("-inf"))
-        a = torch.softmax(s, dim=-1)
+        a = self.attention_probs(l, torch.softmax(self.attention_logits(l, s, cache), dim=-1), cache, pos)
         vr = cache.v.repeat_interleave(self.heads // self.kv_heads, dim=1)
         o = self.head_outputs(l, (a @ vr.transpose(0, 1)).transpose(0, 1)).reshape(n, self.heads * self.hd)
         x = x + self.lin(o, p + "self_attn.o_proj")
@@ -285,8 +285,18 @@ class TinyLlava:
         h = F.silu(self.lin(h, p + "mlp.gate_proj")) * self.lin(h, p + "mlp.up_proj")
         return x + self.lin(h, p + "mlp.down_proj"), a, k
 
+    # Hooks of layer l for the modulation references (identity here); cache holds the step's keys
+    # (cache.pos: their original positions), pos the step rows' positions.
+    def attention_logits(self, l, s, cache):
+        """The masked attention logits [H, n, m], before the softmax."""
+        return s
+
+    def attention_probs(self, l, a, cache, pos):
+        """The attention probabilities [H, n, m], before they weight the values."""
+        return a
+
     def head_outputs(self, l, o):
-        """Hook on layer l's attention output per head [n, H, d] before o_proj (identity here)."""
+        """The attention output per head [n, H, d], before o_proj."""
         return o
 
     def logits(self, x):

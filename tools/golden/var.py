@@ -47,14 +47,10 @@ class VarLlava(TinyLlava):
             r = (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)).abs()[:, self.dims].max(-1).values
             self.rmax[l] = r
             self.sinks[l] = set(int(t) for t in pos[r > self.tau])
-        p_ = f"{self.lp}layers.{l}."
-        q, k, v = self.qkv(l, x, pos)
-        c0 = cache.k.shape[0]
-        cache.k, cache.v, cache.pos = torch.cat([cache.k, k]), torch.cat([cache.v, v]), torch.cat([cache.pos, pos])
-        s = self.attend(q, cache.k)
-        n, m = q.shape[0], cache.k.shape[0]
-        s = s.masked_fill(torch.arange(m)[None, :] > (c0 + torch.arange(n))[:, None], float("-inf"))
-        a = torch.softmax(s, dim=-1)
+        return super().layer(l, x, pos, cache)
+
+    def attention_probs(self, l, a, cache, pos):
+        n = pos.shape[0]
         sinks = self.sinks.get(l, set())
         img = (cache.pos >= self.span[0]) & (cache.pos < self.span[1])
         sink = torch.tensor([int(t) in sinks for t in cache.pos], dtype=torch.bool)
@@ -82,12 +78,7 @@ class VarLlava(TinyLlava):
                         row += budget * w / w.sum()
             if n > 1:
                 self.selected[l] = sel_last
-        vr = cache.v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        o = (a @ vr.transpose(0, 1)).transpose(0, 1).reshape(n, self.heads * self.hd)
-        x = x + self.lin(o, p_ + "self_attn.o_proj")
-        h = self.rms(x, self.w[p_ + "post_attention_layernorm.weight"])
-        h = torch.nn.functional.silu(self.lin(h, p_ + "mlp.gate_proj")) * self.lin(h, p_ + "mlp.up_proj")
-        return x + self.lin(h, p_ + "mlp.down_proj"), a, k
+        return a
 
 
 def main():
