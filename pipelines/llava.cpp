@@ -317,12 +317,11 @@ void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::
     Sequence& s = *seqs[i];
     if (s.pruning.before_llm()) {
       done(s, encode_visual_tokens(s.pruning, *encoder_, pixels[i], s.crop), pixels[i], nullptr);
-    } else if (s.modulation.find(ModMethod::PAINT) && !encoder_->feature_layer_is_list()) {
-      // one pass gives the features and both [CLS] rows (the same operations as encode() and
-      // cls_attention(): the same values, without re-running 22 of the 23 layers)
-      const ClipVisionOutput o = tower.forward(pixels[i], paint_layer + 1, /*keep_hidden_states=*/true);
-      const Tensor h = encoder_->drops_cls() ? o.last.slice(1, 1, o.last.size(1)).contiguous() : o.last;
-      const Tensor feats = encoder_->projector().forward(h);  // [1, N, hidden]
+    } else if (s.modulation.find(ModMethod::PAINT)) {
+      // its own pass gives the features and both [CLS] rows (cls_attention_at on its hidden states:
+      // the values cls_attention gives, without running the layers again)
+      ClipVisionOutput o;
+      const Tensor feats = encoder_->encode(pixels[i], &o);  // [1, N, hidden]
       done(s, unpruned_visual_tokens(s.pruning, feats.select(0, 0)), pixels[i], &o);
     } else {
       plain.push_back(i);
@@ -424,15 +423,12 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
   s->embeds = Tensor();
   finish_pruning(*s, cache, 0, pruner.get());
   if (head_map) {
-    std::vector<float> map;  // layer-major [layers * heads]: VHD with vhr (0 outside its layers), else image mass
-    if (vhr)
-      for (const auto& v : s->res.vhr_vhd) {
-        const size_t at = map.size();
-        map.resize(at + size_t(lm_->num_heads()), 0.f);
-        std::copy(v.begin(), v.end(), map.begin() + std::ptrdiff_t(at));
-      }
-    save_head_map(vhr ? map : modulator->image_mass(0), lm_->num_layers(), int(lm_->num_heads()), req.head_map_path,
-                  vhr != nullptr);
+    const size_t H = size_t(lm_->num_heads());
+    std::vector<float> map = vhr ? std::vector<float>(s->res.vhr_vhd.size() * H, 0.f) : modulator->image_mass(0);
+    if (vhr)  // layer-major VHD, 0 outside VHR's layers
+      for (size_t l = 0; l < s->res.vhr_vhd.size(); ++l)
+        std::copy(s->res.vhr_vhd[l].begin(), s->res.vhr_vhd[l].end(), map.begin() + std::ptrdiff_t(l * H));
+    save_head_map(map, lm_->num_layers(), int(H), req.head_map_path, vhr != nullptr);
   }
   while (!s->step(logits.to_floats()))
     logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({s->last_token()}, {1, 1})), cache, last);

@@ -41,6 +41,29 @@ const std::vector<std::pair<int, int>> kAdhhHeads = {
   MMATTN_THROW(ConfigError, c.path, ".", field, " ", msg);
 }
 
+// The non-empty list of integers >= 0 at `key` (what: its entries, for the errors), or `fallback`
+// when the key is absent.
+std::vector<int> read_index_list(JsonReader& r, const std::string& key, const char* what, std::vector<int> fallback) {
+  if (!r.has(key)) return fallback;
+  const Json& d = r.json()[key];
+  if (!d.is_array() || d.empty()) r.fail_key(key, std::string("must be a non-empty list of ") + what + "s");
+  std::vector<int> out;
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (!d[i].is_number_integer() || d[i].get<int>() < 0)
+      r.fail_key(key + "[" + std::to_string(i) + "]", std::string("must be a ") + what + " >= 0, got " + d[i].dump());
+    out.push_back(d[i].get<int>());
+  }
+  r.ignore(key);
+  return out;
+}
+
+// Per head: `gain` for the heads listed, 1 elsewhere.
+std::vector<float> head_gain_row(const std::vector<int>& heads, int n_heads, double gain) {
+  std::vector<float> g(size_t(n_heads), 1.f);
+  for (int h : heads) g[size_t(h)] = float(gain);
+  return g;
+}
+
 }  // namespace
 
 const char* mod_method_name(ModMethod m) {
@@ -60,16 +83,7 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
   if (c.method == ModMethod::VHR) {
     c.gain = r.get<double>("gain", c.gain);
     if (!(c.gain >= 0) || !std::isfinite(c.gain)) r.fail_key("gain", "must be >= 0");
-    if (r.has("layers")) {
-      const Json& d = r.json()["layers"];
-      if (!d.is_array() || d.empty()) r.fail_key("layers", "must be a non-empty list of layer indices");
-      for (size_t i = 0; i < d.size(); ++i) {
-        if (!d[i].is_number_integer())
-          r.fail_key("layers[" + std::to_string(i) + "]", "must be a layer index, got " + d[i].dump());
-        c.layers.push_back(d[i].get<int>());
-      }
-      r.ignore("layers");
-    }
+    c.layers = read_index_list(r, "layers", "layer index", {});
     r.finish();
     return c;
   }
@@ -92,17 +106,7 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
     return c;
   }
   if (c.method == ModMethod::VAR) {
-    if (r.has("sink_dims")) {
-      const Json& d = r.json()["sink_dims"];
-      if (!d.is_array() || d.empty()) r.fail_key("sink_dims", "must be a non-empty list of hidden dims");
-      c.sink_dims.clear();
-      for (size_t i = 0; i < d.size(); ++i) {
-        if (!d[i].is_number_integer() || d[i].get<int>() < 0)
-          r.fail_key("sink_dims[" + std::to_string(i) + "]", "must be a dim index >= 0, got " + d[i].dump());
-        c.sink_dims.push_back(d[i].get<int>());
-      }
-      r.ignore("sink_dims");
-    }
+    c.sink_dims = read_index_list(r, "sink_dims", "hidden dim", c.sink_dims);
     c.tau = r.get<double>("tau", c.tau);
     if (!(c.tau > 0) || !std::isfinite(c.tau)) r.fail_key("tau", "must be > 0");
     for (auto [key, v] : {std::pair<const char*, double*>{"p", &c.p}, {"rho", &c.rho}, {"summ", &c.summ}}) {
@@ -171,9 +175,8 @@ void ModulationConfig::resolve(int n_layers, int n_heads) {
   }
   if (method == ModMethod::VHR) {
     if (layers.empty()) {  // LLaVA-1.5-7B's: layer 1 and the last 14
-      layers.push_back(1);
+      if (n_layers > 1) layers.push_back(1);
       for (int l = std::max(2, n_layers - 14); l < n_layers; ++l) layers.push_back(l);
-      layers.erase(std::remove_if(layers.begin(), layers.end(), [&](int l) { return l >= n_layers; }), layers.end());
     }
     for (size_t i = 0; i < layers.size(); ++i)
       if (layers[i] < 0 || layers[i] >= n_layers)
@@ -397,9 +400,9 @@ const Tensor& LlavaModulator::key_class(const KVCache& cache, int layer) {
 void LlavaModulator::set_span(int64_t b, std::pair<int64_t, int64_t> span) {
   if (int64_t(spans_.size()) <= b) spans_.resize(size_t(b + 1), {0, 0});
   spans_[size_t(b)] = span;
-  if (int64_t(vhr_gains_.size()) > b && !vhr_gains_[size_t(b)].empty()) {
-    vhr_gains_[size_t(b)].clear();
-    head_gains_stale_ = true;
+  if (int64_t(vhr_heads_.size()) > b && !vhr_heads_[size_t(b)].empty()) {
+    vhr_heads_[size_t(b)].clear();
+    head_gains_.clear();
   }
   for (auto& layer : sinks_)
     if (int64_t(layer.size()) > b) layer[size_t(b)].clear();
@@ -749,13 +752,12 @@ void VhrSelector::head_outputs(int layer, const Tensor& out) {
   std::vector<float> sorted = vhd;
   std::sort(sorted.begin(), sorted.end());
   const float median = sorted[size_t((H - 1) / 2)];  // torch.median: the lower middle
-  std::vector<float> g(size_t(2 * H), 1.f);
-  heads_[size_t(layer)].clear();
+  std::vector<int>& heads = heads_[size_t(layer)];
+  heads.clear();
   for (int64_t h = 0; h < H; ++h)
-    if (vhd[size_t(h)] > median) {
-      heads_[size_t(layer)].push_back(int(h));
-      g[size_t(h)] = g[size_t(H + h)] = float(gain_);
-    }
+    if (vhd[size_t(h)] > median) heads.push_back(int(h));
+  std::vector<float> g = head_gain_row(heads, int(H), gain_);  // the same for both sequences
+  g.insert(g.end(), g.begin(), g.end());
   gains_[size_t(layer)] = Tensor::from_floats(g, {2, H}, dtype_).to(device_);
 }
 
@@ -765,34 +767,30 @@ const Tensor* VhrSelector::head_gains(int layer, int64_t batch) {
 }
 
 void LlavaModulator::set_head_gains(int64_t b, const std::vector<std::vector<int>>& heads, double gain) {
-  if (int64_t(vhr_gains_.size()) <= b) vhr_gains_.resize(size_t(b + 1));
-  auto& per_layer = vhr_gains_[size_t(b)];
-  per_layer.assign(size_t(n_layers_), {});
-  for (size_t l = 0; l < heads.size() && l < per_layer.size(); ++l) {
-    if (heads[l].empty()) continue;
-    per_layer[l].assign(size_t(n_heads_), 1.f);
-    for (int h : heads[l]) per_layer[l][size_t(h)] = float(gain);
-  }
-  head_gains_stale_ = true;
+  if (int64_t(vhr_heads_.size()) <= b) vhr_heads_.resize(size_t(b + 1));
+  vhr_heads_[size_t(b)] = heads;
+  vhr_gain_ = gain;
+  head_gains_.clear();  // rebuilt at the next call
 }
 
 const Tensor* LlavaModulator::head_gains(int layer, int64_t batch) {
-  if (vhr_gains_.empty()) return nullptr;
-  if (head_gains_stale_ || head_gains_.empty() ||
-      (!head_gains_[size_t(layer)].defined() ? false : head_gains_[size_t(layer)].size(0) != batch)) {
+  if (vhr_heads_.empty()) return nullptr;
+  if (head_gains_.empty() || head_gains_batch_ != batch) {  // per layer [batch, Hq], ones for other heads
     head_gains_.assign(size_t(n_layers_), Tensor());
+    head_gains_batch_ = batch;
     for (int l = 0; l < n_layers_; ++l) {
+      std::vector<float> g;
       bool any = false;
-      std::vector<float> g(size_t(batch * n_heads_), 1.f);
-      for (int64_t b = 0; b < batch && b < int64_t(vhr_gains_.size()); ++b)
-        if (!vhr_gains_[size_t(b)].empty() && !vhr_gains_[size_t(b)][size_t(l)].empty()) {
-          any = true;
-          std::copy(vhr_gains_[size_t(b)][size_t(l)].begin(), vhr_gains_[size_t(b)][size_t(l)].end(),
-                    g.begin() + std::ptrdiff_t(b * n_heads_));
-        }
+      for (int64_t b = 0; b < batch; ++b) {
+        const bool has = b < int64_t(vhr_heads_.size()) && size_t(l) < vhr_heads_[size_t(b)].size() &&
+                         !vhr_heads_[size_t(b)][size_t(l)].empty();
+        const std::vector<float> row = head_gain_row(has ? vhr_heads_[size_t(b)][size_t(l)] : std::vector<int>{},
+                                                     n_heads_, vhr_gain_);
+        g.insert(g.end(), row.begin(), row.end());
+        any = any || has;
+      }
       if (any) head_gains_[size_t(l)] = Tensor::from_floats(g, {batch, int64_t(n_heads_)}, dtype_).to(device_);
     }
-    head_gains_stale_ = false;
   }
   return head_gains_[size_t(layer)].defined() ? &head_gains_[size_t(layer)] : nullptr;
 }

@@ -175,11 +175,12 @@ class LlavaModulator : public AttentionModulator {
   std::string adhh_path_;  // non-empty: the set has adhh
   std::vector<std::vector<bool>> mass_pending_;
   std::vector<std::vector<float>> mass_;
-  // VHR: per sequence, per layer, the gains ([Hq]; empty: none); per layer the device tensor
-  // [batch, Hq] built from them (rebuilt when a sequence's gains or the batch change)
-  std::vector<std::vector<std::vector<float>>> vhr_gains_;
+  // VHR: per sequence, per layer, the reinforced heads; per layer the device gains [batch, Hq] built
+  // from them (empty: to rebuild, after a sequence's heads or the batch changed)
+  std::vector<std::vector<std::vector<int>>> vhr_heads_;
+  double vhr_gain_ = 1.0;
   std::vector<Tensor> head_gains_;
-  bool head_gains_stale_ = true;
+  int64_t head_gains_batch_ = 0;
   bool vhr_on_ = false;
   DType dtype_ = DType::F32;
   Device device_;

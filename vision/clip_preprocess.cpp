@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 namespace mmattn {
 
@@ -151,20 +152,23 @@ Image expand_to_square(const Image& img, const std::array<uint8_t, 3>& backgroun
   return out;
 }
 
-Image center_crop(const Image& img, int crop_w, int crop_h, bool pad_offset_round_up) {
+std::pair<int, int> center_crop_origin(int w, int h, int crop_w, int crop_h, bool pad_offset_round_up) {
   MMATTN_CHECK(crop_w > 0 && crop_h > 0, ShapeError, "center_crop: crop size ", crop_w, "x", crop_h);
   // Pad (zeros) where the image is smaller than the crop: image at (crop - size) // 2, or rounded
-  // up (numpy path).
-  const int pw = std::max(img.width, crop_w), ph = std::max(img.height, crop_h);
+  // up (numpy path); then the crop at ((padded - crop) // 2) of the padded image.
+  const int pw = std::max(w, crop_w), ph = std::max(h, crop_h);
   const int ru = pad_offset_round_up ? 1 : 0;
-  const int px = (pw - img.width + ru) / 2, py = (ph - img.height + ru) / 2;
-  const int left = (pw - crop_w) / 2, top = (ph - crop_h) / 2;
+  return {(pw - crop_w) / 2 - (pw - w + ru) / 2, (ph - crop_h) / 2 - (ph - h + ru) / 2};
+}
+
+Image center_crop(const Image& img, int crop_w, int crop_h, bool pad_offset_round_up) {
+  const auto [ox, oy] = center_crop_origin(img.width, img.height, crop_w, crop_h, pad_offset_round_up);
   Image out(crop_w, crop_h);
   for (int y = 0; y < crop_h; ++y) {
-    const int sy = top + y - py;
+    const int sy = y + oy;
     if (sy < 0 || sy >= img.height) continue;
-    const int x_lo = std::max(0, px - left), x_hi = std::min(crop_w, px - left + img.width);
-    if (x_hi > x_lo) std::memcpy(out.px(x_lo, y), img.px(left + x_lo - px, sy), size_t(x_hi - x_lo) * 3);
+    const int x_lo = std::max(0, -ox), x_hi = std::min(crop_w, img.width - ox);
+    if (x_hi > x_lo) std::memcpy(out.px(x_lo, y), img.px(x_lo + ox, sy), size_t(x_hi - x_lo) * 3);
   }
   return out;
 }
@@ -254,15 +258,12 @@ Tensor clip_preprocess_to(const Image& img, const ClipPreprocessConfig& cfg, Dev
   };
   if (p.horizontal) add_taps(p.canvas_w, p.out_w, off, &p.h_ksize, &p.h_precision);
   if (p.vertical) add_taps(p.canvas_h, p.out_h, off + 3, &p.v_ksize, &p.v_precision);
-  // the center crop (center_crop's offsets: crop pixel (x, y) is resized pixel (x + left - px, y + top - py))
+  // the center crop, as center_crop places it
   p.crop_w = p.out_w;
   p.crop_h = p.out_h;
   if (cfg.do_center_crop) {
-    MMATTN_CHECK(cfg.crop_w > 0 && cfg.crop_h > 0, ShapeError, "center_crop: crop size ", cfg.crop_w, "x", cfg.crop_h);
-    const int pw = std::max(p.out_w, cfg.crop_w), ph = std::max(p.out_h, cfg.crop_h);
-    const int ru = cfg.resize_impl == ResampleImpl::kPillow ? 1 : 0;
-    p.crop_x = (pw - cfg.crop_w) / 2 - (pw - p.out_w + ru) / 2;
-    p.crop_y = (ph - cfg.crop_h) / 2 - (ph - p.out_h + ru) / 2;
+    std::tie(p.crop_x, p.crop_y) = center_crop_origin(p.out_w, p.out_h, cfg.crop_w, cfg.crop_h,
+                                                      cfg.resize_impl == ResampleImpl::kPillow);
     p.crop_w = cfg.crop_w;
     p.crop_h = cfg.crop_h;
   }

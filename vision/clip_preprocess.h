@@ -67,6 +67,9 @@ std::array<uint8_t, 3> mean_color_u8(const std::array<float, 3>& mean);
 // transformers' center crop (with zero padding when the image is smaller; see above for the
 // padding offset).
 Image center_crop(const Image& img, int crop_w, int crop_h, bool pad_offset_round_up = false);
+// Where center_crop puts crop pixel (0, 0) in a w x h image: (x, y), negative or past the image
+// where it pads. ShapeError for a non-positive crop size.
+std::pair<int, int> center_crop_origin(int w, int h, int crop_w, int crop_h, bool pad_offset_round_up);
 
 // Everything up to (not including) rescale/normalise: the uint8 image the model will see.
 Image clip_resize_crop(const Image& img, const ClipPreprocessConfig& cfg);

@@ -196,13 +196,16 @@ ClipVisionOutput ClipVisionTower::forward(const Tensor& pixel_values, int64_t nu
   return out;
 }
 
-Tensor ClipVisionTower::features(const Tensor& pixel_values, int64_t feature_layer, bool drop_cls) const {
-  const Tensor h = forward(pixel_values, layers_for_feature_layer(cfg_, feature_layer)).last;
-  return drop_cls ? h.slice(1, 1, h.size(1)).contiguous() : h;  // [B, N, D]: LLaVA "default"
+Tensor ClipVisionTower::features(const Tensor& pixel_values, int64_t feature_layer, bool drop_cls,
+                                 ClipVisionOutput* kept) const {
+  ClipVisionOutput o = forward(pixel_values, layers_for_feature_layer(cfg_, feature_layer), kept != nullptr);
+  const Tensor h = drop_cls ? o.last.slice(1, 1, o.last.size(1)).contiguous() : o.last;  // LLaVA "default"
+  if (kept) *kept = std::move(o);
+  return h;  // [B, N, D]
 }
 
 Tensor ClipVisionTower::features(const Tensor& pixel_values, const std::vector<int64_t>& feature_layers,
-                                 bool drop_cls) const {
+                                 bool drop_cls, ClipVisionOutput* kept) const {
   MMATTN_CHECK(!feature_layers.empty(), ConfigError, "ClipVisionTower: empty list of feature layers");
   std::vector<int64_t> idx;
   int64_t need = 0;
@@ -210,12 +213,13 @@ Tensor ClipVisionTower::features(const Tensor& pixel_values, const std::vector<i
     idx.push_back(layers_for_feature_layer(cfg_, f));
     need = std::max(need, idx.back());
   }
-  const ClipVisionOutput o = forward(pixel_values, need, /*keep_hidden_states=*/true);
+  ClipVisionOutput o = forward(pixel_values, need, /*keep_hidden_states=*/true);
   std::vector<Tensor> parts;
   for (int64_t i : idx) {
     const Tensor& h = o.hidden_states[size_t(i)];
     parts.push_back(drop_cls ? h.slice(1, 1, h.size(1)) : h);
   }
+  if (kept) *kept = std::move(o);
   return concat(parts, -1);  // torch.cat(hs_pool, dim=-1)
 }
 

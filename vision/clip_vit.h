@@ -81,10 +81,13 @@ class ClipVisionTower {
                            bool keep_hidden_states = false) const;
   // hidden_states[feature_layer] ([B, 1 + N, D], or [B, N, D] without the [CLS] token when
   // drop_cls, as LLaVA's "default" strategy), running only the layers needed.
-  Tensor features(const Tensor& pixel_values, int64_t feature_layer, bool drop_cls) const;
+  // `kept`, when given, receives the pass with its hidden states (h_0 .. h_n).
+  Tensor features(const Tensor& pixel_values, int64_t feature_layer, bool drop_cls,
+                  ClipVisionOutput* kept = nullptr) const;
   // Several layers concatenated along the hidden dim (vision_feature_layer as a list):
   // [B, N (+1), D * layers.size()].
-  Tensor features(const Tensor& pixel_values, const std::vector<int64_t>& feature_layers, bool drop_cls) const;
+  Tensor features(const Tensor& pixel_values, const std::vector<int64_t>& feature_layers, bool drop_cls,
+                  ClipVisionOutput* kept = nullptr) const;
   // The [CLS] query's attention probabilities at encoder layer `layer` (indexing transformers'
   // `attentions` tuple: 0..L-1, negative from the end, so -2 is VisionZip's attentions[-2]):
   // F32 [B, heads, 1 + N], each row summing to 1. Runs layers 0..layer-1 plus that layer's q/k.

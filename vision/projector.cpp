@@ -66,9 +66,9 @@ LlavaImageEncoder LlavaImageEncoder::load(const Checkpoint& ckpt, const LlavaPre
   return e;
 }
 
-Tensor LlavaImageEncoder::vision_features(const Tensor& pixel_values) const {
-  return layer_is_list_ ? tower_.features(pixel_values, layers_, drop_cls_)
-                        : tower_.features(pixel_values, layers_[0], drop_cls_);
+Tensor LlavaImageEncoder::vision_features(const Tensor& pixel_values, ClipVisionOutput* kept) const {
+  return layer_is_list_ ? tower_.features(pixel_values, layers_, drop_cls_, kept)
+                        : tower_.features(pixel_values, layers_[0], drop_cls_, kept);
 }
 
 }  // namespace mmattn

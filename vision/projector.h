@@ -47,9 +47,12 @@ class LlavaImageEncoder {
   static LlavaImageEncoder load(const Checkpoint& ckpt, const LlavaPrefixes& prefixes, const LlavaConfig& cfg,
                                 Device device, DType dtype);
   // pixel_values [B, 3, H, W] -> the selected vision features [B, N, V] (before the projector).
-  Tensor vision_features(const Tensor& pixel_values) const;
+  // `kept`, when given, receives the tower's pass with its hidden states.
+  Tensor vision_features(const Tensor& pixel_values, ClipVisionOutput* kept = nullptr) const;
   // pixel_values [B, 3, H, W] -> image features [B, N, T] (N = 576 for LLaVA-1.5).
-  Tensor encode(const Tensor& pixel_values) const { return projector_.forward(vision_features(pixel_values)); }
+  Tensor encode(const Tensor& pixel_values, ClipVisionOutput* kept = nullptr) const {
+    return projector_.forward(vision_features(pixel_values, kept));
+  }
   const ClipVisionTower& tower() const { return tower_; }
   const LlavaProjector& projector() const { return projector_; }
   const LlavaPrefixes& prefixes() const { return prefixes_; }

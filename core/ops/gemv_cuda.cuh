@@ -87,6 +87,16 @@ __device__ __forceinline__ float round_t(float v) {
   return to_f32(from_f32<T>(v));
 }
 
+// Both kernels' epilogue: y[m, row] = T(acc + bias[row]) or, accumulating, T(y[m, row] + acc + bias[row]).
+template <class T>
+__device__ __forceinline__ void store_output(const Args& a, int m, int row, float acc) {
+  T* y = static_cast<T*>(a.y);
+  const T* bias = static_cast<const T*>(a.bias);
+  float v = acc + (bias ? to_f32(bias[row]) : 0.f);
+  if (a.accumulate) v += to_f32(y[int64_t(m) * a.n + row]);
+  y[int64_t(m) * a.n + row] = from_f32<T>(v);
+}
+
 // x_eff for all m rows into shared memory xs [m][k] (as T).
 template <class T, int M, GemvInput IN>
 __device__ void stage_input(const Args& a, uint4* xs, float* scratch) {
@@ -203,8 +213,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
       }
     }
 
-    T* y = static_cast<T*>(a.y);
-    const T* bias = static_cast<const T*>(a.bias);
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
 #pragma unroll
@@ -212,9 +220,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
         const float s = warp_sum(acc[r][m]);
         const int row = row0 + r;
         if (lane == r * M + m && row < a.n && m < a.m) {
-          float v = s + (bias ? to_f32(bias[row]) : 0.f);
-          if (a.accumulate) v += to_f32(y[int64_t(m) * a.n + row]);
-          y[int64_t(m) * a.n + row] = from_f32<T>(v);
+          store_output<T>(a, m, row, s);
         }
       }
   }
@@ -338,11 +344,7 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
       float v = 0.f;
 #pragma unroll
       for (int i = 0; i < kWarps; ++i) v += part[i][r][m];
-      T* y = static_cast<T*>(a.y);
-      const T* bias = static_cast<const T*>(a.bias);
-      if (bias) v += to_f32(bias[row]);
-      if (a.accumulate) v += to_f32(y[int64_t(m) * a.n + row]);
-      y[int64_t(m) * a.n + row] = from_f32<T>(v);
+      store_output<T>(a, m, row, v);
     }
   }
 }
