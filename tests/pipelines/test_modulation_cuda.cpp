@@ -1,8 +1,9 @@
-// PAI on the GPU (bf16) against tools/golden/modulation.py (f32): logits of the last prompt row
+// PAI, AD-HH, VAR and VHR on the GPU. PAI (bf16) against tools/golden/modulation.py (f32): logits of the last prompt row
 // within 5% relative L2 of the reference's (bf16 end to end), and closer to the modulated
 // reference than to the unmodulated one when the boost is large (alpha 3).
 #include <cmath>
 
+#include "core/json_reader.h"
 #include "pruning_golden.h"
 
 using namespace mmattn;
@@ -81,4 +82,56 @@ TEST(ModulationCuda, VarMatchesCpuWithinBf16) {
               rel_l2(want.logits_last, plain.logits_last));
   EXPECT_LT(e, 0.05);
   EXPECT_LT(e, e0);
+}
+
+// VHR on the GPU (bf16) against tools/golden/vhr.py (f32), through the pipeline (the two-branch
+// selection prefill, then the request with the chosen heads' gains). The golden's heads stand
+// >= 7% above each layer's median, far past bf16 noise, so the selection must be identical; each
+// head's VHD within 3% relative; the first token (decided by the modulated prefill) is the
+// reference's, which differs from the plain model's; a padded batch selects as single runs do.
+TEST(ModulationCuda, VhrMatchesReferenceWithinBf16) {
+  MMATTN_REQUIRE_GPU();
+  static LlavaPipeline pipe(golden_dir() + "/tiny_llava", Device::cuda(), DType::BF16);
+  Checkpoint g(golden_dir() + "/tiny_llava_vhr.safetensors");
+  const Json j = Json::parse(R"({"method": "vhr", "layers": [0, 1]})");
+  JsonReader rd(j, "spec.json", "$.modulation[0]");
+  ModulationSet s;
+  s.items.push_back(ModulationConfig::parse(rd));
+  s.resolve(pipe.language_model().num_layers(), int(pipe.language_model().num_heads()));
+  LlavaRequest r;
+  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r.prompt = "What is unusual about this image?";
+  r.max_new_tokens = r.min_new_tokens = 16;
+  r.modulation = s;
+  const LlavaResult res = pipe.run(r);
+  ASSERT_EQ(res.vhr_heads.size(), 2u);
+  for (int l = 0; l < 2; ++l) {
+    SCOPED_TRACE(l);
+    std::vector<int64_t> heads(res.vhr_heads[size_t(l)].begin(), res.vhr_heads[size_t(l)].end());
+    EXPECT_EQ(heads, ints_of(g.load("vhr.heads_l" + std::to_string(l), Device::cpu(), DType::I64)));
+    const std::vector<float> want = g.load("vhr.vhd_l" + std::to_string(l), Device::cpu(), DType::F32).to_floats();
+    ASSERT_EQ(res.vhr_vhd[size_t(l)].size(), want.size());
+    for (size_t h = 0; h < want.size(); ++h) {
+      std::printf("vhr layer %d head %zu: VHD %.5f (reference %.5f)\n", l, h, res.vhr_vhd[size_t(l)][h], want[h]);
+      EXPECT_NEAR(res.vhr_vhd[size_t(l)][h], want[h], 0.03 * want[h]);
+    }
+  }
+  const std::vector<int64_t> greedy = ints_of(g.load("vhr.greedy", Device::cpu(), DType::I64));
+  ASSERT_FALSE(res.token_ids.empty());
+  size_t match = 0;
+  while (match < greedy.size() && match < res.token_ids.size() && res.token_ids[match] == greedy[match]) ++match;
+  std::printf("vhr bf16 greedy: first %zu of %zu tokens match the reference\n", match, greedy.size());
+  EXPECT_GE(match, 1u);
+  LlavaRequest plain = r;
+  plain.modulation = {};
+  EXPECT_NE(pipe.run(plain).token_ids[0], greedy[0]);  // the selection changed the first token
+  LlavaRequest r2 = r;
+  r2.prompt = "Describe the image.";
+  const LlavaResult res2 = pipe.run(r2);
+  const std::vector<LlavaBatchItem> b = pipe.run_batch({r, r2}, 2);
+  ASSERT_EQ(b.size(), 2u);
+  for (size_t i = 0; i < b.size(); ++i) {
+    ASSERT_TRUE(b[i].ok) << b[i].error;
+    EXPECT_EQ(b[i].result.vhr_heads, (i == 0 ? res : res2).vhr_heads) << i;
+  }
 }
