@@ -171,6 +171,72 @@ void cuda_empty_cache() { allocator().empty_cache(); }
 AllocatorStats cuda_allocator_stats() { return allocator().stats(); }
 void cuda_reset_peak() { allocator().reset_peak(); }
 
+namespace {
+
+// Small host->device copies go through a per-thread ring of pinned memory: the bytes are copied
+// into the ring at once (the caller may reuse its buffer on return) and the DMA is queued on the
+// stream, so the host does not wait for the device (a copy from pageable memory would wait for the
+// stream to drain: one stall per upload of lengths, positions, gains, ... in a forward). A region
+// is reused only after the event recorded behind its copy has completed.
+class StagingRing {
+ public:
+  static constexpr size_t kCapacity = size_t(8) << 20;
+  static constexpr size_t kMaxCopy = size_t(1) << 20;  // larger copies take the blocking path
+
+  void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+    if (!base_) MMATTN_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&base_), kCapacity, cudaHostAllocDefault));
+    const size_t n = (bytes + 255) & ~size_t(255);
+    if (head_ + n > kCapacity) head_ = 0;
+    retire(head_, head_ + n);
+    std::memcpy(base_ + head_, src, bytes);
+    MMATTN_CUDA_CHECK(cudaMemcpyAsync(dst, base_ + head_, bytes, cudaMemcpyHostToDevice, s));
+    cudaEvent_t ev = nullptr;
+    if (!events_.empty()) {
+      ev = events_.back();
+      events_.pop_back();
+    } else {
+      MMATTN_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    }
+    MMATTN_CUDA_CHECK(cudaEventRecord(ev, s));
+    inflight_.push_back({head_, head_ + n, ev});
+    head_ += n;
+  }
+
+ private:
+  struct Span {
+    size_t begin, end;
+    cudaEvent_t ev;
+  };
+  // Waits for the copies still reading [begin, end) and recycles every completed span.
+  void retire(size_t begin, size_t end) {
+    for (const Span& sp : inflight_)
+      if (sp.begin < end && begin < sp.end) MMATTN_CUDA_CHECK(cudaEventSynchronize(sp.ev));
+    std::vector<Span> keep;
+    for (const Span& sp : inflight_) {
+      const cudaError_t st = cudaEventQuery(sp.ev);
+      if (st == cudaSuccess) {
+        events_.push_back(sp.ev);
+      } else {
+        if (st != cudaErrorNotReady) MMATTN_CUDA_CHECK(st);
+        keep.push_back(sp);
+      }
+    }
+    inflight_.swap(keep);
+  }
+
+  char* base_ = nullptr;
+  size_t head_ = 0;
+  std::vector<Span> inflight_;
+  std::vector<cudaEvent_t> events_;
+};
+
+StagingRing& staging_ring() {
+  thread_local StagingRing* r = new StagingRing();  // leaked: pinned memory outlives thread-exit order issues
+  return *r;
+}
+
+}  // namespace
+
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   if (bytes == 0) return;
   if (dst_dev.is_cpu() && src_dev.is_cpu()) {
@@ -180,6 +246,10 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
   cudaStream_t s = current_stream();
   if (dst_dev.is_cuda() && src_dev.is_cuda()) {
     MMATTN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+    return;
+  }
+  if (dst_dev.is_cuda() && bytes <= StagingRing::kMaxCopy) {
+    staging_ring().copy_to_device(dst, src, bytes, s);
     return;
   }
   const cudaMemcpyKind kind = dst_dev.is_cuda() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;

@@ -74,7 +74,10 @@ void cuda_empty_cache();               // returns cached blocks to the driver
 AllocatorStats cuda_allocator_stats();
 void cuda_reset_peak();
 
-// Copies between any two devices (blocking for host<->device; async on `stream` for d2d).
+// Copies between any two devices on the current stream. Device->host blocks until the bytes are
+// on the host; host->device returns once the source may be reused: up to 1 MiB the bytes are
+// staged in pinned memory and the copy is queued (stream-ordered, no wait for the device), larger
+// copies block; device->device is queued.
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 
 }  // namespace mmattn

@@ -381,16 +381,20 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   return x;
 }
 
-Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForwardOptions& opt) const {
+LlamaModel::Stepper::Stepper(const LlamaModel& m, const Tensor& embeds, KVCache& cache, const LlamaForwardOptions& opt)
+    : m_(m), cache_(cache), opt_(opt), rows_(std::make_unique<StepRows>()) {
   check_defined(embeds, "LlamaModel::forward", "embeds");
+  const int64_t hidden_ = m.hidden_, hkv_ = m.hkv_, dp_ = m.dp_;
+  const DType dtype_ = m.dtype_;
+  const Device device_ = m.device_;
   MMATTN_CHECK(embeds.dim() == 3 && embeds.size(2) == hidden_ && embeds.size(1) >= 1, ShapeError, kCls,
                "::forward: embeds must be [B, n >= 1, ", hidden_, "], got ", embeds.desc());
   const int64_t B = embeds.size(0), n = embeds.size(1);
-  MMATTN_CHECK(cache.layers() == num_layers() && cache.batch() == B && cache.kv_heads() == hkv_ &&
+  MMATTN_CHECK(cache.layers() == m.num_layers() && cache.batch() == B && cache.kv_heads() == hkv_ &&
                    cache.head_dim() == dp_ && cache.dtype() == dtype_ && cache.device() == device_,
                ShapeError, kCls, "::forward: the KV cache (", cache.layers(), " layers, batch ", cache.batch(), ", ",
                cache.kv_heads(), " kv heads, head dim ", cache.head_dim(), ", ", dtype_name(cache.dtype()), ", ",
-               cache.device().str(), ") does not fit the model and input (", num_layers(), ", ", B, ", ", hkv_, ", ",
+               cache.device().str(), ") does not fit the model and input (", m.num_layers(), ", ", B, ", ", hkv_, ", ",
                dp_, ", ", dtype_name(dtype_), ", ", device_.str(), "): use make_cache()");
   MMATTN_CHECK(!cache.step_open(), Error, kCls, "::forward: the KV cache has an open step");
   std::vector<int> nv = opt.n_valid;
@@ -408,9 +412,9 @@ Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForw
   }
 
   // The residual stream, owned here (add_ writes into it).
-  Tensor x = Tensor::empty({B, n, hidden_}, dtype_, device_);
-  x.copy_from(embeds);
-  StepRows rows;
+  x_ = Tensor::empty({B, n, hidden_}, dtype_, device_);
+  x_.copy_from(embeds);
+  StepRows& rows = *rows_;
   rows.set_valid(nv, n, device_);
   rows.positions.resize(size_t(B));
   rows.origin.resize(size_t(B));
@@ -418,11 +422,24 @@ Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForw
     rows.positions[size_t(b)].assign(size_t(nv[size_t(b)]), 0);
     for (int i = 0; i < nv[size_t(b)]; ++i) rows.origin[size_t(b)].push_back(i);
   }
-  for (int l = 0; l < num_layers(); ++l) x = layer_forward(l, x, cache, rows, opt.pruner, opt.modulator);
-  cache.advance();
+}
 
-  const int64_t nr = x.size(1);
-  if (opt.last_only) {
+LlamaModel::Stepper::~Stepper() = default;
+
+void LlamaModel::Stepper::layer(int l) {
+  MMATTN_CHECK(l == next_ && l < m_.num_layers(), Error, kCls, "::Stepper: layer ", l, " out of order (next is ",
+               next_, " of ", m_.num_layers(), ")");
+  x_ = m_.layer_forward(l, x_, cache_, *rows_, opt_.pruner, opt_.modulator);
+  ++next_;
+}
+
+Tensor LlamaModel::Stepper::finish() {
+  while (next_ < m_.num_layers()) layer(next_);
+  cache_.advance();
+  const StepRows& rows = *rows_;
+  const int64_t B = x_.size(0), nr = x_.size(1);
+  Tensor x = x_;
+  if (opt_.last_only) {
     if (!rows.padded) {
       x = x.slice(1, nr - 1, nr).contiguous();  // [B, 1, hidden] (dense: the fused norm + head takes it)
     } else {
@@ -431,7 +448,11 @@ Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForw
       x = gather_rows(x, last, 1);  // [B, 1, hidden]
     }
   }
-  return rms_norm_linear(x, norm_, eps_, lm_head_).to(DType::F32);  // [B, n or 1, V]
+  return rms_norm_linear(x, m_.norm_, m_.eps_, m_.lm_head_).to(DType::F32);  // [B, n or 1, V]
+}
+
+Tensor LlamaModel::forward(const Tensor& embeds, KVCache& cache, const LlamaForwardOptions& opt) const {
+  return Stepper(*this, embeds, cache, opt).finish();
 }
 
 GenerationResult generate(const LlamaModel& model, const Tensor& prompt_embeds, const std::vector<int64_t>& prompt_ids,

@@ -22,6 +22,7 @@
 //
 // Devices: CPU in F32; CUDA in BF16 or F16 (f32 accumulation inside the ops).
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -178,6 +179,7 @@ struct LlamaForwardOptions {
 
 class LlamaModel {
  public:
+  struct StepRows;  // the rows of the step being run (llama.cpp)
   static LlamaModel load(const Checkpoint& ckpt, const std::string& prefix, const LlamaConfig& cfg,
                          Device dev = Device::cpu(), DType dtype = DType::F32);
   static LlamaModel load(const Checkpoint& ckpt, const LlamaWeightNames& names, const LlamaConfig& cfg,
@@ -190,6 +192,25 @@ class LlamaModel {
   // (one step: append per layer, then advance). The cache must come from make_cache() (or match it).
   Tensor forward(const Tensor& embeds, KVCache& cache, const LlamaForwardOptions& opt = {}) const;
   KVCache make_cache(int64_t batch, int64_t max_len) const;
+  // forward(), one layer at a time: for callers that interleave two forwards layer by layer (VHR's
+  // text-only branch runs inside the image branch's hooks). layer(l) in order 0, 1, ...; finish()
+  // runs the layers left, closes the cache step and returns the logits as forward() does. A
+  // Stepper dropped before finish() leaves the cache step open (reset or discard that cache).
+  class Stepper {
+   public:
+    Stepper(const LlamaModel& m, const Tensor& embeds, KVCache& cache, const LlamaForwardOptions& opt);
+    ~Stepper();
+    void layer(int l);
+    Tensor finish();
+
+   private:
+    const LlamaModel& m_;
+    KVCache& cache_;
+    LlamaForwardOptions opt_;
+    std::unique_ptr<StepRows> rows_;
+    Tensor x_;
+    int next_ = 0;
+  };
 
   int num_layers() const { return int(layers_.size()); }
   int64_t hidden_size() const { return hidden_; }
@@ -219,7 +240,6 @@ class LlamaModel {
     Tensor gate_up, gate_up_bias;  // [2 F, hidden] (gate rows first)
     Tensor down, down_bias;        // [hidden, F]
   };
-  struct StepRows;  // the rows of the step being run (llama.cpp)
   // One decoder layer; returns the residual stream (x itself, or a new tensor when rows were pruned).
   Tensor layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner,
                        AttentionModulator* modulator) const;

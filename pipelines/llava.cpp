@@ -412,14 +412,15 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
     modulator = std::make_unique<LlavaModulator>(s->modulation, *lm_, std::vector<std::pair<int64_t, int64_t>>{s->span});
   if (modulator) modulator->set_image_classes(0, s->image_classes);
   const ModulationConfig* vhr = s->modulation.find(ModMethod::VHR);
-  if (vhr) {
-    select_vhr_heads(*s, *vhr);
-    modulator->set_head_gains(0, s->res.vhr_heads, vhr->gain);
-  }
   if (head_map && !vhr) modulator->record_image_mass(0);
-  last.modulator = modulator.get();
+  std::unique_ptr<VhrSelector> vhr_sel;
+  if (vhr) vhr_sel = vhr_selector(*vhr, modulator.get(), {s.get()});
+  last.modulator = vhr_sel ? static_cast<AttentionModulator*>(vhr_sel.get()) : modulator.get();
   Tensor logits = lm_->forward(s->embeds, cache, last);  // [1, 1, V]
   last.pruner = nullptr;
+  last.modulator = modulator.get();
+  if (vhr) keep_vhr_heads(*s, 0, *vhr_sel, *modulator, *vhr);
+  vhr_sel.reset();
   s->embeds = Tensor();
   finish_pruning(*s, cache, 0, pruner.get());
   if (head_map) {
@@ -465,24 +466,32 @@ Tensor LlavaPipeline::prefill(const Tensor& embeds, const std::vector<int>& n_va
   return lm_->forward(tail, cache, opt);  // [B, 1, V]
 }
 
-void LlavaPipeline::select_vhr_heads(Sequence& s, const ModulationConfig& c) const {
-  // the prompt without its image token (VHR's text-only input), right-padded beside the request's
-  std::vector<int64_t> txt;
-  for (int64_t id : s.ids)
-    if (id != cfg_.image_token_index) txt.push_back(id);
-  const int64_t L = s.embeds.size(1), Lt = int64_t(txt.size());
-  Tensor both = Tensor::zeros({2, std::max(L, Lt), lm_->hidden_size()}, dtype_, device_);
-  both.slice(0, 0, 1).slice(1, 0, L).copy_from(s.embeds);
-  both.slice(0, 1, 2).slice(1, 0, Lt).copy_from(lm_->embed(Tensor::from_vector<int64_t>(txt, {1, Lt})));
-  KVCache cache = lm_->make_cache(2, both.size(1));
-  VhrSelector sel(c, *lm_);
-  LlamaForwardOptions o;
-  o.last_only = true;
-  o.n_valid = {int(L), int(Lt)};
-  o.modulator = &sel;
-  lm_->forward(both, cache, o);
-  s.res.vhr_heads = sel.heads();
-  s.res.vhr_vhd = sel.vhd();
+std::unique_ptr<VhrSelector> LlavaPipeline::vhr_selector(const ModulationConfig& c, AttentionModulator* inner,
+                                                         const std::vector<const Sequence*>& seqs) const {
+  // each prompt without its image token (VHR's text-only input), right-padded
+  std::vector<std::vector<int64_t>> txt(seqs.size());
+  int64_t Lt = 1;
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    if (!seqs[b]) continue;
+    for (int64_t id : seqs[b]->ids)
+      if (id != cfg_.image_token_index) txt[b].push_back(id);
+    Lt = std::max(Lt, int64_t(txt[b].size()));
+  }
+  std::vector<int64_t> ids(seqs.size() * size_t(Lt), 0);
+  std::vector<int> valid(seqs.size(), 0);
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    std::copy(txt[b].begin(), txt[b].end(), ids.begin() + std::ptrdiff_t(b * size_t(Lt)));
+    valid[b] = int(txt[b].size());
+  }
+  const Tensor embeds = lm_->embed(Tensor::from_vector<int64_t>(ids, {int64_t(seqs.size()), Lt}));
+  return std::make_unique<VhrSelector>(c, *lm_, inner, embeds, std::move(valid));
+}
+
+void LlavaPipeline::keep_vhr_heads(Sequence& s, int64_t b, const VhrSelector& sel, LlavaModulator& modulator,
+                                   const ModulationConfig& c) {
+  s.res.vhr_heads = sel.heads(b);
+  s.res.vhr_vhd = sel.vhd(b);
+  modulator.set_head_gains(b, s.res.vhr_heads, c.gain);
 }
 
 LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const {
@@ -690,9 +699,6 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       std::vector<std::vector<float>> imp(static_cast<size_t>(B));
       // One pruning configuration per prefill: requests of a batch share the pipeline's spec.
       const PruningConfig* pc = nullptr;
-      for (int64_t b : admitted)  // VHR's head selection needs the prompt's embeddings
-        if (const ModulationConfig* v = slot[size_t(b)]->modulation.find(ModMethod::VHR))
-          select_vhr_heads(*slot[size_t(b)], *v);
       for (int64_t b : admitted) {
         Sequence& s = *slot[size_t(b)];
         const int64_t L = s.embeds.size(1);
@@ -723,12 +729,22 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
         }
         modulator->set_span(b, s.span);
         modulator->set_image_classes(b, s.image_classes);
-        if (const ModulationConfig* v = s.modulation.find(ModMethod::VHR))
-          modulator->set_head_gains(b, s.res.vhr_heads, v->gain);
       }
-      opt.modulator = modulator.get();
+      // VHR selects the admitted requests' heads inside this prefill (they share the method).
+      const ModulationConfig* vhr = slot[size_t(admitted[0])]->modulation.find(ModMethod::VHR);
+      std::unique_ptr<VhrSelector> vhr_sel;
+      if (vhr) {
+        std::vector<const Sequence*> seqs(size_t(B), nullptr);
+        for (int64_t b : admitted) seqs[size_t(b)] = slot[size_t(b)].get();
+        vhr_sel = vhr_selector(*vhr, modulator.get(), seqs);
+      }
+      opt.modulator = vhr_sel ? static_cast<AttentionModulator*>(vhr_sel.get()) : modulator.get();
       const Tensor logits = prefill(embeds, opt.n_valid, cache, opt);  // [B, 1, V]
       opt.pruner = nullptr;
+      opt.modulator = modulator.get();
+      if (vhr)
+        for (int64_t b : admitted) keep_vhr_heads(*slot[size_t(b)], b, *vhr_sel, *modulator, *vhr);
+      vhr_sel.reset();
       for (int64_t b : admitted) finish_pruning(*slot[size_t(b)], cache, b, pruner.get());
       step_slots(logits, admitted);
     }

@@ -161,9 +161,13 @@ class LlavaPipeline {
   // [1, 3, H, W] in the pipeline's dtype; `crop`, when given, gets the 8-bit crop.
   Tensor preprocess(const Image& img, const LlavaRequest& req, Image* crop = nullptr) const;
   void finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const;
-  // VHR's selection for s (s.embeds built): a forward of the prompt with and without its image
-  // (VhrSelector) into s.res.vhr_heads / vhr_vhd.
-  void select_vhr_heads(Sequence& s, const ModulationConfig& c) const;
+  // VHR's selection inside the prefill of batch slots `seqs` (nullptr: not in this prefill; a batch
+  // of seqs.size()): the text-only branch of each prompt, wrapped around the request's modulator.
+  std::unique_ptr<VhrSelector> vhr_selector(const ModulationConfig& c, AttentionModulator* inner,
+                                            const std::vector<const Sequence*>& seqs) const;
+  // After that prefill: slot b's heads and VHD into its result, and its gains into `modulator`.
+  static void keep_vhr_heads(Sequence& s, int64_t b, const VhrSelector& sel, LlavaModulator& modulator,
+                             const ModulationConfig& c);
 
   std::string dir_;
   Device device_;

@@ -722,48 +722,114 @@ ImageTransform ritual_transform(const ModulationConfig& c, int width, int height
 }
 
 
-VhrSelector::VhrSelector(const ModulationConfig& c, const LlamaModel& lm)
-    : gain_(c.gain), n_heads_(int(lm.num_heads())), dtype_(lm.dtype()), device_(lm.device()) {
-  const size_t L = size_t(lm.num_layers());
+// The text-only branch's hooks: its head outputs complete a VHR layer's selection, whose gains it
+// then applies as the image branch does.
+class VhrSelector::TextHooks : public AttentionModulator {
+ public:
+  explicit TextHooks(VhrSelector& s) : s_(s) {}
+  const HeadModulation* modulation(int, const KVCache&, int64_t) override { return nullptr; }
+  bool wants_head_outputs(int layer) const override { return s_.on_[size_t(layer)]; }
+  void head_outputs(int layer, const Tensor& out) override { s_.select(layer, out); }
+  const Tensor* head_gains(int layer, int64_t) override {
+    return s_.gains_[size_t(layer)].defined() ? &s_.gains_[size_t(layer)] : nullptr;
+  }
+  bool last_row_only() const override { return false; }
+
+ private:
+  VhrSelector& s_;
+};
+
+VhrSelector::VhrSelector(const ModulationConfig& c, const LlamaModel& lm, AttentionModulator* inner,
+                         const Tensor& text_embeds, std::vector<int> text_valid)
+    : inner_(inner),
+      gain_(c.gain),
+      text_valid_(std::move(text_valid)),
+      n_heads_(int(lm.num_heads())),
+      dtype_(lm.dtype()),
+      device_(lm.device()),
+      hooks_(std::make_unique<TextHooks>(*this)),
+      text_cache_(lm.make_cache(text_embeds.size(0), text_embeds.size(1))) {
+  const size_t L = size_t(lm.num_layers()), B = size_t(text_embeds.size(0));
+  MMATTN_CHECK(text_valid_.size() == B, ShapeError, "vhr: ", text_valid_.size(), " text lengths for a batch of ", B);
   on_.assign(L, false);
-  heads_.resize(L);
-  vhd_.resize(L);
-  gains_.resize(L);
   for (int l : c.layers) on_[size_t(l)] = true;
+  heads_.assign(B, std::vector<std::vector<int>>(L));
+  vhd_.assign(B, std::vector<std::vector<float>>(L));
+  gains_.resize(L);
+  LlamaForwardOptions o;
+  o.n_valid = text_valid_;
+  o.last_only = true;
+  o.modulator = hooks_.get();
+  text_ = std::make_unique<LlamaModel::Stepper>(lm, text_embeds, text_cache_, o);
 }
 
-bool VhrSelector::wants_head_outputs(int layer) const { return on_[size_t(layer)]; }
+VhrSelector::~VhrSelector() = default;
+
+const HeadModulation* VhrSelector::modulation(int layer, const KVCache& cache, int64_t n_rows) {
+  return inner_ ? inner_->modulation(layer, cache, n_rows) : nullptr;
+}
+const AttentionModulator::Conditional* VhrSelector::conditional(int layer, const KVCache& cache, int64_t n_rows) {
+  return inner_ ? inner_->conditional(layer, cache, n_rows) : nullptr;
+}
+void VhrSelector::layer_input(int layer, const Tensor& x, const std::vector<std::vector<int32_t>>& positions) {
+  if (inner_) inner_->layer_input(layer, x, positions);
+}
+bool VhrSelector::replaces_attention(int layer) const { return inner_ && inner_->replaces_attention(layer); }
+Tensor VhrSelector::attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                           const std::vector<std::vector<int32_t>>& positions) {
+  return inner_ ? inner_->attend(layer, q, k, v, opt, positions) : AttentionModulator::attend(layer, q, k, v, opt, positions);
+}
+
+bool VhrSelector::wants_head_outputs(int layer) const {
+  return on_[size_t(layer)] || (inner_ && inner_->wants_head_outputs(layer));
+}
 
 void VhrSelector::head_outputs(int layer, const Tensor& out) {
-  MMATTN_CHECK(out.dim() == 3 && out.size(0) == 2 && out.size(1) == n_heads_, ShapeError,
-               "vhr: head outputs of the two branches must be [2, ", n_heads_, ", D], got ", out.desc());
-  const int64_t H = out.size(1), D = out.size(2);
-  const std::vector<float> o = out.to_floats();
-  std::vector<float>& vhd = vhd_[size_t(layer)];
-  vhd.assign(size_t(H), 0.f);
-  for (int64_t h = 0; h < H; ++h) {
-    double s = 0;
-    for (int64_t d = 0; d < D; ++d) {
-      const double diff = double(o[size_t(h * D + d)]) - double(o[size_t((H + h) * D + d)]);
-      s += diff * diff;
-    }
-    vhd[size_t(h)] = float(std::sqrt(s));
-  }
-  std::vector<float> sorted = vhd;
-  std::sort(sorted.begin(), sorted.end());
-  const float median = sorted[size_t((H - 1) / 2)];  // torch.median: the lower middle
-  std::vector<int>& heads = heads_[size_t(layer)];
-  heads.clear();
-  for (int64_t h = 0; h < H; ++h)
-    if (vhd[size_t(h)] > median) heads.push_back(int(h));
-  std::vector<float> g = head_gain_row(heads, int(H), gain_);  // the same for both sequences
-  g.insert(g.end(), g.begin(), g.end());
-  gains_[size_t(layer)] = Tensor::from_floats(g, {2, H}, dtype_).to(device_);
+  if (on_[size_t(layer)]) image_out_ = out;
+  if (inner_ && inner_->wants_head_outputs(layer)) inner_->head_outputs(layer, out);
 }
 
 const Tensor* VhrSelector::head_gains(int layer, int64_t batch) {
-  MMATTN_CHECK(batch == 2, ShapeError, "vhr: the selection runs on 2 sequences, not ", batch);
+  MMATTN_CHECK(batch == int64_t(text_valid_.size()), ShapeError, "vhr: the image branch has ", batch,
+               " sequences, the text branch ", text_valid_.size());
+  text_->layer(layer);  // the text branch's layer l: its head outputs select the layer's heads
   return gains_[size_t(layer)].defined() ? &gains_[size_t(layer)] : nullptr;
+}
+
+void VhrSelector::select(int layer, const Tensor& text_out) {
+  const int64_t B = int64_t(text_valid_.size()), H = n_heads_;
+  MMATTN_CHECK(image_out_.defined() && image_out_.dim() == 3 && image_out_.size(0) == B && image_out_.size(1) == H &&
+                   text_out.dim() == 3 && text_out.size(0) == B && text_out.size(1) == H,
+               ShapeError, "vhr: layer ", layer, " head outputs must be [", B, ", ", H, ", D], got ",
+               image_out_.defined() ? image_out_.desc() : std::string("none"), " and ", text_out.desc());
+  const int64_t D = text_out.size(2);
+  const std::vector<float> oi = image_out_.to_floats(), ot = text_out.to_floats();
+  image_out_ = Tensor();
+  std::vector<float> g;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int>& heads = heads_[size_t(b)][size_t(layer)];
+    if (text_valid_[size_t(b)] > 0) {
+      std::vector<float>& vhd = vhd_[size_t(b)][size_t(layer)];
+      vhd.assign(size_t(H), 0.f);
+      for (int64_t h = 0; h < H; ++h) {
+        double s = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          const size_t i = size_t((b * H + h) * D + d);
+          const double diff = double(oi[i]) - double(ot[i]);
+          s += diff * diff;
+        }
+        vhd[size_t(h)] = float(std::sqrt(s));
+      }
+      std::vector<float> sorted = vhd;
+      std::sort(sorted.begin(), sorted.end());
+      const float median = sorted[size_t((H - 1) / 2)];  // torch.median: the lower middle
+      for (int64_t h = 0; h < H; ++h)
+        if (vhd[size_t(h)] > median) heads.push_back(int(h));
+    }
+    const std::vector<float> row = head_gain_row(heads, int(H), gain_);
+    g.insert(g.end(), row.begin(), row.end());
+  }
+  gains_[size_t(layer)] = Tensor::from_floats(g, {B, H}, dtype_).to(device_);
 }
 
 void LlavaModulator::set_head_gains(int64_t b, const std::vector<std::vector<int>>& heads, double gain) {

@@ -6,6 +6,7 @@
 // key classes text / image over the cache slots, per-layer per-head gains); contrastive methods
 // add a second branch decoded in the same batch as the request (LlavaPipeline).
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -91,32 +92,51 @@ struct ModulationSet {
 
 // The attention-level methods of a set for one forward batch. spans[b]: sequence b's image tokens
 // as original positions [first, first + count) (count 0: none).
-// VHR's head selection: one forward (one prefill step, no cache reuse) of two sequences, the
-// request's prompt with its image (0) and the same prompt without the image token (1). At each VHR
-// layer the last rows' head outputs give VHD per head; the heads above the layer's median
-// (torch.median's lower middle for an even count) get gain `c.gain` in both sequences from that
-// layer's o_proj on, so later layers see the reinforced stream (VHR's layer-by-layer selection).
+// VHR's head selection, inside the request's own prefill (no second prefill): wraps the request's
+// modulator (`inner`, may be null) on the image branch, and runs the text-only branch (each prompt
+// without its image token: `text_embeds` [B, Lt, hidden], text_valid[b] rows; its own small cache)
+// layer by layer inside the image branch's hooks. At each VHR layer the last rows' head outputs of
+// the two branches give VHD per head; the heads above the layer's median (torch.median's lower
+// middle for an even count) get gain `c.gain` in both branches from that layer's o_proj on, so
+// later layers see the reinforced stream (VHR's layer-by-layer selection). Sequences with
+// text_valid[b] == 0 select nothing (gains 1). The batch is the image branch's.
 class VhrSelector : public AttentionModulator {
  public:
-  VhrSelector(const ModulationConfig& c, const LlamaModel& lm);
-  const HeadModulation* modulation(int, const KVCache&, int64_t) override { return nullptr; }
+  VhrSelector(const ModulationConfig& c, const LlamaModel& lm, AttentionModulator* inner, const Tensor& text_embeds,
+              std::vector<int> text_valid);
+  ~VhrSelector() override;
+  const HeadModulation* modulation(int layer, const KVCache& cache, int64_t n_rows) override;
+  const Conditional* conditional(int layer, const KVCache& cache, int64_t n_rows) override;
   bool wants_head_outputs(int layer) const override;
   void head_outputs(int layer, const Tensor& out) override;
   const Tensor* head_gains(int layer, int64_t batch) override;
   bool last_row_only() const override { return false; }
-  // per layer: the selected heads, ascending (empty: not a VHR layer), and VHD per head
-  const std::vector<std::vector<int>>& heads() const { return heads_; }
-  const std::vector<std::vector<float>>& vhd() const { return vhd_; }
+  void layer_input(int layer, const Tensor& x, const std::vector<std::vector<int32_t>>& positions) override;
+  bool replaces_attention(int layer) const override;
+  Tensor attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                const std::vector<std::vector<int32_t>>& positions) override;
+  // sequence b, per layer: the selected heads, ascending (empty: not a VHR layer), and VHD per head
+  const std::vector<std::vector<int>>& heads(int64_t b) const { return heads_[size_t(b)]; }
+  const std::vector<std::vector<float>>& vhd(int64_t b) const { return vhd_[size_t(b)]; }
 
  private:
+  class TextHooks;
+  void select(int layer, const Tensor& text_out);  // VHD and heads of layer l from both branches
+
+  AttentionModulator* inner_;
   double gain_;
   std::vector<bool> on_;
-  std::vector<std::vector<int>> heads_;
-  std::vector<std::vector<float>> vhd_;
-  std::vector<Tensor> gains_;  // per layer: [2, Hq] in the model's dtype (undefined: none)
+  std::vector<int> text_valid_;
+  std::vector<std::vector<std::vector<int>>> heads_;  // [b][layer]
+  std::vector<std::vector<std::vector<float>>> vhd_;  // [b][layer]
+  std::vector<Tensor> gains_;                         // per layer: [B, Hq] in the model's dtype (undefined: none)
+  Tensor image_out_;                                  // the image branch's last rows of the current layer
   int n_heads_;
   DType dtype_;
   Device device_;
+  std::unique_ptr<TextHooks> hooks_;
+  KVCache text_cache_;
+  std::unique_ptr<LlamaModel::Stepper> text_;
 };
 
 class LlavaModulator : public AttentionModulator {

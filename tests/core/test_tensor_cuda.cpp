@@ -1,5 +1,6 @@
 // Device tensors: host<->device copies, the strided cast kernel, fill, the caching allocator, arena.
 #include "core/arena.h"
+#include "core/ops/linear.h"
 #include "test_util.h"
 
 using namespace mmattn;
@@ -45,4 +46,37 @@ TEST(TensorCuda, ArenaOnDevice) {
   Tensor a = arena.alloc({17, 3}, DType::BF16);
   a.fill_(1.5f);
   EXPECT_EQ(a.to_floats()[50], 1.5f);
+}
+
+// Small host->device copies are staged in a pinned ring and queued without waiting: behind a long
+// GEMM (so they really are in flight), uploads of awkward sizes from one host buffer that is
+// overwritten after every call cycle the 8 MiB ring several times; every device tensor must hold
+// exactly what its call saw. Also the 1 MiB boundary and a larger (blocking) copy.
+TEST(TensorCuda, StagedUploadsKeepTheirBytes) {
+  MMATTN_REQUIRE_GPU();
+  const Tensor a = Tensor::full({4096, 4096}, 0.5f, DType::F32, Device::cuda());
+  Tensor slow = matmul(a, a);  // queued first
+  std::vector<int32_t> host;
+  std::vector<Tensor> dev;
+  std::vector<std::pair<int64_t, int32_t>> want;  // (size, seed)
+  const int64_t sizes[] = {1, 3, 17, 1000, 65537, 262143, 262144, 262145, 100003};  // int32 elements
+  int32_t seed = 1;
+  for (int round = 0; round < 12; ++round)
+    for (int64_t n : sizes) {
+      host.assign(size_t(n), 0);
+      for (int64_t i = 0; i < n; ++i) host[size_t(i)] = seed * 7919 + int32_t(i);
+      dev.push_back(Tensor::from_vector<int32_t>(host, {n}).to(Device::cuda()));
+      want.emplace_back(n, seed);
+      std::fill(host.begin(), host.end(), -1);  // the caller's buffer is free once the call returns
+      ++seed;
+    }
+  for (size_t t = 0; t < dev.size(); ++t) {
+    const auto [n, sd] = want[t];
+    const Tensor h = dev[t].to(Device::cpu());
+    const int32_t* p = h.data<int32_t>();
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad += p[i] != sd * 7919 + int32_t(i);
+    ASSERT_EQ(bad, 0) << "upload " << t << " of " << n << " elements";
+  }
+  EXPECT_EQ(slow.to_floats()[12345], 1024.f);
 }

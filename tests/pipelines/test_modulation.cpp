@@ -550,6 +550,56 @@ TEST(Modulation, VhrMatchesReference) {
   }
 }
 
+// VHR selects inside the request's own prefill, around the request's other stages: with gain 1 its
+// heads are still chosen but change nothing, so VHR + VAR and VHR + FastV must equal VAR and FastV
+// alone (tokens, VAR's effect on them, FastV's kept tokens), alone and in a batch; with gain 2 the
+// composition differs from VAR alone.
+TEST(Modulation, VhrComposesWithVarAndPruning) {
+  auto vhr = [](double gain) {
+    const Json j = Json::parse(R"({"method": "vhr", "layers": [0, 1]})");
+    JsonReader rd(j, "spec.json", "$.modulation[1]");
+    ModulationConfig c = ModulationConfig::parse(rd);
+    c.gain = gain;
+    return c;
+  };
+  LlavaRequest r;
+  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r.prompt = "What is unusual about this image?";
+  r.max_new_tokens = r.min_new_tokens = 8;
+  LlavaRequest var = r, fastv = r;
+  var.modulation = strong_var();
+  var.modulation.resolve(2);
+  fastv.pruning.method = PruneMethod::FastV;
+  fastv.pruning.keep = 64;
+  fastv.pruning.layer = 1;
+  const LlavaResult want_var = pipe().run(var), want_fastv = pipe().run(fastv), plain = pipe().run(r);
+  ASSERT_NE(want_var.token_ids, plain.token_ids);
+  for (double gain : {1.0, 2.0}) {
+    SCOPED_TRACE(gain);
+    LlavaRequest both_var = var, both_fastv = fastv;
+    both_var.modulation.items.push_back(vhr(gain));
+    both_var.modulation.resolve(2, 4);
+    both_fastv.modulation.items.push_back(vhr(gain));
+    both_fastv.modulation.resolve(2, 4);
+    const LlavaResult got_var = pipe().run(both_var), got_fastv = pipe().run(both_fastv);
+    ASSERT_EQ(got_var.vhr_heads.size(), 2u);
+    EXPECT_EQ(got_var.vhr_heads[1].size(), 2u);  // half of the 4 heads are above the median
+    if (gain == 1.0) {
+      EXPECT_EQ(got_var.token_ids, want_var.token_ids);
+      EXPECT_EQ(got_fastv.token_ids, want_fastv.token_ids);
+      EXPECT_EQ(got_fastv.to_json()["pruning"], want_fastv.to_json()["pruning"]);
+    } else {
+      EXPECT_NE(got_var.token_ids, want_var.token_ids);
+    }
+    const auto items = pipe().run_batch({both_var, both_var}, 2);
+    for (const auto& it : items) {
+      ASSERT_TRUE(it.ok) << it.error;
+      EXPECT_EQ(it.result.token_ids, got_var.token_ids);
+      EXPECT_EQ(it.result.vhr_heads, got_var.vhr_heads);
+    }
+  }
+}
+
 TEST(Modulation, VhrSpecErrors) {
   auto parse = [](const std::string& text) {
     const Json j = Json::parse(text);
