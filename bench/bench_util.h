@@ -78,6 +78,8 @@ struct Results {
     if (row.contains("load_preprocess_ms") && row.contains("vision_ms"))
       std::printf("  (preprocess %.2f ms, vision %.2f ms)", row["load_preprocess_ms"].get<double>(),
                   row["vision_ms"].get<double>());
+    if (row.contains("decoder_prefill_b1_ms"))
+      std::printf("  (decoder prefill alone %.2f ms)", row["decoder_prefill_b1_ms"].get<double>());
     if (row.contains("fraction_of_ceiling")) std::printf("  (%.0f%% of ceiling)", 100 * row["fraction_of_ceiling"].get<double>());
     std::printf("\n");
     rows.push_back(std::move(row));

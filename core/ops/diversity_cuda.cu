@@ -1,8 +1,12 @@
-// Greedy max-min selection (core/ops/diversity.h) in one block: thread t owns items t, t + 1024,
-// ... (their distance to the selection and taken flag in shared memory), and each step is one
-// pass over the owned items plus a block argmax with the host's tie rule (lower index wins).
+// Greedy max-min selection (core/ops/diversity.h) in one block: thread t owns items t, t + T, ...
+// (T = the block size, n rounded up to whole warps, at most 1024; their distance to the selection
+// and taken flag in shared memory). Each step is one pass over the owned items and an argmax with
+// the host's tie rule (lower index wins) that costs one block barrier: every warp reduces its own
+// candidates, publishes them in a double-buffered slot array, and after the barrier every warp
+// reduces the slots itself (the next step writes the other buffer, so no second barrier is needed).
 // Distances use explicit round-to-nearest operations in the host's order, so the selection is the
 // host's exactly.
+#include <algorithm>
 #include <cstdint>
 
 #include "core/cuda_types.cuh"
@@ -22,22 +26,19 @@ struct Best {
 
 __device__ __forceinline__ Best pick(Best a, Best b) { return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a; }
 
-__device__ Best block_best(Best x, Best* sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+__device__ __forceinline__ Best warp_best(Best x) {
 #pragma unroll
   for (int o = 16; o; o >>= 1) x = pick(x, Best{__shfl_xor_sync(0xffffffffu, x.v, o), __shfl_xor_sync(0xffffffffu, x.i, o)});
-  if (lane == 0) sh[warp] = x;
+  return x;
+}
+
+// The block's best: slots[] (one per warp) is written before and read after one barrier.
+__device__ __forceinline__ Best block_best(Best x, Best* slots) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  x = warp_best(x);
+  if (lane == 0) slots[warp] = x;
   __syncthreads();
-  if (warp == 0) {
-    x = lane < kThreads / 32 ? sh[lane] : Best{-INFINITY, kNone};
-#pragma unroll
-    for (int o = 16; o; o >>= 1) x = pick(x, Best{__shfl_xor_sync(0xffffffffu, x.v, o), __shfl_xor_sync(0xffffffffu, x.i, o)});
-    if (lane == 0) sh[32] = x;
-  }
-  __syncthreads();
-  const Best r = sh[32];
-  __syncthreads();  // sh is reused by the next call
-  return r;
+  return warp_best(lane < warps ? slots[lane] : Best{-INFINITY, kNone});
 }
 
 __device__ __forceinline__ float dist(const GreedyMaxMinParams& p, int i, int j) {
@@ -50,11 +51,11 @@ __device__ __forceinline__ float min_keep(float m, float d) { return d < m ? d :
 __global__ void __launch_bounds__(kThreads) greedy_max_min_kernel(GreedyMaxMinParams p) {
   extern __shared__ float to_sel[];  // [n], then taken [n] bytes
   uint8_t* taken = reinterpret_cast<uint8_t*>(to_sel + p.n);
-  __shared__ Best sh[33];
-  const int n = int(p.n);
-  for (int s = threadIdx.x; s < p.k; s += kThreads) p.out[s] = -1;
+  __shared__ Best slots[2][32];
+  const int n = int(p.n), T = int(blockDim.x);
+  for (int s = threadIdx.x; s < p.k; s += T) p.out[s] = -1;
   Best mine{-INFINITY, kNone};
-  for (int j = threadIdx.x; j < n; j += kThreads) {
+  for (int j = threadIdx.x; j < n; j += T) {
     float nearest = INFINITY;
     for (int i = 0; i < n; ++i)
       if (i != j) nearest = min_keep(nearest, dist(p, i, j));
@@ -62,18 +63,18 @@ __global__ void __launch_bounds__(kThreads) greedy_max_min_kernel(GreedyMaxMinPa
     to_sel[j] = INFINITY;
     taken[j] = 0;
   }
-  const Best first = block_best(mine, sh);
+  const Best first = block_best(mine, slots[1]);
   int cur = first.i == kNone ? 0 : first.i;
   for (int s = 0; s < p.k; ++s) {
     if (threadIdx.x == 0) p.out[s] = cur;
     Best m{-INFINITY, kNone};
-    for (int j = threadIdx.x; j < n; j += kThreads) {
+    for (int j = threadIdx.x; j < n; j += T) {
       if (j == cur) taken[j] = 1;  // the owner marks it: no other thread reads taken[j]
       const float t = min_keep(to_sel[j], dist(p, cur, j));
       to_sel[j] = t;
       if (!taken[j] && t > m.v) m = Best{t, j};
     }
-    const Best nxt = block_best(m, sh);
+    const Best nxt = block_best(m, slots[s & 1]);  // slots[1] of the first pick is free again
     if (nxt.i == kNone) break;
     cur = nxt.i;
   }
@@ -83,7 +84,8 @@ __global__ void __launch_bounds__(kThreads) greedy_max_min_kernel(GreedyMaxMinPa
 
 void greedy_max_min_cuda(const GreedyMaxMinParams& p, StreamHandle s) {
   const size_t smem = size_t(p.n) * (sizeof(float) + 1);
-  greedy_max_min_kernel<<<1, kThreads, smem, s>>>(p);
+  const int threads = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, (p.n + 31) / 32 * 32)));
+  greedy_max_min_kernel<<<1, threads, smem, s>>>(p);
   MMATTN_CUDA_CHECK_LAUNCH("greedy_max_min");
 }
 
