@@ -63,7 +63,14 @@ int main(int argc, char** argv) {
                            {4096, 3072, 3072, true, "FLUX 4096 img tokens"},
                            {1, 11008, 4096, false, "decode b1 (weight-bound)"},
                            {2, 11008, 4096, false, "decode b2 (weight-bound)"},
-                           {8, 11008, 4096, false, "decode b8 (weight-bound)"}};
+                           {8, 11008, 4096, false, "decode b8 (weight-bound)"},
+                           {104, 12288, 4096, false, "pruned prefill (64 image tokens) qkv"},
+                           {104, 4096, 4096, false, "pruned prefill o_proj"},
+                           {104, 22016, 4096, false, "pruned prefill gate_up"},
+                           {104, 4096, 11008, false, "pruned prefill down"},
+                           {577, 3072, 1024, true, "CLIP ViT-L/14-336 qkv"},
+                           {577, 4096, 1024, true, "CLIP ViT fc1"},
+                           {577, 1024, 4096, true, "CLIP ViT fc2"}};
     for (const auto& c : lin) {
       Tensor x = randn_gpu({c.m, c.k}, DType::BF16, 3), w = randn_gpu({c.n, c.k}, DType::BF16, 4);
       Tensor b = c.bias ? randn_gpu({c.n}, DType::BF16, 5) : Tensor();

@@ -29,7 +29,9 @@ def main():
     rows = {}
     for m, n, k, bias in [(4096, 4096, 4096, False), (8192, 8192, 8192, False), (640, 4096, 4096, True),
                           (640, 11008, 4096, False), (4096, 3072, 3072, True), (1, 11008, 4096, False), (2, 11008, 4096, False),
-                          (8, 11008, 4096, False)]:
+                          (8, 11008, 4096, False), (104, 12288, 4096, False), (104, 4096, 4096, False),
+                          (104, 22016, 4096, False), (104, 4096, 11008, False), (577, 3072, 1024, True),
+                          (577, 4096, 1024, True), (577, 1024, 4096, True)]:
         x, w = rnd(m, k), rnd(n, k)
         b = rnd(n) if bias else None
         rows[f"linear bf16 M{m} N{n} K{k}" + (" +bias" if bias else "")] = median_ms(lambda: F.linear(x, w, b))
