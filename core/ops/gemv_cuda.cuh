@@ -26,8 +26,6 @@
 // products the next one's weight stream starts during this one's tail instead of after it.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 #include <unordered_map>
 
@@ -152,10 +150,8 @@ __device__ void stage_input(const Args& a, uint4* xs, float* scratch) {
   __syncthreads();
 }
 
-// MINB: blocks per multiprocessor the register budget is fitted to (1: ~150 registers, the loads
-// and conversions unrolled freely; 2: <= 128, twice the warps and so twice the loads in flight).
-template <class T, int M, int ROWS, GemvInput IN, int MINB>
-__global__ void __launch_bounds__(kThreads, MINB) gemv_kernel(Args a) {
+template <class T, int M, int ROWS, GemvInput IN>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   extern __shared__ uint4 xs[];  // [m][k / 8] for RmsNorm / SwiGLU
   __shared__ float scratch[32];
   constexpr bool kStaged = IN != GemvInput::Plain;
@@ -427,21 +423,10 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int ma
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
-// Blocks per multiprocessor of the m <= 2 kernel: MMATTN_GEMV_BLOCKS_PER_SM (1 or 2; default 1).
-inline int gemv_blocks_per_sm() {
-  static const int v = [] {
-    const char* e = std::getenv("MMATTN_GEMV_BLOCKS_PER_SM");
-    return e && std::string(e) == "2" ? 2 : 1;
-  }();
-  return v;
-}
-
 template <class T, int M, int ROWS, GemvInput IN>
 void launch(const Args& a, StreamHandle s) {
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
-  const int max_smem = IN != GemvInput::Plain ? staged_smem_limit() : 0;
-  if (gemv_blocks_per_sm() == 2) launch_kernel<gemv_kernel<T, M, ROWS, IN, 2>>(a, ROWS, 1, smem, max_smem, s);
-  else launch_kernel<gemv_kernel<T, M, ROWS, IN, 1>>(a, ROWS, 1, smem, max_smem, s);
+  launch_kernel<gemv_kernel<T, M, ROWS, IN>>(a, ROWS, 1, smem, IN != GemvInput::Plain ? staged_smem_limit() : 0, s);
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
