@@ -89,6 +89,18 @@ void LlamaRopeCache::apply_(Tensor& q, Tensor& k, const std::vector<std::vector<
     impl_->positions = positions;
   }
   if (impl_->tables.size() == 1) {
+    // q and k as neighbouring head slices of one buffer (the fused projection's q | k | v): one
+    // launch over both (decode runs this per layer per token)
+    const bool adjacent = q.dim() == 4 && k.dim() == 4 && q.dtype() == k.dtype() && q.device() == k.device() &&
+                          q.strides() == k.strides() && q.size(0) == k.size(0) && q.size(1) == k.size(1) &&
+                          q.size(3) == k.size(3) && k.offset() == q.offset() + q.size(2) * q.stride(2) &&
+                          static_cast<const char*>(k.data_ptr()) - static_cast<const char*>(q.data_ptr()) ==
+                              q.size(2) * q.stride(2) * int64_t(dtype_size(q.dtype()));
+    if (adjacent && q.numel() > 0) {
+      Tensor qk = q.as_strided({q.size(0), q.size(1), q.size(2) + k.size(2), q.size(3)}, q.strides(), q.offset());
+      apply_rope_(qk, impl_->tables[0], RopeStyle::HalfSplit);
+      return;
+    }
     apply_rope_(q, impl_->tables[0], RopeStyle::HalfSplit);
     apply_rope_(k, impl_->tables[0], RopeStyle::HalfSplit);
     return;

@@ -7,18 +7,8 @@
 // against the CUDA runtime's teardown is unspecified), one 32 MiB workspace per stream (persistent,
 // so a captured CUDA graph keeps a valid pointer), and a plan cache (descriptors + heuristic
 // algorithm) keyed by everything the heuristic depends on, including pointer alignments.
-//
-// Autotuning (on unless MMATTN_GEMM_AUTOTUNE=0): for single products of 9..2048 rows (pruned and
-// single-image prefills, the vision tower, batched decode) the heuristic's first choice often
-// leaves multiprocessors idle (few output tiles when M is small), so a new plan times the
-// heuristic's first kTuneCandidates algorithms once (a warm-up and 3 runs each, on a scratch
-// output; outside stream capture) and keeps the fastest when it beats the first by more than 5%.
-// The choice is cached with the plan. Algorithms may differ in summation order (split-K), so
-// results can differ between processes in the last bit; MMATTN_GEMM_AUTOTUNE=0 keeps the
-// heuristic's (deterministic) choice.
 #include <cublasLt.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -41,16 +31,6 @@ namespace {
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 constexpr size_t kMaxPlans = 1024;  // the cache is cleared when it grows past this (many distinct M)
-constexpr int kTuneCandidates = 8;
-constexpr int64_t kTuneMinRows = 9, kTuneMaxRows = 2048;
-
-bool autotune_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("MMATTN_GEMM_AUTOTUNE");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return on;
-}
 
 cudaDataType_t cuda_dtype(DType t) {
   switch (t) {
@@ -148,46 +128,9 @@ void make_layout(cublasLtMatrixLayout_t* l, cudaDataType_t t, uint64_t rows, uin
   }
 }
 
-// Index of the fastest of the heuristic's candidates for p (0 unless another beats it by > 5%),
-// timed on a scratch output so that p's own output (possibly accumulated into) is untouched.
-int fastest_algo(const GemmParams& p, const Plan& plan, cublasLtHandle_t handle,
-                 const cublasLtMatmulHeuristicResult_t* results, int found, StreamHandle s) {
-  const size_t out_bytes = size_t(p.m) * size_t(p.n) * dtype_size(p.dtype);
-  void* scratch = cuda_alloc(out_bytes, s);
-  cudaEvent_t e0 = nullptr, e1 = nullptr;
-  MMATTN_CUDA_CHECK(cudaEventCreate(&e0));
-  MMATTN_CUDA_CHECK(cudaEventCreate(&e1));
-  const float alpha = 1.f, beta = p.accumulate ? 1.f : 0.f;
-  void* ws = workspace_for(s);
-  auto run = [&](int i) {
-    return cublasLtMatmul(handle, plan.op, &alpha, p.b, plan.la, p.a, plan.lb, &beta, scratch, plan.lc, scratch,
-                          plan.lc, &results[i].algo, ws, kWorkspaceBytes, s);
-  };
-  int best = -1;
-  float first_ms = -1.f, best_ms = 0.f;
-  for (int i = 0; i < found; ++i) {
-    if (results[i].state != CUBLAS_STATUS_SUCCESS || run(i) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up
-    MMATTN_CUDA_CHECK(cudaEventRecord(e0, s));
-    bool ok = true;
-    for (int r = 0; r < 3 && ok; ++r) ok = run(i) == CUBLAS_STATUS_SUCCESS;
-    MMATTN_CUDA_CHECK(cudaEventRecord(e1, s));
-    MMATTN_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0.f;
-    MMATTN_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    if (!ok) continue;
-    if (i == 0) first_ms = ms;
-    if (best < 0 || ms < best_ms) best_ms = ms, best = i;
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cuda_free(scratch);
-  if (best < 0 || (first_ms >= 0.f && best_ms > 0.95f * first_ms)) best = 0;
-  return best;
-}
-
 // Descriptors plus the heuristic's first choice. When no algorithm supports the fused bias
 // epilogue for this shape, the plan runs without it and the bias is added by a small kernel.
-std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasLtHandle_t handle, StreamHandle s) {
+std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasLtHandle_t handle) {
   auto plan = std::make_unique<Plan>();
   const cudaDataType_t dt = cuda_dtype(p.dtype);
   const cublasComputeType_t compute =
@@ -219,13 +162,7 @@ std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasL
   for (int i = 0; i < 4; ++i)
     MMATTN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, align_attrs[i], &aligns[i], sizeof(aligns[i])));
 
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  MMATTN_CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
-  const bool tune = autotune_enabled() && p.batch == 1 && p.m >= kTuneMinRows && p.m <= kTuneMaxRows &&
-                    p.dtype != DType::F32 && capture == cudaStreamCaptureStatusNone;
-  const int want = tune ? kTuneCandidates : 1;
-  cublasLtMatmulHeuristicResult_t results[kTuneCandidates] = {};
-  cublasLtMatmulHeuristicResult_t& result = results[0];
+  cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   if (p.bias) {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
@@ -234,7 +171,7 @@ std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasL
     MMATTN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof(p.bias)));
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, plan->op, plan->la, plan->lb, plan->lc,
-                                                             plan->lc, pref, want, results, &found);
+                                                             plan->lc, pref, 1, &result, &found);
     if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) MMATTN_CUBLAS_CHECK(st);
     if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
       plan->bias_fused = true;
@@ -247,7 +184,7 @@ std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasL
   }
   if (!plan->bias_fused) {
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, plan->op, plan->la, plan->lb, plan->lc,
-                                                             plan->lc, pref, want, results, &found);
+                                                             plan->lc, pref, 1, &result, &found);
     if (st != CUBLAS_STATUS_NOT_SUPPORTED) MMATTN_CUBLAS_CHECK(st);
     MMATTN_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0, CudaError,
                  "cublasLtMatmulAlgoGetHeuristic found no algorithm for ", dtype_name(p.dtype), " batch=", p.batch,
@@ -255,7 +192,6 @@ std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasL
                  key.align_b, "/", key.align_c);
   }
   plan->algo = result.algo;
-  if (tune && found > 1) plan->algo = results[fastest_algo(p, *plan, handle, results, found, s)].algo;
   return plan;
 }
 
@@ -306,7 +242,7 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
   auto it = t_state.plans.find(key);
   if (it == t_state.plans.end()) {
     if (t_state.plans.size() >= kMaxPlans) t_state.plans.clear();
-    it = t_state.plans.emplace(key, make_plan(p, key, handle, s)).first;
+    it = t_state.plans.emplace(key, make_plan(p, key, handle)).first;
   }
   Plan& plan = *it->second;
   if (plan.bias_fused)
