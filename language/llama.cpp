@@ -211,20 +211,6 @@ struct LlamaModel::StepRows {
 
 namespace {
 
-// t [B, n, ...] -> [B, n', ...] with row rows[b][i] of sequence b at i (rows past rows[b].size() are
-// copies of row 0: padding). One gather kernel on the device.
-Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& rows, int64_t n_new) {
-  const int64_t B = t.size(0), n = t.size(1);
-  const Tensor c = t.contiguous();
-  const int64_t width = c.numel() / std::max<int64_t>(B * n, 1);
-  std::vector<int32_t> ids(size_t(B * n_new));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < n_new; ++i)
-      ids[size_t(b * n_new + i)] = int32_t(b * n + (i < int64_t(rows[size_t(b)].size()) ? rows[size_t(b)][size_t(i)] : 0));
-  Shape shape = t.shape();
-  shape[1] = n_new;
-  return embedding(Tensor::from_vector(ids, {B, n_new}), c.view({B * n, width})).view(shape);
-}
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 
 #include "core/ops/concat.h"
 #include "core/ops/diversity.h"
+#include "core/ops/embedding.h"
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
 #include "core/ops/reduce.h"
@@ -63,16 +64,20 @@ std::vector<float> select_matrix(const std::vector<int64_t>& idx, int64_t n) {
   return m;
 }
 
-// Cosine similarity matrix of the rows of a [m, d] and b [k, d] (any device), on the host [m * k].
+// Cosine similarity of the rows of a [B, m, d] and b [B, k, d] (any device), per batch entry, on the
+// host [B * m * k] (one product and three downloads for the batch).
 std::vector<float> cosine(const Tensor& a, const Tensor& b) {
   const Tensor af = a.to(DType::F32), bf = b.to(DType::F32);
   const std::vector<float> g = matmul(af, bf, /*transpose_b=*/true).to_floats();
   const std::vector<float> na = vector_norm(af, 2).to_floats(), nb = vector_norm(bf, 2).to_floats();
   std::vector<float> c(g.size());
-  const size_t k = nb.size();
-  for (size_t i = 0; i < na.size(); ++i)
-    for (size_t j = 0; j < k; ++j)
-      c[i * k + j] = g[i * k + j] / std::max(na[i] * nb[j], 1e-8f);
+  const size_t B = size_t(a.size(0)), m = size_t(a.size(1)), k = size_t(b.size(1));
+  for (size_t e = 0; e < B; ++e)
+    for (size_t i = 0; i < m; ++i)
+      for (size_t j = 0; j < k; ++j) {
+        const size_t at = (e * m + i) * k + j;
+        c[at] = g[at] / std::max(na[e * m + i] * nb[e * k + j], 1e-8f);
+      }
   return c;
 }
 
@@ -591,9 +596,14 @@ std::optional<PruneDecision> LlavaTokenPruner::on_layer(const PruneContext& ctx)
       const Tensor X = rms_norm(ctx.x, lm_.final_norm(), lm_.rms_norm_eps());  // [B, n, hidden]
       const int64_t per = cfg_.keep / (cfg_.pivot_image + cfg_.pivot_text);
       std::vector<std::vector<int64_t>> keep(B);
+      // The pivots of every sequence first (host), then the cosine of every row to its sequence's
+      // pivots for the whole batch in one product: [B, n, P] (P the most pivots of a sequence).
+      std::vector<std::vector<int64_t>> seq_rows(B), piv_img(B), pivots(B);
+      size_t P = 1;
       for (size_t b = 0; b < B; ++b) {
         image_rows(ctx, b, rows, sidx);
         if (rows.empty()) continue;
+        seq_rows[b] = rows;
         const auto& kn = stash_[b];
         std::vector<float> img_norm;
         for (int64_t r : rows) img_norm.push_back(kn[size_t(r)]);
@@ -603,26 +613,27 @@ std::optional<PruneDecision> LlavaTokenPruner::on_layer(const PruneContext& ctx)
           if (ctx.origin[b][size_t(i)] >= img_end) text_rows.push_back(i);
         std::vector<float> txt_norm;
         for (int64_t r : text_rows) txt_norm.push_back(kn[size_t(r)]);
-        std::vector<int64_t> piv_img_pos = top_k(img_norm, cfg_.pivot_image);  // positions in rows
-        std::vector<int64_t> pivots;  // current row indices, ascending
-        for (int64_t i : piv_img_pos) pivots.push_back(rows[size_t(i)]);
-        for (int64_t i : top_k(txt_norm, cfg_.pivot_text)) pivots.push_back(text_rows[size_t(i)]);
-        std::sort(pivots.begin(), pivots.end());
+        piv_img[b] = top_k(img_norm, cfg_.pivot_image);  // positions in rows
+        for (int64_t i : piv_img[b]) pivots[b].push_back(rows[size_t(i)]);  // current row indices
+        for (int64_t i : top_k(txt_norm, cfg_.pivot_text)) pivots[b].push_back(text_rows[size_t(i)]);
+        std::sort(pivots[b].begin(), pivots[b].end());
+        P = std::max(P, pivots[b].size());
         scores_[b] = img_norm;
-        // cosine of every current row to each pivot: [n, P]
-        const Tensor Xb = X.select(0, int64_t(b)).slice(0, 0, ctx.n_valid[b]);
-        std::vector<Tensor> prow;
-        for (int64_t p : pivots) prow.push_back(Xb.slice(0, p, p + 1));
-        const std::vector<float> cs = cosine(Xb, concat(prow, 0));
-        const size_t P = pivots.size();
+      }
+      const int64_t n = X.size(1);
+      const std::vector<float> cs = cosine(X, gather_rows(X, pivots, int64_t(P)));  // [B, n, P]
+      for (size_t b = 0; b < B; ++b) {
+        const std::vector<int64_t>& rws = seq_rows[b];
+        if (rws.empty()) continue;
+        const float* cb = cs.data() + b * size_t(n) * P;
         std::vector<int64_t> cand;  // current row indices of non-pivot image rows
-        for (size_t i = 0; i < rows.size(); ++i)
-          if (!std::binary_search(piv_img_pos.begin(), piv_img_pos.end(), int64_t(i))) cand.push_back(rows[i]);
+        for (size_t i = 0; i < rws.size(); ++i)
+          if (!std::binary_search(piv_img[b].begin(), piv_img[b].end(), int64_t(i))) cand.push_back(rws[i]);
         std::vector<int64_t> sel;
-        for (int64_t i : piv_img_pos) sel.push_back(rows[size_t(i)]);
-        for (size_t pi = 0; pi < P; ++pi) {
+        for (int64_t i : piv_img[b]) sel.push_back(rws[size_t(i)]);
+        for (size_t pi = 0; pi < pivots[b].size(); ++pi) {
           std::vector<float> neg;
-          for (int64_t c : cand) neg.push_back(-cs[size_t(c) * P + pi]);
+          for (int64_t c : cand) neg.push_back(-cb[size_t(c) * P + pi]);
           std::vector<int64_t> pick = top_k(neg, per);  // positions in cand, ascending
           for (int64_t q : pick) sel.push_back(cand[size_t(q)]);
           for (auto it = pick.rbegin(); it != pick.rend(); ++it) cand.erase(cand.begin() + std::ptrdiff_t(*it));

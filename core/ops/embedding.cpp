@@ -1,5 +1,7 @@
 #include "core/ops/embedding.h"
 
+#include <algorithm>
+
 #include "core/ops/dispatch.h"
 
 namespace mmattn {
@@ -66,6 +68,25 @@ Tensor embedding(const Tensor& ids, const Tensor& table, bool check_ids) {
   MMATTN_THROW(CudaError, "this build of mmattn has no CUDA support");
 #endif
   return y;
+}
+
+Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& rows, int64_t n_new) {
+  check_defined(t, "gather_rows", "t");
+  MMATTN_CHECK(t.dim() >= 2 && int64_t(rows.size()) == t.size(0) && n_new >= 0, ShapeError, "gather_rows: 't' ",
+               t.desc(), " must be [B, n, ...] with B = ", rows.size(), " row lists, n_new = ", n_new);
+  const int64_t B = t.size(0), n = t.size(1);
+  const Tensor c = t.contiguous();
+  const int64_t width = c.numel() / std::max<int64_t>(B * n, 1);
+  std::vector<int32_t> ids(size_t(B * n_new));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < n_new; ++i) {
+      const int64_t r = i < int64_t(rows[size_t(b)].size()) ? rows[size_t(b)][size_t(i)] : 0;
+      MMATTN_CHECK(r >= 0 && r < n, ShapeError, "gather_rows: row ", r, " of sequence ", b, " is outside [0, ", n, ")");
+      ids[size_t(b * n_new + i)] = int32_t(b * n + r);
+    }
+  Shape shape = t.shape();
+  shape[1] = n_new;
+  return embedding(Tensor::from_vector(ids, {B, n_new}), c.view({B * n, width})).view(shape);
 }
 
 }  // namespace mmattn

@@ -9,12 +9,17 @@
 // throws. check_ids = false skips the read-back (required inside CUDA graph capture): bad ids then
 // give zero rows without an error. The table is never read out of bounds either way.
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
 namespace mmattn {
 
 Tensor embedding(const Tensor& ids, const Tensor& table, bool check_ids = true);
+
+// t [B, n, ...] -> [B, n', ...] with row rows[b][i] of sequence b at i (rows past rows[b].size()
+// are copies of row 0: padding). One gather on t's device. Rows must lie in [0, n).
+Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& rows, int64_t n_new);
 
 // y[t, :] = table[ids[t], :] (row_bytes bytes per row), zeros where ids[t] is outside [0, vocab).
 struct EmbeddingParams {
