@@ -26,6 +26,7 @@
 // products the next one's weight stream starts during this one's tail instead of after it.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 #include <unordered_map>
 
@@ -543,7 +544,12 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
   // Wider m on the CUDA cores is a template argument away, but measured slower than cuBLAS at m = 8
   // (bench/NOTES.md): per weight element the f32 FMAs and conversions grow with m while the bytes
   // do not. From m = 3 the tensor-core kernel (Plain input) takes over.
-  if (a.m <= 1) go.template operator()<1, 4>();
+  static const bool mma_all = [] {  // experiment: Plain products of any m on the tensor cores
+    const char* e = std::getenv("MMATTN_GEMV_MMA_PLAIN");
+    return e && e[0] == '1';
+  }();
+  if (mma_all && in == GemvInput::Plain) launch_mma<T>(a, s);
+  else if (a.m <= 1) go.template operator()<1, 4>();
   else if (a.m <= 2) go.template operator()<2, 4>();
   else {
     MMATTN_CHECK(in == GemvInput::Plain, UnsupportedError, "gemv: m = ", a.m,
