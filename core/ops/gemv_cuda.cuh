@@ -311,18 +311,26 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a, MmaSplit sp)
 
   allow_next_grid();
   const int batches = int((s1 - s0 + kMmaSteps - 1) / kMmaSteps);
+  // Cursors over the warp's steps (row block, step within it), advanced one step at a time: no
+  // division per step. issue(b) is called for b = 0, 1, 2, ... in order.
+  int64_t ist = s0;
+  int irb = int(s0 / S), is = int(s0 % S);
+  const uint4 *iwa = wrow(int64_t(irb) * kMmaRows + g), *iwb = wrow(int64_t(irb) * kMmaRows + g + 8);
   auto issue = [&](int b) {
     if (b < batches)
 #pragma unroll
       for (int u = 0; u < kMmaSteps; ++u) {
-        const int64_t st = s0 + int64_t(b) * kMmaSteps + u;
-        const int64_t rb = st / S;
-        const int v = 4 * int(st - rb * S) + t;
-        const bool in = st < s1 && v < kv;
-        const uint4* wa = wrow(rb * kMmaRows + g);
-        const uint4* wb = wrow(rb * kMmaRows + g + 8);
-        cp_async16(slot(b % kMmaStages, u, 0), wa + (in ? v : 0), in ? 16 : 0);
-        cp_async16(slot(b % kMmaStages, u, 1), wb + (in ? v : 0), in ? 16 : 0);
+        const int v = 4 * is + t;
+        const bool in = ist < s1 && v < kv;
+        cp_async16(slot(b % kMmaStages, u, 0), iwa + (in ? v : 0), in ? 16 : 0);
+        cp_async16(slot(b % kMmaStages, u, 1), iwb + (in ? v : 0), in ? 16 : 0);
+        ++ist;
+        if (++is == S) {
+          is = 0;
+          ++irb;
+          iwa = wrow(int64_t(irb) * kMmaRows + g);
+          iwb = wrow(int64_t(irb) * kMmaRows + g + 8);
+        }
       }
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
   };
@@ -368,34 +376,117 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a, MmaSplit sp)
   };
 
   float c[4] = {0.f, 0.f, 0.f, 0.f};
-  int64_t cur = -1;  // the row block c belongs to
+  int64_t cst = s0;  // consume cursor
+  int crb = int(s0 / S), cs = int(s0 % S);
+  int64_t cur = crb;  // the row block c belongs to
+  for (int b = 0; b < batches; ++b) {
+    issue(b + kMmaStages - 1);
+    uint4 vx[kMmaSteps];
+#pragma unroll
+    for (int u = 0, sx = cs; u < kMmaSteps; ++u, sx = sx + 1 == S ? 0 : sx + 1) {
+      const int v = 4 * sx + t;
+      vx[u] = has_x && cst + u < s1 && v < kv ? __ldg(xr + v) : make_uint4(0, 0, 0, 0);
+    }
+    cp_async_wait<kMmaStages - 1>();  // batch b has landed
+#pragma unroll
+    for (int u = 0; u < kMmaSteps; ++u) {
+      if (cst >= s1) break;
+      if (crb != cur) {
+        flush(cur, c);
+        c[0] = c[1] = c[2] = c[3] = 0.f;
+        cur = crb;
+      }
+      const uint4 va = *slot(b % kMmaStages, u, 0), vb = *slot(b % kMmaStages, u, 1);
+      mma_16x8x16<T>(c, va.x, vb.x, va.y, vb.y, vx[u].x, vx[u].y);
+      mma_16x8x16<T>(c, va.z, vb.z, va.w, vb.w, vx[u].z, vx[u].w);
+      ++cst;
+      if (++cs == S) cs = 0, ++crb;
+    }
+  }
+  cp_async_wait<0>();
+  if (s1 > s0) flush(cur, c);
+}
+
+// (experiment) the previous form: one block per 16 rows, K split over its 8 warps, partials summed
+// in shared memory.
+template <class T>
+__global__ void __launch_bounds__(kThreads) gemv_mma_rows_kernel(Args a) {
+  extern __shared__ uint4 ring[];  // [warp][stage][step][row a | row b][lane]
+  __shared__ float part[kWarps][kMmaRows][8];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int kv = a.k / 8;
+  const int row0 = blockIdx.x * kMmaRows;
+  const uint4* w = static_cast<const uint4*>(a.w);
+  const uint4* wa = w + int64_t(min(row0 + g, a.n - 1)) * kv;
+  const uint4* wb = w + int64_t(min(row0 + g + 8, a.n - 1)) * kv;
+  const bool has_x = g < a.m;
+  const uint4* xr = static_cast<const uint4*>(a.x) + int64_t(has_x ? g : 0) * (a.x_stride / 8);
+  uint4* my = ring + warp * (kMmaStages * kMmaSteps * 2 * 32) + lane;
+  auto slot = [&](int stage, int u, int r) -> uint4* { return my + ((stage * kMmaSteps + u) * 2 + r) * 32; };
+
+  allow_next_grid();
+  const int steps = (kv + 3) / 4;  // steps of 4 vectors over K
+  const int per_warp = (steps + kWarps - 1) / kWarps;
+  const int s_begin = warp * per_warp, s_end = min(steps, s_begin + per_warp);
+  const int batches = s_end > s_begin ? (s_end - s_begin + kMmaSteps - 1) / kMmaSteps : 0;
+  auto issue = [&](int b) {
+    if (b < batches)
+#pragma unroll
+      for (int u = 0; u < kMmaSteps; ++u) {
+        const int s = s_begin + b * kMmaSteps + u, v = 4 * s + t;
+        const bool in = s < s_end && v < kv;
+        cp_async16(slot(b % kMmaStages, u, 0), wa + (in ? v : 0), in ? 16 : 0);
+        cp_async16(slot(b % kMmaStages, u, 1), wb + (in ? v : 0), in ? 16 : 0);
+      }
+    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
+  };
+  // Before the wait only L2 hints for the first stages: gemm_cuda also routes products whose "weight"
+  // a kernel before this one wrote (matmul of activations, a contiguous() copy), so no operand is
+  // read before the wait; a prefetch is only a hint and L2 stays coherent.
+  if (s_begin < s_end)
+    for (int i = 0; i < (kMmaStages - 1) * kMmaSteps; ++i) {
+      const int v = min(4 * (s_begin + i) + t, kv - 1);
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + v));
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + v));
+    }
+  wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
+#pragma unroll
+  for (int b = 0; b < kMmaStages - 1; ++b) issue(b);
+
+  float c[4] = {0.f, 0.f, 0.f, 0.f};
   for (int b = 0; b < batches; ++b) {
     issue(b + kMmaStages - 1);
     uint4 vx[kMmaSteps];
 #pragma unroll
     for (int u = 0; u < kMmaSteps; ++u) {
-      const int64_t st = s0 + int64_t(b) * kMmaSteps + u;
-      const int v = 4 * int(st % S) + t;
-      vx[u] = has_x && st < s1 && v < kv ? __ldg(xr + v) : make_uint4(0, 0, 0, 0);
+      const int s = s_begin + b * kMmaSteps + u, v = 4 * s + t;
+      vx[u] = has_x && s < s_end && v < kv ? __ldg(xr + v) : make_uint4(0, 0, 0, 0);
     }
     cp_async_wait<kMmaStages - 1>();  // batch b has landed
 #pragma unroll
     for (int u = 0; u < kMmaSteps; ++u) {
-      const int64_t st = s0 + int64_t(b) * kMmaSteps + u;
-      if (st >= s1) break;
-      const int64_t rb = st / S;
-      if (rb != cur) {
-        if (cur >= 0) flush(cur, c);
-        c[0] = c[1] = c[2] = c[3] = 0.f;
-        cur = rb;
-      }
       const uint4 va = *slot(b % kMmaStages, u, 0), vb = *slot(b % kMmaStages, u, 1);
       mma_16x8x16<T>(c, va.x, vb.x, va.y, vb.y, vx[u].x, vx[u].y);
       mma_16x8x16<T>(c, va.z, vb.z, va.w, vb.w, vx[u].z, vx[u].w);
     }
   }
   cp_async_wait<0>();
-  if (cur >= 0) flush(cur, c);
+  // c0, c1: row g, columns (inputs) 2t, 2t + 1; c2, c3: row g + 8
+  part[warp][g][2 * t] = c[0];
+  part[warp][g][2 * t + 1] = c[1];
+  part[warp][g + 8][2 * t] = c[2];
+  part[warp][g + 8][2 * t + 1] = c[3];
+  __syncthreads();
+  if (threadIdx.x < kMmaRows * 8) {
+    const int r = threadIdx.x / 8, m = threadIdx.x % 8, row = row0 + r;
+    if (row < a.n && m < a.m) {
+      float v = 0.f;
+#pragma unroll
+      for (int i = 0; i < kWarps; ++i) v += part[i][r][m];
+      store_output<T>(a, m, row, v);
+    }
+  }
 }
 
 // The dynamic shared memory a staged kernel may use on the current device: the per-block opt-in
@@ -510,6 +601,15 @@ inline MmaWorkspace& mma_workspace(StreamHandle s, size_t partial_floats, size_t
 
 template <class T>
 void launch_mma(const Args& a, StreamHandle s) {
+  static const bool streamk = [] {  // experiment: MMATTN_GEMV_STREAMK=1
+    const char* e = std::getenv("MMATTN_GEMV_STREAMK");
+    return e && e[0] == '1';
+  }();
+  if (!streamk) {
+    const KernelWave w = kernel_wave<gemv_mma_rows_kernel<T>>(kMmaSmem, kMmaSmem);
+    launch_blocks<gemv_mma_rows_kernel<T>>((a.n + kMmaRows - 1) / kMmaRows, kMmaSmem, w.pdl, s, a);
+    return;
+  }
   const KernelWave wave = kernel_wave<gemv_mma_kernel<T>>(kMmaSmem, kMmaSmem);
   const int64_t rb = (a.n + kMmaRows - 1) / kMmaRows, steps = (a.k / 8 + 3) / 4, total = rb * steps;
   const int blocks = int(std::min<int64_t>(wave.blocks, (total + kWarps - 1) / kWarps));
@@ -544,12 +644,7 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
   // Wider m on the CUDA cores is a template argument away, but measured slower than cuBLAS at m = 8
   // (bench/NOTES.md): per weight element the f32 FMAs and conversions grow with m while the bytes
   // do not. From m = 3 the tensor-core kernel (Plain input) takes over.
-  static const bool mma_all = [] {  // experiment: Plain products of any m on the tensor cores
-    const char* e = std::getenv("MMATTN_GEMV_MMA_PLAIN");
-    return e && e[0] == '1';
-  }();
-  if (mma_all && in == GemvInput::Plain) launch_mma<T>(a, s);
-  else if (a.m <= 1) go.template operator()<1, 4>();
+  if (a.m <= 1) go.template operator()<1, 4>();
   else if (a.m <= 2) go.template operator()<2, 4>();
   else {
     MMATTN_CHECK(in == GemvInput::Plain, UnsupportedError, "gemv: m = ", a.m,
