@@ -26,7 +26,6 @@
 // products the next one's weight stream starts during this one's tail instead of after it.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 #include <unordered_map>
 
@@ -227,26 +226,20 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   }
 }
 
-// ---- 3 <= m <= 8: tensor cores (mma.sync m16n8k16, f32 accumulation), stream-K ------------------
-// The weight rows are the MMA's A operand (16 rows x 16 k), x^T its B operand (16 k x 8 columns =
-// the m inputs, zero past m). The k order inside an MMA is free as long as A and B agree, so every
-// lane loads whole 16-byte vectors: lane (g = lane / 4, t = lane % 4) reads weight rows g and g + 8
-// and x row g at vector 4 s + t of step s, and feeds elements 0-3 to one MMA and 4-7 to the next,
-// into the fragment slots (2t, 2t + 1, 2t + 8, 2t + 9) that both operands use for the same lane. A
-// step reads 16 rows x 64 contiguous bytes.
-// Work split (stream-K): the product is a sequence of RB x S steps (RB row blocks of 16 rows, S steps
-// of 32 k each), row-block major. One wave of persistent warps splits it into equal contiguous
-// ranges (to within one step), so every warp streams the same bytes (no partial last wave) and its
-// ring runs on across row-block boundaries without draining. Where a warp's range leaves a row block
-// it writes its partial 16 x 8 tile to a workspace slot (row block, its index among the row block's
-// contributors: consecutive warps) and counts itself in; the contributor that completes the row
-// block sums the partials in contributor order (deterministic) and writes y, then rearms the
-// counter for the next launch.
+// ---- 3 <= m <= 8: tensor cores (mma.sync m16n8k16, f32 accumulation) ----------------------------
+// A block owns 16 output rows; its 8 warps split K into contiguous slices. The weight rows are the
+// MMA's A operand (16 rows x 16 k), x^T its B operand (16 k x 8 columns = the m inputs, zero past
+// m). The k order inside an MMA is free as long as A and B agree, so every lane loads whole
+// 16-byte vectors: lane (g = lane / 4, t = lane % 4) reads weight rows g and g + 8 and x row g at
+// vector 4 s + t of step s, and feeds elements 0-3 to one MMA and 4-7 to the next, into the
+// fragment slots (2t, 2t + 1, 2t + 8, 2t + 9) that both operands use for the same lane. A step
+// reads 16 rows x 64 contiguous bytes.
 // Loads in flight: the weights go through a per-warp ring of kMmaStages stages of kMmaSteps steps
 // in shared memory with cp.async (L2 only), kMmaStages - 1 stages ahead of the MMAs (issued after
-// griddepcontrol.wait: only L2 prefetch hints go before it); no registers hold them, so the depth
-// does not depend on the compiler's schedule. Each lane reads back only the bytes it copied itself
-// (no block synchronisation in the loop).
+// griddepcontrol.wait: only L2 prefetch hints go before it); no registers
+// hold them, so the depth does not depend on the compiler's schedule. Each lane reads back only
+// the bytes it copied itself (no block synchronisation in the loop). The warps' partial 16 x 8
+// tiles are summed in shared memory in warp order (deterministic).
 constexpr int kMmaRows = 16;
 constexpr int kMmaSteps = 2;   // steps of 4 vectors (32 k) per stage
 constexpr int kMmaStages = 4;  // ring depth per warp
@@ -276,141 +269,8 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
-// Stream-K bookkeeping of one launch (host-computed; see above).
-struct MmaSplit {
-  float* partials;  // [RB][max_contrib][16 * 8]
-  int* counters;    // [RB], zero between launches
-  int64_t total;    // RB * S steps
-  int steps;        // S
-  int warps;        // W = grid * kWarps (<= total)
-  int max_contrib;
-};
-
-// The warp whose range holds step x: the largest w with floor(w * total / W) <= x.
-__device__ __forceinline__ int owner_of(int64_t x, const MmaSplit& sp) {
-  return int(((x + 1) * sp.warps - 1) / sp.total);
-}
-
 template <class T>
-__global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a, MmaSplit sp) {
-  extern __shared__ uint4 ring[];  // [warp][stage][step][row a | row b][lane]
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int kv = a.k / 8, S = sp.steps;
-  const int gw = blockIdx.x * kWarps + warp;  // global warp
-  // this warp's steps [s0, s1) (warps past sp.warps: the last block's tail when the product is tiny)
-  const int64_t s0 = gw < sp.warps ? int64_t(gw) * sp.total / sp.warps : sp.total;
-  const int64_t s1 = gw < sp.warps ? int64_t(gw + 1) * sp.total / sp.warps : sp.total;
-  const uint4* w = static_cast<const uint4*>(a.w);
-  const bool has_x = g < a.m;
-  const uint4* xr = static_cast<const uint4*>(a.x) + int64_t(has_x ? g : 0) * (a.x_stride / 8);
-  uint4* my = ring + warp * (kMmaStages * kMmaSteps * 2 * 32) + lane;
-  auto slot = [&](int stage, int u, int r) -> uint4* { return my + ((stage * kMmaSteps + u) * 2 + r) * 32; };
-  // weight row r (clamped) at vector v
-  auto wrow = [&](int64_t r) { return w + min(r, int64_t(a.n - 1)) * kv; };
-
-  allow_next_grid();
-  const int batches = int((s1 - s0 + kMmaSteps - 1) / kMmaSteps);
-  // Cursors over the warp's steps (row block, step within it), advanced one step at a time: no
-  // division per step. issue(b) is called for b = 0, 1, 2, ... in order.
-  int64_t ist = s0;
-  int irb = int(s0 / S), is = int(s0 % S);
-  const uint4 *iwa = wrow(int64_t(irb) * kMmaRows + g), *iwb = wrow(int64_t(irb) * kMmaRows + g + 8);
-  auto issue = [&](int b) {
-    if (b < batches)
-#pragma unroll
-      for (int u = 0; u < kMmaSteps; ++u) {
-        const int v = 4 * is + t;
-        const bool in = ist < s1 && v < kv;
-        cp_async16(slot(b % kMmaStages, u, 0), iwa + (in ? v : 0), in ? 16 : 0);
-        cp_async16(slot(b % kMmaStages, u, 1), iwb + (in ? v : 0), in ? 16 : 0);
-        ++ist;
-        if (++is == S) {
-          is = 0;
-          ++irb;
-          iwa = wrow(int64_t(irb) * kMmaRows + g);
-          iwb = wrow(int64_t(irb) * kMmaRows + g + 8);
-        }
-      }
-    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
-  };
-  // Before the wait only L2 hints for the first stages: gemm_cuda also routes products whose "weight"
-  // a kernel before this one wrote (matmul of activations, a contiguous() copy), so no operand is
-  // read before the wait; a prefetch is only a hint and L2 stays coherent.
-  for (int i = 0; i < (kMmaStages - 1) * kMmaSteps && s0 + i < s1; ++i) {
-    const int64_t st = s0 + i, rb = st / S;
-    const int v = min(4 * int(st - rb * S) + t, kv - 1);
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow(rb * kMmaRows + g) + v));
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow(rb * kMmaRows + g + 8) + v));
-  }
-  wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
-#pragma unroll
-  for (int b = 0; b < kMmaStages - 1; ++b) issue(b);
-
-  // The partial tile of row block rb into its slot; the last contributor finishes the row block.
-  auto flush = [&](int64_t rb, const float (&c)[4]) {
-    const int first = owner_of(rb * S, sp), last = owner_of((rb + 1) * S - 1, sp);
-    float* mine = sp.partials + (rb * sp.max_contrib + (gw - first)) * (kMmaRows * 8);
-    // c0, c1: row g, columns (inputs) 2t, 2t + 1; c2, c3: row g + 8
-    mine[g * 8 + 2 * t] = c[0];
-    mine[g * 8 + 2 * t + 1] = c[1];
-    mine[(g + 8) * 8 + 2 * t] = c[2];
-    mine[(g + 8) * 8 + 2 * t + 1] = c[3];
-    __threadfence();
-    __syncwarp();
-    int arrived = 0;
-    if (lane == 0) arrived = atomicAdd(sp.counters + rb, 1);
-    arrived = __shfl_sync(0xffffffffu, arrived, 0);
-    if (arrived != last - first) return;
-    __threadfence();  // the other contributors' partials are visible
-    const float* base = sp.partials + rb * sp.max_contrib * (kMmaRows * 8);
-    for (int e = lane; e < kMmaRows * 8; e += 32) {
-      const int r = e / 8, m = e % 8;
-      const int64_t row = rb * kMmaRows + r;
-      if (row >= a.n || m >= a.m) continue;
-      float v = 0.f;
-      for (int j = 0; j <= last - first; ++j) v += __ldcg(base + j * (kMmaRows * 8) + e);
-      store_output<T>(a, m, int(row), v);
-    }
-    if (lane == 0) sp.counters[rb] = 0;  // rearmed for the next launch
-  };
-
-  float c[4] = {0.f, 0.f, 0.f, 0.f};
-  int64_t cst = s0;  // consume cursor
-  int crb = int(s0 / S), cs = int(s0 % S);
-  int64_t cur = crb;  // the row block c belongs to
-  for (int b = 0; b < batches; ++b) {
-    issue(b + kMmaStages - 1);
-    uint4 vx[kMmaSteps];
-#pragma unroll
-    for (int u = 0, sx = cs; u < kMmaSteps; ++u, sx = sx + 1 == S ? 0 : sx + 1) {
-      const int v = 4 * sx + t;
-      vx[u] = has_x && cst + u < s1 && v < kv ? __ldg(xr + v) : make_uint4(0, 0, 0, 0);
-    }
-    cp_async_wait<kMmaStages - 1>();  // batch b has landed
-#pragma unroll
-    for (int u = 0; u < kMmaSteps; ++u) {
-      if (cst >= s1) break;
-      if (crb != cur) {
-        flush(cur, c);
-        c[0] = c[1] = c[2] = c[3] = 0.f;
-        cur = crb;
-      }
-      const uint4 va = *slot(b % kMmaStages, u, 0), vb = *slot(b % kMmaStages, u, 1);
-      mma_16x8x16<T>(c, va.x, vb.x, va.y, vb.y, vx[u].x, vx[u].y);
-      mma_16x8x16<T>(c, va.z, vb.z, va.w, vb.w, vx[u].z, vx[u].w);
-      ++cst;
-      if (++cs == S) cs = 0, ++crb;
-    }
-  }
-  cp_async_wait<0>();
-  if (s1 > s0) flush(cur, c);
-}
-
-// (experiment) the previous form: one block per 16 rows, K split over its 8 warps, partials summed
-// in shared memory.
-template <class T>
-__global__ void __launch_bounds__(kThreads) gemv_mma_rows_kernel(Args a) {
+__global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
   extern __shared__ uint4 ring[];  // [warp][stage][step][row a | row b][lane]
   __shared__ float part[kWarps][kMmaRows][8];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -504,21 +364,20 @@ inline int staged_smem_limit() {
   return it->second;
 }
 
-// Per thread and kernel: the device's SM count, the kernel's resident blocks per SM for a
-// dynamic shared-memory size, and whether it may use programmatic dependent launch (queried once).
-// max_smem > 0 sets the kernel's dynamic shared-memory ceiling (a process-wide attribute: each
-// kernel always gets the same value, so no thread lowers it under another): the device's opt-in
-// limit for the staged gemv kernels, the ring size for the tensor-core kernel.
-struct KernelWave {
-  int blocks;  // one full wave
-  bool pdl;    // programmatic dependent launch (compute capability >= 9, PTX with griddepcontrol)
-};
+// One launch of `Kernel` (tasks of `rows` output rows, `warps_per_task` warps each) with
+// programmatic dependent launch where the device has it. Grid-stride kernels (one warp per task)
+// get one full wave of blocks (or fewer when there are fewer tasks); the others one block per
+// kWarps / warps_per_task tasks. The device's SM count and the kernel's occupancy per
+// shared-memory size are queried once (per thread, per kernel). max_smem > 0 sets the kernel's
+// dynamic shared-memory ceiling (a process-wide attribute: each kernel always gets the same value,
+// so no thread lowers it under another): the device's opt-in limit for the staged gemv kernels, the
+// ring size for the tensor-core kernel.
 template <auto Kernel>
-KernelWave kernel_wave(int smem, int max_smem) {
+void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int max_smem, StreamHandle s) {
   auto kernel = Kernel;
   struct Cache {
     int device = -1, sms = 0;
-    bool pdl = false;
+    bool pdl = false;  // programmatic dependent launch (compute capability >= 9)
     std::unordered_map<int, int> per_sm;  // dynamic shared memory -> blocks per SM
   };
   thread_local Cache c;
@@ -546,14 +405,13 @@ KernelWave kernel_wave(int smem, int max_smem) {
                  " bytes of shared memory fits on a multiprocessor");
     it = c.per_sm.emplace(smem, per_sm).first;
   }
-  return {c.sms * it->second, c.pdl};
-}
-
-// One launch of `Kernel` on `blocks` blocks, with programmatic dependent launch where it can.
-template <auto Kernel, class... A>
-void launch_blocks(int blocks, int smem, bool pdl, StreamHandle s, A... args) {
+  const int tasks = (a.n + rows - 1) / rows;
+  const int tasks_per_block = kWarps / warps_per_task;
+  int blocks = (tasks + tasks_per_block - 1) / tasks_per_block;
+  if (warps_per_task == 1) blocks = std::min(blocks, c.sms * it->second);  // one wave, grid-stride
+  blocks = std::max(1, blocks);
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(std::max(1, blocks)));
+  cfg.gridDim = dim3(unsigned(blocks));
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = size_t(smem);
   cfg.stream = s;
@@ -561,74 +419,14 @@ void launch_blocks(int blocks, int smem, bool pdl, StreamHandle s, A... args) {
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, Kernel, args...));
-}
-
-// The m <= 2 kernel: tasks of `rows` output rows, one warp each, on one full wave of blocks (or
-// fewer when there are fewer tasks), grid-stride.
-template <auto Kernel>
-void launch_kernel(const Args& a, int rows, int smem, int max_smem, StreamHandle s) {
-  const KernelWave wave = kernel_wave<Kernel>(smem, max_smem);
-  const int tasks = (a.n + rows - 1) / rows;
-  launch_blocks<Kernel>(std::min((tasks + kWarps - 1) / kWarps, wave.blocks), smem, wave.pdl, s, a);
-}
-
-// The stream-K workspace of the tensor-core kernel, per thread and stream: partial tiles and the
-// per-row-block counters (zeroed when allocated; each launch leaves them zero). Stream-ordered, so
-// growing it (free + allocate on the same stream) is safe.
-struct MmaWorkspace {
-  float* partials = nullptr;
-  int* counters = nullptr;
-  size_t partial_floats = 0, counter_ints = 0;
-};
-inline MmaWorkspace& mma_workspace(StreamHandle s, size_t partial_floats, size_t counter_ints) {
-  thread_local std::unordered_map<StreamHandle, MmaWorkspace> ws;
-  MmaWorkspace& w = ws[s];
-  if (w.partial_floats < partial_floats) {
-    if (w.partials) cuda_free(w.partials);
-    w.partials = static_cast<float*>(cuda_alloc(partial_floats * sizeof(float), s));
-    w.partial_floats = partial_floats;
-  }
-  if (w.counter_ints < counter_ints) {
-    if (w.counters) cuda_free(w.counters);
-    w.counters = static_cast<int*>(cuda_alloc(counter_ints * sizeof(int), s));
-    MMATTN_CUDA_CHECK(cudaMemsetAsync(w.counters, 0, counter_ints * sizeof(int), s));
-    w.counter_ints = counter_ints;
-  }
-  return w;
-}
-
-template <class T>
-void launch_mma(const Args& a, StreamHandle s) {
-  static const bool streamk = [] {  // experiment: MMATTN_GEMV_STREAMK=1
-    const char* e = std::getenv("MMATTN_GEMV_STREAMK");
-    return e && e[0] == '1';
-  }();
-  if (!streamk) {
-    const KernelWave w = kernel_wave<gemv_mma_rows_kernel<T>>(kMmaSmem, kMmaSmem);
-    launch_blocks<gemv_mma_rows_kernel<T>>((a.n + kMmaRows - 1) / kMmaRows, kMmaSmem, w.pdl, s, a);
-    return;
-  }
-  const KernelWave wave = kernel_wave<gemv_mma_kernel<T>>(kMmaSmem, kMmaSmem);
-  const int64_t rb = (a.n + kMmaRows - 1) / kMmaRows, steps = (a.k / 8 + 3) / 4, total = rb * steps;
-  const int blocks = int(std::min<int64_t>(wave.blocks, (total + kWarps - 1) / kWarps));
-  MmaSplit sp;
-  sp.total = total;
-  sp.steps = int(steps);
-  sp.warps = int(std::min<int64_t>(int64_t(blocks) * kWarps, total));
-  // a warp holds >= floor(total / W) steps, so a row block has at most S / that + 2 contributors
-  sp.max_contrib = int(steps / (total / sp.warps) + 2);
-  const MmaWorkspace& w = mma_workspace(s, size_t(rb) * size_t(sp.max_contrib) * kMmaRows * 8, size_t(rb));
-  sp.partials = w.partials;
-  sp.counters = w.counters;
-  launch_blocks<gemv_mma_kernel<T>>(blocks, kMmaSmem, wave.pdl, s, a, sp);
+  cfg.numAttrs = c.pdl ? 1 : 0;
+  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
 template <class T, int M, int ROWS, GemvInput IN>
 void launch(const Args& a, StreamHandle s) {
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
-  launch_kernel<gemv_kernel<T, M, ROWS, IN>>(a, ROWS, smem, IN != GemvInput::Plain ? staged_smem_limit() : 0, s);
+  launch_kernel<gemv_kernel<T, M, ROWS, IN>>(a, ROWS, 1, smem, IN != GemvInput::Plain ? staged_smem_limit() : 0, s);
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
@@ -649,7 +447,7 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
   else {
     MMATTN_CHECK(in == GemvInput::Plain, UnsupportedError, "gemv: m = ", a.m,
                  " takes the tensor-core kernel, which has no fused input (gemv_cuda_supported)");
-    launch_mma<T>(a, s);
+    launch_kernel<gemv_mma_kernel<T>>(a, kMmaRows, kWarps, kMmaSmem, kMmaSmem, s);
   }
 }
 
