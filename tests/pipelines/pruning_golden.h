@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/checkpoint.h"
+#include "core/json_reader.h"
 #include "language/chat.h"
 #include "language/llama.h"
 #include "language/llava.h"
@@ -157,6 +158,50 @@ inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t
     r.greedy.push_back(tok);
     if (i + 1 < new_tokens) logits = lm.forward(lm.embed(Tensor::from_vector<int64_t>({tok}, {1, 1})), cache, o);
   }
+  return r;
+}
+
+// VHR's golden request (tools/golden/vhr.py): the extreme-ironing image, VHR in layers 0 and 1 of
+// the tiny model, 16 tokens.
+inline LlavaRequest vhr_golden_request(const LlavaPipeline& pipe) {
+  const Json j = Json::parse(R"({"method": "vhr", "layers": [0, 1]})");
+  JsonReader rd(j, "spec.json", "$.modulation[0]");
+  ModulationSet s;
+  s.items.push_back(ModulationConfig::parse(rd));
+  s.resolve(pipe.language_model().num_layers(), int(pipe.language_model().num_heads()));
+  LlavaRequest r;
+  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r.prompt = "What is unusual about this image?";
+  r.max_new_tokens = r.min_new_tokens = 16;
+  r.modulation = s;
+  return r;
+}
+
+// Each VHR layer's heads equal to the golden's and its VHD within rel_tol (relative) per head.
+inline void expect_vhr_selection(const LlavaResult& res, const Checkpoint& g, double rel_tol) {
+  ASSERT_EQ(res.vhr_heads.size(), 2u);
+  for (int l = 0; l < 2; ++l) {
+    SCOPED_TRACE(l);
+    std::vector<int64_t> heads(res.vhr_heads[size_t(l)].begin(), res.vhr_heads[size_t(l)].end());
+    EXPECT_EQ(heads, ints_of(g.load("vhr.heads_l" + std::to_string(l), Device::cpu(), DType::I64)));
+    const std::vector<float> want = g.load("vhr.vhd_l" + std::to_string(l), Device::cpu(), DType::F32).to_floats();
+    ASSERT_EQ(res.vhr_vhd[size_t(l)].size(), want.size());
+    for (size_t h = 0; h < want.size(); ++h) {
+      std::printf("vhr layer %d head %zu: VHD %.5f (reference %.5f)\n", l, h, res.vhr_vhd[size_t(l)][h], want[h]);
+      EXPECT_NEAR(res.vhr_vhd[size_t(l)][h], want[h], rel_tol * want[h]);
+    }
+  }
+}
+
+// Three requests of different images and prompt lengths (a padded batch), `tokens` tokens each.
+inline std::vector<LlavaRequest> three_requests(int64_t tokens) {
+  std::vector<LlavaRequest> r(3);
+  r[0].image = r[2].image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  r[1].image = source_dir() + "/assets/images/chelsea.png";
+  r[0].prompt = "What is unusual about this image?";
+  r[1].prompt = "Describe it.";
+  r[2].prompt = "Is there a man ironing clothes on the back of a taxi in the picture?";
+  for (LlavaRequest& q : r) q.max_new_tokens = q.min_new_tokens = tokens;
   return r;
 }
 

@@ -490,13 +490,8 @@ TEST(Modulation, VarSpecErrors) {
 TEST(Modulation, VarInBatchesEqualsSingleRuns) {
   ModulationSet s = strong_var();
   s.resolve(2);
-  LlavaRequest r1, r2, r3;
-  r1.image = r3.image = source_dir() + "/assets/images/extreme_ironing.jpg";
-  r2.image = source_dir() + "/assets/images/chelsea.png";
-  r1.prompt = "What is unusual about this image?";
-  r2.prompt = "Describe it.";
-  r3.prompt = "Is there a man?";
-  for (LlavaRequest* r : {&r1, &r2, &r3}) r->max_new_tokens = r->min_new_tokens = 6;
+  std::vector<LlavaRequest> three = three_requests(6);
+  LlavaRequest &r1 = three[0], &r2 = three[1], &r3 = three[2];
   const std::vector<int64_t> plain = pipe().run(r1).token_ids;
   for (LlavaRequest* r : {&r1, &r2, &r3}) r->modulation = s;
   EXPECT_NE(pipe().run(r1).token_ids, plain);
@@ -513,26 +508,9 @@ TEST(Modulation, VarInBatchesEqualsSingleRuns) {
 // changes every greedy token here (plain: 20731, 18422, 25790, ...).
 TEST(Modulation, VhrMatchesReference) {
   static Checkpoint g(golden_dir() + "/tiny_llava_vhr.safetensors");
-  const Json j = Json::parse(R"({"method": "vhr", "layers": [0, 1]})");
-  JsonReader rd(j, "spec.json", "$.modulation[0]");
-  ModulationSet s;
-  s.items.push_back(ModulationConfig::parse(rd));
-  s.resolve(pipe().language_model().num_layers(), int(pipe().language_model().num_heads()));
-  LlavaRequest r;
-  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
-  r.prompt = "What is unusual about this image?";
-  r.max_new_tokens = r.min_new_tokens = 16;
-  r.modulation = s;
+  const LlavaRequest r = vhr_golden_request(pipe());
   const LlavaResult res = pipe().run(r);
-  ASSERT_EQ(res.vhr_heads.size(), 2u);
-  for (int l = 0; l < 2; ++l) {
-    SCOPED_TRACE(l);
-    std::vector<int64_t> heads(res.vhr_heads[size_t(l)].begin(), res.vhr_heads[size_t(l)].end());
-    EXPECT_EQ(heads, ints_of(g.load("vhr.heads_l" + std::to_string(l), Device::cpu(), DType::I64)));
-    const std::vector<float> want = g.load("vhr.vhd_l" + std::to_string(l), Device::cpu(), DType::F32).to_floats();
-    ASSERT_EQ(res.vhr_vhd[size_t(l)].size(), want.size());
-    for (size_t h = 0; h < want.size(); ++h) EXPECT_NEAR(res.vhr_vhd[size_t(l)][h], want[h], 1e-4 * want[h]);
-  }
+  expect_vhr_selection(res, g, 1e-4);
   EXPECT_EQ(res.token_ids, ints_of(g.load("vhr.greedy", Device::cpu(), DType::I64)));
   EXPECT_TRUE(res.to_json().contains("vhr"));
   // in a batch (prompts of different lengths: one padded prefill step), each request selects its

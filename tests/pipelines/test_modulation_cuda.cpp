@@ -3,7 +3,6 @@
 // reference than to the unmodulated one when the boost is large (alpha 3).
 #include <cmath>
 
-#include "core/json_reader.h"
 #include "pruning_golden.h"
 
 using namespace mmattn;
@@ -93,29 +92,9 @@ TEST(ModulationCuda, VhrMatchesReferenceWithinBf16) {
   MMATTN_REQUIRE_GPU();
   static LlavaPipeline pipe(golden_dir() + "/tiny_llava", Device::cuda(), DType::BF16);
   Checkpoint g(golden_dir() + "/tiny_llava_vhr.safetensors");
-  const Json j = Json::parse(R"({"method": "vhr", "layers": [0, 1]})");
-  JsonReader rd(j, "spec.json", "$.modulation[0]");
-  ModulationSet s;
-  s.items.push_back(ModulationConfig::parse(rd));
-  s.resolve(pipe.language_model().num_layers(), int(pipe.language_model().num_heads()));
-  LlavaRequest r;
-  r.image = source_dir() + "/assets/images/extreme_ironing.jpg";
-  r.prompt = "What is unusual about this image?";
-  r.max_new_tokens = r.min_new_tokens = 16;
-  r.modulation = s;
+  const LlavaRequest r = vhr_golden_request(pipe);
   const LlavaResult res = pipe.run(r);
-  ASSERT_EQ(res.vhr_heads.size(), 2u);
-  for (int l = 0; l < 2; ++l) {
-    SCOPED_TRACE(l);
-    std::vector<int64_t> heads(res.vhr_heads[size_t(l)].begin(), res.vhr_heads[size_t(l)].end());
-    EXPECT_EQ(heads, ints_of(g.load("vhr.heads_l" + std::to_string(l), Device::cpu(), DType::I64)));
-    const std::vector<float> want = g.load("vhr.vhd_l" + std::to_string(l), Device::cpu(), DType::F32).to_floats();
-    ASSERT_EQ(res.vhr_vhd[size_t(l)].size(), want.size());
-    for (size_t h = 0; h < want.size(); ++h) {
-      std::printf("vhr layer %d head %zu: VHD %.5f (reference %.5f)\n", l, h, res.vhr_vhd[size_t(l)][h], want[h]);
-      EXPECT_NEAR(res.vhr_vhd[size_t(l)][h], want[h], 0.03 * want[h]);
-    }
-  }
+  expect_vhr_selection(res, g, 0.03);
   const std::vector<int64_t> greedy = ints_of(g.load("vhr.greedy", Device::cpu(), DType::I64));
   ASSERT_FALSE(res.token_ids.empty());
   size_t match = 0;

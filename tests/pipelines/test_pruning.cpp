@@ -147,21 +147,13 @@ TEST(Pruning, SpecErrorsNameTheField) {
 TEST(Pruning, InLlmMethodsInBatchesEqualSingleRuns) {
   for (const char* spec : {R"({"method": "dart", "keep": 32, "layer": 1})", R"({"method": "fastv", "keep": 48, "layer": 1})"}) {
     SCOPED_TRACE(spec);
-    LlavaRequest r1, r2, r3;
-    r1.image = r3.image = source_dir() + "/assets/images/extreme_ironing.jpg";
-    r2.image = source_dir() + "/assets/images/chelsea.png";
-    r1.prompt = "What is unusual about this image?";
-    r2.prompt = "Describe it.";
-    r3.prompt = "Is there a man ironing clothes on the back of a taxi in the picture?";
-    for (LlavaRequest* r : {&r1, &r2, &r3}) {
-      r->max_new_tokens = r->min_new_tokens = 6;
-      r->pruning = parse(spec);
-    }
-    const auto items = pipe().run_batch({r1, r2, r3}, 3);
+    std::vector<LlavaRequest> reqs = three_requests(6);
+    for (LlavaRequest& r : reqs) r.pruning = parse(spec);
+    const auto items = pipe().run_batch(reqs, 3);
     ASSERT_EQ(items.size(), 3u);
     for (size_t i = 0; i < items.size(); ++i) {
       ASSERT_TRUE(items[i].ok) << items[i].error;
-      const LlavaResult alone = pipe().run(i == 0 ? r1 : i == 1 ? r2 : r3);
+      const LlavaResult alone = pipe().run(reqs[i]);
       EXPECT_EQ(items[i].result.pruning.kept_patches, alone.pruning.kept_patches) << i;
       EXPECT_EQ(items[i].result.token_ids, alone.token_ids) << i;
     }
