@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <vector>
 
 #include "core/ops/dispatch.h"
 
@@ -47,6 +48,37 @@ RopeTable make_table(int64_t t, int64_t cols) {
   tab.sin = Tensor::empty({t, cols}, DType::F32);
   tab.head_dim = 2 * cols;
   return tab;
+}
+
+// Rows (cos | sin of position x inv_freq) of the positions [0, kMemoPositions), computed once per
+// thread and inverse-frequency vector and copied afterwards: a prefill, every pruning stage that
+// renumbers positions and every request of a batch evaluation ask for the same rows again (a
+// 640-row table of a 128-dim head is 82k sin/cos, 1-2 ms of host time). Same arithmetic as a
+// direct computation, so the copies are bit-identical to it.
+constexpr int64_t kMemoPositions = int64_t(1) << 15;
+constexpr size_t kMemoVectors = 8;  // distinct inv_freq vectors kept (dynamic scaling makes many)
+
+struct RopeRows {
+  std::vector<float> inv;
+  std::vector<float> cos, sin;  // [filled, cols]
+  int64_t filled = 0;
+};
+
+void rope_row(float pos, const std::vector<float>& inv, float* c, float* s) {
+  for (size_t i = 0; i < inv.size(); ++i) {
+    const float ang = pos * inv[i];  // f32 product, as the f32 matmul of inv_freq and positions
+    c[i] = float(std::cos(double(ang)));
+    s[i] = float(std::sin(double(ang)));
+  }
+}
+
+RopeRows& rope_rows(const std::vector<float>& inv) {
+  thread_local std::vector<RopeRows> memo;
+  for (RopeRows& r : memo)
+    if (r.inv == inv) return r;
+  if (memo.size() >= kMemoVectors) memo.clear();
+  memo.push_back(RopeRows{inv, {}, {}, 0});
+  return memo.back();
 }
 
 void check_head_dim(int64_t d, const char* op) {
@@ -135,12 +167,24 @@ RopeTable rope_table_llama(const std::vector<int64_t>& positions, int64_t head_d
   RopeTable tab = make_table(t, cols);
   float* c = tab.cos.data<float>();
   float* s = tab.sin.data<float>();
+  RopeRows& memo = rope_rows(inv);
+  int64_t need = 0;  // rows of the memo this table reads
+  for (int64_t p : positions)
+    if (p >= 0 && p < kMemoPositions) need = std::max(need, p + 1);
+  if (need > memo.filled) {
+    memo.cos.resize(size_t(need * cols));
+    memo.sin.resize(size_t(need * cols));
+    for (int64_t p = memo.filled; p < need; ++p)
+      rope_row(float(p), inv, memo.cos.data() + p * cols, memo.sin.data() + p * cols);
+    memo.filled = need;
+  }
   for (int64_t r = 0; r < t; ++r) {
-    const float pos = float(positions[size_t(r)]);
-    for (int64_t i = 0; i < cols; ++i) {
-      const float ang = pos * inv[size_t(i)];  // f32 product, as the f32 matmul of inv_freq and positions
-      c[r * cols + i] = float(std::cos(double(ang)));
-      s[r * cols + i] = float(std::sin(double(ang)));
+    const int64_t p = positions[size_t(r)];
+    if (p >= 0 && p < kMemoPositions) {
+      std::copy_n(memo.cos.data() + p * cols, cols, c + r * cols);
+      std::copy_n(memo.sin.data() + p * cols, cols, s + r * cols);
+    } else {
+      rope_row(float(p), inv, c + r * cols, s + r * cols);
     }
   }
   tab.inv_freq.assign(inv.begin(), inv.end());

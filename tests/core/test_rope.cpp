@@ -142,6 +142,28 @@ TEST(Rope, LlamaTableDefault) {
   EXPECT_EQ(t2.cos.to_floats(), c);
 }
 
+// Tables read their rows from a per-thread memo of positions [0, 32768): every row must equal the
+// direct computation (f32 angle, cos / sin in double, rounded to f32) bit for bit, whatever the
+// order of the requests: repeats, descending and negative positions (PDrop's position deltas),
+// positions past the memo, a second inverse-frequency vector, and rows filled by an earlier table.
+TEST(Rope, LlamaTableRowsAreExactInAnyOrder) {
+  auto expect_direct = [](const std::vector<int64_t>& pos, double theta) {
+    const RopeTable t = rope_table_llama(pos, 64, theta);
+    const std::vector<float> c = t.cos.to_floats(), s = t.sin.to_floats();
+    for (size_t r = 0; r < pos.size(); ++r)
+      for (size_t i = 0; i < 32; ++i) {
+        const float ang = float(pos[r]) * t.inv_freq[i];
+        ASSERT_EQ(c[r * 32 + i], float(std::cos(double(ang)))) << "position " << pos[r] << " col " << i;
+        ASSERT_EQ(s[r * 32 + i], float(std::sin(double(ang)))) << "position " << pos[r] << " col " << i;
+      }
+  };
+  expect_direct({5, 3, 3, 0}, 10000.0);                 // fills rows 0..5
+  expect_direct({0, 1, 2, 3, 4, 5, 6, 700}, 10000.0);   // reads them, extends to 700
+  expect_direct({-3, -1, 0, 40000, 32767, 32768}, 10000.0);  // negative and past the memo
+  expect_direct({9, 2, 700}, 500000.0);                 // another inv_freq vector
+  expect_direct({699, 5}, 10000.0);                     // the first vector's rows again
+}
+
 TEST(Rope, Llama3ScalingValues) {
   // Llama 3.1: theta 500000, factor 8, low 1, high 4, original 8192 -> wavelength bands
   // < 2048: unchanged; > 8192: divided by 8; in between: smooth = (8192 / wavelen - 1) / 3,
