@@ -7,6 +7,7 @@
 
 #include "attention/kv_cache.h"
 #include "core/io.h"
+#include "core/ops/concat.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/reduce.h"
 #include "vision/image.h"
@@ -803,7 +804,10 @@ void VhrSelector::select(int layer, const Tensor& text_out) {
                ShapeError, "vhr: layer ", layer, " head outputs must be [", B, ", ", H, ", D], got ",
                image_out_.defined() ? image_out_.desc() : std::string("none"), " and ", text_out.desc());
   const int64_t D = text_out.size(2);
-  const std::vector<float> oi = image_out_.to_floats(), ot = text_out.to_floats();
+  // both branches' rows in one download (one synchronisation per VHR layer)
+  const std::vector<float> both = concat({image_out_, text_out}, 0).to_floats();
+  const float* oi = both.data();
+  const float* ot = both.data() + B * H * D;
   image_out_ = Tensor();
   std::vector<float> g;
   for (int64_t b = 0; b < B; ++b) {
