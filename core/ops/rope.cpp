@@ -50,18 +50,20 @@ RopeTable make_table(int64_t t, int64_t cols) {
   return tab;
 }
 
-// Rows (cos | sin of position x inv_freq) of the positions [0, kMemoPositions), computed once per
-// thread and inverse-frequency vector and copied afterwards: a prefill, every pruning stage that
-// renumbers positions and every request of a batch evaluation ask for the same rows again (a
-// 640-row table of a 128-dim head is 82k sin/cos, 1-2 ms of host time). Same arithmetic as a
-// direct computation, so the copies are bit-identical to it.
+// Rows (cos | sin of position x inv_freq) of the positions (-kMemoPositions, kMemoPositions),
+// computed once per thread and inverse-frequency vector and copied afterwards: a prefill, every
+// pruning stage that moves positions (PDrop's deltas are negative) and every request of a batch
+// evaluation ask for the same rows again (a 640-row table of a 128-dim head is 82k sin/cos, about
+// half a millisecond of host time). Same arithmetic as a direct computation, so the copies are
+// bit-identical to it.
 constexpr int64_t kMemoPositions = int64_t(1) << 15;
 constexpr size_t kMemoVectors = 8;  // distinct inv_freq vectors kept (dynamic scaling makes many)
 
 struct RopeRows {
   std::vector<float> inv;
-  std::vector<float> cos, sin;  // [filled, cols]
-  int64_t filled = 0;
+  std::vector<float> cos, sin;  // [filled, cols]: positions 0, 1, ...
+  std::vector<float> ncos, nsin;  // [nfilled, cols]: positions -1, -2, ... (PDrop's position deltas)
+  int64_t filled = 0, nfilled = 0;
 };
 
 void rope_row(float pos, const std::vector<float>& inv, float* c, float* s) {
@@ -77,7 +79,7 @@ RopeRows& rope_rows(const std::vector<float>& inv) {
   for (RopeRows& r : memo)
     if (r.inv == inv) return r;
   if (memo.size() >= kMemoVectors) memo.clear();
-  memo.push_back(RopeRows{inv, {}, {}, 0});
+  memo.push_back(RopeRows{inv, {}, {}, {}, {}, 0, 0});
   return memo.back();
 }
 
@@ -168,21 +170,30 @@ RopeTable rope_table_llama(const std::vector<int64_t>& positions, int64_t head_d
   float* c = tab.cos.data<float>();
   float* s = tab.sin.data<float>();
   RopeRows& memo = rope_rows(inv);
-  int64_t need = 0;  // rows of the memo this table reads
-  for (int64_t p : positions)
+  int64_t need = 0, nneed = 0;  // rows of the memo this table reads (positive / negative side)
+  for (int64_t p : positions) {
     if (p >= 0 && p < kMemoPositions) need = std::max(need, p + 1);
-  if (need > memo.filled) {
-    memo.cos.resize(size_t(need * cols));
-    memo.sin.resize(size_t(need * cols));
-    for (int64_t p = memo.filled; p < need; ++p)
-      rope_row(float(p), inv, memo.cos.data() + p * cols, memo.sin.data() + p * cols);
-    memo.filled = need;
+    if (p < 0 && p >= -kMemoPositions) nneed = std::max(nneed, -p);
   }
+  auto fill = [&](std::vector<float>& mc, std::vector<float>& ms, int64_t& filled, int64_t upto, int64_t sign) {
+    if (upto <= filled) return;
+    mc.resize(size_t(upto * cols));
+    ms.resize(size_t(upto * cols));
+    for (int64_t i = filled; i < upto; ++i)  // row i holds position i (sign +1) or -(i + 1) (sign -1)
+      rope_row(float(sign > 0 ? i : -(i + 1)), inv, mc.data() + i * cols, ms.data() + i * cols);
+    filled = upto;
+  };
+  fill(memo.cos, memo.sin, memo.filled, need, 1);
+  fill(memo.ncos, memo.nsin, memo.nfilled, nneed, -1);
   for (int64_t r = 0; r < t; ++r) {
     const int64_t p = positions[size_t(r)];
-    if (p >= 0 && p < kMemoPositions) {
-      std::copy_n(memo.cos.data() + p * cols, cols, c + r * cols);
-      std::copy_n(memo.sin.data() + p * cols, cols, s + r * cols);
+    const float* mc = p >= 0 && p < kMemoPositions     ? memo.cos.data() + p * cols
+                      : p < 0 && p >= -kMemoPositions ? memo.ncos.data() + (-p - 1) * cols
+                                                       : nullptr;
+    if (mc) {
+      const float* ms = p >= 0 ? memo.sin.data() + p * cols : memo.nsin.data() + (-p - 1) * cols;
+      std::copy_n(mc, cols, c + r * cols);
+      std::copy_n(ms, cols, s + r * cols);
     } else {
       rope_row(float(p), inv, c + r * cols, s + r * cols);
     }

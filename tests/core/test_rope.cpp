@@ -142,7 +142,7 @@ TEST(Rope, LlamaTableDefault) {
   EXPECT_EQ(t2.cos.to_floats(), c);
 }
 
-// Tables read their rows from a per-thread memo of positions [0, 32768): every row must equal the
+// Tables read their rows from a per-thread memo of positions (-32768, 32768): every row must equal the
 // direct computation (f32 angle, cos / sin in double, rounded to f32) bit for bit, whatever the
 // order of the requests: repeats, descending and negative positions (PDrop's position deltas),
 // positions past the memo, a second inverse-frequency vector, and rows filled by an earlier table.
@@ -159,7 +159,8 @@ TEST(Rope, LlamaTableRowsAreExactInAnyOrder) {
   };
   expect_direct({5, 3, 3, 0}, 10000.0);                 // fills rows 0..5
   expect_direct({0, 1, 2, 3, 4, 5, 6, 700}, 10000.0);   // reads them, extends to 700
-  expect_direct({-3, -1, 0, 40000, 32767, 32768}, 10000.0);  // negative and past the memo
+  expect_direct({-3, -1, 0, 40000, 32767, 32768, -40000}, 10000.0);  // negative and past the memo
+  expect_direct({-1, -7, -2}, 10000.0);                 // negative rows again, extended
   expect_direct({9, 2, 700}, 500000.0);                 // another inv_freq vector
   expect_direct({699, 5}, 10000.0);                     // the first vector's rows again
 }
