@@ -1,5 +1,6 @@
 #include "core/device.h"
 
+#include <deque>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -207,26 +208,23 @@ class StagingRing {
     size_t begin, end;
     cudaEvent_t ev;
   };
-  // Waits for the copies still reading [begin, end) and recycles every completed span.
+  // Waits for the copies still reading [begin, end), then recycles the completed spans. One stream
+  // per thread records them in order, so they complete in order: the front is the oldest.
   void retire(size_t begin, size_t end) {
     for (const Span& sp : inflight_)
       if (sp.begin < end && begin < sp.end) MMATTN_CUDA_CHECK(cudaEventSynchronize(sp.ev));
-    std::vector<Span> keep;
-    for (const Span& sp : inflight_) {
-      const cudaError_t st = cudaEventQuery(sp.ev);
-      if (st == cudaSuccess) {
-        events_.push_back(sp.ev);
-      } else {
-        if (st != cudaErrorNotReady) MMATTN_CUDA_CHECK(st);
-        keep.push_back(sp);
-      }
+    while (!inflight_.empty()) {
+      const cudaError_t st = cudaEventQuery(inflight_.front().ev);
+      if (st == cudaErrorNotReady) break;
+      MMATTN_CUDA_CHECK(st);
+      events_.push_back(inflight_.front().ev);
+      inflight_.pop_front();
     }
-    inflight_.swap(keep);
   }
 
   char* base_ = nullptr;
   size_t head_ = 0;
-  std::vector<Span> inflight_;
+  std::deque<Span> inflight_;
   std::vector<cudaEvent_t> events_;
 };
 

@@ -610,6 +610,33 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       fail(i, e);
     }
   }
+  // One attention modulation for the whole batch: a step's modulator acts on every sequence in it,
+  // so a request with another method (or with none, beside one that has one) would be modulated
+  // wrongly. The first batched request decides; the others are reported and skipped.
+  {
+    const size_t none = reqs.size();
+    size_t first = none;
+    Json want;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (!planned[i]) continue;
+      const ModulationSet& m = planned[i]->modulation;
+      const Json j = m.attention() ? m.to_json() : Json("none");
+      if (first == none) {
+        first = i, want = j;
+        continue;
+      }
+      if (j == want) continue;
+      planned[i].reset();
+      --n_ok;
+      try {
+        MMATTN_THROW(ConfigError, "llava: request ", i, "'s attention modulation (", j.dump(),
+                     ") differs from request ", first, "'s (", want.dump(),
+                     "); requests of one batch share one (run them in separate batches)");
+      } catch (const std::exception& e) {
+        fail(i, e);
+      }
+    }
+  }
   if (n_ok == 0) return out;
   if (cuda) {
     synchronize();
@@ -730,20 +757,22 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
         modulator->set_span(b, s.span);
         modulator->set_image_classes(b, s.image_classes);
       }
-      // VHR selects the admitted requests' heads inside this prefill (they share the method).
-      const ModulationConfig* vhr = slot[size_t(admitted[0])]->modulation.find(ModMethod::VHR);
+      // VHR selects the heads of the admitted requests that have it inside this prefill.
+      const ModulationConfig* vhr = nullptr;
+      std::vector<const Sequence*> vhr_seqs(size_t(B), nullptr);
+      for (int64_t b : admitted)
+        if (const ModulationConfig* v = slot[size_t(b)]->modulation.find(ModMethod::VHR)) {
+          vhr = v;
+          vhr_seqs[size_t(b)] = slot[size_t(b)].get();
+        }
       std::unique_ptr<VhrSelector> vhr_sel;
-      if (vhr) {
-        std::vector<const Sequence*> seqs(size_t(B), nullptr);
-        for (int64_t b : admitted) seqs[size_t(b)] = slot[size_t(b)].get();
-        vhr_sel = vhr_selector(*vhr, modulator.get(), seqs);
-      }
+      if (vhr) vhr_sel = vhr_selector(*vhr, modulator.get(), vhr_seqs);
       opt.modulator = vhr_sel ? static_cast<AttentionModulator*>(vhr_sel.get()) : modulator.get();
       const Tensor logits = prefill(embeds, opt.n_valid, cache, opt);  // [B, 1, V]
       opt.pruner = nullptr;
       opt.modulator = modulator.get();
-      if (vhr)
-        for (int64_t b : admitted) keep_vhr_heads(*slot[size_t(b)], b, *vhr_sel, *modulator, *vhr);
+      for (int64_t b : admitted)
+        if (vhr_seqs[size_t(b)]) keep_vhr_heads(*slot[size_t(b)], b, *vhr_sel, *modulator, *vhr);
       vhr_sel.reset();
       for (int64_t b : admitted) finish_pruning(*slot[size_t(b)], cache, b, pruner.get());
       step_slots(logits, admitted);

@@ -169,9 +169,14 @@ RopeTable rope_table_llama(const std::vector<int64_t>& positions, int64_t head_d
   RopeTable tab = make_table(t, cols);
   float* c = tab.cos.data<float>();
   float* s = tab.sin.data<float>();
-  RopeRows& memo = rope_rows(inv);
+  // (dynamic scaling changes inv_freq with the sequence length, i.e. every decode step past the
+  // original context: no memo there)
+  const bool use_memo = scaling.type != RopeScalingType::Dynamic;
+  RopeRows scratch;
+  RopeRows& memo = use_memo ? rope_rows(inv) : scratch;
   int64_t need = 0, nneed = 0;  // rows of the memo this table reads (positive / negative side)
   for (int64_t p : positions) {
+    if (!use_memo) break;
     if (p >= 0 && p < kMemoPositions) need = std::max(need, p + 1);
     if (p < 0 && p >= -kMemoPositions) nneed = std::max(nneed, -p);
   }
@@ -187,7 +192,8 @@ RopeTable rope_table_llama(const std::vector<int64_t>& positions, int64_t head_d
   fill(memo.ncos, memo.nsin, memo.nfilled, nneed, -1);
   for (int64_t r = 0; r < t; ++r) {
     const int64_t p = positions[size_t(r)];
-    const float* mc = p >= 0 && p < kMemoPositions     ? memo.cos.data() + p * cols
+    const float* mc = !use_memo                        ? nullptr
+                      : p >= 0 && p < kMemoPositions     ? memo.cos.data() + p * cols
                       : p < 0 && p >= -kMemoPositions ? memo.ncos.data() + (-p - 1) * cols
                                                        : nullptr;
     if (mc) {

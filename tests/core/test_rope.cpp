@@ -163,6 +163,20 @@ TEST(Rope, LlamaTableRowsAreExactInAnyOrder) {
   expect_direct({-1, -7, -2}, 10000.0);                 // negative rows again, extended
   expect_direct({9, 2, 700}, 500000.0);                 // another inv_freq vector
   expect_direct({699, 5}, 10000.0);                     // the first vector's rows again
+  // dynamic scaling (inv_freq follows the sequence length): computed directly, same values
+  RopeScaling dyn;
+  dyn.type = RopeScalingType::Dynamic;
+  dyn.factor = 2.0;
+  dyn.original_max_position_embeddings = 16;
+  for (const std::vector<int64_t>& pos : {std::vector<int64_t>{0, 3, 40}, std::vector<int64_t>{41}}) {
+    const RopeTable t = rope_table_llama(pos, 64, 10000.0, dyn);
+    const std::vector<float> c = t.cos.to_floats();
+    for (size_t r = 0; r < pos.size(); ++r)
+      for (size_t i = 0; i < 32; ++i) {
+        const float ang = float(pos[r]) * t.inv_freq[i];
+        ASSERT_EQ(c[r * 32 + i], float(std::cos(double(ang)))) << pos[r];
+      }
+  }
 }
 
 TEST(Rope, Llama3ScalingValues) {

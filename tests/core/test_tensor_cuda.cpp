@@ -48,18 +48,21 @@ TEST(TensorCuda, ArenaOnDevice) {
   EXPECT_EQ(a.to_floats()[50], 1.5f);
 }
 
-// Small host->device copies are staged in a pinned ring and queued without waiting: behind a long
-// GEMM (so they really are in flight), uploads of awkward sizes from one host buffer that is
-// overwritten after every call cycle the 8 MiB ring several times; every device tensor must hold
-// exactly what its call saw. Also the 1 MiB boundary and a larger (blocking) copy.
+// Small host->device copies are staged in a pinned ring and queued without waiting: behind ~8
+// large GEMMs (so that the device is far behind the host and the ring's regions are still being
+// read when the host comes round to them), uploads of awkward sizes up to the 1 MiB staging limit,
+// from one host buffer that is overwritten after every call, cycle the 8 MiB ring about four
+// times; every device tensor must hold exactly what its call saw. Then one copy past the limit
+// (the blocking path).
 TEST(TensorCuda, StagedUploadsKeepTheirBytes) {
   MMATTN_REQUIRE_GPU();
   const Tensor a = Tensor::full({4096, 4096}, 0.5f, DType::F32, Device::cuda());
-  Tensor slow = matmul(a, a);  // queued first
+  std::vector<Tensor> slow;
+  for (int i = 0; i < 8; ++i) slow.push_back(matmul(a, a));  // queued first
   std::vector<int32_t> host;
   std::vector<Tensor> dev;
   std::vector<std::pair<int64_t, int32_t>> want;  // (size, seed)
-  const int64_t sizes[] = {1, 3, 17, 1000, 65537, 262143, 262144, 262145, 100003};  // int32 elements
+  const int64_t sizes[] = {1, 3, 17, 1000, 65537, 262143, 262144, 100003};  // int32 elements, <= 1 MiB
   int32_t seed = 1;
   for (int round = 0; round < 12; ++round)
     for (int64_t n : sizes) {
@@ -70,6 +73,10 @@ TEST(TensorCuda, StagedUploadsKeepTheirBytes) {
       std::fill(host.begin(), host.end(), -1);  // the caller's buffer is free once the call returns
       ++seed;
     }
+  host.assign(262145, 0);  // 1 MiB + 4 bytes: the blocking copy
+  for (int64_t i = 0; i < 262145; ++i) host[size_t(i)] = seed * 7919 + int32_t(i);
+  dev.push_back(Tensor::from_vector<int32_t>(host, {262145}).to(Device::cuda()));
+  want.emplace_back(262145, seed);
   for (size_t t = 0; t < dev.size(); ++t) {
     const auto [n, sd] = want[t];
     const Tensor h = dev[t].to(Device::cpu());
@@ -78,5 +85,5 @@ TEST(TensorCuda, StagedUploadsKeepTheirBytes) {
     for (int64_t i = 0; i < n; ++i) bad += p[i] != sd * 7919 + int32_t(i);
     ASSERT_EQ(bad, 0) << "upload " << t << " of " << n << " elements";
   }
-  EXPECT_EQ(slow.to_floats()[12345], 1024.f);
+  EXPECT_EQ(slow.back().to_floats()[12345], 1024.f);
 }

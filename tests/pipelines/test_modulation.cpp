@@ -578,6 +578,28 @@ TEST(Modulation, VhrComposesWithVarAndPruning) {
   }
 }
 
+// A batch shares one attention modulation (a step's modulator acts on every sequence in it): the
+// first batched request decides, a request with another one (or none) is reported and skipped,
+// the rest run as alone.
+TEST(Modulation, BatchesShareOneAttentionModulation) {
+  const LlavaRequest vhr = vhr_golden_request(pipe());
+  LlavaRequest plain = vhr;
+  plain.modulation = {};
+  const LlavaResult alone = pipe().run(vhr), plain_alone = pipe().run(plain);
+  const auto a = pipe().run_batch({vhr, plain, vhr}, 2);
+  ASSERT_TRUE(a[0].ok && a[2].ok) << a[0].error << a[2].error;
+  EXPECT_EQ(a[0].result.token_ids, alone.token_ids);
+  EXPECT_EQ(a[2].result.vhr_heads, alone.vhr_heads);
+  ASSERT_FALSE(a[1].ok);
+  EXPECT_NE(a[1].error.find("request 1's attention modulation"), std::string::npos) << a[1].error;
+  EXPECT_NE(a[1].error.find("differs from request 0's"), std::string::npos) << a[1].error;
+  const auto b = pipe().run_batch({plain, vhr}, 2);
+  ASSERT_TRUE(b[0].ok) << b[0].error;
+  EXPECT_EQ(b[0].result.token_ids, plain_alone.token_ids);
+  EXPECT_TRUE(b[0].result.vhr_heads.empty());
+  EXPECT_FALSE(b[1].ok);
+}
+
 TEST(Modulation, VhrSpecErrors) {
   auto parse = [](const std::string& text) {
     const Json j = Json::parse(text);
