@@ -295,14 +295,8 @@ void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::
   auto done = [&](Sequence& s, VisualTokens vt, const Tensor& px, const ClipVisionOutput* o) {
     if (const ModulationConfig* pc = s.modulation.find(ModMethod::PAINT)) {
       auto head_sum = [&](int64_t layer) {
-        const Tensor a = o ? tower.cls_attention_at(o->hidden_states[size_t(layer)], layer)
-                           : tower.cls_attention(px, layer);  // [1, H, 1 + N]
-        const int64_t H = a.size(1), T = a.size(2);
-        const std::vector<float> v = a.to_floats();
-        std::vector<float> sum(size_t(T), 0.f);
-        for (int64_t h = 0; h < H; ++h)
-          for (int64_t j = 0; j < T; ++j) sum[size_t(j)] += v[size_t(h * T + j)];
-        return sum;
+        return sum_over_heads(o ? tower.cls_attention_at(o->hidden_states[size_t(layer)], layer)
+                                : tower.cls_attention(px, layer));  // [1, H, 1 + N] -> [1 + N]
       };
       const std::vector<uint8_t> per_patch = paint_classes(*pc, head_sum(0), head_sum(paint_layer));
       s.image_classes.clear();

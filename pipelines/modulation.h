@@ -212,6 +212,8 @@ class LlavaModulator : public AttentionModulator {
 // 3 summary, 1 other.
 std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<float>& top_attn,
                                    const std::vector<float>& bottom);
+// One image's [CLS]-attention rows [1, H, T] (ClipVisionTower::cls_attention) summed over heads: [T].
+std::vector<float> sum_over_heads(const Tensor& cls_attention);
 
 // The combined next-token scores of a contrastive method from the image branch's logits and the
 // negative branch's (docs/modulation.md): VCD (1 + cd_alpha) l_img - cd_alpha l_neg on logits;

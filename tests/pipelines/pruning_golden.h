@@ -205,4 +205,30 @@ inline std::vector<LlavaRequest> three_requests(int64_t tokens) {
   return r;
 }
 
+// PAINT on the golden image (tools/golden/modulation.py): boosts in decoder layers 0-1, the token
+// classes from the pipeline's ViT [CLS] attention (layers 0 and 1 of the tiny tower), and the
+// local (class 2) and summary (class 3) patch lists.
+struct PaintGolden {
+  ModulationConfig config;
+  std::vector<uint8_t> classes;
+  std::vector<int64_t> local, summary;
+};
+inline PaintGolden paint_golden(const LlavaPipeline& pipe) {
+  PaintGolden p;
+  p.config.method = ModMethod::PAINT;
+  p.config.start_layer = 0;
+  p.config.end_layer = 2;
+  const Image crop = clip_resize_crop(load_image(source_dir() + "/assets/images/extreme_ironing.jpg"),
+                                      pipe.preprocess_config());
+  const Tensor px = clip_normalize(crop, pipe.preprocess_config()).unsqueeze(0).to(pipe.device(), pipe.dtype());
+  const ClipVisionTower& tower = pipe.image_encoder().tower();
+  p.classes = paint_classes(p.config, sum_over_heads(tower.cls_attention(px, 0)),
+                            sum_over_heads(tower.cls_attention(px, 1)));
+  for (size_t i = 0; i < p.classes.size(); ++i) {
+    if (p.classes[i] == 2) p.local.push_back(int64_t(i));
+    if (p.classes[i] == 3) p.summary.push_back(int64_t(i));
+  }
+  return p;
+}
+
 }  // namespace mmattn::test

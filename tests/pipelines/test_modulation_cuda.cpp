@@ -139,29 +139,10 @@ TEST(ModulationCuda, PaintMatchesReferenceWithinBf16) {
   MMATTN_REQUIRE_GPU();
   static LlavaPipeline pipe(golden_dir() + "/tiny_llava", Device::cuda(), DType::BF16);
   Checkpoint g(golden_dir() + "/tiny_llava_modulation.safetensors");
-  const ClipVisionTower& tower = pipe.image_encoder().tower();
-  const Image crop = clip_resize_crop(load_image(source_dir() + "/assets/images/extreme_ironing.jpg"),
-                                      pipe.preprocess_config());
-  const Tensor px = clip_normalize(crop, pipe.preprocess_config()).unsqueeze(0).to(Device::cuda(), DType::BF16);
-  auto head_sum = [&](int64_t layer) {
-    const Tensor a = tower.cls_attention(px, layer);
-    const int64_t H = a.size(1), T = a.size(2);
-    const std::vector<float> v = a.to_floats();
-    std::vector<float> s(size_t(T), 0.f);
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t j = 0; j < T; ++j) s[size_t(j)] += v[size_t(h * T + j)];
-    return s;
-  };
-  ModulationConfig c;
-  c.method = ModMethod::PAINT;
-  c.start_layer = 0;
-  c.end_layer = 2;
-  const std::vector<uint8_t> cls = paint_classes(c, head_sum(0), head_sum(1));
-  std::vector<int64_t> local, summary;
-  for (size_t i = 0; i < cls.size(); ++i) {
-    if (cls[i] == 2) local.push_back(int64_t(i));
-    if (cls[i] == 3) summary.push_back(int64_t(i));
-  }
+  const PaintGolden pg = paint_golden(pipe);
+  const ModulationConfig& c = pg.config;
+  const std::vector<uint8_t>& cls = pg.classes;
+  const std::vector<int64_t>&local = pg.local, &summary = pg.summary;
   const std::vector<int64_t> want_local = ints_of(g.load("paint.local", Device::cpu(), DType::I64));
   size_t common = 0;
   for (int64_t i : local) common += std::binary_search(want_local.begin(), want_local.end(), i);
