@@ -91,6 +91,29 @@ int main(int argc, char** argv) {
       size_t kv_bytes = 0;
       int64_t image_tokens = 0;
     };
+    // Median time of the decoder prefill of embeds e ([batch, L, hidden], copies of p's prompt) with
+    // config c and a fresh pruner per forward, over reps - 1 runs after a warm-up; `cache` keeps the
+    // last run's rows.
+    auto time_prefill = [&](const PruningConfig& c, const Prompt& p, const Tensor& e, KVCache& cache, int reps) {
+      const int64_t batch = e.size(0);
+      std::vector<double> t;
+      for (int rep = 0; rep < reps; ++rep) {
+        cache.reset_all();
+        std::unique_ptr<LlavaTokenPruner> pr;
+        if (c.in_llm())
+          pr = std::make_unique<LlavaTokenPruner>(c, lm, std::vector<std::pair<int64_t, int64_t>>(size_t(batch), p.span),
+                                                  std::vector<std::vector<float>>(size_t(batch), p.row_importance));
+        LlamaForwardOptions o;
+        o.last_only = true;
+        o.pruner = pr.get();
+        synchronize();
+        const auto t0 = Clock::now();
+        lm.forward(e, cache, o);
+        synchronize();
+        if (rep) t.push_back(since_ms(t0));  // the first is a warm-up
+      }
+      return median(t);
+    };
     // Batch-16 decoder prefill + decode with config c (a fresh pruner per forward).
     auto run_b16 = [&](const PruningConfig& c, Run& run) {
       const Prompt p = prompt_for(c);
@@ -98,52 +121,19 @@ int main(int argc, char** argv) {
       Tensor e = Tensor::empty({B, L, lm.hidden_size()}, p.embeds.dtype(), p.embeds.device());
       for (int64_t b = 0; b < B; ++b) e.slice(0, b, b + 1).copy_from(p.embeds);
       KVCache cache = lm.make_cache(B, L + kDecode);
-      LlamaForwardOptions o;
-      o.last_only = true;
-      std::vector<double> t;
-      Tensor logits;
-      for (int rep = 0; rep < 4; ++rep) {
-        cache.reset_all();
-        std::unique_ptr<LlavaTokenPruner> pr;
-        if (c.in_llm())
-          pr = std::make_unique<LlavaTokenPruner>(c, lm, std::vector<std::pair<int64_t, int64_t>>(B, p.span),
-                                                  std::vector<std::vector<float>>(B, p.row_importance));
-        o.pruner = pr.get();
-        synchronize();
-        const auto t0 = Clock::now();
-        logits = lm.forward(e, cache, o);
-        synchronize();
-        if (rep) t.push_back(since_ms(t0));  // the first is a warm-up
-      }
-      o.pruner = nullptr;
-      run.prefill_ms = median(t);
-      {  // the decoder prefill alone at batch 1 (TTFT b1 less preprocessing, vision and the pipeline)
-        KVCache c1 = lm.make_cache(1, L + 1);
-        std::vector<double> t1;
-        for (int rep = 0; rep < 8; ++rep) {
-          c1.reset_all();
-          std::unique_ptr<LlavaTokenPruner> pr;
-          if (c.in_llm())
-            pr = std::make_unique<LlavaTokenPruner>(c, lm, std::vector<std::pair<int64_t, int64_t>>{p.span},
-                                                    std::vector<std::vector<float>>{p.row_importance});
-          LlamaForwardOptions o1;
-          o1.last_only = true;
-          o1.pruner = pr.get();
-          synchronize();
-          const auto t0 = Clock::now();
-          lm.forward(p.embeds, c1, o1);
-          synchronize();
-          if (rep) t1.push_back(since_ms(t0));
-        }
-        run.prefill_b1_ms = median(t1);
-      }
+      run.prefill_ms = time_prefill(c, p, e, cache, 4);
+      // the decoder prefill alone at batch 1 (TTFT b1 less preprocessing, vision and the pipeline)
+      KVCache c1 = lm.make_cache(1, L + 1);
+      run.prefill_b1_ms = time_prefill(c, p, p.embeds, c1, 8);
       int64_t kv_rows = 0;
       for (int l = 0; l < n_layers; ++l) kv_rows += cache.layer_length(l, 0);
       run.kv_bytes = size_t(kv_rows) * 2 * size_t(lm.num_kv_heads() * lm.attn_head_dim()) * 2;
       Tensor tok = Tensor::full({B, 1}, 29871.f, DType::I64, Device::cuda());
       synchronize();
       const auto d0 = Clock::now();
-      for (int64_t s = 0; s < kDecode; ++s) logits = lm.forward(lm.embed(tok), cache, o);
+      LlamaForwardOptions o;
+      o.last_only = true;
+      for (int64_t s = 0; s < kDecode; ++s) lm.forward(lm.embed(tok), cache, o);
       synchronize();
       run.decode_tps = double(B * kDecode) / (since_ms(d0) / 1000.0);
     };

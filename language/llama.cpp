@@ -209,10 +209,6 @@ struct LlamaModel::StepRows {
   }
 };
 
-namespace {
-
-
-}  // namespace
 
 Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner,
                                  AttentionModulator* modulator) const {

@@ -413,7 +413,7 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
   Tensor logits = lm_->forward(s->embeds, cache, last);  // [1, 1, V]
   last.pruner = nullptr;
   last.modulator = modulator.get();
-  if (vhr) keep_vhr_heads(*s, 0, *vhr_sel, *modulator, *vhr);
+  if (vhr) keep_vhr_heads({s.get()}, *vhr_sel, *modulator, *vhr);
   vhr_sel.reset();
   s->embeds = Tensor();
   finish_pruning(*s, cache, 0, pruner.get());
@@ -461,7 +461,7 @@ Tensor LlavaPipeline::prefill(const Tensor& embeds, const std::vector<int>& n_va
 }
 
 std::unique_ptr<VhrSelector> LlavaPipeline::vhr_selector(const ModulationConfig& c, AttentionModulator* inner,
-                                                         const std::vector<const Sequence*>& seqs) const {
+                                                         const std::vector<Sequence*>& seqs) const {
   // each prompt without its image token (VHR's text-only input), right-padded
   std::vector<std::vector<int64_t>> txt(seqs.size());
   int64_t Lt = 1;
@@ -481,11 +481,14 @@ std::unique_ptr<VhrSelector> LlavaPipeline::vhr_selector(const ModulationConfig&
   return std::make_unique<VhrSelector>(c, *lm_, inner, embeds, std::move(valid));
 }
 
-void LlavaPipeline::keep_vhr_heads(Sequence& s, int64_t b, const VhrSelector& sel, LlavaModulator& modulator,
-                                   const ModulationConfig& c) {
-  s.res.vhr_heads = sel.heads(b);
-  s.res.vhr_vhd = sel.vhd(b);
-  modulator.set_head_gains(b, s.res.vhr_heads, c.gain);
+void LlavaPipeline::keep_vhr_heads(const std::vector<Sequence*>& seqs, const VhrSelector& sel,
+                                   LlavaModulator& modulator, const ModulationConfig& c) {
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    if (!seqs[b]) continue;
+    seqs[b]->res.vhr_heads = sel.heads(int64_t(b));
+    seqs[b]->res.vhr_vhd = sel.vhd(int64_t(b));
+    modulator.set_head_gains(int64_t(b), seqs[b]->res.vhr_heads, c.gain);
+  }
 }
 
 LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const {
@@ -753,7 +756,7 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       }
       // VHR selects the heads of the admitted requests that have it inside this prefill.
       const ModulationConfig* vhr = nullptr;
-      std::vector<const Sequence*> vhr_seqs(size_t(B), nullptr);
+      std::vector<Sequence*> vhr_seqs(size_t(B), nullptr);
       for (int64_t b : admitted)
         if (const ModulationConfig* v = slot[size_t(b)]->modulation.find(ModMethod::VHR)) {
           vhr = v;
@@ -765,8 +768,7 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       const Tensor logits = prefill(embeds, opt.n_valid, cache, opt);  // [B, 1, V]
       opt.pruner = nullptr;
       opt.modulator = modulator.get();
-      for (int64_t b : admitted)
-        if (vhr_seqs[size_t(b)]) keep_vhr_heads(*slot[size_t(b)], b, *vhr_sel, *modulator, *vhr);
+      if (vhr) keep_vhr_heads(vhr_seqs, *vhr_sel, *modulator, *vhr);
       vhr_sel.reset();
       for (int64_t b : admitted) finish_pruning(*slot[size_t(b)], cache, b, pruner.get());
       step_slots(logits, admitted);

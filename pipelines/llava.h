@@ -164,9 +164,9 @@ class LlavaPipeline {
   // VHR's selection inside the prefill of batch slots `seqs` (nullptr: not in this prefill; a batch
   // of seqs.size()): the text-only branch of each prompt, wrapped around the request's modulator.
   std::unique_ptr<VhrSelector> vhr_selector(const ModulationConfig& c, AttentionModulator* inner,
-                                            const std::vector<const Sequence*>& seqs) const;
-  // After that prefill: slot b's heads and VHD into its result, and its gains into `modulator`.
-  static void keep_vhr_heads(Sequence& s, int64_t b, const VhrSelector& sel, LlavaModulator& modulator,
+                                            const std::vector<Sequence*>& seqs) const;
+  // After that prefill: each selecting slot's heads and VHD into its result, its gains into `modulator`.
+  static void keep_vhr_heads(const std::vector<Sequence*>& seqs, const VhrSelector& sel, LlavaModulator& modulator,
                              const ModulationConfig& c);
 
   std::string dir_;

@@ -58,11 +58,16 @@ std::vector<int> read_index_list(JsonReader& r, const std::string& key, const ch
   return out;
 }
 
-// Per head: `gain` for the heads listed, 1 elsewhere.
-std::vector<float> head_gain_row(const std::vector<int>& heads, int n_heads, double gain) {
-  std::vector<float> g(size_t(n_heads), 1.f);
-  for (int h : heads) g[size_t(h)] = float(gain);
-  return g;
+// Per-head output gains [B, n_heads] in dt on dev: `gain` for the heads listed for sequence b
+// (null: none), 1 elsewhere; undefined when no sequence lists a head.
+Tensor head_gain_tensor(const std::vector<const std::vector<int>*>& heads, int n_heads, double gain, DType dt,
+                        Device dev) {
+  std::vector<float> g(heads.size() * size_t(n_heads), 1.f);
+  bool any = false;
+  for (size_t b = 0; b < heads.size(); ++b)
+    if (heads[b])
+      for (int h : *heads[b]) g[b * size_t(n_heads) + size_t(h)] = float(gain), any = true;
+  return any ? Tensor::from_floats(g, {int64_t(heads.size()), int64_t(n_heads)}, dt).to(dev) : Tensor();
 }
 
 }  // namespace
@@ -821,7 +826,7 @@ void VhrSelector::select(int layer, const Tensor& text_out) {
   const float* oi = both.data();
   const float* ot = both.data() + B * H * D;
   image_out_ = Tensor();
-  std::vector<float> g;
+  std::vector<const std::vector<int>*> chosen;
   for (int64_t b = 0; b < B; ++b) {
     std::vector<int>& heads = heads_[size_t(b)][size_t(layer)];
     if (text_valid_[size_t(b)] > 0) {
@@ -842,10 +847,9 @@ void VhrSelector::select(int layer, const Tensor& text_out) {
       for (int64_t h = 0; h < H; ++h)
         if (vhd[size_t(h)] > median) heads.push_back(int(h));
     }
-    const std::vector<float> row = head_gain_row(heads, int(H), gain_);
-    g.insert(g.end(), row.begin(), row.end());
+    chosen.push_back(&heads);
   }
-  gains_[size_t(layer)] = Tensor::from_floats(g, {B, H}, dtype_).to(device_);
+  gains_[size_t(layer)] = head_gain_tensor(chosen, int(H), gain_, dtype_, device_);
 }
 
 void LlavaModulator::set_head_gains(int64_t b, const std::vector<std::vector<int>>& heads, double gain) {
@@ -861,17 +865,10 @@ const Tensor* LlavaModulator::head_gains(int layer, int64_t batch) {
     head_gains_.assign(size_t(n_layers_), Tensor());
     head_gains_batch_ = batch;
     for (int l = 0; l < n_layers_; ++l) {
-      std::vector<float> g;
-      bool any = false;
-      for (int64_t b = 0; b < batch; ++b) {
-        const bool has = b < int64_t(vhr_heads_.size()) && size_t(l) < vhr_heads_[size_t(b)].size() &&
-                         !vhr_heads_[size_t(b)][size_t(l)].empty();
-        const std::vector<float> row = head_gain_row(has ? vhr_heads_[size_t(b)][size_t(l)] : std::vector<int>{},
-                                                     n_heads_, vhr_gain_);
-        g.insert(g.end(), row.begin(), row.end());
-        any = any || has;
-      }
-      if (any) head_gains_[size_t(l)] = Tensor::from_floats(g, {batch, int64_t(n_heads_)}, dtype_).to(device_);
+      std::vector<const std::vector<int>*> heads(size_t(batch), nullptr);
+      for (int64_t b = 0; b < batch && b < int64_t(vhr_heads_.size()); ++b)
+        if (size_t(l) < vhr_heads_[size_t(b)].size()) heads[size_t(b)] = &vhr_heads_[size_t(b)][size_t(l)];
+      head_gains_[size_t(l)] = head_gain_tensor(heads, n_heads_, vhr_gain_, dtype_, device_);
     }
   }
   return head_gains_[size_t(layer)].defined() ? &head_gains_[size_t(layer)] : nullptr;

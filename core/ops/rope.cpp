@@ -59,13 +59,6 @@ RopeTable make_table(int64_t t, int64_t cols) {
 constexpr int64_t kMemoPositions = int64_t(1) << 15;
 constexpr size_t kMemoVectors = 8;  // distinct inv_freq vectors kept (dynamic scaling makes many)
 
-struct RopeRows {
-  std::vector<float> inv;
-  std::vector<float> cos, sin;  // [filled, cols]: positions 0, 1, ...
-  std::vector<float> ncos, nsin;  // [nfilled, cols]: positions -1, -2, ... (PDrop's position deltas)
-  int64_t filled = 0, nfilled = 0;
-};
-
 void rope_row(float pos, const std::vector<float>& inv, float* c, float* s) {
   for (size_t i = 0; i < inv.size(); ++i) {
     const float ang = pos * inv[i];  // f32 product, as the f32 matmul of inv_freq and positions
@@ -74,12 +67,33 @@ void rope_row(float pos, const std::vector<float>& inv, float* c, float* s) {
   }
 }
 
+// One inverse-frequency vector's memoised rows, each cos | sin (2 x cols floats): side 0 holds the
+// positions 0, 1, ..., side 1 the positions -1, -2, ... (PDrop's position deltas).
+struct RopeRows {
+  std::vector<float> inv;
+  std::vector<float> side[2];
+  // The row of position p (computed with every row before it on its side when first asked for),
+  // or nullptr outside the memo. Valid until the next call.
+  const float* row(int64_t p) {
+    const size_t cols = inv.size(), k = p < 0;
+    const int64_t i = p < 0 ? -p - 1 : p;
+    if (i >= kMemoPositions) return nullptr;
+    std::vector<float>& v = side[k];
+    for (int64_t j = int64_t(v.size() / (2 * cols)); j <= i; ++j) {
+      v.resize(size_t(j + 1) * 2 * cols);
+      float* r = v.data() + size_t(j) * 2 * cols;
+      rope_row(float(k ? -(j + 1) : j), inv, r, r + cols);
+    }
+    return v.data() + size_t(i) * 2 * cols;
+  }
+};
+
 RopeRows& rope_rows(const std::vector<float>& inv) {
   thread_local std::vector<RopeRows> memo;
   for (RopeRows& r : memo)
     if (r.inv == inv) return r;
   if (memo.size() >= kMemoVectors) memo.clear();
-  memo.push_back(RopeRows{inv, {}, {}, {}, {}, 0, 0});
+  memo.push_back(RopeRows{inv, {}});
   return memo.back();
 }
 
@@ -171,35 +185,12 @@ RopeTable rope_table_llama(const std::vector<int64_t>& positions, int64_t head_d
   float* s = tab.sin.data<float>();
   // (dynamic scaling changes inv_freq with the sequence length, i.e. every decode step past the
   // original context: no memo there)
-  const bool use_memo = scaling.type != RopeScalingType::Dynamic;
-  RopeRows scratch;
-  RopeRows& memo = use_memo ? rope_rows(inv) : scratch;
-  int64_t need = 0, nneed = 0;  // rows of the memo this table reads (positive / negative side)
-  for (int64_t p : positions) {
-    if (!use_memo) break;
-    if (p >= 0 && p < kMemoPositions) need = std::max(need, p + 1);
-    if (p < 0 && p >= -kMemoPositions) nneed = std::max(nneed, -p);
-  }
-  auto fill = [&](std::vector<float>& mc, std::vector<float>& ms, int64_t& filled, int64_t upto, int64_t sign) {
-    if (upto <= filled) return;
-    mc.resize(size_t(upto * cols));
-    ms.resize(size_t(upto * cols));
-    for (int64_t i = filled; i < upto; ++i)  // row i holds position i (sign +1) or -(i + 1) (sign -1)
-      rope_row(float(sign > 0 ? i : -(i + 1)), inv, mc.data() + i * cols, ms.data() + i * cols);
-    filled = upto;
-  };
-  fill(memo.cos, memo.sin, memo.filled, need, 1);
-  fill(memo.ncos, memo.nsin, memo.nfilled, nneed, -1);
+  RopeRows* memo = scaling.type == RopeScalingType::Dynamic ? nullptr : &rope_rows(inv);
   for (int64_t r = 0; r < t; ++r) {
     const int64_t p = positions[size_t(r)];
-    const float* mc = !use_memo                        ? nullptr
-                      : p >= 0 && p < kMemoPositions     ? memo.cos.data() + p * cols
-                      : p < 0 && p >= -kMemoPositions ? memo.ncos.data() + (-p - 1) * cols
-                                                       : nullptr;
-    if (mc) {
-      const float* ms = p >= 0 ? memo.sin.data() + p * cols : memo.nsin.data() + (-p - 1) * cols;
-      std::copy_n(mc, cols, c + r * cols);
-      std::copy_n(ms, cols, s + r * cols);
+    if (const float* m = memo ? memo->row(p) : nullptr) {
+      std::copy_n(m, cols, c + r * cols);
+      std::copy_n(m + cols, cols, s + r * cols);
     } else {
       rope_row(float(p), inv, c + r * cols, s + r * cols);
     }
