@@ -101,7 +101,7 @@ Json LlavaResult::to_json() const {
                            {"total_ms", timings.total_ms}}},
               {"peak_memory_bytes", peak_memory_bytes},
               {"pruning", pruning.to_json()}};
-  if (!vhr_heads.empty()) j["vhr"] = {{"heads", vhr_heads}, {"vhd", vhr_vhd}};
+  if (!vhr_heads.empty()) j["vhr"] = {{"heads", vhr_heads}, {"vhd", vhr_vhd}, {"ta", vhr_ta}};
   return j;
 }
 
@@ -487,6 +487,7 @@ void LlavaPipeline::keep_vhr_heads(const std::vector<Sequence*>& seqs, const Vhr
     if (!seqs[b]) continue;
     seqs[b]->res.vhr_heads = sel.heads(int64_t(b));
     seqs[b]->res.vhr_vhd = sel.vhd(int64_t(b));
+    seqs[b]->res.vhr_ta = sel.ta(int64_t(b));
     modulator.set_head_gains(int64_t(b), seqs[b]->res.vhr_heads, c.gain);
   }
 }

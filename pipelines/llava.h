@@ -89,9 +89,10 @@ struct LlavaResult {
   LlavaTimings timings;
   size_t peak_memory_bytes = 0;     // CUDA allocator peak during the request; 0 on the CPU
   PruningReport pruning;            // stages, kept patches, KV bytes and prefill FLOPs (method "none" too)
-  // VHR: per decoder layer, the heads it reinforces (empty: none) and their VHD (empty without VHR)
+  // VHR: per decoder layer, the heads it reinforces (empty: none), their VHD and the text-only
+  // branch's head energy TA (vhr_select's inputs; empty without VHR)
   std::vector<std::vector<int>> vhr_heads;
-  std::vector<std::vector<float>> vhr_vhd;
+  std::vector<std::vector<float>> vhr_vhd, vhr_ta;
   Json to_json() const;
 };
 

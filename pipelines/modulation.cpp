@@ -90,6 +90,7 @@ ModulationConfig ModulationConfig::parse(JsonReader& r) {
     c.gain = r.get<double>("gain", c.gain);
     if (!(c.gain >= 0) || !std::isfinite(c.gain)) r.fail_key("gain", "must be >= 0");
     c.layers = read_index_list(r, "layers", "layer index", {});
+    c.filter = r.get<bool>("filter", c.filter);
     r.finish();
     return c;
   }
@@ -216,7 +217,7 @@ Json ModulationConfig::to_json() const {
     j["alpha_pos"] = alpha_pos, j["transform"] = transform ? image_transform_name(*transform) : "random";
     if (seed) j["seed"] = *seed;
   } else if (method == ModMethod::VHR) {
-    j["gain"] = gain, j["layers"] = layers;
+    j["gain"] = gain, j["layers"] = layers, j["filter"] = filter;
   } else if (method == ModMethod::VCD) {
     j["cd_alpha"] = cd_alpha, j["noise_step"] = noise_step;
   } else {
@@ -761,6 +762,7 @@ VhrSelector::VhrSelector(const ModulationConfig& c, const LlamaModel& lm, Attent
                          const Tensor& text_embeds, std::vector<int> text_valid)
     : inner_(inner),
       gain_(c.gain),
+      filter_(c.filter),
       text_valid_(std::move(text_valid)),
       n_heads_(int(lm.num_heads())),
       dtype_(lm.dtype()),
@@ -773,6 +775,7 @@ VhrSelector::VhrSelector(const ModulationConfig& c, const LlamaModel& lm, Attent
   for (int l : c.layers) on_[size_t(l)] = true;
   heads_.assign(B, std::vector<std::vector<int>>(L));
   vhd_.assign(B, std::vector<std::vector<float>>(L));
+  ta_ = vhd_;
   gains_.resize(L);
   LlamaForwardOptions o;
   o.n_valid = text_valid_;
@@ -832,24 +835,53 @@ void VhrSelector::select(int layer, const Tensor& text_out) {
     if (text_valid_[size_t(b)] > 0) {
       std::vector<float>& vhd = vhd_[size_t(b)][size_t(layer)];
       vhd.assign(size_t(H), 0.f);
+      std::vector<float>& ta = ta_[size_t(b)][size_t(layer)];
+      ta.assign(size_t(H), 0.f);
       for (int64_t h = 0; h < H; ++h) {
-        double s = 0;
+        double s = 0, e = 0;
         for (int64_t d = 0; d < D; ++d) {
           const size_t i = size_t((b * H + h) * D + d);
           const double diff = double(oi[i]) - double(ot[i]);
           s += diff * diff;
+          e += double(ot[i]) * double(ot[i]);
         }
         vhd[size_t(h)] = float(std::sqrt(s));
+        ta[size_t(h)] = float(e);
       }
-      std::vector<float> sorted = vhd;
-      std::sort(sorted.begin(), sorted.end());
-      const float median = sorted[size_t((H - 1) / 2)];  // torch.median: the lower middle
-      for (int64_t h = 0; h < H; ++h)
-        if (vhd[size_t(h)] > median) heads.push_back(int(h));
+      heads = vhr_select(vhd, ta, filter_);
     }
     chosen.push_back(&heads);
   }
   gains_[size_t(layer)] = head_gain_tensor(chosen, int(H), gain_, dtype_, device_);
+}
+
+std::vector<int> vhr_select(const std::vector<float>& vhd, const std::vector<float>& ta, bool filter) {
+  const size_t H = vhd.size();
+  MMATTN_CHECK(ta.size() == H && H > 0, ShapeError, "vhr_select: ", H, " VHD values and ", ta.size(), " TA values");
+  // mean + standard deviation (unbiased; a single head has none: nothing is an outlier)
+  auto above_mean_sd = [H](const std::vector<float>& v) {
+    double mean = 0, ss = 0;
+    for (float x : v) mean += x;
+    mean /= double(H);
+    for (float x : v) ss += (x - mean) * (x - mean);
+    const double bound = H > 1 ? mean + std::sqrt(ss / double(H - 1)) : INFINITY;
+    std::vector<bool> out(H);
+    for (size_t h = 0; h < H; ++h) out[h] = double(v[h]) > bound;
+    return out;
+  };
+  std::vector<float> score = vhd;
+  if (filter) {
+    const std::vector<bool> hi_vhd = above_mean_sd(vhd), hi_ta = above_mean_sd(ta);
+    for (size_t h = 0; h < H; ++h)
+      if (hi_vhd[h] && hi_ta[h]) score[h] = 0.f;
+  }
+  std::vector<float> sorted = score;
+  std::sort(sorted.begin(), sorted.end());
+  const float median = sorted[(H - 1) / 2];  // torch.median: the lower middle
+  std::vector<int> heads;
+  for (size_t h = 0; h < H; ++h)
+    if (score[h] > median) heads.push_back(int(h));
+  return heads;
 }
 
 void LlavaModulator::set_head_gains(int64_t b, const std::vector<std::vector<int>>& heads, double gain) {

@@ -62,9 +62,11 @@ struct ModulationConfig {
   // LLaVA-1.5-7B), the heads whose vision-aware head divergence ||o_img - o_txt||_2 (last prompt
   // row, head output before o_proj, with and without the image) is above the layer's median get
   // their outputs scaled by gain (2) from then on; the selection runs layer by layer, the earlier
-  // layers already reinforced (docs/modulation.md#vhr: the outlier filter is not implemented)
+  // layers already reinforced. filter (default on): the paper's outlier filter first (vhr_select);
+  // off gives its "outlier VHR" ablation (docs/modulation.md#vhr)
   double gain = 2.0;
   std::vector<int> layers;
+  bool filter = true;
   std::string path;  // JSON path named in errors
 
   static ModulationConfig parse(JsonReader& r);
@@ -90,14 +92,20 @@ struct ModulationSet {
   Json to_json() const;
 };
 
+// VHR's head selection in one layer (the paper's Eq. 6-7), from each head's VHD and its text-only
+// output energy ta[h] = ||o_txt[h]||_2^2: with `filter`, a head whose VHD and TA both lie above
+// their layer's mean + standard deviation (over the heads; unbiased, as torch.std) counts with VHD
+// 0 ("negatively vision-sensitive": its output surges without the image); then the heads whose VHD
+// is above the median (torch.median: the lower middle for an even count) are chosen, ascending.
+std::vector<int> vhr_select(const std::vector<float>& vhd, const std::vector<float>& ta, bool filter);
+
 // The attention-level methods of a set for one forward batch. spans[b]: sequence b's image tokens
 // as original positions [first, first + count) (count 0: none).
 // VHR's head selection, inside the request's own prefill (no second prefill): wraps the request's
 // modulator (`inner`, may be null) on the image branch, and runs the text-only branch (each prompt
 // without its image token: `text_embeds` [B, Lt, hidden], text_valid[b] rows; its own small cache)
 // layer by layer inside the image branch's hooks. At each VHR layer the last rows' head outputs of
-// the two branches give VHD per head; the heads above the layer's median (torch.median's lower
-// middle for an even count) get gain `c.gain` in both branches from that layer's o_proj on, so
+// the two branches give VHD and TA per head; the heads vhr_select chooses get gain `c.gain` in both branches from that layer's o_proj on, so
 // later layers see the reinforced stream (VHR's layer-by-layer selection). Sequences with
 // text_valid[b] == 0 select nothing (gains 1). The batch is the image branch's.
 class VhrSelector : public AttentionModulator {
@@ -118,6 +126,7 @@ class VhrSelector : public AttentionModulator {
   // sequence b, per layer: the selected heads, ascending (empty: not a VHR layer), and VHD per head
   const std::vector<std::vector<int>>& heads(int64_t b) const { return heads_[size_t(b)]; }
   const std::vector<std::vector<float>>& vhd(int64_t b) const { return vhd_[size_t(b)]; }
+  const std::vector<std::vector<float>>& ta(int64_t b) const { return ta_[size_t(b)]; }  // text-only energy
 
  private:
   class TextHooks;
@@ -125,10 +134,12 @@ class VhrSelector : public AttentionModulator {
 
   AttentionModulator* inner_;
   double gain_;
+  bool filter_;
   std::vector<bool> on_;
   std::vector<int> text_valid_;
   std::vector<std::vector<std::vector<int>>> heads_;  // [b][layer]
   std::vector<std::vector<std::vector<float>>> vhd_;  // [b][layer]
+  std::vector<std::vector<std::vector<float>>> ta_;   // [b][layer]
   std::vector<Tensor> gains_;                         // per layer: [B, Hq] in the model's dtype (undefined: none)
   Tensor image_out_;                                  // the image branch's last rows of the current layer
   int n_heads_;

@@ -177,18 +177,26 @@ inline LlavaRequest vhr_golden_request(const LlavaPipeline& pipe) {
   return r;
 }
 
-// Each VHR layer's heads equal to the golden's and its VHD within rel_tol (relative) per head.
+// Each VHR layer's heads equal to the golden's and to vhr_select of the run's own VHD / TA, and
+// its VHD and TA within rel_tol (relative) per head.
 inline void expect_vhr_selection(const LlavaResult& res, const Checkpoint& g, double rel_tol) {
   ASSERT_EQ(res.vhr_heads.size(), 2u);
+  ASSERT_EQ(res.vhr_ta.size(), 2u);
   for (int l = 0; l < 2; ++l) {
     SCOPED_TRACE(l);
+    const std::string sl = std::to_string(l);
     std::vector<int64_t> heads(res.vhr_heads[size_t(l)].begin(), res.vhr_heads[size_t(l)].end());
-    EXPECT_EQ(heads, ints_of(g.load("vhr.heads_l" + std::to_string(l), Device::cpu(), DType::I64)));
-    const std::vector<float> want = g.load("vhr.vhd_l" + std::to_string(l), Device::cpu(), DType::F32).to_floats();
+    EXPECT_EQ(heads, ints_of(g.load("vhr.heads_l" + sl, Device::cpu(), DType::I64)));
+    EXPECT_EQ(res.vhr_heads[size_t(l)], vhr_select(res.vhr_vhd[size_t(l)], res.vhr_ta[size_t(l)], true));
+    const std::vector<float> want = g.load("vhr.vhd_l" + sl, Device::cpu(), DType::F32).to_floats();
+    const std::vector<float> want_ta = g.load("vhr.ta_l" + sl, Device::cpu(), DType::F32).to_floats();
     ASSERT_EQ(res.vhr_vhd[size_t(l)].size(), want.size());
+    ASSERT_EQ(res.vhr_ta[size_t(l)].size(), want.size());
     for (size_t h = 0; h < want.size(); ++h) {
-      std::printf("vhr layer %d head %zu: VHD %.5f (reference %.5f)\n", l, h, res.vhr_vhd[size_t(l)][h], want[h]);
+      std::printf("vhr layer %d head %zu: VHD %.5f (reference %.5f), TA %.5f (reference %.5f)\n", l, h,
+                  res.vhr_vhd[size_t(l)][h], want[h], res.vhr_ta[size_t(l)][h], want_ta[h]);
       EXPECT_NEAR(res.vhr_vhd[size_t(l)][h], want[h], rel_tol * want[h]);
+      EXPECT_NEAR(res.vhr_ta[size_t(l)][h], want_ta[h], rel_tol * want_ta[h]);
     }
   }
 }

@@ -483,12 +483,36 @@ TEST(Modulation, VarInBatchesEqualsSingleRuns) {
   }
 }
 
+// VHR's per-layer rule (the paper's Eq. 6-7) on hand-made values: the outlier filter zeroes a head
+// only when both its VHD and its text-only energy TA are above mean + sd (unbiased), and the heads
+// above the (lower) median of the filtered VHD are chosen.
+TEST(Modulation, VhrSelectFiltersOutliersThenTakesTheUpperHalf) {
+  // VHD mean 2.5, sd 1.29 (bound 3.79): head 3 (4.0) is high; TA bound 1.5 + 1.29 = 2.79: head 3 high too
+  const std::vector<float> vhd = {1.f, 2.f, 3.f, 4.f}, ta = {1.f, 1.f, 1.f, 3.f};
+  EXPECT_EQ(vhr_select(vhd, ta, false), (std::vector<int>{2, 3}));  // the "outlier VHR" ablation
+  EXPECT_EQ(vhr_select(vhd, ta, true), (std::vector<int>{1, 2}));   // head 3 filtered: scores 1, 2, 3, 0
+  // high VHD alone (TA ordinary) or high TA alone is not an outlier
+  EXPECT_EQ(vhr_select(vhd, {3.f, 1.f, 1.f, 1.f}, true), (std::vector<int>{2, 3}));
+  EXPECT_EQ(vhr_select({4.f, 2.f, 3.f, 1.f}, {1.f, 1.f, 1.f, 3.f}, true), (std::vector<int>{0, 2}));
+  // odd count: the middle value; a single head is never above itself
+  EXPECT_EQ(vhr_select({1.f, 5.f, 3.f}, {0.f, 0.f, 0.f}, true), (std::vector<int>{1}));
+  EXPECT_TRUE(vhr_select({2.f}, {9.f}, true).empty());
+  EXPECT_THROW(vhr_select({1.f, 2.f}, {1.f}, true), ShapeError);
+}
+
 // VHR against tools/golden/vhr.py: the heads each layer reinforces, their VHD (with and without the
 // image, last prompt row, layer by layer), and 16 greedy tokens of the request with the selection
-// fixed. The tiny model's VHDs are 0.5% or more apart, so the selection is not a rounding call; VHR
-// changes every greedy token here (plain: 20731, 18422, 25790, ...).
+// fixed. In layer 0 the outlier filter removes head 1 (which the median rule alone would take: the
+// golden records it, and the test checks the rule matters here); the tiny model's VHDs are 0.5% or
+// more apart, so the selection is not a rounding call in f32; VHR changes every greedy token here
+// (plain: 20731, 18422, 25790, ...).
 TEST(Modulation, VhrMatchesReference) {
   static Checkpoint g(golden_dir() + "/tiny_llava_vhr.safetensors");
+  const std::vector<int64_t> filtered = ints_of(g.load("vhr.filtered_l0", Device::cpu(), DType::I64));
+  ASSERT_EQ(filtered, (std::vector<int64_t>{1}));
+  const std::vector<float> vhd0 = g.load("vhr.vhd_l0", Device::cpu(), DType::F32).to_floats();
+  const std::vector<float> ta0 = g.load("vhr.ta_l0", Device::cpu(), DType::F32).to_floats();
+  EXPECT_NE(vhr_select(vhd0, ta0, true), vhr_select(vhd0, ta0, false));
   const LlavaRequest r = vhr_golden_request(pipe());
   const LlavaResult res = pipe().run(r);
   expect_vhr_selection(res, g, 1e-4);
@@ -511,8 +535,9 @@ TEST(Modulation, VhrMatchesReference) {
 
 // VHR selects inside the request's own prefill, around the request's other stages: with gain 1 its
 // heads are still chosen but change nothing, so VHR + VAR and VHR + FastV must equal VAR and FastV
-// alone (tokens, VAR's effect on them, FastV's kept tokens), alone and in a batch; with gain 2 the
-// composition differs from VAR alone.
+// alone (tokens, VAR's effect on them, FastV's kept tokens), alone and in a batch; with gain 3 (the
+// paper's stronger setting; with its outlier filter, gain 2 happens to leave these 8 tokens as VAR
+// alone gives them) the composition differs from VAR alone.
 TEST(Modulation, VhrComposesWithVarAndPruning) {
   auto vhr = [](double gain) {
     const Json j = Json::parse(R"({"method": "vhr", "layers": [0, 1]})");
@@ -533,7 +558,7 @@ TEST(Modulation, VhrComposesWithVarAndPruning) {
   fastv.pruning.layer = 1;
   const LlavaResult want_var = pipe().run(var), want_fastv = pipe().run(fastv), plain = pipe().run(r);
   ASSERT_NE(want_var.token_ids, plain.token_ids);
-  for (double gain : {1.0, 2.0}) {
+  for (double gain : {1.0, 3.0}) {
     SCOPED_TRACE(gain);
     LlavaRequest both_var = var, both_fastv = fastv;
     both_var.modulation.items.push_back(vhr(gain));
@@ -589,6 +614,9 @@ TEST(Modulation, VhrSpecErrors) {
   };
   ModulationConfig d = parse(R"({"method": "vhr"})");
   EXPECT_EQ(d.gain, 2.0);
+  EXPECT_TRUE(d.filter);
+  EXPECT_FALSE(parse(R"({"method": "vhr", "filter": false})").filter);
+  EXPECT_NE(error_of([&] { parse(R"({"method": "vhr", "filter": 1})"); }).find("filter"), std::string::npos);
   d.resolve(32, 32);
   std::vector<int> want = {1};
   for (int l = 18; l < 32; ++l) want.push_back(l);

@@ -85,11 +85,12 @@ TEST(ModulationCuda, VarMatchesCpuWithinBf16) {
   EXPECT_LT(e, e0);
 }
 
-// VHR on the GPU (bf16) against tools/golden/vhr.py (f32), through the pipeline (the two-branch
-// selection prefill, then the request with the chosen heads' gains). The golden's heads stand
-// >= 7% above each layer's median, far past bf16 noise, so the selection must be identical; each
-// head's VHD within 3% relative; the first token (decided by the modulated prefill) is the
-// reference's, which differs from the plain model's; a padded batch selects as single runs do.
+// VHR on the GPU (bf16) against tools/golden/vhr.py (f32), through the pipeline (the text-only
+// branch stepped inside the request's own prefill). The selection must be the golden's (layer 0's
+// closest calls, the outlier filter's VHD bound and the median between heads 2 and 3, are 0.5-0.6%
+// apart in f32; the bf16 VHDs measured 0.3% off or less before the filter) and vhr_select of the
+// run's own VHD / TA; each head's VHD and TA within 3% relative; the first two tokens are the
+// reference's (the second differs from the plain model's); a padded batch selects as single runs do.
 TEST(ModulationCuda, VhrMatchesReferenceWithinBf16) {
   MMATTN_REQUIRE_GPU();
   static LlavaPipeline pipe(golden_dir() + "/tiny_llava", Device::cuda(), DType::BF16);
@@ -102,10 +103,12 @@ TEST(ModulationCuda, VhrMatchesReferenceWithinBf16) {
   size_t match = 0;
   while (match < greedy.size() && match < res.token_ids.size() && res.token_ids[match] == greedy[match]) ++match;
   std::printf("vhr bf16 greedy: first %zu of %zu tokens match the reference\n", match, greedy.size());
-  EXPECT_GE(match, 1u);
+  EXPECT_GE(match, 2u);
   LlavaRequest plain = r;
   plain.modulation = {};
-  EXPECT_NE(pipe.run(plain).token_ids[0], greedy[0]);  // the selection changed the first token
+  const LlavaResult plain_res = pipe.run(plain);
+  ASSERT_GE(plain_res.token_ids.size(), 2u);
+  EXPECT_NE(plain_res.token_ids[1], greedy[1]);  // the selection changed the second token (the first agrees)
   LlavaRequest r2 = r;
   r2.prompt = "Describe the image.";
   const LlavaResult res2 = pipe.run(r2);

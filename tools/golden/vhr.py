@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
 """Golden data for VHR (vision-aware head reinforcement, He et al., ACL 2025) on the tiny golden LLaVA.
 
-A PyTorch reference of the method as described (docs/modulation.md#vhr; the official code,
-jinghan1he/VHR, could not be fetched here):
+A PyTorch reference of the method as the paper states it (ACL 2025 version, "Cracking the Code of
+Hallucination in LVLMs with Vision-aware Head Divergence", arXiv 2412.13949, Sec. 3 and Algorithm 1;
+the official code, jinghan1he/VHR, could not be fetched here):
   * at the first decoding step, for each decoder layer l in order, the per-head attention output
     before o_proj of the prompt's last row is taken with the image (the request's prompt) and
     without it (the same prompt with its image tokens removed);
     VHD[l, h] = || o_img[h] - o_txt[h] ||_2;
-  * in the VHR layers, the heads with VHD above the layer's median (torch.median: the lower middle
-    for an even count) have their outputs multiplied by gain (2) — in both branches, before the
-    next layer is measured (layer-by-layer: earlier layers are already reinforced);
+  * outlier filter (Eq. 6): a head whose VHD and whose text-only output energy
+    TA[l, h] = || o_txt[h] ||_2^2 both lie above their layer's mean + standard deviation (over the
+    layer's heads; torch.std, unbiased) gets VHD 0 for the selection ("negatively vision-sensitive"
+    heads: their output surges when the image is removed);
+  * in the VHR layers, the heads with (filtered) VHD above the layer's median (Eq. 7; torch.median:
+    the lower middle for an even count) have their outputs multiplied by gain (2) — in both
+    branches, before the next layer is measured (layer-by-layer: earlier layers are already
+    reinforced);
   * the selection is kept for the whole generation (every row of the prompt and every decoded
     token), one extra text-only pass in total.
-  * not implemented (rule not available): the paper's filter of outlier ("negatively vision-
-    sensitive") heads; this is its "outlier VHR" ablation.
 Writes tests/golden/tiny_llava_vhr.safetensors:
   vhr.logits_last F32 [V], vhr.greedy I32 [16], vhr.gain F32 [1],
-  vhr.heads_l<l> I32 [k] (heads reinforced in layer l), vhr.vhd_l<l> F32 [H]
+  vhr.heads_l<l> I32 [k] (heads reinforced in layer l), vhr.vhd_l<l> F32 [H] (before the filter),
+  vhr.ta_l<l> F32 [H], vhr.filtered_l<l> I32 [f] (heads the filter zeroed)
 Runs with torch alone: /usr/bin/python3 tools/golden/vhr.py
 """
 import os, sys
@@ -56,11 +61,14 @@ class VhrLlava(TinyLlava):
                 o_img, o_txt = self.captured
                 self.captured = None
                 vhd = (o_img - o_txt).pow(2).sum(-1).sqrt()
-                heads = (vhd > vhd.median()).nonzero().flatten()
+                ta = o_txt.pow(2).sum(-1)
+                outlier = (vhd > vhd.mean() + vhd.std()) & (ta > ta.mean() + ta.std())
+                kept = torch.where(outlier, torch.zeros_like(vhd), vhd)
+                heads = (kept > kept.median()).nonzero().flatten()
                 g = torch.ones(self.heads)
                 g[heads] = gain
                 self.gains[l] = g
-                out[l] = (heads, vhd)
+                out[l] = (heads, vhd, ta, outlier.nonzero().flatten())
             for b in range(2):
                 x[b], _, _ = self.layer(l, x[b], pos[b], caches[b][l])
         return out
@@ -79,12 +87,15 @@ def main():
     greedy = m.generate(logits[0], caches, N_NEW)
     out = {"vhr.logits_last": logits[0].float(), "vhr.greedy": torch.tensor(greedy, dtype=torch.int32),
            "vhr.gain": torch.tensor([gain], dtype=torch.float32)}
-    for l, (heads, vhd) in sel.items():
+    for l, (heads, vhd, ta, filtered) in sel.items():
         out["vhr.heads_l%d" % l] = heads.to(torch.int32)
         out["vhr.vhd_l%d" % l] = vhd.float()
+        out["vhr.ta_l%d" % l] = ta.float()
+        out["vhr.filtered_l%d" % l] = filtered.to(torch.int32)
         srt = vhd.sort().values
-        print("layer %d: VHD %s; heads %s (median %.6f, nearest gap %.2e)" % (
-            l, [round(float(v), 5) for v in vhd], heads.tolist(), float(vhd.median()),
+        print("layer %d: VHD %s TA %s; filtered %s; heads %s (median %.6f, nearest gap %.2e)" % (
+            l, [round(float(v), 5) for v in vhd], [round(float(v), 5) for v in ta], filtered.tolist(),
+            heads.tolist(), float(vhd.median()),
             float((srt[1:] - srt[:-1]).abs().min())))
     d = (logits[0] - golden["logits_last"][0, -1]).abs().max().item()
     print("max |logit change| vs no VHR: %.5f; greedy %s (plain %s)" % (d, greedy, golden["greedy_ids"][0, :N_NEW].tolist()))
