@@ -106,7 +106,8 @@ double worst_elem_err(const Tensor& got, const Tensor& want) {
 
 // The decode-sized kernel (gemv, <= 8 rows of bf16/f16) and the fused forms built on it, against
 // the CPU composition on the same (rounded) operands, element by element. n / k cover partial warp
-// tasks (n % 4 != 0), partial unrolled K steps, K == 8, and a second pass of the warps' grid stride
+// tasks (n % 4 != 0), partial unrolled K steps, K == 8, rows of several bulk-copy chunks with a
+// shorter last one (k = 2600: 5200 bytes), and a second pass of the warps' grid stride
 // (n = 12289: more row groups than one wave of warps); y starts random, so a row the kernel fails
 // to write or overwrites instead of adding shows.
 TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
@@ -116,7 +117,7 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   const Device g = Device::cuda();
   uint64_t seed = 500;
   for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8})
-    for (int64_t k : {8, 264, 1000, 4096})
+    for (int64_t k : {8, 264, 1000, 2600, 4096})
       for (int64_t n : {256, 257, 1030, 4099, 12289}) {
         if (n == 12289 && k < 1000) continue;
         const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
