@@ -51,7 +51,9 @@ struct Args {
   int x_stride;  // elements between rows of x
   float eps;
   bool accumulate;
-  int stages = 0;  // gemv_bulk_kernel's ring slots per warp (set by launch)
+  int stages = 0;  // gemv_bulk_kernel: ring slots per warp, bytes per slot, streaming warps per block
+  int chunk = 0;
+  int bulk_warps = 0;
 };
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -253,28 +255,28 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_bulk_kernel(Args a) {
   extern __shared__ __align__(128) unsigned char smem[];  // xs [M][k / 8] (16-byte vectors), then the rings
   __shared__ __align__(8) uint64_t bars[kWarps][kBulkMaxStages];
   __shared__ float scratch[32];
-  const int S = a.stages;
+  const int S = a.stages, chunk = a.chunk;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int kv = a.k / 8;
   const int row_bytes = a.k * int(sizeof(T));
-  const int cpr = (row_bytes + kBulkChunk - 1) / kBulkChunk;  // chunks per row
+  const int cpr = (row_bytes + chunk - 1) / chunk;  // chunks per row
   uint4* xs = reinterpret_cast<uint4*>(smem);
   const int xs_bytes = (M * row_bytes + 127) / 128 * 128;
-  unsigned char* ring = smem + xs_bytes + warp * S * kBulkChunk;
-  const int warps = int(gridDim.x) * kWarps;
-  const int gw = int(blockIdx.x) * kWarps + warp;
-  const int items = gw < a.n ? ((a.n - 1 - gw) / warps + 1) * cpr : 0;  // (row, chunk) pairs of this warp
+  unsigned char* ring = smem + xs_bytes + warp * S * chunk;
+  const int warps = int(gridDim.x) * a.bulk_warps;
+  const int gw = int(blockIdx.x) * a.bulk_warps + warp;
+  const int items = warp < a.bulk_warps && gw < a.n ? ((a.n - 1 - gw) / warps + 1) * cpr : 0;  // (row, chunk) pairs
   const char* w = static_cast<const char*>(a.w);
   uint64_t* bar = bars[warp];
 
   auto issue = [&](int q) {  // lane 0: item q into slot q % S
     const int row = gw + (q / cpr) * warps, c = q % cpr;
-    const uint32_t bytes = uint32_t(min(kBulkChunk, row_bytes - c * kBulkChunk));
+    const uint32_t bytes = uint32_t(min(chunk, row_bytes - c * chunk));
     const uint32_t b = smem_u32(bar + q % S);
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes) : "memory");
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     smem_u32(ring + (q % S) * kBulkChunk)),
-                 "l"(w + int64_t(row) * row_bytes + int64_t(c) * kBulkChunk), "r"(bytes), "r"(b)
+                     smem_u32(ring + (q % S) * chunk)),
+                 "l"(w + int64_t(row) * row_bytes + int64_t(c) * chunk), "r"(bytes), "r"(b)
                  : "memory");
   };
 
@@ -285,7 +287,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_bulk_kernel(Args a) {
   __syncwarp();
   allow_next_grid();
   if (items > 0) {  // L2 hints for the first two chunks of the warp's first row
-    const int lines = min(row_bytes, 2 * kBulkChunk) / 128;
+    const int lines = min(row_bytes, 8192) / 128;
     for (int i = lane; i < lines; i += 32)
       asm volatile("prefetch.global.L2 [%0];" ::"l"(w + int64_t(gw) * row_bytes + i * 128));
   }
@@ -310,8 +312,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_bulk_kernel(Args a) {
         "{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}" ::"r"(b),
         "r"(parity)
         : "memory");
-    const uint4* wv = reinterpret_cast<const uint4*>(ring + slot * kBulkChunk);
-    const int base = c * (kBulkChunk / 16), nvec = min(kBulkChunk / 16, kv - base);
+    const uint4* wv = reinterpret_cast<const uint4*>(ring + slot * chunk);
+    const int base = c * (chunk / 16), nvec = min(chunk / 16, kv - base);
 #pragma unroll 4
     for (int i = lane; i < nvec; i += 32) {
       float wf[8];
@@ -540,6 +542,12 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int ma
 
 // Whether Kernel can run here: a device of compute capability >= 9 and the kernel built for it
 // (PTX >= 9.0; a JIT from older PTX would reach the __trap). Queried once per thread and device.
+// An integer from the environment (development sweeps), or `fallback`.
+inline int env_int(const char* name, int fallback) {
+  const char* e = std::getenv(name);
+  return e && *e ? std::atoi(e) : fallback;
+}
+
 template <auto Kernel>
 bool built_for_sm90() {
   thread_local std::unordered_map<int, bool> ok;
@@ -559,7 +567,8 @@ bool built_for_sm90() {
 template <class T, int M, int ROWS, GemvInput IN>
 void launch(const Args& a, StreamHandle s) {
   const int xs_bytes = (M * a.k * int(sizeof(T)) + 127) / 128 * 128;
-  const int stages = std::min(kBulkMaxStages, (staged_smem_limit() - xs_bytes) / (kWarps * kBulkChunk));
+  static const int chunk = env_int("MMATTN_GEMV_CHUNK", kBulkChunk), bulk_warps = env_int("MMATTN_GEMV_WARPS", kWarps);
+  const int stages = std::min(kBulkMaxStages, (staged_smem_limit() - xs_bytes) / (bulk_warps * chunk));
   // MMATTN_GEMV_BULK=0: the register-streaming kernel everywhere (A/B runs in bench/)
   static const bool bulk_on = [] {
     const char* e = std::getenv("MMATTN_GEMV_BULK");
@@ -567,8 +576,8 @@ void launch(const Args& a, StreamHandle s) {
   }();
   if (bulk_on && stages >= kBulkMinStages && built_for_sm90<gemv_bulk_kernel<T, M, IN>>()) {
     Args b = a;
-    b.stages = stages;
-    launch_kernel<gemv_bulk_kernel<T, M, IN>>(b, 1, 1, xs_bytes + stages * kWarps * kBulkChunk, staged_smem_limit(), s);
+    b.stages = stages, b.chunk = chunk, b.bulk_warps = bulk_warps;
+    launch_kernel<gemv_bulk_kernel<T, M, IN>>(b, 1, 1, xs_bytes + stages * bulk_warps * chunk, staged_smem_limit(), s);
     return;
   }
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
