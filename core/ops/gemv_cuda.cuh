@@ -302,16 +302,20 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_bulk_kernel(Args a) {
     stage_input<T, M, IN>(a, xs, scratch);
   }
 
-  float acc[M];
+  float acc[M][4];  // 4 independent FMA chains per input row
 #pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = 0.f;
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[m][j] = 0.f;
   for (int q = 0; q < items; ++q) {
     const int slot = q % S, c = q % cpr;
     const uint32_t b = smem_u32(bar + slot), parity = uint32_t(q / S) & 1u;
-    asm volatile(
-        "{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}" ::"r"(b),
-        "r"(parity)
-        : "memory");
+    if (lane == 0)  // one lane polls (32 spinning lanes would load the shared-memory pipe)
+      asm volatile(
+          "{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}" ::"r"(b),
+          "r"(parity)
+          : "memory");
+    __syncwarp();
     const uint4* wv = reinterpret_cast<const uint4*>(ring + slot * chunk);
     const int base = c * (chunk / 16), nvec = min(chunk / 16, kv - base);
 #pragma unroll 4
@@ -323,7 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_bulk_kernel(Args a) {
         float xf[8];
         to_floats<T>(xs[m * kv + base + i], xf);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) acc[m] = fmaf(wf[e], xf[e], acc[m]);
+        for (int e = 0; e < 8; ++e) acc[m][e & 3] = fmaf(wf[e], xf[e], acc[m][e & 3]);
       }
     }
     __syncwarp();  // every lane has read the slot
@@ -332,9 +336,10 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_bulk_kernel(Args a) {
       const int row = gw + (q / cpr) * warps;
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        const float s = warp_sum(acc[m]);
+        const float s = warp_sum((acc[m][0] + acc[m][1]) + (acc[m][2] + acc[m][3]));
         if (lane == m && m < a.m) store_output<T>(a, m, row, s);
-        acc[m] = 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[m][j] = 0.f;
       }
     }
   }
