@@ -1,7 +1,7 @@
 // Decode-product timer for kernel development (no results file): the four fused b1 products of a
 // Llama-7B layer, each over a rotating set of weight copies (>= 160 MB: cold L2, as in a decode
-// step), in ms and as a fraction of the measured copy bandwidth. The gemv variant comes from the
-// environment (MMATTN_GEMV_BULK, MMATTN_GEMV_CHUNK, MMATTN_GEMV_WARPS: core/ops/gemv_cuda.cuh).
+// step), in ms and as a fraction of the measured copy bandwidth (bench_core's repeated-weight
+// numbers read partly from L2). Used for the bulk-copy experiment in bench/NOTES.md, session 6.
 //   dev_gemv [m]
 #include <cstdio>
 #include <cstdlib>

@@ -26,8 +26,6 @@
 // products the next one's weight stream starts during this one's tail instead of after it.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 #include <unordered_map>
 
@@ -51,9 +49,6 @@ struct Args {
   int x_stride;  // elements between rows of x
   float eps;
   bool accumulate;
-  int stages = 0;  // gemv_bulk_kernel: ring slots per warp, bytes per slot, streaming warps per block
-  int chunk = 0;
-  int bulk_warps = 0;
 };
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -229,123 +224,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
         }
       }
   }
-}
-
-// ---- m <= 2 on sm_90: the weight streamed by bulk copies (TMA) into a deep shared-memory ring ----
-// gemv_kernel keeps its loads in flight in registers: 4 rows x 4 x 16 bytes per lane, 8 KB per
-// warp. At n = 4096 (o_proj, down) a wave of warps has one 4-row task each, fetched in 4 dependent
-// round trips with nothing in flight in between: 58-73% of copy bandwidth (bench/NOTES.md). Here a
-// block (one per SM, 8 warps) gives every warp a private ring of `stages` slots of kBulkChunk
-// bytes; lane 0 fills them with cp.async.bulk (one instruction per 4 KB, completion counted on one
-// mbarrier per slot) and refills a slot as soon as the warp has read it, so ~190 KB per SM stay in
-// flight whatever the register budget. Warp w of the grid owns rows w, w + warps, ...; a row is
-// walked in chunks (its last one shorter), the warp's lanes sum it against x_eff, staged in shared
-// memory for every input kind, and reduce it with shuffles when the row ends. Same epilogue and
-// PDL behaviour as gemv_kernel; the weight bytes are only requested after griddepcontrol.wait (the
-// "weight" may be an activation written by the kernel before), L2 hints before.
-constexpr int kBulkChunk = 4096;     // bytes per bulk copy (a ring slot)
-constexpr int kBulkMaxStages = 8;    // ring slots per warp at most
-constexpr int kBulkMinStages = 3;    // fewer fit (huge k): gemv_kernel instead
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return unsigned(__cvta_generic_to_shared(p)); }
-
-template <class T, int M, GemvInput IN>
-__global__ void __launch_bounds__(kThreads, 1) gemv_bulk_kernel(Args a) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  extern __shared__ __align__(128) unsigned char smem[];  // xs [M][k / 8] (16-byte vectors), then the rings
-  __shared__ __align__(8) uint64_t bars[kWarps][kBulkMaxStages];
-  __shared__ float scratch[32];
-  const int S = a.stages, chunk = a.chunk;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int kv = a.k / 8;
-  const int row_bytes = a.k * int(sizeof(T));
-  const int cpr = (row_bytes + chunk - 1) / chunk;  // chunks per row
-  uint4* xs = reinterpret_cast<uint4*>(smem);
-  const int xs_bytes = (M * row_bytes + 127) / 128 * 128;
-  unsigned char* ring = smem + xs_bytes + warp * S * chunk;
-  const int warps = int(gridDim.x) * a.bulk_warps;
-  const int gw = int(blockIdx.x) * a.bulk_warps + warp;
-  const int items = warp < a.bulk_warps && gw < a.n ? ((a.n - 1 - gw) / warps + 1) * cpr : 0;  // (row, chunk) pairs
-  const char* w = static_cast<const char*>(a.w);
-  uint64_t* bar = bars[warp];
-
-  auto issue = [&](int q) {  // lane 0: item q into slot q % S
-    const int row = gw + (q / cpr) * warps, c = q % cpr;
-    const uint32_t bytes = uint32_t(min(chunk, row_bytes - c * chunk));
-    const uint32_t b = smem_u32(bar + q % S);
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes) : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     smem_u32(ring + (q % S) * chunk)),
-                 "l"(w + int64_t(row) * row_bytes + int64_t(c) * chunk), "r"(bytes), "r"(b)
-                 : "memory");
-  };
-
-  if (lane == 0) {
-    for (int i = 0; i < S; ++i) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar + i)) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncwarp();
-  allow_next_grid();
-  if (items > 0) {  // L2 hints for the first two chunks of the warp's first row
-    const int lines = min(row_bytes, 8192) / 128;
-    for (int i = lane; i < lines; i += 32)
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(w + int64_t(gw) * row_bytes + i * 128));
-  }
-  wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
-  if (lane == 0)
-    for (int q = 0; q < min(S, items); ++q) issue(q);
-  if constexpr (IN == GemvInput::Plain) {
-    const uint4* x = static_cast<const uint4*>(a.x);
-    for (int i = threadIdx.x; i < a.m * kv; i += kThreads) xs[i] = x[(i / kv) * (a.x_stride / 8) + i % kv];
-    __syncthreads();
-  } else {
-    stage_input<T, M, IN>(a, xs, scratch);
-  }
-
-  float acc[M][4];  // 4 independent FMA chains per input row
-#pragma unroll
-  for (int m = 0; m < M; ++m)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) acc[m][j] = 0.f;
-  for (int q = 0; q < items; ++q) {
-    const int slot = q % S, c = q % cpr;
-    const uint32_t b = smem_u32(bar + slot), parity = uint32_t(q / S) & 1u;
-    if (lane == 0)  // one lane polls (32 spinning lanes would load the shared-memory pipe)
-      asm volatile(
-          "{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}" ::"r"(b),
-          "r"(parity)
-          : "memory");
-    __syncwarp();
-    const uint4* wv = reinterpret_cast<const uint4*>(ring + slot * chunk);
-    const int base = c * (chunk / 16), nvec = min(chunk / 16, kv - base);
-#pragma unroll 4
-    for (int i = lane; i < nvec; i += 32) {
-      float wf[8];
-      to_floats<T>(wv[i], wf);
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        float xf[8];
-        to_floats<T>(xs[m * kv + base + i], xf);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[m][e & 3] = fmaf(wf[e], xf[e], acc[m][e & 3]);
-      }
-    }
-    __syncwarp();  // every lane has read the slot
-    if (lane == 0 && q + S < items) issue(q + S);
-    if (c == cpr - 1) {
-      const int row = gw + (q / cpr) * warps;
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const float s = warp_sum((acc[m][0] + acc[m][1]) + (acc[m][2] + acc[m][3]));
-        if (lane == m && m < a.m) store_output<T>(a, m, row, s);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[m][j] = 0.f;
-      }
-    }
-  }
-#else
-  __trap();  // launched only where the device and this build have sm_90 (bulk_copy_ready)
-#endif
 }
 
 // ---- 3 <= m <= 8: tensor cores (mma.sync m16n8k16, f32 accumulation) ----------------------------
@@ -545,46 +423,8 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int ma
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
-// Whether Kernel can run here: a device of compute capability >= 9 and the kernel built for it
-// (PTX >= 9.0; a JIT from older PTX would reach the __trap). Queried once per thread and device.
-// An integer from the environment (development sweeps), or `fallback`.
-inline int env_int(const char* name, int fallback) {
-  const char* e = std::getenv(name);
-  return e && *e ? std::atoi(e) : fallback;
-}
-
-template <auto Kernel>
-bool built_for_sm90() {
-  thread_local std::unordered_map<int, bool> ok;
-  int device = 0;
-  MMATTN_CUDA_CHECK(cudaGetDevice(&device));
-  auto it = ok.find(device);
-  if (it == ok.end()) {
-    int major = 0;
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    cudaFuncAttributes fa{};
-    MMATTN_CUDA_CHECK(cudaFuncGetAttributes(&fa, Kernel));
-    it = ok.emplace(device, major >= 9 && fa.ptxVersion >= 90).first;
-  }
-  return it->second;
-}
-
 template <class T, int M, int ROWS, GemvInput IN>
 void launch(const Args& a, StreamHandle s) {
-  const int xs_bytes = (M * a.k * int(sizeof(T)) + 127) / 128 * 128;
-  static const int chunk = env_int("MMATTN_GEMV_CHUNK", kBulkChunk), bulk_warps = env_int("MMATTN_GEMV_WARPS", kWarps);
-  const int stages = std::min(kBulkMaxStages, (staged_smem_limit() - xs_bytes) / (bulk_warps * chunk));
-  // MMATTN_GEMV_BULK=0: the register-streaming kernel everywhere (A/B runs in bench/)
-  static const bool bulk_on = [] {
-    const char* e = std::getenv("MMATTN_GEMV_BULK");
-    return !(e && std::string(e) == "0");
-  }();
-  if (bulk_on && stages >= kBulkMinStages && built_for_sm90<gemv_bulk_kernel<T, M, IN>>()) {
-    Args b = a;
-    b.stages = stages, b.chunk = chunk, b.bulk_warps = bulk_warps;
-    launch_kernel<gemv_bulk_kernel<T, M, IN>>(b, 1, 1, xs_bytes + stages * bulk_warps * chunk, staged_smem_limit(), s);
-    return;
-  }
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
   launch_kernel<gemv_kernel<T, M, ROWS, IN>>(a, ROWS, 1, smem, IN != GemvInput::Plain ? staged_smem_limit() : 0, s);
 }

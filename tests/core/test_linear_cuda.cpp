@@ -106,8 +106,7 @@ double worst_elem_err(const Tensor& got, const Tensor& want) {
 
 // The decode-sized kernel (gemv, <= 8 rows of bf16/f16) and the fused forms built on it, against
 // the CPU composition on the same (rounded) operands, element by element. n / k cover partial warp
-// tasks (n % 4 != 0), partial unrolled K steps, K == 8, rows of several bulk-copy chunks with a
-// shorter last one (k = 2600: 5200 bytes), and a second pass of the warps' grid stride
+// tasks (n % 4 != 0), partial unrolled K steps (k = 1000, 2600), K == 8, and a second pass of the warps' grid stride
 // (n = 12289: more row groups than one wave of warps); y starts random, so a row the kernel fails
 // to write or overwrites instead of adding shows.
 TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
