@@ -4,7 +4,8 @@
 //   decoder prefill throughput at batch 16 (16 copies of the prompt, pruning inside the step),
 //   decode tokens/s at batch 16 over the pruned caches, KV bytes per sequence,
 //   selection overhead: the method's extra work relative to the unpruned prefill (in-LLM methods:
-//   the forward with keep = all minus the plain forward; pre-LLM: the selection step's extra time).
+//   the forward with keep = all minus the plain forward; pre-LLM: the selection step's extra time;
+//   both as the median of paired differences, timed back to back).
 // Targets (issue 6), at 64 kept tokens: TTFT <= 0.6x unpruned at batch 1; batch-16 prefill
 // throughput >= 4x unpruned; selection overhead < 3% of the prefill.
 //   bench_pruning --out bench/results [--model /tmp/llava7b]
@@ -33,6 +34,20 @@ double since_ms(Clock::time_point t) { return std::chrono::duration<double, std:
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// The median of `pairs` paired differences a() - b(), each pair timed back to back in alternating
+// order: clock and host drift between two separately timed medians (+-2-4 ms on a ~190 ms batch-16
+// prefill, more than the overheads measured) cancels within a pair.
+double paired_difference_ms(const std::function<double()>& a, const std::function<double()>& b, int pairs) {
+  std::vector<double> d;
+  for (int i = 0; i < pairs; ++i) {
+    double ta = 0, tb = 0;
+    if (i % 2) ta = a(), tb = b();
+    else tb = b(), ta = a();
+    d.push_back(ta - tb);
+  }
+  return median(d);
 }
 
 PruningConfig make(PruneMethod m, int64_t keep) {
@@ -94,32 +109,40 @@ int main(int argc, char** argv) {
     // Median time of the decoder prefill of embeds e ([batch, L, hidden], copies of p's prompt) with
     // config c and a fresh pruner per forward, over reps - 1 runs after a warm-up; `cache` keeps the
     // last run's rows.
-    auto time_prefill = [&](const PruningConfig& c, const Prompt& p, const Tensor& e, KVCache& cache, int reps) {
+    auto one_prefill = [&](const PruningConfig& c, const Prompt& p, const Tensor& e, KVCache& cache) {
       const int64_t batch = e.size(0);
+      cache.reset_all();
+      std::unique_ptr<LlavaTokenPruner> pr;
+      if (c.in_llm())
+        pr = std::make_unique<LlavaTokenPruner>(c, lm, std::vector<std::pair<int64_t, int64_t>>(size_t(batch), p.span),
+                                                std::vector<std::vector<float>>(size_t(batch), p.row_importance));
+      LlamaForwardOptions o;
+      o.last_only = true;
+      o.pruner = pr.get();
+      synchronize();
+      const auto t0 = Clock::now();
+      lm.forward(e, cache, o);
+      synchronize();
+      return since_ms(t0);
+    };
+    auto time_prefill = [&](const PruningConfig& c, const Prompt& p, const Tensor& e, KVCache& cache, int reps) {
       std::vector<double> t;
       for (int rep = 0; rep < reps; ++rep) {
-        cache.reset_all();
-        std::unique_ptr<LlavaTokenPruner> pr;
-        if (c.in_llm())
-          pr = std::make_unique<LlavaTokenPruner>(c, lm, std::vector<std::pair<int64_t, int64_t>>(size_t(batch), p.span),
-                                                  std::vector<std::vector<float>>(size_t(batch), p.row_importance));
-        LlamaForwardOptions o;
-        o.last_only = true;
-        o.pruner = pr.get();
-        synchronize();
-        const auto t0 = Clock::now();
-        lm.forward(e, cache, o);
-        synchronize();
-        if (rep) t.push_back(since_ms(t0));  // the first is a warm-up
+        const double ms = one_prefill(c, p, e, cache);
+        if (rep) t.push_back(ms);  // the first is a warm-up
       }
       return median(t);
+    };
+    auto batch_of = [&](const Prompt& p) {  // B copies of p's prompt
+      Tensor e = Tensor::empty({B, p.embeds.size(1), lm.hidden_size()}, p.embeds.dtype(), p.embeds.device());
+      for (int64_t b = 0; b < B; ++b) e.slice(0, b, b + 1).copy_from(p.embeds);
+      return e;
     };
     // Batch-16 decoder prefill + decode with config c (a fresh pruner per forward).
     auto run_b16 = [&](const PruningConfig& c, Run& run) {
       const Prompt p = prompt_for(c);
       const int64_t L = p.embeds.size(1);
-      Tensor e = Tensor::empty({B, L, lm.hidden_size()}, p.embeds.dtype(), p.embeds.device());
-      for (int64_t b = 0; b < B; ++b) e.slice(0, b, b + 1).copy_from(p.embeds);
+      Tensor e = batch_of(p);
       KVCache cache = lm.make_cache(B, L + kDecode);
       run.prefill_ms = time_prefill(c, p, e, cache, 4);
       // the decoder prefill alone at batch 1 (TTFT b1 less preprocessing, vision and the pipeline)
@@ -180,25 +203,26 @@ int main(int argc, char** argv) {
         if (m == PruneMethod::Dart) all.keep = N - 2 * (all.pivot_image + all.pivot_text);  // DART keeps pivots + picks
         if (m == PruneMethod::VFlowOpt) all.llm_ratios.assign(all.llm_ratios.size(), 1.0);
         all.resolve(N, n_layers, grid);
-        if (all.in_llm()) {
-          Run a;
-          run_b16(all, a);
-          overhead_ms = a.prefill_ms - base.prefill_ms;
+        const PruningConfig none = make(PruneMethod::None, N);
+        if (all.in_llm()) {  // the batch-16 forward with keep = all against the plain one, in pairs
+          const Prompt pa = prompt_for(all), pn = prompt_for(none);
+          const Tensor ea = batch_of(pa), en = batch_of(pn);
+          KVCache ca = lm.make_cache(B, ea.size(1)), cn = lm.make_cache(B, en.size(1));
+          one_prefill(all, pa, ea, ca), one_prefill(none, pn, en, cn);  // warm-up
+          overhead_ms = paired_difference_ms([&] { return one_prefill(all, pa, ea, ca); },
+                                             [&] { return one_prefill(none, pn, en, cn); }, 9);
           overhead_frac = overhead_ms / base.prefill_ms;
         }
-        if (all.before_llm()) {
+        if (all.before_llm()) {  // the pre-LLM selection step against the plain visual tokens, in pairs
           const auto sel = [&](const PruningConfig& c) {
-            std::vector<double> t;
-            for (int i = 0; i < 6; ++i) {
-              synchronize();
-              const auto t0 = Clock::now();
-              encode_visual_tokens(c, pipe.image_encoder(), px, crop);
-              synchronize();
-              if (i) t.push_back(since_ms(t0));
-            }
-            return median(t);
+            synchronize();
+            const auto t0 = Clock::now();
+            encode_visual_tokens(c, pipe.image_encoder(), px, crop);
+            synchronize();
+            return since_ms(t0);
           };
-          const double d = sel(all) - sel(make(PruneMethod::None, N));
+          sel(all), sel(none);  // warm-up
+          const double d = paired_difference_ms([&] { return sel(all); }, [&] { return sel(none); }, 11);
           overhead_ms += d;
           overhead_frac += d / base.ttft;
         }

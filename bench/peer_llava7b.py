@@ -42,11 +42,14 @@ def build(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--checkpoint-only", action="store_true", help="write the checkpoint, run no peer")
     args = ap.parse_args()
     path = os.environ.get("MMATTN_LLAVA7B", "/tmp/llava7b")
     t0 = time.time()
     build(path)
     print(f"llava7b checkpoint ready at {path} ({time.time() - t0:.0f} s)")
+    if args.checkpoint_only:
+        return
     from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
     import sentencepiece as spm
     from PIL import Image
