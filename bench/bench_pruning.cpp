@@ -204,13 +204,26 @@ int main(int argc, char** argv) {
         if (m == PruneMethod::VFlowOpt) all.llm_ratios.assign(all.llm_ratios.size(), 1.0);
         all.resolve(N, n_layers, grid);
         const PruningConfig none = make(PruneMethod::None, N);
-        if (all.in_llm()) {  // the batch-16 forward with keep = all against the plain one, in pairs
-          const Prompt pa = prompt_for(all), pn = prompt_for(none);
+        // the batch-16 forward with keep = all against the plain one, in pairs
+        const auto in_llm_overhead = [&](const PruningConfig& with, const PruningConfig& without) {
+          const Prompt pa = prompt_for(with), pn = prompt_for(without);
           const Tensor ea = batch_of(pa), en = batch_of(pn);
           KVCache ca = lm.make_cache(B, ea.size(1)), cn = lm.make_cache(B, en.size(1));
-          one_prefill(all, pa, ea, ca), one_prefill(none, pn, en, cn);  // warm-up
-          overhead_ms = paired_difference_ms([&] { return one_prefill(all, pa, ea, ca); },
-                                             [&] { return one_prefill(none, pn, en, cn); }, 9);
+          one_prefill(with, pa, ea, ca), one_prefill(without, pn, en, cn);  // warm-up
+          return paired_difference_ms([&] { return one_prefill(with, pa, ea, ca); },
+                                      [&] { return one_prefill(without, pn, en, cn); }, 9);
+        };
+        if (m == PruneMethod::Dart) {
+          // DART cannot keep everything (its pivots' picks exclude the pivots: keep = N - 2 x 8 here),
+          // so against the plain forward it would be credited with 16 dropped rows. It is measured
+          // against FastV dropping as many rows at the same layer, plus FastV's own overhead.
+          PruningConfig fastv = make(PruneMethod::FastV, all.keep), fastv_all = make(PruneMethod::FastV, N);
+          fastv.layer = fastv_all.layer = all.layer;
+          fastv.resolve(N, n_layers, grid), fastv_all.resolve(N, n_layers, grid);
+          overhead_ms = in_llm_overhead(all, fastv) + in_llm_overhead(fastv_all, none);
+          overhead_frac = overhead_ms / base.prefill_ms;
+        } else if (all.in_llm()) {
+          overhead_ms = in_llm_overhead(all, none);
           overhead_frac = overhead_ms / base.prefill_ms;
         }
         if (all.before_llm()) {  // the pre-LLM selection step against the plain visual tokens, in pairs
