@@ -214,10 +214,13 @@ int main(int argc, char** argv) {
                                       [&] { return one_prefill(without, pn, en, cn); }, 9);
         };
         if (m == PruneMethod::Dart) {
-          // DART cannot keep everything (its pivots' picks exclude the pivots: keep = N - 2 x 8 here),
-          // so against the plain forward it would be credited with 16 dropped rows. It is measured
-          // against FastV dropping as many rows at the same layer, plus FastV's own overhead.
-          PruningConfig fastv = make(PruneMethod::FastV, all.keep), fastv_all = make(PruneMethod::FastV, N);
+          // DART cannot keep everything (its pivots' picks exclude the pivots), so against the plain
+          // forward it would be credited with the rows it drops. It is measured against FastV keeping
+          // as many rows (DART keeps its image pivots + keep / P picks per pivot, P pivots: 564 of 576
+          // here) at the same layer, plus FastV's own overhead.
+          const int64_t P = all.pivot_image + all.pivot_text;
+          PruningConfig fastv = make(PruneMethod::FastV, all.pivot_image + all.keep / P * P);
+          PruningConfig fastv_all = make(PruneMethod::FastV, N);
           fastv.layer = fastv_all.layer = all.layer;
           fastv.resolve(N, n_layers, grid), fastv_all.resolve(N, n_layers, grid);
           overhead_ms = in_llm_overhead(all, fastv) + in_llm_overhead(fastv_all, none);

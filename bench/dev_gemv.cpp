@@ -5,6 +5,8 @@
 //   dev_gemv [m]
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "bench/bench_util.h"
 #include "core/ops/linear.h"

@@ -42,12 +42,12 @@ const std::vector<std::pair<int, int>> kAdhhHeads = {
   MMATTN_THROW(ConfigError, c.path, ".", field, " ", msg);
 }
 
-// The non-empty list of integers >= 0 at `key` (what: its entries, for the errors), or `fallback`
+// The non-empty list of integers >= 0 at `key` (what: one entry, for the errors), or `fallback`
 // when the key is absent.
 std::vector<int> read_index_list(JsonReader& r, const std::string& key, const char* what, std::vector<int> fallback) {
   if (!r.has(key)) return fallback;
   const Json& d = r.json()[key];
-  if (!d.is_array() || d.empty()) r.fail_key(key, std::string("must be a non-empty list of ") + what + "s");
+  if (!d.is_array() || d.empty()) r.fail_key(key, std::string("must be a non-empty list of integers >= 0 (each a ") + what + ")");
   std::vector<int> out;
   for (size_t i = 0; i < d.size(); ++i) {
     if (!d[i].is_number_integer() || d[i].get<int>() < 0)
@@ -217,7 +217,8 @@ Json ModulationConfig::to_json() const {
     j["alpha_pos"] = alpha_pos, j["transform"] = transform ? image_transform_name(*transform) : "random";
     if (seed) j["seed"] = *seed;
   } else if (method == ModMethod::VHR) {
-    j["gain"] = gain, j["layers"] = layers, j["filter"] = filter;
+    j["gain"] = gain, j["filter"] = filter;
+    if (!layers.empty()) j["layers"] = layers;  // empty before resolve: the model's default
   } else if (method == ModMethod::VCD) {
     j["cd_alpha"] = cd_alpha, j["noise_step"] = noise_step;
   } else {
@@ -858,6 +859,8 @@ void VhrSelector::select(int layer, const Tensor& text_out) {
 std::vector<int> vhr_select(const std::vector<float>& vhd, const std::vector<float>& ta, bool filter) {
   const size_t H = vhd.size();
   MMATTN_CHECK(ta.size() == H && H > 0, ShapeError, "vhr_select: ", H, " VHD values and ", ta.size(), " TA values");
+  for (size_t h = 0; h < H; ++h)
+    if (!std::isfinite(vhd[h]) || !std::isfinite(ta[h])) return {};  // as torch: comparisons with NaN fail
   // mean + standard deviation (unbiased; a single head has none: nothing is an outlier)
   auto above_mean_sd = [H](const std::vector<float>& v) {
     double mean = 0, ss = 0;

@@ -97,6 +97,7 @@ struct ModulationSet {
 // their layer's mean + standard deviation (over the heads; unbiased, as torch.std) counts with VHD
 // 0 ("negatively vision-sensitive": its output surges without the image); then the heads whose VHD
 // is above the median (torch.median: the lower middle for an even count) are chosen, ascending.
+// A non-finite value selects nothing.
 std::vector<int> vhr_select(const std::vector<float>& vhd, const std::vector<float>& ta, bool filter);
 
 // The attention-level methods of a set for one forward batch. spans[b]: sequence b's image tokens

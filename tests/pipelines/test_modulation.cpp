@@ -487,7 +487,7 @@ TEST(Modulation, VarInBatchesEqualsSingleRuns) {
 // only when both its VHD and its text-only energy TA are above mean + sd (unbiased), and the heads
 // above the (lower) median of the filtered VHD are chosen.
 TEST(Modulation, VhrSelectFiltersOutliersThenTakesTheUpperHalf) {
-  // VHD mean 2.5, sd 1.29 (bound 3.79): head 3 (4.0) is high; TA bound 1.5 + 1.29 = 2.79: head 3 high too
+  // VHD mean 2.5, sd 1.29 (bound 3.79): head 3 (4.0) is high; TA mean 1.5, sd 1.0 (bound 2.5): head 3 high too
   const std::vector<float> vhd = {1.f, 2.f, 3.f, 4.f}, ta = {1.f, 1.f, 1.f, 3.f};
   EXPECT_EQ(vhr_select(vhd, ta, false), (std::vector<int>{2, 3}));  // the "outlier VHR" ablation
   EXPECT_EQ(vhr_select(vhd, ta, true), (std::vector<int>{1, 2}));   // head 3 filtered: scores 1, 2, 3, 0
@@ -497,15 +497,22 @@ TEST(Modulation, VhrSelectFiltersOutliersThenTakesTheUpperHalf) {
   // odd count: the middle value; a single head is never above itself
   EXPECT_EQ(vhr_select({1.f, 5.f, 3.f}, {0.f, 0.f, 0.f}, true), (std::vector<int>{1}));
   EXPECT_TRUE(vhr_select({2.f}, {9.f}, true).empty());
+  // the standard deviation is the unbiased one (torch.std): 3.45 is below mean + sd = 3.4544, though
+  // above the biased bound 3.3081 (which would filter head 3 and choose heads 1, 2)
+  EXPECT_EQ(vhr_select({1.f, 2.f, 3.f, 3.45f}, {1.f, 1.f, 1.f, 3.f}, true), (std::vector<int>{2, 3}));
+  // a non-finite VHD or TA (a broken forward) selects nothing, as torch's comparisons with NaN do
+  EXPECT_TRUE(vhr_select({1.f, NAN, 3.f, 4.f}, {1.f, 1.f, 1.f, 1.f}, true).empty());
+  EXPECT_TRUE(vhr_select({1.f, 2.f, 3.f, 4.f}, {1.f, INFINITY, 1.f, 1.f}, true).empty());
   EXPECT_THROW(vhr_select({1.f, 2.f}, {1.f}, true), ShapeError);
 }
 
 // VHR against tools/golden/vhr.py: the heads each layer reinforces, their VHD (with and without the
 // image, last prompt row, layer by layer), and 16 greedy tokens of the request with the selection
 // fixed. In layer 0 the outlier filter removes head 1 (which the median rule alone would take: the
-// golden records it, and the test checks the rule matters here); the tiny model's VHDs are 0.5% or
-// more apart, so the selection is not a rounding call in f32; VHR changes every greedy token here
-// (plain: 20731, 18422, 25790, ...).
+// golden records it, and the test checks the rule matters here; with "filter": false the pipeline
+// takes heads 0 and 1 there); the closest call, head 1's VHD against the filter's bound, is 0.25%
+// apart, far past f32 noise; VHR changes every greedy token after the first here (plain: 20731,
+// 18422, 25790, ...; VHR: 20731 x 16).
 TEST(Modulation, VhrMatchesReference) {
   static Checkpoint g(golden_dir() + "/tiny_llava_vhr.safetensors");
   const std::vector<int64_t> filtered = ints_of(g.load("vhr.filtered_l0", Device::cpu(), DType::I64));
@@ -513,6 +520,11 @@ TEST(Modulation, VhrMatchesReference) {
   const std::vector<float> vhd0 = g.load("vhr.vhd_l0", Device::cpu(), DType::F32).to_floats();
   const std::vector<float> ta0 = g.load("vhr.ta_l0", Device::cpu(), DType::F32).to_floats();
   EXPECT_NE(vhr_select(vhd0, ta0, true), vhr_select(vhd0, ta0, false));
+  LlavaRequest unfiltered = vhr_golden_request(pipe());
+  unfiltered.modulation.items[0].filter = false;
+  const LlavaResult ablation = pipe().run(unfiltered);
+  ASSERT_EQ(ablation.vhr_heads.size(), 2u);
+  EXPECT_EQ(ablation.vhr_heads[0], (std::vector<int>{0, 1}));  // layer 0 sees no earlier gains
   const LlavaRequest r = vhr_golden_request(pipe());
   const LlavaResult res = pipe().run(r);
   expect_vhr_selection(res, g, 1e-4);
@@ -616,7 +628,12 @@ TEST(Modulation, VhrSpecErrors) {
   EXPECT_EQ(d.gain, 2.0);
   EXPECT_TRUE(d.filter);
   EXPECT_FALSE(parse(R"({"method": "vhr", "filter": false})").filter);
-  EXPECT_NE(error_of([&] { parse(R"({"method": "vhr", "filter": 1})"); }).find("filter"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse(R"({"method": "vhr", "filter": 1})"); }).find("$.modulation[0].filter"),
+            std::string::npos);
+  const ModulationConfig off = parse(R"({"method": "vhr", "filter": false, "gain": 3})");
+  const Json j = off.to_json();  // the round trip keeps every field
+  JsonReader rj(j, "spec.json", "$.modulation[0]");
+  EXPECT_EQ(ModulationConfig::parse(rj).to_json(), j);
   d.resolve(32, 32);
   std::vector<int> want = {1};
   for (int l = 18; l < 32; ++l) want.push_back(l);
