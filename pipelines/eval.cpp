@@ -489,10 +489,83 @@ void validate_eval_options(JsonReader& r) { parse_options(r, ""); }
 
 Json run_eval_spec(const Spec& spec) { return run_eval(spec, EvalRunOptions{}); }
 
+namespace {
+
+// The first JSON path (from `at`) at which a and b differ, "" when they are equal.
+std::string first_difference(const Json& a, const Json& b, const std::string& at) {
+  if (a.is_object() && b.is_object()) {
+    for (const auto& [k, va] : a.items()) {
+      if (!b.contains(k)) return at + "." + k;
+      if (std::string d = first_difference(va, b[k], at + "." + k); !d.empty()) return d;
+    }
+    for (const auto& [k, vb] : b.items())
+      if (!a.contains(k)) return at + "." + k;
+    return "";
+  }
+  if (a.is_array() && b.is_array() && a.size() == b.size()) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::string d = first_difference(a[i], b[i], at + "[" + std::to_string(i) + "]"); !d.empty()) return d;
+    return "";
+  }
+  return a == b ? "" : at;
+}
+
+// What the rows of one variant and benchmark depend on besides their samples: the model, dtype and
+// seed, the benchmark's options, the variant as written and as resolved (the methods' defaults:
+// a changed default changes the results too). batch_size, limit and output_dir are left out: a
+// rerun may change them.
+Json rows_record(const Spec& spec, const Variant& v, const std::string& bench) {
+  return Json{{"model", spec.model},
+              {"dtype", compute_dtype_name(spec.dtype)},
+              {"seed", spec.seed},
+              {"benchmark", spec.options["benchmarks"][bench]},
+              {"variant", v.config},
+              {"resolved", {{"pruning", v.pruning.to_json()}, {"modulation", v.modulation.to_json()}}}};
+}
+
+// <variant>/<bench>.config.json records rows_record for the rows beside it. A run that would add
+// rows to results of another configuration stops with a ConfigError naming the first differing
+// field (rows of two configurations never mix); rows without a record (written before records
+// existed) are assumed to match, with a warning, and get one.
+void check_rows_record(const Spec& spec, const EvalOptions& o, const Variant& v, const std::string& bench) {
+  const std::string dir = o.output_dir + "/" + dir_name(v.name);
+  const std::string path = dir + "/" + bench + ".config.json";
+  const Json now = rows_record(spec, v, bench);
+  if (path_exists(path)) {
+    Json was;
+    try {
+      was = read_json_file(path);
+    } catch (const Error& e) {
+      MMATTN_THROW(ConfigError, "eval: ", path, " (the record of the rows beside it) is unreadable: ", e.what(),
+                   "; remove ", dir, " or use another output_dir");
+    }
+    const std::string d = first_difference(was, now, "$");
+    MMATTN_CHECK(d.empty(), ConfigError, "eval: ", dir, " holds ", v.name, " / ", bench,
+                 " rows of another configuration (", d, " differs: ", path, "); use another output_dir or variant "
+                 "name, or remove ", dir, " to start over");
+    return;
+  }
+  bool rows = false;
+  if (std::filesystem::exists(dir))
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+      rows = rows || (e.path().filename().string().rfind(bench, 0) == 0 && e.path().extension() == ".jsonl");
+  if (rows)
+    MMATTN_WARN("eval: ", dir, " has ", bench, " rows without a record of their configuration; assuming they match");
+  std::filesystem::create_directories(dir);
+  write_file_atomic(path, now.dump(1) + "\n");
+}
+
+}  // namespace
+
 Json run_eval(const Spec& spec, const EvalRunOptions& ro) {
   JsonReader r(spec.options, spec.source, "$.eval");
   const EvalOptions o = parse_options(r, spec.base_dir);
   std::filesystem::create_directories(o.output_dir);
+  for (const Variant& v : o.variants) {
+    if (o.pope) check_rows_record(spec, o, v, "pope");
+    if (o.chair) check_rows_record(spec, o, v, "chair");
+    if (o.mme) check_rows_record(spec, o, v, "mme");
+  }
   // What eval-merge needs to rebuild the summary.
   write_file_atomic(o.output_dir + "/spec.json",
                     Json{{"source", spec.source}, {"base_dir", spec.base_dir}, {"model", spec.model},

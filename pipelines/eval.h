@@ -24,7 +24,11 @@
 //
 // Nothing is lost: every finished sample is appended to
 // <output_dir>/<variant>/<benchmark>[.shard-i-of-n].jsonl and flushed at once; a rerun reads
-// those rows back and skips their samples (a torn last line from a killed run is dropped). A bad
+// those rows back and skips their samples (a torn last line from a killed run is dropped). Beside
+// them <variant>/<benchmark>.config.json records what the rows depend on (model, dtype, seed, the
+// benchmark's options, the variant as written and resolved); a run whose configuration differs
+// stops with a ConfigError naming the field before writing anything (batch_size and limit may
+// change), so rows of two configurations never mix. A bad
 // image or a malformed question line becomes an error row ("ok": false, with the line number /
 // file) and the run goes on. Metrics are always computed from the rows, in sample order, so a
 // resumed run, or shards merged with `mmattn eval-merge DIR`, give the numbers of one

@@ -229,6 +229,40 @@ TEST(Eval, KilledMidRunResumesToTheSameMetrics) {
   EXPECT_EQ(metrics_of(resumed), metrics_of(full));
 }
 
+// A rerun into an output_dir whose rows came from another configuration of a variant (here the
+// pruning's keep; a changed method default, e.g. VHR's filter, shows the same way in the record's
+// resolved part) stops before writing anything, naming the variant, benchmark and field; batch_size
+// and limit may change; rows without a record are taken as matching and get one.
+TEST(Eval, ResumingRowsOfAnotherConfigurationStops) {
+  EvalFixture fx("record");
+  run_eval(fx.spec(), {});
+  const std::string dir = fx.dir + "/out/fastv_k1_keep64";
+  ASSERT_TRUE(path_exists(dir + "/pope.config.json"));
+  Json spec = Json::parse(read_text_file(fx.dir + "/spec.json"));
+  spec["eval"]["batch_size"] = 3;
+  spec["eval"]["limit"] = 4;
+  write_file_atomic(fx.dir + "/spec.json", spec.dump(1));
+  EXPECT_NO_THROW(run_eval(fx.spec(), {}));
+  const std::string rows = read_text_file(dir + "/pope.jsonl"), spec_before = read_text_file(fx.dir + "/out/spec.json");
+  spec["eval"]["variants"][1]["pruning"]["keep"] = 32;
+  write_file_atomic(fx.dir + "/spec.json", spec.dump(1));
+  std::string err = "no error";
+  try {
+    run_eval(fx.spec(), {});
+  } catch (const ConfigError& e) {
+    err = e.what();
+  }
+  EXPECT_NE(err.find("fastv k1 keep64 / pope rows of another configuration"), std::string::npos) << err;
+  EXPECT_NE(err.find("$.resolved.pruning.keep"), std::string::npos) << err;
+  EXPECT_EQ(read_text_file(dir + "/pope.jsonl"), rows);  // nothing written: rows and spec.json as they were
+  EXPECT_EQ(read_text_file(fx.dir + "/out/spec.json"), spec_before);
+  // rows written before records existed: taken as matching (the new configuration is recorded)
+  std::filesystem::remove(dir + "/pope.config.json");
+  std::filesystem::remove(dir + "/chair.config.json");
+  EXPECT_NO_THROW(run_eval(fx.spec(), {}));
+  EXPECT_EQ(Json::parse(read_text_file(dir + "/pope.config.json"))["resolved"]["pruning"]["keep"], 32);
+}
+
 TEST(Eval, SpecErrorsNameThePath) {
   auto err = [](const Json& eval) {
     try {
