@@ -199,8 +199,12 @@ int main(int argc, char** argv) {
       // selection overhead: keep everything (the method still ranks and selects)
       double overhead_ms = 0, overhead_frac = 0;  // in-LLM part vs the b16 prefill, pre-LLM part vs TTFT b1
       {
+        // keep = all runs a real selection only for FastV and PDrop; for the others it is the
+        // identity (PruningConfig::keep_all), so they select all but one token (DART: its pivots +
+        // picks, the most it can keep)
         PruningConfig all = make(m, N);
-        if (m == PruneMethod::Dart) all.keep = N - 2 * (all.pivot_image + all.pivot_text);  // DART keeps pivots + picks
+        if (m != PruneMethod::FastV && m != PruneMethod::PDrop) all.keep = N - 1;
+        if (m == PruneMethod::Dart) all.keep = N - 2 * (all.pivot_image + all.pivot_text);
         if (m == PruneMethod::VFlowOpt) all.llm_ratios.assign(all.llm_ratios.size(), 1.0);
         all.resolve(N, n_layers, grid);
         const PruningConfig none = make(PruneMethod::None, N);

@@ -168,11 +168,13 @@ PruningConfig PruningConfig::parse(JsonReader& r) {
 }
 
 bool PruningConfig::before_llm() const {
+  if (keep_all) return false;
   return method == PruneMethod::FasterVLM || method == PruneMethod::VisionZip || method == PruneMethod::DivPrune ||
          method == PruneMethod::VFlowOpt;
 }
 
 bool PruningConfig::in_llm() const {
+  if (keep_all) return false;
   return method == PruneMethod::FastV || method == PruneMethod::PDrop || method == PruneMethod::Dart ||
          (method == PruneMethod::VFlowOpt && !llm_layers.empty());
 }
@@ -194,6 +196,7 @@ void PruningConfig::resolve(int64_t n, int n_layers, int64_t grid) {
     else if (method != PruneMethod::PDrop) keep = std::max<int64_t>(1, round_half_even(def_ratio * double(n)));
   }
   if (keep > n) bad(*this, "keep", "is " + std::to_string(keep) + "; the image has " + std::to_string(n) + " tokens");
+  keep_all = keep == n && method != PruneMethod::FastV && method != PruneMethod::PDrop;
   auto check_layer = [&](const std::string& field, int l) {
     if (l < 1 || l >= n_layers)
       bad(*this, field, "is " + std::to_string(l) + "; it must be in [1, " + std::to_string(n_layers) +
@@ -203,6 +206,7 @@ void PruningConfig::resolve(int64_t n, int n_layers, int64_t grid) {
     case PruneMethod::FastV: check_layer("layer", layer); break;
     case PruneMethod::Dart:
       check_layer("layer", layer);
+      if (keep_all) break;
       if (keep / (pivot_image + pivot_text) < 1)
         bad(*this, "keep", "is " + std::to_string(keep) + "; DART needs at least one token per pivot (" +
                                std::to_string(pivot_image + pivot_text) + " pivots)");
@@ -218,6 +222,7 @@ void PruningConfig::resolve(int64_t n, int n_layers, int64_t grid) {
       if (keep > 0) lambda = std::pow(double(keep) / double(n), 1.0 / double(layers.size()));
       break;
     case PruneMethod::VisionZip:
+      if (keep_all) break;
       if (dominant < 0) {
         contextual = round_half_even(double(keep) * 10.0 / 64.0);
         dominant = keep - contextual;

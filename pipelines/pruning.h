@@ -35,13 +35,19 @@ struct PruningConfig {
   int layer = 2;                                  // fastv, dart: the LLM layer pruned before
   std::vector<int> layers = {8, 16, 24};          // pdrop stages
   double lambda = 0.5;                            // pdrop
-  int64_t dominant = 54, contextual = 10;         // visionzip ([CLS] counts among the dominant)
+  // visionzip ([CLS] counts among the dominant); -1: split from keep as 54:10 (keep 64 by default)
+  int64_t dominant = -1, contextual = -1;
   int pivot_image = 4, pivot_text = 4;            // dart
   double sink_threshold = 35, entropy_weight = 1; // vflowopt
   int cell = 12;                                  // vflowopt recycling cell (patches per side)
   std::vector<int> llm_layers = {8, 16};          // vflowopt LLM stages
   std::vector<double> llm_ratios = {1.0, 0.6};
   std::string path = "$.pruning";                 // JSON path named in errors
+  // Set by resolve: keep is every image token. That is the identity (no stage runs) for the
+  // methods whose keep-all would still merge (visionzip), recycle (vflowopt) or cannot keep every
+  // row (dart), and for fastervlm / divprune; fastv and pdrop still rank and drop nothing, which is
+  // exactly the unpruned result too.
+  bool keep_all = false;
 
   // Reads {"method": ..., "keep" | "ratio", method parameters}; strict (unknown keys are errors).
   static PruningConfig parse(JsonReader& r);

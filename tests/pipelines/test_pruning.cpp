@@ -57,25 +57,38 @@ INSTANTIATE_TEST_SUITE_P(AllMethods, PruningGolden,
                                            "dart_k1_keep64", "divprune_keep64", "vflowopt_keep64",
                                            "vflowopt_keep64_multisink"));
 
+// keep = every image token (or ratio 1) is the unpruned result, bit for bit, for every method:
+// FastV and PDrop rank and drop nothing; the others run no stage (PruningConfig::keep_all), since
+// VisionZip would still merge, VFlowOpt recycle, and DART cannot keep every row.
 TEST(Pruning, KeepAllEqualsNoPruningExactly) {
   PruningConfig none;
   const PruneRun base = run_pruned(pipe(), none, 4);
-  for (PruneMethod m : {PruneMethod::FastV, PruneMethod::PDrop}) {
-    PruningConfig c;
-    c.method = m;
-    c.keep = 576;
-    c.layer = 1;
-    c.layers = {1};
-    const PruneRun r = run_pruned(pipe(), c, 4);
-    EXPECT_EQ(r.logits_last.to_floats(), base.logits_last.to_floats()) << prune_method_name(m);
-    EXPECT_EQ(r.greedy, base.greedy) << prune_method_name(m);
+  for (PruneMethod m : {PruneMethod::FastV, PruneMethod::PDrop, PruneMethod::FasterVLM, PruneMethod::VisionZip,
+                        PruneMethod::Dart, PruneMethod::DivPrune, PruneMethod::VFlowOpt}) {
+    for (bool by_ratio : {false, true}) {
+      PruningConfig c;
+      c.method = m;
+      if (by_ratio) c.ratio = 1.0;
+      else c.keep = 576;
+      c.layer = 1;
+      c.layers = {1};
+      c.llm_layers = {1};
+      const PruneRun r = run_pruned(pipe(), c, 4);
+      EXPECT_EQ(r.logits_last.to_floats(), base.logits_last.to_floats()) << prune_method_name(m) << by_ratio;
+      EXPECT_EQ(r.greedy, base.greedy) << prune_method_name(m) << by_ratio;
+    }
   }
-  PruningConfig fv;
-  fv.method = PruneMethod::FasterVLM;
-  fv.keep = 576;
-  const PruneRun r = run_pruned(pipe(), fv, 4);
-  EXPECT_LT(max_abs_diff(r.logits_last, base.logits_last), 1e-4);  // same rows (one-hot GEMM)
-  EXPECT_EQ(r.greedy, base.greedy);
+  PruningConfig dart;
+  dart.method = PruneMethod::Dart;
+  dart.keep = 576;
+  dart.layer = 1;
+  dart.resolve(576, 2, 24);  // accepted (keep = all), no stage
+  EXPECT_TRUE(dart.keep_all);
+  EXPECT_FALSE(dart.in_llm());
+  dart.keep = 575;  // one short of all: a real DART stage (4 pivots + 71 picks x 8 = 572 rows)
+  dart.resolve(576, 2, 24);
+  EXPECT_FALSE(dart.keep_all);
+  EXPECT_TRUE(dart.in_llm());
 }
 
 TEST(Pruning, PipelineReportsStagesAndKvBytes) {
