@@ -3,6 +3,7 @@
 // per-layer caches; keep = all equals no pruning exactly; spec errors name the field.
 #include <functional>
 
+#include "core/io.h"
 #include "core/json_reader.h"
 #include "pruning_golden.h"
 
@@ -152,6 +153,36 @@ TEST(Pruning, SpecErrorsNameTheField) {
   req.pruning = parse(R"({"method": "fastv", "layer": 2})");
   EXPECT_NE(error_of([&] { pipe().run(req); }).find("$.llava.pruning.layer is 2; it must be in [1, 2)"),
             std::string::npos);
+}
+
+// A pre-LLM method needs one ViT layer's [CLS] attention; a checkpoint whose feature strategy keeps
+// [CLS] ("full") cannot give it: the request fails before any image is read, naming the spec field,
+// and in a batch only that request is reported.
+TEST(Pruning, ClsAttentionMethodsNeedTheDefaultFeatureStrategy) {
+  const std::string dir = ::testing::TempDir() + "/pruning_full_strategy";
+  const std::string tiny = golden_dir() + "/tiny_llava";
+  for (const char* f : {"tokenizer.model", "model.safetensors.index.json", "model-00001-of-00003.safetensors",
+                        "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"})
+    write_file_atomic(dir + "/" + f, read_text_file(tiny + "/" + f));
+  Json cfg = read_json_file(tiny + "/config.json");
+  cfg["vision_feature_select_strategy"] = "full";
+  write_file_atomic(dir + "/config.json", cfg.dump(1));
+  const LlavaPipeline full(dir, Device::cpu(), DType::F32);
+  LlavaRequest bad;
+  bad.image = "/nonexistent.jpg";  // never read: the plan fails first
+  bad.prompt = "Describe it.";
+  bad.max_new_tokens = 2;
+  bad.pruning = parse(R"({"method": "fastervlm", "keep": 64})");
+  const std::string e = error_of([&] { full.run(bad); });
+  EXPECT_NE(e.find("$.llava.pruning.method fastervlm reads one ViT layer's [CLS] attention"), std::string::npos) << e;
+  LlavaRequest ok = bad;
+  ok.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  ok.pruning = parse(R"({"method": "fastv", "layer": 1, "keep": 64})");  // in-LLM: fine here
+  const auto items = full.run_batch({bad, ok}, 2);
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_FALSE(items[0].ok);
+  EXPECT_NE(items[0].error.find("'default' feature strategy"), std::string::npos) << items[0].error;
+  EXPECT_TRUE(items[1].ok) << items[1].error;
 }
 
 // In-LLM pruning in a batch (prompts of different lengths, one padded prefill, the stage's work
