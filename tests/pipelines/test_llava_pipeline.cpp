@@ -211,6 +211,25 @@ TEST(LlavaPipeline, BadImagesAreLoaderErrors) {
   write_file_atomic(dir + "/empty.png", "");
   req.image = dir + "/empty.png";
   EXPECT_NE(error_of<Error>([&] { pipe().run(req); }).find("empty.png"), std::string::npos);
+
+  // huge images are refused from their headers, before decoding (decompression bombs): the real
+  // JPEG with its SOF0 frame claiming 20000 x 20000, and a PNG header claiming 15000 x 15000
+  std::string huge = jpg;
+  const size_t sof = huge.find("\xFF\xC0");
+  ASSERT_NE(sof, std::string::npos);
+  for (size_t at : {sof + 5, sof + 7}) huge[at] = char(20000 >> 8), huge[at + 1] = char(20000 & 0xFF);
+  write_file_atomic(dir + "/huge.jpg", huge);
+  req.image = dir + "/huge.jpg";
+  const std::string ej = error_of<FormatError>([&] { pipe().run(req); });
+  EXPECT_NE(ej.find("20000x20000 pixels exceeds the limit"), std::string::npos) << ej;
+  std::string png("\x89PNG\r\n\x1a\n", 8);
+  png += std::string("\0\0\0\x0dIHDR", 8) + std::string("\0\0\x3a\x98\0\0\x3a\x98\x08\x02\0\0\0", 13) +
+         std::string(4, '\0');  // 15000 x 15000, 8-bit RGB (CRC not checked before the size)
+  png += std::string("\0\0\0\0IEND\xae\x42\x60\x82", 12);
+  write_file_atomic(dir + "/huge.png", png);
+  req.image = dir + "/huge.png";
+  const std::string ep = error_of<FormatError>([&] { pipe().run(req); });
+  EXPECT_NE(ep.find("15000x15000 pixels exceeds the limit"), std::string::npos) << ep;
 }
 
 TEST(LlavaPipeline, RequestTooLongForTheContext) {
