@@ -9,6 +9,7 @@
 
 #include "core/checkpoint.h"
 #include "core/io.h"
+#include "core/safetensors.h"
 #include "core/json_reader.h"
 #include "language/tokenizer.h"
 #include "pipelines/llava.h"
@@ -245,6 +246,32 @@ TEST(LlavaPipeline, RequestTooLongForTheContext) {
                                             R"(", "max_new_tokens": 4096, "stream": false}})");
   const Spec s = load_spec(dir + "/spec.json");
   EXPECT_NE(error_of<ConfigError>([&] { run_spec(s); }).find("max_position_embeddings (4096)"), std::string::npos);
+}
+
+// The naming scheme current transformers writes (model.language_model.*, lm_head.*,
+// model.vision_tower.*, model.multi_modal_projector.*; one unsharded file), end to end: the golden
+// checkpoint (llava-hf's scheme) renamed gives the same tokens.
+TEST(LlavaPipeline, CurrentTransformersNamingEndToEnd) {
+  const std::string dir = ::testing::TempDir() + "/llava_new_names";
+  const Checkpoint src(tiny());
+  auto rename = [](const std::string& n) {
+    for (const auto& [from, to] : {std::pair<std::string, std::string>{"language_model.model.", "model.language_model."},
+                                   {"language_model.lm_head.", "lm_head."},
+                                   {"vision_tower.", "model.vision_tower."},
+                                   {"multi_modal_projector.", "model.multi_modal_projector."}})
+      if (n.rfind(from, 0) == 0) return to + n.substr(from.size());
+    return n;
+  };
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const std::string& n : src.names()) out.emplace_back(rename(n), src.get(n));
+  for (const auto& [n, t] : out) ASSERT_TRUE(n.rfind("model.", 0) == 0 || n.rfind("lm_head.", 0) == 0) << n;
+  std::filesystem::create_directories(dir);
+  save_safetensors(dir + "/model.safetensors", out);
+  for (const char* f : {"config.json", "tokenizer.model"})
+    write_file_atomic(dir + "/" + f, read_text_file(tiny() + "/" + f));
+  const LlavaPipeline renamed(dir, Device::cpu(), DType::F32);
+  const LlavaRequest req = vqa_request(6);
+  EXPECT_EQ(renamed.run(req).token_ids, pipe().run(req).token_ids);
 }
 
 TEST(LlavaPipeline, BadModelFolders) {
