@@ -68,7 +68,7 @@ void add_llava_flags(CLI::App* sub, LlavaFlags& f, bool vqa) {
   sub->add_option("--save-kept-map", f.kept_map, "write a PNG of the kept patches and the importance heatmap");
   sub->add_option("--modulation", f.modulation,
                   "hallucination mitigation, repeatable: METHOD[:key=value,...], METHOD one of pai, paint, adhh, "
-                  "var, vcd, damro, ritual (docs/modulation.md), e.g. pai:alpha=0.5 or ritual:transform=hflip")
+                  "var, vhr, vcd, damro, ritual (docs/modulation.md), e.g. pai:alpha=0.5 or ritual:transform=hflip")
       ->allow_extra_args(false);
   sub->add_option("--save-head-map", f.head_map,
                   "write a PNG (layers x heads) of the last prompt row's attention mass on the image, and the "

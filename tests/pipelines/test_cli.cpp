@@ -160,3 +160,34 @@ TEST(Cli, ModulationAndHeadMapFlags) {
   EXPECT_EQ(png.height, 16);
   EXPECT_EQ(read_json_file(dir + "/heads.json")["image_mass"].size(), 2u);
 }
+
+// The pruning and sampling flags end to end: FastV keep 64 before layer 1 with a kept map (one
+// stage, 64 image tokens, a PNG of the crop); --keep without --prune is one line naming the flags;
+// sampling with the same seed repeats itself, another seed does not.
+TEST(Cli, PruningAndSamplingFlags) {
+  const std::string vqa = "vqa --model " + golden_dir() + "/tiny_llava --image " + source_dir() +
+                          "/assets/images/extreme_ironing.jpg --question \"What is unusual about this image?\" "
+                          "--max-new-tokens 8 --min-new-tokens 8 --device cpu --json";
+  const std::string dir = ::testing::TempDir() + "/cli_prune";
+  Result r = sh(vqa + " --prune fastv --keep 64 --prune-layer 1 --save-kept-map " + dir + "/kept.png");
+  ASSERT_EQ(r.code, 0) << r.out;
+  Json rep = Json::parse(r.out.substr(r.out.find('{')));
+  ASSERT_EQ(rep["pruning"]["stages"].size(), 1u) << rep.dump();
+  EXPECT_EQ(rep["pruning"]["stages"][0]["layer"], 1);
+  EXPECT_EQ(rep["pruning"]["stages"][0]["image_tokens"], 64);
+  EXPECT_EQ(rep["pruning"]["image_tokens_before"], 576);
+  const Image kept = load_image(dir + "/kept.png");
+  EXPECT_EQ(kept.width, 2 * 336 + 8);  // the 336-pixel crop with the kept patches, a gap, the heatmap
+  EXPECT_EQ(kept.height, 336);
+  r = sh(vqa + " --keep 64");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--keep, --ratio and --prune-layer need --prune METHOD"), std::string::npos) << r.out;
+  auto ids = [&](const std::string& flags) {
+    const Result s = sh(vqa + " --temperature 1.5 --top-k 100 " + flags);
+    EXPECT_EQ(s.code, 0) << s.out;
+    return Json::parse(s.out.substr(s.out.find('{')))["token_ids"].get<std::vector<int64_t>>();
+  };
+  const std::vector<int64_t> a = ids("--seed 1");
+  EXPECT_EQ(ids("--seed 1"), a);
+  EXPECT_NE(ids("--seed 2"), a);
+}
