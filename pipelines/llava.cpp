@@ -804,18 +804,41 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
 
 LlavaOptions LlavaOptions::parse(JsonReader& r) {
   LlavaOptions o;
-  o.image = r.get<std::string>("image");
-  if (o.image.empty()) r.fail_key("image", "must not be empty");
+  const bool batch = r.has("requests");
+  if (batch && r.has("image")) r.fail_key("image", "and requests are exclusive: one image, or a list of requests");
+  if (!batch) {
+    o.image = r.get<std::string>("image");
+    if (o.image.empty()) r.fail_key("image", "must not be empty");
+  }
   o.task = r.get<std::string>("task", std::string("caption"));
   if (o.task != "caption" && o.task != "vqa") r.fail_key("task", "is '" + o.task + "', expected caption or vqa");
   if (r.has("prompt")) {
     o.prompt = r.get<std::string>("prompt");
     if (o.prompt.empty()) r.fail_key("prompt", "must not be empty");
-  } else if (o.task == "vqa") {
+  } else if (o.task == "vqa" && !batch) {
     r.fail_key("prompt", "is required when task is vqa (the question)");
   } else {
     r.ignore("prompt");
-    o.prompt = kDefaultCaptionPrompt;
+    if (o.task == "caption") o.prompt = kDefaultCaptionPrompt;
+  }
+  if (batch) {
+    if (!r.json()["requests"].is_array() || r.json()["requests"].empty())
+      r.fail_key("requests", "must be a non-empty array of {\"image\", \"prompt\"}");
+    for (JsonReader& e : r.array("requests")) {
+      Item it;
+      it.image = e.get<std::string>("image");
+      if (it.image.empty()) e.fail_key("image", "must not be empty");
+      it.prompt = e.get<std::string>("prompt", o.prompt);
+      if (it.prompt.empty())
+        e.fail_key("prompt", o.task == "vqa" ? "is required when task is vqa and no top-level prompt is given"
+                                             : "must not be empty");
+      e.finish();
+      o.requests.push_back(std::move(it));
+    }
+    o.batch_size = r.get<int>("batch_size", o.batch_size);
+    if (o.batch_size < 1 || o.batch_size > 1024) r.fail_key("batch_size", "must be in [1, 1024]");
+    for (const char* k : {"save_kept_map", "save_head_map"})
+      if (r.has(k)) r.fail_key(k, "writes one image's map: not with requests (run that image alone)");
   }
   o.system_prompt = r.get<bool>("system_prompt", false);
   o.pad_to_square = r.get<bool>("pad_to_square", false);
@@ -857,26 +880,88 @@ LlavaOptions LlavaOptions::parse(JsonReader& r) {
 
 void validate_llava_options(JsonReader& r) { LlavaOptions::parse(r); }
 
-Json run_llava(const Spec& spec) {
-  JsonReader r(spec.options, spec.source, "$.llava");
-  const LlavaOptions o = LlavaOptions::parse(r);
-  const std::string image = resolve_path(spec.base_dir, o.image);
-  // A missing image fails before the (possibly slow) model load, with the image loader's own error.
-  if (!path_exists(image)) load_image(image);
+namespace {
 
-  const LlavaPipeline pipe(spec.model, spec.device, spec.dtype);
+// The request of a spec's options for one image and prompt (seed: the sampling seed).
+LlavaRequest spec_request(const Spec& spec, const LlavaOptions& o, const std::string& image, const std::string& prompt,
+                          uint64_t seed) {
   LlavaRequest req;
-  req.image = image;
-  req.prompt = o.prompt;
+  req.image = resolve_path(spec.base_dir, image);
+  req.prompt = prompt;
   req.system_prompt = o.system_prompt;
   req.pad_to_square = o.pad_to_square;
   req.max_new_tokens = o.max_new_tokens;
   req.min_new_tokens = o.min_new_tokens;
   req.sampling = o.sampling;
-  req.sampling.seed = spec.seed;
+  req.sampling.seed = seed;
   req.stop = o.stop;
   req.pruning = o.pruning;
   req.modulation = o.modulation;
+  return req;
+}
+
+// The report fields every llava run shares.
+Json spec_report(const Spec& spec, const LlavaOptions& o, const LlavaPipeline& pipe) {
+  return Json{{"pipeline", "llava"},
+              {"task", o.task},
+              {"model", spec.model},
+              {"device", spec.device.str()},
+              {"dtype", compute_dtype_name(spec.dtype)},
+              {"seed", spec.seed},
+              {"load_ms", pipe.load_ms()},
+              {"options",
+               {{"system_prompt", o.system_prompt}, {"pad_to_square", o.pad_to_square},
+                {"max_new_tokens", o.max_new_tokens}, {"min_new_tokens", o.min_new_tokens},
+                {"do_sample", o.sampling.do_sample}, {"temperature", o.sampling.temperature},
+                {"top_k", o.sampling.top_k}, {"top_p", o.sampling.top_p},
+                {"repetition_penalty", o.sampling.repetition_penalty}, {"stop", o.stop},
+                {"pruning", o.pruning.to_json()}, {"modulation", o.modulation.to_json()}}}};
+}
+
+// Batch mode: every request through run_batch (request i samples with seed + i); results in
+// request order, a failed request as {"ok": false, "error"} with the rest going on.
+Json run_llava_requests(const Spec& spec, const LlavaOptions& o) {
+  const LlavaPipeline pipe(spec.model, spec.device, spec.dtype);
+  std::vector<LlavaRequest> reqs;
+  for (size_t i = 0; i < o.requests.size(); ++i)
+    reqs.push_back(spec_request(spec, o, o.requests[i].image, o.requests[i].prompt, spec.seed + uint64_t(i)));
+  const bool text_out = !spec.report_on_stdout;
+  const std::vector<LlavaBatchItem> items = pipe.run_batch(reqs, o.batch_size, [&](size_t i, const LlavaBatchItem& it) {
+    if (!it.ok) {
+      MMATTN_WARN("request ", i, " (", reqs[i].image, "): ", it.error);
+    } else if (text_out) {
+      std::printf("[%zu] %s\n", i, it.result.text.c_str());
+      std::fflush(stdout);
+    }
+  });
+  Json results = Json::array();
+  int64_t failed = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    Json row = items[i].ok ? items[i].result.to_json() : Json{{"error", items[i].error}};
+    row["index"] = i, row["image"] = reqs[i].image, row["prompt"] = reqs[i].prompt, row["ok"] = items[i].ok;
+    failed += items[i].ok ? 0 : 1;
+    results.push_back(std::move(row));
+  }
+  Json report = spec_report(spec, o, pipe);
+  report["batch_size"] = o.batch_size;
+  report["requests"] = int64_t(reqs.size());
+  report["failed"] = failed;
+  report["results"] = std::move(results);
+  return report;
+}
+
+}  // namespace
+
+Json run_llava(const Spec& spec) {
+  JsonReader r(spec.options, spec.source, "$.llava");
+  const LlavaOptions o = LlavaOptions::parse(r);
+  if (!o.requests.empty()) return run_llava_requests(spec, o);
+  const std::string image = resolve_path(spec.base_dir, o.image);
+  // A missing image fails before the (possibly slow) model load, with the image loader's own error.
+  if (!path_exists(image)) load_image(image);
+
+  const LlavaPipeline pipe(spec.model, spec.device, spec.dtype);
+  LlavaRequest req = spec_request(spec, o, o.image, o.prompt, spec.seed);
   if (!o.save_kept_map.empty()) req.kept_map_path = resolve_path(spec.base_dir, o.save_kept_map);
   if (!o.save_head_map.empty()) req.head_map_path = resolve_path(spec.base_dir, o.save_head_map);
   const bool text_out = !spec.report_on_stdout;  // stdout carries the report alone with --json
@@ -901,20 +986,8 @@ Json run_llava(const Spec& spec) {
   if (!req.head_map_path.empty())
     MMATTN_INFO("head map written to ", req.head_map_path, " (values: ", head_map_json_path(req.head_map_path), ")");
   Json report = res.to_json();
-  report["pipeline"] = "llava";
-  report["task"] = o.task;
-  report["model"] = spec.model;
+  report.update(spec_report(spec, o, pipe));
   report["image"] = image;
-  report["device"] = spec.device.str();
-  report["dtype"] = compute_dtype_name(spec.dtype);
-  report["seed"] = spec.seed;
-  report["load_ms"] = pipe.load_ms();
-  report["options"] = {{"system_prompt", o.system_prompt}, {"pad_to_square", o.pad_to_square},
-                       {"max_new_tokens", o.max_new_tokens}, {"min_new_tokens", o.min_new_tokens},
-                       {"do_sample", o.sampling.do_sample}, {"temperature", o.sampling.temperature},
-                       {"top_k", o.sampling.top_k}, {"top_p", o.sampling.top_p},
-                       {"repetition_penalty", o.sampling.repetition_penalty}, {"stop", o.stop},
-                       {"pruning", o.pruning.to_json()}, {"modulation", o.modulation.to_json()}};
   return report;
 }
 

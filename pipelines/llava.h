@@ -206,6 +206,14 @@ class StopStringFilter {
 struct LlavaOptions {
   std::string image;  // as written (the run resolves it against the spec's folder)
   std::string prompt;
+  // Batch mode ("requests" instead of "image"): each (image, prompt) pair, the prompt defaulting to
+  // the top-level one; every other option is shared. They run through run_batch, batch_size at a
+  // time; a bad item is reported in the results and the rest go on.
+  struct Item {
+    std::string image, prompt;
+  };
+  std::vector<Item> requests;
+  int batch_size = 8;
   std::string task = "caption";
   bool system_prompt = false;
   bool pad_to_square = false;

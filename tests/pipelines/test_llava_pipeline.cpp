@@ -375,6 +375,48 @@ TEST(LlavaSpec, RunWritesTheReportAndResolvesPaths) {
   EXPECT_EQ(disk["peak_memory_bytes"], 0);
 }
 
+// Batch mode: "requests" instead of "image" run through run_batch; each result as the same request
+// alone gives it (greedy), a missing image is one failed result and the rest go on; the request's
+// prompt defaults to the top-level one; errors name the JSON path.
+TEST(LlavaSpec, RequestsRunAsOneBatch) {
+  const std::string dir = ::testing::TempDir() + "/llava_spec_requests";
+  write_file_atomic(dir + "/img/pic.jpg", read_text_file(ironing()));
+  write_file_atomic(dir + "/spec.json", R"({"pipeline": "llava", "model": ")" + tiny() + R"(", "device": "cpu",
+      "llava": {"task": "vqa", "prompt": "What is unusual about this image?", "max_new_tokens": 6,
+                "min_new_tokens": 6, "batch_size": 2,
+                "requests": [{"image": "img/pic.jpg"}, {"image": "img/missing.jpg"},
+                             {"image": "img/pic.jpg", "prompt": "Describe the image."}]}})");
+  Spec s = load_spec(dir + "/spec.json");
+  s.report_on_stdout = true;
+  const Json rep = run_spec(s);
+  ASSERT_EQ(rep["results"].size(), 3u);
+  EXPECT_EQ(rep["requests"], 3);
+  EXPECT_EQ(rep["failed"], 1);
+  const std::vector<int64_t> want = golden_greedy();
+  EXPECT_TRUE(rep["results"][0]["ok"]);
+  EXPECT_EQ(rep["results"][0]["token_ids"].get<std::vector<int64_t>>(),
+            std::vector<int64_t>(want.begin(), want.begin() + 6));
+  EXPECT_FALSE(rep["results"][1]["ok"]);
+  EXPECT_NE(rep["results"][1]["error"].get<std::string>().find("missing.jpg"), std::string::npos);
+  EXPECT_EQ(rep["results"][2]["prompt"], "Describe the image.");
+  LlavaRequest alone = vqa_request(6);
+  alone.prompt = "Describe the image.";
+  EXPECT_EQ(rep["results"][2]["token_ids"].get<std::vector<int64_t>>(), pipe().run(alone).token_ids);
+  auto err = [](const std::string& llava) {  // parse_spec validates the llava options
+    return error_of<ConfigError>([&] {
+      parse_spec(Json::parse(R"({"pipeline": "llava", "model": "m", "llava": )" + llava + "}"), "spec.json", "/base");
+    });
+  };
+  EXPECT_NE(err(R"({"image": "a.jpg", "requests": [{"image": "b.jpg"}]})").find("$.llava.image and requests"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"task": "vqa", "requests": [{"image": "b.jpg"}]})").find("$.llava.requests[0].prompt"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"requests": []})").find("$.llava.requests"), std::string::npos);
+  EXPECT_NE(err(R"({"requests": [{"image": "b.jpg"}], "save_kept_map": "k.png"})").find("$.llava.save_kept_map"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"requests": [{"image": "b.jpg", "seed": 3}]})").find("seed"), std::string::npos);
+}
+
 // (e) the CLI shortcuts and the README's main job.
 TEST(LlavaCli, VqaJsonCaptionErrorsAndTheMainSpec) {
   const std::string vqa = "vqa --model " + tiny() + " --image " + ironing() +
