@@ -209,7 +209,6 @@ struct LlamaModel::StepRows {
   }
 };
 
-
 Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows, TokenPruner* pruner,
                                  AttentionModulator* modulator) const {
   const Layer& L = layers_[size_t(l)];

@@ -250,11 +250,7 @@ std::unique_ptr<LlavaPipeline::Sequence> LlavaPipeline::plan(const LlavaRequest&
   s->pruning = req.pruning;
   const int64_t grid = cfg_.vision_config.image_size / cfg_.vision_config.patch_size;
   s->pruning.resolve(cfg_.vision_config.num_patches(), lm_->num_layers(), grid);
-  // checked here, before any image is read (a batch reports the request and goes on)
-  MMATTN_CHECK(!s->pruning.before_llm() || (!encoder_->feature_layer_is_list() && encoder_->drops_cls()),
-               ConfigError, s->pruning.path, ".method ", prune_method_name(s->pruning.method),
-               " reads one ViT layer's [CLS] attention: it needs a single vision_feature_layer and the 'default' "
-               "feature strategy (", dir_, "/config.json)");
+  require_cls_attention(s->pruning, *encoder_);  // before any image is read (a batch goes on)
   s->modulation = req.modulation;
   s->modulation.resolve(lm_->num_layers(), int(lm_->num_heads()));
   if (const ModulationConfig* cd = s->modulation.contrastive())
@@ -631,13 +627,9 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
       if (j == want) continue;
       planned[i].reset();
       --n_ok;
-      try {
-        MMATTN_THROW(ConfigError, "llava: request ", i, "'s attention modulation (", j.dump(),
-                     ") differs from request ", first, "'s (", want.dump(),
-                     "); requests of one batch share one (run them in separate batches)");
-      } catch (const std::exception& e) {
-        fail(i, e);
-      }
+      fail(i, ConfigError(str_cat("llava: request ", i, "'s attention modulation (", j.dump(), ") differs from request ",
+                                  first, "'s (", want.dump(),
+                                  "); requests of one batch share one (run them in separate batches)")));
     }
   }
   if (n_ok == 0) return out;

@@ -166,7 +166,7 @@ class LlavaPipeline {
   // of seqs.size()): the text-only branch of each prompt, wrapped around the request's modulator.
   std::unique_ptr<VhrSelector> vhr_selector(const ModulationConfig& c, AttentionModulator* inner,
                                             const std::vector<Sequence*>& seqs) const;
-  // After that prefill: each selecting slot's heads and VHD into its result, its gains into `modulator`.
+  // After that prefill: each selecting slot's heads, VHD and TA into its result, its gains into `modulator`.
   static void keep_vhr_heads(const std::vector<Sequence*>& seqs, const VhrSelector& sel, LlavaModulator& modulator,
                              const ModulationConfig& c);
 

@@ -434,18 +434,6 @@ double percentile(std::vector<double> v, double q) {
 }
 }  // namespace
 
-std::vector<float> sum_over_heads(const Tensor& cls_attention) {
-  check_defined(cls_attention, "sum_over_heads", "cls_attention");
-  MMATTN_CHECK(cls_attention.dim() == 3 && cls_attention.size(0) == 1, ShapeError,
-               "sum_over_heads: 'cls_attention' must be [1, H, T], got ", cls_attention.desc());
-  const int64_t H = cls_attention.size(1), T = cls_attention.size(2);
-  const std::vector<float> v = cls_attention.to_floats();
-  std::vector<float> sum(size_t(T), 0.f);
-  for (int64_t h = 0; h < H; ++h)
-    for (int64_t j = 0; j < T; ++j) sum[size_t(j)] += v[size_t(h * T + j)];
-  return sum;
-}
-
 std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<float>& top_attn,
                                    const std::vector<float>& bottom) {
   MMATTN_CHECK(top_attn.size() == bottom.size() && top_attn.size() >= 2, ShapeError, "paint_classes: ",

@@ -106,8 +106,9 @@ std::vector<int> vhr_select(const std::vector<float>& vhd, const std::vector<flo
 // modulator (`inner`, may be null) on the image branch, and runs the text-only branch (each prompt
 // without its image token: `text_embeds` [B, Lt, hidden], text_valid[b] rows; its own small cache)
 // layer by layer inside the image branch's hooks. At each VHR layer the last rows' head outputs of
-// the two branches give VHD and TA per head; the heads vhr_select chooses get gain `c.gain` in both branches from that layer's o_proj on, so
-// later layers see the reinforced stream (VHR's layer-by-layer selection). Sequences with
+// the two branches give VHD and TA per head; the heads vhr_select chooses get gain `c.gain` in both
+// branches from that layer's o_proj on, so later layers see the reinforced stream (VHR's
+// layer-by-layer selection). Sequences with
 // text_valid[b] == 0 select nothing (gains 1). The batch is the image branch's.
 class VhrSelector : public AttentionModulator {
  public:
@@ -224,8 +225,6 @@ class LlavaModulator : public AttentionModulator {
 // 3 summary, 1 other.
 std::vector<uint8_t> paint_classes(const ModulationConfig& c, const std::vector<float>& top_attn,
                                    const std::vector<float>& bottom);
-// One image's [CLS]-attention rows [1, H, T] (ClipVisionTower::cls_attention) summed over heads: [T].
-std::vector<float> sum_over_heads(const Tensor& cls_attention);
 
 // The combined next-token scores of a contrastive method from the image branch's logits and the
 // negative branch's (docs/modulation.md): VCD (1 + cd_alpha) l_img - cd_alpha l_neg on logits;

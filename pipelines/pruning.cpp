@@ -284,6 +284,25 @@ VisualTokens unpruned_visual_tokens(const PruningConfig& cfg, const Tensor& feat
   return out;
 }
 
+std::vector<float> sum_over_heads(const Tensor& cls_attention) {
+  check_defined(cls_attention, "sum_over_heads", "cls_attention");
+  MMATTN_CHECK(cls_attention.dim() == 3 && cls_attention.size(0) == 1, ShapeError,
+               "sum_over_heads: 'cls_attention' must be [1, H, T], got ", cls_attention.desc());
+  const int64_t H = cls_attention.size(1), T = cls_attention.size(2);
+  const std::vector<float> v = cls_attention.to_floats();
+  std::vector<float> sum(size_t(T), 0.f);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t j = 0; j < T; ++j) sum[size_t(j)] += v[size_t(h * T + j)];
+  return sum;
+}
+
+void require_cls_attention(const PruningConfig& cfg, const LlavaImageEncoder& enc) {
+  MMATTN_CHECK(!cfg.before_llm() || (!enc.feature_layer_is_list() && enc.drops_cls()), ConfigError, cfg.path,
+               ".method ", prune_method_name(cfg.method),
+               " reads one ViT layer's [CLS] attention: it needs a single vision_feature_layer and the 'default' "
+               "feature strategy");
+}
+
 VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEncoder& enc, const Tensor& pixel_values,
                                   const Image& crop) {
   if (!cfg.before_llm()) return unpruned_visual_tokens(cfg, enc.encode(pixel_values).select(0, 0));
@@ -291,10 +310,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   out.report.method = prune_method_name(cfg.method);
   MMATTN_CHECK(pixel_values.size(0) == 1, ShapeError, "encode_visual_tokens: one image at a time, got ",
                pixel_values.desc());
-  MMATTN_CHECK(!enc.feature_layer_is_list() && enc.drops_cls(), ConfigError, cfg.path, ".method ",
-               prune_method_name(cfg.method),
-               " reads one ViT layer's [CLS] attention: it needs a single vision_feature_layer and the 'default' "
-               "feature strategy");
+  require_cls_attention(cfg, enc);
   const ClipVisionTower& tower = enc.tower();
   const bool matrix = cfg.method == PruneMethod::VFlowOpt;
   const ClipVisionTower::FeatureTaps taps = tower.feature_taps(pixel_values, enc.feature_layers()[0], matrix);
@@ -302,11 +318,9 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   const int64_t n = h.size(0) - 1;
   out.report.image_tokens_before = n;
   const int64_t heads = taps.cls_attention.size(1);
-  const std::vector<float> cls = taps.cls_attention.to_floats();  // [heads, 1 + N]
   // [CLS] row over the patches (column 0 excluded), summed over heads in head order.
-  std::vector<float> cls_sum(size_t(n), 0.f);
-  for (int64_t hh = 0; hh < heads; ++hh)
-    for (int64_t j = 0; j < n; ++j) cls_sum[size_t(j)] += cls[size_t(hh * (n + 1) + 1 + j)];
+  const std::vector<float> cls_all = sum_over_heads(taps.cls_attention);  // [1 + N]
+  const std::vector<float> cls_sum(cls_all.begin() + 1, cls_all.end());
 
   std::vector<int64_t> kept;  // patches whose token survives
   switch (cfg.method) {

@@ -88,6 +88,14 @@ struct VisualTokens {
 // All N projected features of one image as the LLM's image tokens (no stage before the LLM).
 VisualTokens unpruned_visual_tokens(const PruningConfig& cfg, const Tensor& features /* [N, hidden] */);
 
+// One image's [CLS]-attention rows [1, H, T] (ClipVisionTower::cls_attention, FeatureTaps) summed
+// over heads in head order: [T]. The score of the pre-LLM methods and of PAINT's token classes.
+std::vector<float> sum_over_heads(const Tensor& cls_attention);
+
+// ConfigError naming cfg's method field when its pre-LLM stage needs one ViT layer's [CLS]
+// attention and enc cannot give it (a list of feature layers, or a strategy that keeps [CLS]).
+void require_cls_attention(const PruningConfig& cfg, const LlavaImageEncoder& enc);
+
 // Vision tower + projector with the pre-LLM stage of `cfg` (none: all N features). `crop` is the
 // preprocessed uint8 image (vflowopt's patch entropy). The pixel batch must be 1.
 VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEncoder& enc, const Tensor& pixel_values,

@@ -22,6 +22,18 @@ ModulationSet pai(double alpha, int start, int end) {
   return s;
 }
 
+// The last prompt row's logits with `c` alone (image token classes for PAINT) within 5% relative
+// L2 of the golden's `<key>.logits_last` (bf16 end to end).
+void expect_logits_near_golden(const LlavaPipeline& pipe, const Checkpoint& g, const ModulationConfig& c,
+                               const std::string& key, const std::vector<uint8_t>& classes = {}) {
+  ModulationSet s;
+  s.items.push_back(c);
+  const PruneRun got = run_pruned(pipe, PruningConfig{}, 4, s, classes);
+  const double e = rel_l2(got.logits_last, g.load(key + ".logits_last", Device::cpu(), DType::F32));
+  std::printf("%s logits rel L2 %.4f\n", key.c_str(), e);
+  EXPECT_LT(e, 0.05) << key;
+}
+
 }  // namespace
 
 TEST(ModulationCuda, PaiMatchesReferenceWithinBf16) {
@@ -52,12 +64,7 @@ TEST(ModulationCuda, AdhhMatchesReferenceWithinBf16) {
   c.method = ModMethod::ADHH;
   c.heads = {{0, 1}, {1, 0}, {1, 3}};
   c.threshold = 0.022;
-  ModulationSet s;
-  s.items.push_back(c);
-  const PruneRun got = run_pruned(pipe, PruningConfig{}, 4, s);
-  const double e = rel_l2(got.logits_last, g.load("adhh.logits_last", Device::cpu(), DType::F32));
-  std::printf("adhh logits rel L2 %.4f\n", e);
-  EXPECT_LT(e, 0.05);
+  expect_logits_near_golden(pipe, g, c, "adhh");
 }
 
 // VAR on the GPU against the engine's CPU f32 run (itself matched to tools/golden/var.py), in a
@@ -155,12 +162,7 @@ TEST(ModulationCuda, PaintMatchesReferenceWithinBf16) {
               common, summary.size());
   EXPECT_GE(double(common), 0.9 * double(want_local.size()));
   EXPECT_EQ(summary, ints_of(g.load("paint.summary", Device::cpu(), DType::I64)));
-  ModulationSet s;
-  s.items.push_back(c);
-  const PruneRun got = run_pruned(pipe, PruningConfig{}, 4, s, cls);
-  const double e = rel_l2(got.logits_last, g.load("paint.logits_last", Device::cpu(), DType::F32));
-  std::printf("paint logits rel L2 %.4f\n", e);
-  EXPECT_LT(e, 0.05);
+  expect_logits_near_golden(pipe, g, c, "paint", cls);
 }
 
 // Contrastive decoding on the GPU (the two branches as one bf16 batch). The references' first-step
