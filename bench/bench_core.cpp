@@ -76,6 +76,13 @@ int main(int argc, char** argv) {
       Tensor b = c.bias ? randn_gpu({c.n}, DType::BF16, 5) : Tensor();
       Tensor y;
       const double ours = time_ms([&] { y = linear(x, w, b); });
+      double ours_mode0 = 0;  // m <= 128: the same product without the Hopper skinny kernel (gemv / cuBLASLt)
+      if (c.m <= 128) {
+        const int mode = skinny_gemm_mode();
+        set_skinny_gemm_mode(0);
+        ours_mode0 = time_ms([&] { y = linear(x, w, b); });
+        set_skinny_gemm_mode(mode);
+      }
       Tensor yc = Tensor::empty({c.m, c.n}, DType::BF16, Device::cuda());
       const double direct = cublas_gemm_ms(h, x, w, yc);
       const double flops = 2.0 * c.m * c.n * c.k;
@@ -85,6 +92,7 @@ int main(int argc, char** argv) {
                   {"peer", peer_ms(name)}, {"peer_name", "torch F.linear"}, {"cublas_direct_ms", direct},
                   {"ours_tflops", flops / (ours * 1e-3) / 1e12}, {"ours_GBps", bytes / (ours * 1e-3) / 1e9},
                   {"ratio_to_cublas_direct", ours / direct}};
+      if (ours_mode0 > 0) row["ours_skinny_off_ms"] = ours_mode0;
       // the bound that applies: FLOPs over the measured GEMM rate, or bytes over copy bandwidth
       const double floor_ms = std::max(flops / (peak * 1e12), bytes / (copy * 1e9)) * 1e3;
       row["floor_ms"] = floor_ms;
@@ -97,7 +105,9 @@ int main(int argc, char** argv) {
     const FusedCase fused[] = {{"rms_norm_linear", 1, 12288, 4096}, {"linear_add_", 1, 4096, 4096},
                                {"rms_norm_linear", 1, 22016, 4096}, {"swiglu_linear_add_", 1, 4096, 11008},
                                {"rms_norm_linear", 8, 12288, 4096}, {"swiglu_linear_add_", 8, 4096, 11008},
-                               {"linear_add_", 8, 4096, 4096}, {"rms_norm_linear", 8, 22016, 4096}};
+                               {"linear_add_", 8, 4096, 4096}, {"rms_norm_linear", 8, 22016, 4096},
+                               {"rms_norm_linear", 104, 12288, 4096}, {"linear_add_", 104, 4096, 4096},
+                               {"rms_norm_linear", 104, 22016, 4096}, {"swiglu_linear_add_", 104, 4096, 11008}};
     for (const auto& c : fused) {
       const std::string form = c.form;
       const int64_t kin = form == "swiglu_linear_add_" ? 2 * c.k : c.k;
@@ -115,20 +125,32 @@ int main(int argc, char** argv) {
       if (form == "rms_norm_linear") fn = [&] { y = rms_norm_linear(x, nw, 1e-6f, *w); };
       else if (form == "linear_add_") fn = [&] { linear_add_(y, x, *w); };
       else fn = [&] { swiglu_linear_add_(y, x, *w); };
-      const double ours = time_ms(fn);
       size_t next = 0;
-      const double cold = time_ms([&] {
+      auto cold_fn = [&] {
         w = &ws[next++ % ws.size()];
         fn();
-      });
+      };
+      // each Hopper skinny-product mode (linear.h: 0 gemv / cuBLASLt, 1 plain products, 2 also the
+      // fused forms unfused), cold; the row's numbers are the default mode's
+      const int mode = skinny_gemm_mode();
+      Json by_mode = Json::object();
+      for (int md = 0; md <= 2; ++md) {
+        set_skinny_gemm_mode(md);
+        by_mode[std::to_string(md)] = time_ms(cold_fn);
+      }
+      set_skinny_gemm_mode(mode);
+      w = &ws[0];
+      const double ours = time_ms(fn);
+      const double cold = time_ms(cold_fn);
       const std::string name = str_cat(form, " bf16 M", c.m, " N", c.n, " K", c.k);
       const double gbps = bytes / (ours * 1e-3) / 1e9, cold_gbps = bytes / (cold * 1e-3) / 1e9;
       std::printf("%-44s %.4f ms (%.0f%% of copy), cold L2 %.4f ms (%.0f%%)\n", name.c_str(), ours, 100 * gbps / copy,
                   cold, 100 * cold_gbps / copy);
-      r.add({{"case", name}, {"what", "decode, fused (gemv)"}, {"metric", "time"}, {"unit", "ms"}, {"ours", ours},
+      r.add({{"case", name}, {"what", c.m <= 8 ? "decode, fused forms" : "pruned prefill, fused forms"}, {"metric", "time"}, {"unit", "ms"}, {"ours", ours},
              {"peer", peer_ms(name)}, {"peer_name", "torch, unfused"}, {"ours_GBps", gbps},
              {"floor_ms", bytes / (copy * 1e9) * 1e3}, {"fraction_of_ceiling", gbps / copy},
-             {"ours_cold_l2_ms", cold}, {"fraction_of_ceiling_cold_l2", cold_gbps / copy}});
+             {"ours_cold_l2_ms", cold}, {"fraction_of_ceiling_cold_l2", cold_gbps / copy},
+             {"cold_l2_ms_by_skinny_mode", by_mode}});
     }
 
     // --- norms, bf16: bytes = read x + write y ---

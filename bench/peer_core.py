@@ -38,7 +38,10 @@ def main():
     # the fused decode projections of bench_core (unfused in torch: what HF transformers runs)
     for form, m, n, k in [("rms_norm_linear", 1, 12288, 4096), ("linear_add_", 1, 4096, 4096),
                           ("rms_norm_linear", 1, 22016, 4096), ("swiglu_linear_add_", 1, 4096, 11008),
-                          ("rms_norm_linear", 8, 12288, 4096), ("swiglu_linear_add_", 8, 4096, 11008)]:
+                          ("rms_norm_linear", 8, 12288, 4096), ("swiglu_linear_add_", 8, 4096, 11008),
+                          ("linear_add_", 8, 4096, 4096), ("rms_norm_linear", 8, 22016, 4096),
+                          ("rms_norm_linear", 104, 12288, 4096), ("linear_add_", 104, 4096, 4096),
+                          ("rms_norm_linear", 104, 22016, 4096), ("swiglu_linear_add_", 104, 4096, 11008)]:
         w, nw, y = rnd(n, k), rnd(k), rnd(m, n)
         if form == "rms_norm_linear":
             x = rnd(m, k)

@@ -130,7 +130,18 @@ bool try_gemv(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bi
   g.input = input;
   g.dtype = x.dtype();
   bool ok = false;
-  MMATTN_IF_CUDA(ok = gemv_cuda_supported(g); if (ok) gemv_cuda(g, current_stream()));
+#if MMATTN_HAS_CUDA
+  if (input != GemvInput::Plain && skinny_gemm_mode() >= 2) {  // unfused: norm / swiglu, then the wgmma product
+    GemmParams p;
+    p.a = x.data_ptr(), p.b = g.weight, p.c = g.y;  // (the unfused x_eff is a fresh, aligned tensor)
+    p.m = g.m, p.n = g.n, p.k = g.k;
+    p.trans_b = true;
+    p.dtype = g.dtype;
+    if (skinny_gemm_sm90_supported(p)) return false;
+  }
+  ok = gemv_cuda_supported(g);
+  if (ok) gemv_cuda(g, current_stream());
+#endif
   return ok;
 }
 

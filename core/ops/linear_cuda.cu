@@ -210,6 +210,7 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
   MMATTN_CHECK(p.batch <= INT32_MAX, UnsupportedError, "gemm_cuda: batch ", p.batch, " exceeds int32");
   MMATTN_CHECK(!p.bias || p.batch == 1 || p.stride_c == p.m * p.n, UnsupportedError,
                "gemm_cuda: a bias needs a dense batched output");
+  if (skinny_gemm_sm90(p, s)) return;  // Hopper: weight by TMA, wgmma (m <= 128)
   if (p.batch == 1 && p.trans_b && p.m <= kGemvMaxRows) {  // decode-sized: the skinny kernel (gemv_cuda.cuh)
     GemvParams g;
     g.x = p.a, g.weight = p.b, g.bias = p.bias, g.y = p.c;

@@ -115,6 +115,8 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   const double tol = dt == DType::F32 ? 1e-4 : dt == DType::F16 ? 4e-3 : 2e-2;
   const Device g = Device::cuda();
   uint64_t seed = 500;
+  const int mode = skinny_gemm_mode();
+  set_skinny_gemm_mode(0);  // the gemv kernels themselves (on Hopper mode 1 sends plain products to the wgmma kernel)
   for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8})
     for (int64_t k : {8, 264, 1000, 2600, 4096})
       for (int64_t n : {256, 257, 1030, 4099, 12289}) {
@@ -145,6 +147,79 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
         linear_add_(y, act, w, b);
         EXPECT_LT(worst_elem_err(gy, y), tol) << at << " swiglu";
       }
+  set_skinny_gemm_mode(mode);
+}
+
+// The Hopper skinny product (TMA + wgmma, m <= 128; gemm_sm90.cuh) element by element against the
+// CPU: m padded to each instantiated width (8, 16, 32, 64, 128) and just past it, k with a partial
+// last 64-column block (72, 1000) and K == 8, n with a partial row tile (200, 4099), split K (n
+// small against the GPU, k up to 11008), bias and the residual add; split-K results repeat bit for
+// bit; mode 2 runs the fused decode forms unfused through it.
+TEST_P(LinearCuda, SkinnyHopperProduct) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  if (dt == DType::F32) GTEST_SKIP() << "16-bit only";
+  GemmParams probe;
+  probe.a = probe.b = probe.c = reinterpret_cast<void*>(uintptr_t(256));
+  probe.m = 1, probe.n = 4096, probe.k = 4096, probe.trans_b = true, probe.dtype = dt;
+  if (!skinny_gemm_sm90_supported(probe)) GTEST_SKIP() << "needs an sm_90a build on a compute-capability 9.0 GPU";
+  const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
+  const Device g = Device::cuda();
+  uint64_t seed = 900;
+  auto check = [&](int64_t m, int64_t k, int64_t n) {
+    const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
+    Tensor x = round_to(rand_tensor({m, k}, seed++), dt);
+    Tensor w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
+    Tensor b = round_to(rand_tensor({n}, seed++), dt);
+    Tensor y0 = round_to(rand_tensor({m, n}, seed++), dt);
+    Tensor gx = x.to(g, dt), gw = w.to(g, dt), gb = b.to(g, dt);
+    GemmParams p = probe;
+    p.a = gx.data_ptr(), p.b = gw.data_ptr(), p.c = gx.data_ptr(), p.m = m, p.n = n, p.k = k;
+    ASSERT_TRUE(skinny_gemm_sm90_supported(p)) << at;
+    EXPECT_LT(worst_elem_err(linear(gx, gw, gb), linear(x, w, b)), tol) << at;
+    EXPECT_LT(worst_elem_err(linear(gx, gw), linear(x, w)), tol) << at << " no bias";
+    Tensor gy = y0.to(g, dt), y = y0.clone();
+    linear_add_(gy, gx, gw, gb);
+    linear_add_(y, x, w, b);
+    EXPECT_LT(worst_elem_err(gy, y), tol) << at << " linear_add_";
+  };
+  for (int64_t m : {1, 2, 8, 9, 16, 17, 32, 33, 64, 65, 104, 128})
+    for (int64_t k : {8, 72, 1000, 4096})
+      for (int64_t n : {128, 200, 4099}) check(m, k, n);
+  check(1, 11008, 256);   // 16 splits of 172 column blocks
+  check(104, 11008, 4096);
+  check(8, 4096, 22016);  // more row tiles than resident blocks
+
+  // split K is deterministic: the last block sums the partials in split order
+  Tensor gx = round_to(rand_tensor({3, 11008}, 1), dt).to(g, dt);
+  Tensor gw = round_to(rand_tensor({256, 11008}, 2, -0.1f, 0.1f), dt).to(g, dt);
+  const std::vector<float> first = linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats();
+  for (int rep = 0; rep < 3; ++rep)
+    EXPECT_EQ(linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats(), first) << "repeat " << rep;
+
+  // mode 2: the fused decode forms go unfused through the skinny product (same rounding as the gemv)
+  const int mode = skinny_gemm_mode();
+  set_skinny_gemm_mode(2);
+  for (int64_t m : {1, 2})
+    for (int64_t k : {1000, 4096}) {
+      const int64_t n = 4099;
+      Tensor x = round_to(rand_tensor({m, k}, seed++), dt);
+      Tensor gu = round_to(rand_tensor({m, 2 * k}, seed++, -3.f, 3.f), dt);
+      Tensor w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
+      Tensor b = round_to(rand_tensor({n}, seed++), dt);
+      Tensor nw = round_to(rand_tensor({k}, seed++, 0.5f, 1.5f), dt);
+      Tensor y0 = round_to(rand_tensor({m, n}, seed++), dt);
+      Tensor xn = round_to(rms_norm(x, nw, 1e-5f), dt);
+      EXPECT_LT(worst_elem_err(rms_norm_linear(x.to(g, dt), nw.to(g, dt), 1e-5f, w.to(g, dt), b.to(g, dt)),
+                               linear(xn, w, b)),
+                tol)
+          << m << "x" << k << " rms (mode 2)";
+      Tensor gy = y0.to(g, dt), y = y0.clone();
+      swiglu_linear_add_(gy, gu.to(g, dt), w.to(g, dt), b.to(g, dt));
+      linear_add_(y, round_to(swiglu_fused(gu), dt), w, b);
+      EXPECT_LT(worst_elem_err(gy, y), tol) << m << "x" << k << " swiglu (mode 2)";
+    }
+  set_skinny_gemm_mode(mode);
 }
 
 TEST_P(LinearCuda, EmptyDims) {

@@ -1,0 +1,133 @@
+// Host side of the Hopper skinny product (kernel: gemm_sm90.cuh; instantiated per dtype in
+// gemm_sm90_bf16.cu / gemm_sm90_f16.cu): when it applies, the mode switch, tensor maps, the split
+// choice and the per-stream split-K workspace.
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "core/ops/gemm_sm90.cuh"
+
+namespace mmattn {
+
+void skinny_run_bf16(const GemmParams& p, StreamHandle s);
+void skinny_run_f16(const GemmParams& p, StreamHandle s);
+
+namespace {
+
+int initial_mode() {
+  const char* e = std::getenv("MMATTN_SKINNY_GEMM");
+  if (!e || !*e) return 1;
+  const int v = std::atoi(e);
+  return v < 0 ? 0 : v > 2 ? 2 : v;
+}
+int g_mode = initial_mode();
+
+bool device_is_sm90() {
+#if defined(MMATTN_SM90A)
+  static int cache[64];  // per device: 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return false;
+  if (cache[dev] == 0) {
+    int major = 0, minor = 0;
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    cache[dev] = major == 9 && minor == 0 && sm90::tensor_map_encoder() ? 1 : 2;
+  }
+  return cache[dev] == 1;
+#else
+  return false;
+#endif
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+void set_skinny_gemm_mode(int mode) { g_mode = mode < 0 ? 0 : mode > 2 ? 2 : mode; }
+int skinny_gemm_mode() { return g_mode; }
+
+bool skinny_gemm_sm90_supported(const GemmParams& p) {
+  if (g_mode == 0) return false;
+  if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
+  if (p.batch != 1 || !p.trans_b || p.m < 1 || p.m > skinny::kMaxM) return false;
+  if (p.n < 128 || p.k < 8 || p.k % 8 != 0) return false;  // tiny n: cuBLAS; rows of 16-byte multiples for the TMA
+  if (p.n > INT32_MAX / 2 || p.k > INT32_MAX / 2) return false;
+  if (!p.a || !p.b || !p.c || !aligned16(p.a) || !aligned16(p.b)) return false;
+  return device_is_sm90();
+}
+
+bool skinny_gemm_sm90(const GemmParams& p, StreamHandle s) {
+  if (!skinny_gemm_sm90_supported(p)) return false;
+  if (p.dtype == DType::BF16)
+    skinny_run_bf16(p, s);
+  else
+    skinny_run_f16(p, s);
+  return true;
+}
+
+namespace skinny {
+
+bool encode_map(CUtensorMap* map, const void* ptr, DType dt, int64_t rows, int64_t k, int box_rows) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = sm90::tensor_map_encoder();
+  if (!encode) return false;
+  cuuint64_t gdim[2] = {cuuint64_t(k), cuuint64_t(rows)};
+  cuuint64_t gstride[1] = {cuuint64_t(k) * 2};
+  cuuint32_t box[2] = {cuuint32_t(kKB), cuuint32_t(box_rows)};
+  cuuint32_t estride[2] = {1, 1};
+  return encode(map, dt == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+                const_cast<void*>(ptr), gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+int choose_splits(int tiles, int kblocks, int slots, double w_tile_bytes, double partial_bytes) {
+  int best = 1;
+  double best_cost = 0;
+  for (int sp = 1; sp <= std::min(16, kblocks); ++sp) {
+    const double waves = double((int64_t(tiles) * sp + slots - 1) / slots);
+    // a partial is written once and read once (through L2)
+    const double cost = waves * (w_tile_bytes / sp + (sp > 1 ? 2.0 * partial_bytes : 0.0));
+    if (sp == 1 || cost < best_cost * 0.98) best = sp, best_cost = cost;  // ties: fewer splits
+  }
+  return best;
+}
+
+int multiprocessors() {
+  thread_local std::unordered_map<int, int> sms;
+  int dev = 0;
+  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  auto it = sms.find(dev);
+  if (it == sms.end()) {
+    int v = 0;
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    it = sms.emplace(dev, v).first;
+  }
+  return it->second;
+}
+
+// One workspace per stream, allocated once (persistent, so a captured graph keeps valid pointers;
+// like gemm_cuda's cuBLASLt workspace): the partials, then the counters (zeroed once; each launch
+// leaves them zero).
+Workspace workspace_for(StreamHandle s) {
+  struct State {
+    std::unordered_map<StreamHandle, Workspace> ws;
+    ~State() {
+      for (auto& [st, w] : ws) cuda_free(w.partial);
+    }
+  };
+  thread_local State state;
+  auto it = state.ws.find(s);
+  if (it != state.ws.end()) return it->second;
+  const size_t bytes = kPartialBytes + size_t(kMaxCounters) * sizeof(int);
+  void* p = cuda_alloc(bytes, s);
+  Workspace w;
+  w.partial = static_cast<float*>(p);
+  w.counter = reinterpret_cast<int*>(static_cast<char*>(p) + kPartialBytes);
+  MMATTN_CUDA_CHECK(cudaMemsetAsync(w.counter, 0, size_t(kMaxCounters) * sizeof(int), s));
+  state.ws.emplace(s, w);
+  return w;
+}
+
+}  // namespace skinny
+}  // namespace mmattn
