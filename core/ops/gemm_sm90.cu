@@ -1,6 +1,6 @@
 // Host side of the Hopper skinny product (kernel: gemm_sm90.cuh; instantiated per dtype in
-// gemm_sm90_bf16.cu / gemm_sm90_f16.cu): when it applies, the mode switch, tensor maps, the split
-// choice and the per-stream split-K workspace.
+// gemm_sm90_bf16.cu / gemm_sm90_f16.cu): when it applies, the mode switch, tensor maps and the
+// per-stream stream-K workspace.
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -52,7 +52,7 @@ bool skinny_gemm_sm90_supported(const GemmParams& p) {
   if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
   if (p.batch != 1 || !p.trans_b || p.m < 1 || p.m > skinny::kMaxM) return false;
   if (p.n < 128 || p.k < 8 || p.k % 8 != 0) return false;  // tiny n: cuBLAS; rows of 16-byte multiples for the TMA
-  if (p.n > INT32_MAX / 2 || p.k > INT32_MAX / 2) return false;
+  if (p.n > int64_t(skinny::kMaxCounters) * 64 || p.k > INT32_MAX / 2) return false;  // a counter per row tile
   if (!p.a || !p.b || !p.c || !aligned16(p.a) || !aligned16(p.b)) return false;
   return device_is_sm90();
 }
@@ -79,18 +79,6 @@ bool encode_map(CUtensorMap* map, const void* ptr, DType dt, int64_t rows, int64
                 const_cast<void*>(ptr), gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
-int choose_splits(int tiles, int kblocks, int slots, double w_tile_bytes, double partial_bytes) {
-  int best = 1;
-  double best_cost = 0;
-  for (int sp = 1; sp <= std::min(16, kblocks); ++sp) {
-    const double waves = double((int64_t(tiles) * sp + slots - 1) / slots);
-    // a partial is written once and read once (through L2)
-    const double cost = waves * (w_tile_bytes / sp + (sp > 1 ? 2.0 * partial_bytes : 0.0));
-    if (sp == 1 || cost < best_cost * 0.98) best = sp, best_cost = cost;  // ties: fewer splits
-  }
-  return best;
 }
 
 int multiprocessors() {

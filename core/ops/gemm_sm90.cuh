@@ -15,11 +15,14 @@
 // released as soon as the MMAs reading it are done). Stages fill ~100 KB of shared memory: two
 // blocks per multiprocessor, ~100-200 KB of weight in flight per SM.
 //
-// Split K: a block (tile, split) covers k blocks [split * KB / S, (split + 1) * KB / S); with S > 1
-// every block writes its f32 partial tile (per-thread contiguous) to a workspace, and the block that
-// arrives last at the tile's counter sums the S partials in split order (deterministic), applies the
-// epilogue and resets the counter. The host picks S from a cost model (weight bytes per block,
-// partial bytes, waves over the resident blocks).
+// Stream-K: the grid is one wave of persistent blocks (two per SM) and the flattened work, tiles x
+// KB k blocks (tile-major), is cut into equal contiguous ranges, one per block, so that every
+// multiprocessor streams the same number of weight bytes and a block's ring runs on from one tile
+// into the next without draining. A tile whose k blocks one block covers is finished by that block;
+// a tile shared by several blocks gets their f32 partials (a block has at most two: the segments at
+// the start and at the end of its range) in a workspace, and the block that arrives last at the
+// tile's counter sums them in block order (deterministic), applies the epilogue and resets the
+// counter.
 //
 // Epilogue: y = T(acc + bias) or, accumulating, T(y + acc + bias) (one rounding, as the gemv and
 // cuBLASLt with beta = 1).
@@ -76,11 +79,17 @@ constexpr int partial_floats() {  // one block's f32 partial tile
 struct Args {
   const void* bias;
   void* y;
-  float* partial;  // [tiles][splits][partial_floats] (splits > 1)
-  int* counter;    // [tiles], zero between launches (splits > 1)
-  int m, n, kblocks, splits;
+  float* partial;  // [blocks][2][partial_floats], element i of consumer thread t at i * threads + t
+  int* counter;    // [tiles], zero between launches
+  int m, n, kblocks, tiles;
   bool accumulate;
 };
+
+// Block of the stream-K range that holds flattened k block u (ranges [c T / G, (c + 1) T / G)).
+__device__ __forceinline__ int owner_of(int64_t u, int64_t total, int blocks) {
+  return int(((u + 1) * blocks + total - 1) / total) - 1;
+}
+__device__ __forceinline__ int64_t range_start(int c, int64_t total, int blocks) { return int64_t(c) * total / blocks; }
 
 template <class T, int NP>
 __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid_constant__ CUtensorMap wmap,
@@ -96,10 +105,10 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
   auto full = [&](int s) { return bars + 8 * s; };
   auto empty = [&](int s) { return bars + 8 * (S + s); };
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int tile = blockIdx.x, split = blockIdx.y;
-  const int kb0 = int(int64_t(split) * a.kblocks / a.splits);
-  const int kb1 = int(int64_t(split + 1) * a.kblocks / a.splits);
-  const int row0 = tile * rows_per_block<NP>();
+  const int c = blockIdx.x, G = gridDim.x, KB = a.kblocks;
+  const int64_t total = int64_t(a.tiles) * KB;
+  const int64_t u0 = range_start(c, total, G), u1 = range_start(c + 1, total, G);
+  constexpr int R = rows_per_block<NP>();
 
   allow_next_grid();
   if (tid == 0) {
@@ -113,14 +122,14 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
 
   if (warp == 4 * CW) {  // producer warp
     if (lane == 0) {
-      for (int i = 0; i < S && kb0 + i < kb1; ++i) tma_prefetch_2d(&wmap, (kb0 + i) * kKB, row0);
+      for (int64_t u = u0; u < u1 && u < u0 + S; ++u) tma_prefetch_2d(&wmap, int(u % KB) * kKB, int(u / KB) * R);
       wait_for_previous_grid();
-      for (int kb = kb0, it = 0; kb < kb1; ++kb, ++it) {
-        const int s = it % S;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int it = int(u - u0), s = it % S;
         if (it >= S) mbar_wait(empty(s), ((it / S) - 1) & 1);
         mbar_expect_tx(full(s), SB);
-        tma_load_2d(base + s * SB, &wmap, full(s), kb * kKB, row0);
-        tma_load_2d(base + s * SB + WB, &xmap, full(s), kb * kKB, 0);
+        tma_load_2d(base + s * SB, &wmap, full(s), int(u % KB) * kKB, int(u / KB) * R);
+        tma_load_2d(base + s * SB + WB, &xmap, full(s), int(u % KB) * kKB, 0);
       }
     }
     return;
@@ -128,12 +137,68 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
 
   wait_for_previous_grid();  // y (accumulating), the bias and the workspace come after it
   const int wg = warp >> 2;
+  const int g = lane >> 2, t = lane & 3;
+  T* y = static_cast<T*>(a.y);
+  const T* bias = static_cast<const T*>(a.bias);
   float d[NP / 2];
 #pragma unroll
   for (int i = 0; i < NP / 2; ++i) d[i] = 0.f;
-  const int iters = kb1 - kb0;
-  for (int it = 0; it < iters; ++it) {
-    const int s = it % S;
+
+  // d[4j + e]: (weight row r0, input 8j + 2t + e); d[4j + 2 + e]: row r0 + 8
+  auto epilogue = [&](int tile) {
+    const int r0 = tile * R + wg * 64 + (warp & 3) * 16 + g;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = r0 + 8 * h;
+      if (r >= a.n) continue;
+      const float b = bias ? to_f32(bias[r]) : 0.f;
+#pragma unroll
+      for (int j = 0; j < NP / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int m = 8 * j + 2 * t + e;
+          if (m >= a.m) continue;
+          T* out = y + int64_t(m) * a.n + r;
+          float v = d[4 * j + 2 * h + e] + b;
+          if (a.accumulate) v += to_f32(*out);
+          *out = from_f32<T>(v);
+        }
+    }
+  };
+  const int first_tile = int(u0 / KB);
+  auto slot_ptr = [&](int blk, int slot) {
+    return a.partial + (size_t(blk) * 2 + slot) * size_t(partial_floats<NP>()) + tid;
+  };
+  // A segment of `tile` ends here: finish the tile, or hand in the partial (and finish if last).
+  auto finish_segment = [&](int tile, bool whole) {
+    if (whole) {
+      epilogue(tile);
+      return;
+    }
+    float* mine = slot_ptr(c, tile == first_tile ? 0 : 1);
+#pragma unroll
+    for (int i = 0; i < NP / 2; ++i) __stcg(mine + size_t(i) * CT, d[i]);
+    __threadfence();
+    named_sync(1, CT);
+    const int cf = owner_of(int64_t(tile) * KB, total, G), cl = owner_of(int64_t(tile + 1) * KB - 1, total, G);
+    if (tid == 0) s_last = atomicAdd(a.counter + tile, 1) == cl - cf;
+    named_sync(1, CT);
+    if (!s_last) return;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < NP / 2; ++i) d[i] = 0.f;
+    for (int cb = cf; cb <= cl; ++cb) {  // block order: the same sum whichever block is last
+      const float* src = slot_ptr(cb, range_start(cb, total, G) / KB == tile ? 0 : 1);
+#pragma unroll
+      for (int i = 0; i < NP / 2; ++i) d[i] += __ldcg(src + size_t(i) * CT);
+    }
+    epilogue(tile);
+    if (tid == 0) a.counter[tile] = 0;  // ready for the next launch (stream order)
+  };
+
+  int64_t seg0 = u0;  // first k block of the current segment
+  for (int64_t u = u0; u < u1; ++u) {
+    const int it = int(u - u0), s = it % S;
     mbar_wait(full(s), (it / S) & 1);
     const uint64_t da = make_desc(base + s * SB + wg * 64 * 128, 16, 1024);
     const uint64_t db = make_desc(base + s * SB + WB, 16, 1024);
@@ -141,64 +206,25 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
 #pragma unroll
     for (int ks = 0; ks < kKB / 16; ++ks) wgmma_ss<T, NP>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
     wg_commit();
-    wg_wait<1>();  // the MMAs of stage it - 1 are done: release it
+    wg_wait<1>();  // the MMAs of the previous stage are done: release it
     if (it > 0 && lane == 0) mbar_arrive(empty((it - 1) % S));
-  }
-  wg_wait<0>();
-  fence_regs(d);
-
-  if (a.splits > 1) {
-    const size_t stride = size_t(partial_floats<NP>());
-    float* mine = a.partial + (size_t(tile) * a.splits + split) * stride + size_t(tid) * (NP / 2);
+    const int kb = int(u % KB);
+    if (kb == KB - 1 || u == u1 - 1) {
+      wg_wait<0>();
+      fence_regs(d);
+      const int tile = int(u / KB);
+      finish_segment(tile, seg0 % KB == 0 && kb == KB - 1);
 #pragma unroll
-    for (int i = 0; i < NP / 2; i += 4) __stcg(reinterpret_cast<float4*>(mine + i), make_float4(d[i], d[i + 1], d[i + 2], d[i + 3]));
-    __threadfence();
-    named_sync(1, CT);
-    if (tid == 0) s_last = atomicAdd(a.counter + tile, 1) == a.splits - 1;
-    named_sync(1, CT);
-    if (!s_last) return;
-    __threadfence();
-#pragma unroll
-    for (int i = 0; i < NP / 2; ++i) d[i] = 0.f;
-    for (int sp = 0; sp < a.splits; ++sp) {  // split order: the same sum whichever block is last
-      const float* src = a.partial + (size_t(tile) * a.splits + sp) * stride + size_t(tid) * (NP / 2);
-#pragma unroll
-      for (int i = 0; i < NP / 2; i += 4) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(src + i));
-        d[i] += v.x, d[i + 1] += v.y, d[i + 2] += v.z, d[i + 3] += v.w;
-      }
+      for (int i = 0; i < NP / 2; ++i) d[i] = 0.f;
+      seg0 = u + 1;
     }
-    if (tid == 0) a.counter[tile] = 0;  // ready for the next launch (stream order)
-  }
-
-  // d[4j + e]: (weight row r0, input 8j + 2t + e); d[4j + 2 + e]: row r0 + 8
-  T* y = static_cast<T*>(a.y);
-  const T* bias = static_cast<const T*>(a.bias);
-  const int g = lane >> 2, t = lane & 3;
-  const int r0 = row0 + wg * 64 + (warp & 3) * 16 + g;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = r0 + 8 * h;
-    if (r >= a.n) continue;
-    const float b = bias ? to_f32(bias[r]) : 0.f;
-#pragma unroll
-    for (int j = 0; j < NP / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int m = 8 * j + 2 * t + e;
-        if (m >= a.m) continue;
-        T* out = y + int64_t(m) * a.n + r;
-        float v = d[4 * j + 2 * h + e] + b;
-        if (a.accumulate) v += to_f32(*out);
-        *out = from_f32<T>(v);
-      }
   }
 #endif
 }
 
 // Per-thread launch state: SM count and blocks per SM per instantiation, the weight maps (keyed by
-// pointer and shape: weights are long-lived), and a split-K workspace per stream.
-constexpr size_t kPartialBytes = size_t(16) << 20;
+// pointer and shape: weights are long-lived), and a stream-K workspace per stream.
+constexpr size_t kPartialBytes = size_t(32) << 20;
 constexpr int kMaxCounters = 16384;
 struct Workspace {
   float* partial = nullptr;
@@ -223,10 +249,6 @@ struct WeightKeyHash {
 // 2-D map of a row-major [rows, k] 16-bit matrix (row stride k), boxes of box_rows x 64, 128-byte
 // swizzle, zeros out of bounds.
 bool encode_map(CUtensorMap* map, const void* ptr, DType dt, int64_t rows, int64_t k, int box_rows);
-
-// Splits of K for `tiles` row tiles of `kblocks` k blocks: the cheapest by waves x (weight bytes +
-// partial traffic) per block over `slots` resident blocks.
-int choose_splits(int tiles, int kblocks, int slots, double w_tile_bytes, double partial_bytes);
 
 template <class T, int NP>
 void launch(const GemmParams& p, StreamHandle s) {
@@ -261,22 +283,19 @@ void launch(const GemmParams& p, StreamHandle s) {
 
   const int tiles = int((p.n + R - 1) / R);
   const int kblocks = int((p.k + kKB - 1) / kKB);
-  int splits = tiles > kMaxCounters ? 1
-                                    : choose_splits(tiles, kblocks, multiprocessors() * per_sm,
-                                                    double(R) * double(p.k) * 2.0, double(partial_floats<NP>()) * 4.0);
-  while (splits > 1 && size_t(tiles) * splits * partial_floats<NP>() * sizeof(float) > kPartialBytes) --splits;
+  const int64_t total = int64_t(tiles) * kblocks;
+  const int64_t max_blocks = int64_t(kPartialBytes / (2 * sizeof(float) * partial_floats<NP>()));
+  const int blocks = int(std::min<int64_t>({int64_t(multiprocessors()) * per_sm, total, max_blocks}));
   Args a{};
   a.bias = p.bias;
   a.y = p.c;
-  a.m = int(p.m), a.n = int(p.n), a.kblocks = kblocks, a.splits = splits;
+  a.m = int(p.m), a.n = int(p.n), a.kblocks = kblocks, a.tiles = tiles;
   a.accumulate = p.accumulate;
-  if (splits > 1) {
-    const Workspace ws = workspace_for(s);
-    a.partial = ws.partial;
-    a.counter = ws.counter;
-  }
+  const Workspace ws = workspace_for(s);
+  a.partial = ws.partial;
+  a.counter = ws.counter;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(tiles), unsigned(splits));
+  cfg.gridDim = dim3(unsigned(blocks));
   cfg.blockDim = dim3(unsigned(threads<NP>()));
   cfg.dynamicSmemBytes = size_t(smem_bytes<NP>());
   cfg.stream = s;

@@ -152,9 +152,10 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
 
 // The Hopper skinny product (TMA + wgmma, m <= 128; gemm_sm90.cuh) element by element against the
 // CPU: m padded to each instantiated width (8, 16, 32, 64, 128) and just past it, k with a partial
-// last 64-column block (72, 1000) and K == 8, n with a partial row tile (200, 4099), split K (n
-// small against the GPU, k up to 11008), bias and the residual add; split-K results repeat bit for
-// bit; mode 2 runs the fused decode forms unfused through it.
+// last 64-column block (72, 1000) and K == 8, n with a partial row tile (200, 4099), tiles shared
+// by several stream-K blocks (n small against the GPU, k up to 11008) and blocks spanning several
+// tiles (n = 22016), bias and the residual add; shared tiles repeat bit for bit; mode 2 runs the
+// fused decode forms unfused through it.
 TEST_P(LinearCuda, SkinnyHopperProduct) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
@@ -186,11 +187,11 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
   for (int64_t m : {1, 2, 8, 9, 16, 17, 32, 33, 64, 65, 104, 128})
     for (int64_t k : {8, 72, 1000, 4096})
       for (int64_t n : {128, 200, 4099}) check(m, k, n);
-  check(1, 11008, 256);   // 16 splits of 172 column blocks
+  check(1, 11008, 256);   // 4 tiles of 172 k blocks over all blocks
   check(104, 11008, 4096);
   check(8, 4096, 22016);  // more row tiles than resident blocks
 
-  // split K is deterministic: the last block sums the partials in split order
+  // shared tiles are deterministic: the last block sums the partials in block order
   Tensor gx = round_to(rand_tensor({3, 11008}, 1), dt).to(g, dt);
   Tensor gw = round_to(rand_tensor({256, 11008}, 2, -0.1f, 0.1f), dt).to(g, dt);
   const std::vector<float> first = linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats();
