@@ -39,8 +39,7 @@
 
 namespace mmattn::skinny {
 
-constexpr int kKB = 64;                  // k per stage: one 128-byte swizzle row of 16-bit elements
-constexpr int kSmemPerBlock = 100 << 10;  // the ring fills up to this: two blocks per multiprocessor
+constexpr int kKB = 64;  // k per TMA box: one 128-byte swizzle row of 16-bit elements
 constexpr int kMaxM = 128;
 
 template <int NP>
@@ -52,16 +51,24 @@ constexpr int rows_per_block() {
   return 64 * groups<NP>();
 }
 template <int NP>
+constexpr int boxes() {  // k boxes per stage: 4 give 512 contiguous bytes of each weight row per stage
+  return NP <= 32 ? 4 : 1;
+}
+template <int NP>
 constexpr int w_bytes() {
-  return rows_per_block<NP>() * 128;
+  return boxes<NP>() * rows_per_block<NP>() * 128;
 }
 template <int NP>
 constexpr int stage_bytes() {
-  return w_bytes<NP>() + NP * 128;
+  return w_bytes<NP>() + boxes<NP>() * NP * 128;
+}
+template <int NP>
+constexpr int smem_per_block() {  // the ring fills up to this: one block per SM (m <= 32), else two
+  return NP <= 32 ? (200 << 10) : (100 << 10);
 }
 template <int NP>
 constexpr int stages() {
-  return kSmemPerBlock / stage_bytes<NP>();
+  return smem_per_block<NP>() / stage_bytes<NP>();
 }
 template <int NP>
 constexpr int smem_bytes() {  // ring, 1024-byte alignment slack, 2 x S mbarriers
@@ -96,7 +103,7 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
                                                                     const __grid_constant__ CUtensorMap xmap, Args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace sm90;
-  constexpr int CW = groups<NP>(), S = stages<NP>(), SB = stage_bytes<NP>(), WB = w_bytes<NP>();
+  constexpr int CW = groups<NP>(), S = stages<NP>(), SB = stage_bytes<NP>(), WB = w_bytes<NP>(), NB = boxes<NP>();
   constexpr int CT = 128 * CW;  // consumer threads
   extern __shared__ uint8_t smem_raw[];
   __shared__ int s_last;
@@ -122,14 +129,18 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
 
   if (warp == 4 * CW) {  // producer warp
     if (lane == 0) {
-      for (int64_t u = u0; u < u1 && u < u0 + S; ++u) tma_prefetch_2d(&wmap, int(u % KB) * kKB, int(u / KB) * R);
+      for (int64_t u = u0; u < u1 && u < u0 + S; ++u)
+        for (int b = 0; b < NB; ++b) tma_prefetch_2d(&wmap, int(u % KB) * (kKB * NB) + b * kKB, int(u / KB) * R);
       wait_for_previous_grid();
       for (int64_t u = u0; u < u1; ++u) {
         const int it = int(u - u0), s = it % S;
         if (it >= S) mbar_wait(empty(s), ((it / S) - 1) & 1);
         mbar_expect_tx(full(s), SB);
-        tma_load_2d(base + s * SB, &wmap, full(s), int(u % KB) * kKB, int(u / KB) * R);
-        tma_load_2d(base + s * SB + WB, &xmap, full(s), int(u % KB) * kKB, 0);
+        const int k0 = int(u % KB) * (kKB * NB), row = int(u / KB) * R;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) tma_load_2d(base + s * SB + b * (R * 128), &wmap, full(s), k0 + b * kKB, row);
+#pragma unroll
+        for (int b = 0; b < NB; ++b) tma_load_2d(base + s * SB + WB + b * (NP * 128), &xmap, full(s), k0 + b * kKB, 0);
       }
     }
     return;
@@ -200,11 +211,14 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
   for (int64_t u = u0; u < u1; ++u) {
     const int it = int(u - u0), s = it % S;
     mbar_wait(full(s), (it / S) & 1);
-    const uint64_t da = make_desc(base + s * SB + wg * 64 * 128, 16, 1024);
-    const uint64_t db = make_desc(base + s * SB + WB, 16, 1024);
     wg_fence();
 #pragma unroll
-    for (int ks = 0; ks < kKB / 16; ++ks) wgmma_ss<T, NP>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
+    for (int b = 0; b < NB; ++b) {
+      const uint64_t da = make_desc(base + s * SB + b * (R * 128) + wg * 64 * 128, 16, 1024);
+      const uint64_t db = make_desc(base + s * SB + WB + b * (NP * 128), 16, 1024);
+#pragma unroll
+      for (int ks = 0; ks < kKB / 16; ++ks) wgmma_ss<T, NP>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
+    }
     wg_commit();
     wg_wait<1>();  // the MMAs of the previous stage are done: release it
     if (it > 0 && lane == 0) mbar_arrive(empty((it - 1) % S));
@@ -282,7 +296,7 @@ void launch(const GemmParams& p, StreamHandle s) {
                p.m, ", ", p.k, "]");
 
   const int tiles = int((p.n + R - 1) / R);
-  const int kblocks = int((p.k + kKB - 1) / kKB);
+  const int kblocks = int((p.k + kKB * boxes<NP>() - 1) / (kKB * boxes<NP>()));  // stages of k per tile
   const int64_t total = int64_t(tiles) * kblocks;
   const int64_t max_blocks = int64_t(kPartialBytes / (2 * sizeof(float) * partial_floats<NP>()));
   const int blocks = int(std::min<int64_t>({int64_t(multiprocessors()) * per_sm, total, max_blocks}));
