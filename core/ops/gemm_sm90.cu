@@ -16,7 +16,7 @@ namespace {
 
 int initial_mode() {
   const char* e = std::getenv("MMATTN_SKINNY_GEMM");
-  if (!e || !*e) return 1;
+  if (!e || !*e) return 0;  // off: measured slower than the gemv and cuBLASLt (bench/NOTES.md, session 7)
   const int v = std::atoi(e);
   return v < 0 ? 0 : v > 2 ? 2 : v;
 }

@@ -4,18 +4,23 @@
 // weight bytes; this kernel streams W through shared memory with TMA and multiplies on the tensor
 // cores, so no register or CUDA-core work stands between the loads and the MMAs.
 //
+// Opt-in (linear.h, mode 0 by default): on the H100 it reached 57-65% of copy bandwidth at m <= 8
+// and 22-55% at m = 104, below the register gemv (79-92%) and cuBLASLt; ncu shows DRAM at 63% of
+// peak with ~130 KB of weight in flight per SM (bench/NOTES.md, session 7).
+//
 // Swap-AB: the weight rows are wgmma's M (64 per consumer warpgroup, 1 or 2 warpgroups = 64 or 128
 // rows per block), the m inputs its N, padded to NP in {8, 16, 32, 64, 128} (the TMA fills the rows
-// past m, and the k columns past K, with zeros). Both operands are K-major tiles of 64 k (128
-// bytes, 128-byte swizzle): a stage holds the block's weight rows and the NP x 64 tile of x.
+// past m, and the k columns past K, with zeros). Both operands are K-major boxes of 64 k (128
+// bytes, 128-byte swizzle): a stage holds NB boxes (4 for NP <= 32: 512 contiguous bytes of each
+// weight row) of the block's weight rows and of the NP rows of x.
 //
 // Warp specialisation: one producer warp (lane 0 issues the TMA copies into an S-stage ring,
 // "full" mbarriers with transaction counts, "empty" barriers released by the consumer warps) and
 // the consumer warpgroups (4 wgmma m64nNPk16 per stage, one group in flight so that a stage is
-// released as soon as the MMAs reading it are done). Stages fill ~100 KB of shared memory: two
-// blocks per multiprocessor, ~100-200 KB of weight in flight per SM.
+// released as soon as the MMAs reading it are done). The ring fills ~200 KB of shared memory (one
+// block per SM) for NP <= 32, ~100 KB otherwise.
 //
-// Stream-K: the grid is one wave of persistent blocks (two per SM) and the flattened work, tiles x
+// Stream-K: the grid is one wave of persistent blocks and the flattened work, tiles x
 // KB k blocks (tile-major), is cut into equal contiguous ranges, one per block, so that every
 // multiprocessor streams the same number of weight bytes and a block's ring runs on from one tile
 // into the next without draining. A tile whose k blocks one block covers is finished by that block;

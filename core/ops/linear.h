@@ -90,11 +90,13 @@ void gemv_cuda(const GemvParams& p, StreamHandle s);
 
 // Skinny products on Hopper (sm_90a builds on a compute-capability 9.0 device; gemm_sm90.cuh):
 // y [m, n] (+)= x [m, k] @ W[n, k]^T + bias for 1 <= m <= 128, bf16/f16, the weight streamed by
-// TMA into a shared-memory ring and multiplied on the tensor cores (wgmma), split K when the row
-// tiles alone do not fill the GPU. Mode: 0 off (gemv / cuBLASLt as before), 1 (default) plain
-// products, 2 also the fused decode forms at m <= 2 (rms_norm_linear, swiglu_linear_add_ run
-// unfused: the norm or swiglu kernel, then this product). The default comes from the environment
-// variable MMATTN_SKINNY_GEMM (0, 1, 2); set_skinny_gemm_mode overrides it (process-wide).
+// TMA into a shared-memory ring and multiplied on the tensor cores (wgmma), stream-K over one wave
+// of blocks. Opt-in: it measured slower than the gemv kernels and cuBLASLt on the H100 (DRAM at
+// ~63% of peak, bench/NOTES.md session 7), so the default mode is 0. Modes: 0 off (gemv /
+// cuBLASLt), 1 plain products, 2 also the fused decode forms at m <= 2 (rms_norm_linear,
+// swiglu_linear_add_ run unfused: the norm or swiglu kernel, then this product). The default comes
+// from the environment variable MMATTN_SKINNY_GEMM (0, 1, 2); set_skinny_gemm_mode overrides it
+// (process-wide; bench_core and bench_llava7b measure every mode in one run).
 void set_skinny_gemm_mode(int mode);
 int skinny_gemm_mode();
 bool skinny_gemm_sm90_supported(const GemmParams& p);

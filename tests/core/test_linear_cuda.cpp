@@ -160,10 +160,15 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
   if (dt == DType::F32) GTEST_SKIP() << "16-bit only";
+  const int mode = skinny_gemm_mode();
+  set_skinny_gemm_mode(1);  // opt-in (linear.h)
   GemmParams probe;
   probe.a = probe.b = probe.c = reinterpret_cast<void*>(uintptr_t(256));
   probe.m = 1, probe.n = 4096, probe.k = 4096, probe.trans_b = true, probe.dtype = dt;
-  if (!skinny_gemm_sm90_supported(probe)) GTEST_SKIP() << "needs an sm_90a build on a compute-capability 9.0 GPU";
+  if (!skinny_gemm_sm90_supported(probe)) {
+    set_skinny_gemm_mode(mode);
+    GTEST_SKIP() << "needs an sm_90a build on a compute-capability 9.0 GPU";
+  }
   const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
   const Device g = Device::cuda();
   uint64_t seed = 900;
@@ -199,7 +204,6 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
     EXPECT_EQ(linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats(), first) << "repeat " << rep;
 
   // mode 2: the fused decode forms go unfused through the skinny product (same rounding as the gemv)
-  const int mode = skinny_gemm_mode();
   set_skinny_gemm_mode(2);
   for (int64_t m : {1, 2})
     for (int64_t k : {1000, 4096}) {
