@@ -211,6 +211,11 @@ __device__ __forceinline__ void wgmma_ss<__half, 128>(float (&d)[64], uint64_t d
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
+// Whether the current device is compute capability 9.0 (the sm_90a kernels run there) and the
+// driver can encode tensor maps; cached per device. Callers also need their sm_90a build
+// (MMATTN_SM90A), which only they know.
+bool current_device_is_sm90();  // core/sm90.cu
+
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no libcuda link); null when the
 // driver lacks it.
 inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {

@@ -24,17 +24,7 @@ int g_mode = initial_mode();
 
 bool device_is_sm90() {
 #if defined(MMATTN_SM90A)
-  static int cache[64];  // per device: 0 unknown, 1 yes, 2 no
-  int dev = 0;
-  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 64) return false;
-  if (cache[dev] == 0) {
-    int major = 0, minor = 0;
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    cache[dev] = major == 9 && minor == 0 && sm90::tensor_map_encoder() ? 1 : 2;
-  }
-  return cache[dev] == 1;
+  return sm90::current_device_is_sm90();
 #else
   return false;
 #endif

@@ -32,6 +32,7 @@
 #include "core/cuda_reduce.cuh"
 #include "core/cuda_types.cuh"
 #include "core/ops/linear.h"
+#include "core/sm90.cuh"
 
 namespace mmattn::gemv_detail {
 
@@ -59,17 +60,8 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
   return v;
 }
 
-// griddepcontrol: no-ops when the grid was launched without programmatic dependencies.
-__device__ __forceinline__ void wait_for_previous_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void allow_next_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
+using sm90::allow_next_grid;
+using sm90::wait_for_previous_grid;
 
 // Bytes of each of its first task's rows a warp prefetches into L2 before waiting: the first round
 // of tasks (a full wave of warps x 4 rows) then brings <= ~17 MB, well inside the H100's 50 MB L2.
