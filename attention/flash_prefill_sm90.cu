@@ -31,7 +31,7 @@
 // PAI-style "last row only" costs one warpgroup of the whole grid.
 //
 // Compiled only for sm_90a (wgmma, setmaxnreg); other targets get an empty kernel that is never
-// launched (flash_prefill_sm90_available() is false unless the build defines MMATTN_SM90A).
+// launched (flash_prefill_sm90_available() is sm90::kernels_available(): false unless the build has 90a).
 #include <algorithm>
 #include <type_traits>
 
@@ -562,13 +562,7 @@ bool launch(const PrefillArgs& a, cudaStream_t s) {
 
 }  // namespace
 
-bool flash_prefill_sm90_available() {
-#if defined(MMATTN_SM90A)
-  return sm90::current_device_is_sm90();
-#else
-  return false;
-#endif
-}
+bool flash_prefill_sm90_available() { return sm90::kernels_available(); }
 
 template <bool MOD>
 bool launch_mod(const PrefillArgs& a, cudaStream_t s) {

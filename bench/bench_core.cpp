@@ -76,12 +76,13 @@ int main(int argc, char** argv) {
       Tensor b = c.bias ? randn_gpu({c.n}, DType::BF16, 5) : Tensor();
       Tensor y;
       const double ours = time_ms([&] { y = linear(x, w, b); });
-      double ours_mode0 = 0;  // m <= 128: the same product without the Hopper skinny kernel (gemv / cuBLASLt)
+      // m <= 128: the same product in the other skinny-product mode (linear.h: 0 gemv / cuBLASLt,
+      // 1 the Hopper skinny kernel)
+      double other_mode_ms = 0;
+      const int other_mode = skinny_gemm_mode() == 0 ? 1 : 0;
       if (c.m <= 128) {
-        const int mode = skinny_gemm_mode();
-        set_skinny_gemm_mode(0);
-        ours_mode0 = time_ms([&] { y = linear(x, w, b); });
-        set_skinny_gemm_mode(mode);
+        const SkinnyGemmModeGuard mode(other_mode);
+        other_mode_ms = time_ms([&] { y = linear(x, w, b); });
       }
       Tensor yc = Tensor::empty({c.m, c.n}, DType::BF16, Device::cuda());
       const double direct = cublas_gemm_ms(h, x, w, yc);
@@ -92,7 +93,7 @@ int main(int argc, char** argv) {
                   {"peer", peer_ms(name)}, {"peer_name", "torch F.linear"}, {"cublas_direct_ms", direct},
                   {"ours_tflops", flops / (ours * 1e-3) / 1e12}, {"ours_GBps", bytes / (ours * 1e-3) / 1e9},
                   {"ratio_to_cublas_direct", ours / direct}};
-      if (ours_mode0 > 0) row["ours_skinny_off_ms"] = ours_mode0;
+      if (other_mode_ms > 0) row["ms_skinny_mode_" + std::to_string(other_mode)] = other_mode_ms;
       // the bound that applies: FLOPs over the measured GEMM rate, or bytes over copy bandwidth
       const double floor_ms = std::max(flops / (peak * 1e12), bytes / (copy * 1e9)) * 1e3;
       row["floor_ms"] = floor_ms;
@@ -132,16 +133,15 @@ int main(int argc, char** argv) {
       };
       // each Hopper skinny-product mode (linear.h: 0 gemv / cuBLASLt, 1 plain products, 2 also the
       // fused forms unfused), cold; the row's numbers are the default mode's
-      const int mode = skinny_gemm_mode();
+      const std::string default_mode = std::to_string(skinny_gemm_mode());
       Json by_mode = Json::object();
       for (int md = 0; md <= 2; ++md) {
-        set_skinny_gemm_mode(md);
+        const SkinnyGemmModeGuard mode(md);
         by_mode[std::to_string(md)] = time_ms(cold_fn);
       }
-      set_skinny_gemm_mode(mode);
+      const double cold = by_mode[default_mode].get<double>();
       w = &ws[0];
       const double ours = time_ms(fn);
-      const double cold = time_ms(cold_fn);
       const std::string name = str_cat(form, " bf16 M", c.m, " N", c.n, " K", c.k);
       const double gbps = bytes / (ours * 1e-3) / 1e9, cold_gbps = bytes / (cold * 1e-3) / 1e9;
       std::printf("%-44s %.4f ms (%.0f%% of copy), cold L2 %.4f ms (%.0f%%)\n", name.c_str(), ours, 100 * gbps / copy,

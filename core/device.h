@@ -27,6 +27,8 @@ struct Device {
 // True when this build has CUDA and a device is usable (never throws).
 bool cuda_available();
 int cuda_device_count();
+// Multiprocessors of the current CUDA device (cached per device; 0 in a CPU-only build).
+int cuda_sm_count();
 // Parses "cpu", "cuda", "cuda:N", "gpu" (case-sensitive); throws ConfigError naming `what`.
 Device parse_device(const std::string& s, const std::string& what = "device");
 

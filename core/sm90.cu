@@ -5,7 +5,8 @@
 
 namespace mmattn::sm90 {
 
-bool current_device_is_sm90() {
+bool kernels_available() {
+#if defined(MMATTN_SM90A)
   static int cache[64];  // per device: 0 unknown, 1 yes, 2 no
   int dev = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
@@ -17,6 +18,9 @@ bool current_device_is_sm90() {
     cache[dev] = major == 9 && minor == 0 && tensor_map_encoder() ? 1 : 2;
   }
   return cache[dev] == 1;
+#else
+  return false;
+#endif
 }
 
 }  // namespace mmattn::sm90

@@ -14,6 +14,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
+
+#include "core/cuda_check.h"
 
 namespace mmattn::sm90 {
 
@@ -211,10 +214,27 @@ __device__ __forceinline__ void wgmma_ss<__half, 128>(float (&d)[64], uint64_t d
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-// Whether the current device is compute capability 9.0 (the sm_90a kernels run there) and the
-// driver can encode tensor maps; cached per device. Callers also need their sm_90a build
-// (MMATTN_SM90A), which only they know.
-bool current_device_is_sm90();  // core/sm90.cu
+// Launches `kernel` on stream s, allowed (pdl) to start before the kernel ahead of it has finished:
+// programmatic dependent launch, for kernels that wait with wait_for_previous_grid() before reading
+// what that kernel writes.
+template <class... P, class... A>
+void launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl, A&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
+}
+
+// Whether this build carries the sm_90a kernels (MMATTN_CUDA_ARCHS contains 90a) and the current
+// device runs them (compute capability 9.0, a driver that encodes tensor maps); cached per device.
+bool kernels_available();  // core/sm90.cu
 
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no libcuda link); null when the
 // driver lacks it.

@@ -1,9 +1,8 @@
 // Host side of the Hopper skinny product (kernel: gemm_sm90.cuh; instantiated per dtype in
 // gemm_sm90_bf16.cu / gemm_sm90_f16.cu): when it applies, the mode switch, tensor maps and the
 // per-stream stream-K workspace.
+#include <atomic>
 #include <cstdlib>
-#include <cstring>
-#include <mutex>
 
 #include "core/ops/gemm_sm90.cuh"
 
@@ -20,15 +19,7 @@ int initial_mode() {
   const int v = std::atoi(e);
   return v < 0 ? 0 : v > 2 ? 2 : v;
 }
-int g_mode = initial_mode();
-
-bool device_is_sm90() {
-#if defined(MMATTN_SM90A)
-  return sm90::current_device_is_sm90();
-#else
-  return false;
-#endif
-}
+std::atomic<int> g_mode{initial_mode()};
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -44,7 +35,7 @@ bool skinny_gemm_sm90_supported(const GemmParams& p) {
   if (p.n < 128 || p.k < 8 || p.k % 8 != 0) return false;  // tiny n: cuBLAS; rows of 16-byte multiples for the TMA
   if (p.n > int64_t(skinny::kMaxCounters) * 64 || p.k > INT32_MAX / 2) return false;  // a counter per row tile
   if (!p.a || !p.b || !p.c || !aligned16(p.a) || !aligned16(p.b)) return false;
-  return device_is_sm90();
+  return sm90::kernels_available();
 }
 
 bool skinny_gemm_sm90(const GemmParams& p, StreamHandle s) {
@@ -71,18 +62,6 @@ bool encode_map(CUtensorMap* map, const void* ptr, DType dt, int64_t rows, int64
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-int multiprocessors() {
-  thread_local std::unordered_map<int, int> sms;
-  int dev = 0;
-  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
-  auto it = sms.find(dev);
-  if (it == sms.end()) {
-    int v = 0;
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    it = sms.emplace(dev, v).first;
-  }
-  return it->second;
-}
 
 // One workspace per stream, allocated once (persistent, so a captured graph keeps valid pointers;
 // like gemm_cuda's cuBLASLt workspace): the partials, then the counters (zeroed once; each launch

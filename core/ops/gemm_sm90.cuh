@@ -20,10 +20,11 @@
 // released as soon as the MMAs reading it are done). The ring fills ~200 KB of shared memory (one
 // block per SM) for NP <= 32, ~100 KB otherwise.
 //
-// Stream-K: the grid is one wave of persistent blocks and the flattened work, tiles x
-// KB k blocks (tile-major), is cut into equal contiguous ranges, one per block, so that every
-// multiprocessor streams the same number of weight bytes and a block's ring runs on from one tile
-// into the next without draining. A tile whose k blocks one block covers is finished by that block;
+// Stream-K: the grid is one wave of persistent blocks and the flattened work, tiles x KB k steps
+// (tile-major; a step is one ring stage), is cut into equal contiguous ranges, one per block, so
+// that every multiprocessor streams the same number of weight bytes and a block's ring runs on
+// from one tile into the next without draining. A tile whose k steps one block covers is finished
+// by that block;
 // a tile shared by several blocks gets their f32 partials (a block has at most two: the segments at
 // the start and at the end of its range) in a workspace, and the block that arrives last at the
 // tile's counter sums them in block order (deterministic), applies the epilogue and resets the
@@ -93,11 +94,11 @@ struct Args {
   void* y;
   float* partial;  // [blocks][2][partial_floats], element i of consumer thread t at i * threads + t
   int* counter;    // [tiles], zero between launches
-  int m, n, kblocks, tiles;
+  int m, n, ksteps, tiles;  // ksteps: ring stages of k (NB boxes of 64) per row tile
   bool accumulate;
 };
 
-// Block of the stream-K range that holds flattened k block u (ranges [c T / G, (c + 1) T / G)).
+// Block of the stream-K range that holds flattened k step u (ranges [c T / G, (c + 1) T / G)).
 __device__ __forceinline__ int owner_of(int64_t u, int64_t total, int blocks) {
   return int(((u + 1) * blocks + total - 1) / total) - 1;
 }
@@ -117,7 +118,7 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
   auto full = [&](int s) { return bars + 8 * s; };
   auto empty = [&](int s) { return bars + 8 * (S + s); };
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int c = blockIdx.x, G = gridDim.x, KB = a.kblocks;
+  const int c = blockIdx.x, G = gridDim.x, KB = a.ksteps;
   const int64_t total = int64_t(a.tiles) * KB;
   const int64_t u0 = range_start(c, total, G), u1 = range_start(c + 1, total, G);
   constexpr int R = rows_per_block<NP>();
@@ -212,7 +213,7 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
     if (tid == 0) a.counter[tile] = 0;  // ready for the next launch (stream order)
   };
 
-  int64_t seg0 = u0;  // first k block of the current segment
+  int64_t seg0 = u0;  // first k step of the current segment
   for (int64_t u = u0; u < u1; ++u) {
     const int it = int(u - u0), s = it % S;
     mbar_wait(full(s), (it / S) & 1);
@@ -241,7 +242,7 @@ __global__ void __launch_bounds__(threads<NP>()) skinny_gemm_kernel(const __grid
 #endif
 }
 
-// Per-thread launch state: SM count and blocks per SM per instantiation, the weight maps (keyed by
+// Per-thread launch state: blocks per SM per instantiation, the weight maps (keyed by
 // pointer and shape: weights are long-lived), and a stream-K workspace per stream.
 constexpr size_t kPartialBytes = size_t(32) << 20;
 constexpr int kMaxCounters = 16384;
@@ -250,7 +251,6 @@ struct Workspace {
   int* counter = nullptr;
 };
 Workspace workspace_for(StreamHandle s);  // gemm_sm90.cu
-int multiprocessors();                    // current device (cached)
 
 struct WeightKey {
   int device;
@@ -301,29 +301,20 @@ void launch(const GemmParams& p, StreamHandle s) {
                p.m, ", ", p.k, "]");
 
   const int tiles = int((p.n + R - 1) / R);
-  const int kblocks = int((p.k + kKB * boxes<NP>() - 1) / (kKB * boxes<NP>()));  // stages of k per tile
-  const int64_t total = int64_t(tiles) * kblocks;
+  const int ksteps = int((p.k + kKB * boxes<NP>() - 1) / (kKB * boxes<NP>()));
+  const int64_t total = int64_t(tiles) * ksteps;
   const int64_t max_blocks = int64_t(kPartialBytes / (2 * sizeof(float) * partial_floats<NP>()));
-  const int blocks = int(std::min<int64_t>({int64_t(multiprocessors()) * per_sm, total, max_blocks}));
+  const int blocks = int(std::min<int64_t>({int64_t(cuda_sm_count()) * per_sm, total, max_blocks}));
   Args a{};
   a.bias = p.bias;
   a.y = p.c;
-  a.m = int(p.m), a.n = int(p.n), a.kblocks = kblocks, a.tiles = tiles;
+  a.m = int(p.m), a.n = int(p.n), a.ksteps = ksteps, a.tiles = tiles;
   a.accumulate = p.accumulate;
   const Workspace ws = workspace_for(s);
   a.partial = ws.partial;
   a.counter = ws.counter;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(blocks));
-  cfg.blockDim = dim3(unsigned(threads<NP>()));
-  cfg.dynamicSmemBytes = size_t(smem_bytes<NP>());
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, it->second, xmap, a));
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(unsigned(threads<NP>())), size_t(smem_bytes<NP>()), s, true,
+                   it->second, xmap, a);
 }
 
 // Dispatch on m (padded to the next instantiated width).

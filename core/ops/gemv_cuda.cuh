@@ -377,7 +377,7 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int ma
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   if (device != c.device) {
     Cache fresh;  // committed only once every query succeeded (a failure leaves the next call to retry)
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&fresh.sms, cudaDevAttrMultiProcessorCount, device));
+    fresh.sms = cuda_sm_count();
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cudaFuncAttributes fa{};
@@ -402,17 +402,7 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int ma
   int blocks = (tasks + tasks_per_block - 1) / tasks_per_block;
   if (warps_per_task == 1) blocks = std::min(blocks, c.sms * it->second);  // one wave, grid-stride
   blocks = std::max(1, blocks);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(blocks));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = size_t(smem);
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = c.pdl ? 1 : 0;
-  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, c.pdl, a);
 }
 
 template <class T, int M, int ROWS, GemvInput IN>

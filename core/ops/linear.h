@@ -99,6 +99,14 @@ void gemv_cuda(const GemvParams& p, StreamHandle s);
 // (process-wide; bench_core and bench_llava7b measure every mode in one run).
 void set_skinny_gemm_mode(int mode);
 int skinny_gemm_mode();
+// Sets the mode for a scope (tests, benchmarks) and restores the previous one.
+struct SkinnyGemmModeGuard {
+  explicit SkinnyGemmModeGuard(int mode) : was(skinny_gemm_mode()) { set_skinny_gemm_mode(mode); }
+  ~SkinnyGemmModeGuard() { set_skinny_gemm_mode(was); }
+  SkinnyGemmModeGuard(const SkinnyGemmModeGuard&) = delete;
+  SkinnyGemmModeGuard& operator=(const SkinnyGemmModeGuard&) = delete;
+  int was;
+};
 bool skinny_gemm_sm90_supported(const GemmParams& p);
 bool skinny_gemm_sm90(const GemmParams& p, StreamHandle s);  // false: not taken (nothing launched)
 

@@ -15,7 +15,6 @@
 // group_norm_apply_kernel sums its group's partials and normalises its chunk, walking it backwards
 // so that it starts on the part of x that the stats kernel left in L2.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <climits>
 #include <cstring>
@@ -38,18 +37,6 @@ constexpr int nv_max() {
 }
 constexpr int kShortVecs = 128;      // rows of at most this many vectors: G <= 32 threads per row
 
-int sm_count() {
-  static std::atomic<int> cached[16] = {};
-  int dev = 0;
-  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 16) dev = 0;
-  int n = cached[dev].load(std::memory_order_relaxed);
-  if (n == 0) {
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    cached[dev].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
 
 int next_pow2(int v) {
   int p = 1;
@@ -262,7 +249,7 @@ void launch_rows(const T* x, const T* w, const T* b, T* y, long long rows, int c
       G = next_pow2((nvec + nv - 1) / nv);
     }
     int rpb = 256 / G;  // rows per block; fewer when that leaves SMs idle (blocks stay >= 1 warp)
-    const long long want = 2LL * sm_count();
+    const long long want = 2LL * cuda_sm_count();
     while (rpb * G > 32 && (rows + rpb - 1) / rpb < want) rpb /= 2;
     threads = rpb * G;
     blocks = (rows + rpb - 1) / rpb;
@@ -492,7 +479,7 @@ __global__ void __launch_bounds__(kGnThreads, 3) group_norm_apply_kernel(GnArgs 
 // Blocks per (sample, group) for a one-wave grid of a kernel with `occupancy` resident blocks
 // per SM; each block gets at least `min_vecs` vectors.
 int gn_chunks(int occupancy, long long groups_total, long long nvec, long long min_vecs) {
-  const long long resident = (long long)std::max(1, occupancy) * sm_count();
+  const long long resident = (long long)std::max(1, occupancy) * cuda_sm_count();
   const long long by_size = std::max(1LL, nvec / min_vecs);
   return int(std::max(1LL, std::min({resident / groups_total, by_size, 1024LL})));
 }

@@ -104,6 +104,36 @@ double worst_elem_err(const Tensor& got, const Tensor& want) {
   return worst;
 }
 
+// Random operands of one decode-sized product [m, k] x [n, k]^T and of its fused forms (gate | up
+// [m, 2k], norm weight [k], a residual y0 [m, n]), rounded to dt, on the CPU.
+struct DecodeOperands {
+  Tensor x, gu, w, b, nw, y0;
+};
+DecodeOperands decode_operands(int64_t m, int64_t k, int64_t n, DType dt, uint64_t& seed) {
+  DecodeOperands o;
+  o.x = round_to(rand_tensor({m, k}, seed++), dt);
+  o.gu = round_to(rand_tensor({m, 2 * k}, seed++, -3.f, 3.f), dt);
+  o.w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
+  o.b = round_to(rand_tensor({n}, seed++), dt);
+  o.nw = round_to(rand_tensor({k}, seed++, 0.5f, 1.5f), dt);
+  o.y0 = round_to(rand_tensor({m, n}, seed++), dt);
+  return o;
+}
+
+// rms_norm_linear and swiglu_linear_add_ on the GPU against the CPU composition, element by element
+// (the CPU reference rounds the intermediate to the dtype as the unfused GPU ops do).
+void expect_fused_forms(const DecodeOperands& o, DType dt, double tol, const std::string& at) {
+  const Device g = Device::cuda();
+  const Tensor gw = o.w.to(g, dt), gb = o.b.to(g, dt);
+  Tensor xn = round_to(rms_norm(o.x, o.nw, 1e-5f), dt);
+  EXPECT_LT(worst_elem_err(rms_norm_linear(o.x.to(g, dt), o.nw.to(g, dt), 1e-5f, gw, gb), linear(xn, o.w, o.b)), tol)
+      << at << " rms";
+  Tensor gy = o.y0.to(g, dt), y = o.y0.clone();
+  swiglu_linear_add_(gy, o.gu.to(g, dt), gw, gb);
+  linear_add_(y, round_to(swiglu_fused(o.gu), dt), o.w, o.b);
+  EXPECT_LT(worst_elem_err(gy, y), tol) << at << " swiglu";
+}
+
 // The decode-sized kernel (gemv, <= 8 rows of bf16/f16) and the fused forms built on it, against
 // the CPU composition on the same (rounded) operands, element by element. n / k cover partial warp
 // tasks (n % 4 != 0), partial unrolled K steps (k = 1000, 2600), K == 8, and a second pass of the warps' grid stride
@@ -115,39 +145,24 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   const double tol = dt == DType::F32 ? 1e-4 : dt == DType::F16 ? 4e-3 : 2e-2;
   const Device g = Device::cuda();
   uint64_t seed = 500;
-  const int mode = skinny_gemm_mode();
-  set_skinny_gemm_mode(0);  // the gemv kernels themselves (on Hopper mode 1 sends plain products to the wgmma kernel)
+  // the gemv kernels themselves (mode 1 would send the plain products to the Hopper skinny kernel)
+  const SkinnyGemmModeGuard mode(0);
   for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8})
     for (int64_t k : {8, 264, 1000, 2600, 4096})
       for (int64_t n : {256, 257, 1030, 4099, 12289}) {
         if (n == 12289 && k < 1000) continue;
         const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
-        Tensor x = round_to(rand_tensor({m, k}, seed++), dt);
-        Tensor gu = round_to(rand_tensor({m, 2 * k}, seed++, -3.f, 3.f), dt);
-        Tensor w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
-        Tensor b = round_to(rand_tensor({n}, seed++), dt);
-        Tensor nw = round_to(rand_tensor({k}, seed++, 0.5f, 1.5f), dt);
-        Tensor y0 = round_to(rand_tensor({m, n}, seed++), dt);
-        Tensor gx = x.to(g, dt), ggu = gu.to(g, dt), gw = w.to(g, dt), gb = b.to(g, dt), gnw = nw.to(g, dt);
-        EXPECT_LT(worst_elem_err(linear(gx, gw, gb), linear(x, w, b)), tol) << at;
-        EXPECT_LT(worst_elem_err(linear(gx, gw), linear(x, w)), tol) << at << " no bias";
+        const DecodeOperands o = decode_operands(m, k, n, dt, seed);
+        Tensor gx = o.x.to(g, dt), gw = o.w.to(g, dt), gb = o.b.to(g, dt);
+        EXPECT_LT(worst_elem_err(linear(gx, gw, gb), linear(o.x, o.w, o.b)), tol) << at;
+        EXPECT_LT(worst_elem_err(linear(gx, gw), linear(o.x, o.w)), tol) << at << " no bias";
 
-        Tensor gy = y0.to(g, dt), y = y0.clone();
+        Tensor gy = o.y0.to(g, dt), y = o.y0.clone();
         linear_add_(gy, gx, gw, gb);
-        linear_add_(y, x, w, b);
+        linear_add_(y, o.x, o.w, o.b);
         EXPECT_LT(worst_elem_err(gy, y), tol) << at << " linear_add_";
-
-        // the CPU reference rounds the intermediate to the dtype as the unfused GPU ops do
-        Tensor xn = round_to(rms_norm(x, nw, 1e-5f), dt);
-        EXPECT_LT(worst_elem_err(rms_norm_linear(gx, gnw, 1e-5f, gw, gb), linear(xn, w, b)), tol) << at << " rms";
-
-        Tensor act = round_to(swiglu_fused(gu), dt);
-        gy = y0.to(g, dt), y = y0.clone();
-        swiglu_linear_add_(gy, ggu, gw, gb);
-        linear_add_(y, act, w, b);
-        EXPECT_LT(worst_elem_err(gy, y), tol) << at << " swiglu";
+        expect_fused_forms(o, dt, tol, at);
       }
-  set_skinny_gemm_mode(mode);
 }
 
 // The Hopper skinny product (TMA + wgmma, m <= 128; gemm_sm90.cuh) element by element against the
@@ -160,15 +175,11 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
   if (dt == DType::F32) GTEST_SKIP() << "16-bit only";
-  const int mode = skinny_gemm_mode();
-  set_skinny_gemm_mode(1);  // opt-in (linear.h)
+  SkinnyGemmModeGuard mode(1);  // opt-in (linear.h)
   GemmParams probe;
   probe.a = probe.b = probe.c = reinterpret_cast<void*>(uintptr_t(256));
   probe.m = 1, probe.n = 4096, probe.k = 4096, probe.trans_b = true, probe.dtype = dt;
-  if (!skinny_gemm_sm90_supported(probe)) {
-    set_skinny_gemm_mode(mode);
-    GTEST_SKIP() << "needs an sm_90a build on a compute-capability 9.0 GPU";
-  }
+  if (!skinny_gemm_sm90_supported(probe)) GTEST_SKIP() << "needs an sm_90a build on a compute-capability 9.0 GPU";
   const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
   const Device g = Device::cuda();
   uint64_t seed = 900;
@@ -206,25 +217,8 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
   // mode 2: the fused decode forms go unfused through the skinny product (same rounding as the gemv)
   set_skinny_gemm_mode(2);
   for (int64_t m : {1, 2})
-    for (int64_t k : {1000, 4096}) {
-      const int64_t n = 4099;
-      Tensor x = round_to(rand_tensor({m, k}, seed++), dt);
-      Tensor gu = round_to(rand_tensor({m, 2 * k}, seed++, -3.f, 3.f), dt);
-      Tensor w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
-      Tensor b = round_to(rand_tensor({n}, seed++), dt);
-      Tensor nw = round_to(rand_tensor({k}, seed++, 0.5f, 1.5f), dt);
-      Tensor y0 = round_to(rand_tensor({m, n}, seed++), dt);
-      Tensor xn = round_to(rms_norm(x, nw, 1e-5f), dt);
-      EXPECT_LT(worst_elem_err(rms_norm_linear(x.to(g, dt), nw.to(g, dt), 1e-5f, w.to(g, dt), b.to(g, dt)),
-                               linear(xn, w, b)),
-                tol)
-          << m << "x" << k << " rms (mode 2)";
-      Tensor gy = y0.to(g, dt), y = y0.clone();
-      swiglu_linear_add_(gy, gu.to(g, dt), w.to(g, dt), b.to(g, dt));
-      linear_add_(y, round_to(swiglu_fused(gu), dt), w, b);
-      EXPECT_LT(worst_elem_err(gy, y), tol) << m << "x" << k << " swiglu (mode 2)";
-    }
-  set_skinny_gemm_mode(mode);
+    for (int64_t k : {1000, 4096})
+      expect_fused_forms(decode_operands(m, k, 4099, dt, seed), dt, tol, std::to_string(m) + "x" + std::to_string(k) + " (mode 2)");
 }
 
 TEST_P(LinearCuda, EmptyDims) {
