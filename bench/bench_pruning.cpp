@@ -197,7 +197,9 @@ int main(int argc, char** argv) {
     for (PruneMethod m : methods) {
       const std::string name = prune_method_name(m);
       // selection overhead: keep everything (the method still ranks and selects)
-      double overhead_ms = 0, overhead_frac = 0;  // in-LLM part vs the b16 prefill, pre-LLM part vs TTFT b1
+      // in-LLM part (ms at batch 16, fraction of the unpruned b16 prefill) and per-image part (ms at
+      // batch 1, fraction of the unpruned TTFT b1); the target applies to the sum of the fractions
+      double in_llm_ms = 0, in_llm_frac = 0, per_image_ms = 0, per_image_frac = 0;
       {
         // keep = all runs a real selection only for FastV and PDrop; for the others it is the
         // identity (PruningConfig::keep_all), so they select all but one token (DART: its pivots +
@@ -227,11 +229,11 @@ int main(int argc, char** argv) {
           PruningConfig fastv_all = make(PruneMethod::FastV, N);
           fastv.layer = fastv_all.layer = all.layer;
           fastv.resolve(N, n_layers, grid), fastv_all.resolve(N, n_layers, grid);
-          overhead_ms = in_llm_overhead(all, fastv) + in_llm_overhead(fastv_all, none);
-          overhead_frac = overhead_ms / base.prefill_ms;
+          in_llm_ms = in_llm_overhead(all, fastv) + in_llm_overhead(fastv_all, none);
+          in_llm_frac = in_llm_ms / base.prefill_ms;
         } else if (all.in_llm()) {
-          overhead_ms = in_llm_overhead(all, none);
-          overhead_frac = overhead_ms / base.prefill_ms;
+          in_llm_ms = in_llm_overhead(all, none);
+          in_llm_frac = in_llm_ms / base.prefill_ms;
         }
         if (all.before_llm()) {  // the pre-LLM selection step against the plain visual tokens, in pairs
           const auto sel = [&](const PruningConfig& c) {
@@ -242,9 +244,8 @@ int main(int argc, char** argv) {
             return since_ms(t0);
           };
           sel(all), sel(none);  // warm-up
-          const double d = paired_difference_ms([&] { return sel(all); }, [&] { return sel(none); }, 11);
-          overhead_ms += d;
-          overhead_frac += d / base.ttft;
+          per_image_ms = paired_difference_ms([&] { return sel(all); }, [&] { return sel(none); }, 11);
+          per_image_frac = per_image_ms / base.ttft;
         }
       }
       for (int64_t keep : {192, 128, 64}) {
@@ -255,7 +256,7 @@ int main(int argc, char** argv) {
         run_b16(c, run);
         const std::string cs = name + " keep " + std::to_string(keep);
         const double ttft_ratio = run.ttft / base.ttft, tp_ratio = base.prefill_ms / run.prefill_ms;
-        const double ovh = overhead_frac;
+        const double ovh = in_llm_frac + per_image_frac;
         Json row = {{"case", cs + " TTFT b1"},       {"metric", "time"},
                     {"unit", "ms"},                  {"ours", run.ttft},
                     {"peer", base.ttft},             {"peer_name", "mmattn unpruned"},
@@ -279,8 +280,15 @@ int main(int argc, char** argv) {
         r.add({{"case", cs + " decode b16"}, {"metric", "throughput"}, {"unit", "tok/s"}, {"ours", run.decode_tps},
                {"peer", base.decode_tps}, {"peer_name", "mmattn unpruned"}});
         if (keep == 64)
-          r.add({{"case", name + " selection overhead"}, {"metric", "time"}, {"unit", "ms"}, {"ours", overhead_ms},
-                 {"fraction_of_prefill", ovh}, {"target", "< 3% of the unpruned prefill (b16 for in-LLM work, TTFT b1 for per-image work)"},
+          r.add({{"case", name + " selection overhead"},
+                 {"metric", "overhead"},
+                 {"unit", "fraction"},
+                 {"ours", ovh},
+                 {"in_llm_ms_b16", in_llm_ms},
+                 {"in_llm_fraction", in_llm_frac},
+                 {"per_image_ms_b1", per_image_ms},
+                 {"per_image_fraction", per_image_frac},
+                 {"target", "in-LLM ms / unpruned b16 prefill + per-image ms / unpruned TTFT b1 < 3%"},
                  {"meets_target", ovh < 0.03}});
       }
     }

@@ -1,6 +1,7 @@
 #include "pipelines/pruning.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 
@@ -50,18 +51,23 @@ std::vector<int64_t> ascending(const std::vector<float>& s) {
   MMATTN_THROW(ConfigError, c.path, ".", field, " ", msg);
 }
 
-// out = M @ X for a host combination matrix M [m, n] (one-hot rows select, weighted rows merge),
-// computed in f32 and returned in X's dtype. X [n, d] on any device.
-Tensor combine_rows(const std::vector<float>& m, int64_t rows, const Tensor& x) {
-  const Tensor M = Tensor::from_vector(m, {rows, x.size(0)}).to(x.device());
-  return matmul(M, x.to(DType::F32)).to(x.dtype());
-}
+// Output rows as weighted combinations of input rows (selection: one entry of weight 1; merging:
+// several), applied on the input's device by weighted_rows.
+struct RowMix {
+  std::vector<int64_t> offsets{0}, index;
+  std::vector<float> weight;
+  void add(int64_t i, float w) { index.push_back(i), weight.push_back(w); }
+  void end_row() { offsets.push_back(int64_t(index.size())); }
+  void select(const std::vector<int64_t>& rows) {
+    for (int64_t i : rows) add(i, 1.f), end_row();
+  }
+  Tensor apply(const Tensor& x) const { return weighted_rows(x, offsets, index, weight); }
+};
 
-// One-hot combination matrix selecting rows `idx` of an n-row input.
-std::vector<float> select_matrix(const std::vector<int64_t>& idx, int64_t n) {
-  std::vector<float> m(idx.size() * size_t(n), 0.f);
-  for (size_t i = 0; i < idx.size(); ++i) m[i * size_t(n) + size_t(idx[i])] = 1.f;
-  return m;
+Tensor select_rows(const std::vector<int64_t>& rows, const Tensor& x) {
+  RowMix m;
+  m.select(rows);
+  return m.apply(x);
 }
 
 // Cosine similarity of the rows of a [B, m, d] and b [B, k, d] (any device), per batch entry, on the
@@ -82,20 +88,27 @@ std::vector<float> cosine(const Tensor& a, const Tensor& b) {
 }
 
 // Shannon entropy (bits) of each patch's 256-bin gray histogram; gray = round((R + G + B) / 3).
+// The per-pixel gray level and each bin count's term come from tables (the same double operations
+// as the direct formula, so the same values).
 std::vector<float> patch_entropy(const Image& crop, int64_t patch, int64_t grid) {
+  std::array<uint8_t, 766> gray{};
+  for (int s = 0; s < 766; ++s) gray[size_t(s)] = uint8_t(std::nearbyint(s / 3.0));
+  const int64_t npx = patch * patch;
+  const double n = double(npx);
+  std::vector<double> term(size_t(npx + 1), 0.0);  // term[c] = (c / n) log2(c / n + 1e-10)
+  for (int64_t c = 1; c <= npx; ++c) term[size_t(c)] = (double(c) / n) * std::log2(double(c) / n + 1e-10);
   std::vector<float> h(size_t(grid * grid), 0.f);
+  std::vector<int> hist(256);
   for (int64_t py = 0; py < grid; ++py)
     for (int64_t px = 0; px < grid; ++px) {
-      int hist[256] = {};
-      for (int64_t y = py * patch; y < (py + 1) * patch; ++y)
-        for (int64_t x = px * patch; x < (px + 1) * patch; ++x) {
-          const uint8_t* p = crop.px(int(x), int(y));
-          hist[int(std::nearbyint((int(p[0]) + int(p[1]) + int(p[2])) / 3.0))]++;
-        }
-      const double n = double(patch * patch);
+      std::fill(hist.begin(), hist.end(), 0);
+      for (int64_t y = py * patch; y < (py + 1) * patch; ++y) {
+        const uint8_t* p = crop.px(int(px * patch), int(y));
+        for (int64_t x = 0; x < patch; ++x, p += 3) hist[gray[size_t(int(p[0]) + int(p[1]) + int(p[2]))]]++;
+      }
       double e = 0;
       for (int c : hist)
-        if (c) e -= (c / n) * std::log2(c / n + 1e-10);
+        if (c) e -= term[size_t(c)];
       h[size_t(py * grid + px)] = float(e);
     }
   return h;
@@ -330,7 +343,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       kept = top_k(mean, cfg.keep);
       out.report.importance = mean;
       const Tensor patches = h.slice(0, 1, n + 1);
-      out.features = enc.projector().forward(combine_rows(select_matrix(kept, n), int64_t(kept.size()), patches));
+      out.features = enc.projector().forward(select_rows(kept, patches));
       out.patch = kept;
       break;
     }
@@ -377,16 +390,15 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
         }
         assigned[best].push_back(a);
       }
-      // rows: dominant (one-hot), then contextual_j = h[target_j] + mean(h[assigned_j])
-      const int64_t rows = D + int64_t(tgt.size());
-      std::vector<float> M = select_matrix(dom, n + 1);
-      M.resize(size_t(rows * (n + 1)), 0.f);
+      // rows: dominant (selected), then contextual_j = h[target_j] + mean(h[assigned_j])
+      RowMix mix;
+      mix.select(dom);
       for (size_t j = 0; j < tgt.size(); ++j) {
-        float* row = M.data() + size_t(D + int64_t(j)) * size_t(n + 1);
-        row[size_t(rest[size_t(tgt[j])])] += 1.f;
-        for (int64_t a : assigned[j]) row[size_t(a)] += 1.f / float(assigned[j].size());
+        mix.add(rest[size_t(tgt[j])], 1.f);
+        for (int64_t a : assigned[j]) mix.add(a, 1.f / float(assigned[j].size()));
+        mix.end_row();
       }
-      out.features = enc.projector().forward(combine_rows(M, rows, h));
+      out.features = enc.projector().forward(mix.apply(h));
       for (int64_t d : dom) out.patch.push_back(d - 1);  // [CLS] -> -1
       for (size_t j = 0; j < tgt.size(); ++j) out.patch.push_back(rest[size_t(tgt[j])] - 1);
       for (int64_t d : dom)
@@ -399,7 +411,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       const Tensor vf = v.to(DType::F32);
       kept = greedy_max_min(matmul(vf, vf, /*transpose_b=*/true), vector_norm(vf, 2), cfg.keep);
       std::sort(kept.begin(), kept.end());
-      out.features = combine_rows(select_matrix(kept, n), int64_t(kept.size()), v);
+      out.features = select_rows(kept, v);
       out.patch = kept;
       break;
     }
@@ -443,7 +455,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       std::vector<std::vector<int64_t>> groups(size_t(cells_side * cells_side));
       for (int64_t j = 0; j < n; ++j)
         if (dropped[size_t(j)]) groups[size_t((j / grid) / a * cells_side + (j % grid) / a)].push_back(j);
-      std::vector<std::vector<float>> rows_w;  // per output row (index order): weights over N
+      RowMix mix;  // per output row (index order): kept tokens selected, each group's head its group
       std::vector<int64_t> row_patch;
       std::vector<int64_t> best_of(size_t(n), -1);  // dropped token that heads a group -> its group
       for (size_t g = 0; g < groups.size(); ++g) {
@@ -455,24 +467,19 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       }
       for (int64_t j = 0; j < n; ++j) {
         if (!dropped[size_t(j)]) {
-          std::vector<float> w(size_t(n), 0.f);
-          w[size_t(j)] = 1.f;
-          rows_w.push_back(std::move(w));
+          mix.add(j, 1.f), mix.end_row();
           row_patch.push_back(j);
           kept.push_back(j);
         } else if (best_of[size_t(j)] >= 0) {
           const auto& grp = groups[size_t(best_of[size_t(j)])];
           double z = 0;
           for (int64_t i : grp) z += imp[size_t(i)];
-          std::vector<float> w(size_t(n), 0.f);
-          for (int64_t i : grp) w[size_t(i)] = z > 0 ? float(imp[size_t(i)] / z) : 1.f / float(grp.size());
-          rows_w.push_back(std::move(w));
+          for (int64_t i : grp) mix.add(i, z > 0 ? float(imp[size_t(i)] / z) : 1.f / float(grp.size()));
+          mix.end_row();
           row_patch.push_back(j);
         }
       }
-      std::vector<float> M;
-      for (const auto& w : rows_w) M.insert(M.end(), w.begin(), w.end());
-      out.features = combine_rows(M, int64_t(rows_w.size()), v);
+      out.features = mix.apply(v);
       out.patch = row_patch;
       for (int64_t j : row_patch) out.row_importance.push_back(imp[size_t(j)]);
       out.report.importance = imp;

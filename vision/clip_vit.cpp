@@ -5,7 +5,6 @@
 #include "attention/attention.h"
 #include "attention/taps.h"
 #include "core/ops/concat.h"
-#include "core/ops/conv2d.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
@@ -142,9 +141,12 @@ Tensor ClipVisionTower::to_input(const Tensor& pixel_values) const {
 Tensor ClipVisionTower::embed(const Tensor& pixel_values) const {
   const Tensor px = to_input(pixel_values);
   const int64_t B = px.size(0), D = cfg_.hidden_size, N = cfg_.num_patches();
-  const int p = int(cfg_.patch_size);
-  // [B, D, gh, gw] -> [B, D, N] -> [B, N, D] (strided view; copied below)
-  const Tensor patches = conv2d(px, patch_w_, Tensor(), {p, p}).view({B, D, N}).transpose(1, 2);
+  const int64_t p = cfg_.patch_size, C = cfg_.num_channels, g = cfg_.image_size / p, K = C * p * p;
+  // The patch embedding (a conv2d with kernel = stride = p, no padding, no bias) as one GEMM over
+  // the non-overlapping patches: [B, C, g, p, g, p] -> [B, g, g, C, p, p] = [B, N, C p p] times
+  // weight [D, C p p]^T -> [B, N, D], already in token order.
+  const Tensor cols = px.contiguous().view({B, C, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}).contiguous().view({B, N, K});
+  const Tensor patches = linear(cols, patch_w_.view({D, K}));
   Tensor emb = Tensor::empty({B, N + 1, D}, dtype_, device_);
   for (int64_t b = 0; b < B; ++b) {
     emb.select(0, b).slice(0, 0, 1).copy_from(class_emb_.view({1, D}));

@@ -71,7 +71,9 @@ std::vector<int64_t> greedy_max_min(const Tensor& gram, const Tensor& norms, int
   }
 #if MMATTN_HAS_CUDA
   Tensor idx = Tensor::empty({k}, DType::I64, gram.device());
+  Tensor nearest = Tensor::empty({n}, DType::F32, gram.device());
   p.out = idx.data<int64_t>();
+  p.nearest = nearest.data<float>();
   greedy_max_min_cuda(p, current_stream());
   copy_bytes(out.data(), Device::cpu(), idx.data_ptr(), idx.device(), size_t(k) * sizeof(int64_t));
 #endif

@@ -6,8 +6,10 @@
 //   first = argmax_j min_{i != j} d(i, j)   (the item farthest from its nearest neighbour)
 //   then, k - 1 times: the item not yet taken whose distance to its nearest taken item is largest.
 // Ties go to the lower index. Returns min(k, n) indices in selection order (k >= 0).
-// CUDA: one block does the whole selection on the device (the n x n matrix never leaves it; the
-// k indices are the one download); n above kGreedyMaxMinDeviceItems is selected on the host.
+// CUDA: a many-block pass finds every item's nearest-neighbour distance (the one step that reads
+// the whole matrix), then one block does the greedy selection on the device (the n x n matrix never
+// leaves it; the k indices are the one download); n above kGreedyMaxMinDeviceItems is selected on
+// the host.
 #include <cstdint>
 #include <vector>
 
@@ -24,6 +26,7 @@ struct GreedyMaxMinParams {
   const float* norms = nullptr;  // [n]
   int64_t n = 0, k = 0;          // 1 <= k <= n
   int64_t* out = nullptr;        // [k]
+  float* nearest = nullptr;      // CUDA scratch [n]: min_{i != j} d(i, j)
 };
 void greedy_max_min_cpu(const GreedyMaxMinParams& p);
 void greedy_max_min_cuda(const GreedyMaxMinParams& p, StreamHandle s);

@@ -1,4 +1,6 @@
-// Greedy max-min selection (core/ops/diversity.h) in one block: thread t owns items t, t + T, ...
+// Greedy max-min selection (core/ops/diversity.h). First, nearest_kernel: every item's distance to
+// its nearest neighbour, 32 items per block (one per lane), the rows split over 32 warps (the whole
+// matrix is read once, by many blocks). Then the selection in one block: thread t owns items t, t + T, ...
 // (T = the block size, n rounded up to whole warps, at most 1024; their distance to the selection
 // and taken flag in shared memory). Each step is one pass over the owned items and an argmax with
 // the host's tie rule (lower index wins) that costs one block barrier: every warp reduces its own
@@ -48,6 +50,23 @@ __device__ __forceinline__ float dist(const GreedyMaxMinParams& p, int i, int j)
 
 __device__ __forceinline__ float min_keep(float m, float d) { return d < m ? d : m; }  // std::min(m, d)
 
+// nearest[j] = min_{i != j} d(i, j) (min_keep from +inf: order-free, NaN distances never taken).
+__global__ void __launch_bounds__(kThreads) nearest_kernel(GreedyMaxMinParams p) {
+  __shared__ float part[32][33];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = int(p.n);
+  const int j = blockIdx.x * 32 + lane;
+  float m = INFINITY;
+  if (j < n)
+    for (int i = warp; i < n; i += 32)
+      if (i != j) m = min_keep(m, dist(p, i, j));
+  part[warp][lane] = m;
+  __syncthreads();
+  if (warp == 0 && j < n) {
+    for (int w = 1; w < 32; ++w) m = min_keep(m, part[w][lane]);
+    p.nearest[j] = m;
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) greedy_max_min_kernel(GreedyMaxMinParams p) {
   extern __shared__ float to_sel[];  // [n], then taken [n] bytes
   uint8_t* taken = reinterpret_cast<uint8_t*>(to_sel + p.n);
@@ -56,9 +75,7 @@ __global__ void __launch_bounds__(kThreads) greedy_max_min_kernel(GreedyMaxMinPa
   for (int s = threadIdx.x; s < p.k; s += T) p.out[s] = -1;
   Best mine{-INFINITY, kNone};
   for (int j = threadIdx.x; j < n; j += T) {
-    float nearest = INFINITY;
-    for (int i = 0; i < n; ++i)
-      if (i != j) nearest = min_keep(nearest, dist(p, i, j));
+    const float nearest = p.nearest[j];
     if (nearest > mine.v) mine = Best{nearest, j};
     to_sel[j] = INFINITY;
     taken[j] = 0;
@@ -85,6 +102,8 @@ __global__ void __launch_bounds__(kThreads) greedy_max_min_kernel(GreedyMaxMinPa
 void greedy_max_min_cuda(const GreedyMaxMinParams& p, StreamHandle s) {
   const size_t smem = size_t(p.n) * (sizeof(float) + 1);
   const int threads = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, (p.n + 31) / 32 * 32)));
+  nearest_kernel<<<unsigned((p.n + 31) / 32), kThreads, 0, s>>>(p);
+  MMATTN_CUDA_CHECK_LAUNCH("greedy_max_min (nearest)");
   greedy_max_min_kernel<<<1, threads, smem, s>>>(p);
   MMATTN_CUDA_CHECK_LAUNCH("greedy_max_min");
 }

@@ -1,6 +1,8 @@
 #include "core/ops/embedding.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstring>
 
 #include "core/ops/dispatch.h"
 
@@ -87,6 +89,54 @@ Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& row
   Shape shape = t.shape();
   shape[1] = n_new;
   return embedding(Tensor::from_vector(ids, {B, n_new}), c.view({B * n, width})).view(shape);
+}
+
+Tensor weighted_rows(const Tensor& x, const std::vector<int64_t>& offsets, const std::vector<int64_t>& index,
+                     const std::vector<float>& weights) {
+  const char* op = "weighted_rows";
+  check_defined(x, op, "x");
+  check_dim(x, 2, op, "x");
+  check_cpu_f32(x, op, "x");
+  MMATTN_CHECK(!offsets.empty() && offsets.front() == 0 && offsets.back() == int64_t(index.size()) &&
+                   index.size() == weights.size(),
+               ShapeError, op, ": 'offsets' (", offsets.size(), " entries, first ", offsets.empty() ? -1 : offsets.front(),
+               ", last ", offsets.empty() ? -1 : offsets.back(), ") must run from 0 to the ", index.size(),
+               " entries of 'index' (", weights.size(), " weights)");
+  MMATTN_CHECK(index.size() < size_t(INT32_MAX), ShapeError, op, ": ", index.size(), " entries is too many");
+  const int64_t rows = int64_t(offsets.size()) - 1, n = x.size(0), d = x.size(1);
+  // one host block [offsets | index | weights] (32-bit words), one upload
+  std::vector<int32_t> packed(offsets.size() + 2 * index.size());
+  for (size_t r = 0; r < offsets.size(); ++r) {
+    MMATTN_CHECK(r == 0 || offsets[r] >= offsets[r - 1], ShapeError, op, ": 'offsets' decrease at row ", r - 1, " (",
+                 offsets[r - 1], " -> ", offsets[r], ")");
+    packed[r] = int32_t(offsets[r]);
+  }
+  int32_t* idx = packed.data() + offsets.size();
+  for (size_t e = 0; e < index.size(); ++e) {
+    MMATTN_CHECK(index[e] >= 0 && index[e] < n, ShapeError, op, ": index ", index[e], " (entry ", e,
+                 ") is outside the ", n, " rows of 'x' ", x.desc());
+    idx[e] = int32_t(index[e]);
+  }
+  std::memcpy(idx + index.size(), weights.data(), weights.size() * sizeof(float));
+  const Tensor xc = x.stride(1) == 1 ? x : x.contiguous();
+  Tensor y = Tensor::empty({rows, d}, x.dtype(), x.device());
+  const Tensor lists = Tensor::from_vector(packed, {int64_t(packed.size())}).to(x.device());
+  WeightedRowsParams p;
+  p.x = xc.data_ptr();
+  p.dtype = x.dtype();
+  p.d = d;
+  p.x_stride = xc.stride(0);
+  p.rows = rows;
+  p.offsets = lists.data<int32_t>();
+  p.index = p.offsets + offsets.size();
+  p.weights = reinterpret_cast<const float*>(p.index + index.size());
+  p.y = y.data_ptr();
+  if (x.is_cuda()) {
+    MMATTN_IF_CUDA(weighted_rows_cuda(p, current_stream()));
+  } else {
+    weighted_rows_cpu(p);
+  }
+  return y;
 }
 
 }  // namespace mmattn

@@ -21,6 +21,28 @@ Tensor embedding(const Tensor& ids, const Tensor& table, bool check_ids = true);
 // are copies of row 0: padding). One gather on t's device. Rows must lie in [0, n).
 Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& rows, int64_t n_new);
 
+// Weighted row combinations (token selection and merging in one op):
+//   y[r, :] = sum over e in [offsets[r], offsets[r + 1]) of weights[e] * x[index[e], :]
+// accumulated in f32 in list order and rounded once to x's dtype, so a one-entry row of weight 1
+// copies its source exactly; a row without entries is zeros. x [n, d] (rows contiguous) on any
+// device; the lists are host vectors (offsets: R + 1 entries from 0, non-decreasing, ending at
+// index.size() == weights.size(); every index in [0, n)) and go to the device in one upload.
+// Returns [R, d] in x's dtype on x's device. The CPU path takes F32 only.
+Tensor weighted_rows(const Tensor& x, const std::vector<int64_t>& offsets, const std::vector<int64_t>& index,
+                     const std::vector<float>& weights);
+
+struct WeightedRowsParams {
+  const void* x = nullptr;  // [n, d], row stride x_stride elements
+  DType dtype = DType::F32;
+  int64_t d = 0, x_stride = 0, rows = 0;
+  const int32_t* offsets = nullptr;  // [rows + 1] (same device as x)
+  const int32_t* index = nullptr;    // [offsets[rows]]
+  const float* weights = nullptr;    // [offsets[rows]]
+  void* y = nullptr;                 // contiguous [rows, d]
+};
+void weighted_rows_cpu(const WeightedRowsParams& p);
+void weighted_rows_cuda(const WeightedRowsParams& p, StreamHandle s);
+
 // y[t, :] = table[ids[t], :] (row_bytes bytes per row), zeros where ids[t] is outside [0, vocab).
 struct EmbeddingParams {
   const void* ids = nullptr;  // contiguous, `tokens` ids

@@ -1,4 +1,4 @@
-// CPU embedding: row copies (the launcher has already rejected out-of-range ids; they would give
+// CPU embedding: row copies; weighted row combinations in f32, list order (the launcher has already rejected out-of-range ids; they would give
 // zero rows here, as on CUDA).
 #include <cstring>
 
@@ -17,6 +17,20 @@ void embedding_cpu(const EmbeddingParams& p) {
       std::memset(row, 0, size_t(p.row_bytes));
     else
       std::memcpy(row, table + id * p.row_bytes, size_t(p.row_bytes));
+  }
+}
+
+void weighted_rows_cpu(const WeightedRowsParams& p) {
+  const float* x = static_cast<const float*>(p.x);
+  float* y = static_cast<float*>(p.y);
+  for (int64_t r = 0; r < p.rows; ++r) {
+    float* yr = y + r * p.d;
+    for (int64_t c = 0; c < p.d; ++c) yr[c] = 0.f;
+    for (int32_t e = p.offsets[r]; e < p.offsets[r + 1]; ++e) {
+      const float w = p.weights[e];
+      const float* xr = x + int64_t(p.index[e]) * p.x_stride;
+      for (int64_t c = 0; c < p.d; ++c) yr[c] += w * xr[c];
+    }
   }
 }
 

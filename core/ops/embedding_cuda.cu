@@ -1,5 +1,6 @@
 // Embedding: one block per token (grid-stride over tokens), copying the row in the widest word
-// (16, 4, 2 or 1 bytes) that the row size and the pointers' alignment allow.
+// (16, 4, 2 or 1 bytes) that the row size and the pointers' alignment allow. Weighted row
+// combinations: one block per output row.
 #include <cstdint>
 
 #include "core/cuda_types.cuh"
@@ -56,6 +57,35 @@ void embedding_cuda(const EmbeddingParams& p, StreamHandle s) {
     launch<uint16_t>(p, s);
   else
     launch<uint8_t>(p, s);
+}
+
+namespace {
+
+// One block per output row; thread c accumulates columns c, c + blockDim.x, ... over the row's
+// entries in list order (f32, one rounding at the end, as the CPU path).
+template <class T>
+__global__ void weighted_rows_kernel(const T* __restrict__ x, long long d, long long x_stride,
+                                     const int32_t* __restrict__ offsets, const int32_t* __restrict__ index,
+                                     const float* __restrict__ weights, T* __restrict__ y) {
+  const long long r = blockIdx.x;
+  const int32_t e0 = offsets[r], e1 = offsets[r + 1];
+  for (long long c = threadIdx.x; c < d; c += blockDim.x) {
+    float acc = 0.f;
+    for (int32_t e = e0; e < e1; ++e) acc += weights[e] * to_f32(x[(long long)index[e] * x_stride + c]);
+    y[r * d + c] = from_f32<T>(acc);
+  }
+}
+
+}  // namespace
+
+void weighted_rows_cuda(const WeightedRowsParams& p, StreamHandle s) {
+  if (p.rows == 0 || p.d == 0) return;
+  dispatch_float(p.dtype, "weighted_rows", [&]<class T>() {
+    const int threads = int(p.d < 256 ? (p.d + 31) / 32 * 32 : 256);
+    weighted_rows_kernel<T><<<unsigned(p.rows), threads, 0, s>>>(static_cast<const T*>(p.x), p.d, p.x_stride,
+                                                                 p.offsets, p.index, p.weights, static_cast<T*>(p.y));
+  });
+  MMATTN_CUDA_CHECK_LAUNCH("weighted_rows");
 }
 
 }  // namespace mmattn

@@ -86,3 +86,42 @@ TEST_P(EmbeddingCuda, OutOfRangeDeviceIds) {
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, EmbeddingCuda, ::testing::Values(DType::F32, DType::F16, DType::BF16),
                          [](const auto& i) { return std::string(dtype_name(i.param)); });
+
+// CUDA weighted rows against the CPU path (F32 there): selections are exact in every dtype; merges
+// agree to f32 rounding (the same list order on both devices) plus one rounding to the dtype.
+TEST_P(EmbeddingCuda, WeightedRowsMatchCpu) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  std::mt19937_64 rng(5);
+  uint64_t seed = 100;
+  for (int64_t n : {1, 3, 17, 577})
+    for (int64_t d : {1, 3, 64, 1000, 4097}) {
+      const Tensor x = rand_tensor({n, d}, seed++).to(dt);  // rounded to dt once
+      const int64_t rows = 1 + int64_t(rng() % 70);
+      std::vector<int64_t> off{0}, idx, sel_off{0}, sel_idx;
+      std::vector<float> w, sel_w;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t cnt = int64_t(rng() % 5);  // 0..4 entries (0: a zero row)
+        for (int64_t e = 0; e < cnt; ++e)
+          idx.push_back(int64_t(rng() % uint64_t(n))), w.push_back(float(rng() % 1000) / 997.f);
+        off.push_back(int64_t(idx.size()));
+        sel_idx.push_back(int64_t(rng() % uint64_t(n))), sel_w.push_back(1.f), sel_off.push_back(r + 1);
+      }
+      const Tensor xf = x.to(DType::F32), xg = x.to(Device::cuda());
+      const Tensor ref = weighted_rows(xf, off, idx, w);
+      const Tensor y = weighted_rows(xg, off, idx, w);
+      ASSERT_TRUE(y.is_cuda());
+      EXPECT_EQ(y.dtype(), dt);
+      EXPECT_EQ(y.shape(), (Shape{rows, d}));
+      const double tol = dt == DType::F32 ? 1e-5 : dt == DType::F16 ? 5e-3 : 4e-2;  // |y| <= ~4: one ulp
+      EXPECT_LE(max_abs_diff(y, ref.to(dt)), tol) << n << "x" << d << " rows " << rows;
+      EXPECT_EQ(max_abs_diff(weighted_rows(xg, sel_off, sel_idx, sel_w), weighted_rows(xf, sel_off, sel_idx, sel_w)),
+                0)
+          << n << "x" << d;  // selection: exact
+    }
+  // a row-offset view of x (rows not 16-byte aligned)
+  const Tensor x = rand_tensor({9, 5}, 7).to(dt);
+  EXPECT_EQ(max_abs_diff(weighted_rows(x.to(Device::cuda()).slice(0, 1, 9), {0, 2}, {0, 7}, {1.f, 1.f}),
+                         weighted_rows(x.to(DType::F32).slice(0, 1, 9), {0, 2}, {0, 7}, {1.f, 1.f}).to(dt)),
+            0);
+}
