@@ -3,6 +3,7 @@
 // combinations: one block per output row.
 #include <cstdint>
 
+#include "core/cuda_reduce.cuh"
 #include "core/cuda_types.cuh"
 #include "core/ops/embedding.h"
 
@@ -61,19 +62,51 @@ void embedding_cuda(const EmbeddingParams& p, StreamHandle s) {
 
 namespace {
 
-// One block per output row; thread c accumulates columns c, c + blockDim.x, ... over the row's
-// entries in list order (f32, one rounding at the end, as the CPU path).
-template <class T>
+// Block (r, cy): output row r, columns [cy * blockDim.x * V, ...) with V consecutive columns per
+// thread (one 16-byte load per entry when the rows allow it). Each thread walks the row's entries
+// in list order, four entries' loads in flight at a time, accumulating in f32 (one rounding at the
+// end, as the CPU path).
+template <class T, int V>
 __global__ void weighted_rows_kernel(const T* __restrict__ x, long long d, long long x_stride,
                                      const int32_t* __restrict__ offsets, const int32_t* __restrict__ index,
                                      const float* __restrict__ weights, T* __restrict__ y) {
   const long long r = blockIdx.x;
+  const long long c0 = ((long long)blockIdx.y * blockDim.x + threadIdx.x) * V;
+  if (c0 >= d) return;
   const int32_t e0 = offsets[r], e1 = offsets[r + 1];
-  for (long long c = threadIdx.x; c < d; c += blockDim.x) {
-    float acc = 0.f;
-    for (int32_t e = e0; e < e1; ++e) acc += weights[e] * to_f32(x[(long long)index[e] * x_stride + c]);
-    y[r * d + c] = from_f32<T>(acc);
+  float acc[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) acc[k] = 0.f;
+  const auto row = [&](int32_t e) { return *reinterpret_cast<const Vec<T, V>*>(x + (long long)index[e] * x_stride + c0); };
+  int32_t e = e0;
+  for (; e + 4 <= e1; e += 4) {
+    Vec<T, V> v[4];
+    float w[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = row(e + u), w[u] = weights[e + u];
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int k = 0; k < V; ++k) acc[k] += w[u] * to_f32(v[u].v[k]);
   }
+  for (; e < e1; ++e) {
+    const Vec<T, V> v = row(e);
+    const float w = weights[e];
+#pragma unroll
+    for (int k = 0; k < V; ++k) acc[k] += w * to_f32(v.v[k]);
+  }
+  Vec<T, V> out;
+#pragma unroll
+  for (int k = 0; k < V; ++k) out.v[k] = from_f32<T>(acc[k]);
+  *reinterpret_cast<Vec<T, V>*>(y + r * d + c0) = out;
+}
+
+template <class T, int V>
+void launch_weighted_rows(const WeightedRowsParams& p, StreamHandle s) {
+  constexpr int kThreads = 128;
+  const long long per_row = (p.d / V + kThreads - 1) / kThreads;
+  weighted_rows_kernel<T, V><<<dim3(unsigned(p.rows), unsigned(per_row)), kThreads, 0, s>>>(
+      static_cast<const T*>(p.x), p.d, p.x_stride, p.offsets, p.index, p.weights, static_cast<T*>(p.y));
 }
 
 }  // namespace
@@ -81,9 +114,13 @@ __global__ void weighted_rows_kernel(const T* __restrict__ x, long long d, long 
 void weighted_rows_cuda(const WeightedRowsParams& p, StreamHandle s) {
   if (p.rows == 0 || p.d == 0) return;
   dispatch_float(p.dtype, "weighted_rows", [&]<class T>() {
-    const int threads = int(p.d < 256 ? (p.d + 31) / 32 * 32 : 256);
-    weighted_rows_kernel<T><<<unsigned(p.rows), threads, 0, s>>>(static_cast<const T*>(p.x), p.d, p.x_stride,
-                                                                 p.offsets, p.index, p.weights, static_cast<T*>(p.y));
+    constexpr int V = 16 / sizeof(T);
+    const bool vec = p.d % V == 0 && p.x_stride % V == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(p.y) % 16 == 0;
+    if (vec)
+      launch_weighted_rows<T, V>(p, s);
+    else
+      launch_weighted_rows<T, 1>(p, s);
   });
   MMATTN_CUDA_CHECK_LAUNCH("weighted_rows");
 }

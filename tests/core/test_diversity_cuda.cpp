@@ -12,7 +12,7 @@ using namespace mmattn::test;
 TEST(GreedyMaxMinCuda, MatchesCpu) {
   MMATTN_REQUIRE_GPU();
   uint64_t seed = 11;
-  for (int64_t n : {1, 3, 17, 577, 1500, 2049})
+  for (int64_t n : {1, 3, 17, 577, 1024, 1025, 1500, 2049})
     for (bool dups : {false, true}) {
       Tensor x = rand_tensor({n, 24}, seed++, -1.f, 1.f);
       if (dups && n > 2)  // every third row repeats the one before: zero distances and ties

@@ -101,7 +101,7 @@ TEST_P(EmbeddingCuda, WeightedRowsMatchCpu) {
       std::vector<int64_t> off{0}, idx, sel_off{0}, sel_idx;
       std::vector<float> w, sel_w;
       for (int64_t r = 0; r < rows; ++r) {
-        const int64_t cnt = int64_t(rng() % 5);  // 0..4 entries (0: a zero row)
+        const int64_t cnt = int64_t(rng() % 10);  // 0..9 entries (0: a zero row; 4 at a time + a tail)
         for (int64_t e = 0; e < cnt; ++e)
           idx.push_back(int64_t(rng() % uint64_t(n))), w.push_back(float(rng() % 1000) / 997.f);
         off.push_back(int64_t(idx.size()));
@@ -113,7 +113,7 @@ TEST_P(EmbeddingCuda, WeightedRowsMatchCpu) {
       ASSERT_TRUE(y.is_cuda());
       EXPECT_EQ(y.dtype(), dt);
       EXPECT_EQ(y.shape(), (Shape{rows, d}));
-      const double tol = dt == DType::F32 ? 1e-5 : dt == DType::F16 ? 5e-3 : 4e-2;  // |y| <= ~4: one ulp
+      const double tol = dt == DType::F32 ? 1e-5 : dt == DType::F16 ? 8e-3 : 7e-2;  // |y| < 10: one ulp
       EXPECT_LE(max_abs_diff(y, ref.to(dt)), tol) << n << "x" << d << " rows " << rows;
       EXPECT_EQ(max_abs_diff(weighted_rows(xg, sel_off, sel_idx, sel_w), weighted_rows(xf, sel_off, sel_idx, sel_w)),
                 0)
