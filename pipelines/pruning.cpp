@@ -417,11 +417,19 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
     }
     case PruneMethod::VFlowOpt: {
       const int64_t grid = int64_t(std::lround(std::sqrt(double(n))));
-      const std::vector<float> A1 = taps.attention_mean.to_floats();  // [1 + N, 1 + N]
-      auto A = [&](int64_t i, int64_t j) { return A1[size_t((i + 1) * (n + 1) + j + 1)]; };
-      std::vector<float> recv(size_t(n), 0.f);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < n; ++j) recv[size_t(j)] += A(i, j);
+      // A [N, N]: the head-mean attention among the patches (row i attends to column j), on the
+      // device. Column sums over rows in a given order are weighted_rows with weight 1: the same f32
+      // additions, in the same order, as a host loop, with only [N] floats downloaded.
+      const Tensor A = taps.attention_mean.select(0, 0).slice(0, 1, n + 1).slice(1, 1, n + 1);
+      const auto column_sums = [&](const std::vector<int64_t>& rows) {
+        RowMix m;
+        for (int64_t i : rows) m.add(i, 1.f);
+        m.end_row();
+        return m.apply(A).to_floats();
+      };
+      std::vector<int64_t> patch_rows(static_cast<size_t>(n));
+      std::iota(patch_rows.begin(), patch_rows.end(), int64_t(0));
+      std::vector<float> recv = column_sums(patch_rows);
       double mean_recv = 0;
       for (float& r : recv) r /= float(n), mean_recv += r;
       mean_recv /= double(n);
@@ -429,9 +437,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       for (int64_t j = 0; j < n; ++j)
         if (recv[size_t(j)] > cfg.sink_threshold * mean_recv) sinks.push_back(j);
       if (sinks.empty()) sinks.push_back(int64_t(std::max_element(recv.begin(), recv.end()) - recv.begin()));
-      std::vector<float> imp(size_t(n), 0.f);
-      for (int64_t g : sinks)
-        for (int64_t j = 0; j < n; ++j) imp[size_t(j)] += A(g, j);
+      std::vector<float> imp = column_sums(sinks);
       for (float& v : imp) v /= float(sinks.size());
       if (cfg.entropy_weight != 0) {
         const int64_t patch = tower.config().patch_size;

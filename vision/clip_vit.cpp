@@ -19,6 +19,9 @@ constexpr const char* kVisionPrefixes[] = {"vision_tower.vision_model.", "vision
                                            "vision_model."};
 constexpr const char* kProjectorPrefixes[] = {"multi_modal_projector.", "model.multi_modal_projector."};
 
+// Patch vectors of k values padded to a multiple of 8 (16-byte bf16/f16 rows).
+int64_t padded_patch_width(int64_t k) { return (k + 7) / 8 * 8; }
+
 // The smallest head dim the attention core supports that holds d (d itself when none does: the
 // core then reports it).
 int64_t padded_head_dim(int64_t d) {
@@ -82,7 +85,14 @@ ClipVisionTower ClipVisionTower::load(const Checkpoint& ckpt, const std::string&
   t.dtype_ = dtype;
   t.act_ = parse_activation(cfg.hidden_act, "vision_config.hidden_act");
   auto ld = [&](const std::string& name, const Shape& shape) { return ckpt.load(prefix + name, shape, device, dtype); };
-  t.patch_w_ = ld("embeddings.patch_embedding.weight", {D, C, P, P});
+  {
+    // The patch embedding as a GEMM over patch vectors of K = C P P values (embed()), its weight
+    // [D, K] padded with zero columns to a multiple of 8 (16-byte rows for the tensor-core GEMMs).
+    const int64_t K = C * P * P, Kp = padded_patch_width(K);
+    const Tensor w = ld("embeddings.patch_embedding.weight", {D, C, P, P});
+    t.patch_w_ = Kp == K ? w.view({D, K}) : Tensor::zeros({D, Kp}, dtype, device);
+    if (Kp != K) t.patch_w_.as_strided({D, K}, {Kp, 1}, 0).copy_from(w.view({D, K}));
+  }
   t.class_emb_ = ld("embeddings.class_embedding", {D});
   t.pos_emb_ = ld("embeddings.position_embedding.weight", {cfg.num_patches() + 1, D});
   t.pre_ln_w_ = ld("pre_layrnorm.weight", {D});
@@ -142,11 +152,14 @@ Tensor ClipVisionTower::embed(const Tensor& pixel_values) const {
   const Tensor px = to_input(pixel_values);
   const int64_t B = px.size(0), D = cfg_.hidden_size, N = cfg_.num_patches();
   const int64_t p = cfg_.patch_size, C = cfg_.num_channels, g = cfg_.image_size / p, K = C * p * p;
+  const int64_t Kp = padded_patch_width(K);
   // The patch embedding (a conv2d with kernel = stride = p, no padding, no bias) as one GEMM over
-  // the non-overlapping patches: [B, C, g, p, g, p] -> [B, g, g, C, p, p] = [B, N, C p p] times
-  // weight [D, C p p]^T -> [B, N, D], already in token order.
-  const Tensor cols = px.contiguous().view({B, C, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}).contiguous().view({B, N, K});
-  const Tensor patches = linear(cols, patch_w_.view({D, K}));
+  // the non-overlapping patches: [B, C, g, p, g, p] -> [B, g, g, C, p, p] = [B, N, C p p] (rows
+  // padded with zeros to Kp, as the weight) times weight [D, Kp]^T -> [B, N, D], in token order.
+  Tensor cols = Kp == K ? Tensor::empty({B, N, Kp}, dtype_, device_) : Tensor::zeros({B, N, Kp}, dtype_, device_);
+  cols.as_strided({B, g, g, C, p, p}, {N * Kp, g * Kp, Kp, p * p, p, 1}, 0)
+      .copy_from(px.contiguous().view({B, C, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}));
+  const Tensor patches = linear(cols, patch_w_);
   Tensor emb = Tensor::empty({B, N + 1, D}, dtype_, device_);
   for (int64_t b = 0; b < B; ++b) {
     emb.select(0, b).slice(0, 0, 1).copy_from(class_emb_.view({1, D}));
