@@ -5,6 +5,7 @@
 
 #include "attention/kv_cache_kernels.h"
 #include "core/ops/dispatch.h"
+#include "core/ops/rope.h"
 
 namespace mmattn {
 
@@ -107,6 +108,34 @@ void KVCache::upload_lens(int layer) {
 
 void KVCache::append(int layer, const Tensor& k_new, const Tensor& v_new, const std::vector<int>& n_valid,
                      const std::vector<std::vector<int32_t>>& positions) {
+  append_impl(layer, k_new, v_new, n_valid, positions, nullptr);
+}
+
+void KVCache::append_rope(int layer, Tensor& q, const Tensor& k_new, const Tensor& v_new, const Tensor& cos,
+                          const Tensor& sin, const std::vector<int>& n_valid,
+                          const std::vector<std::vector<int32_t>>& positions) {
+  const char* fn = "KVCache::append_rope";
+  check_defined(q, fn, "q");
+  check_defined(k_new, fn, "k_new");
+  check_defined(cos, fn, "cos");
+  check_defined(sin, fn, "sin");
+  const int64_t n = k_new.dim() == 4 ? k_new.size(1) : -1;
+  MMATTN_CHECK(q.dim() == 4 && q.size(0) == batch_ && q.size(1) == n && q.size(3) == d_ && q.stride(3) == 1 &&
+                   q.dtype() == dtype() && q.device() == device(),
+               ShapeError, fn, ": 'q' must be [", batch_, ", ", n, ", Hq, ", d_, "] ", dtype_name(dtype()), " on ",
+               device().str(), " with a dense last dim, got ", q.desc());
+  MMATTN_CHECK(d_ % 2 == 0, ShapeError, fn, ": head_dim ", d_, " is odd");
+  for (const Tensor* t : {&cos, &sin})
+    MMATTN_CHECK(t->dim() == 2 && t->size(0) == n && t->size(1) == d_ / 2 && t->dtype() == DType::F32 &&
+                     t->is_contiguous() && t->device() == device(),
+                 ShapeError, fn, ": '", t == &cos ? "cos" : "sin", "' must be contiguous F32 [", n, ", ", d_ / 2,
+                 "] on ", device().str(), ", got ", t->desc());
+  const Rope r{&q, &cos, &sin};
+  append_impl(layer, k_new, v_new, n_valid, positions, &r);
+}
+
+void KVCache::append_impl(int layer, const Tensor& k_new, const Tensor& v_new, const std::vector<int>& n_valid,
+                          const std::vector<std::vector<int32_t>>& positions, const Rope* rope) {
   check_layer(layer, "append");
   check_defined(k_new, "KVCache::append", "k_new");
   check_defined(v_new, "KVCache::append", "v_new");
@@ -163,6 +192,21 @@ void KVCache::append(int layer, const Tensor& k_new, const Tensor& v_new, const 
   if (n == 0) return;
 
   const Tensor kd = k(layer), vd = v(layer);
+  if (rope && !device().is_cuda()) {
+    // the composition the fused kernel equals: apply_rope_ on q and k, then the plain append below
+    RopeTable t;
+    t.cos = *rope->cos, t.sin = *rope->sin, t.head_dim = d_;
+    apply_rope_(*rope->q, t, RopeStyle::HalfSplit);
+    const Tensor kr = apply_rope(k_new, t, RopeStyle::HalfSplit);
+    for (int64_t b = 0; b < batch_; ++b) {
+      const int nv = valid[size_t(b)];
+      if (nv == 0) continue;
+      const int64_t at = len(layer, b);
+      kd.select(0, b).slice(0, at, at + nv).copy_from(kr.select(0, b).slice(0, 0, nv));
+      vd.select(0, b).slice(0, at, at + nv).copy_from(v_new.select(0, b).slice(0, 0, nv));
+    }
+    return;
+  }
   if (device().is_cuda()) {
     const Tensor ks = k_new.stride(3) == 1 ? k_new : k_new.contiguous();
     const Tensor vs = v_new.stride(3) == 1 ? v_new : v_new.contiguous();
@@ -177,6 +221,12 @@ void KVCache::append(int layer, const Tensor& k_new, const Tensor& v_new, const 
     p.itemsize = dtype_size(dtype());
     p.start = lens_dev_.data<int32_t>() + layer * 2 * batch_;
     p.end = p.start + batch_;
+    if (rope) {
+      p.cos = rope->cos->data<float>(), p.sin = rope->sin->data<float>();
+      p.q = rope->q->data_ptr();
+      p.q_sb = rope->q->stride(0), p.q_sl = rope->q->stride(1), p.q_sh = rope->q->stride(2), p.hq = rope->q->size(2);
+      p.dtype = dtype();
+    }
     MMATTN_IF_CUDA(kv_append_cuda(p, current_stream()));
   } else {
     for (int64_t b = 0; b < batch_; ++b) {

@@ -52,6 +52,13 @@ class KVCache {
   // next_position(b) + 0, 1, ... (next_position as it was when the step opened).
   void append(int layer, const Tensor& k_new, const Tensor& v_new, const std::vector<int>& n_valid = {},
               const std::vector<std::vector<int32_t>>& positions = {});
+  // append() with RoPE fused in (one CUDA launch for what apply_rope_ on q and k, then append, do;
+  // the same values): k_new is rotated on its way into the cache and q [B, n, Hq, D] (dense last
+  // dim) in place, rotate_half pairs (RopeStyle::HalfSplit), input row i by row i of cos / sin
+  // (F32 [n, D/2], contiguous, on the cache's device: a RopeTable's device copy).
+  void append_rope(int layer, Tensor& q, const Tensor& k_new, const Tensor& v_new, const Tensor& cos,
+                   const Tensor& sin, const std::vector<int>& n_valid = {},
+                   const std::vector<std::vector<int32_t>>& positions = {});
   // Closes the step after every layer appended: len_lb += that layer's n_valid[b].
   void advance();
   bool step_open() const { return open_; }
@@ -91,6 +98,13 @@ class KVCache {
   size_t bytes() const { return storage_.nbytes(); }
 
  private:
+  struct Rope {
+    Tensor* q;
+    const Tensor* cos;
+    const Tensor* sin;
+  };
+  void append_impl(int layer, const Tensor& k_new, const Tensor& v_new, const std::vector<int>& n_valid,
+                   const std::vector<std::vector<int32_t>>& positions, const Rope* rope);
   void check_b(int64_t b, const char* fn) const;
   void check_layer(int layer, const char* fn) const;
   void check_no_step(const char* fn) const;

@@ -3,6 +3,7 @@
 
 #include "attention/kv_cache_kernels.h"
 #include "core/cuda_types.cuh"
+#include "core/ops/rope.cuh"
 
 namespace mmattn {
 
@@ -27,6 +28,40 @@ __global__ void kv_append_kernel(const KvAppendParams p, int64_t units_per_head)
     const int64_t h = u / units_per_head, e = u - h * units_per_head;
     dst[u] = src[h * sh + e];
   }
+}
+
+// RoPE fused in: one thread per pair (h, i), i < D/2, of a row (b, t) of plane z: 0 k (rotated into
+// the cache; rows outside [start_b, end_b) skipped), 1 v (copied into the cache), 2 q (rotated in
+// place, every row, as apply_rope_ does).
+template <class T>
+__global__ void kv_append_rope_kernel(const KvAppendParams p) {
+  const int which = blockIdx.z;
+  const int64_t row = blockIdx.y;  // b * n + t
+  const int64_t b = row / p.n, t = row - b * p.n;
+  const int64_t half = p.d / 2, heads = which == 2 ? p.hq : p.hkv;
+  const int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (u >= heads * half) return;
+  const int64_t h = u / half, i = u - h * half;
+  const T* src;
+  T* dst;
+  if (which == 2) {
+    dst = static_cast<T*>(p.q) + b * p.q_sb + t * p.q_sl + h * p.q_sh;
+    src = dst;
+  } else {
+    const int64_t dst_row = p.start[b] + t;
+    if (dst_row >= p.end[b]) return;
+    src = static_cast<const T*>(p.src[which]) + b * p.src_sb[which] + t * p.src_sl[which] + h * p.src_sh[which];
+    dst = static_cast<T*>(p.dst[which]) + ((b * p.max_len + dst_row) * p.hkv + h) * p.d;
+  }
+  const T a0 = src[i], a1 = src[i + half];
+  if (which == 1) {
+    dst[i] = a0, dst[i + half] = a1;
+    return;
+  }
+  float y0, y1;
+  rope_pair<T, RopeStyle::HalfSplit>(to_f32(a0), to_f32(a1), p.cos[t * half + i], p.sin[t * half + i], y0, y1);
+  dst[i] = from_f32<T>(y0);
+  dst[i + half] = from_f32<T>(y1);
 }
 
 template <class U>
@@ -54,6 +89,15 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
   if (p.batch == 0 || p.n == 0) return;
+  if (p.cos) {
+    MMATTN_CHECK(p.batch * p.n <= 65535, UnsupportedError, "kv_append: too many rows (", p.batch * p.n, ")");
+    const int threads = 128;
+    const int64_t pairs = std::max(p.hq, p.hkv) * (p.d / 2);
+    const dim3 grid(unsigned((pairs + threads - 1) / threads), unsigned(p.batch * p.n), 3);
+    dispatch_float(p.dtype, "kv_append (rope)", [&]<class T>() { kv_append_rope_kernel<T><<<grid, threads, 0, s>>>(p); });
+    MMATTN_CUDA_CHECK_LAUNCH("kv_append (rope)");
+    return;
+  }
   const int64_t row_bytes = p.d * int64_t(p.itemsize);
   bool vec = row_bytes % 16 == 0;
   for (int w = 0; w < 2; ++w)

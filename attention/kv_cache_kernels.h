@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "core/device.h"
+#include "core/dtype.h"
 
 namespace mmattn {
 
@@ -15,6 +16,13 @@ struct KvAppendParams {
   size_t itemsize = 2;
   const int32_t* start = nullptr;  // device [B]: first row written (committed length)
   const int32_t* end = nullptr;    // device [B]: one past the last row written
+  // RoPE (rotate_half pairs) fused in when cos is set: k is rotated on its way into the cache and
+  // q [B, n, hq, D] (strides below) in place, input row i by table row i of cos/sin (f32 [n, D/2]).
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  void* q = nullptr;
+  int64_t q_sb = 0, q_sl = 0, q_sh = 0, hq = 0;
+  DType dtype = DType::BF16;  // the rounding of the rotation (F32, F16 or BF16)
 };
 void kv_append_cuda(const KvAppendParams& p, StreamHandle s);
 

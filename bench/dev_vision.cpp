@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #if __has_include(<cuda_profiler_api.h>)
@@ -18,6 +19,7 @@
 #endif
 
 #include "attention/attention.h"
+#include "attention/attention_kernels.h"
 #include "bench/bench_util.h"
 #include "core/device.h"
 #include "core/ops/activation.h"
@@ -155,6 +157,23 @@ int main(int argc, char** argv) {
                   cache.reset_all();
                   lm.forward(embeds, cache, fo);
                 }, reps));
+
+    // Attention routes on the two small shapes of a pruned request: the ~83-row decoder prefill
+    // (32 heads x 128, causal) and the ViT (577 tokens, 16 heads x 64)
+    for (const auto& [L, H, D, causal] : {std::tuple<int64_t, int64_t, int64_t, bool>{rows, 32, 128, true},
+                                          std::tuple<int64_t, int64_t, int64_t, bool>{577, 16, 64, false}}) {
+      const Tensor qa = bench_random({1, L, H, D}, 1, DType::BF16), ka = bench_random({1, L, H, D}, 2, DType::BF16),
+                   va = bench_random({1, L, H, D}, 3, DType::BF16);
+      AttentionOptions ao;
+      ao.causal = causal;
+      ao.scale = float(1.0 / std::sqrt(double(D)));
+      for (int which : {1, 3}) {
+        set_attention_kernel_override(which);
+        std::printf("attention L %lld H %lld D %lld override %d %8.4f ms\n", (long long)L, (long long)H,
+                    (long long)D, which, median_ms([&] { attention(qa, ka, va, ao); }, reps));
+      }
+      set_attention_kernel_override(0);
+    }
 
 #ifdef MMATTN_HAVE_PROFILER_API
     synchronize();

@@ -221,12 +221,16 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
     k = qkv.slice(2, hq_, hq_ + hkv_);            // [B, n, Hkv, D]
     v = qkv.slice(2, hq_ + hkv_, hq_ + 2 * hkv_);  // [B, n, Hkv, D]
   };
-  // norm -> fused q/k/v projection -> RoPE, for the current rows of x
+  // On CUDA, unless the pruner reads this layer's q/k, RoPE runs inside the KV append (one launch).
+  Tensor rope_cos, rope_sin;
+  const bool fused_rope = device_.is_cuda() && !needs.call && dp_ == d_ &&
+                          rows.rope.shared_table(rows.rope_positions(), rope_, device_, &rope_cos, &rope_sin);
+  // norm -> fused q/k/v projection -> RoPE (unless fused into the append), for the current rows of x
   auto project = [&] {
     const int64_t B = x.size(0), n = x.size(1);
     qkv = rms_norm_linear(x, L.input_norm, eps_, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});
     split();
-    rows.rope.apply_(q, k, rows.rope_positions(), rope_);
+    if (!fused_rope) rows.rope.apply_(q, k, rows.rope_positions(), rope_);
   };
   auto padded = [&](const Tensor& t) { return dp_ != d_ ? pad_head_dim(t, dp_) : t; };
   const float scale = float(1.0 / std::sqrt(double(d_)));
@@ -312,7 +316,10 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
 
   const int64_t B = x.size(0), n = x.size(1);
   q = padded(q), k = padded(k), v = padded(v);
-  cache.append(l, k, v, rows.padded ? rows.n_valid : std::vector<int>{}, rows.positions);
+  if (fused_rope)
+    cache.append_rope(l, q, k, v, rope_cos, rope_sin, rows.padded ? rows.n_valid : std::vector<int>{}, rows.positions);
+  else
+    cache.append(l, k, v, rows.padded ? rows.n_valid : std::vector<int>{}, rows.positions);
   AttentionOptions ao;
   ao.causal = true;
   ao.scale = scale;

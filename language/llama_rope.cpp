@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "core/ops/rope.h"  // never together with core/hf_config.h (see llama_rope.h)
 
@@ -74,11 +75,8 @@ LlamaRopeCache::~LlamaRopeCache() = default;
 LlamaRopeCache::LlamaRopeCache(LlamaRopeCache&&) noexcept = default;
 LlamaRopeCache& LlamaRopeCache::operator=(LlamaRopeCache&&) noexcept = default;
 
-void LlamaRopeCache::apply_(Tensor& q, Tensor& k, const std::vector<std::vector<int64_t>>& positions,
-                            const LlamaRope& r) {
-  const int64_t B = q.size(0);
-  MMATTN_CHECK(int64_t(positions.size()) == B, ShapeError, "llama_rope_: ", positions.size(),
-               " position lists for a batch of ", B);
+void LlamaRopeCache::build(const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r) {
+  const int64_t B = int64_t(positions.size());
   if (impl_->tables.empty() || impl_->positions != positions) {
     const RopeScaling s = to_scaling(r, "llama rope");
     // One table per distinct position list (B = 1, or a batch whose sequences are aligned, share one).
@@ -88,6 +86,22 @@ void LlamaRopeCache::apply_(Tensor& q, Tensor& k, const std::vector<std::vector<
     for (int64_t b = 0; b < (same ? 1 : B); ++b) impl_->tables.push_back(make_table(positions[size_t(b)], r, s));
     impl_->positions = positions;
   }
+}
+
+bool LlamaRopeCache::shared_table(const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r, Device dev,
+                                  Tensor* cos, Tensor* sin) {
+  build(positions, r);
+  if (impl_->tables.size() != 1) return false;
+  std::tie(*cos, *sin) = impl_->tables[0].on(dev);
+  return true;
+}
+
+void LlamaRopeCache::apply_(Tensor& q, Tensor& k, const std::vector<std::vector<int64_t>>& positions,
+                            const LlamaRope& r) {
+  const int64_t B = q.size(0);
+  MMATTN_CHECK(int64_t(positions.size()) == B, ShapeError, "llama_rope_: ", positions.size(),
+               " position lists for a batch of ", B);
+  build(positions, r);
   if (impl_->tables.size() == 1) {
     // q and k as neighbouring head slices of one buffer (the fused projection's q | k | v): one
     // launch over both (decode runs this per layer per token)

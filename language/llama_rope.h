@@ -50,8 +50,13 @@ class LlamaRopeCache {
   LlamaRopeCache(LlamaRopeCache&&) noexcept;
   LlamaRopeCache& operator=(LlamaRopeCache&&) noexcept;
   void apply_(Tensor& q, Tensor& k, const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r);
+  // When every sequence shares one table (B = 1, or aligned sequences): its cos / sin (F32
+  // [T, head_dim/2]) on `dev`, for a fused consumer (KVCache::append_rope); false otherwise.
+  bool shared_table(const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r, Device dev, Tensor* cos,
+                    Tensor* sin);
 
  private:
+  void build(const std::vector<std::vector<int64_t>>& positions, const LlamaRope& r);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

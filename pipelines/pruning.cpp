@@ -418,18 +418,17 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
     case PruneMethod::VFlowOpt: {
       const int64_t grid = int64_t(std::lround(std::sqrt(double(n))));
       // A [N, N]: the head-mean attention among the patches (row i attends to column j), on the
-      // device. Column sums over rows in a given order are weighted_rows with weight 1: the same f32
-      // additions, in the same order, as a host loop, with only [N] floats downloaded.
+      // device; only [N]-float column sums come back: over all rows (a product with ones) and over
+      // the sink rows (weighted_rows with weight 1, in sink order).
       const Tensor A = taps.attention_mean.select(0, 0).slice(0, 1, n + 1).slice(1, 1, n + 1);
+      const Tensor ones = Tensor::full({1, n}, 1.f, DType::F32, A.device());
+      std::vector<float> recv = matmul(ones, A.contiguous()).to_floats();
       const auto column_sums = [&](const std::vector<int64_t>& rows) {
         RowMix m;
         for (int64_t i : rows) m.add(i, 1.f);
         m.end_row();
         return m.apply(A).to_floats();
       };
-      std::vector<int64_t> patch_rows(static_cast<size_t>(n));
-      std::iota(patch_rows.begin(), patch_rows.end(), int64_t(0));
-      std::vector<float> recv = column_sums(patch_rows);
       double mean_recv = 0;
       for (float& r : recv) r /= float(n), mean_recv += r;
       mean_recv /= double(n);

@@ -1,16 +1,9 @@
-// CUDA RoPE: one thread per rotated pair. f32 math uses __fmul_rn/__fadd_rn so no FMA is
-// contracted: the results then equal PyTorch's separate mul/add kernels.
-#include "core/cuda_types.cuh"
-#include "core/ops/rope.h"
+// CUDA RoPE: one thread per rotated pair (the rotation itself: core/ops/rope.cuh).
+#include "core/ops/rope.cuh"
 
 namespace mmattn {
 
 namespace {
-
-template <class T>
-__device__ __forceinline__ float round_t(float v) {
-  return to_f32(from_f32<T>(v));
-}
 
 template <class T, RopeStyle S>
 __global__ void rope_kernel(RopeParams p) {
@@ -31,19 +24,8 @@ __global__ void rope_kernel(RopeParams p) {
     const int64_t i0 = S == RopeStyle::HalfSplit ? i : 2 * i;
     const int64_t i1 = S == RopeStyle::HalfSplit ? i + half : 2 * i + 1;
     const float x0 = to_f32(xr[i0]), x1 = to_f32(xr[i1]);
-    float c = p.cos[t * half + i], s = p.sin[t * half + i];
     float y0, y1;
-    if (S == RopeStyle::HalfSplit) {
-      // transformers: cos/sin cast to x's dtype; q*cos, rotate_half(q)*sin and their sum each rounded
-      c = round_t<T>(c);
-      s = round_t<T>(s);
-      y0 = __fadd_rn(round_t<T>(__fmul_rn(x0, c)), round_t<T>(__fmul_rn(-x1, s)));
-      y1 = __fadd_rn(round_t<T>(__fmul_rn(x1, c)), round_t<T>(__fmul_rn(x0, s)));
-    } else {
-      // diffusers: (x.float() * cos + x_rotated.float() * sin).to(x.dtype)
-      y0 = __fadd_rn(__fmul_rn(x0, c), __fmul_rn(-x1, s));
-      y1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
-    }
+    rope_pair<T, S>(x0, x1, p.cos[t * half + i], p.sin[t * half + i], y0, y1);
     yr[i0] = from_f32<T>(y0);
     yr[i1] = from_f32<T>(y1);
   }

@@ -9,6 +9,7 @@
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
 #include "attention/kv_cache.h"
+#include "core/ops/rope.h"
 #include "attention_cuda_util.h"
 
 using namespace mmattn;
@@ -279,6 +280,48 @@ TEST_P(DecodeCuda, StridedQueryAndKVCacheViews) {
     cc.advance();
     EXPECT_EQ(gc.lengths(), (std::vector<int64_t>{1204, 38, 703}));
   }
+}
+
+// KVCache::append_rope on CUDA: bit for bit what apply_rope_ on q and k, then append, give (one
+// rotation code), with q, k, v as slices of one fused projection, a padded sequence (n_valid), and
+// a second step at later positions; the F32 cache also against the CPU cache's append_rope.
+TEST_P(DecodeCuda, AppendWithFusedRope) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  uint64_t seed = 9000;
+  for (int64_t d : {64, 72, 128})
+    for (int64_t n : {1, 3, 17}) {
+      const int64_t B = 2, Hq = 6, Hkv = 2, cap = 48;
+      KVCache fused(1, B, cap, Hkv, d, dt, Device::cuda()), plain(1, B, cap, Hkv, d, dt, Device::cuda());
+      KVCache host(1, B, cap, Hkv, d, DType::F32);
+      for (int step = 0; step < 2; ++step) {
+        std::vector<int64_t> pos(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = 5 + 20 * step + i;
+        const RopeTable t = rope_table_llama(pos, d, 10000.0, RopeScaling{});
+        const auto [cos, sin] = t.on(Device::cuda());
+        const Tensor base = round_to(rand_tensor({B, n, Hq + 2 * Hkv, d}, seed++, -2.f, 2.f), dt);
+        Tensor a = base.to(Device::cuda(), dt), b = base.to(Device::cuda(), dt), c = base.clone();
+        auto part = [&](const Tensor& x, int64_t lo, int64_t hi) { return x.slice(2, lo, hi); };
+        Tensor qa = part(a, 0, Hq), qb = part(b, 0, Hq), kb = part(b, Hq, Hq + Hkv), qc = part(c, 0, Hq);
+        const std::vector<int> nv = {int(n), int(n - 1)};  // sequence 1 has a padding row
+        fused.append_rope(0, qa, part(a, Hq, Hq + Hkv), part(a, Hq + Hkv, Hq + 2 * Hkv), cos, sin, nv);
+        apply_rope_(qb, t, RopeStyle::HalfSplit);
+        apply_rope_(kb, t, RopeStyle::HalfSplit);
+        plain.append(0, kb, part(b, Hq + Hkv, Hq + 2 * Hkv), nv);
+        host.append_rope(0, qc, part(c, Hq, Hq + Hkv), part(c, Hq + Hkv, Hq + 2 * Hkv), t.cos, t.sin, nv);
+        const std::string what = str_cat(dtype_name(dt), " d ", d, " n ", n, " step ", step);
+        EXPECT_EQ(max_abs_diff(qa, qb), 0.0) << what;
+        if (dt == DType::F32) EXPECT_LE(max_abs_diff(qa, qc), 1e-6) << what;
+        fused.advance(), plain.advance(), host.advance();
+      }
+      EXPECT_EQ(fused.lengths(), plain.lengths());
+      EXPECT_EQ(max_abs_diff(fused.k(0), plain.k(0)), 0.0) << dtype_name(dt) << " d " << d << " n " << n;
+      EXPECT_EQ(max_abs_diff(fused.v(0), plain.v(0)), 0.0);
+      if (dt == DType::F32) {
+        EXPECT_LE(max_abs_diff(fused.k(0), host.k(0)), 1e-6);
+        EXPECT_EQ(max_abs_diff(fused.v(0), host.v(0)), 0.0);
+      }
+    }
 }
 
 TEST_P(DecodeCuda, KVCacheCompactOnTheGpu) {

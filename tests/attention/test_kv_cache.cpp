@@ -247,3 +247,24 @@ TEST(KVCache, LayersOfOneStepMayAppendDifferentRows) {
   EXPECT_EQ(c.layer_length(0, 0), 1);
   EXPECT_EQ(c.layer_length(2, 0), 1);
 }
+
+TEST(KVCache, AppendRopeChecksItsTables) {
+  KVCache c(1, 1, 8, 2, 4, DType::F32);
+  Tensor q = Tensor::zeros({1, 3, 4, 4}, DType::F32);
+  const Tensor k = Tensor::zeros({1, 3, 2, 4}, DType::F32), v = k;
+  const Tensor cos = Tensor::zeros({3, 2}, DType::F32), bad = Tensor::zeros({2, 2}, DType::F32);
+  EXPECT_TRUE(has(error_of([&] { c.append_rope(0, q, k, v, bad, cos); }), "'cos' must be contiguous F32 [3, 2]"));
+  EXPECT_TRUE(has(error_of([&] { c.append_rope(0, q, k, v, cos, bad); }), "'sin' must be contiguous F32 [3, 2]"));
+  Tensor q2 = Tensor::zeros({1, 2, 4, 4}, DType::F32);
+  EXPECT_TRUE(has(error_of([&] { c.append_rope(0, q2, k, v, cos, cos); }), "'q' must be [1, 3, Hq, 4]"));
+  // zero angles (cos 1, sin 0): the rotation is the identity; rows land as append() puts them
+  const Tensor one = Tensor::full({3, 2}, 1.f, DType::F32);
+  Tensor qr = rand_tensor({1, 3, 4, 4}, 1), q0 = qr.clone();
+  const Tensor kr = rand_tensor({1, 3, 2, 4}, 2);
+  c.append_rope(0, qr, kr, kr, one, cos, {2});
+  EXPECT_EQ(max_abs_diff(qr, q0), 0.0);
+  EXPECT_EQ(krow(c, 0, 0, 1), row_of(kr, 0, 1));
+  EXPECT_EQ(c.layer_length(0, 0), 0);  // committed at advance()
+  c.advance();
+  EXPECT_EQ(c.length(0), 2);
+}
