@@ -143,13 +143,12 @@ bool gemm_autotune_enabled() {
 // (the first choice unless another is at least 3% faster). Each run starts with L2 evicted (a
 // memset of a buffer twice its size), as a layer's weights are in a forward pass; a timing with the
 // weights warm in L2 favours algorithms that only win then (bench/NOTES.md, session 5). The runs
-// write a scratch output, so the caller's output (and an accumulate's input) is untouched. Only for
-// prefill-sized products (m >= 32, not batched, not tiny); never on a capturing stream. Decode-sized
-// m (batch sizes, which change step by step) keep the heuristic's choice.
+// write a scratch output, so the caller's output (and an accumulate's input) is untouched. Skipped
+// for small products (launch-bound), batched ones, and on a capturing stream.
 void tune_plan(Plan& plan, const GemmParams& p, cublasLtHandle_t handle, cublasLtMatmulPreference_t pref,
                StreamHandle s) {
   constexpr int kMaxCandidates = 8, kRuns = 3;
-  if (p.batch != 1 || p.m < 32 || double(p.m) * double(p.n) * double(p.k) < double(1 << 26)) return;
+  if (p.batch != 1 || double(p.m) * double(p.n) * double(p.k) < double(1 << 26)) return;
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   MMATTN_CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
   if (cap != cudaStreamCaptureStatusNone) return;
