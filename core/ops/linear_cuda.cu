@@ -9,10 +9,7 @@
 // algorithm) keyed by everything the heuristic depends on, including pointer alignments.
 #include <cublasLt.h>
 
-#include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <vector>
 #include <memory>
 #include <type_traits>
 #include <unordered_map>
@@ -131,78 +128,9 @@ void make_layout(cublasLtMatrixLayout_t* l, cudaDataType_t t, uint64_t rows, uin
   }
 }
 
-bool gemm_autotune_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("MMATTN_GEMM_AUTOTUNE");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return on;
-}
-
-// Times the heuristic's first kMaxCandidates algorithms on this problem once and keeps the fastest
-// (the first choice unless another is at least 3% faster). Each run starts with L2 evicted (a
-// memset of a buffer twice its size), as a layer's weights are in a forward pass; a timing with the
-// weights warm in L2 favours algorithms that only win then (bench/NOTES.md, session 5). The runs
-// write a scratch output, so the caller's output (and an accumulate's input) is untouched. Skipped
-// for small products (launch-bound), batched ones, and on a capturing stream.
-void tune_plan(Plan& plan, const GemmParams& p, cublasLtHandle_t handle, cublasLtMatmulPreference_t pref,
-               StreamHandle s) {
-  constexpr int kMaxCandidates = 8, kRuns = 3;
-  if (p.batch != 1 || double(p.m) * double(p.n) * double(p.k) < double(1 << 26)) return;
-  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  MMATTN_CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
-  if (cap != cudaStreamCaptureStatusNone) return;
-  cublasLtMatmulHeuristicResult_t cand[kMaxCandidates];
-  int found = 0;
-  if (cublasLtMatmulAlgoGetHeuristic(handle, plan.op, plan.la, plan.lb, plan.lc, plan.lc, pref, kMaxCandidates, cand,
-                                     &found) != CUBLAS_STATUS_SUCCESS ||
-      found < 2)
-    return;
-  int l2 = 0, device = 0;
-  MMATTN_CUDA_CHECK(cudaGetDevice(&device));
-  MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
-  const size_t flush_bytes = size_t(std::max(l2, 1 << 20)) * 2, c_bytes = size_t(p.m * p.n) * dtype_size(p.dtype);
-  void* flush = cuda_alloc(flush_bytes, s);
-  void* c = cuda_alloc(c_bytes, s);
-  cudaEvent_t e0, e1;
-  MMATTN_CUDA_CHECK(cudaEventCreate(&e0));
-  MMATTN_CUDA_CHECK(cudaEventCreate(&e1));
-  if (plan.bias_fused)
-    MMATTN_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof(p.bias)));
-  const float alpha = 1.f, beta = 0.f;
-  float best_ms = 0;
-  int best = -1;
-  for (int i = 0; i < found; ++i) {
-    std::vector<float> t;
-    for (int r = 0; r < kRuns; ++r) {
-      MMATTN_CUDA_CHECK(cudaMemsetAsync(flush, r, flush_bytes, s));
-      MMATTN_CUDA_CHECK(cudaEventRecord(e0, s));
-      const cublasStatus_t st = cublasLtMatmul(handle, plan.op, &alpha, p.b, plan.la, p.a, plan.lb, &beta, c, plan.lc,
-                                               c, plan.lc, &cand[i].algo, workspace_for(s), kWorkspaceBytes, s);
-      MMATTN_CUDA_CHECK(cudaEventRecord(e1, s));
-      MMATTN_CUDA_CHECK(cudaEventSynchronize(e1));
-      if (st != CUBLAS_STATUS_SUCCESS) break;
-      float ms = 0;
-      MMATTN_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      t.push_back(ms);
-    }
-    if (int(t.size()) < kRuns) continue;
-    std::sort(t.begin(), t.end());
-    const float med = t[kRuns / 2];
-    if (i == 0) best_ms = med, best = 0;
-    else if (best >= 0 && med < best_ms * 0.97f) best_ms = med, best = i;
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cuda_free(c);
-  cuda_free(flush);
-  if (best > 0) plan.algo = cand[best].algo;
-}
-
 // Descriptors plus the heuristic's first choice. When no algorithm supports the fused bias
 // epilogue for this shape, the plan runs without it and the bias is added by a small kernel.
-std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasLtHandle_t handle, StreamHandle s) {
+std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasLtHandle_t handle) {
   auto plan = std::make_unique<Plan>();
   const cudaDataType_t dt = cuda_dtype(p.dtype);
   const cublasComputeType_t compute =
@@ -264,7 +192,6 @@ std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasL
                  key.align_b, "/", key.align_c);
   }
   plan->algo = result.algo;
-  if (gemm_autotune_enabled()) tune_plan(*plan, p, handle, pref, s);
   return plan;
 }
 
@@ -316,7 +243,7 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
   auto it = t_state.plans.find(key);
   if (it == t_state.plans.end()) {
     if (t_state.plans.size() >= kMaxPlans) t_state.plans.clear();
-    it = t_state.plans.emplace(key, make_plan(p, key, handle, s)).first;
+    it = t_state.plans.emplace(key, make_plan(p, key, handle)).first;
   }
   Plan& plan = *it->second;
   if (plan.bias_fused)
