@@ -192,21 +192,6 @@ void KVCache::append_impl(int layer, const Tensor& k_new, const Tensor& v_new, c
   if (n == 0) return;
 
   const Tensor kd = k(layer), vd = v(layer);
-  if (rope && !device().is_cuda()) {
-    // the composition the fused kernel equals: apply_rope_ on q and k, then the plain append below
-    RopeTable t;
-    t.cos = *rope->cos, t.sin = *rope->sin, t.head_dim = d_;
-    apply_rope_(*rope->q, t, RopeStyle::HalfSplit);
-    const Tensor kr = apply_rope(k_new, t, RopeStyle::HalfSplit);
-    for (int64_t b = 0; b < batch_; ++b) {
-      const int nv = valid[size_t(b)];
-      if (nv == 0) continue;
-      const int64_t at = len(layer, b);
-      kd.select(0, b).slice(0, at, at + nv).copy_from(kr.select(0, b).slice(0, 0, nv));
-      vd.select(0, b).slice(0, at, at + nv).copy_from(v_new.select(0, b).slice(0, 0, nv));
-    }
-    return;
-  }
   if (device().is_cuda()) {
     const Tensor ks = k_new.stride(3) == 1 ? k_new : k_new.contiguous();
     const Tensor vs = v_new.stride(3) == 1 ? v_new : v_new.contiguous();
@@ -229,11 +214,19 @@ void KVCache::append_impl(int layer, const Tensor& k_new, const Tensor& v_new, c
     }
     MMATTN_IF_CUDA(kv_append_cuda(p, current_stream()));
   } else {
+    // with RoPE: the composition the fused kernel equals (apply_rope_ on q and k, then the copies)
+    Tensor kr = k_new;
+    if (rope) {
+      RopeTable t;
+      t.cos = *rope->cos, t.sin = *rope->sin, t.head_dim = d_;
+      apply_rope_(*rope->q, t, RopeStyle::HalfSplit);
+      kr = apply_rope(k_new, t, RopeStyle::HalfSplit);
+    }
     for (int64_t b = 0; b < batch_; ++b) {
       const int nv = valid[size_t(b)];
       if (nv == 0) continue;
       const int64_t at = len(layer, b);
-      kd.select(0, b).slice(0, at, at + nv).copy_from(k_new.select(0, b).slice(0, 0, nv));
+      kd.select(0, b).slice(0, at, at + nv).copy_from(kr.select(0, b).slice(0, 0, nv));
       vd.select(0, b).slice(0, at, at + nv).copy_from(v_new.select(0, b).slice(0, 0, nv));
     }
   }
