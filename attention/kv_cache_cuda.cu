@@ -11,22 +11,24 @@ namespace {
 
 // One thread per unit U (16 bytes when every row is 16-byte aligned, else one element) of a
 // row (b, i, :, :) of K or V (blockIdx.z); rows outside [start_b, end_b) are skipped.
+// Rows (b, i) of the input go over blockIdx.y, grid-stride (gridDim.y <= 65535).
 template <class U>
 __global__ void kv_append_kernel(const KvAppendParams p, int64_t units_per_head) {
   const int which = blockIdx.z;
-  const int64_t row = blockIdx.y;  // b * n + i
-  const int64_t b = row / p.n, i = row - b * p.n;
-  const int64_t dst_row = p.start[b] + i;
-  if (dst_row >= p.end[b]) return;
-  const int64_t units = p.hkv * units_per_head;
-  const U* src = reinterpret_cast<const U*>(static_cast<const char*>(p.src[which]) +
-                                            (b * p.src_sb[which] + i * p.src_sl[which]) * int64_t(p.itemsize));
-  U* dst = reinterpret_cast<U*>(static_cast<char*>(p.dst[which]) +
-                                (b * p.max_len + dst_row) * p.hkv * p.d * int64_t(p.itemsize));
-  const int64_t sh = p.src_sh[which] * int64_t(p.itemsize) / int64_t(sizeof(U));  // head stride in units
-  for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < units; u += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t h = u / units_per_head, e = u - h * units_per_head;
-    dst[u] = src[h * sh + e];
+  for (int64_t row = blockIdx.y; row < p.batch * p.n; row += gridDim.y) {  // b * n + i
+    const int64_t b = row / p.n, i = row - b * p.n;
+    const int64_t dst_row = p.start[b] + i;
+    if (dst_row >= p.end[b]) continue;
+    const int64_t units = p.hkv * units_per_head;
+    const U* src = reinterpret_cast<const U*>(static_cast<const char*>(p.src[which]) +
+                                              (b * p.src_sb[which] + i * p.src_sl[which]) * int64_t(p.itemsize));
+    U* dst = reinterpret_cast<U*>(static_cast<char*>(p.dst[which]) +
+                                  (b * p.max_len + dst_row) * p.hkv * p.d * int64_t(p.itemsize));
+    const int64_t sh = p.src_sh[which] * int64_t(p.itemsize) / int64_t(sizeof(U));  // head stride in units
+    for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < units; u += int64_t(gridDim.x) * blockDim.x) {
+      const int64_t h = u / units_per_head, e = u - h * units_per_head;
+      dst[u] = src[h * sh + e];
+    }
   }
 }
 
@@ -36,32 +38,33 @@ __global__ void kv_append_kernel(const KvAppendParams p, int64_t units_per_head)
 template <class T>
 __global__ void kv_append_rope_kernel(const KvAppendParams p) {
   const int which = blockIdx.z;
-  const int64_t row = blockIdx.y;  // b * n + t
-  const int64_t b = row / p.n, t = row - b * p.n;
   const int64_t half = p.d / 2, heads = which == 2 ? p.hq : p.hkv;
   const int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (u >= heads * half) return;
   const int64_t h = u / half, i = u - h * half;
-  const T* src;
-  T* dst;
-  if (which == 2) {
-    dst = static_cast<T*>(p.q) + b * p.q_sb + t * p.q_sl + h * p.q_sh;
-    src = dst;
-  } else {
-    const int64_t dst_row = p.start[b] + t;
-    if (dst_row >= p.end[b]) return;
-    src = static_cast<const T*>(p.src[which]) + b * p.src_sb[which] + t * p.src_sl[which] + h * p.src_sh[which];
-    dst = static_cast<T*>(p.dst[which]) + ((b * p.max_len + dst_row) * p.hkv + h) * p.d;
+  for (int64_t row = blockIdx.y; row < p.batch * p.n; row += gridDim.y) {  // b * n + t
+    const int64_t b = row / p.n, t = row - b * p.n;
+    const T* src;
+    T* dst;
+    if (which == 2) {
+      dst = static_cast<T*>(p.q) + b * p.q_sb + t * p.q_sl + h * p.q_sh;
+      src = dst;
+    } else {
+      const int64_t dst_row = p.start[b] + t;
+      if (dst_row >= p.end[b]) continue;
+      src = static_cast<const T*>(p.src[which]) + b * p.src_sb[which] + t * p.src_sl[which] + h * p.src_sh[which];
+      dst = static_cast<T*>(p.dst[which]) + ((b * p.max_len + dst_row) * p.hkv + h) * p.d;
+    }
+    const T a0 = src[i], a1 = src[i + half];
+    if (which == 1) {
+      dst[i] = a0, dst[i + half] = a1;
+      continue;
+    }
+    float y0, y1;
+    rope_pair<T, RopeStyle::HalfSplit>(to_f32(a0), to_f32(a1), p.cos[t * half + i], p.sin[t * half + i], y0, y1);
+    dst[i] = from_f32<T>(y0);
+    dst[i + half] = from_f32<T>(y1);
   }
-  const T a0 = src[i], a1 = src[i + half];
-  if (which == 1) {
-    dst[i] = a0, dst[i + half] = a1;
-    return;
-  }
-  float y0, y1;
-  rope_pair<T, RopeStyle::HalfSplit>(to_f32(a0), to_f32(a1), p.cos[t * half + i], p.sin[t * half + i], y0, y1);
-  dst[i] = from_f32<T>(y0);
-  dst[i + half] = from_f32<T>(y1);
 }
 
 template <class U>
@@ -90,10 +93,9 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
   if (p.batch == 0 || p.n == 0) return;
   if (p.cos) {
-    MMATTN_CHECK(p.batch * p.n <= 65535, UnsupportedError, "kv_append: too many rows (", p.batch * p.n, ")");
     const int threads = 128;
     const int64_t pairs = std::max(p.hq, p.hkv) * (p.d / 2);
-    const dim3 grid(unsigned((pairs + threads - 1) / threads), unsigned(p.batch * p.n), 3);
+    const dim3 grid(unsigned((pairs + threads - 1) / threads), unsigned(std::min<int64_t>(p.batch * p.n, 65535)), 3);
     dispatch_float(p.dtype, "kv_append (rope)", [&]<class T>() { kv_append_rope_kernel<T><<<grid, threads, 0, s>>>(p); });
     MMATTN_CUDA_CHECK_LAUNCH("kv_append (rope)");
     return;
@@ -103,12 +105,12 @@ void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
   for (int w = 0; w < 2; ++w)
     vec = vec && aligned16(p.src[w]) && aligned16(p.dst[w]) && (p.src_sb[w] * int64_t(p.itemsize)) % 16 == 0 &&
           (p.src_sl[w] * int64_t(p.itemsize)) % 16 == 0 && (p.src_sh[w] * int64_t(p.itemsize)) % 16 == 0;
-  MMATTN_CHECK(p.batch * p.n <= 65535 * 1024ll, UnsupportedError, "kv_append: too many rows (", p.batch * p.n, ")");
   const int threads = 128;
   auto launch = [&]<class U>() {
     const int64_t uph = row_bytes / int64_t(sizeof(U));
     const int64_t units = p.hkv * uph;
-    const dim3 grid(unsigned(std::min<int64_t>((units + threads - 1) / threads, 64)), unsigned(p.batch * p.n), 2);
+    const dim3 grid(unsigned(std::min<int64_t>((units + threads - 1) / threads, 64)),
+                    unsigned(std::min<int64_t>(p.batch * p.n, 65535)), 2);
     kv_append_kernel<U><<<grid, threads, 0, s>>>(p, uph);
   };
   if (vec) launch.template operator()<uint4>();

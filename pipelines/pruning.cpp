@@ -423,12 +423,6 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       const Tensor A = taps.attention_mean.select(0, 0).slice(0, 1, n + 1).slice(1, 1, n + 1);
       const Tensor ones = Tensor::full({1, n}, 1.f, DType::F32, A.device());
       std::vector<float> recv = matmul(ones, A.contiguous()).to_floats();
-      const auto column_sums = [&](const std::vector<int64_t>& rows) {
-        RowMix m;
-        for (int64_t i : rows) m.add(i, 1.f);
-        m.end_row();
-        return m.apply(A).to_floats();
-      };
       double mean_recv = 0;
       for (float& r : recv) r /= float(n), mean_recv += r;
       mean_recv /= double(n);
@@ -436,7 +430,10 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       for (int64_t j = 0; j < n; ++j)
         if (recv[size_t(j)] > cfg.sink_threshold * mean_recv) sinks.push_back(j);
       if (sinks.empty()) sinks.push_back(int64_t(std::max_element(recv.begin(), recv.end()) - recv.begin()));
-      std::vector<float> imp = column_sums(sinks);
+      RowMix sink_sum;  // one row: the sum of the sink rows
+      for (int64_t g : sinks) sink_sum.add(g, 1.f);
+      sink_sum.end_row();
+      std::vector<float> imp = sink_sum.apply(A).to_floats();
       for (float& v : imp) v /= float(sinks.size());
       if (cfg.entropy_weight != 0) {
         const int64_t patch = tower.config().patch_size;

@@ -324,6 +324,34 @@ TEST_P(DecodeCuda, AppendWithFusedRope) {
     }
 }
 
+// More new rows (B n) than one grid dimension holds (65535): both append kernels walk the rest.
+TEST_P(DecodeCuda, AppendMoreRowsThanOneGridDimension) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  const int64_t B = 2, n = 33000, Hkv = 1, d = 8;
+  const std::vector<int> nv = {33000, 32999};
+  const Tensor k = round_to(rand_tensor({B, n, Hkv, d}, 11), dt), v = round_to(rand_tensor({B, n, Hkv, d}, 12), dt);
+  KVCache gc(1, B, n, Hkv, d, dt, Device::cuda()), cc(1, B, n, Hkv, d, DType::F32);
+  gc.append(0, k.to(Device::cuda(), dt), v.to(Device::cuda(), dt), nv);
+  cc.append(0, k, v, nv);
+  EXPECT_EQ(max_abs_diff(gc.k(0), cc.k(0)), 0.0);
+  EXPECT_EQ(max_abs_diff(gc.v(0), cc.v(0)), 0.0);
+  // the fused RoPE path: against apply_rope_ + append on the device
+  std::vector<int64_t> pos(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = i;
+  const RopeTable t = rope_table_llama(pos, d, 10000.0, RopeScaling{});
+  const auto [cos, sin] = t.on(Device::cuda());
+  KVCache fused(1, B, n, Hkv, d, dt, Device::cuda()), plain(1, B, n, Hkv, d, dt, Device::cuda());
+  Tensor qa = k.to(Device::cuda(), dt), qb = k.to(Device::cuda(), dt), kb = k.to(Device::cuda(), dt);
+  fused.append_rope(0, qa, k.to(Device::cuda(), dt), v.to(Device::cuda(), dt), cos, sin, nv);
+  apply_rope_(qb, t, RopeStyle::HalfSplit);
+  apply_rope_(kb, t, RopeStyle::HalfSplit);
+  plain.append(0, kb, v.to(Device::cuda(), dt), nv);
+  EXPECT_EQ(max_abs_diff(qa, qb), 0.0);
+  EXPECT_EQ(max_abs_diff(fused.k(0), plain.k(0)), 0.0);
+  EXPECT_EQ(max_abs_diff(fused.v(0), plain.v(0)), 0.0);
+}
+
 TEST_P(DecodeCuda, KVCacheCompactOnTheGpu) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
