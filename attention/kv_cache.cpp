@@ -203,14 +203,13 @@ void KVCache::append_impl(int layer, const Tensor& k_new, const Tensor& v_new, c
     }
     p.dst[0] = kd.data_ptr(), p.dst[1] = vd.data_ptr();
     p.batch = batch_, p.n = n, p.hkv = hkv_, p.d = d_, p.max_len = max_len_;
-    p.itemsize = dtype_size(dtype());
+    p.dtype = dtype();
     p.start = lens_dev_.data<int32_t>() + layer * 2 * batch_;
     p.end = p.start + batch_;
     if (rope) {
       p.cos = rope->cos->data<float>(), p.sin = rope->sin->data<float>();
       p.q = rope->q->data_ptr();
       p.q_sb = rope->q->stride(0), p.q_sl = rope->q->stride(1), p.q_sh = rope->q->stride(2), p.hq = rope->q->size(2);
-      p.dtype = dtype();
     }
     MMATTN_IF_CUDA(kv_append_cuda(p, current_stream()));
   } else {

@@ -13,7 +13,7 @@ namespace {
 // row (b, i, :, :) of K or V (blockIdx.z); rows outside [start_b, end_b) are skipped.
 // Rows (b, i) of the input go over blockIdx.y, grid-stride (gridDim.y <= 65535).
 template <class U>
-__global__ void kv_append_kernel(const KvAppendParams p, int64_t units_per_head) {
+__global__ void kv_append_kernel(const KvAppendParams p, int64_t itemsize, int64_t units_per_head) {
   const int which = blockIdx.z;
   for (int64_t row = blockIdx.y; row < p.batch * p.n; row += gridDim.y) {  // b * n + i
     const int64_t b = row / p.n, i = row - b * p.n;
@@ -21,10 +21,10 @@ __global__ void kv_append_kernel(const KvAppendParams p, int64_t units_per_head)
     if (dst_row >= p.end[b]) continue;
     const int64_t units = p.hkv * units_per_head;
     const U* src = reinterpret_cast<const U*>(static_cast<const char*>(p.src[which]) +
-                                              (b * p.src_sb[which] + i * p.src_sl[which]) * int64_t(p.itemsize));
+                                              (b * p.src_sb[which] + i * p.src_sl[which]) * itemsize);
     U* dst = reinterpret_cast<U*>(static_cast<char*>(p.dst[which]) +
-                                  (b * p.max_len + dst_row) * p.hkv * p.d * int64_t(p.itemsize));
-    const int64_t sh = p.src_sh[which] * int64_t(p.itemsize) / int64_t(sizeof(U));  // head stride in units
+                                  (b * p.max_len + dst_row) * p.hkv * p.d * itemsize);
+    const int64_t sh = p.src_sh[which] * itemsize / int64_t(sizeof(U));  // head stride in units
     for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < units; u += int64_t(gridDim.x) * blockDim.x) {
       const int64_t h = u / units_per_head, e = u - h * units_per_head;
       dst[u] = src[h * sh + e];
@@ -86,8 +86,6 @@ __global__ void kv_set_kernel(int32_t* dst, I32Chunk c, int n) {
   if (int(threadIdx.x) < n) dst[threadIdx.x] = c.v[threadIdx.x];
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
@@ -100,22 +98,22 @@ void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
     MMATTN_CUDA_CHECK_LAUNCH("kv_append (rope)");
     return;
   }
-  const int64_t row_bytes = p.d * int64_t(p.itemsize);
+  const int64_t es = int64_t(dtype_size(p.dtype)), row_bytes = p.d * es;
   bool vec = row_bytes % 16 == 0;
   for (int w = 0; w < 2; ++w)
-    vec = vec && aligned16(p.src[w]) && aligned16(p.dst[w]) && (p.src_sb[w] * int64_t(p.itemsize)) % 16 == 0 &&
-          (p.src_sl[w] * int64_t(p.itemsize)) % 16 == 0 && (p.src_sh[w] * int64_t(p.itemsize)) % 16 == 0;
+    vec = vec && aligned16(p.src[w]) && aligned16(p.dst[w]) && (p.src_sb[w] * es) % 16 == 0 &&
+          (p.src_sl[w] * es) % 16 == 0 && (p.src_sh[w] * es) % 16 == 0;
   const int threads = 128;
   auto launch = [&]<class U>() {
     const int64_t uph = row_bytes / int64_t(sizeof(U));
     const int64_t units = p.hkv * uph;
     const dim3 grid(unsigned(std::min<int64_t>((units + threads - 1) / threads, 64)),
                     unsigned(std::min<int64_t>(p.batch * p.n, 65535)), 2);
-    kv_append_kernel<U><<<grid, threads, 0, s>>>(p, uph);
+    kv_append_kernel<U><<<grid, threads, 0, s>>>(p, es, uph);
   };
   if (vec) launch.template operator()<uint4>();
-  else if (p.itemsize == 4) launch.template operator()<uint32_t>();
-  else if (p.itemsize == 2) launch.template operator()<uint16_t>();
+  else if (es == 4) launch.template operator()<uint32_t>();
+  else if (es == 2) launch.template operator()<uint16_t>();
   else launch.template operator()<uint8_t>();
   MMATTN_CUDA_CHECK_LAUNCH("kv_append");
 }

@@ -13,7 +13,7 @@ struct KvAppendParams {
   int64_t src_sb[2] = {}, src_sl[2] = {}, src_sh[2] = {};  // last dim dense
   void* dst[2] = {nullptr, nullptr};        // the layer's K and V planes [B, max_len, Hkv, D], contiguous
   int64_t batch = 0, n = 0, hkv = 0, d = 0, max_len = 0;
-  size_t itemsize = 2;
+  DType dtype = DType::BF16;  // of k, v, q and the cache (F32, F16 or BF16)
   const int32_t* start = nullptr;  // device [B]: first row written (committed length)
   const int32_t* end = nullptr;    // device [B]: one past the last row written
   // RoPE (rotate_half pairs) fused in when cos is set: k is rotated on its way into the cache and
@@ -22,7 +22,6 @@ struct KvAppendParams {
   const float* sin = nullptr;
   void* q = nullptr;
   int64_t q_sb = 0, q_sl = 0, q_sh = 0, hq = 0;
-  DType dtype = DType::BF16;  // the rounding of the rotation (F32, F16 or BF16)
 };
 void kv_append_cuda(const KvAppendParams& p, StreamHandle s);
 

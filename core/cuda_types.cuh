@@ -1,5 +1,7 @@
 #pragma once
 // Device-side element types and conversions shared by the CUDA kernels.
+#include <cstdint>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -8,6 +10,9 @@
 #include "core/dtype.h"
 
 namespace mmattn {
+
+// Host: whether a pointer allows 16-byte vector accesses.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }

@@ -108,8 +108,8 @@ std::vector<int> vhr_select(const std::vector<float>& vhd, const std::vector<flo
 // layer by layer inside the image branch's hooks. At each VHR layer the last rows' head outputs of
 // the two branches give VHD and TA per head; the heads vhr_select chooses get gain `c.gain` in both
 // branches from that layer's o_proj on, so later layers see the reinforced stream (VHR's
-// layer-by-layer selection). Sequences with
-// text_valid[b] == 0 select nothing (gains 1). The batch is the image branch's.
+// layer-by-layer selection). Sequences with text_valid[b] == 0 select nothing (gains 1). The batch
+// is the image branch's.
 class VhrSelector : public AttentionModulator {
  public:
   VhrSelector(const ModulationConfig& c, const LlamaModel& lm, AttentionModulator* inner, const Tensor& text_embeds,

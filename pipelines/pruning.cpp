@@ -64,10 +64,9 @@ struct RowMix {
   Tensor apply(const Tensor& x) const { return weighted_rows(x, offsets, index, weight); }
 };
 
+// Rows `rows` of x [n, d] (a gather on x's device).
 Tensor select_rows(const std::vector<int64_t>& rows, const Tensor& x) {
-  RowMix m;
-  m.select(rows);
-  return m.apply(x);
+  return embedding(Tensor::from_vector<int64_t>(rows, {int64_t(rows.size())}), x);
 }
 
 // Cosine similarity of the rows of a [B, m, d] and b [B, k, d] (any device), per batch entry, on the

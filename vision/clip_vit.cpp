@@ -89,9 +89,8 @@ ClipVisionTower ClipVisionTower::load(const Checkpoint& ckpt, const std::string&
     // The patch embedding as a GEMM over patch vectors of K = C P P values (embed()), its weight
     // [D, K] padded with zero columns to a multiple of 8 (16-byte rows for the tensor-core GEMMs).
     const int64_t K = C * P * P, Kp = padded_patch_width(K);
-    const Tensor w = ld("embeddings.patch_embedding.weight", {D, C, P, P});
-    t.patch_w_ = Kp == K ? w.view({D, K}) : Tensor::zeros({D, Kp}, dtype, device);
-    if (Kp != K) t.patch_w_.as_strided({D, K}, {Kp, 1}, 0).copy_from(w.view({D, K}));
+    t.patch_w_ = Tensor::zeros({D, Kp}, dtype, device);
+    t.patch_w_.slice(1, 0, K).copy_from(ld("embeddings.patch_embedding.weight", {D, C, P, P}).view({D, K}));
   }
   t.class_emb_ = ld("embeddings.class_embedding", {D});
   t.pos_emb_ = ld("embeddings.position_embedding.weight", {cfg.num_patches() + 1, D});
@@ -161,10 +160,8 @@ Tensor ClipVisionTower::embed(const Tensor& pixel_values) const {
       .copy_from(px.contiguous().view({B, C, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}));
   const Tensor patches = linear(cols, patch_w_);
   Tensor emb = Tensor::empty({B, N + 1, D}, dtype_, device_);
-  for (int64_t b = 0; b < B; ++b) {
-    emb.select(0, b).slice(0, 0, 1).copy_from(class_emb_.view({1, D}));
-    emb.select(0, b).slice(0, 1, N + 1).copy_from(patches.select(0, b));
-  }
+  for (int64_t b = 0; b < B; ++b) emb.select(0, b).slice(0, 0, 1).copy_from(class_emb_.view({1, D}));
+  emb.slice(1, 1, N + 1).copy_from(patches);
   add_(emb, pos_emb_);  // [N + 1, D] broadcast over B
   return layer_norm(emb, pre_ln_w_, pre_ln_b_, float(cfg_.layer_norm_eps));
 }

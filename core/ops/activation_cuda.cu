@@ -27,8 +27,6 @@ __device__ __forceinline__ float act_f32(float x, Activation a) {
   return x;
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // nvec vectors of V elements first (0 when unaligned), then the scalar tail [nvec * V, n).
 template <class T>
 __global__ void activation_kernel(const T* __restrict__ x, T* __restrict__ y, long long n, long long nvec,

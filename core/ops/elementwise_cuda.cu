@@ -21,8 +21,6 @@ __device__ __forceinline__ float binop(float a, float b, BinaryOp op, float alph
   return a;
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Flat: y[e] = op(a[e], b[e % period]); nvec vectors first (0 when not vectorisable), then the tail.
 // No __restrict__: y may be a (add_), and b may be a too.
 template <class T>

@@ -1,5 +1,5 @@
-// CPU embedding: row copies; weighted row combinations in f32, list order (the launcher has already rejected out-of-range ids; they would give
-// zero rows here, as on CUDA).
+// CPU embedding: row copies (the launcher has already rejected out-of-range ids; they would give
+// zero rows here, as on CUDA). Weighted row combinations: f32, in list order.
 #include <cstring>
 
 #include "core/ops/embedding.h"

@@ -115,8 +115,7 @@ void weighted_rows_cuda(const WeightedRowsParams& p, StreamHandle s) {
   if (p.rows == 0 || p.d == 0) return;
   dispatch_float(p.dtype, "weighted_rows", [&]<class T>() {
     constexpr int V = 16 / sizeof(T);
-    const bool vec = p.d % V == 0 && p.x_stride % V == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
-                     reinterpret_cast<uintptr_t>(p.y) % 16 == 0;
+    const bool vec = p.d % V == 0 && p.x_stride % V == 0 && aligned16(p.x) && aligned16(p.y);
     if (vec)
       launch_weighted_rows<T, V>(p, s);
     else

@@ -21,8 +21,6 @@ int initial_mode() {
 }
 std::atomic<int> g_mode{initial_mode()};
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 void set_skinny_gemm_mode(int mode) { g_mode = mode < 0 ? 0 : mode > 2 ? 2 : mode; }

@@ -9,10 +9,6 @@ namespace mmattn {
 void gemv_run_bf16(const GemvParams& p, StreamHandle s);
 void gemv_run_f16(const GemvParams& p, StreamHandle s);
 
-namespace {
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-}  // namespace
-
 bool gemv_cuda_supported(const GemvParams& p) {
   if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
   if (p.m < 1 || p.m > (p.input == GemvInput::Plain ? kGemvMaxRows : kGemvFusedMaxRows)) return false;

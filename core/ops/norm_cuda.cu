@@ -44,8 +44,6 @@ int next_pow2(int v) {
   return p;
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Read-only (non-coherent path) load of a 16-, 4- or 2-byte vector.
 template <class VecT>
 __device__ __forceinline__ VecT ldg(const VecT* p) {
