@@ -5,10 +5,14 @@
 // the product is bound by the weight bytes, so the kernel's job is to keep enough loads in flight
 // on every multiprocessor (4 x 16 bytes per row per lane, 4 rows per warp at a time).
 //
-// Work split: a warp owns ROWS consecutive output rows (a "task") for all m inputs; its lanes walk
-// K in 16-byte vectors (lane, lane + 32, ...), multiply each weight vector with the m input vectors
-// and keep ROWS x M f32 partial sums, reduced by shuffles at the end. Warps take tasks with a grid
-// stride over a grid of one full wave, so that no partial last wave halves the loads in flight.
+// Work split: a task is ROWS consecutive output rows for all m inputs, owned by `split` (1, 2 or 4)
+// warps of one block, each walking one contiguous slice of K in 16-byte vectors (lane, lane + 32,
+// ...): it multiplies each weight vector with the m input vectors and keeps ROWS x M f32 partial
+// sums, reduced by shuffles, then across the task's warps in shared memory in warp order
+// (deterministic). Blocks take groups of kWarps / split tasks with a grid stride over a grid of one
+// full wave. The host picks `split` per shape so that the warp-tasks fill the wave's warp slots
+// (pick_split): at n = 4096 one warp per task would leave half of them idle and give each warp a
+// long chain of dependent round trips.
 //
 // Inputs (GemvInput):
 //   Plain   x read through the read-only path (L1/L2 hits: every warp reads all of x).
@@ -26,6 +30,7 @@
 // products the next one's weight stream starts during this one's tail instead of after it.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 #include <unordered_map>
 
@@ -50,6 +55,7 @@ struct Args {
   int x_stride;  // elements between rows of x
   float eps;
   bool accumulate;
+  int split = 1;  // warps per task (gemv_kernel): 1, 2 or 4, dividing kWarps
 };
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -146,27 +152,35 @@ template <class T, int M, int ROWS, GemvInput IN>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   extern __shared__ uint4 xs[];  // [m][k / 8] for RmsNorm / SwiGLU
   __shared__ float scratch[32];
+  __shared__ float part_sums[kWarps][ROWS * M];  // split > 1: each warp's reduced partial sums
   constexpr bool kStaged = IN != GemvInput::Plain;
   const int kv = a.k / 8;
-  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const uint4* w = static_cast<const uint4*>(a.w);
   const uint4* x = static_cast<const uint4*>(a.x);
   const int xsv = a.x_stride / 8;
   const int tasks = (a.n + ROWS - 1) / ROWS;
+  const int per_block = kWarps / a.split;  // tasks per block and grid step
+  const int group = warp / a.split, piece = warp % a.split;
+  const int slice = (kv + a.split - 1) / a.split;  // vectors of K per warp
+  const int k_begin = min(kv, piece * slice), k_end = min(kv, k_begin + slice);
 
   allow_next_grid();
-  if (const int t = blockIdx.x * kWarps + (threadIdx.x >> 5); t < tasks) {
-    const int lines = min(a.k * int(sizeof(T)), kPrefetchBytesPerRow) / 128;  // 128-byte lines per row
+  if (const int t = blockIdx.x * per_block + group; t < tasks) {
+    const int lines = min((k_end - k_begin) * 16, kPrefetchBytesPerRow) / 128;  // 128-byte lines per row
     for (int i = lane; i < lines * ROWS; i += 32) {
-      const char* row = reinterpret_cast<const char*>(w + int64_t(min(t * ROWS + i / lines, a.n - 1)) * kv);
+      const char* row =
+          reinterpret_cast<const char*>(w + int64_t(min(t * ROWS + i / lines, a.n - 1)) * kv + k_begin);
       asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (i % lines) * 128));
     }
   }
   wait_for_previous_grid();  // x (and y, when accumulating) come from the kernels before
   if constexpr (kStaged) stage_input<T, M, IN>(a, xs, scratch);
 
-  for (int t = blockIdx.x * kWarps + (threadIdx.x >> 5); t < tasks; t += gridDim.x * kWarps) {
-    const int row0 = t * ROWS;
+  // The loop bound is uniform across the block (the shared-memory reduction synchronises it).
+  for (int t0 = blockIdx.x * per_block; t0 < tasks; t0 += gridDim.x * per_block) {
+    const int t = t0 + group;
+    const int row0 = min(t, tasks - 1) * ROWS;
     const uint4* wr[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) wr[r] = w + int64_t(min(row0 + r, a.n - 1)) * kv;
@@ -176,19 +190,20 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 #pragma unroll
       for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
 
-    for (int c0 = lane; c0 < kv; c0 += 32 * kUnroll) {
+    const int c_end = t < tasks ? k_end : k_begin;  // a group past the last task reads nothing
+    for (int c0 = k_begin + lane; c0 < c_end; c0 += 32 * kUnroll) {
       uint4 wv[kUnroll][ROWS];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
           const int c = c0 + 32 * u;
-          wv[u][r] = c < kv ? ld_stream(wr[r] + c) : make_uint4(0, 0, 0, 0);
+          wv[u][r] = c < c_end ? ld_stream(wr[r] + c) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int c = c0 + 32 * u;
-        if (c >= kv) break;
+        if (c >= c_end) break;
         float wf[ROWS][8];
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) to_floats<T>(wv[u][r], wf[r]);
@@ -205,16 +220,25 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
       }
     }
 
+    float mine = 0.f;  // lane r * M + m ends up holding the warp's sum for (row r, input m)
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         const float s = warp_sum(acc[r][m]);
-        const int row = row0 + r;
-        if (lane == r * M + m && row < a.n && m < a.m) {
-          store_output<T>(a, m, row, s);
-        }
+        if (lane == r * M + m) mine = s;
       }
+    if (a.split > 1) {
+      if (lane < ROWS * M) part_sums[warp][lane] = mine;
+      __syncthreads();
+      if (piece == 0) {
+        mine = 0.f;
+        for (int i = 0; i < a.split; ++i) mine += lane < ROWS * M ? part_sums[warp + i][lane] : 0.f;
+      }
+      __syncthreads();  // part_sums is rewritten by the next task group
+    }
+    const int row = row0 + lane / M, m = lane % M;
+    if (piece == 0 && t < tasks && lane < ROWS * M && row < a.n && m < a.m) store_output<T>(a, m, row, mine);
   }
 }
 
@@ -356,20 +380,23 @@ inline int staged_smem_limit() {
   return it->second;
 }
 
-// One launch of `Kernel` (tasks of `rows` output rows, `warps_per_task` warps each) with
-// programmatic dependent launch where the device has it. Grid-stride kernels (one warp per task)
-// get one full wave of blocks (or fewer when there are fewer tasks); the others one block per
-// kWarps / warps_per_task tasks. The device's SM count and the kernel's occupancy per
-// shared-memory size are queried once (per thread, per kernel). max_smem > 0 sets the kernel's
-// dynamic shared-memory ceiling (a process-wide attribute: each kernel always gets the same value,
-// so no thread lowers it under another): the device's opt-in limit for the staged gemv kernels, the
-// ring size for the tensor-core kernel.
+// What a launch of `Kernel` needs to know about the device, queried once (per thread, kernel and
+// device): the SM count, whether programmatic dependent launch exists, and the blocks per SM for
+// each dynamic shared-memory size. max_smem > 0 sets the kernel's dynamic shared-memory ceiling (a
+// process-wide attribute: each kernel always gets the same value, so no thread lowers it under
+// another): the device's opt-in limit for the staged gemv kernels, the ring size for the
+// tensor-core kernel.
+struct LaunchInfo {
+  int sms = 0, per_sm = 0;
+  bool pdl = false;  // programmatic dependent launch (compute capability >= 9)
+};
+
 template <auto Kernel>
-void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int max_smem, StreamHandle s) {
+LaunchInfo launch_info(int smem, int max_smem) {
   auto kernel = Kernel;
   struct Cache {
     int device = -1, sms = 0;
-    bool pdl = false;  // programmatic dependent launch (compute capability >= 9)
+    bool pdl = false;
     std::unordered_map<int, int> per_sm;  // dynamic shared memory -> blocks per SM
   };
   thread_local Cache c;
@@ -397,18 +424,51 @@ void launch_kernel(const Args& a, int rows, int warps_per_task, int smem, int ma
                  " bytes of shared memory fits on a multiprocessor");
     it = c.per_sm.emplace(smem, per_sm).first;
   }
-  const int tasks = (a.n + rows - 1) / rows;
-  const int tasks_per_block = kWarps / warps_per_task;
-  int blocks = (tasks + tasks_per_block - 1) / tasks_per_block;
-  if (warps_per_task == 1) blocks = std::min(blocks, c.sms * it->second);  // one wave, grid-stride
-  blocks = std::max(1, blocks);
-  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, c.pdl, a);
+  return {c.sms, it->second, c.pdl};
+}
+
+// Warps per task for gemv_kernel: the split (1, 2 or 4) whose blocks fill their last wave best,
+// each warp keeping at least two rounds of kUnroll loads per lane (a shorter slice is all ramp-up
+// and reduction). Ties go to the smaller split. MMATTN_GEMV_SPLIT=1|2|4 forces one (benchmark A/B).
+inline int pick_split(int tasks, int kv, int wave_blocks) {
+  static const int forced = [] {
+    const char* e = std::getenv("MMATTN_GEMV_SPLIT");
+    const int v = e ? std::atoi(e) : 0;
+    return v == 1 || v == 2 || v == 4 ? v : 0;
+  }();
+  if (forced) return forced;
+  int best = 1;
+  double best_fill = 0.0;
+  for (int split : {1, 2, 4}) {
+    if (kv < split * 2 * 32 * kUnroll) break;
+    const int64_t blocks = (int64_t(tasks) * split + kWarps - 1) / kWarps;
+    const int64_t waves = (blocks + wave_blocks - 1) / wave_blocks;
+    const double fill = double(blocks) / double(waves * wave_blocks);
+    if (fill > best_fill + 0.02) best = split, best_fill = fill;
+  }
+  return best;
 }
 
 template <class T, int M, int ROWS, GemvInput IN>
-void launch(const Args& a, StreamHandle s) {
+void launch(Args a, StreamHandle s) {
+  constexpr auto kernel = gemv_kernel<T, M, ROWS, IN>;
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
-  launch_kernel<gemv_kernel<T, M, ROWS, IN>>(a, ROWS, 1, smem, IN != GemvInput::Plain ? staged_smem_limit() : 0, s);
+  const LaunchInfo info = launch_info<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
+  const int tasks = (a.n + ROWS - 1) / ROWS;
+  const int wave = info.sms * info.per_sm;
+  a.split = pick_split(tasks, a.k / 8, wave);
+  const int per_block = kWarps / a.split;
+  const int blocks = std::max(1, std::min((tasks + per_block - 1) / per_block, wave));  // one wave, grid-stride
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, info.pdl, a);
+}
+
+// The tensor-core kernel: one block per 16 output rows.
+template <class T>
+void launch_mma(const Args& a, StreamHandle s) {
+  constexpr auto kernel = gemv_mma_kernel<T>;
+  const LaunchInfo info = launch_info<kernel>(kMmaSmem, kMmaSmem);
+  const int blocks = std::max(1, (a.n + kMmaRows - 1) / kMmaRows);
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kMmaSmem), s, info.pdl, a);
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
@@ -429,7 +489,7 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
   else {
     MMATTN_CHECK(in == GemvInput::Plain, UnsupportedError, "gemv: m = ", a.m,
                  " takes the tensor-core kernel, which has no fused input (gemv_cuda_supported)");
-    launch_kernel<gemv_mma_kernel<T>>(a, kMmaRows, kWarps, kMmaSmem, kMmaSmem, s);
+    launch_mma<T>(a, s);
   }
 }
 

@@ -138,7 +138,9 @@ void expect_fused_forms(const DecodeOperands& o, DType dt, double tol, const std
 // the CPU composition on the same (rounded) operands, element by element. n / k cover partial warp
 // tasks (n % 4 != 0), partial unrolled K steps (k = 1000, 2600), K == 8, and a second pass of the warps' grid stride
 // (n = 12289: more row groups than one wave of warps); y starts random, so a row the kernel fails
-// to write or overwrites instead of adding shows.
+// to write or overwrites instead of adding shows. K split over 2 or 4 warps per task (pick_split;
+// with 132 SMs, for m <= 2): k = 4096 splits in 2 for every n (n = 12289 with a grid-stride second
+// pass), k = 8200 (uneven slices) in 4 for n = 256, 1030 and in 2 for n = 4099; k <= 2600 does not split.
 TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
@@ -148,9 +150,10 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   // the gemv kernels themselves (mode 1 would send the plain products to the Hopper skinny kernel)
   const SkinnyGemmModeGuard mode(0);
   for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8})
-    for (int64_t k : {8, 264, 1000, 2600, 4096})
+    for (int64_t k : {8, 264, 1000, 2600, 4096, 8200})
       for (int64_t n : {256, 257, 1030, 4099, 12289}) {
-        if (n == 12289 && k < 1000) continue;
+        if (n == 12289 && (k < 1000 || k > 4096)) continue;
+        if (k == 8200 && n == 257) continue;
         const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
         const DecodeOperands o = decode_operands(m, k, n, dt, seed);
         Tensor gx = o.x.to(g, dt), gw = o.w.to(g, dt), gb = o.b.to(g, dt);
