@@ -250,16 +250,16 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 // vector 4 s + t of step s, and feeds elements 0-3 to one MMA and 4-7 to the next, into the
 // fragment slots (2t, 2t + 1, 2t + 8, 2t + 9) that both operands use for the same lane. A step
 // reads 16 rows x 64 contiguous bytes.
-// Loads in flight: the weights go through a per-warp ring of kMmaStages stages of kMmaSteps steps
+// Loads in flight: the weights go through a per-warp ring of kMmaStages (4, 8 or 12: launch_mma) stages of kMmaSteps steps
 // in shared memory with cp.async (L2 only), kMmaStages - 1 stages ahead of the MMAs (issued after
 // griddepcontrol.wait: only L2 prefetch hints go before it); no registers
 // hold them, so the depth does not depend on the compiler's schedule. Each lane reads back only
 // the bytes it copied itself (no block synchronisation in the loop). The warps' partial 16 x 8
 // tiles are summed in shared memory in warp order (deterministic).
 constexpr int kMmaRows = 16;
-constexpr int kMmaSteps = 2;   // steps of 4 vectors (32 k) per stage
-constexpr int kMmaStages = 4;  // ring depth per warp
-constexpr int kMmaSmem = kWarps * kMmaStages * kMmaSteps * 2 * 32 * 16;  // bytes of dynamic shared memory
+constexpr int kMmaSteps = 2;  // steps of 4 vectors (32 k) per stage
+// Bytes of dynamic shared memory for a ring of `stages` stages per warp (1 KB per warp and stage).
+constexpr int mma_smem(int stages) { return kWarps * stages * kMmaSteps * 2 * 32 * 16; }
 
 template <class T>
 __device__ __forceinline__ void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -285,8 +285,9 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
-template <class T>
+template <class T, int STAGES>
 __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
+  constexpr int kMmaStages = STAGES;  // ring depth per warp
   extern __shared__ uint4 ring[];  // [warp][stage][step][row a | row b][lane]
   __shared__ float part[kWarps][kMmaRows][8];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -462,13 +463,45 @@ void launch(Args a, StreamHandle s) {
   sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, info.pdl, a);
 }
 
-// The tensor-core kernel: one block per 16 output rows.
+// The tensor-core kernel: one block per 16 output rows, with the ring depth (4, 8 or 12 stages per
+// warp) whose resident blocks best fit the row tiles: a deeper ring holds more bytes in flight per
+// block but lets fewer blocks share a multiprocessor, so it wins where the tiles are fewer than the
+// resident blocks of the shallow ring (n = 4096: 256 tiles) or overflow its wave by a little
+// (n = 12288: 768 tiles against 4 x 132). Measured by fill = tiles / (waves x resident blocks);
+// ties go to the shallower ring. MMATTN_GEMV_MMA_STAGES=4|8|12 forces one (benchmark A/B).
+template <class T, int STAGES>
+void launch_mma_stages(const Args& a, int blocks, StreamHandle s) {
+  constexpr auto kernel = gemv_mma_kernel<T, STAGES>;
+  constexpr int smem = mma_smem(STAGES);
+  const LaunchInfo info = launch_info<kernel>(smem, smem);
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, info.pdl, a);
+}
+
 template <class T>
 void launch_mma(const Args& a, StreamHandle s) {
-  constexpr auto kernel = gemv_mma_kernel<T>;
-  const LaunchInfo info = launch_info<kernel>(kMmaSmem, kMmaSmem);
+  static const int forced = [] {
+    const char* e = std::getenv("MMATTN_GEMV_MMA_STAGES");
+    const int v = e ? std::atoi(e) : 0;
+    return v == 4 || v == 8 || v == 12 ? v : 0;
+  }();
   const int blocks = std::max(1, (a.n + kMmaRows - 1) / kMmaRows);
-  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kMmaSmem), s, info.pdl, a);
+  const int resident[3] = {launch_info<gemv_mma_kernel<T, 4>>(mma_smem(4), mma_smem(4)).per_sm,
+                           launch_info<gemv_mma_kernel<T, 8>>(mma_smem(8), mma_smem(8)).per_sm,
+                           launch_info<gemv_mma_kernel<T, 12>>(mma_smem(12), mma_smem(12)).per_sm};
+  int stages = forced;
+  if (!stages) {
+    const int sms = cuda_sm_count();
+    double best_fill = 0.0;
+    for (int i = 0; i < 3; ++i) {
+      const int wave = sms * resident[i];
+      const int waves = (blocks + wave - 1) / wave;
+      const double fill = double(blocks) / double(int64_t(waves) * wave);
+      if (fill > best_fill + 0.02) stages = 4 * (i + 1), best_fill = fill;
+    }
+  }
+  if (stages == 12) launch_mma_stages<T, 12>(a, blocks, s);
+  else if (stages == 8) launch_mma_stages<T, 8>(a, blocks, s);
+  else launch_mma_stages<T, 4>(a, blocks, s);
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.

@@ -141,6 +141,8 @@ void expect_fused_forms(const DecodeOperands& o, DType dt, double tol, const std
 // to write or overwrites instead of adding shows. K split over 2 or 4 warps per task (pick_split;
 // with 132 SMs, for m <= 2): k = 4096 splits in 2 for every n (n = 12289 with a grid-stride second
 // pass), k = 8200 (uneven slices) in 4 for n = 256, 1030 and in 2 for n = 4099; k <= 2600 does not split.
+// The tensor-core kernel's ring depth (launch_mma; 4 / 3 / 2 resident blocks of 4 / 8 / 12 stages):
+// 12 stages for n <= 4099, 8 for n = 12289, 4 for n = 22016.
 TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
@@ -151,8 +153,9 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   const SkinnyGemmModeGuard mode(0);
   for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8})
     for (int64_t k : {8, 264, 1000, 2600, 4096, 8200})
-      for (int64_t n : {256, 257, 1030, 4099, 12289}) {
+      for (int64_t n : {256, 257, 1030, 4099, 12289, 22016}) {
         if (n == 12289 && (k < 1000 || k > 4096)) continue;
+        if (n == 22016 && k != 264) continue;
         if (k == 8200 && n == 257) continue;
         const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
         const DecodeOperands o = decode_operands(m, k, n, dt, seed);
