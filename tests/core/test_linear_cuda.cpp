@@ -141,8 +141,8 @@ void expect_fused_forms(const DecodeOperands& o, DType dt, double tol, const std
 // to write or overwrites instead of adding shows. K split over 2 or 4 warps per task (pick_split;
 // with 132 SMs, for m <= 2): k = 4096 splits in 2 for every n (n = 12289 with a grid-stride second
 // pass), k = 8200 (uneven slices) in 4 for n = 256, 1030 and in 2 for n = 4099; k <= 2600 does not split.
-// The tensor-core kernel's ring depth (launch_mma; 4 / 3 / 2 resident blocks of 4 / 8 / 12 stages):
-// 12 stages for n <= 4099, 8 for n = 12289, 4 for n = 22016.
+// The tensor-core kernel's block (launch_mma; on an H100 4 resident blocks of 8 warps or 3 of 16): 16 warps for
+// n <= 12289, 8 for n = 22016.
 TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
