@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 }
 
 // ---- 3 <= m <= 8: tensor cores (mma.sync m16n8k16, f32 accumulation) ----------------------------
-// A block owns 16 output rows; its 8 or 16 warps (launch_mma) split K into contiguous slices. The weight rows are the
+// A block owns 16 output rows; its 8 warps split K into contiguous slices. The weight rows are the
 // MMA's A operand (16 rows x 16 k), x^T its B operand (16 k x 8 columns = the m inputs, zero past
 // m). The k order inside an MMA is free as long as A and B agree, so every lane loads whole
 // 16-byte vectors: lane (g = lane / 4, t = lane % 4) reads weight rows g and g + 8 and x row g at
@@ -259,8 +259,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 constexpr int kMmaRows = 16;
 constexpr int kMmaSteps = 2;   // steps of 4 vectors (32 k) per stage
 constexpr int kMmaStages = 4;  // ring depth per warp
-// Bytes of dynamic shared memory for a block of `warps` warps (4 KB per warp).
-constexpr int mma_smem(int warps) { return warps * kMmaStages * kMmaSteps * 2 * 32 * 16; }
+constexpr int kMmaSmem = kWarps * kMmaStages * kMmaSteps * 2 * 32 * 16;  // bytes of dynamic shared memory
 
 template <class T>
 __device__ __forceinline__ void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -286,10 +285,10 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
-template <class T, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(Args a) {
+template <class T>
+__global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
   extern __shared__ uint4 ring[];  // [warp][stage][step][row a | row b][lane]
-  __shared__ float part[WARPS][kMmaRows][8];
+  __shared__ float part[kWarps][kMmaRows][8];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int kv = a.k / 8;
@@ -304,7 +303,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(Args a) {
 
   allow_next_grid();
   const int steps = (kv + 3) / 4;  // steps of 4 vectors over K
-  const int per_warp = (steps + WARPS - 1) / WARPS;
+  const int per_warp = (steps + kWarps - 1) / kWarps;
   const int s_begin = warp * per_warp, s_end = min(steps, s_begin + per_warp);
   const int batches = s_end > s_begin ? (s_end - s_begin + kMmaSteps - 1) / kMmaSteps : 0;
   auto issue = [&](int b) {
@@ -360,7 +359,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(Args a) {
     if (row < a.n && m < a.m) {
       float v = 0.f;
 #pragma unroll
-      for (int i = 0; i < WARPS; ++i) v += part[i][r][m];
+      for (int i = 0; i < kWarps; ++i) v += part[i][r][m];
       store_output<T>(a, m, row, v);
     }
   }
@@ -393,7 +392,7 @@ struct LaunchInfo {
 };
 
 template <auto Kernel>
-LaunchInfo launch_info(int smem, int max_smem, int threads = kThreads) {
+LaunchInfo launch_info(int smem, int max_smem) {
   auto kernel = Kernel;
   struct Cache {
     int device = -1, sms = 0;
@@ -420,8 +419,8 @@ LaunchInfo launch_info(int smem, int max_smem, int threads = kThreads) {
   auto it = c.per_sm.find(smem);
   if (it == c.per_sm.end()) {
     int per_sm = 0;
-    MMATTN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, size_t(smem)));
-    MMATTN_CHECK(per_sm >= 1, CudaError, "gemv: no block of ", threads, " threads with ", smem,
+    MMATTN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, size_t(smem)));
+    MMATTN_CHECK(per_sm >= 1, CudaError, "gemv: no block of ", kThreads, " threads with ", smem,
                  " bytes of shared memory fits on a multiprocessor");
     it = c.per_sm.emplace(smem, per_sm).first;
   }
@@ -463,43 +462,15 @@ void launch(Args a, StreamHandle s) {
   sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, info.pdl, a);
 }
 
-// The tensor-core kernel: one block of 8 or 16 warps per 16 output rows, the warps splitting K.
-// The product runs at the rate of its resident warps (bench/NOTES.md, session 9: a deeper ring
-// with fewer resident blocks was slower), so where the row tiles leave multiprocessors short of
-// warps (n = 4096: 256 tiles against 4 x 132 resident 8-warp blocks on an H100) or overflow the wave by a
-// little (n = 12288: 768 tiles), 16-warp blocks fill it better. Measured by fill = tiles / (waves x
-// resident blocks); ties go to 8 warps. MMATTN_GEMV_MMA_WARPS=8|16 forces one (benchmark A/B).
-template <class T, int WARPS>
-void launch_mma_warps(const Args& a, int blocks, StreamHandle s) {
-  constexpr auto kernel = gemv_mma_kernel<T, WARPS>;
-  constexpr int smem = mma_smem(WARPS);
-  const LaunchInfo info = launch_info<kernel>(smem, smem, WARPS * 32);
-  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(WARPS * 32), size_t(smem), s, info.pdl, a);
-}
-
+// The tensor-core kernel: one block per 16 output rows. (Measured slower on the H100, bench/NOTES.md
+// session 9: a deeper ring with fewer resident blocks, and 16-warp blocks, for the n = 4096 products
+// that leave multiprocessors short of blocks.)
 template <class T>
 void launch_mma(const Args& a, StreamHandle s) {
-  static const int forced = [] {
-    const char* e = std::getenv("MMATTN_GEMV_MMA_WARPS");
-    const int v = e ? std::atoi(e) : 0;
-    return v == 8 || v == 16 ? v : 0;
-  }();
+  constexpr auto kernel = gemv_mma_kernel<T>;
+  const LaunchInfo info = launch_info<kernel>(kMmaSmem, kMmaSmem);
   const int blocks = std::max(1, (a.n + kMmaRows - 1) / kMmaRows);
-  int warps = forced;
-  if (!warps) {
-    const int sms = cuda_sm_count();
-    const int resident[2] = {launch_info<gemv_mma_kernel<T, 8>>(mma_smem(8), mma_smem(8), 256).per_sm,
-                             launch_info<gemv_mma_kernel<T, 16>>(mma_smem(16), mma_smem(16), 512).per_sm};
-    double best_fill = 0.0;
-    for (int i = 0; i < 2; ++i) {
-      const int64_t wave = int64_t(sms) * resident[i];
-      const int64_t waves = (blocks + wave - 1) / wave;
-      const double fill = double(blocks) / double(waves * wave);
-      if (fill > best_fill + 0.02) warps = 8 * (i + 1), best_fill = fill;
-    }
-  }
-  if (warps == 16) launch_mma_warps<T, 16>(a, blocks, s);
-  else launch_mma_warps<T, 8>(a, blocks, s);
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kMmaSmem), s, info.pdl, a);
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.

@@ -141,8 +141,7 @@ void expect_fused_forms(const DecodeOperands& o, DType dt, double tol, const std
 // to write or overwrites instead of adding shows. K split over 2 or 4 warps per task (pick_split;
 // with 132 SMs, for m <= 2): k = 4096 splits in 2 for every n (n = 12289 with a grid-stride second
 // pass), k = 8200 (uneven slices) in 4 for n = 256, 1030 and in 2 for n = 4099; k <= 2600 does not split.
-// The tensor-core kernel's block (launch_mma; on an H100 4 resident blocks of 8 warps or 3 of 16): 16 warps for
-// n <= 12289, 8 for n = 22016.
+// n = 22016 is the gate_up width (three partial waves of the tensor-core kernel's blocks).
 TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
