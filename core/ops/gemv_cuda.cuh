@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <type_traits>
 #include <unordered_map>
 
@@ -365,6 +366,95 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
   }
 }
 
+// The same product with long bursts per weight row (gemv_mma_rows_kernel): the 8 warps of a block
+// share one ring of kRowStages stages, each stage 16 rows x kRowVecs 16-byte vectors (1 KB of
+// every row), filled by cp.async so that each warp instruction copies 512 contiguous bytes of one
+// row, as the CUDA-core gemv reads. (The kernel above copies 64 bytes of 8 rows per instruction and
+// keeps 16 rows x 8 K-slices of streams open per block.) Warp w multiplies steps 2w and 2w + 1 of
+// each stage (the k order is free, as above). The ring is shared, so a block barrier per stage
+// guards the slot being refilled (the classic multistage cp.async pipeline). Shared-memory rows
+// are 1 KB apart, so the vector index is XOR-swizzled by the row's parity: a quarter-warp of a
+// 16-byte read (rows g, g + 1 at the same 4 vectors) then hits 8 distinct bank groups.
+constexpr int kRowVecs = 64;    // vectors (16 bytes) of each row per stage
+constexpr int kRowStages = 4;   // ring depth (kRowStages - 1 stages in flight)
+constexpr int kRowSmem = kRowStages * kMmaRows * kRowVecs * 16;  // 64 KB
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) gemv_mma_rows_kernel(Args a) {
+  extern __shared__ uint4 ring[];  // [stage][row][vector ^ swizzle]
+  __shared__ float part[kWarps][kMmaRows][8];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int kv = a.k / 8;
+  const int row0 = blockIdx.x * kMmaRows;
+  const uint4* w = static_cast<const uint4*>(a.w);
+  const bool has_x = g < a.m;
+  const uint4* xr = static_cast<const uint4*>(a.x) + int64_t(has_x ? g : 0) * (a.x_stride / 8);
+  const int stages = (kv + kRowVecs - 1) / kRowVecs;
+  // copy role: this thread copies vector (tid % 64) of rows tid / 64 + 4 i, i < 4
+  const int cv = threadIdx.x % kRowVecs, cr = threadIdx.x / kRowVecs;
+  auto slot = [&](int stage, int r, int v) -> uint4* {
+    return ring + (stage * kMmaRows + r) * kRowVecs + (v ^ ((r & 1) << 2));
+  };
+  auto issue = [&](int st) {
+    if (st < stages)
+#pragma unroll
+      for (int i = 0; i < kMmaRows / 4; ++i) {
+        const int r = cr + 4 * i, v = st * kRowVecs + cv;
+        const bool in = v < kv;
+        cp_async16(slot(st % kRowStages, r, cv), w + int64_t(min(row0 + r, a.n - 1)) * kv + (in ? v : 0), in ? 16 : 0);
+      }
+    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
+  };
+
+  allow_next_grid();
+  if (lane % 8 == 0)  // L2 hints for the first stages (one per 128-byte line); operands are read after the wait
+    for (int st = 0; st < min(stages, kRowStages - 1); ++st)
+#pragma unroll
+      for (int i = 0; i < kMmaRows / 4; ++i) {
+        const int r = cr + 4 * i, v = min(st * kRowVecs + cv, kv - 1);
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(w + int64_t(min(row0 + r, a.n - 1)) * kv + v));
+      }
+  wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
+#pragma unroll
+  for (int st = 0; st < kRowStages - 1; ++st) issue(st);
+
+  float c[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int st = 0; st < stages; ++st) {
+    uint4 vx[2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int v = st * kRowVecs + 8 * warp + 4 * u + t;
+      vx[u] = has_x && v < kv ? __ldg(xr + v) : make_uint4(0, 0, 0, 0);
+    }
+    cp_async_wait<kRowStages - 2>();  // this thread's copies of stage st have landed
+    __syncthreads();                  // everyone's; and stage st - 1 is consumed, so its slot may refill
+    issue(st + kRowStages - 1);
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int v = 8 * warp + 4 * u + t;
+      const uint4 va = *slot(st % kRowStages, g, v), vb = *slot(st % kRowStages, g + 8, v);
+      mma_16x8x16<T>(c, va.x, vb.x, va.y, vb.y, vx[u].x, vx[u].y);
+      mma_16x8x16<T>(c, va.z, vb.z, va.w, vb.w, vx[u].z, vx[u].w);
+    }
+  }
+  cp_async_wait<0>();
+  part[warp][g][2 * t] = c[0];
+  part[warp][g][2 * t + 1] = c[1];
+  part[warp][g + 8][2 * t] = c[2];
+  part[warp][g + 8][2 * t + 1] = c[3];
+  __syncthreads();
+  if (threadIdx.x < kMmaRows * 8) {
+    const int r = threadIdx.x / 8, m = threadIdx.x % 8, row = row0 + r;
+    if (row < a.n && m < a.m) {
+      float v = 0.f;
+#pragma unroll
+      for (int i = 0; i < kWarps; ++i) v += part[i][r][m];
+      store_output<T>(a, m, row, v);
+    }
+  }
+}
+
 // The dynamic shared memory a staged kernel may use on the current device: the per-block opt-in
 // limit less a margin for the kernels' static scratch (queried once per thread and device).
 inline int staged_smem_limit() {
@@ -462,15 +552,24 @@ void launch(Args a, StreamHandle s) {
   sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, info.pdl, a);
 }
 
-// The tensor-core kernel: one block per 16 output rows. (Measured slower on the H100, bench/NOTES.md
-// session 9: a deeper ring with fewer resident blocks, and 16-warp blocks, for the n = 4096 products
-// that leave multiprocessors short of blocks.)
+// The tensor-core kernel: one block per 16 output rows. MMATTN_GEMV_MMA=slices picks the K-slice
+// kernel (gemv_mma_kernel) for a benchmark A/B.
 template <class T>
 void launch_mma(const Args& a, StreamHandle s) {
-  constexpr auto kernel = gemv_mma_kernel<T>;
-  const LaunchInfo info = launch_info<kernel>(kMmaSmem, kMmaSmem);
+  static const bool slices = [] {
+    const char* e = std::getenv("MMATTN_GEMV_MMA");
+    return e && std::string(e) == "slices";
+  }();
   const int blocks = std::max(1, (a.n + kMmaRows - 1) / kMmaRows);
-  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kMmaSmem), s, info.pdl, a);
+  if (slices) {
+    constexpr auto kernel = gemv_mma_kernel<T>;
+    const LaunchInfo info = launch_info<kernel>(kMmaSmem, kMmaSmem);
+    sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kMmaSmem), s, info.pdl, a);
+  } else {
+    constexpr auto kernel = gemv_mma_rows_kernel<T>;
+    const LaunchInfo info = launch_info<kernel>(kRowSmem, kRowSmem);
+    sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kRowSmem), s, info.pdl, a);
+  }
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
