@@ -15,8 +15,17 @@ int attention_kernel_override() { return g_override.load(std::memory_order_relax
 
 namespace {
 
-// force: take the route whenever it is eligible (override 4, tests); else only when the cost
-// model below says it is faster than the fused kernel.
+// Whether the split route can run its two parts at once: the plain rows [0, first) then need only
+// a prefix of the keys (all of them without a causal mask; with one, the first + Lk - Lq keys that
+// row first - 1 sees, bottom-right aligned) and no per-sequence key lengths (with k_lens the causal
+// alignment is per sequence).
+bool split_overlaps(const AttentionParams& p, int64_t first) {
+  return !p.causal || (!p.k_lens && first + p.lk - p.lq >= 1);
+}
+
+// force: take the route whenever it is eligible (override 4, tests); else when its two parts
+// overlap (the tail's decode pass then runs beside the prefill), or when the cost model below says
+// the sequential split is faster than the fused kernel.
 int split_tail_rows(const AttentionParams& p, bool force) {
   // Per-key modulation (needs key classes) of the last few rows only, nothing per row elsewhere
   // except the head gain (applied by both calls); no q_lens (the tail's rows are then the last
@@ -27,7 +36,7 @@ int split_tail_rows(const AttentionParams& p, bool force) {
   const int64_t tail = p.lq - first;
   const int64_t group = p.hq / p.hkv;
   if (tail > 4 || tail * group > 32) return -1;
-  if (!force) {
+  if (!force && !split_overlaps(p, first)) {
     // Measured on the H100 (bench_attention, causal h32 d128, last row): the fused kernel's
     // modulated warpgroup lengthens the longest (last) q tile, ~13 ns per key; the split route
     // adds a decode launch, ~8 us fixed plus a read of K and V (B Lk Hkv D 4 bytes at ~3 TB/s).
@@ -52,8 +61,8 @@ void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
   p.resolve_output_strides();
   const int tail = which == 0 || which == 4 ? split_tail_rows(p, which == 4) : -1;
   if (tail >= 0) {
-    // PAI-like: the unmodulated (fast) prefill over every row, then the modulated split-KV decode
-    // kernel over the last `tail` rows, overwriting them (same stream: ordered).
+    // PAI-like: the unmodulated (fast) prefill, and the modulated split-KV decode kernel over the
+    // last `tail` rows.
     AttentionParams plain = p;
     plain.key_class = nullptr;
     plain.key_class_sb = 0;
@@ -61,15 +70,28 @@ void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
     plain.logit_abs_gain = plain.logit_bias = plain.post_weight = nullptr;
     plain.renormalize = false;
     plain.first_modulated_row = 0;
-    flash_prefill_cuda(plain, s);
-    if (tail == 0) return;
+    if (tail == 0) return flash_prefill_cuda(plain, s);
     const int64_t first = p.lq - tail;
     AttentionParams t = p;
     t.q = static_cast<const char*>(p.q) + first * p.q_sl * dtype_size(p.dtype);
     t.out = static_cast<char*>(p.out) + first * p.out_sl * dtype_size(p.dtype);
-    if (p.lse) t.lse = p.lse + first;
+    if (p.lse) t.lse = p.lse + first;  // rows: stride 1
     t.lq = tail;
     t.first_modulated_row = 0;
+    if (split_overlaps(p, first)) {
+      // Both at once: the prefill over rows [0, first) and the keys they see, the decode on the
+      // side stream (they write disjoint rows of out and LSE; both only read q, k, v).
+      plain.lq = first;
+      if (p.causal) plain.lk = first + p.lk - p.lq;
+      const StreamHandle side = side_stream();
+      stream_wait(side, s);
+      flash_prefill_cuda(plain, s);
+      flash_decode_cuda(t, side);
+      stream_wait(s, side);
+      return;
+    }
+    // Sequential: the prefill over every row, then the decode overwriting the tail rows.
+    flash_prefill_cuda(plain, s);
     flash_decode_cuda(t, s);
     return;
   }

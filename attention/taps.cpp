@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "attention/taps_params.h"
+#include "core/ops/concat.h"
 #include "core/ops/dispatch.h"
 
 namespace mmattn {
@@ -39,6 +40,43 @@ Tensor attention_probs(const Tensor& q_rows, const Tensor& k, const TapRequest& 
     attention_probs_cpu(p);
   }
   return probs;
+}
+
+AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& rows,
+                                 Tensor* probs, const AttentionOptions& opt) {
+  const char* op = "attention_tapped";
+  MMATTN_CHECK(probs != nullptr, ShapeError, op, ": 'probs' is null");
+  check_dim(q, 4, op, "q");
+  MMATTN_CHECK(!rows.empty(), ShapeError, op, ": 'rows' is empty");
+  std::vector<Tensor> parts;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    MMATTN_CHECK(rows[r] >= 0 && rows[r] < q.size(1), ShapeError, op, ": rows[", r, "] = ", rows[r],
+                 " outside the ", q.size(1), " query rows of q ", q.shape_str());
+    parts.push_back(q.slice(1, rows[r], rows[r] + 1));
+  }
+  // built on the current stream before the fork below
+  const Tensor q_rows = parts.size() == 1 ? parts[0] : concat(parts, 1);
+  const TapRequest req{rows, q.size(1), Tensor()};
+  if (!q.is_cuda()) {
+    AttentionResult r = attention(q, k, v, opt);
+    *probs = attention_probs(q_rows, k, req, opt);
+    return r;
+  }
+  // The attention kernel is launched first so that its blocks take the multiprocessors first; the
+  // taps' blocks fill what its last wave leaves. The join comes before q_rows (read on the side
+  // stream) can be freed (core/device.h: side_stream).
+  const StreamHandle main = current_stream(), side = side_stream();
+  stream_wait(side, main);
+  AttentionResult r = attention(q, k, v, opt);
+  try {
+    const StreamGuard on_side(side);
+    *probs = attention_probs(q_rows, k, req, opt);
+  } catch (...) {
+    stream_wait(main, side);
+    throw;
+  }
+  stream_wait(main, side);
+  return r;
 }
 
 Tensor head_mean(const Tensor& probs) {

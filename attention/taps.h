@@ -28,6 +28,14 @@ struct TapRequest {
 
 Tensor attention_probs(const Tensor& q_rows, const Tensor& k, const TapRequest& req, const AttentionOptions& opt = {});
 
+// attention(q, k, v, opt) and the taps of query rows `rows` (indices into q's Lq rows, at most
+// kMaxTapRows) in one call: *probs = attention_probs(q at those rows, k, {rows, Lq}, opt), computed
+// without the LSE, so that on CUDA the taps run on the side stream beside the attention kernel
+// (filling the multiprocessors its last wave leaves idle) instead of after it. Same values as the
+// two calls in sequence.
+AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& rows,
+                                 Tensor* probs, const AttentionOptions& opt = {});
+
 // probs [B, Hq, R, Lk] -> mean over heads [B, R, Lk] (FastV's ranking signal) and, for FasterVLM /
 // VisionZip, the sum over heads is head_mean * Hq.
 Tensor head_mean(const Tensor& probs);

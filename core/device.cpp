@@ -82,6 +82,29 @@ void Stream::synchronize() const { MMATTN_CUDA_CHECK(cudaStreamSynchronize(s_));
 void synchronize(StreamHandle s) { MMATTN_CUDA_CHECK(cudaStreamSynchronize(s)); }
 
 namespace {
+thread_local std::unique_ptr<Stream> t_side_stream;
+struct JoinEvent {
+  cudaEvent_t ev = nullptr;
+  ~JoinEvent() {
+    if (ev) cudaEventDestroy(ev);
+  }
+};
+thread_local JoinEvent t_join;
+}  // namespace
+
+StreamHandle side_stream() {
+  if (!t_side_stream) t_side_stream = std::make_unique<Stream>();
+  return t_side_stream->get();
+}
+void stream_wait(StreamHandle waiter, StreamHandle on) {
+  if (waiter == on) return;
+  if (!t_join.ev) MMATTN_CUDA_CHECK(cudaEventCreateWithFlags(&t_join.ev, cudaEventDisableTiming));
+  // one event serves every join: a wait binds to the record made just before it
+  MMATTN_CUDA_CHECK(cudaEventRecord(t_join.ev, on));
+  MMATTN_CUDA_CHECK(cudaStreamWaitEvent(waiter, t_join.ev, 0));
+}
+
+namespace {
 
 // Sizes are rounded so that cached blocks are reusable: 512 B granules below 1 MiB,
 // 2 MiB granules above. A cached block is reused when it is at most twice the request
@@ -282,6 +305,8 @@ Stream::Stream() { no_cuda("Stream"); }
 Stream::~Stream() {}
 void Stream::synchronize() const {}
 void synchronize(StreamHandle) {}
+StreamHandle side_stream() { no_cuda("side_stream"); }
+void stream_wait(StreamHandle, StreamHandle) {}
 void* cuda_alloc(size_t, StreamHandle) { no_cuda("cuda_alloc"); }
 void cuda_free(void*) {}
 void cuda_empty_cache() {}

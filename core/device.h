@@ -60,6 +60,14 @@ class Stream {
   StreamHandle s_ = nullptr;
 };
 void synchronize(StreamHandle s = current_stream());
+// A second stream of the current thread (created lazily, non-blocking) for work that may overlap
+// the current stream's, and the device-side join of two streams: `waiter` waits for everything
+// enqueued on `on` so far (no host synchronisation). Rule for the caching allocator (blocks are
+// reused per stream): work on the side stream starts with stream_wait(side_stream(), current),
+// and the current stream joins it with stream_wait(current, side_stream()) before any tensor the
+// side work reads or writes is freed.
+StreamHandle side_stream();
+void stream_wait(StreamHandle waiter, StreamHandle on);
 
 // Stream-ordered caching allocator: freed blocks are kept per stream and reused for later
 // requests on the same stream, so a block is never handed to a stream that could still race

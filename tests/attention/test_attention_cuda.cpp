@@ -314,8 +314,11 @@ TEST_P(AttentionCuda, ModulationLastRowsLongSequence) {
       }
 }
 
-// The split PAI route (forced: override 4): last 1-3 rows modulated -> plain prefill over every
-// row + the modulated decode kernel over the tail rows, written through the output strides.
+// The split PAI route (forced: override 4): last 1-3 rows modulated -> plain prefill + the
+// modulated decode kernel over the tail rows, written through the output strides. Variants 0-2
+// (no k_lens, or no causal mask) run the two at once (prefill over the first rows and the keys they
+// see, decode on the side stream); variant 3 with k_lens (b = 2) in sequence (prefill over every
+// row, the decode overwriting the tail).
 TEST_P(AttentionCuda, SplitTailRouteMatchesReference) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
@@ -409,8 +412,17 @@ TEST_P(AttentionCuda, SplitTailRouteMatchesReference) {
     EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), 0);
     m.first_modulated_row = L - 2;
     EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), 2);
-    set_attention_kernel_override(0);  // auto: 300 keys are too few for the split to pay
+    // auto: the split whose two parts overlap (no causal mask here, or causal without k_lens) is
+    // taken; the sequential one (causal with k_lens) only where the cost model says it pays, and
+    // 300 keys are too few
+    set_attention_kernel_override(0);
+    EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), 2);
+    opt.causal = true;
+    EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), 2);
+    opt.k_lens = Tensor::full({B}, float(L), DType::I32, Device::cuda());
     EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), -1);
+    opt.k_lens = Tensor();
+    opt.causal = false;
     set_attention_kernel_override(4);
     opt.q_lens = Tensor::full({B}, float(L), DType::I32, Device::cuda());
     EXPECT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gk, opt, L)), -1);

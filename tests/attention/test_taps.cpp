@@ -2,6 +2,7 @@
 // with and without the saved LSE, with modulation; class mass and head mean agree with the fused pass.
 #include "attention/taps.h"
 #include "attention_ref.h"
+#include "core/ops/concat.h"
 
 using namespace mmattn;
 using namespace mmattn::test;
@@ -86,4 +87,25 @@ TEST(Taps, BadRowsAreErrors) {
   rows.pop_back();
   Tensor p = attention_probs(qr.slice(1, 0, R - 1), k, TapRequest{rows, R, Tensor()});
   EXPECT_EQ(p.shape(), (Shape{1, 2, R - 1, 5}));
+}
+
+// attention_tapped on the CPU: the attention result and the taps of the chosen rows, equal to the
+// two calls; rows outside q and a null output are errors.
+TEST(Taps, TappedAttentionMatchesSeparateCalls) {
+  const int64_t B = 2, L = 37, Hq = 4, Hkv = 2, D = 64;
+  Tensor q = rand_tensor({B, L, Hq, D}, 11), k = rand_tensor({B, L, Hkv, D}, 12), v = rand_tensor({B, L, Hkv, D}, 13);
+  AttentionOptions opt;
+  opt.causal = true;
+  const std::vector<int64_t> rows = {3, L - 1};
+  Tensor probs;
+  const AttentionResult r = attention_tapped(q, k, v, rows, &probs, opt);
+  EXPECT_EQ(r.out.to_floats(), attention(q, k, v, opt).out.to_floats());
+  const Tensor want = attention_probs(concat({q.slice(1, 3, 4), q.slice(1, L - 1, L)}, 1), k, TapRequest{rows, L, Tensor()}, opt);
+  EXPECT_EQ(probs.to_floats(), want.to_floats());
+  // row 3 of a causal call sees keys 0..3 only
+  const std::vector<float> p = probs.to_floats();
+  for (int64_t j = 4; j < L; ++j) EXPECT_EQ(p[size_t(j)], 0.f) << "key " << j;
+  EXPECT_THROW(attention_tapped(q, k, v, {L}, &probs, opt), ShapeError);
+  EXPECT_THROW(attention_tapped(q, k, v, {}, &probs, opt), ShapeError);
+  EXPECT_THROW(attention_tapped(q, k, v, rows, nullptr, opt), ShapeError);
 }

@@ -1,5 +1,6 @@
 // GPU taps against the CPU taps on the same (rounded) inputs, with modulation and the saved LSE.
 #include "attention/taps.h"
+#include "core/ops/concat.h"
 #include "test_util.h"
 
 using namespace mmattn;
@@ -206,5 +207,50 @@ TEST(TapsCuda, TooManyRowsIsAnError) {
     ADD_FAILURE() << "no error for " << R << " rows";
   } catch (const ShapeError& e) {
     EXPECT_NE(std::string(e.what()).find("'rows'"), std::string::npos) << e.what();
+  }
+}
+
+// attention_tapped: the attention kernel on the current stream and the taps on the side stream at
+// once give exactly the values of the two calls in sequence (the same kernels), for one row (a
+// view of q) and several (gathered), with modulation; the current stream is joined (a result read
+// right after the call is complete); a bad row is an error naming 'rows'.
+TEST(TapsCuda, TappedAttentionMatchesSequentialCalls) {
+  MMATTN_REQUIRE_GPU();
+  const Device g = Device::cuda();
+  const int64_t B = 2, L = 640, Hq = 8, Hkv = 2, D = 128, C = 2;
+  Tensor q = rand_tensor({B, L, Hq, D}, 81, -2.f, 2.f).to(g, DType::BF16);
+  Tensor k = rand_tensor({B, L, Hkv, D}, 82, -2.f, 2.f).to(g, DType::BF16);
+  Tensor v = rand_tensor({B, L, Hkv, D}, 83).to(g, DType::BF16);
+  std::vector<uint8_t> cls(size_t(B * L));
+  for (size_t j = 0; j < cls.size(); ++j) cls[j] = uint8_t(j % L < 35 ? 0 : 1);
+  HeadModulation m;
+  m.key_class = Tensor::from_vector(cls, {B, L}).to(g);
+  m.num_classes = int(C);
+  m.logit_abs_gain = rand_tensor({Hq, C}, 84, 0.f, 0.3f).to(g);
+  for (const std::vector<int64_t>& rows : std::vector<std::vector<int64_t>>{{L - 1}, {0, 17, L - 1}})
+    for (bool modulated : {false, true}) {
+      AttentionOptions opt;
+      opt.causal = true;
+      opt.return_lse = true;
+      if (modulated) opt.mod = &m;
+      Tensor probs;
+      const AttentionResult r = attention_tapped(q, k, v, rows, &probs, opt);
+      const AttentionResult want = attention(q, k, v, opt);
+      std::vector<Tensor> parts;
+      for (int64_t i : rows) parts.push_back(q.slice(1, i, i + 1).contiguous());
+      const Tensor q_rows = parts.size() == 1 ? parts[0] : concat(parts, 1);
+      const Tensor want_probs = attention_probs(q_rows, k, TapRequest{rows, L, Tensor()}, opt);
+      const std::string what = str_cat(rows.size(), " rows, modulated ", modulated);
+      ASSERT_EQ(probs.shape(), (Shape{B, Hq, int64_t(rows.size()), L})) << what;
+      EXPECT_EQ(r.out.to_floats(), want.out.to_floats()) << what;
+      EXPECT_EQ(r.lse.to_floats(), want.lse.to_floats()) << what;
+      EXPECT_EQ(probs.to_floats(), want_probs.to_floats()) << what;
+    }
+  Tensor probs;
+  try {
+    attention_tapped(q, k, v, {L}, &probs);
+    ADD_FAILURE() << "no error for a row past Lq";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("rows[0]"), std::string::npos) << e.what();
   }
 }
