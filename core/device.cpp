@@ -70,9 +70,11 @@ void set_current_stream(StreamHandle s) {
   t_stream_set = true;
 }
 
-Stream::Stream() {
+Stream::Stream(bool high_priority) {
+  int least = 0, greatest = 0;
+  if (high_priority) MMATTN_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   cudaStream_t s;
-  MMATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  MMATTN_CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, high_priority ? greatest : 0));
   s_ = s;
 }
 Stream::~Stream() {
@@ -93,7 +95,7 @@ thread_local JoinEvent t_join;
 }  // namespace
 
 StreamHandle side_stream() {
-  if (!t_side_stream) t_side_stream = std::make_unique<Stream>();
+  if (!t_side_stream) t_side_stream = std::make_unique<Stream>(true);
   return t_side_stream->get();
 }
 void stream_wait(StreamHandle waiter, StreamHandle on) {
@@ -301,7 +303,7 @@ bool cuda_available() { return false; }
 int cuda_sm_count() { return 0; }
 StreamHandle current_stream() { return nullptr; }
 void set_current_stream(StreamHandle) {}
-Stream::Stream() { no_cuda("Stream"); }
+Stream::Stream(bool) { no_cuda("Stream"); }
 Stream::~Stream() {}
 void Stream::synchronize() const {}
 void synchronize(StreamHandle) {}
