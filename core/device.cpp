@@ -70,11 +70,9 @@ void set_current_stream(StreamHandle s) {
   t_stream_set = true;
 }
 
-Stream::Stream(bool high_priority) {
-  int least = 0, greatest = 0;
-  if (high_priority) MMATTN_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+Stream::Stream() {
   cudaStream_t s;
-  MMATTN_CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, high_priority ? greatest : 0));
+  MMATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   s_ = s;
 }
 Stream::~Stream() {
@@ -95,7 +93,7 @@ thread_local JoinEvent t_join;
 }  // namespace
 
 StreamHandle side_stream() {
-  if (!t_side_stream) t_side_stream = std::make_unique<Stream>(true);
+  if (!t_side_stream) t_side_stream = std::make_unique<Stream>();
   return t_side_stream->get();
 }
 void stream_wait(StreamHandle waiter, StreamHandle on) {
@@ -303,7 +301,7 @@ bool cuda_available() { return false; }
 int cuda_sm_count() { return 0; }
 StreamHandle current_stream() { return nullptr; }
 void set_current_stream(StreamHandle) {}
-Stream::Stream(bool) { no_cuda("Stream"); }
+Stream::Stream() { no_cuda("Stream"); }
 Stream::~Stream() {}
 void Stream::synchronize() const {}
 void synchronize(StreamHandle) {}

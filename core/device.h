@@ -46,11 +46,10 @@ class StreamGuard {
  private:
   StreamHandle prev_;
 };
-// An owned CUDA stream (non-blocking); high_priority: the device's greatest stream priority (its
-// blocks are dispatched before pending blocks of normal-priority streams).
+// An owned CUDA stream (non-blocking).
 class Stream {
  public:
-  explicit Stream(bool high_priority = false);
+  Stream();
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -61,8 +60,7 @@ class Stream {
   StreamHandle s_ = nullptr;
 };
 void synchronize(StreamHandle s = current_stream());
-// A second stream of the current thread (created lazily, non-blocking, high priority: its small
-// kernels take multiprocessors as soon as the big kernel beside them frees any) for work that may overlap
+// A second stream of the current thread (created lazily, non-blocking) for work that may overlap
 // the current stream's, and the device-side join of two streams: `waiter` waits for everything
 // enqueued on `on` so far (no host synchronisation). Rule for the caching allocator (blocks are
 // reused per stream): work on the side stream starts with stream_wait(side_stream(), current),
