@@ -31,7 +31,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <string>
 #include <type_traits>
 #include <unordered_map>
 
@@ -244,23 +243,27 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 }
 
 // ---- 3 <= m <= 8: tensor cores (mma.sync m16n8k16, f32 accumulation) ----------------------------
-// A block owns 16 output rows; its 8 warps split K into contiguous slices. The weight rows are the
-// MMA's A operand (16 rows x 16 k), x^T its B operand (16 k x 8 columns = the m inputs, zero past
-// m). The k order inside an MMA is free as long as A and B agree, so every lane loads whole
-// 16-byte vectors: lane (g = lane / 4, t = lane % 4) reads weight rows g and g + 8 and x row g at
-// vector 4 s + t of step s, and feeds elements 0-3 to one MMA and 4-7 to the next, into the
-// fragment slots (2t, 2t + 1, 2t + 8, 2t + 9) that both operands use for the same lane. A step
-// reads 16 rows x 64 contiguous bytes.
-// Loads in flight: the weights go through a per-warp ring of kMmaStages stages of kMmaSteps steps
-// in shared memory with cp.async (L2 only), kMmaStages - 1 stages ahead of the MMAs (issued after
-// griddepcontrol.wait: only L2 prefetch hints go before it); no registers
-// hold them, so the depth does not depend on the compiler's schedule. Each lane reads back only
-// the bytes it copied itself (no block synchronisation in the loop). The warps' partial 16 x 8
-// tiles are summed in shared memory in warp order (deterministic).
+// A block owns 16 output rows. The weight rows are the MMA's A operand (16 rows x 16 k), x^T its B
+// operand (16 k x 8 columns = the m inputs, zero past m). The k order inside an MMA is free as long
+// as A and B agree, so every lane reads whole 16-byte vectors: lane (g = lane / 4, t = lane % 4)
+// takes vector 4 s + t of step s (32 k) from weight rows g and g + 8 and from x row g, and feeds
+// elements 0-3 to one MMA and 4-7 to the next, into the fragment slots (2t, 2t + 1, 2t + 8, 2t + 9)
+// that both operands use for the same lane.
+// Loads: the 8 warps share one shared-memory ring of kRowStages stages, each stage kRowVecs 16-byte
+// vectors (1 KB) of each of the 16 rows, filled by cp.async (L2 only) kRowStages - 1 stages ahead
+// of the MMAs, so that each warp instruction copies 512 contiguous bytes of one row, as the CUDA-core
+// gemv reads. (bench/NOTES.md, session 9: the previous kernel, each warp streaming its own K slice
+// of 16 rows at 64 bytes per row per instruction, read the weight 6% slower end to end at batch 8;
+// a deeper ring or 16-warp blocks made it slower still.) Warp w multiplies steps 2w and 2w + 1 of
+// each stage. The ring is shared, so a block barrier per stage guards the slot being refilled (the
+// classic multistage cp.async pipeline). Shared-memory rows are 1 KB apart, so the vector index is
+// XOR-swizzled by the row's parity: a quarter-warp's 16-byte reads (rows g, g + 1 at the same 4
+// vectors) then hit 8 distinct bank groups. The warps' partial 16 x 8 tiles are summed in shared
+// memory in warp order (deterministic). Only L2 prefetch hints go before griddepcontrol.wait.
 constexpr int kMmaRows = 16;
-constexpr int kMmaSteps = 2;   // steps of 4 vectors (32 k) per stage
-constexpr int kMmaStages = 4;  // ring depth per warp
-constexpr int kMmaSmem = kWarps * kMmaStages * kMmaSteps * 2 * 32 * 16;  // bytes of dynamic shared memory
+constexpr int kRowVecs = 64;   // vectors (16 bytes) of each row per stage
+constexpr int kRowStages = 4;  // ring depth (kRowStages - 1 stages in flight)
+constexpr int kRowSmem = kRowStages * kMmaRows * kRowVecs * 16;  // 64 KB
 
 template <class T>
 __device__ __forceinline__ void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -288,99 +291,6 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
-  extern __shared__ uint4 ring[];  // [warp][stage][step][row a | row b][lane]
-  __shared__ float part[kWarps][kMmaRows][8];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int kv = a.k / 8;
-  const int row0 = blockIdx.x * kMmaRows;
-  const uint4* w = static_cast<const uint4*>(a.w);
-  const uint4* wa = w + int64_t(min(row0 + g, a.n - 1)) * kv;
-  const uint4* wb = w + int64_t(min(row0 + g + 8, a.n - 1)) * kv;
-  const bool has_x = g < a.m;
-  const uint4* xr = static_cast<const uint4*>(a.x) + int64_t(has_x ? g : 0) * (a.x_stride / 8);
-  uint4* my = ring + warp * (kMmaStages * kMmaSteps * 2 * 32) + lane;
-  auto slot = [&](int stage, int u, int r) -> uint4* { return my + ((stage * kMmaSteps + u) * 2 + r) * 32; };
-
-  allow_next_grid();
-  const int steps = (kv + 3) / 4;  // steps of 4 vectors over K
-  const int per_warp = (steps + kWarps - 1) / kWarps;
-  const int s_begin = warp * per_warp, s_end = min(steps, s_begin + per_warp);
-  const int batches = s_end > s_begin ? (s_end - s_begin + kMmaSteps - 1) / kMmaSteps : 0;
-  auto issue = [&](int b) {
-    if (b < batches)
-#pragma unroll
-      for (int u = 0; u < kMmaSteps; ++u) {
-        const int s = s_begin + b * kMmaSteps + u, v = 4 * s + t;
-        const bool in = s < s_end && v < kv;
-        cp_async16(slot(b % kMmaStages, u, 0), wa + (in ? v : 0), in ? 16 : 0);
-        cp_async16(slot(b % kMmaStages, u, 1), wb + (in ? v : 0), in ? 16 : 0);
-      }
-    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
-  };
-  // Before the wait only L2 hints for the first stages: gemm_cuda also routes products whose "weight"
-  // a kernel before this one wrote (matmul of activations, a contiguous() copy), so no operand is
-  // read before the wait; a prefetch is only a hint and L2 stays coherent.
-  if (s_begin < s_end)
-    for (int i = 0; i < (kMmaStages - 1) * kMmaSteps; ++i) {
-      const int v = min(4 * (s_begin + i) + t, kv - 1);
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + v));
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + v));
-    }
-  wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
-#pragma unroll
-  for (int b = 0; b < kMmaStages - 1; ++b) issue(b);
-
-  float c[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int b = 0; b < batches; ++b) {
-    issue(b + kMmaStages - 1);
-    uint4 vx[kMmaSteps];
-#pragma unroll
-    for (int u = 0; u < kMmaSteps; ++u) {
-      const int s = s_begin + b * kMmaSteps + u, v = 4 * s + t;
-      vx[u] = has_x && s < s_end && v < kv ? __ldg(xr + v) : make_uint4(0, 0, 0, 0);
-    }
-    cp_async_wait<kMmaStages - 1>();  // batch b has landed
-#pragma unroll
-    for (int u = 0; u < kMmaSteps; ++u) {
-      const uint4 va = *slot(b % kMmaStages, u, 0), vb = *slot(b % kMmaStages, u, 1);
-      mma_16x8x16<T>(c, va.x, vb.x, va.y, vb.y, vx[u].x, vx[u].y);
-      mma_16x8x16<T>(c, va.z, vb.z, va.w, vb.w, vx[u].z, vx[u].w);
-    }
-  }
-  cp_async_wait<0>();
-  // c0, c1: row g, columns (inputs) 2t, 2t + 1; c2, c3: row g + 8
-  part[warp][g][2 * t] = c[0];
-  part[warp][g][2 * t + 1] = c[1];
-  part[warp][g + 8][2 * t] = c[2];
-  part[warp][g + 8][2 * t + 1] = c[3];
-  __syncthreads();
-  if (threadIdx.x < kMmaRows * 8) {
-    const int r = threadIdx.x / 8, m = threadIdx.x % 8, row = row0 + r;
-    if (row < a.n && m < a.m) {
-      float v = 0.f;
-#pragma unroll
-      for (int i = 0; i < kWarps; ++i) v += part[i][r][m];
-      store_output<T>(a, m, row, v);
-    }
-  }
-}
-
-// The same product with long bursts per weight row (gemv_mma_rows_kernel): the 8 warps of a block
-// share one ring of kRowStages stages, each stage 16 rows x kRowVecs 16-byte vectors (1 KB of
-// every row), filled by cp.async so that each warp instruction copies 512 contiguous bytes of one
-// row, as the CUDA-core gemv reads. (The kernel above copies 64 bytes of 8 rows per instruction and
-// keeps 16 rows x 8 K-slices of streams open per block.) Warp w multiplies steps 2w and 2w + 1 of
-// each stage (the k order is free, as above). The ring is shared, so a block barrier per stage
-// guards the slot being refilled (the classic multistage cp.async pipeline). Shared-memory rows
-// are 1 KB apart, so the vector index is XOR-swizzled by the row's parity: a quarter-warp of a
-// 16-byte read (rows g, g + 1 at the same 4 vectors) then hits 8 distinct bank groups.
-constexpr int kRowVecs = 64;    // vectors (16 bytes) of each row per stage
-constexpr int kRowStages = 4;   // ring depth (kRowStages - 1 stages in flight)
-constexpr int kRowSmem = kRowStages * kMmaRows * kRowVecs * 16;  // 64 KB
-
-template <class T>
-__global__ void __launch_bounds__(kThreads) gemv_mma_rows_kernel(Args a) {
   extern __shared__ uint4 ring[];  // [stage][row][vector ^ swizzle]
   __shared__ float part[kWarps][kMmaRows][8];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -552,24 +462,13 @@ void launch(Args a, StreamHandle s) {
   sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, info.pdl, a);
 }
 
-// The tensor-core kernel: one block per 16 output rows. MMATTN_GEMV_MMA=slices picks the K-slice
-// kernel (gemv_mma_kernel) for a benchmark A/B.
+// The tensor-core kernel: one block per 16 output rows.
 template <class T>
 void launch_mma(const Args& a, StreamHandle s) {
-  static const bool slices = [] {
-    const char* e = std::getenv("MMATTN_GEMV_MMA");
-    return e && std::string(e) == "slices";
-  }();
+  constexpr auto kernel = gemv_mma_kernel<T>;
+  const LaunchInfo info = launch_info<kernel>(kRowSmem, kRowSmem);
   const int blocks = std::max(1, (a.n + kMmaRows - 1) / kMmaRows);
-  if (slices) {
-    constexpr auto kernel = gemv_mma_kernel<T>;
-    const LaunchInfo info = launch_info<kernel>(kMmaSmem, kMmaSmem);
-    sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kMmaSmem), s, info.pdl, a);
-  } else {
-    constexpr auto kernel = gemv_mma_rows_kernel<T>;
-    const LaunchInfo info = launch_info<kernel>(kRowSmem, kRowSmem);
-    sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kRowSmem), s, info.pdl, a);
-  }
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kRowSmem), s, info.pdl, a);
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
