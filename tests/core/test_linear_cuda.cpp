@@ -155,7 +155,7 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
       for (int64_t n : {256, 257, 1030, 4099, 12289, 22016}) {
         if (n == 12289 && (k < 1000 || k > 4096)) continue;
         if (n == 22016 && k != 264) continue;
-        if (k == 8200 && n == 257) continue;
+        if (k == 8200 && (n == 257 || m > 2)) continue;  // the split-4 shapes (m <= 2) only: CPU reference time
         const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
         const DecodeOperands o = decode_operands(m, k, n, dt, seed);
         Tensor gx = o.x.to(g, dt), gw = o.w.to(g, dt), gb = o.b.to(g, dt);
