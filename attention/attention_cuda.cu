@@ -18,9 +18,10 @@ namespace {
 // Whether the split route can run its two parts at once: the plain rows [0, first) then need only
 // a prefix of the keys (all of them without a causal mask; with one, the first + Lk - Lq keys that
 // row first - 1 sees, bottom-right aligned) and no per-sequence key lengths (with k_lens the causal
-// alignment is per sequence).
+// alignment is per sequence). first >= 1 always holds here (a call whose every row is in the
+// tail takes the decode kernel: use_decode_kernel); the check keeps the prefill from getting 0 rows.
 bool split_overlaps(const AttentionParams& p, int64_t first) {
-  return !p.causal || (!p.k_lens && first + p.lk - p.lq >= 1);
+  return first >= 1 && (!p.causal || (!p.k_lens && first + p.lk - p.lq >= 1));
 }
 
 // force: take the route whenever it is eligible (override 4, tests); else when its two parts
