@@ -36,6 +36,7 @@
 
 #include "core/cuda_reduce.cuh"
 #include "core/cuda_types.cuh"
+#include "core/mma.cuh"
 #include "core/ops/linear.h"
 #include "core/sm90.cuh"
 
@@ -265,21 +266,6 @@ constexpr int kRowVecs = 64;   // vectors (16 bytes) of each row per stage
 constexpr int kRowStages = 4;  // ring depth (kRowStages - 1 stages in flight)
 constexpr int kRowSmem = kRowStages * kMmaRows * kRowVecs * 16;  // 64 KB
 
-template <class T>
-__device__ __forceinline__ void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                            uint32_t b0, uint32_t b1) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // 16 bytes global -> shared, through L2 only; src_bytes 0 writes zeros (reads nothing).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const unsigned s = unsigned(__cvta_generic_to_shared(smem));
@@ -344,8 +330,8 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
     for (int u = 0; u < 2; ++u) {
       const int v = 8 * warp + 4 * u + t;
       const uint4 va = *slot(st % kRowStages, g, v), vb = *slot(st % kRowStages, g + 8, v);
-      mma_16x8x16<T>(c, va.x, vb.x, va.y, vb.y, vx[u].x, vx[u].y);
-      mma_16x8x16<T>(c, va.z, vb.z, va.w, vb.w, vx[u].z, vx[u].w);
+      mma16816<T>(c, va.x, vb.x, va.y, vb.y, vx[u].x, vx[u].y);
+      mma16816<T>(c, va.z, vb.z, va.w, vb.w, vx[u].z, vx[u].w);
     }
   }
   cp_async_wait<0>();
