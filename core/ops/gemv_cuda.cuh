@@ -288,17 +288,21 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
   const uint4* xr = static_cast<const uint4*>(a.x) + int64_t(has_x ? g : 0) * (a.x_stride / 8);
   const int stages = (kv + kRowVecs - 1) / kRowVecs;
   // copy role: this thread copies vector (tid % 64) of rows tid / 64 + 4 i, i < 4
+  constexpr int kCopyRows = kMmaRows / 4;
   const int cv = threadIdx.x % kRowVecs, cr = threadIdx.x / kRowVecs;
+  const uint4* src[kCopyRows];  // those rows (the last weight row for rows past n)
+#pragma unroll
+  for (int i = 0; i < kCopyRows; ++i) src[i] = w + int64_t(min(row0 + cr + 4 * i, a.n - 1)) * kv;
   auto slot = [&](int stage, int r, int v) -> uint4* {
     return ring + (stage * kMmaRows + r) * kRowVecs + (v ^ ((r & 1) << 2));
   };
   auto issue = [&](int st) {
     if (st < stages)
 #pragma unroll
-      for (int i = 0; i < kMmaRows / 4; ++i) {
-        const int r = cr + 4 * i, v = st * kRowVecs + cv;
+      for (int i = 0; i < kCopyRows; ++i) {
+        const int v = st * kRowVecs + cv;
         const bool in = v < kv;
-        cp_async16(slot(st % kRowStages, r, cv), w + int64_t(min(row0 + r, a.n - 1)) * kv + (in ? v : 0), in ? 16 : 0);
+        cp_async16(slot(st % kRowStages, cr + 4 * i, cv), src[i] + (in ? v : 0), in ? 16 : 0);
       }
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
   };
@@ -307,10 +311,8 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
   if (lane % 8 == 0)  // L2 hints for the first stages (one per 128-byte line); operands are read after the wait
     for (int st = 0; st < min(stages, kRowStages - 1); ++st)
 #pragma unroll
-      for (int i = 0; i < kMmaRows / 4; ++i) {
-        const int r = cr + 4 * i, v = min(st * kRowVecs + cv, kv - 1);
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(w + int64_t(min(row0 + r, a.n - 1)) * kv + v));
-      }
+      for (int i = 0; i < kCopyRows; ++i)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(src[i] + min(st * kRowVecs + cv, kv - 1)));
   wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
 #pragma unroll
   for (int st = 0; st < kRowStages - 1; ++st) issue(st);
@@ -367,13 +369,13 @@ inline int staged_smem_limit() {
 }
 
 // What a launch of `Kernel` needs to know about the device, queried once (per thread, kernel and
-// device): the SM count, whether programmatic dependent launch exists, and the blocks per SM for
+// device): whether programmatic dependent launch exists, and the blocks per SM for
 // each dynamic shared-memory size. max_smem > 0 sets the kernel's dynamic shared-memory ceiling (a
 // process-wide attribute: each kernel always gets the same value, so no thread lowers it under
 // another): the device's opt-in limit for the staged gemv kernels, the ring size for the
 // tensor-core kernel.
 struct LaunchInfo {
-  int sms = 0, per_sm = 0;
+  int per_sm = 0;
   bool pdl = false;  // programmatic dependent launch (compute capability >= 9)
 };
 
@@ -381,7 +383,7 @@ template <auto Kernel>
 LaunchInfo launch_info(int smem, int max_smem) {
   auto kernel = Kernel;
   struct Cache {
-    int device = -1, sms = 0;
+    int device = -1;
     bool pdl = false;
     std::unordered_map<int, int> per_sm;  // dynamic shared memory -> blocks per SM
   };
@@ -390,7 +392,6 @@ LaunchInfo launch_info(int smem, int max_smem) {
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   if (device != c.device) {
     Cache fresh;  // committed only once every query succeeded (a failure leaves the next call to retry)
-    fresh.sms = cuda_sm_count();
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cudaFuncAttributes fa{};
@@ -410,7 +411,7 @@ LaunchInfo launch_info(int smem, int max_smem) {
                  " bytes of shared memory fits on a multiprocessor");
     it = c.per_sm.emplace(smem, per_sm).first;
   }
-  return {c.sms, it->second, c.pdl};
+  return {it->second, c.pdl};
 }
 
 // Warps per task for gemv_kernel: the split (1, 2 or 4) whose blocks fill their last wave best,
@@ -441,7 +442,7 @@ void launch(Args a, StreamHandle s) {
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
   const LaunchInfo info = launch_info<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
   const int tasks = (a.n + ROWS - 1) / ROWS;
-  const int wave = info.sms * info.per_sm;
+  const int wave = cuda_sm_count() * info.per_sm;
   a.split = pick_split(tasks, a.k / 8, wave);
   const int per_block = kWarps / a.split;
   const int blocks = std::max(1, std::min((tasks + per_block - 1) / per_block, wave));  // one wave, grid-stride
