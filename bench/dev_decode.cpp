@@ -58,6 +58,8 @@ int main() {
         {"h32/4 d128 k8192 lq4 (32 rows)", 1, 4, 8192, 32, 4, 128, false, DType::BF16, 0},
         {"b8 h32 d128 k4096", 8, 1, 4096, 32, 32, 128, false, DType::BF16, 0},
         {"b1 h32 d128 k1024", 1, 1, 1024, 32, 32, 128, false, DType::BF16, 0},
+        {"b1 h32 d128 k700 (llava step)", 1, 1, 700, 32, 32, 128, false, DType::BF16, 0},
+        {"b8 h32 d128 k700 (llava b8 step)", 8, 1, 700, 32, 32, 128, false, DType::BF16, 0},
         {"b1 h1 d128 k16 (fixed cost)", 1, 1, 16, 1, 1, 128, false, DType::BF16, 0},
         {"b1 h32/8 d128 k4096 gqa4 lq1", 1, 1, 4096, 32, 8, 128, false, DType::BF16, 0},
     };

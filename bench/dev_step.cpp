@@ -1,0 +1,150 @@
+// Development timer (issue 5): where a LLaVA-1.5-7B decode step goes. Replays the decoder's per-layer
+// kernel sequence (language/llama.cpp, CUDA path) on random weights of the 7B shapes, 32 layers over
+// 4 rotating weight sets (1.6 GB: L2 stays cold as in the model), a KV cache holding 700 tokens per
+// sequence (576 image tokens + prompt + generated), at batch 1 and 8, and times whole steps of:
+//   full       rms_norm_linear(qkv) -> append_rope -> attention -> linear_add_(o) ->
+//              rms_norm_linear(gate_up) -> swiglu_linear_add_(down), x 32 layers
+//   products   the four products only (attention output fixed)
+//   attention  append_rope + attention only (q/k/v fixed)
+//   qkv / o / gate_up / down   one product x 32 layers, back to back
+// and prints each as ms per step and the step's weight (+ KV) bytes over the measured copy bandwidth.
+//   dev_step [--ctx 700] [--steps 40]
+#include <cmath>
+#include <cstdio>
+#include <functional>
+
+#include "attention/attention.h"
+#include "attention/kv_cache.h"
+#include "bench/bench_util.h"
+#include "core/ops/linear.h"
+
+using namespace mmattn;
+using namespace mmattn::bench;
+
+namespace {
+
+constexpr int64_t kHidden = 4096, kHeads = 32, kDim = 128, kFfn = 11008, kLayers = 32, kSets = 4;
+
+struct LayerWeights {
+  Tensor in_norm, qkv, o, post_norm, gate_up, down;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const int64_t ctx = std::stoll(arg_value(argc, argv, "--ctx", "700"));
+    const int steps = std::stoi(arg_value(argc, argv, "--steps", "40"));
+    const double copy = measure_copy_GBps();
+    std::printf("device %s, copy %.0f GB/s, context %lld tokens\n", device_name().c_str(), copy, (long long)ctx);
+    const DType dt = DType::BF16;
+    const Device dev = Device::cuda();
+    std::vector<LayerWeights> w;
+    for (int s = 0; s < kSets; ++s) {
+      const uint64_t b = 100 * uint64_t(s);
+      w.push_back({bench_random({kHidden}, b + 1, dt, 0.5f, 1.5f), bench_random({3 * kHidden, kHidden}, b + 2, dt, -0.02f, 0.02f),
+                   bench_random({kHidden, kHidden}, b + 3, dt, -0.02f, 0.02f), bench_random({kHidden}, b + 4, dt, 0.5f, 1.5f),
+                   bench_random({2 * kFfn, kHidden}, b + 5, dt, -0.02f, 0.02f),
+                   bench_random({kHidden, kFfn}, b + 6, dt, -0.02f, 0.02f)});
+    }
+    const double layer_bytes = 2.0 * double(kHidden) * (3 * kHidden + kHidden + 2 * kFfn) + 2.0 * double(kHidden) * kFfn;
+    const float scale = float(1.0 / std::sqrt(double(kDim)));
+    const float eps = 1e-5f;
+
+    for (int64_t B : {int64_t(1), int64_t(8)}) {
+      KVCache cache(int(kLayers), B, ctx + 8 + steps * 16, kHeads, kDim, dt, dev);
+      {
+        const Tensor k0 = bench_random({B, ctx, kHeads, kDim}, 7, dt), v0 = bench_random({B, ctx, kHeads, kDim}, 8, dt);
+        for (int l = 0; l < kLayers; ++l) cache.append(l, k0, v0);
+        cache.advance();
+      }
+      std::vector<float> cv(kDim / 2), sv(kDim / 2);
+      for (int64_t i = 0; i < kDim / 2; ++i) cv[size_t(i)] = std::cos(0.1f * float(i)), sv[size_t(i)] = std::sin(0.1f * float(i));
+      const Tensor cos = Tensor::from_floats(cv, {1, kDim / 2}).to(dev);
+      const Tensor sin = Tensor::from_floats(sv, {1, kDim / 2}).to(dev);
+      Tensor x = bench_random({B, 1, kHidden}, 11, dt, -1.f, 1.f);
+      const Tensor att_fixed = bench_random({B, 1, kHidden}, 12, dt, -1.f, 1.f);
+      const Tensor gu_fixed = bench_random({B, 1, 2 * kFfn}, 13, dt, -1.f, 1.f);
+      const Tensor qkv_fixed = bench_random({B, 1, 3 * kHeads, kDim}, 14, dt, -1.f, 1.f);
+      auto reset = [&] {
+        for (int64_t b = 0; b < B; ++b) cache.truncate(b, ctx);
+        x = bench_random({B, 1, kHidden}, 11, dt, -1.f, 1.f);
+      };
+      auto attend = [&](int l, const Tensor& qkv) {
+        Tensor q = qkv.slice(2, 0, kHeads), k = qkv.slice(2, kHeads, 2 * kHeads), v = qkv.slice(2, 2 * kHeads, 3 * kHeads);
+        cache.append_rope(l, q, k, v, cos, sin);
+        AttentionOptions ao;
+        ao.causal = true;
+        ao.scale = scale;
+        ao.k_lens = cache.lens_tensor(l);
+        return attention(q, cache.k(l), cache.v(l), ao).out.reshape({B, 1, kHidden});
+      };
+      struct Variant {
+        const char* name;
+        bool appends;
+        double bytes;
+        std::function<void()> step;
+      };
+      const double kv_bytes = double(B) * double(ctx) * 2.0 * kHeads * kDim * 2.0 * kLayers;
+      std::vector<Variant> variants = {
+          {"full", true, layer_bytes * kLayers + kv_bytes,
+           [&] {
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               const Tensor qkv = rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, 1, 3 * kHeads, kDim});
+               const Tensor att = attend(l, qkv);
+               linear_add_(x, att, L.o);
+               const Tensor gu = rms_norm_linear(x, L.post_norm, eps, L.gate_up);
+               swiglu_linear_add_(x, gu, L.down);
+             }
+             cache.advance();
+           }},
+          {"products", false, layer_bytes * kLayers,
+           [&] {
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               (void)rms_norm_linear(x, L.in_norm, eps, L.qkv);
+               linear_add_(x, att_fixed, L.o);
+               const Tensor gu = rms_norm_linear(x, L.post_norm, eps, L.gate_up);
+               swiglu_linear_add_(x, gu, L.down);
+             }
+           }},
+          {"attention", true, kv_bytes,
+           [&] {
+             for (int l = 0; l < kLayers; ++l) (void)attend(l, qkv_fixed);
+             cache.advance();
+           }},
+          {"qkv", false, 2.0 * 3 * kHidden * kHidden * kLayers,
+           [&] {
+             for (int l = 0; l < kLayers; ++l) (void)rms_norm_linear(x, w[size_t(l % kSets)].in_norm, eps, w[size_t(l % kSets)].qkv);
+           }},
+          {"o", false, 2.0 * kHidden * kHidden * kLayers,
+           [&] {
+             for (int l = 0; l < kLayers; ++l) linear_add_(x, att_fixed, w[size_t(l % kSets)].o);
+           }},
+          {"gate_up", false, 2.0 * 2 * kFfn * kHidden * kLayers,
+           [&] {
+             for (int l = 0; l < kLayers; ++l) (void)rms_norm_linear(x, w[size_t(l % kSets)].post_norm, eps, w[size_t(l % kSets)].gate_up);
+           }},
+          {"down", false, 2.0 * kHidden * kFfn * kLayers,
+           [&] {
+             for (int l = 0; l < kLayers; ++l) swiglu_linear_add_(x, gu_fixed, w[size_t(l % kSets)].down);
+           }},
+      };
+      std::printf("\nbatch %lld: weights %.2f GB per step, KV %.2f GB per step\n", (long long)B, layer_bytes * kLayers / 1e9,
+                  kv_bytes / 1e9);
+      std::printf("%-10s %9s %9s %8s %10s\n", "variant", "ms/step", "us/layer", "of_copy", "tok/s");
+      for (const Variant& v : variants) {
+        reset();
+        const double ms = time_ms(v.step, 3, steps);
+        const double gbps = v.bytes / (ms * 1e-3) / 1e9;
+        std::printf("%-10s %9.3f %9.1f %7.0f%% %10.1f\n", v.name, ms, 1000 * ms / kLayers, 100 * gbps / copy,
+                    double(B) * 1000.0 / ms);
+      }
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dev_step: %s\n", e.what());
+    return 1;
+  }
+}
