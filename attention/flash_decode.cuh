@@ -29,6 +29,7 @@
 #include "core/cuda_reduce.cuh"
 #include "core/cuda_types.cuh"
 #include "core/mma.cuh"
+#include "core/sm90.cuh"
 
 namespace mmattn::decode {
 
@@ -37,6 +38,8 @@ constexpr int kTileKeys = 16;   // keys per warp iteration (one k16 step of P V)
 constexpr int kRowsPerUnit = 16;
 constexpr int kStatFloats = 8;  // m, l, lw, cs[4], pad
 constexpr float kLog2e = 1.4426950408889634f;
+// Keys per warp pulled toward L2 before waiting for the kernel ahead (programmatic launch).
+constexpr int kPrefetchKeys = 32;
 // The fused combine (one block merging rows * S partials) is used up to this many partials.
 constexpr int kFusedMaxPartials = 128;
 
@@ -118,6 +121,26 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   const int b = blockIdx.z;
   const int hk = blockIdx.y / a.row_groups, rg = blockIdx.y - hk * a.row_groups;
   const int split = blockIdx.x * kWarps + warp;
+  const T* kb = static_cast<const T*>(p.k) + b * p.k_sb + int64_t(hk) * p.k_sh;
+  const T* vb = static_cast<const T*>(p.v) + b * p.v_sb + int64_t(hk) * p.v_sh;
+
+  // Programmatic dependent launch: the kernel after this one may launch now (it waits for this
+  // grid before reading the output). While the kernel before finishes (the KV append, usually),
+  // the first keys of this warp's split are pulled toward L2: hints only, since that kernel may be
+  // writing K, V or the lengths (read through L2 here, not L1, so that no stale line stays behind).
+  sm90::allow_next_grid();
+  {
+    const int kl = p.k_lens ? __ldcg(p.k_lens + b) : p.lk;
+    const int k0 = split * a.chunk, k1 = min(min(k0 + a.chunk, kl), k0 + kPrefetchKeys);
+    constexpr int kRowBytes = D * int(sizeof(T)), kLines = (kRowBytes + 127) / 128 + 1;  // + 1: rows may straddle
+    for (int i = lane; i < max(k1 - k0, 0) * 2 * kLines; i += 32) {
+      const int key = k0 + i / (2 * kLines), rest = i % (2 * kLines), line = rest >> 1;
+      const T* row = ((rest & 1) ? vb + int64_t(key) * p.v_sl : kb + int64_t(key) * p.k_sl);
+      const char* at = reinterpret_cast<const char*>(row) + min(line * 128, kRowBytes - 1);
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(at));
+    }
+  }
+  sm90::wait_for_previous_grid();
   const int klen = p.k_lens ? p.k_lens[b] : p.lk;
   const int qlen = p.q_lens ? p.q_lens[b] : p.lq;
   const int rows_here = min(kRowsPerUnit, a.rows - rg * kRowsPerUnit);
@@ -165,8 +188,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   const int kbeg = split * a.chunk;
   const int kend = min(kbeg + a.chunk, jmax);
 
-  const T* kb = static_cast<const T*>(p.k) + b * p.k_sb + int64_t(hk) * p.k_sh;
-  const T* vb = static_cast<const T*>(p.v) + b * p.v_sb + int64_t(hk) * p.v_sh;
   const uint8_t* kcls = MOD && p.key_class ? p.key_class + b * p.key_class_sb : nullptr;
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, lw[2] = {0.f, 0.f};
@@ -468,7 +489,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
 
 template <class T, int D, bool MOD>
 void launch_decode_split(const DecodeArgs& a, dim3 grid, StreamHandle s) {
-  decode_split_kernel<T, D, MOD><<<grid, kWarps * 32, 0, s>>>(a);
+  constexpr auto kernel = decode_split_kernel<T, D, MOD>;
+  sm90::launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, sm90::pdl_supported(kernel), a);
   MMATTN_CUDA_CHECK_LAUNCH("flash_decode split");
 }
 

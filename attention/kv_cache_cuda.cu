@@ -4,16 +4,22 @@
 #include "attention/kv_cache_kernels.h"
 #include "core/cuda_types.cuh"
 #include "core/ops/rope.cuh"
+#include "core/sm90.cuh"
 
 namespace mmattn {
 
 namespace {
 
+// Both append kernels are launched allowed to start before the kernel ahead has finished
+// (programmatic dependent launch: the q/k/v projection, usually) and wait for it before reading.
+//
 // One thread per unit U (16 bytes when every row is 16-byte aligned, else one element) of a
 // row (b, i, :, :) of K or V (blockIdx.z); rows outside [start_b, end_b) are skipped.
 // Rows (b, i) of the input go over blockIdx.y, grid-stride (gridDim.y <= 65535).
 template <class U>
 __global__ void kv_append_kernel(const KvAppendParams p, int64_t itemsize, int64_t units_per_head) {
+  sm90::allow_next_grid();
+  sm90::wait_for_previous_grid();  // the rows (and lengths) come from the kernels before
   const int which = blockIdx.z;
   for (int64_t row = blockIdx.y; row < p.batch * p.n; row += gridDim.y) {  // b * n + i
     const int64_t b = row / p.n, i = row - b * p.n;
@@ -37,6 +43,8 @@ __global__ void kv_append_kernel(const KvAppendParams p, int64_t itemsize, int64
 // place, every row, as apply_rope_ does).
 template <class T>
 __global__ void kv_append_rope_kernel(const KvAppendParams p) {
+  sm90::allow_next_grid();
+  sm90::wait_for_previous_grid();  // q / k / v (and the lengths) come from the kernels before
   const int which = blockIdx.z;
   const int64_t half = p.d / 2, heads = which == 2 ? p.hq : p.hkv;
   const int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -94,7 +102,10 @@ void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
     const int threads = 128;
     const int64_t pairs = std::max(p.hq, p.hkv) * (p.d / 2);
     const dim3 grid(unsigned((pairs + threads - 1) / threads), unsigned(std::min<int64_t>(p.batch * p.n, 65535)), 3);
-    dispatch_float(p.dtype, "kv_append (rope)", [&]<class T>() { kv_append_rope_kernel<T><<<grid, threads, 0, s>>>(p); });
+    dispatch_float(p.dtype, "kv_append (rope)", [&]<class T>() {
+      constexpr auto kernel = kv_append_rope_kernel<T>;
+      sm90::launch_pdl(kernel, grid, dim3(threads), 0, s, sm90::pdl_supported(kernel), p);
+    });
     MMATTN_CUDA_CHECK_LAUNCH("kv_append (rope)");
     return;
   }
@@ -109,7 +120,8 @@ void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
     const int64_t units = p.hkv * uph;
     const dim3 grid(unsigned(std::min<int64_t>((units + threads - 1) / threads, 64)),
                     unsigned(std::min<int64_t>(p.batch * p.n, 65535)), 2);
-    kv_append_kernel<U><<<grid, threads, 0, s>>>(p, es, uph);
+    constexpr auto kernel = kv_append_kernel<U>;
+    sm90::launch_pdl(kernel, grid, dim3(threads), 0, s, sm90::pdl_supported(kernel), p, es, uph);
   };
   if (vec) launch.template operator()<uint4>();
   else if (es == 4) launch.template operator()<uint32_t>();

@@ -1,6 +1,10 @@
 // Host side of core/sm90.cuh.
 #include "core/sm90.cuh"
 
+#include <cstdlib>
+#include <map>
+#include <utility>
+
 #include "core/cuda_check.h"
 
 namespace mmattn::sm90 {
@@ -21,6 +25,26 @@ bool kernels_available() {
 #else
   return false;
 #endif
+}
+
+bool pdl_supported(const void* kernel) {
+  static const bool off = [] {
+    const char* e = std::getenv("MMATTN_PDL");
+    return e && e[0] == '0';
+  }();
+  if (off) return false;
+  thread_local std::map<std::pair<int, const void*>, bool> cache;
+  int dev = 0;
+  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  auto it = cache.find({dev, kernel});
+  if (it == cache.end()) {
+    int major = 0;
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    cudaFuncAttributes fa{};
+    MMATTN_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    it = cache.emplace(std::make_pair(dev, kernel), major >= 9 && fa.ptxVersion >= 90).first;
+  }
+  return it->second;
 }
 
 }  // namespace mmattn::sm90

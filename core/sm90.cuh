@@ -158,6 +158,16 @@ void launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaSt
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
 }
 
+// Whether `kernel` may be launched with programmatic dependencies on the current device: compute
+// capability >= 9 and code built from PTX >= 9.0 (a JIT from older PTX has no griddepcontrol, so
+// its wait would be a no-op and the kernel would race with the one before). Cached per thread,
+// device and kernel (core/sm90.cu). MMATTN_PDL=0 turns programmatic launches off everywhere (A/B).
+bool pdl_supported(const void* kernel);
+template <class... P>
+bool pdl_supported(void (*kernel)(P...)) {
+  return pdl_supported(reinterpret_cast<const void*>(kernel));
+}
+
 // Whether this build carries the sm_90a kernels (MMATTN_CUDA_ARCHS contains 90a) and the current
 // device runs them (compute capability 9.0, a driver that encodes tensor maps); cached per device.
 bool kernels_available();  // core/sm90.cu

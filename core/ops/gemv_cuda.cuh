@@ -392,12 +392,7 @@ LaunchInfo launch_info(int smem, int max_smem) {
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   if (device != c.device) {
     Cache fresh;  // committed only once every query succeeded (a failure leaves the next call to retry)
-    int major = 0;
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    cudaFuncAttributes fa{};
-    MMATTN_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
-    // the kernel's griddepcontrol exists only in PTX for sm_90+ (a JIT from older PTX lacks the wait)
-    fresh.pdl = major >= 9 && fa.ptxVersion >= 90;
+    fresh.pdl = sm90::pdl_supported(kernel);
     if (max_smem > 0)
       MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem));
     fresh.device = device;
