@@ -256,7 +256,8 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s) {
   a.chunk = int((tiles + int64_t(bx) * kWarps - 1) / (int64_t(bx) * kWarps)) * kTileKeys;
   MMATTN_CHECK(p.hkv * a.row_groups <= 65535 && p.batch <= 65535, UnsupportedError, "flash_decode: grid too large (B ",
                p.batch, ", Hkv ", p.hkv, ")");
-  // Few partials per unit: the last block of each unit combines them (no second launch).
+  // Few partials per unit: the last block of each unit combines them (no second launch); one block
+  // per unit (bx = 1, always fused) writes its result directly, without partials.
   a.fused = std::min(a.rows, kRowsPerUnit) * bx <= kFusedMaxPartials;
 
   const int64_t out_rows = int64_t(p.batch) * p.hq * p.lq;

@@ -374,6 +374,52 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   __syncthreads();
   const int S = gridDim.x;
   constexpr int nvec = D / 4;
+  // Local row r's final values from its merged state (M; sum = l, lw, cs[4]; o = sum of p v):
+  // normalised (by l, or by lw when renormalising), head gain, out; LSE and class mass (d = 0).
+  const auto finish_row = [&](int r, int d, float M, const float (&sum)[6], float4 o) {
+    const int rr_ = rg * kRowsPerUnit + r;
+    const int i = rr_ / a.group, h = hk * a.group + (rr_ - i * a.group);
+    const bool renorm = p.renormalize && p.post_weight && p.key_class && i >= p.first_modulated_row;
+    const float norm = renorm ? sum[1] : sum[0];
+    const float inv = norm > 0.f ? 1.f / norm : 0.f;
+    if (d == 0) {
+      if (p.lse) p.lse[p.lse_offset(b, h, i)] = sum[0] > 0.f ? M + logf(sum[0]) : -INFINITY;
+      if (p.class_mass) {
+#pragma unroll
+        for (int cc = 0; cc < 4; ++cc)
+          if (cc < p.num_classes) p.class_mass[grow_of(r) * p.num_classes + cc] = sum[2 + cc] * inv;
+      }
+    }
+    const float fo = inv * (p.head_gain ? p.head_gain[h] : 1.f);
+    Vec<T, 4> v;
+    v.v[0] = from_f32<T>(o.x * fo), v.v[1] = from_f32<T>(o.y * fo);
+    v.v[2] = from_f32<T>(o.z * fo), v.v[3] = from_f32<T>(o.w * fo);
+    *reinterpret_cast<Vec<T, 4>*>(static_cast<T*>(p.out) + p.out_offset(b, i, h) + d) = v;
+  };
+  if (S == 1) {
+    // One block per unit: the merge of its warps is the result (no partials, no combine).
+    for (int it = threadIdx.x; it < rows_here * nvec; it += blockDim.x) {
+      const int r = it / nvec, d = 4 * (it - r * nvec);
+      float M = -INFINITY;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_st[w][r][0]);
+      float sum[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (M != -INFINITY) {
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) {
+          const float mw = s_st[w][r][0];
+          const float f = mw == -INFINITY ? 0.f : exp2f((mw - M) * kLog2e);
+          const float4 x = *reinterpret_cast<const float4*>(&s_acc[w][r][d]);
+          o.x += f * x.x, o.y += f * x.y, o.z += f * x.z, o.w += f * x.w;
+#pragma unroll
+          for (int k = 0; k < (MOD ? 6 : 1); ++k) sum[k] += f * s_st[w][r][k + 1];
+        }
+      }
+      finish_row(r, d, M, sum, o);
+    }
+    return;
+  }
   for (int it = threadIdx.x; it < rows_here * nvec; it += blockDim.x) {
     const int r = it / nvec, d = 4 * (it - r * nvec);
     float M = -INFINITY;
@@ -466,24 +512,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
         o.x += f * z[u].x, o.y += f * z[u].y, o.z += f * z[u].z, o.w += f * z[u].w;
       }
     }
-    const int rr_ = rg * kRowsPerUnit + r;
-    const int i = rr_ / a.group, h = hk * a.group + (rr_ - i * a.group);
-    const bool renorm = p.renormalize && p.post_weight && p.key_class && i >= p.first_modulated_row;
-    const float norm = renorm ? sum[1] : sum[0];
-    const float inv = norm > 0.f ? 1.f / norm : 0.f;
-    if (d == 0) {
-      if (p.lse) p.lse[p.lse_offset(b, h, i)] = sum[0] > 0.f ? M + logf(sum[0]) : -INFINITY;
-      if (p.class_mass) {
-#pragma unroll
-        for (int cc = 0; cc < 4; ++cc)
-          if (cc < p.num_classes) p.class_mass[grow * p.num_classes + cc] = sum[2 + cc] * inv;
-      }
-    }
-    const float fo = inv * (p.head_gain ? p.head_gain[h] : 1.f);
-    Vec<T, 4> v;
-    v.v[0] = from_f32<T>(o.x * fo), v.v[1] = from_f32<T>(o.y * fo);
-    v.v[2] = from_f32<T>(o.z * fo), v.v[3] = from_f32<T>(o.w * fo);
-    *reinterpret_cast<Vec<T, 4>*>(static_cast<T*>(p.out) + p.out_offset(b, i, h) + d) = v;
+    finish_row(r, d, M, sum, o);
   }
 }
 

@@ -40,6 +40,7 @@ AttentionParams params_of(const Tensor& q, const Tensor& k, const Tensor& v, con
 }  // namespace
 
 int main() {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines reach a log even when a timeout stops the run
   try {
     const double copy = measure_copy_GBps();
     std::printf("device %s, copy %.0f GB/s (read + write)\n", device_name().c_str(), copy);

@@ -32,6 +32,7 @@ struct LayerWeights {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines reach a log even when a timeout stops the run
   try {
     const int64_t ctx = std::stoll(arg_value(argc, argv, "--ctx", "700"));
     const int steps = std::stoi(arg_value(argc, argv, "--steps", "40"));
