@@ -6,6 +6,7 @@
 #include "core/cuda_reduce.cuh"
 #include "core/cuda_types.cuh"
 #include "core/ops/activation.h"
+#include "core/sm90.cuh"
 
 namespace mmattn {
 
@@ -54,6 +55,8 @@ __global__ void gated_activation_kernel(const T* __restrict__ gate, const T* __r
                                         long long rows, long long cols, long long gs, long long us, Activation act,
                                         bool vec) {
   constexpr int V = 16 / sizeof(T);
+  sm90::allow_next_grid();
+  sm90::wait_for_previous_grid();  // gate / up come from the kernels before (programmatic launch)
   const long long tid = blockIdx.x * (long long)blockDim.x + threadIdx.x;
   const long long stride = (long long)gridDim.x * blockDim.x;
   if (vec) {  // cols, gs, us multiples of V; pointers 16-byte aligned
@@ -93,9 +96,10 @@ void gated_activation_cuda(const GatedActivationParams& p, StreamHandle s) {
     const bool vec = p.cols % V == 0 && p.gate_stride % V == 0 && p.up_stride % V == 0 && aligned16(p.gate) &&
                      aligned16(p.up) && aligned16(p.y);
     const long long work = vec ? p.rows * (p.cols / V) : p.rows * p.cols;
-    gated_activation_kernel<T><<<grid_for(work, 256), 256, 0, s>>>(
-        static_cast<const T*>(p.gate), static_cast<const T*>(p.up), static_cast<T*>(p.y), p.rows, p.cols,
-        p.gate_stride, p.up_stride, p.act, vec);
+    constexpr auto kernel = gated_activation_kernel<T>;
+    sm90::launch_pdl(kernel, dim3(unsigned(grid_for(work, 256))), dim3(256), 0, s, sm90::pdl_supported(kernel),
+                     static_cast<const T*>(p.gate), static_cast<const T*>(p.up), static_cast<T*>(p.y), p.rows, p.cols,
+                     p.gate_stride, p.up_stride, p.act, vec);
     MMATTN_CUDA_CHECK_LAUNCH("gated_activation");
   });
 }

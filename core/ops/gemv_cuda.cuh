@@ -57,6 +57,7 @@ struct Args {
   float eps;
   bool accumulate;
   int split = 1;  // warps per task (gemv_kernel): 1, 2 or 4, dividing kWarps
+  bool weight_static = false;  // w is a parameter: gemv_mma_kernel may copy it before the wait
 };
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -260,7 +261,9 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 // classic multistage cp.async pipeline). Shared-memory rows are 1 KB apart, so the vector index is
 // XOR-swizzled by the row's parity: a quarter-warp's 16-byte reads (rows g, g + 1 at the same 4
 // vectors) then hit 8 distinct bank groups. The warps' partial 16 x 8 tiles are summed in shared
-// memory in warp order (deterministic). Only L2 prefetch hints go before griddepcontrol.wait.
+// memory in warp order (deterministic). Before griddepcontrol.wait: the copies of the first stages
+// when the weight is a parameter (weight_static: linear() and the fused forms), else only L2
+// prefetch hints (a matmul's "weight" may be written by the kernel ahead).
 constexpr int kMmaRows = 16;
 constexpr int kRowVecs = 64;   // vectors (16 bytes) of each row per stage
 constexpr int kRowStages = 4;  // ring depth (kRowStages - 1 stages in flight)
@@ -308,14 +311,21 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
   };
 
   allow_next_grid();
-  if (lane % 8 == 0)  // L2 hints for the first stages (one per 128-byte line); operands are read after the wait
-    for (int st = 0; st < min(stages, kRowStages - 1); ++st)
+  if (a.weight_static) {
+    // A parameter weight: the first stages are copied while the kernel ahead finishes.
 #pragma unroll
-      for (int i = 0; i < kCopyRows; ++i)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(src[i] + min(st * kRowVecs + cv, kv - 1)));
-  wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
+    for (int st = 0; st < kRowStages - 1; ++st) issue(st);
+    wait_for_previous_grid();  // x and y (when accumulating) come from the kernels before
+  } else {
+    if (lane % 8 == 0)  // L2 hints for the first stages (one per 128-byte line); operands are read after the wait
+      for (int st = 0; st < min(stages, kRowStages - 1); ++st)
 #pragma unroll
-  for (int st = 0; st < kRowStages - 1; ++st) issue(st);
+        for (int i = 0; i < kCopyRows; ++i)
+          asm volatile("prefetch.global.L2 [%0];" ::"l"(src[i] + min(st * kRowVecs + cv, kv - 1)));
+    wait_for_previous_grid();  // W, x and y (when accumulating) may come from the kernels before
+#pragma unroll
+    for (int st = 0; st < kRowStages - 1; ++st) issue(st);
+  }
 
   float c[4] = {0.f, 0.f, 0.f, 0.f};
   for (int st = 0; st < stages; ++st) {

@@ -102,6 +102,7 @@ void gemm_into(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& b
   p.dtype = x.dtype();
   p.allow_tf32 = g_allow_tf32;
   p.accumulate = accumulate;
+  p.b_static = true;  // linear() / linear_add_: a layer's weight
   if (accumulate && k == 0) {  // nothing to multiply: add the bias, if any
     if (bias.defined()) add_(y, bias);
     return;
@@ -129,6 +130,7 @@ bool try_gemv(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bi
   g.accumulate = accumulate;
   g.input = input;
   g.dtype = x.dtype();
+  g.weight_static = true;  // the fused forms take a layer's weight
   bool ok = false;
 #if MMATTN_HAS_CUDA
   if (input != GemvInput::Plain && skinny_gemm_mode() >= 2) {  // unfused: norm / swiglu, then the wgmma product

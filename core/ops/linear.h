@@ -6,6 +6,10 @@
 //        b may also be 2-D [K, N] (shared by every batch entry). transpose_b: b is [..., N, K]
 //        (or [N, K]) and the product is a @ b^T.
 // x/weight/bias (a/b) must share dtype and device; non-contiguous inputs are copied first.
+// The weight and bias of linear() and of the fused forms below are a layer's parameters: on CUDA the
+// decode-sized kernels may start reading them before the work queued ahead of them on the stream has
+// finished (programmatic dependent launch), so they must not be written by a kernel still in flight
+// (an activation as the second operand goes through matmul()).
 // K == 0 gives bias (or zeros); empty M or N gives an empty result. Outputs are new contiguous tensors.
 // On CUDA, f32 uses true f32 math (CUBLAS_COMPUTE_32F) unless set_matmul_allow_tf32(true)
 // (like torch.backends.cuda.matmul.allow_tf32, off by default); f16/bf16 accumulate in f32 and
@@ -52,6 +56,7 @@ struct GemmParams {
   DType dtype = DType::F32;
   bool allow_tf32 = false;
   bool accumulate = false;  // c += ... (beta = 1; one rounding)
+  bool b_static = false;    // b is a parameter, not written by work still in flight (linear(), above)
 };
 void gemm_cpu(const GemmParams& p);
 void gemm_cuda(const GemmParams& p, StreamHandle s);
@@ -75,6 +80,7 @@ struct GemvParams {
   bool accumulate = false;
   GemvInput input = GemvInput::Plain;
   DType dtype = DType::BF16;
+  bool weight_static = false;  // weight is a parameter, not written by work still in flight
 };
 // Whether gemv_cuda takes p: f16/bf16, 1 <= m <= kGemvMaxRows (fused inputs: m <= kGemvFusedMaxRows),
 // n >= 256, k % 8 == 0, x_stride % 8 == 0 and at least the row width, 16-byte aligned x / weight /

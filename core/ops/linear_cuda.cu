@@ -217,6 +217,7 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
     g.m = p.m, g.n = p.n, g.k = p.k, g.x_stride = p.k;
     g.accumulate = p.accumulate;
     g.dtype = p.dtype;
+    g.weight_static = p.b_static;
     if (gemv_cuda_supported(g)) return gemv_cuda(g, s);
   }
   int device = 0;

@@ -23,6 +23,7 @@
 #include "core/cuda_types.cuh"
 #include "core/device.h"
 #include "core/ops/norm.h"
+#include "core/sm90.cuh"
 
 namespace mmattn {
 
@@ -98,6 +99,8 @@ __global__ void __launch_bounds__(kRowThreadsMax)
                     long long rows, int cols, int G, float eps) {
   using VecT = Vec<T, V>;
   __shared__ float scratch[32];
+  sm90::allow_next_grid();
+  sm90::wait_for_previous_grid();  // x comes from the kernels before (programmatic launch)
   const int lane = G > 32 ? int(threadIdx.x) : int(threadIdx.x & (G - 1));
   const long long row = (long long)blockIdx.x * (blockDim.x / G) + threadIdx.x / G;
   const bool valid = row < rows;
@@ -168,6 +171,8 @@ __global__ void __launch_bounds__(kLongThreads)
                          T* __restrict__ y, int cols, float eps) {
   using VecT = Vec<T, V>;
   __shared__ float scratch[32];
+  sm90::allow_next_grid();
+  sm90::wait_for_previous_grid();
   const long long off = (long long)blockIdx.x * cols;
   const VecT* xr = reinterpret_cast<const VecT*>(x + off);
   VecT* yr = reinterpret_cast<VecT*>(y + off);
@@ -261,12 +266,16 @@ void launch_rows(const T* x, const T* w, const T* b, T* y, long long rows, int c
   MMATTN_CHECK(blocks <= INT_MAX, ShapeError, "row norm: ", rows, " rows are too many for one launch");
   const dim3 grid{unsigned(blocks)};
   if (threads > kRowThreadsMax) {
-    row_norm_long_kernel<T, V, RMS><<<grid, kLongThreads, 0, s>>>(x, w, b, y, cols, eps);
+    constexpr auto kernel = row_norm_long_kernel<T, V, RMS>;
+    sm90::launch_pdl(kernel, grid, dim3(kLongThreads), 0, s, sm90::pdl_supported(kernel), x, w, b, y, cols, eps);
     return;
   }
   auto go = [&]<int NV>() {
-    if constexpr (NV <= nv_max<V>())
-      row_norm_kernel<T, V, NV, RMS><<<grid, threads, 0, s>>>(x, w, b, y, rows, cols, G, eps);
+    if constexpr (NV <= nv_max<V>()) {
+      constexpr auto kernel = row_norm_kernel<T, V, NV, RMS>;
+      sm90::launch_pdl(kernel, grid, dim3(unsigned(threads)), 0, s, sm90::pdl_supported(kernel), x, w, b, y, rows,
+                       cols, G, eps);
+    }
   };
   switch (nv) {
     case 1: go.template operator()<1>(); break;
