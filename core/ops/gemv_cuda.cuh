@@ -167,12 +167,29 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   const int slice = (kv + a.split - 1) / a.split;  // vectors of K per warp
   const int k_begin = min(kv, piece * slice), k_end = min(kv, k_begin + slice);
 
+  // A parameter weight (weight_static, m = 1): the first round of loads of this warp's first task goes
+  // into the registers of the main loop's first iteration before the wait; the rest of its first
+  // kPrefetchBytesPerRow bytes per row (all of them otherwise) are L2 hints.
+  uint4 wv[kUnroll][ROWS];
+  bool preloaded = false;
   allow_next_grid();
   if (const int t = blockIdx.x * per_block + group; t < tasks) {
-    const int lines = min((k_end - k_begin) * 16, kPrefetchBytesPerRow) / 128;  // 128-byte lines per row
+    int from = 0;  // bytes of each row already loaded
+    if (M == 1 && a.weight_static) {  // (m = 2: the live registers would cost a block per SM)
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+          const int c = k_begin + lane + 32 * u;
+          wv[u][r] = c < k_end ? ld_stream(w + int64_t(min(t * ROWS + r, a.n - 1)) * kv + c) : make_uint4(0, 0, 0, 0);
+        }
+      preloaded = true;
+      from = 32 * kUnroll * 16;
+    }
+    const int lines = max(min((k_end - k_begin) * 16, kPrefetchBytesPerRow) - from, 0) / 128;  // per row
     for (int i = lane; i < lines * ROWS; i += 32) {
       const char* row =
-          reinterpret_cast<const char*>(w + int64_t(min(t * ROWS + i / lines, a.n - 1)) * kv + k_begin);
+          reinterpret_cast<const char*>(w + int64_t(min(t * ROWS + i / lines, a.n - 1)) * kv + k_begin) + from;
       asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (i % lines) * 128));
     }
   }
@@ -194,14 +211,15 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 
     const int c_end = t < tasks ? k_end : k_begin;  // a group past the last task reads nothing
     for (int c0 = k_begin + lane; c0 < c_end; c0 += 32 * kUnroll) {
-      uint4 wv[kUnroll][ROWS];
+      if (!preloaded)
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
+        for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-          const int c = c0 + 32 * u;
-          wv[u][r] = c < c_end ? ld_stream(wr[r] + c) : make_uint4(0, 0, 0, 0);
-        }
+          for (int r = 0; r < ROWS; ++r) {
+            const int c = c0 + 32 * u;
+            wv[u][r] = c < c_end ? ld_stream(wr[r] + c) : make_uint4(0, 0, 0, 0);
+          }
+      preloaded = false;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int c = c0 + 32 * u;
@@ -222,6 +240,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
       }
     }
 
+    preloaded = false;  // (a lane with no vector of the first task's slice never used it)
     float mine = 0.f;  // lane r * M + m ends up holding the warp's sum for (row r, input m)
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
@@ -441,13 +460,23 @@ inline int pick_split(int tasks, int kv, int wave_blocks) {
   return best;
 }
 
+// MMATTN_GEMV_PER_SM=N caps gemv_kernel's blocks per multiprocessor (benchmark A/B: fewer leave room
+// for the next kernel's blocks to start under programmatic launch).
+inline int per_sm_cap() {
+  static const int cap = [] {
+    const char* e = std::getenv("MMATTN_GEMV_PER_SM");
+    return e ? std::max(0, std::atoi(e)) : 0;
+  }();
+  return cap;
+}
+
 template <class T, int M, int ROWS, GemvInput IN>
 void launch(Args a, StreamHandle s) {
   constexpr auto kernel = gemv_kernel<T, M, ROWS, IN>;
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
   const LaunchInfo info = launch_info<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
   const int tasks = (a.n + ROWS - 1) / ROWS;
-  const int wave = cuda_sm_count() * info.per_sm;
+  const int wave = cuda_sm_count() * (per_sm_cap() > 0 ? std::min(info.per_sm, per_sm_cap()) : info.per_sm);
   a.split = pick_split(tasks, a.k / 8, wave);
   const int per_block = kWarps / a.split;
   const int blocks = std::max(1, std::min((tasks + per_block - 1) / per_block, wave));  // one wave, grid-stride
