@@ -23,11 +23,14 @@
 // beta = 1).
 //
 // Programmatic dependent launch (sm_90): the kernel is launched allowed to start before the
-// kernel ahead of it in the stream has finished. Its blocks then pull their first weight bytes
-// toward L2 (prefetch hints only: the weight may come from that kernel too, e.g. matmul of two
-// activations) and wait (griddepcontrol.wait) before reading any operand or writing y; each block
-// also lets its own successor launch at once. So in a chain of decode
-// products the next one's weight stream starts during this one's tail instead of after it.
+// kernel ahead of it in the stream has finished. Its blocks then start on their first weight bytes
+// and wait (griddepcontrol.wait) before reading x or y or writing y; each block also lets its own
+// successor launch at once. A parameter weight (Args::weight_static: linear() and the fused forms)
+// is read for real before the wait (m = 1: the first round of loads into registers; the tensor-core
+// kernel: its first ring stages); any other weight only gets L2 prefetch hints (a matmul's "weight"
+// may come from the kernel ahead). So in a chain of decode products the next one's weight stream
+// starts during this one's tail instead of after it (bench/NOTES.md, session 10: b1 +4%, b8 +7%
+// with the row norms and the attention kernels launched the same way).
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -460,23 +463,13 @@ inline int pick_split(int tasks, int kv, int wave_blocks) {
   return best;
 }
 
-// MMATTN_GEMV_PER_SM=N caps gemv_kernel's blocks per multiprocessor (benchmark A/B: fewer leave room
-// for the next kernel's blocks to start under programmatic launch).
-inline int per_sm_cap() {
-  static const int cap = [] {
-    const char* e = std::getenv("MMATTN_GEMV_PER_SM");
-    return e ? std::max(0, std::atoi(e)) : 0;
-  }();
-  return cap;
-}
-
 template <class T, int M, int ROWS, GemvInput IN>
 void launch(Args a, StreamHandle s) {
   constexpr auto kernel = gemv_kernel<T, M, ROWS, IN>;
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
   const LaunchInfo info = launch_info<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
   const int tasks = (a.n + ROWS - 1) / ROWS;
-  const int wave = cuda_sm_count() * (per_sm_cap() > 0 ? std::min(info.per_sm, per_sm_cap()) : info.per_sm);
+  const int wave = cuda_sm_count() * info.per_sm;
   a.split = pick_split(tasks, a.k / 8, wave);
   const int per_block = kWarps / a.split;
   const int blocks = std::max(1, std::min((tasks + per_block - 1) / per_block, wave));  // one wave, grid-stride
