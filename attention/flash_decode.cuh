@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   // writing K, V or the lengths (read through L2 here, not L1, so that no stale line stays behind).
   sm90::allow_next_grid();
   {
-    const int kl = p.k_lens ? __ldcg(p.k_lens + b) : p.lk;
+    const int kl = p.k_lens ? min(__ldcg(p.k_lens + b), p.lk) : p.lk;
     const int k0 = split * a.chunk, k1 = min(min(k0 + a.chunk, kl), k0 + kPrefetchKeys);
     constexpr int kRowBytes = D * int(sizeof(T)), kLines = (kRowBytes + 127) / 128 + 1;  // + 1: rows may straddle
     for (int i = lane; i < max(k1 - k0, 0) * 2 * kLines; i += 32) {
