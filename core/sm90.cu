@@ -27,12 +27,7 @@ bool kernels_available() {
 #endif
 }
 
-bool pdl_supported(const void* kernel) {
-  static const bool off = [] {
-    const char* e = std::getenv("MMATTN_PDL");
-    return e && e[0] == '0';
-  }();
-  if (off) return false;
+bool sm90_code(const void* kernel) {
   thread_local std::map<std::pair<int, const void*>, bool> cache;
   int dev = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
@@ -45,6 +40,14 @@ bool pdl_supported(const void* kernel) {
     it = cache.emplace(std::make_pair(dev, kernel), major >= 9 && fa.ptxVersion >= 90).first;
   }
   return it->second;
+}
+
+bool pdl_supported(const void* kernel) {
+  static const bool off = [] {
+    const char* e = std::getenv("MMATTN_PDL");
+    return e && e[0] == '0';
+  }();
+  return !off && sm90_code(kernel);
 }
 
 }  // namespace mmattn::sm90
