@@ -174,27 +174,16 @@ bool debug_print() {
   return on;
 }
 
-// MMATTN_DECODE_CLUSTER=0: the fused combine through global partials even where clusters fit (A/B).
-bool cluster_allowed() {
-  static const bool on = [] {
-    const char* e = std::getenv("MMATTN_DECODE_CLUSTER");
-    return !(e && e[0] == '0');
-  }();
-  return on;
-}
-
 using LaunchFn = void (*)(const DecodeArgs&, dim3, StreamHandle);
 using OccFn = int (*)();
-using ClusterFn = int (*)(int);
 
 template <class T, bool MOD>
-void pick_kernel(int d, LaunchFn& launch, OccFn& occ, ClusterFn& clusters) {
+void pick_kernel(int d, LaunchFn& launch, OccFn& occ) {
   switch (d) {
-#define MMATTN_DECODE_CASE(D)                           \
-  case D:                                               \
-    launch = &launch_decode_split<T, D, MOD>;           \
-    occ = &decode_split_blocks_per_sm<T, D, MOD>;       \
-    clusters = &decode_split_active_clusters<T, D, MOD>; \
+#define MMATTN_DECODE_CASE(D)                   \
+  case D:                                       \
+    launch = &launch_decode_split<T, D, MOD>;   \
+    occ = &decode_split_blocks_per_sm<T, D, MOD>; \
     return;
     MMATTN_DECODE_CASE(64)
     MMATTN_DECODE_CASE(72)
@@ -252,13 +241,12 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s) {
 
   LaunchFn launch = nullptr;
   OccFn occ = nullptr;
-  ClusterFn clusters = nullptr;
   if (p.dtype == DType::BF16) {
-    if (mod) pick_kernel<__nv_bfloat16, true>(p.d, launch, occ, clusters);
-    else pick_kernel<__nv_bfloat16, false>(p.d, launch, occ, clusters);
+    if (mod) pick_kernel<__nv_bfloat16, true>(p.d, launch, occ);
+    else pick_kernel<__nv_bfloat16, false>(p.d, launch, occ);
   } else {
-    if (mod) pick_kernel<__half, true>(p.d, launch, occ, clusters);
-    else pick_kernel<__half, false>(p.d, launch, occ, clusters);
+    if (mod) pick_kernel<__half, true>(p.d, launch, occ);
+    else pick_kernel<__half, false>(p.d, launch, occ);
   }
 
   const int64_t units = int64_t(p.batch) * p.hkv * a.row_groups;
@@ -271,12 +259,6 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s) {
   // Few partials per unit: the last block of each unit combines them (no second launch); one block
   // per unit (bx = 1, always fused) writes its result directly, without partials.
   a.fused = std::min(a.rows, kRowsPerUnit) * bx <= kFusedMaxPartials;
-  // Up to kMaxClusterBlocks blocks per unit: one cluster per unit, rank 0 combining from the
-  // blocks' shared memory, when the clusters fit in as few waves as the plain blocks.
-  if (a.fused && bx >= 2 && bx <= kMaxClusterBlocks && cluster_allowed()) {
-    const int active = clusters(bx);
-    a.cluster = active > 0 && (units + active - 1) / active <= (units * bx + resident - 1) / resident;
-  }
 
   const int64_t out_rows = int64_t(p.batch) * p.hq * p.lq;
   const size_t stat_floats = size_t(out_rows) * bx * kStatFloats;
@@ -284,13 +266,13 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s) {
   float* ws = partials((stat_floats + acc_floats) * sizeof(float), s);
   a.ws_stats = ws;
   a.ws_acc = ws + stat_floats;
-  if (a.fused && !a.cluster) a.counters = counters(size_t(units), s);
+  if (a.fused) a.counters = counters(size_t(units), s);
   if (debug_print())
     std::fprintf(stderr,
                  "flash_decode: B %d Lq %d Lk %d Hq %d Hkv %d D %d mod %d: units %lld, %d blocks/SM x %d SMs, "
-                 "grid.x %d, %d keys per warp, fused %d, cluster %d\n",
+                 "grid.x %d, %d keys per warp, fused %d\n",
                  p.batch, p.lq, p.lk, p.hq, p.hkv, p.d, int(mod), (long long)units, occ(), device_info().sms, bx,
-                 a.chunk, int(a.fused), int(a.cluster));
+                 a.chunk, int(a.fused));
   launch(a, dim3(unsigned(bx), unsigned(p.hkv * a.row_groups), unsigned(p.batch)), s);
   if (a.fused) return;
 

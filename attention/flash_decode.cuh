@@ -22,10 +22,7 @@
 //     reuse); lane (n, c) loads V[key][64 blk + 8 n .. + 7] for the 4 keys its P columns hold
 //     and builds B fragments with one byte-permute per register; output column n of n-tile e
 //     is d = 64 blk + 8 n + e, so each lane ends up with 16 contiguous d per row.
-#include <cooperative_groups.h>
-
 #include <cstdint>
-#include <mutex>
 #include <type_traits>
 
 #include "attention/attention_params.h"
@@ -41,8 +38,6 @@ constexpr int kTileKeys = 16;   // keys per warp iteration (one k16 step of P V)
 constexpr int kRowsPerUnit = 16;
 constexpr int kStatFloats = 8;  // m, l, lw, cs[4], pad
 constexpr float kLog2e = 1.4426950408889634f;
-// Blocks per unit up to which they combine as one thread-block cluster (the portable maximum).
-constexpr int kMaxClusterBlocks = 8;
 // Keys per warp pulled toward L2 before waiting for the kernel ahead (programmatic launch).
 constexpr int kPrefetchKeys = 32;
 // The fused combine (one block merging rows * S partials) is used up to this many partials.
@@ -58,8 +53,6 @@ struct DecodeArgs {
   float* ws_acc = nullptr;    // [B * Hq * Lq, S, D]
   bool fused = false;         // the last block of each unit combines (else decode_combine_kernel)
   int* counters = nullptr;    // [B * Hkv * row_groups], zero before and after a fused launch
-  bool cluster = false;       // the unit's gridDim.x blocks are one cluster: rank 0 combines from
-                              // their shared memory (2 <= gridDim.x <= kMaxClusterBlocks)
 };
 
 // Launches decode_split_kernel<T, D, MOD> (instantiated in flash_decode_d<D>.cu).
@@ -68,9 +61,6 @@ void launch_decode_split(const DecodeArgs& a, dim3 grid, StreamHandle s);
 // Resident blocks per SM of that kernel (cached).
 template <class T, int D, bool MOD>
 int decode_split_blocks_per_sm();
-// Clusters of `size` blocks of that kernel resident at once (0: no cluster launch on this device).
-template <class T, int D, bool MOD>
-int decode_split_active_clusters(int size);
 
 #ifdef MMATTN_DECODE_KERNEL_BODY
 
@@ -124,8 +114,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   constexpr int DP = D + 4;          // padded smem row (floats)
   __shared__ __align__(16) float s_acc[kWarps][kRowsPerUnit][DP];
   __shared__ __align__(16) float s_st[kWarps][kRowsPerUnit][kStatFloats];
-  __shared__ __align__(16) float s_pacc[kRowsPerUnit][D];  // cluster: this block's partial (acc)
-  __shared__ __align__(16) float s_pst[kRowsPerUnit][kStatFloats];  // and stats
   __shared__ int s_last;
   const AttentionParams& p = a.p;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -446,8 +434,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
       const float4 x = *reinterpret_cast<const float4*>(&s_acc[w][r][d]);
       o.x += f * x.x, o.y += f * x.y, o.z += f * x.z, o.w += f * x.w;
     }
-    float* pa = a.cluster ? &s_pacc[r][d] : a.ws_acc + (grow_of(r) * S + blockIdx.x) * D + d;
-    *reinterpret_cast<float4*>(pa) = o;
+    *reinterpret_cast<float4*>(a.ws_acc + (grow_of(r) * S + blockIdx.x) * D + d) = o;
   }
   for (int r = threadIdx.x; r < rows_here; r += blockDim.x) {
     float M = -INFINITY;
@@ -461,70 +448,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
 #pragma unroll
       for (int k = 1; k < (MOD ? 7 : 2); ++k) st[k] += f * s_st[w][r][k];
     }
-    float4* sp = reinterpret_cast<float4*>(a.cluster ? &s_pst[r][0]
-                                                     : a.ws_stats + (grow_of(r) * S + blockIdx.x) * kStatFloats);
+    float4* sp = reinterpret_cast<float4*>(a.ws_stats + (grow_of(r) * S + blockIdx.x) * kStatFloats);
     sp[0] = make_float4(st[0], st[1], st[2], st[3]);
     if (MOD) sp[1] = make_float4(st[4], st[5], st[6], 0.f);
   }
-  // Merges the S block partials of each local row in rank order (online rescaling, 8 partials per
-  // round of loads, so the tail costs about one round trip) and finishes the row. stats_of(s, r) /
-  // acc_of(s, r): partial s's stats and acc row; ld reads 16 bytes of them.
-  const auto merge_partials = [&](auto stats_of, auto acc_of, auto ld) {
-    for (int it = threadIdx.x; it < rows_here * nvec; it += blockDim.x) {
-      const int r = it / nvec, d = 4 * (it - r * nvec);
-      float M = -INFINITY;
-      float sum[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // l, lw, cs[4]
-      float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-      for (int s0 = 0; s0 < S; s0 += 8) {
-        float4 x[8], y[8], z[8];
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const bool in = s0 + u < S;
-          x[u] = in ? ld(stats_of(s0 + u, r)) : make_float4(-INFINITY, 0.f, 0.f, 0.f);
-          if (MOD) y[u] = in ? ld(stats_of(s0 + u, r) + 4) : make_float4(0.f, 0.f, 0.f, 0.f);
-          // loaded together with the stats (one round trip); a dead partial (m = -inf) wrote no acc,
-          // so its (stale) values are discarded by the select below, never multiplied
-          z[u] = in ? ld(acc_of(s0 + u, r) + d) : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-#pragma unroll
-        for (int u = 0; u < 8; ++u)
-          if (x[u].x == -INFINITY) z[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-        float mc = M;
-#pragma unroll
-        for (int u = 0; u < 8; ++u) mc = fmaxf(mc, x[u].x);
-        if (mc == -INFINITY) continue;
-        const float fo = M == -INFINITY ? 0.f : exp2f((M - mc) * kLog2e);
-        M = mc;
-#pragma unroll
-        for (int k = 0; k < 6; ++k) sum[k] *= fo;
-        o.x *= fo, o.y *= fo, o.z *= fo, o.w *= fo;
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const float f = x[u].x == -INFINITY ? 0.f : exp2f((x[u].x - M) * kLog2e);
-          sum[0] += f * x[u].y;
-          if (MOD) sum[1] += f * x[u].z, sum[2] += f * x[u].w, sum[3] += f * y[u].x, sum[4] += f * y[u].y,
-                   sum[5] += f * y[u].z;
-          o.x += f * z[u].x, o.y += f * z[u].y, o.z += f * z[u].z, o.w += f * z[u].w;
-        }
-      }
-      finish_row(r, d, M, sum, o);
-    }
-  };
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // ---- cluster combine: the unit's blocks are one thread-block cluster; rank 0 merges the
-  // partials from the blocks' shared memory (no global partials, no atomic) ----
-  if (a.cluster) {
-    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    cluster.sync();  // every block's partial is in its shared memory
-    if (cluster.block_rank() == 0)
-      merge_partials([&](int s, int r) { return cluster.map_shared_rank(&s_pst[r][0], s); },
-                     [&](int s, int r) { return cluster.map_shared_rank(&s_pacc[r][0], s); },
-                     [](const float* q) { return *reinterpret_cast<const float4*>(q); });
-    cluster.sync();  // rank 0 has read them: the blocks may exit
-    return;
-  }
-#endif
   if (!a.fused) return;
 
   // ---- fused combine: the last block of this unit to finish merges the unit's partials ----
@@ -540,61 +467,59 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   }
   __syncthreads();
   if (!s_last) return;
-  merge_partials([&](int s, int r) { return a.ws_stats + (grow_of(r) * S + s) * kStatFloats; },
-                 [&](int s, int r) { return a.ws_acc + (grow_of(r) * S + s) * D; },
-                 [](const float* q) { return __ldcg(reinterpret_cast<const float4*>(q)); });
-}
-
-// Clusters of `size` blocks of the kernel that can be resident at once (0: no clusters), cached.
-template <class T, int D, bool MOD>
-int decode_split_active_clusters(int size) {
-  constexpr auto kernel = decode_split_kernel<T, D, MOD>;
-  static int n[kMaxClusterBlocks + 1] = {};
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (!sm90::sm90_code(kernel)) return;
-    for (int c = 2; c <= kMaxClusterBlocks; ++c) {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(unsigned(c));
-      cfg.blockDim = dim3(kWarps * 32);
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = unsigned(c), attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-      int active = 0;
-      if (cudaOccupancyMaxActiveClusters(&active, kernel, &cfg) != cudaSuccess) active = 0;
-      cudaGetLastError();  // a refused query leaves no sticky error
-      n[c] = active;
+  // One thread per (row, 4 d): it merges all S partials of its row (stats and acc loaded together,
+  // 8 partials per round trip, online rescaling), so the tail costs about one L2 round trip.
+  for (int it = threadIdx.x; it < rows_here * nvec; it += blockDim.x) {
+    const int r = it / nvec, d = 4 * (it - r * nvec);
+    const int64_t grow = grow_of(r);
+    const float* st = a.ws_stats + grow * S * kStatFloats;
+    const float* ap = a.ws_acc + grow * S * D + d;
+    float M = -INFINITY;
+    float sum[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // l, lw, cs[4]
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s0 = 0; s0 < S; s0 += 8) {
+      float4 x[8], y[8], z[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const bool in = s0 + u < S;
+        x[u] = in ? __ldcg(reinterpret_cast<const float4*>(st + (s0 + u) * kStatFloats))
+                  : make_float4(-INFINITY, 0.f, 0.f, 0.f);
+        if (MOD)
+          y[u] = in ? __ldcg(reinterpret_cast<const float4*>(st + (s0 + u) * kStatFloats + 4))
+                    : make_float4(0.f, 0.f, 0.f, 0.f);
+        // loaded together with the stats (one round trip); a dead partial (m = -inf) wrote no acc,
+        // so its (stale) values are discarded by the select below, never multiplied
+        z[u] = in ? __ldcg(reinterpret_cast<const float4*>(ap + int64_t(s0 + u) * D)) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+        if (x[u].x == -INFINITY) z[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+      float mc = M;
+#pragma unroll
+      for (int u = 0; u < 8; ++u) mc = fmaxf(mc, x[u].x);
+      if (mc == -INFINITY) continue;
+      const float fo = M == -INFINITY ? 0.f : exp2f((M - mc) * kLog2e);
+      M = mc;
+#pragma unroll
+      for (int k = 0; k < 6; ++k) sum[k] *= fo;
+      o.x *= fo, o.y *= fo, o.z *= fo, o.w *= fo;
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const float f = x[u].x == -INFINITY ? 0.f : exp2f((x[u].x - M) * kLog2e);
+        sum[0] += f * x[u].y;
+        if (MOD) sum[1] += f * x[u].z, sum[2] += f * x[u].w, sum[3] += f * y[u].x, sum[4] += f * y[u].y,
+                 sum[5] += f * y[u].z;
+        o.x += f * z[u].x, o.y += f * z[u].y, o.z += f * z[u].z, o.w += f * z[u].w;
+      }
     }
-  });
-  return size >= 2 && size <= kMaxClusterBlocks ? n[size] : 0;
+    finish_row(r, d, M, sum, o);
+  }
 }
 
 template <class T, int D, bool MOD>
 void launch_decode_split(const DecodeArgs& a, dim3 grid, StreamHandle s) {
   constexpr auto kernel = decode_split_kernel<T, D, MOD>;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.stream = s;
-  cudaLaunchAttribute attr[2];
-  int na = 0;
-  if (sm90::pdl_supported(kernel)) {
-    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[na++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  DecodeArgs args = a;
-  args.cluster = false;
-  if (a.cluster) {
-    attr[na].id = cudaLaunchAttributeClusterDimension;
-    attr[na].val.clusterDim.x = grid.x, attr[na].val.clusterDim.y = 1, attr[na].val.clusterDim.z = 1;
-    ++na;
-    args.cluster = true;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = unsigned(na);
-  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args));
+  sm90::launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, sm90::pdl_supported(kernel), a);
   MMATTN_CUDA_CHECK_LAUNCH("flash_decode split");
 }
 
@@ -611,8 +536,7 @@ int decode_split_blocks_per_sm() {
 
 #define MMATTN_DECODE_INSTANTIATE(T, D, MOD)                                          \
   template void launch_decode_split<T, D, MOD>(const DecodeArgs&, dim3, StreamHandle); \
-  template int decode_split_blocks_per_sm<T, D, MOD>();                                \
-  template int decode_split_active_clusters<T, D, MOD>(int);
+  template int decode_split_blocks_per_sm<T, D, MOD>();
 
 #endif  // MMATTN_DECODE_KERNEL_BODY
 

@@ -27,7 +27,12 @@ bool kernels_available() {
 #endif
 }
 
-bool sm90_code(const void* kernel) {
+bool pdl_supported(const void* kernel) {
+  static const bool off = [] {
+    const char* e = std::getenv("MMATTN_PDL");
+    return e && e[0] == '0';
+  }();
+  if (off) return false;
   thread_local std::map<std::pair<int, const void*>, bool> cache;
   int dev = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
@@ -40,14 +45,6 @@ bool sm90_code(const void* kernel) {
     it = cache.emplace(std::make_pair(dev, kernel), major >= 9 && fa.ptxVersion >= 90).first;
   }
   return it->second;
-}
-
-bool pdl_supported(const void* kernel) {
-  static const bool off = [] {
-    const char* e = std::getenv("MMATTN_PDL");
-    return e && e[0] == '0';
-  }();
-  return !off && sm90_code(kernel);
 }
 
 }  // namespace mmattn::sm90

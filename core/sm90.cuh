@@ -158,17 +158,10 @@ void launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaSt
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
 }
 
-// Whether `kernel` runs sm_90 code on the current device: compute capability >= 9 and code built
-// from PTX >= 9.0 (a JIT from older PTX has none of the code under __CUDA_ARCH__ >= 900:
-// griddepcontrol, clusters). Cached per thread, device and kernel (core/sm90.cu).
-bool sm90_code(const void* kernel);
-template <class... P>
-bool sm90_code(void (*kernel)(P...)) {
-  return sm90_code(reinterpret_cast<const void*>(kernel));
-}
-// Whether `kernel` may be launched with programmatic dependencies: sm90_code (else its wait would
-// be a no-op and the kernel would race with the one before). MMATTN_PDL=0 turns programmatic
-// launches off everywhere (A/B).
+// Whether `kernel` may be launched with programmatic dependencies on the current device: compute
+// capability >= 9 and code built from PTX >= 9.0 (a JIT from older PTX has no griddepcontrol, so
+// its wait would be a no-op and the kernel would race with the one before). Cached per thread,
+// device and kernel (core/sm90.cu). MMATTN_PDL=0 turns programmatic launches off everywhere (A/B).
 bool pdl_supported(const void* kernel);
 template <class... P>
 bool pdl_supported(void (*kernel)(P...)) {
