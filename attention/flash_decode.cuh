@@ -396,25 +396,41 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
     v.v[2] = from_f32<T>(o.z * fo), v.v[3] = from_f32<T>(o.w * fo);
     *reinterpret_cast<Vec<T, 4>*>(static_cast<T*>(p.out) + p.out_offset(b, i, h) + d) = v;
   };
+  // The block's merge of its warps' states for local row r: M, the max of their m; f[w], warp w's
+  // weight relative to it; and their acc (d .. d + 3) so weighted.
+  const auto warp_weights = [&](int r, float& M, float (&f)[kWarps]) {
+    M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_st[w][r][0]);
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float mw = s_st[w][r][0];
+      f[w] = mw == -INFINITY ? 0.f : exp2f((mw - M) * kLog2e);
+    }
+  };
+  const auto merged_acc = [&](int r, int d, const float (&f)[kWarps]) {
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float4 x = *reinterpret_cast<const float4*>(&s_acc[w][r][d]);
+      o.x += f[w] * x.x, o.y += f[w] * x.y, o.z += f[w] * x.z, o.w += f[w] * x.w;
+    }
+    return o;
+  };
   if (S == 1) {
     // One block per unit: the merge of its warps is the result (no partials, no combine).
     for (int it = threadIdx.x; it < rows_here * nvec; it += blockDim.x) {
       const int r = it / nvec, d = 4 * (it - r * nvec);
-      float M = -INFINITY;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_st[w][r][0]);
+      float M, f[kWarps];
+      warp_weights(r, M, f);
       float sum[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
       float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
       if (M != -INFINITY) {
+        o = merged_acc(r, d, f);
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w) {
-          const float mw = s_st[w][r][0];
-          const float f = mw == -INFINITY ? 0.f : exp2f((mw - M) * kLog2e);
-          const float4 x = *reinterpret_cast<const float4*>(&s_acc[w][r][d]);
-          o.x += f * x.x, o.y += f * x.y, o.z += f * x.z, o.w += f * x.w;
+        for (int w = 0; w < kWarps; ++w)
 #pragma unroll
-          for (int k = 0; k < (MOD ? 6 : 1); ++k) sum[k] += f * s_st[w][r][k + 1];
-        }
+          for (int k = 0; k < (MOD ? 6 : 1); ++k) sum[k] += f[w] * s_st[w][r][k + 1];
       }
       finish_row(r, d, M, sum, o);
     }
@@ -422,32 +438,19 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   }
   for (int it = threadIdx.x; it < rows_here * nvec; it += blockDim.x) {
     const int r = it / nvec, d = 4 * (it - r * nvec);
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_st[w][r][0]);
+    float M, f[kWarps];
+    warp_weights(r, M, f);
     if (M == -INFINITY) continue;  // dead partial: the combine skips it unread
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float mw = s_st[w][r][0];
-      const float f = mw == -INFINITY ? 0.f : exp2f((mw - M) * kLog2e);
-      const float4 x = *reinterpret_cast<const float4*>(&s_acc[w][r][d]);
-      o.x += f * x.x, o.y += f * x.y, o.z += f * x.z, o.w += f * x.w;
-    }
-    *reinterpret_cast<float4*>(a.ws_acc + (grow_of(r) * S + blockIdx.x) * D + d) = o;
+    *reinterpret_cast<float4*>(a.ws_acc + (grow_of(r) * S + blockIdx.x) * D + d) = merged_acc(r, d, f);
   }
   for (int r = threadIdx.x; r < rows_here; r += blockDim.x) {
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_st[w][r][0]);
+    float M, f[kWarps];
+    warp_weights(r, M, f);
     float st[7] = {M, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float mw = s_st[w][r][0];
-      const float f = mw == -INFINITY ? 0.f : exp2f((mw - M) * kLog2e);
+    for (int w = 0; w < kWarps; ++w)
 #pragma unroll
-      for (int k = 1; k < (MOD ? 7 : 2); ++k) st[k] += f * s_st[w][r][k];
-    }
+      for (int k = 1; k < (MOD ? 7 : 2); ++k) st[k] += f[w] * s_st[w][r][k];
     float4* sp = reinterpret_cast<float4*>(a.ws_stats + (grow_of(r) * S + blockIdx.x) * kStatFloats);
     sp[0] = make_float4(st[0], st[1], st[2], st[3]);
     if (MOD) sp[1] = make_float4(st[4], st[5], st[6], 0.f);
