@@ -522,7 +522,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
 template <class T, int D, bool MOD>
 void launch_decode_split(const DecodeArgs& a, dim3 grid, StreamHandle s) {
   constexpr auto kernel = decode_split_kernel<T, D, MOD>;
-  sm90::launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, sm90::pdl_supported(kernel), a);
+  sm90::launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, a);
   MMATTN_CUDA_CHECK_LAUNCH("flash_decode split");
 }
 

@@ -104,7 +104,7 @@ void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
     const dim3 grid(unsigned((pairs + threads - 1) / threads), unsigned(std::min<int64_t>(p.batch * p.n, 65535)), 3);
     dispatch_float(p.dtype, "kv_append (rope)", [&]<class T>() {
       constexpr auto kernel = kv_append_rope_kernel<T>;
-      sm90::launch_pdl(kernel, grid, dim3(threads), 0, s, sm90::pdl_supported(kernel), p);
+      sm90::launch_pdl(kernel, grid, dim3(threads), 0, s, p);
     });
     MMATTN_CUDA_CHECK_LAUNCH("kv_append (rope)");
     return;
@@ -121,7 +121,7 @@ void kv_append_cuda(const KvAppendParams& p, StreamHandle s) {
     const dim3 grid(unsigned(std::min<int64_t>((units + threads - 1) / threads, 64)),
                     unsigned(std::min<int64_t>(p.batch * p.n, 65535)), 2);
     constexpr auto kernel = kv_append_kernel<U>;
-    sm90::launch_pdl(kernel, grid, dim3(threads), 0, s, sm90::pdl_supported(kernel), p, es, uph);
+    sm90::launch_pdl(kernel, grid, dim3(threads), 0, s, p, es, uph);
   };
   if (vec) launch.template operator()<uint4>();
   else if (es == 4) launch.template operator()<uint32_t>();

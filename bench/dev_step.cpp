@@ -82,13 +82,18 @@ int main(int argc, char** argv) {
       };
       struct Variant {
         const char* name;
-        bool appends;
-        double bytes;
+        double bytes;  // read per step
         std::function<void()> step;
+      };
+      // A step that runs fn on each layer's weights.
+      auto per_layer = [&](auto fn) {
+        return [&w, fn] {
+          for (int l = 0; l < kLayers; ++l) fn(w[size_t(l % kSets)]);
+        };
       };
       const double kv_bytes = double(B) * double(ctx) * 2.0 * kHeads * kDim * 2.0 * kLayers;
       std::vector<Variant> variants = {
-          {"full", true, layer_bytes * kLayers + kv_bytes,
+          {"full", layer_bytes * kLayers + kv_bytes,
            [&] {
              for (int l = 0; l < kLayers; ++l) {
                const LayerWeights& L = w[size_t(l % kSets)];
@@ -100,37 +105,24 @@ int main(int argc, char** argv) {
              }
              cache.advance();
            }},
-          {"products", false, layer_bytes * kLayers,
-           [&] {
-             for (int l = 0; l < kLayers; ++l) {
-               const LayerWeights& L = w[size_t(l % kSets)];
-               (void)rms_norm_linear(x, L.in_norm, eps, L.qkv);
-               linear_add_(x, att_fixed, L.o);
-               const Tensor gu = rms_norm_linear(x, L.post_norm, eps, L.gate_up);
-               swiglu_linear_add_(x, gu, L.down);
-             }
-           }},
-          {"attention", true, kv_bytes,
+          {"products", layer_bytes * kLayers, per_layer([&](const LayerWeights& L) {
+             (void)rms_norm_linear(x, L.in_norm, eps, L.qkv);
+             linear_add_(x, att_fixed, L.o);
+             const Tensor gu = rms_norm_linear(x, L.post_norm, eps, L.gate_up);
+             swiglu_linear_add_(x, gu, L.down);
+           })},
+          {"attention", kv_bytes,
            [&] {
              for (int l = 0; l < kLayers; ++l) (void)attend(l, qkv_fixed);
              cache.advance();
            }},
-          {"qkv", false, 2.0 * 3 * kHidden * kHidden * kLayers,
-           [&] {
-             for (int l = 0; l < kLayers; ++l) (void)rms_norm_linear(x, w[size_t(l % kSets)].in_norm, eps, w[size_t(l % kSets)].qkv);
-           }},
-          {"o", false, 2.0 * kHidden * kHidden * kLayers,
-           [&] {
-             for (int l = 0; l < kLayers; ++l) linear_add_(x, att_fixed, w[size_t(l % kSets)].o);
-           }},
-          {"gate_up", false, 2.0 * 2 * kFfn * kHidden * kLayers,
-           [&] {
-             for (int l = 0; l < kLayers; ++l) (void)rms_norm_linear(x, w[size_t(l % kSets)].post_norm, eps, w[size_t(l % kSets)].gate_up);
-           }},
-          {"down", false, 2.0 * kHidden * kFfn * kLayers,
-           [&] {
-             for (int l = 0; l < kLayers; ++l) swiglu_linear_add_(x, gu_fixed, w[size_t(l % kSets)].down);
-           }},
+          {"qkv", 2.0 * 3 * kHidden * kHidden * kLayers,
+           per_layer([&](const LayerWeights& L) { (void)rms_norm_linear(x, L.in_norm, eps, L.qkv); })},
+          {"o", 2.0 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) { linear_add_(x, att_fixed, L.o); })},
+          {"gate_up", 2.0 * 2 * kFfn * kHidden * kLayers,
+           per_layer([&](const LayerWeights& L) { (void)rms_norm_linear(x, L.post_norm, eps, L.gate_up); })},
+          {"down", 2.0 * kHidden * kFfn * kLayers,
+           per_layer([&](const LayerWeights& L) { swiglu_linear_add_(x, gu_fixed, L.down); })},
       };
       std::printf("\nbatch %lld: weights %.2f GB per step, KV %.2f GB per step\n", (long long)B, layer_bytes * kLayers / 1e9,
                   kv_bytes / 1e9);

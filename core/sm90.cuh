@@ -140,11 +140,21 @@ MMATTN_WGMMA_SS_BOTH(128, 64, 65, 66, "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, 
 #undef MMATTN_WGMMA_SS
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-// Launches `kernel` on stream s, allowed (pdl) to start before the kernel ahead of it has finished:
-// programmatic dependent launch, for kernels that wait with wait_for_previous_grid() before reading
-// what that kernel writes.
+// Whether `kernel` may be launched with programmatic dependencies on the current device: compute
+// capability >= 9 and code built from PTX >= 9.0 (a JIT from older PTX has no griddepcontrol, so
+// its wait would be a no-op and the kernel would race with the one before). Cached per thread,
+// device and kernel (core/sm90.cu). MMATTN_PDL=0 turns programmatic launches off everywhere (A/B).
+bool pdl_supported(const void* kernel);
+template <class... P>
+bool pdl_supported(void (*kernel)(P...)) {
+  return pdl_supported(reinterpret_cast<const void*>(kernel));
+}
+
+// Launches `kernel` on stream s with programmatic dependent launch where pdl_supported(kernel):
+// allowed to start before the kernel ahead of it has finished, for kernels that wait with
+// wait_for_previous_grid() before reading what that kernel writes.
 template <class... P, class... A>
-void launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl, A&&... args) {
+void launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -154,18 +164,8 @@ void launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaSt
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = pdl_supported(kernel) ? 1 : 0;
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
-}
-
-// Whether `kernel` may be launched with programmatic dependencies on the current device: compute
-// capability >= 9 and code built from PTX >= 9.0 (a JIT from older PTX has no griddepcontrol, so
-// its wait would be a no-op and the kernel would race with the one before). Cached per thread,
-// device and kernel (core/sm90.cu). MMATTN_PDL=0 turns programmatic launches off everywhere (A/B).
-bool pdl_supported(const void* kernel);
-template <class... P>
-bool pdl_supported(void (*kernel)(P...)) {
-  return pdl_supported(reinterpret_cast<const void*>(kernel));
 }
 
 // Whether this build carries the sm_90a kernels (MMATTN_CUDA_ARCHS contains 90a) and the current

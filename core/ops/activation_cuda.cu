@@ -97,7 +97,7 @@ void gated_activation_cuda(const GatedActivationParams& p, StreamHandle s) {
                      aligned16(p.up) && aligned16(p.y);
     const long long work = vec ? p.rows * (p.cols / V) : p.rows * p.cols;
     constexpr auto kernel = gated_activation_kernel<T>;
-    sm90::launch_pdl(kernel, dim3(unsigned(grid_for(work, 256))), dim3(256), 0, s, sm90::pdl_supported(kernel),
+    sm90::launch_pdl(kernel, dim3(unsigned(grid_for(work, 256))), dim3(256), 0, s,
                      static_cast<const T*>(p.gate), static_cast<const T*>(p.up), static_cast<T*>(p.y), p.rows, p.cols,
                      p.gate_stride, p.up_stride, p.act, vec);
     MMATTN_CUDA_CHECK_LAUNCH("gated_activation");

@@ -313,8 +313,8 @@ void launch(const GemmParams& p, StreamHandle s) {
   const Workspace ws = workspace_for(s);
   a.partial = ws.partial;
   a.counter = ws.counter;
-  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(unsigned(threads<NP>())), size_t(smem_bytes<NP>()), s,
-                   sm90::pdl_supported(kernel), it->second, xmap, a);
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(unsigned(threads<NP>())), size_t(smem_bytes<NP>()), s, it->second,
+                   xmap, a);
 }
 
 // Dispatch on m (padded to the next instantiated width).

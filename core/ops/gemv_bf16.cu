@@ -4,9 +4,7 @@
 namespace mmattn {
 
 void gemv_run_bf16(const GemvParams& p, StreamHandle s) {
-  gemv_detail::Args a{p.x, p.weight, p.bias, p.norm_weight, p.y, int(p.m), int(p.n), int(p.k), int(p.x_stride),
-                      p.eps, p.accumulate, 1, p.weight_static};
-  gemv_detail::run<__nv_bfloat16>(a, p.input, s);
+  gemv_detail::run<__nv_bfloat16>(gemv_detail::args_of(p), p.input, s);
 }
 
 }  // namespace mmattn

@@ -400,35 +400,25 @@ inline int staged_smem_limit() {
   return it->second;
 }
 
-// What a launch of `Kernel` needs to know about the device, queried once (per thread, kernel and
-// device): whether programmatic dependent launch exists, and the blocks per SM for
-// each dynamic shared-memory size. max_smem > 0 sets the kernel's dynamic shared-memory ceiling (a
+// Resident blocks of `Kernel` per SM with `smem` bytes of dynamic shared memory, queried once (per
+// thread, kernel, device and size). max_smem > 0 sets the kernel's dynamic shared-memory ceiling (a
 // process-wide attribute: each kernel always gets the same value, so no thread lowers it under
 // another): the device's opt-in limit for the staged gemv kernels, the ring size for the
 // tensor-core kernel.
-struct LaunchInfo {
-  int per_sm = 0;
-  bool pdl = false;  // programmatic dependent launch (compute capability >= 9)
-};
-
 template <auto Kernel>
-LaunchInfo launch_info(int smem, int max_smem) {
+int blocks_per_sm(int smem, int max_smem) {
   auto kernel = Kernel;
   struct Cache {
     int device = -1;
-    bool pdl = false;
     std::unordered_map<int, int> per_sm;  // dynamic shared memory -> blocks per SM
   };
   thread_local Cache c;
   int device = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   if (device != c.device) {
-    Cache fresh;  // committed only once every query succeeded (a failure leaves the next call to retry)
-    fresh.pdl = sm90::pdl_supported(kernel);
     if (max_smem > 0)
       MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem));
-    fresh.device = device;
-    c = std::move(fresh);
+    c = Cache{device, {}};  // (after the attribute: a failure leaves the next call to retry)
   }
   auto it = c.per_sm.find(smem);
   if (it == c.per_sm.end()) {
@@ -438,7 +428,7 @@ LaunchInfo launch_info(int smem, int max_smem) {
                  " bytes of shared memory fits on a multiprocessor");
     it = c.per_sm.emplace(smem, per_sm).first;
   }
-  return {it->second, c.pdl};
+  return it->second;
 }
 
 // Warps per task for gemv_kernel: the split (1, 2 or 4) whose blocks fill their last wave best,
@@ -467,22 +457,29 @@ template <class T, int M, int ROWS, GemvInput IN>
 void launch(Args a, StreamHandle s) {
   constexpr auto kernel = gemv_kernel<T, M, ROWS, IN>;
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
-  const LaunchInfo info = launch_info<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
+  const int per_sm = blocks_per_sm<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
   const int tasks = (a.n + ROWS - 1) / ROWS;
-  const int wave = cuda_sm_count() * info.per_sm;
+  const int wave = cuda_sm_count() * per_sm;
   a.split = pick_split(tasks, a.k / 8, wave);
   const int per_block = kWarps / a.split;
   const int blocks = std::max(1, std::min((tasks + per_block - 1) / per_block, wave));  // one wave, grid-stride
-  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, info.pdl, a);
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, a);
 }
 
 // The tensor-core kernel: one block per 16 output rows.
 template <class T>
 void launch_mma(const Args& a, StreamHandle s) {
   constexpr auto kernel = gemv_mma_kernel<T>;
-  const LaunchInfo info = launch_info<kernel>(kRowSmem, kRowSmem);
+  blocks_per_sm<kernel>(kRowSmem, kRowSmem);  // sets the ring's shared-memory ceiling
   const int blocks = std::max(1, (a.n + kMmaRows - 1) / kMmaRows);
-  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kRowSmem), s, info.pdl, a);
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(kRowSmem), s, a);
+}
+
+// The kernels' arguments for a product (gemv_bf16.cu / gemv_f16.cu).
+inline Args args_of(const GemvParams& p) {
+  Args a{p.x, p.weight, p.bias, p.norm_weight, p.y, int(p.m), int(p.n), int(p.k), int(p.x_stride), p.eps, p.accumulate};
+  a.weight_static = p.weight_static;
+  return a;
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.

@@ -267,13 +267,13 @@ void launch_rows(const T* x, const T* w, const T* b, T* y, long long rows, int c
   const dim3 grid{unsigned(blocks)};
   if (threads > kRowThreadsMax) {
     constexpr auto kernel = row_norm_long_kernel<T, V, RMS>;
-    sm90::launch_pdl(kernel, grid, dim3(kLongThreads), 0, s, sm90::pdl_supported(kernel), x, w, b, y, cols, eps);
+    sm90::launch_pdl(kernel, grid, dim3(kLongThreads), 0, s, x, w, b, y, cols, eps);
     return;
   }
   auto go = [&]<int NV>() {
     if constexpr (NV <= nv_max<V>()) {
       constexpr auto kernel = row_norm_kernel<T, V, NV, RMS>;
-      sm90::launch_pdl(kernel, grid, dim3(unsigned(threads)), 0, s, sm90::pdl_supported(kernel), x, w, b, y, rows,
+      sm90::launch_pdl(kernel, grid, dim3(unsigned(threads)), 0, s, x, w, b, y, rows,
                        cols, G, eps);
     }
   };
