@@ -152,9 +152,9 @@ Tensor AttentionModulator::attend(int layer, const Tensor& q, const Tensor& k, c
   return attention(q, k, v, opt).out;
 }
 
-Tensor LlamaModel::embed(const Tensor& ids) const {
+Tensor LlamaModel::embed(const Tensor& ids, bool check_ids) const {
   check_defined(ids, "LlamaModel::embed", "ids");
-  return embedding(ids, embed_);
+  return embedding(ids, embed_, check_ids);
 }
 
 KVCache LlamaModel::make_cache(int64_t batch, int64_t max_len) const {

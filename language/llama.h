@@ -186,7 +186,9 @@ class LlamaModel {
                          Device dev = Device::cpu(), DType dtype = DType::F32);
 
   // ids [...] I32/I64 (CPU or the model's device) -> [..., hidden] in the model's dtype and device.
-  Tensor embed(const Tensor& ids) const;
+  // check_ids = false: device ids known to be in range (e.g. argmax over this model's logits) are
+  // not read back (embedding(): no host synchronisation).
+  Tensor embed(const Tensor& ids, bool check_ids = true) const;
   // embeds [B, n, hidden] (any dtype/device: copied to the model's) -> logits F32 [B, n, V]
   // ([B, 1, V] with last_only), on the model's device. Appends the n_valid new tokens to `cache`
   // (one step: append per layer, then advance). The cache must come from make_cache() (or match it).

@@ -8,10 +8,12 @@
 #include <numeric>
 
 #include "core/checkpoint.h"
+#include "core/host_readback.h"
 #include "core/io.h"
 #include "core/log.h"
 #include "core/ops/concat.h"
 #include "core/ops/linear.h"
+#include "core/ops/reduce.h"
 #include "language/chat.h"
 #include "language/llama.h"
 #include "language/llava.h"
@@ -185,13 +187,21 @@ struct LlavaPipeline::Sequence {
   // Picks the next token from this sequence's logits row (vocab); true when generation ends with
   // it (stop string, EOS or max_new_tokens: the last token needs no forward pass).
   bool step(std::vector<float> row) {
-    const int64_t i = int64_t(res.token_ids.size());
-    if (i < req.min_new_tokens) {
+    if (eos_banned(int64_t(res.token_ids.size()))) {
       const float neg_inf = -std::numeric_limits<float>::infinity();
       for (int64_t e : eos)
         if (e >= 0 && e < int64_t(row.size())) row[size_t(e)] = neg_inf;
     }
-    const int64_t tok = sampler.next(std::move(row), history);
+    return accept(sampler.next(std::move(row), history));
+  }
+  // Whether generated token i may not be EOS (min_new_tokens).
+  bool eos_banned(int64_t i) const { return i < req.min_new_tokens; }
+  // Greedy decoding without a repetition penalty: the argmax of the logits, which the device can
+  // take itself (run()'s device-greedy loop).
+  bool greedy() const { return !req.sampling.do_sample && req.sampling.repetition_penalty == 1.f; }
+  // Records the next token (chosen by step() or on the device); true when generation ends with it.
+  bool accept(int64_t tok) {
+    const int64_t i = int64_t(res.token_ids.size());
     if (i == 0) t_first = Clock::now();
     res.token_ids.push_back(tok);
     history.push_back(tok);
@@ -426,12 +436,52 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
         std::copy(s->res.vhr_vhd[l].begin(), s->res.vhr_vhd[l].end(), map.begin() + std::ptrdiff_t(l * H));
     save_head_map(map, lm_->num_layers(), int(H), req.head_map_path, vhr != nullptr);
   }
-  while (!s->step(logits.to_floats()))
-    logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({s->last_token()}, {1, 1})), cache, last);
+  if (cuda && s->greedy())
+    decode_greedy_on_device(*s, logits, cache, last);
+  else
+    while (!s->step(logits.to_floats()))
+      logits = lm_->forward(lm_->embed(Tensor::from_vector<int64_t>({s->last_token()}, {1, 1})), cache, last);
   if (cuda) synchronize();
   s->finish();
   s->res.peak_memory_bytes = cuda ? cuda_allocator_stats().peak_allocated_bytes : 0;
   return std::move(s->res);
+}
+
+// Greedy decoding with the token ids kept on the device and the host one step behind: the argmax
+// of each step's logits feeds the next step's embedding directly, and step t + 1 is queued before
+// token t reaches the host (an 8-byte copy into pinned memory per step), so the GPU never waits for
+// the host between steps (the host reads token t, streams its text and checks the stop conditions
+// while step t + 1 runs). When token t ends the request (EOS, a stop string), step t + 1 was
+// computed for nothing: one step per request. The first token is read before step 1 is queued, so
+// the time to it is not delayed by the host's queueing. The tokens are those of step()'s host
+// argmax (same logits, same tie rule: the first largest).
+void LlavaPipeline::decode_greedy_on_device(Sequence& s, Tensor logits, KVCache& cache,
+                                            const LlamaForwardOptions& opt) const {
+  const int64_t V = logits.size(-1);
+  HostReadback read[2] = {HostReadback(sizeof(int64_t)), HostReadback(sizeof(int64_t))};
+  // the device id of generated token i from a step's logits [1, 1, V], its copy queued into read[slot]
+  auto choose = [&](Tensor l, int64_t i, int slot) {
+    if (s.eos_banned(i))
+      for (int64_t e : s.eos)
+        if (e >= 0 && e < V) l.slice(2, e, e + 1).fill_(-std::numeric_limits<float>::infinity());
+    Tensor id = argmax(l.view({1, 1, V}));  // I64 [1, 1]
+    read[slot].enqueue(id.data_ptr(), sizeof(int64_t));
+    return id;
+  };
+  auto forward = [&](const Tensor& id, int64_t i, int slot) {  // the step that feeds token i - 1 in
+    return choose(lm_->forward(lm_->embed(id, /*check_ids=*/false), cache, opt), i, slot);
+  };
+  Tensor id = choose(std::move(logits), 0, 0);
+  for (int slot = 0;; slot ^= 1) {
+    // id: token t on the device, its copy in read[slot]; no step queued for it yet
+    const int64_t t = int64_t(s.res.token_ids.size());
+    const bool last = t + 1 == s.req.max_new_tokens;  // token t ends the request by count
+    Tensor next;
+    if (t > 0 && !last) next = forward(id, t + 1, slot ^ 1);  // step t + 1, queued before token t is read
+    if (s.accept(*static_cast<const int64_t*>(read[slot].wait()))) break;
+    if (!next.defined()) next = forward(id, t + 1, slot ^ 1);
+    id = std::move(next);
+  }
 }
 
 Tensor LlavaPipeline::prefill(const Tensor& embeds, const std::vector<int>& n_valid, KVCache& cache,

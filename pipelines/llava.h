@@ -155,6 +155,7 @@ class LlavaPipeline {
   Tensor prefill(const Tensor& embeds, const std::vector<int>& n_valid, KVCache& cache, LlamaForwardOptions& opt) const;
   // run() with a contrastive method: the request and its negative branch decoded as one batch.
   LlavaResult run_contrastive(std::unique_ptr<Sequence> s, const ModulationConfig& cd) const;
+  void decode_greedy_on_device(Sequence& s, Tensor logits, KVCache& cache, const LlamaForwardOptions& opt) const;
   // The CPU part of a request's image path: decode, [RITUAL's transform of the raw image]
   // (thread-safe).
   Image load_source(const LlavaRequest& req, const ModulationConfig* ritual = nullptr) const;

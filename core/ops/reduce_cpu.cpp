@@ -19,4 +19,20 @@ void vector_norm_cpu(const VectorNormParams& p) {
   }
 }
 
+void argmax_cpu(const ArgmaxParams& p) {
+  const size_t item = dtype_size(p.dtype);
+  const char* x = static_cast<const char*>(p.x);
+  for (int64_t r = 0; r < p.rows; ++r) {
+    int64_t best = 0;
+    double best_v = 0;
+    bool found = false;  // a number seen (NaNs rank below every number)
+    for (int64_t c = 0; c < p.cols; ++c) {
+      const double v = load_elem(x + size_t(r * p.cols + c) * item, p.dtype);
+      if (std::isnan(v) || (found && !(v > best_v))) continue;
+      best = c, best_v = v, found = true;
+    }
+    p.y[r] = best;
+  }
+}
+
 }  // namespace mmattn

@@ -1,5 +1,6 @@
-// Device tensors: host<->device copies, the strided cast kernel, fill, the caching allocator, arena.
+// Device tensors: host<->device copies (and HostReadback), the strided cast kernel, fill, the caching allocator, arena.
 #include "core/arena.h"
+#include "core/host_readback.h"
 #include "core/ops/linear.h"
 #include "test_util.h"
 
@@ -86,4 +87,26 @@ TEST(TensorCuda, StagedUploadsKeepTheirBytes) {
     ASSERT_EQ(bad, 0) << "upload " << t << " of " << n << " elements";
   }
   EXPECT_EQ(slow.back().to_floats()[12345], 1024.f);
+}
+
+TEST(TensorCuda, HostReadbackSeesTheBytesOfItsPlaceInTheStream) {
+  MMATTN_REQUIRE_GPU();
+  const Tensor a = Tensor::full({2048, 2048}, 0.5f, DType::F32, Device::cuda());
+  Tensor v = Tensor::full({2}, 1.f, DType::F32, Device::cuda());
+  HostReadback r(2 * sizeof(float));
+  for (int round = 0; round < 3; ++round) {
+    Tensor slow = matmul(a, a);  // queued before the copy: the copy waits for it
+    v.fill_(float(round + 2));
+    r.enqueue(v.data_ptr(), 2 * sizeof(float));
+    v.fill_(-1.f);             // queued after the copy: not seen by it
+    slow = matmul(slow, a);    // the host returns from enqueue without waiting for any of this
+    const float* got = static_cast<const float*>(r.wait());
+    EXPECT_EQ(got[0], float(round + 2));
+    EXPECT_EQ(got[1], float(round + 2));
+  }
+  EXPECT_THROW(r.wait(), Error);                          // nothing queued
+  EXPECT_THROW(r.enqueue(v.data_ptr(), 12), ShapeError);  // larger than the buffer
+  r.enqueue(v.data_ptr(), 4);
+  EXPECT_THROW(r.enqueue(v.data_ptr(), 4), Error);  // the previous copy not waited for
+  EXPECT_EQ(*static_cast<const float*>(r.wait()), -1.f);
 }

@@ -38,3 +38,53 @@ TEST(LlavaPipelineCuda, ImageToTokensAndPeakMemory) {
   }
   EXPECT_EQ(b[0].result.token_ids, b[1].result.token_ids);  // identical rows of one batch
 }
+
+// run() decodes greedy requests on the device with the host one step behind; sampling with top_k = 1
+// takes the host path (Sampler) and picks the same tokens: both must agree token for token,
+// including where a stop string ends the request early (the device path has then computed one
+// step more) and while min_new_tokens bans EOS.
+TEST(LlavaPipelineCuda, DeviceGreedyEqualsHostGreedy) {
+  MMATTN_REQUIRE_GPU();
+  static LlavaPipeline pipe(golden_dir() + "/tiny_llava", Device::cuda(), DType::BF16);
+  LlavaRequest req;
+  req.image = source_dir() + "/assets/images/extreme_ironing.jpg";
+  req.prompt = "Describe the image.";
+  req.max_new_tokens = 16;
+  auto both = [&](const LlavaRequest& r) {
+    LlavaRequest host = r;
+    host.sampling.do_sample = true;
+    host.sampling.top_k = 1;
+    const LlavaResult a = pipe.run(r), b = pipe.run(host);
+    EXPECT_EQ(a.token_ids, b.token_ids);
+    EXPECT_EQ(a.text, b.text);
+    EXPECT_EQ(a.stop_reason, b.stop_reason);
+    return a;
+  };
+  const LlavaResult full = both(req);
+  ASSERT_FALSE(full.token_ids.empty());
+  std::string text;
+  LlavaRequest streamed = req;
+  streamed.on_text = [&](const std::string& s) { text += s; };
+  EXPECT_EQ(pipe.run(streamed).text, full.text);
+  EXPECT_EQ(text, full.text);
+  // a stop string from the middle of the text
+  const std::string& t = full.text;
+  size_t at = t.size() / 2;
+  while (at + 2 < t.size() && (t[at] == ' ' || t[at + 1] == ' ')) ++at;
+  if (at + 2 < t.size()) {
+    LlavaRequest stop = req;
+    stop.stop = {t.substr(at, 2)};
+    const LlavaResult s = both(stop);
+    EXPECT_EQ(s.stop_reason, "stop_string");
+    EXPECT_LT(s.token_ids.size(), full.token_ids.size());
+  }
+  LlavaRequest min = req;
+  min.min_new_tokens = 6;
+  min.max_new_tokens = 9;
+  const LlavaResult m = both(min);  // EOS banned for tokens 0-5 (fill_ on the device logits)
+  EXPECT_GE(m.token_ids.size(), m.stop_reason == "eos" ? 7u : 9u);
+  EXPECT_LE(m.token_ids.size(), 9u);
+  LlavaRequest one = req;
+  one.max_new_tokens = 1;
+  EXPECT_EQ(both(one).token_ids.size(), 1u);
+}
