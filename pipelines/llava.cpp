@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 
@@ -436,7 +437,11 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
         std::copy(s->res.vhr_vhd[l].begin(), s->res.vhr_vhd[l].end(), map.begin() + std::ptrdiff_t(l * H));
     save_head_map(map, lm_->num_layers(), int(H), req.head_map_path, vhr != nullptr);
   }
-  if (cuda && s->greedy())
+  static const bool device_greedy = [] {  // MMATTN_DEVICE_GREEDY=0: the host loop (benchmark A/B)
+    const char* e = std::getenv("MMATTN_DEVICE_GREEDY");
+    return !(e && std::string(e) == "0");
+  }();
+  if (cuda && device_greedy && s->greedy())
     decode_greedy_on_device(*s, logits, cache, last);
   else
     while (!s->step(logits.to_floats()))
