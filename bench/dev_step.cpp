@@ -124,6 +124,20 @@ int main(int argc, char** argv) {
           {"qkv", 2.0 * 3 * kHidden * kHidden * kLayers,
            per_layer([&](const LayerWeights& L) { (void)rms_norm_linear(x, L.in_norm, eps, L.qkv); })},
           {"o", 2.0 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) { linear_add_(x, att_fixed, L.o); })},
+          {"pf", 2.0 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) { prefetch_l2(L.o); })},
+          {"pf+o", 2.0 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) {
+             prefetch_l2(L.o);
+             linear_add_(x, att_fixed, L.o);
+           })},
+          {"pf+att+o", 2.0 * kHidden * kHidden * kLayers + kv_bytes,
+           [&] {
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               prefetch_l2(L.o);
+               linear_add_(x, attend(l, qkv_fixed), L.o);
+             }
+             cache.advance();
+           }},
           {"gate_up", 2.0 * 2 * kFfn * kHidden * kLayers,
            per_layer([&](const LayerWeights& L) { (void)rms_norm_linear(x, L.post_norm, eps, L.gate_up); })},
           {"down", 2.0 * kHidden * kFfn * kLayers,
