@@ -2,13 +2,13 @@
 // kernel sequence (language/llama.cpp, CUDA path) on random weights of the 7B shapes, 32 layers over
 // 4 rotating weight sets (1.6 GB: L2 stays cold as in the model), a KV cache holding 700 tokens per
 // sequence (576 image tokens + prompt + generated), at batch 1 and 8, and times whole steps of:
-//   full       rms_norm_linear(qkv) -> prefetch_l2(o) -> append_rope -> attention -> linear_add_(o) ->
+//   full       rms_norm_linear(qkv) -> append_rope -> attention -> linear_add_(o) ->
 //              rms_norm_linear(gate_up) -> swiglu_linear_add_(down), x 32 layers
 //   products   the four products only (attention output fixed)
 //   attention  append_rope + attention only (q/k/v fixed)
 //   qkv / o / gate_up / down   one product x 32 layers, back to back
 // and prints each as ms per step and the step's weight (+ KV) bytes over the measured copy bandwidth.
-//   dev_step [--ctx 700] [--steps 40] [--gate-up-mb N]   (MMATTN_L2_PREFETCH=0: no prefetch)
+//   dev_step [--ctx 700] [--steps 40]
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -17,7 +17,6 @@
 #include "attention/kv_cache.h"
 #include "bench/bench_util.h"
 #include "core/ops/linear.h"
-#include "core/ops/prefetch.h"
 
 using namespace mmattn;
 using namespace mmattn::bench;
@@ -37,8 +36,6 @@ int main(int argc, char** argv) {
   try {
     const int64_t ctx = std::stoll(arg_value(argc, argv, "--ctx", "700"));
     const int steps = std::stoi(arg_value(argc, argv, "--steps", "40"));
-    // experiment: the first N MB of gate_up's weight prefetched into L2 during the output product
-    const int64_t gate_up_mb = std::stoll(arg_value(argc, argv, "--gate-up-mb", "0"));
     const double copy = measure_copy_GBps();
     std::printf("device %s, copy %.0f GB/s, context %lld tokens\n", device_name().c_str(), copy, (long long)ctx);
     const DType dt = DType::BF16;
@@ -101,9 +98,7 @@ int main(int argc, char** argv) {
              for (int l = 0; l < kLayers; ++l) {
                const LayerWeights& L = w[size_t(l % kSets)];
                const Tensor qkv = rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, 1, 3 * kHeads, kDim});
-               prefetch_l2(L.o);  // as language/llama.cpp: o's weight into L2 during the attention
                const Tensor att = attend(l, qkv);
-               if (gate_up_mb > 0) prefetch_l2(L.gate_up, gate_up_mb << 20);  // experiment
                linear_add_(x, att, L.o);
                const Tensor gu = rms_norm_linear(x, L.post_norm, eps, L.gate_up);
                swiglu_linear_add_(x, gu, L.down);
@@ -124,20 +119,6 @@ int main(int argc, char** argv) {
           {"qkv", 2.0 * 3 * kHidden * kHidden * kLayers,
            per_layer([&](const LayerWeights& L) { (void)rms_norm_linear(x, L.in_norm, eps, L.qkv); })},
           {"o", 2.0 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) { linear_add_(x, att_fixed, L.o); })},
-          {"pf", 2.0 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) { prefetch_l2(L.o); })},
-          {"pf+o", 2.0 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) {
-             prefetch_l2(L.o);
-             linear_add_(x, att_fixed, L.o);
-           })},
-          {"pf+att+o", 2.0 * kHidden * kHidden * kLayers + kv_bytes,
-           [&] {
-             for (int l = 0; l < kLayers; ++l) {
-               const LayerWeights& L = w[size_t(l % kSets)];
-               prefetch_l2(L.o);
-               linear_add_(x, attend(l, qkv_fixed), L.o);
-             }
-             cache.advance();
-           }},
           {"gate_up", 2.0 * 2 * kFfn * kHidden * kLayers,
            per_layer([&](const LayerWeights& L) { (void)rms_norm_linear(x, L.post_norm, eps, L.gate_up); })},
           {"down", 2.0 * kHidden * kFfn * kLayers,

@@ -15,7 +15,6 @@
 #include "core/ops/embedding.h"
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
-#include "core/ops/prefetch.h"
 
 namespace mmattn {
 
@@ -321,9 +320,6 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
     cache.append_rope(l, q, k, v, rope_cos, rope_sin, rows.padded ? rows.n_valid : std::vector<int>{}, rows.positions);
   else
     cache.append(l, k, v, rows.padded ? rows.n_valid : std::vector<int>{}, rows.positions);
-  // A decode step's attention leaves the memory system mostly idle (a few MB of keys and values,
-  // ~10 us of latency): the output projection's weight streams into L2 meanwhile (prefetch.h).
-  if (x.is_cuda() && B * n <= kGemvMaxRows) prefetch_l2(L.o);
   AttentionOptions ao;
   ao.causal = true;
   ao.scale = scale;
