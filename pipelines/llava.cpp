@@ -151,6 +151,17 @@ LlavaPipeline::LlavaPipeline(const std::string& model_dir, Device device, DType 
   MMATTN_DEBUG("llava: loaded ", model_dir, " on ", device.str(), " in ", load_ms_, " ms");
 }
 
+// Whether greedy requests take their tokens from the device's argmax (run(): the host one step
+// behind; run_batch(): B ids per step come back instead of B x V logits). MMATTN_DEVICE_GREEDY=0
+// keeps the host's argmax (benchmark A/B).
+static bool device_greedy() {
+  static const bool on = [] {
+    const char* e = std::getenv("MMATTN_DEVICE_GREEDY");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
 // One request's generation state: shared by run() (B = 1) and run_batch() (one slot each).
 struct LlavaPipeline::Sequence {
   Sequence(const LlavaRequest& r, const LlamaTokenizer& tok, const std::vector<int64_t>& eos_ids)
@@ -437,11 +448,7 @@ LlavaResult LlavaPipeline::run(const LlavaRequest& req) const {
         std::copy(s->res.vhr_vhd[l].begin(), s->res.vhr_vhd[l].end(), map.begin() + std::ptrdiff_t(l * H));
     save_head_map(map, lm_->num_layers(), int(H), req.head_map_path, vhr != nullptr);
   }
-  static const bool device_greedy = [] {  // MMATTN_DEVICE_GREEDY=0: the host loop (benchmark A/B)
-    const char* e = std::getenv("MMATTN_DEVICE_GREEDY");
-    return !(e && std::string(e) == "0");
-  }();
-  if (cuda && device_greedy && s->greedy())
+  if (cuda && device_greedy() && s->greedy())
     decode_greedy_on_device(*s, logits, cache, last);
   else
     while (!s->step(logits.to_floats()))
@@ -725,13 +732,32 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
     if (on_done) on_done(i, out[i]);
   };
   // Samples one token for every slot in `rows` from logits [B, 1, V]; finished slots are freed.
-  auto step_slots = [&](const Tensor& logits, const std::vector<int64_t>& rows) {
-    const std::vector<float> all = logits.to_floats();
-    const size_t V = size_t(logits.size(2));
+  // When every such slot is greedy, the device takes the argmax (EOS banned in the rows still
+  // under min_new_tokens) and only B ids come back.
+  auto step_slots = [&](Tensor logits, const std::vector<int64_t>& rows) {
+    const int64_t V = logits.size(2);
+    bool greedy = cuda && device_greedy();
+    for (int64_t b : rows) greedy = greedy && slot[size_t(b)]->greedy();
+    std::vector<float> all;
+    Tensor ids;
+    if (greedy) {
+      for (int64_t b : rows) {
+        const Sequence& s = *slot[size_t(b)];
+        if (s.eos_banned(int64_t(s.res.token_ids.size())))
+          for (int64_t e : s.eos)
+            if (e >= 0 && e < V) logits.slice(0, b, b + 1).slice(2, e, e + 1).fill_(-std::numeric_limits<float>::infinity());
+      }
+      ids = argmax(logits).to(Device::cpu());  // [B, 1]
+    } else {
+      all = logits.to_floats();
+    }
     std::vector<int64_t> done;
     for (int64_t b : rows) {
-      const auto first = all.begin() + std::ptrdiff_t(size_t(b) * V);
-      if (slot[size_t(b)]->step(std::vector<float>(first, first + std::ptrdiff_t(V)))) done.push_back(b);
+      Sequence& s = *slot[size_t(b)];
+      const bool end = greedy ? s.accept(ids.data<int64_t>()[b])
+                              : s.step(std::vector<float>(all.begin() + std::ptrdiff_t(b * V),
+                                                          all.begin() + std::ptrdiff_t((b + 1) * V)));
+      if (end) done.push_back(b);
     }
     if (!done.empty() && cuda) synchronize();
     for (int64_t b : done) finish_slot(b);

@@ -87,4 +87,16 @@ TEST(LlavaPipelineCuda, DeviceGreedyEqualsHostGreedy) {
   LlavaRequest one = req;
   one.max_new_tokens = 1;
   EXPECT_EQ(both(one).token_ids.size(), 1u);
+  // run_batch: an all-greedy batch takes the device's argmax (B ids per step); the same batch
+  // sampled with top_k = 1 takes the host's rows
+  std::vector<LlavaRequest> dev = {req, min, one, req}, host = dev;
+  for (LlavaRequest& r : host) r.sampling.do_sample = true, r.sampling.top_k = 1;
+  const std::vector<LlavaBatchItem> bd = pipe.run_batch(dev, 2), bh = pipe.run_batch(host, 2);
+  ASSERT_EQ(bd.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(bd[i].ok && bh[i].ok) << bd[i].error << bh[i].error;
+    EXPECT_EQ(bd[i].result.token_ids, bh[i].result.token_ids) << "request " << i;
+    EXPECT_EQ(bd[i].result.stop_reason, bh[i].result.stop_reason) << "request " << i;
+  }
+  EXPECT_GE(bd[1].result.token_ids.size(), bd[1].result.stop_reason == "eos" ? 7u : 9u);
 }
