@@ -126,13 +126,15 @@ int main(int argc, char** argv) {
     for (const auto& [name, c] : cfgs)
       std::printf("encode_visual_tokens %-22s %8.3f ms\n", name.c_str(),
                   median_ms([&] { encode_visual_tokens(c, enc, px, crop); }, reps));
-    for (bool matrix : {false, true})
-      std::printf("feature_taps (matrix %d) %8.3f ms\n", int(matrix),
-                  median_ms([&] { tower.feature_taps(px, enc.feature_layers()[0], matrix); }, reps));
+    for (unsigned taps : {0u, unsigned(ClipVisionTower::kTapClsAttention),
+                          unsigned(ClipVisionTower::kTapClsAttention | ClipVisionTower::kTapKeyMean),
+                          unsigned(ClipVisionTower::kTapAttentionMatrix)})
+      std::printf("feature_taps (taps %u) %8.3f ms\n", taps,
+                  median_ms([&] { tower.feature_taps(px, enc.feature_layers()[0], taps); }, reps));
 
     // FasterVLM's steps after the taps, one by one
     {
-      const ClipVisionTower::FeatureTaps taps = tower.feature_taps(px, enc.feature_layers()[0], false);
+      const ClipVisionTower::FeatureTaps taps = tower.feature_taps(px, enc.feature_layers()[0], ClipVisionTower::kTapClsAttention);
       const Tensor patches = taps.features.select(0, 0).slice(0, 1, N + 1);
       std::vector<float> cls;
       std::printf("  sum_over_heads     %8.3f ms\n", median_ms([&] { cls = sum_over_heads(taps.cls_attention); }, reps));

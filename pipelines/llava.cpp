@@ -577,7 +577,7 @@ LlavaResult LlavaPipeline::run_contrastive(std::unique_ptr<Sequence> s, const Mo
     MMATTN_CHECK(!encoder_->feature_layer_is_list() && encoder_->drops_cls(), ConfigError, cd.path,
                  ": damro needs a single vision_feature_layer and the 'default' feature strategy");
     const Tensor px = clip_normalize(s->crop, pre_).unsqueeze(0).to(device_, dtype_);
-    const auto taps = encoder_->tower().feature_taps(px, encoder_->feature_layers()[0], false);
+    const auto taps = encoder_->tower().feature_taps(px, encoder_->feature_layers()[0], ClipVisionTower::kTapClsJoint);
     const std::vector<float> att = taps.cls_joint.to_floats();  // [1 + N]
     const int64_t N = int64_t(att.size()) - 1, k = std::min<int64_t>(cd.topk, N);
     std::vector<int64_t> order(static_cast<size_t>(N));

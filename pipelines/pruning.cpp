@@ -324,15 +324,22 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
                pixel_values.desc());
   require_cls_attention(cfg, enc);
   const ClipVisionTower& tower = enc.tower();
-  const bool matrix = cfg.method == PruneMethod::VFlowOpt;
-  const ClipVisionTower::FeatureTaps taps = tower.feature_taps(pixel_values, enc.feature_layers()[0], matrix);
+  // the encoder taps each method reads (DivPrune: none, the features alone)
+  const bool cls_row = cfg.method == PruneMethod::FasterVLM || cfg.method == PruneMethod::VisionZip;
+  unsigned want = cls_row ? ClipVisionTower::kTapClsAttention : 0u;
+  if (cfg.method == PruneMethod::VisionZip) want |= ClipVisionTower::kTapKeyMean;
+  if (cfg.method == PruneMethod::VFlowOpt) want |= ClipVisionTower::kTapAttentionMatrix;
+  const ClipVisionTower::FeatureTaps taps = tower.feature_taps(pixel_values, enc.feature_layers()[0], want);
   const Tensor h = taps.features.select(0, 0);  // [1 + N, Dv]
   const int64_t n = h.size(0) - 1;
   out.report.image_tokens_before = n;
-  const int64_t heads = taps.cls_attention.size(1);
+  const int64_t heads = cls_row ? taps.cls_attention.size(1) : 0;
   // [CLS] row over the patches (column 0 excluded), summed over heads in head order.
-  const std::vector<float> cls_all = sum_over_heads(taps.cls_attention);  // [1 + N]
-  const std::vector<float> cls_sum(cls_all.begin() + 1, cls_all.end());
+  std::vector<float> cls_sum;
+  if (cls_row) {
+    const std::vector<float> cls_all = sum_over_heads(taps.cls_attention);  // [1 + N]
+    cls_sum.assign(cls_all.begin() + 1, cls_all.end());
+  }
 
   std::vector<int64_t> kept;  // patches whose token survives
   switch (cfg.method) {

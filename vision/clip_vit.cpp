@@ -177,10 +177,15 @@ void ClipVisionTower::qkv(int64_t i, const Tensor& x, Tensor& q, Tensor& k, Tens
 }
 
 Tensor ClipVisionTower::layer_forward(int64_t i, const Tensor& x) const {
-  const ClipEncoderLayerWeights& w = layer(i);
-  const int64_t B = x.size(0), L = x.size(1), D = cfg_.hidden_size, hd = cfg_.head_dim();
   Tensor q, k, v;
   qkv(i, x, q, k, v);
+  return layer_forward(i, x, q, k, v);
+}
+
+Tensor ClipVisionTower::layer_forward(int64_t i, const Tensor& x, const Tensor& q, const Tensor& k,
+                                      const Tensor& v) const {
+  const ClipEncoderLayerWeights& w = layer(i);
+  const int64_t B = x.size(0), L = x.size(1), D = cfg_.hidden_size, hd = cfg_.head_dim();
   const int64_t dp = padded_head_dim(hd);
   AttentionOptions opt;
   opt.scale = float(1.0 / std::sqrt(double(hd)));
@@ -260,36 +265,44 @@ Tensor ClipVisionTower::cls_attention_at(const Tensor& x, int64_t li) const {
 }
 
 ClipVisionTower::FeatureTaps ClipVisionTower::feature_taps(const Tensor& pixel_values, int64_t feature_layer,
-                                                          bool with_matrix) const {
+                                                          unsigned taps) const {
   const int64_t n_run = layers_for_feature_layer(cfg_, feature_layer);
   MMATTN_CHECK(n_run >= 1, ConfigError, "ClipVisionTower::feature_taps: feature layer ", feature_layer,
                " is the embedding output; no encoder layer produced it");
+  FeatureTaps t;
+  if (taps == 0) {
+    t.features = forward(pixel_values, n_run).last;
+    return t;
+  }
   const Tensor x = forward(pixel_values, n_run - 1).last;  // input of the producing layer
   const int64_t li = n_run - 1, B = x.size(0), L = x.size(1), H = cfg_.num_attention_heads, hd = cfg_.head_dim();
   Tensor q, k, v;
   qkv(li, x, q, k, v);
-  FeatureTaps t;
-  // [B, L, H, hd] -> F32 [B, H, L, hd] for the explicit (small: one layer) attention matrix
-  const Tensor qh = q.to(DType::F32).permute({0, 2, 1, 3}).contiguous();
-  const Tensor kh = k.to(DType::F32).permute({0, 2, 1, 3}).contiguous();
-  const float scale = float(1.0 / std::sqrt(double(hd)));
-  const Tensor head_avg = Tensor::full({B, 1, H}, 1.f / float(H), DType::F32, x.device());  // mean over heads
-  if (with_matrix) {
-    const Tensor probs = softmax(matmul(qh, kh, /*transpose_b=*/true), -1, scale);  // [B, H, L, L]
-    t.cls_attention = probs.slice(2, 0, 1).reshape({B, H, L});
-    t.attention_mean = matmul(head_avg, probs.view({B, H, L * L})).view({B, L, L});
-  } else {
-    const Tensor logits = matmul(qh.slice(2, 0, 1), kh, /*transpose_b=*/true);  // [B, H, 1, L]
-    t.cls_attention = softmax(logits, -1, scale).reshape({B, H, L});
+  if (taps & (kTapClsAttention | kTapAttentionMatrix | kTapKeyMean)) {
+    // [B, L, H, hd] -> F32 [B, H, L, hd] for the explicit (small: one layer) attention matrix
+    const Tensor kh = k.to(DType::F32).permute({0, 2, 1, 3}).contiguous();
+    const float scale = float(1.0 / std::sqrt(double(hd)));
+    const Tensor head_avg = Tensor::full({B, 1, H}, 1.f / float(H), DType::F32, x.device());  // mean over heads
+    if (taps & (kTapClsAttention | kTapAttentionMatrix)) {
+      const Tensor qh = q.to(DType::F32).permute({0, 2, 1, 3}).contiguous();
+      if (taps & kTapAttentionMatrix) {
+        const Tensor probs = softmax(matmul(qh, kh, /*transpose_b=*/true), -1, scale);  // [B, H, L, L]
+        t.cls_attention = probs.slice(2, 0, 1).reshape({B, H, L});
+        t.attention_mean = matmul(head_avg, probs.view({B, H, L * L})).view({B, L, L});
+      } else {
+        const Tensor logits = matmul(qh.slice(2, 0, 1), kh, /*transpose_b=*/true);  // [B, H, 1, L]
+        t.cls_attention = softmax(logits, -1, scale).reshape({B, H, L});
+      }
+    }
+    if (taps & kTapKeyMean) t.key_mean = matmul(head_avg, kh.view({B, H, L * hd})).view({B, L, hd});
   }
-  t.key_mean = matmul(head_avg, k.to(DType::F32).permute({0, 2, 1, 3}).contiguous().view({B, H, L * hd})).view({B, L, hd});
-  {
+  if (taps & kTapClsJoint) {
     const int64_t D = H * hd;
     const Tensor qc = q.slice(1, 0, 1).to(DType::F32).contiguous().view({B, 1, D});  // [B, 1, D]
     const Tensor kf = k.to(DType::F32).contiguous().view({B, L, D});                 // [B, L, D]
     t.cls_joint = softmax(matmul(qc, kf, /*transpose_b=*/true), -1, float(1.0 / std::sqrt(double(D)))).view({B, L});
   }
-  t.features = layer_forward(li, x);
+  t.features = layer_forward(li, x, q, k, v);  // (q, k, v not computed twice)
   return t;
 }
 

@@ -101,19 +101,25 @@ class ClipVisionTower {
   struct FeatureTaps {
     Tensor features;        // [B, 1 + N, D], the tower's dtype
     Tensor cls_attention;   // F32 [B, heads, 1 + N]: the [CLS] query's attention probabilities
-    Tensor attention_mean;  // F32 [B, 1 + N, 1 + N]: the attention matrix averaged over heads (with_matrix)
+    Tensor attention_mean;  // F32 [B, 1 + N, 1 + N]: the attention matrix averaged over heads
     Tensor key_mean;        // F32 [B, 1 + N, head_dim]: k_proj(layer_norm1(x)) (bias included, unscaled),
                             // averaged over heads (VisionZip's metric)
     Tensor cls_joint;       // F32 [B, 1 + N]: the [CLS] row of ONE attention over all hidden dims of
                             // q_proj / k_proj (scale hidden^-0.5; DAMRO's outlier ranking)
   };
-  FeatureTaps feature_taps(const Tensor& pixel_values, int64_t feature_layer, bool with_matrix) const;
+  // What feature_taps computes besides the features (bits; each tap is a few small kernels, so a
+  // caller asks for the ones it reads). kTapAttentionMatrix gives cls_attention too; none: the
+  // features alone, from a plain forward.
+  enum FeatureTap : unsigned { kTapClsAttention = 1, kTapAttentionMatrix = 2, kTapKeyMean = 4, kTapClsJoint = 8 };
+  FeatureTaps feature_taps(const Tensor& pixel_values, int64_t feature_layer, unsigned taps) const;
   // CLIP's pooled output post_layernorm(h_L[:, 0]) [B, D]; needs every layer loaded.
   Tensor pooled(const ClipVisionOutput& out) const;
 
   // Pieces (e.g. for per-layer taps elsewhere).
   Tensor embed(const Tensor& pixel_values) const;  // h_0 [B, 1 + N, D]
   Tensor layer_forward(int64_t i, const Tensor& x) const;
+  // The same with q, k, v of qkv(i, x) already computed.
+  Tensor layer_forward(int64_t i, const Tensor& x, const Tensor& q, const Tensor& k, const Tensor& v) const;
   const ClipEncoderLayerWeights& layer(int64_t i) const;
   int64_t num_loaded_layers() const { return int64_t(layers_.size()); }
   const ClipVisionConfig& config() const { return cfg_; }
