@@ -103,6 +103,14 @@ int main(int argc, char** argv) {
     std::printf("  attention          %8.3f ms\n", median_ms([&] {
                   o = attention(q5.select(2, 0), q5.select(2, 1), q5.select(2, 2), opt).out;
                 }, reps));
+    {  // the general mma.sync kernel instead of the Hopper one (override 3), and the encoder with it
+      set_attention_kernel_override(3);
+      std::printf("  attention (mma.sync kernel) %8.3f ms\n", median_ms([&] {
+                    o = attention(q5.select(2, 0), q5.select(2, 1), q5.select(2, 2), opt).out;
+                  }, reps));
+      std::printf("encoder with the mma.sync attention %8.3f ms\n", median_ms([&] { enc.encode(px); }, reps));
+      set_attention_kernel_override(0);
+    }
     std::printf("  out linear         %8.3f ms\n", median_ms([&] { y = linear(o.view({B, L, D}), w.out_w, w.out_b); }, reps));
     std::printf("  residual add       %8.3f ms\n", median_ms([&] { y = add(x, y); }, reps));
     std::printf("  fc1 linear         %8.3f ms\n", median_ms([&] { f = linear(h, w.fc1_w, w.fc1_b); }, reps));
