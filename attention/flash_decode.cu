@@ -252,7 +252,12 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s) {
   const int64_t units = int64_t(p.batch) * p.hkv * a.row_groups;
   const int64_t tiles = (int64_t(p.lk) + kTileKeys - 1) / kTileKeys;
   const int resident = device_info().sms * occ();
-  const int bx = choose_blocks_per_unit(units, tiles, resident);
+  static const int forced_bx = [] {  // MMATTN_DECODE_BX=N: N blocks per unit (benchmark A/B)
+    const char* e = std::getenv("MMATTN_DECODE_BX");
+    return e ? std::max(0, std::atoi(e)) : 0;
+  }();
+  const int bx = forced_bx ? int(std::min<int64_t>(forced_bx, std::max<int64_t>(1, tiles / kWarps)))
+                           : choose_blocks_per_unit(units, tiles, resident);
   a.chunk = int((tiles + int64_t(bx) * kWarps - 1) / (int64_t(bx) * kWarps)) * kTileKeys;
   MMATTN_CHECK(p.hkv * a.row_groups <= 65535 && p.batch <= 65535, UnsupportedError, "flash_decode: grid too large (B ",
                p.batch, ", Hkv ", p.hkv, ")");

@@ -2,8 +2,10 @@
 // bare flash_decode_cuda() call (no validation / output allocation) over K + V bytes, as a
 // fraction of the measured copy bandwidth; inputs rotated over several sets so that repeated
 // runs do not hit L2 (and the same-buffer number, as the SDPA peer is measured).
-//   bench_decode_dev            (prints a table; MMATTN_DECODE_DEBUG=1 prints each launch's grid)
+//   dev_decode [NAME-PART]   (prints a table; MMATTN_DECODE_DEBUG=1 prints each launch's grid,
+//                             MMATTN_DECODE_BX=N forces N blocks per unit)
 #include <cstdio>
+#include <string>
 
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
@@ -39,7 +41,8 @@ AttentionParams params_of(const Tensor& q, const Tensor& k, const Tensor& v, con
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";  // run only the cases whose name contains it
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines reach a log even when a timeout stops the run
   try {
     const double copy = measure_copy_GBps();
@@ -66,6 +69,7 @@ int main() {
     };
     std::printf("%-36s %9s %9s %9s %8s %8s %8s\n", "case", "api_ms", "bare_ms", "same_ms", "GB/s", "of_copy", "target");
     for (const Case& c : cases) {
+      if (!only.empty() && std::string(c.name).find(only) == std::string::npos) continue;
       const double bytes = 2.0 * double(c.b) * c.lk * c.hkv * c.d * 2.0;
       const int sets = bytes > 4e9 ? 1 : bytes > 1e9 ? 2 : 4;
       std::vector<Tensor> qs, ks, vs;
