@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
   Image img, crop;
   Tensor px;
   std::printf("decode     %.3f ms\n", median_ms([&] { img = load_image(path); }, reps));
+  for (int bands : {1, 2, 3, 4}) {  // JPEG: rows decoded in bands on threads of their own
+    ImageLoadOptions o;
+    o.jpeg_bands = bands;
+    std::printf("  decode, %d band(s) %.3f ms\n", bands, median_ms([&] { img = load_image(path, o); }, reps));
+  }
   std::printf("resize+crop %.3f ms (%dx%d -> %dx%d)\n", median_ms([&] { crop = clip_resize_crop(img, cfg); }, reps),
               img.width, img.height, crop.width, crop.height);
   std::printf("normalize  %.3f ms\n", median_ms([&] { px = clip_normalize(crop, cfg); }, reps));

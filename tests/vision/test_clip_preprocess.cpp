@@ -613,8 +613,10 @@ TEST(ImageIo, ProgressiveAndBaselineJpeg) {
 }
 
 #if MMATTN_HAS_LIBJPEG
-// A JPEG made with libjpeg itself (q100): 1 (gray) or 4 (CMYK, stored as given, Adobe marker) components.
-std::string make_jpeg(int w, int h, int comps, const std::vector<uint8_t>& px) {
+// A JPEG made with libjpeg itself (q100 by default): 1 (gray), 3 (RGB: luma sampling factors hs x
+// vs, chroma 1 x 1) or 4 (CMYK, stored as given, Adobe marker) components.
+std::string make_jpeg(int w, int h, int comps, const std::vector<uint8_t>& px, int quality = 100, int hs = 2,
+                      int vs = 2, bool progressive = false) {
   jpeg_compress_struct c;
   jpeg_error_mgr e;
   c.err = jpeg_std_error(&e);
@@ -625,9 +627,11 @@ std::string make_jpeg(int w, int h, int comps, const std::vector<uint8_t>& px) {
   c.image_width = JDIMENSION(w);
   c.image_height = JDIMENSION(h);
   c.input_components = comps;
-  c.in_color_space = comps == 1 ? JCS_GRAYSCALE : JCS_CMYK;
+  c.in_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 3 ? JCS_RGB : JCS_CMYK;
   jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, 100, TRUE);
+  jpeg_set_quality(&c, quality, TRUE);
+  if (comps == 3) c.comp_info[0].h_samp_factor = hs, c.comp_info[0].v_samp_factor = vs;
+  if (progressive) jpeg_simple_progression(&c);
   jpeg_start_compress(&c, TRUE);
   while (c.next_scanline < c.image_height) {
     JSAMPROW row = const_cast<uint8_t*>(px.data()) + size_t(c.next_scanline) * w * comps;
@@ -638,6 +642,48 @@ std::string make_jpeg(int w, int h, int comps, const std::vector<uint8_t>& px) {
   std::string out(reinterpret_cast<const char*>(buf), size);
   std::free(buf);
   return out;
+}
+
+// Bands of rows decoded by threads of their own give the pixels of one decoder: every chroma
+// subsampling (fancy upsampling reads rows across a band's edge), baseline and progressive, odd
+// sizes, gray and CMYK, and the asset photos.
+TEST(ImageIo, JpegBandsEqualOneDecoder) {
+  auto check = [](const std::string& bytes, const std::string& what) {
+    ImageLoadOptions one;
+    one.jpeg_bands = 1;
+    const Image ref = load_image_from_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), what, one);
+    for (int bands : {2, 3, 4, 7}) {
+      ImageLoadOptions o;
+      o.jpeg_bands = bands;
+      const Image got = load_image_from_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), what, o);
+      ASSERT_EQ(got.width, ref.width) << what;
+      ASSERT_EQ(got.height, ref.height) << what;
+      size_t bad = 0;
+      for (size_t i = 0; i < ref.rgb.size(); ++i) bad += got.rgb[i] != ref.rgb[i];
+      EXPECT_EQ(bad, 0u) << what << ", " << bands << " bands";
+    }
+  };
+  check(read_bytes(images_dir() + "/extreme_ironing.jpg"), "extreme_ironing.jpg");
+  check(read_bytes(images_dir() + "/waterview.jpg"), "waterview.jpg (progressive)");
+  struct Shape {
+    int w, h, comps, hs, vs;
+    bool progressive;
+  };
+  for (const Shape& sh : {Shape{333, 257, 3, 2, 2, false}, Shape{640, 97, 3, 2, 1, false}, Shape{129, 301, 3, 1, 1, false},
+                          Shape{250, 250, 3, 1, 2, false}, Shape{401, 203, 3, 2, 2, true}, Shape{300, 211, 1, 1, 1, false},
+                          Shape{96, 130, 4, 1, 1, false}}) {
+    std::vector<uint8_t> px(size_t(sh.w) * sh.h * sh.comps);
+    uint32_t r = 12345;
+    for (int y = 0; y < sh.h; ++y)
+      for (int x = 0; x < sh.w; ++x)
+        for (int c = 0; c < sh.comps; ++c) {
+          r = r * 1664525u + 1013904223u;  // smooth gradients plus noise: every frequency band busy
+          px[(size_t(y) * sh.w + x) * sh.comps + c] = uint8_t((x * (c + 1) + y * (3 - c % 3) + (r >> 27)) & 0xff);
+        }
+    check(make_jpeg(sh.w, sh.h, sh.comps, px, 85, sh.hs, sh.vs, sh.progressive),
+          std::to_string(sh.w) + "x" + std::to_string(sh.h) + " comps " + std::to_string(sh.comps) + " sampling " +
+              std::to_string(sh.hs) + "x" + std::to_string(sh.vs) + (sh.progressive ? " progressive" : ""));
+  }
 }
 
 TEST(ImageIo, GrayAndCmykJpegConvertLikePil) {
