@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <type_traits>
 #include <unordered_map>
 
@@ -153,7 +154,7 @@ __device__ void stage_input(const Args& a, uint4* xs, float* scratch) {
   __syncthreads();
 }
 
-template <class T, int M, int ROWS, GemvInput IN>
+template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   extern __shared__ uint4 xs[];  // [m][k / 8] for RmsNorm / SwiGLU
   __shared__ float scratch[32];
@@ -173,21 +174,21 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   // A parameter weight (weight_static, m = 1): the first round of loads of this warp's first task goes
   // into the registers of the main loop's first iteration before the wait; the rest of its first
   // kPrefetchBytesPerRow bytes per row (all of them otherwise) are L2 hints.
-  uint4 wv[kUnroll][ROWS];
+  uint4 wv[U][ROWS];
   bool preloaded = false;
   allow_next_grid();
   if (const int t = blockIdx.x * per_block + group; t < tasks) {
     int from = 0;  // bytes of each row already loaded
     if (M == 1 && a.weight_static) {  // (m = 2: the live registers would cost a block per SM)
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
+      for (int u = 0; u < U; ++u)
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
           const int c = k_begin + lane + 32 * u;
           wv[u][r] = c < k_end ? ld_stream(w + int64_t(min(t * ROWS + r, a.n - 1)) * kv + c) : make_uint4(0, 0, 0, 0);
         }
       preloaded = true;
-      from = 32 * kUnroll * 16;
+      from = 32 * U * 16;
     }
     const int lines = max(min((k_end - k_begin) * 16, kPrefetchBytesPerRow) - from, 0) / 128;  // per row
     for (int i = lane; i < lines * ROWS; i += 32) {
@@ -213,10 +214,10 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
       for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
 
     const int c_end = t < tasks ? k_end : k_begin;  // a group past the last task reads nothing
-    for (int c0 = k_begin + lane; c0 < c_end; c0 += 32 * kUnroll) {
+    for (int c0 = k_begin + lane; c0 < c_end; c0 += 32 * U) {
       if (!preloaded)
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u)
+        for (int u = 0; u < U; ++u)
 #pragma unroll
           for (int r = 0; r < ROWS; ++r) {
             const int c = c0 + 32 * u;
@@ -224,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
           }
       preloaded = false;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < U; ++u) {
         const int c = c0 + 32 * u;
         if (c >= c_end) break;
         float wf[ROWS][8];
@@ -434,7 +435,7 @@ int blocks_per_sm(int smem, int max_smem) {
 // Warps per task for gemv_kernel: the split (1, 2 or 4) whose blocks fill their last wave best,
 // each warp keeping at least two rounds of kUnroll loads per lane (a shorter slice is all ramp-up
 // and reduction). Ties go to the smaller split. MMATTN_GEMV_SPLIT=1|2|4 forces one (benchmark A/B).
-inline int pick_split(int tasks, int kv, int wave_blocks) {
+inline int pick_split(int tasks, int kv, int wave_blocks, int unroll = kUnroll) {
   static const int forced = [] {
     const char* e = std::getenv("MMATTN_GEMV_SPLIT");
     const int v = e ? std::atoi(e) : 0;
@@ -444,7 +445,7 @@ inline int pick_split(int tasks, int kv, int wave_blocks) {
   int best = 1;
   double best_fill = 0.0;
   for (int split : {1, 2, 4}) {
-    if (kv < split * 2 * 32 * kUnroll) break;
+    if (kv < split * 2 * 32 * unroll) break;
     const int64_t blocks = (int64_t(tasks) * split + kWarps - 1) / kWarps;
     const int64_t waves = (blocks + wave_blocks - 1) / wave_blocks;
     const double fill = double(blocks) / double(waves * wave_blocks);
@@ -453,14 +454,14 @@ inline int pick_split(int tasks, int kv, int wave_blocks) {
   return best;
 }
 
-template <class T, int M, int ROWS, GemvInput IN>
+template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll>
 void launch(Args a, StreamHandle s) {
-  constexpr auto kernel = gemv_kernel<T, M, ROWS, IN>;
+  constexpr auto kernel = gemv_kernel<T, M, ROWS, IN, U>;
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
   const int per_sm = blocks_per_sm<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
   const int tasks = (a.n + ROWS - 1) / ROWS;
   const int wave = cuda_sm_count() * per_sm;
-  a.split = pick_split(tasks, a.k / 8, wave);
+  a.split = pick_split(tasks, a.k / 8, wave, U);
   const int per_block = kWarps / a.split;
   const int blocks = std::max(1, std::min((tasks + per_block - 1) / per_block, wave));  // one wave, grid-stride
   sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, a);
@@ -485,17 +486,24 @@ inline Args args_of(const GemvParams& p) {
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
 template <class T>
 void run(const Args& a, GemvInput in, StreamHandle s) {
-  auto go = [&]<int M, int ROWS>() {
+  auto go = [&]<int M, int ROWS, int U = kUnroll>() {
     switch (in) {
-      case GemvInput::Plain: launch<T, M, ROWS, GemvInput::Plain>(a, s); break;
-      case GemvInput::RmsNorm: launch<T, M, ROWS, GemvInput::RmsNorm>(a, s); break;
-      case GemvInput::SwiGLU: launch<T, M, ROWS, GemvInput::SwiGLU>(a, s); break;
+      case GemvInput::Plain: launch<T, M, ROWS, GemvInput::Plain, U>(a, s); break;
+      case GemvInput::RmsNorm: launch<T, M, ROWS, GemvInput::RmsNorm, U>(a, s); break;
+      case GemvInput::SwiGLU: launch<T, M, ROWS, GemvInput::SwiGLU, U>(a, s); break;
     }
   };
+  // experiment (session 11): m = 1 as 2 rows x 8 loads per lane (4 KB contiguous per row per
+  // round instead of 2 KB), MMATTN_GEMV_SHAPE=2x8
+  static const bool rows2 = [] {
+    const char* e = std::getenv("MMATTN_GEMV_SHAPE");
+    return e && std::string(e) == "2x8";
+  }();
   // Wider m on the CUDA cores is a template argument away, but measured slower than cuBLAS at m = 8
   // (bench/NOTES.md): per weight element the f32 FMAs and conversions grow with m while the bytes
   // do not. From m = 3 the tensor-core kernel (Plain input) takes over.
-  if (a.m <= 1) go.template operator()<1, 4>();
+  if (a.m <= 1 && rows2) go.template operator()<1, 2, 8>();
+  else if (a.m <= 1) go.template operator()<1, 4>();
   else if (a.m <= 2) go.template operator()<2, 4>();
   else {
     MMATTN_CHECK(in == GemvInput::Plain, UnsupportedError, "gemv: m = ", a.m,
