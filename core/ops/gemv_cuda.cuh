@@ -3,7 +3,8 @@
 // f32 accumulation. Two kernels: m <= 2 on the CUDA cores (gemv_kernel, below), 3 <= m <= 8 on
 // the tensor cores (gemv_mma_kernel, further below; Plain input only). The weight is read exactly once, as 16-byte streaming loads that bypass L1;
 // the product is bound by the weight bytes, so the kernel's job is to keep enough loads in flight
-// on every multiprocessor (4 x 16 bytes per row per lane, 4 rows per warp at a time).
+// on every multiprocessor (4 x 16 bytes per row per lane, 4 rows per warp at a time; at m = 1 with
+// many rows, 8 x 16 bytes of 2 rows: longer contiguous runs per row, see run()).
 //
 // Work split: a task is ROWS consecutive output rows for all m inputs, owned by `split` (1, 2 or 4)
 // warps of one block, each walking one contiguous slice of K in 16-byte vectors (lane, lane + 32,
@@ -493,12 +494,17 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
       case GemvInput::SwiGLU: launch<T, M, ROWS, GemvInput::SwiGLU, U>(a, s); break;
     }
   };
-  // experiment (session 11): m = 1 as 2 rows x 8 loads per lane (4 KB contiguous per row per
-  // round instead of 2 KB), MMATTN_GEMV_SHAPE=2x8
-  static const bool rows2 = [] {
+  // m = 1 with at least two tasks of 2 rows per resident warp (n >= ~8.4K on an H100: q/k/v,
+  // gate/up, the vocabulary head): 2 rows x 8 loads per lane, 4 KB of a row per round instead of
+  // 4 rows x 2 KB (bench/NOTES.md, session 11: q/k/v 37.1 -> 35.6 us, gate_up 64.4 -> 62.6 us at
+  // 7B shapes; o_proj and down, n = 4096, one task per warp, were slower that way).
+  // MMATTN_GEMV_SHAPE=4x4|2x8 forces one (A/B).
+  static const int forced = [] {
     const char* e = std::getenv("MMATTN_GEMV_SHAPE");
-    return e && std::string(e) == "2x8";
+    return !e ? 0 : std::string(e) == "2x8" ? 2 : std::string(e) == "4x4" ? 4 : 0;
   }();
+  const int64_t wave_warps = int64_t(cuda_sm_count()) * 2 * kWarps;  // the m = 1 kernels: 2 blocks per SM
+  const bool rows2 = forced ? forced == 2 : (int64_t(a.n) + 1) / 2 >= 2 * wave_warps;
   // Wider m on the CUDA cores is a template argument away, but measured slower than cuBLAS at m = 8
   // (bench/NOTES.md): per weight element the f32 FMAs and conversions grow with m while the bytes
   // do not. From m = 3 the tensor-core kernel (Plain input) takes over.

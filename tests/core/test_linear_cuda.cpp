@@ -142,6 +142,8 @@ void expect_fused_forms(const DecodeOperands& o, DType dt, double tol, const std
 // with 132 SMs, for m <= 2): k = 4096 splits in 2 for every n (n = 12289 with a grid-stride second
 // pass), k = 8200 (uneven slices) in 4 for n = 256, 1030 and in 2 for n = 4099; k <= 2600 does not split.
 // n = 22016 is the gate_up width (three partial waves of the tensor-core kernel's blocks).
+// At m = 1, n = 12289 and 22016 take the 2-row x 8-load shape (n >= ~8.4K with 132 SMs), the
+// others 4 rows x 4 loads.
 TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
