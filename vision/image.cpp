@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -239,24 +240,38 @@ Image decode_jpeg_libjpeg(const uint8_t* data, size_t size, const std::string& l
   std::vector<uint8_t> pixels(size_t(info.width) * size_t(info.height) * size_t(info.components));
   std::vector<std::unique_ptr<JpegCtx>> ctx(static_cast<size_t>(bands));
   std::vector<char> ok(static_cast<size_t>(bands), 0);
-  auto band = [&](int i) {
-    ctx[size_t(i)] = std::make_unique<JpegCtx>();
-    JpegInfo mine;
-    const int r0 = jpeg_band_edge(i, bands, info.height), r1 = jpeg_band_edge(i + 1, bands, info.height);
-    if (r0 >= r1) {  // (an empty band: tiny images)
-      ok[size_t(i)] = 1;
-      return;
+  std::vector<std::string> failure(static_cast<size_t>(bands));  // what escaped a band (bad_alloc)
+  auto band = [&](int i) noexcept {
+    try {
+      ctx[size_t(i)] = std::make_unique<JpegCtx>();
+      JpegInfo mine;
+      const int r0 = jpeg_band_edge(i, bands, info.height), r1 = jpeg_band_edge(i + 1, bands, info.height);
+      if (r0 >= r1) {  // (an empty band: tiny images)
+        ok[size_t(i)] = 1;
+        return;
+      }
+      ok[size_t(i)] = jpeg_decode_rows(*ctx[size_t(i)], data, size, mine, pixels.data(), r0, r1);
+    } catch (const std::exception& e) {
+      failure[size_t(i)] = e.what();
     }
-    ok[size_t(i)] = jpeg_decode_rows(*ctx[size_t(i)], data, size, mine, pixels.data(), r0, r1);
   };
   {
     std::vector<std::thread> threads;
-    for (int i = 1; i < bands; ++i) threads.emplace_back(band, i);
+    threads.reserve(size_t(bands));
+    for (int i = 1; i < bands; ++i) {
+      try {
+        threads.emplace_back(band, i);
+      } catch (const std::system_error&) {  // no thread to be had: this one decodes the band
+        band(i);
+      }
+    }
     band(0);
     for (std::thread& t : threads) t.join();
   }
   for (int i = 0; i < bands; ++i)
-    if (!ok[size_t(i)]) MMATTN_THROW(FormatError, label, ": cannot decode JPEG: ", ctx[size_t(i)]->message);
+    if (!ok[size_t(i)])
+      MMATTN_THROW(FormatError, label, ": cannot decode JPEG: ",
+                   failure[size_t(i)].empty() ? std::string(ctx[size_t(i)]->message) : failure[size_t(i)]);
   Image img(info.width, info.height);
   const size_t n = size_t(info.width) * info.height;
   if (info.components == 3) {
