@@ -208,6 +208,12 @@ struct LlavaPipeline::Sequence {
   }
   // Whether generated token i may not be EOS (min_new_tokens).
   bool eos_banned(int64_t i) const { return i < req.min_new_tokens; }
+  // The same ban on a device logits row [..., V] (the device-greedy paths): EOS columns to -inf.
+  void mask_eos(const Tensor& row) const {
+    const int64_t V = row.size(-1);
+    for (int64_t e : eos)
+      if (e >= 0 && e < V) row.slice(row.dim() - 1, e, e + 1).fill_(-std::numeric_limits<float>::infinity());
+  }
   // Greedy decoding without a repetition penalty: the argmax of the logits, which the device can
   // take itself (run()'s device-greedy loop).
   bool greedy() const { return !req.sampling.do_sample && req.sampling.repetition_penalty == 1.f; }
@@ -473,9 +479,7 @@ void LlavaPipeline::decode_greedy_on_device(Sequence& s, Tensor logits, KVCache&
   HostReadback read[2] = {HostReadback(sizeof(int64_t)), HostReadback(sizeof(int64_t))};
   // the device id of generated token i from a step's logits [1, 1, V], its copy queued into read[slot]
   auto choose = [&](Tensor l, int64_t i, int slot) {
-    if (s.eos_banned(i))
-      for (int64_t e : s.eos)
-        if (e >= 0 && e < V) l.slice(2, e, e + 1).fill_(-std::numeric_limits<float>::infinity());
+    if (s.eos_banned(i)) s.mask_eos(l);
     Tensor id = argmax(l.view({1, 1, V}));  // I64 [1, 1]
     read[slot].enqueue(id.data_ptr(), sizeof(int64_t));
     return id;
@@ -743,9 +747,7 @@ std::vector<LlavaBatchItem> LlavaPipeline::run_batch(
     if (greedy) {
       for (int64_t b : rows) {
         const Sequence& s = *slot[size_t(b)];
-        if (s.eos_banned(int64_t(s.res.token_ids.size())))
-          for (int64_t e : s.eos)
-            if (e >= 0 && e < V) logits.slice(0, b, b + 1).slice(2, e, e + 1).fill_(-std::numeric_limits<float>::infinity());
+        if (s.eos_banned(int64_t(s.res.token_ids.size()))) s.mask_eos(logits.slice(0, b, b + 1));
       }
       ids = argmax(logits).to(Device::cpu());  // [B, 1]
     } else {

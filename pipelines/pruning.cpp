@@ -333,7 +333,6 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   const Tensor h = taps.features.select(0, 0);  // [1 + N, Dv]
   const int64_t n = h.size(0) - 1;
   out.report.image_tokens_before = n;
-  const int64_t heads = cls_row ? taps.cls_attention.size(1) : 0;
   // [CLS] row over the patches (column 0 excluded), summed over heads in head order.
   std::vector<float> cls_sum;
   if (cls_row) {
@@ -345,7 +344,8 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   switch (cfg.method) {
     case PruneMethod::FasterVLM: {
       std::vector<float> mean(cls_sum);
-      for (float& v : mean) v /= float(heads);
+      const float heads = float(taps.cls_attention.size(1));
+      for (float& v : mean) v /= heads;
       kept = top_k(mean, cfg.keep);
       out.report.importance = mean;
       const Tensor patches = h.slice(0, 1, n + 1);

@@ -237,7 +237,11 @@ Image decode_jpeg_libjpeg(const uint8_t* data, size_t size, const std::string& l
   }
   if (bands <= 0) bands = jpeg_bands(info);
   bands = std::max(1, std::min(bands, info.height));
-  std::vector<uint8_t> pixels(size_t(info.width) * size_t(info.height) * size_t(info.components));
+  // RGB rows go straight into the image; 4-component (CMYK) rows into `cmyk`, converted below
+  Image img(info.width, info.height);
+  const size_t n = size_t(info.width) * info.height;
+  std::vector<uint8_t> cmyk(info.components == 4 ? n * 4 : 0);
+  uint8_t* const pixels = info.components == 4 ? cmyk.data() : img.rgb.data();
   std::vector<std::unique_ptr<JpegCtx>> ctx(static_cast<size_t>(bands));
   std::vector<char> ok(static_cast<size_t>(bands), 0);
   std::vector<std::string> failure(static_cast<size_t>(bands));  // what escaped a band (bad_alloc)
@@ -250,7 +254,7 @@ Image decode_jpeg_libjpeg(const uint8_t* data, size_t size, const std::string& l
         ok[size_t(i)] = 1;
         return;
       }
-      ok[size_t(i)] = jpeg_decode_rows(*ctx[size_t(i)], data, size, mine, pixels.data(), r0, r1);
+      ok[size_t(i)] = jpeg_decode_rows(*ctx[size_t(i)], data, size, mine, pixels, r0, r1);
     } catch (const std::exception& e) {
       failure[size_t(i)] = e.what();
     }
@@ -272,11 +276,7 @@ Image decode_jpeg_libjpeg(const uint8_t* data, size_t size, const std::string& l
     if (!ok[size_t(i)])
       MMATTN_THROW(FormatError, label, ": cannot decode JPEG: ",
                    failure[size_t(i)].empty() ? std::string(ctx[size_t(i)]->message) : failure[size_t(i)]);
-  Image img(info.width, info.height);
-  const size_t n = size_t(info.width) * info.height;
-  if (info.components == 3) {
-    std::memcpy(img.rgb.data(), pixels.data(), n * 3);
-  } else if (info.components == 4) {
+  if (info.components == 4) {
     // PIL: rawmode "CMYK;I" (Adobe's inverted CMYK, assumed for every 4-component JPEG), then
     // convert("RGB") as cmyk2rgb: nk = 255 - k; channel = clip8(nk - nk * c / 255) (MULDIV255).
     auto muldiv255 = [](int a, int b) {
@@ -284,12 +284,10 @@ Image decode_jpeg_libjpeg(const uint8_t* data, size_t size, const std::string& l
       return ((t >> 8) + t) >> 8;
     };
     for (size_t i = 0; i < n; ++i) {
-      const uint8_t* p = &pixels[i * 4];
+      const uint8_t* p = &cmyk[i * 4];
       const int nk = 255 - (255 - p[3]);
       for (int c = 0; c < 3; ++c) img.rgb[i * 3 + c] = uint8_t(std::clamp(nk - muldiv255(255 - p[c], nk), 0, 255));
     }
-  } else {
-    MMATTN_THROW(FormatError, label, ": JPEG decoded to ", info.components, " components");
   }
   return img;
 }

@@ -434,7 +434,7 @@ int blocks_per_sm(int smem, int max_smem) {
 }
 
 // Warps per task for gemv_kernel: the split (1, 2 or 4) whose blocks fill their last wave best,
-// each warp keeping at least two rounds of kUnroll loads per lane (a shorter slice is all ramp-up
+// each warp keeping at least two rounds of `unroll` loads per lane (a shorter slice is all ramp-up
 // and reduction). Ties go to the smaller split. MMATTN_GEMV_SPLIT=1|2|4 forces one (benchmark A/B).
 inline int pick_split(int tasks, int kv, int wave_blocks, int unroll = kUnroll) {
   static const int forced = [] {
@@ -503,12 +503,14 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
     const char* e = std::getenv("MMATTN_GEMV_SHAPE");
     return !e ? 0 : std::string(e) == "2x8" ? 2 : std::string(e) == "4x4" ? 4 : 0;
   }();
-  const int64_t wave_warps = int64_t(cuda_sm_count()) * 2 * kWarps;  // the m = 1 kernels: 2 blocks per SM
-  const bool rows2 = forced ? forced == 2 : (int64_t(a.n) + 1) / 2 >= 2 * wave_warps;
+  auto rows2 = [&] {
+    const int64_t wave_warps = int64_t(cuda_sm_count()) * 2 * kWarps;  // the m = 1 kernels: 2 blocks per SM
+    return forced ? forced == 2 : (int64_t(a.n) + 1) / 2 >= 2 * wave_warps;
+  };
   // Wider m on the CUDA cores is a template argument away, but measured slower than cuBLAS at m = 8
   // (bench/NOTES.md): per weight element the f32 FMAs and conversions grow with m while the bytes
   // do not. From m = 3 the tensor-core kernel (Plain input) takes over.
-  if (a.m <= 1 && rows2) go.template operator()<1, 2, 8>();
+  if (a.m <= 1 && rows2()) go.template operator()<1, 2, 8>();
   else if (a.m <= 1) go.template operator()<1, 4>();
   else if (a.m <= 2) go.template operator()<2, 4>();
   else {
