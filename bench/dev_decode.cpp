@@ -67,6 +67,14 @@ int main(int argc, char** argv) {
         {"b1 h1 d128 k16 (fixed cost)", 1, 1, 16, 1, 1, 128, false, DType::BF16, 0},
         {"b1 h32/8 d128 k4096 gqa4 lq1", 1, 1, 4096, 32, 8, 128, false, DType::BF16, 0},
     };
+    {
+      // The harness's floor: one 4-byte memset (a near-empty GPU operation) between the events.
+      void* buf = cuda_alloc(256, current_stream());
+      std::printf("harness floor (4-byte memset between the events) %.4f ms\n", time_ms([&] {
+                    MMATTN_CUDA_CHECK(cudaMemsetAsync(buf, 0, 4, current_stream()));
+                  }, 5, 50));
+      cuda_free(buf);
+    }
     std::printf("%-36s %9s %9s %9s %8s %8s %8s\n", "case", "api_ms", "bare_ms", "same_ms", "GB/s", "of_copy", "target");
     for (const Case& c : cases) {
       if (!only.empty() && std::string(c.name).find(only) == std::string::npos) continue;
