@@ -79,18 +79,30 @@ AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor&
   return r;
 }
 
+void head_mean_cpu(const HeadMeanParams& p) {
+  const float H = float(p.heads);
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t i = 0; i < p.row_len; ++i) {
+      float acc = 0.f;
+      for (int64_t h = 0; h < p.heads; ++h) acc += p.probs[(b * p.heads + h) * p.row_len + i] / H;
+      p.out[b * p.row_len + i] = acc;
+    }
+}
+
 Tensor head_mean(const Tensor& probs) {
   check_dim(probs, 4, "head_mean", "probs");
   check_dtype(probs, DType::F32, "head_mean", "probs");
-  Tensor cpu = probs.to(Device::cpu()).contiguous();
-  const int64_t B = cpu.size(0), H = cpu.size(1), R = cpu.size(2), L = cpu.size(3);
-  Tensor out = Tensor::zeros({B, R, L}, DType::F32);
-  const float* p = cpu.data<float>();
-  float* o = out.data<float>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t i = 0; i < R * L; ++i) o[b * R * L + i] += p[(b * H + h) * R * L + i] / float(H);
-  return out.to(probs.device());
+  const Tensor c = probs.contiguous();
+  const int64_t B = c.size(0), H = c.size(1), R = c.size(2), L = c.size(3);
+  Tensor out = Tensor::empty({B, R, L}, DType::F32, c.device());
+  HeadMeanParams p{c.data<float>(), out.data<float>(), B, H, R * L};
+  if (out.numel() == 0) return out;
+  if (c.is_cuda()) {
+    MMATTN_IF_CUDA(head_mean_cuda(p, current_stream()));
+  } else {
+    head_mean_cpu(p);
+  }
+  return out;
 }
 
 Tensor class_mass(const Tensor& probs, const Tensor& key_class, int num_classes) {

@@ -270,4 +270,21 @@ void attention_probs_cuda(const TapParams& tp, StreamHandle s) {
   }
 }
 
+namespace {
+__global__ void head_mean_kernel(const HeadMeanParams p) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (i >= p.row_len) return;
+  const float H = float(p.heads);
+  float acc = 0.f;
+  for (int64_t h = 0; h < p.heads; ++h) acc = __fadd_rn(acc, __fdiv_rn(p.probs[(b * p.heads + h) * p.row_len + i], H));
+  p.out[b * p.row_len + i] = acc;
+}
+}  // namespace
+
+void head_mean_cuda(const HeadMeanParams& p, StreamHandle s) {
+  MMATTN_CHECK(p.batch <= 65535, UnsupportedError, "head_mean: batch ", p.batch, " > 65535");
+  head_mean_kernel<<<dim3(unsigned((p.row_len + 255) / 256), unsigned(p.batch)), 256, 0, s>>>(p);
+  MMATTN_CUDA_CHECK_LAUNCH("head_mean");
+}
+
 }  // namespace mmattn

@@ -22,4 +22,14 @@ struct TapParams {
 void attention_probs_cpu(const TapParams& p);
 void attention_probs_cuda(const TapParams& p, StreamHandle s);
 
+// head_mean: out[b, i] = sum over h in order of probs[b, h, i] / H (each term divided, then added,
+// in f32 round-to-nearest: the CPU and CUDA results are identical). probs [B, H, RL] contiguous.
+struct HeadMeanParams {
+  const float* probs = nullptr;
+  float* out = nullptr;  // [B, RL]
+  int64_t batch = 0, heads = 0, row_len = 0;
+};
+void head_mean_cpu(const HeadMeanParams& p);
+void head_mean_cuda(const HeadMeanParams& p, StreamHandle s);
+
 }  // namespace mmattn

@@ -10,6 +10,8 @@
 // Targets (issue 6), at 64 kept tokens: TTFT <= 0.6x unpruned at batch 1; batch-16 prefill
 // throughput >= 4x unpruned; selection overhead < 3% of the prefill.
 //   bench_pruning --out bench/results [--model /tmp/llava7b]
+//                 [--methods pdrop,divprune] [--overhead-only]   (development runs: a subset, written to
+//                                                                 --out as usual, so point it elsewhere)
 #include <chrono>
 
 #include "bench/bench_util.h"
@@ -70,6 +72,9 @@ int main(int argc, char** argv) {
   try {
     const std::string out = arg_value(argc, argv, "--out", "bench/results");
     const std::string model = llava7b_model(argc, argv, "bench_pruning");
+    const std::string only_methods = arg_value(argc, argv, "--methods", "");
+    bool overhead_only = false;
+    for (int i = 1; i < argc; ++i) overhead_only |= std::string(argv[i]) == "--overhead-only";
     if (model.empty()) return 0;
     Results r{"pruning"};
     r.ceilings = {{"copy_GBps", measure_copy_GBps()}};
@@ -208,6 +213,7 @@ int main(int argc, char** argv) {
                                    PruneMethod::VFlowOpt};
     for (PruneMethod m : methods) {
       const std::string name = prune_method_name(m);
+      if (!only_methods.empty() && ("," + only_methods + ",").find("," + name + ",") == std::string::npos) continue;
       // selection overhead: keep everything (the method still ranks and selects)
       // in-LLM part (ms at batch 16, fraction of the unpruned b16 prefill) and per-image part (ms at
       // batch 1, fraction of the unpruned TTFT b1); the target applies to the sum of the fractions
@@ -265,6 +271,12 @@ int main(int argc, char** argv) {
           sel(k64);
           per_image_ms_keep64 = paired_difference_ms([&] { return sel(k64); }, [&] { return sel(none); }, 11);
         }
+      }
+      if (overhead_only) {
+        r.add({{"case", name + " selection overhead"}, {"metric", "overhead"}, {"unit", "fraction"},
+               {"ours", in_llm_frac + per_image_frac}, {"in_llm_ms_b16", in_llm_ms}, {"per_image_ms_b1", per_image_ms},
+               {"per_image_ms_b1_keep64", per_image_ms_keep64}});
+        continue;
       }
       for (int64_t keep : {192, 128, 64}) {
         PruningConfig c = make(m, keep);

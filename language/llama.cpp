@@ -301,12 +301,20 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
         project();
       } else {
         // Same rows: gather them and their q/k/v (row-wise functions of x); renumbered positions
-        // rotate the gathered q/k by the position change (RoPE rotations compose).
-        x = gather_rows(x, d->keep, n_new);
-        qkv = gather_rows(qkv, d->keep, n_new);
-        split();
+        // rotate the gathered q/k by the position change (RoPE rotations compose). A decision that
+        // keeps every row of every sequence (and moves no position) changes nothing: no copies.
+        bool every_row = n_new == n;
+        for (int64_t b = 0; b < B && every_row; ++b)
+          every_row = int64_t(d->keep[size_t(b)].size()) == n && rows.n_valid[size_t(b)] == n;
+        if (!every_row) {
+          x = gather_rows(x, d->keep, n_new);
+          qkv = gather_rows(qkv, d->keep, n_new);
+          split();
+        }
         rows.set_valid(nv, n_new, device_);
-        if (d->renumber_positions) {
+        bool moved = false;
+        for (const auto& dl : delta) moved = moved || std::any_of(dl.begin(), dl.end(), [](int64_t v) { return v != 0; });
+        if (d->renumber_positions && moved) {
           for (auto& dl : delta) dl.resize(size_t(n_new), 0);
           LlamaRopeCache().apply_(q, k, delta, rope_);
         }

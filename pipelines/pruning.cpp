@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "attention/taps.h"
 #include "core/ops/concat.h"
 #include "core/ops/diversity.h"
 #include "core/ops/embedding.h"
@@ -568,16 +569,13 @@ std::optional<PruneDecision> LlavaTokenPruner::on_layer(const PruneContext& ctx)
   const size_t B = ctx.origin.size();
   const int l = ctx.layer;
   std::vector<int64_t> rows, sidx;
-  // Head-mean of last_probs over the image rows of sequence b (span-index order).
-  auto image_scores = [&](const std::vector<float>& probs, size_t b) {
+  // The head mean of last_probs over the image rows of sequence b (span-index order), from
+  // mean = head_mean(last_probs) as floats [B, n] (reduced on the device: only B x n floats come back).
+  auto image_scores = [&](const std::vector<float>& mean, size_t b) {
     image_rows(ctx, b, rows, sidx);
-    const int64_t H = ctx.last_probs.size(1), n = ctx.last_probs.size(3);
-    std::vector<float> s(rows.size(), 0.f);
-    for (size_t i = 0; i < rows.size(); ++i) {
-      float acc = 0.f;
-      for (int64_t h = 0; h < H; ++h) acc += probs[size_t((int64_t(b) * H + h) * n + rows[i])];
-      s[i] = acc / float(H);
-    }
+    const size_t n = size_t(ctx.last_probs.size(3));
+    std::vector<float> s(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) s[i] = mean[b * n + size_t(rows[i])];
     return s;
   };
   // The kept span indices from scores over the current image rows (top k).
@@ -591,8 +589,8 @@ std::optional<PruneDecision> LlavaTokenPruner::on_layer(const PruneContext& ctx)
   switch (cfg_.method) {
     case PruneMethod::FastV: {
       if (l == cfg_.layer - 1) {
-        const std::vector<float> probs = ctx.last_probs.to_floats();
-        for (size_t b = 0; b < B; ++b) stash_[b] = image_scores(probs, b);
+        const std::vector<float> mean = head_mean(ctx.last_probs).to_floats();
+        for (size_t b = 0; b < B; ++b) stash_[b] = image_scores(mean, b);
         return std::nullopt;
       }
       std::vector<std::vector<int64_t>> keep(B);
@@ -604,11 +602,11 @@ std::optional<PruneDecision> LlavaTokenPruner::on_layer(const PruneContext& ctx)
       return keep_image(ctx, keep, l);
     }
     case PruneMethod::PDrop: {
-      const std::vector<float> probs = ctx.last_probs.to_floats();
+      const std::vector<float> mean = head_mean(ctx.last_probs).to_floats();
       const size_t stage = size_t(std::find(cfg_.layers.begin(), cfg_.layers.end(), l) - cfg_.layers.begin());
       std::vector<std::vector<int64_t>> keep(B);
       for (size_t b = 0; b < B; ++b) {
-        const std::vector<float> s = image_scores(probs, b);
+        const std::vector<float> s = image_scores(mean, b);
         const int64_t n = spans_[b].second;
         int64_t k = int64_t(std::floor(double(n) * std::pow(cfg_.lambda, double(stage + 1)) + 1e-9));
         if (stage + 1 == cfg_.layers.size() && cfg_.keep > 0) k = std::min(cfg_.keep, n);

@@ -197,6 +197,25 @@ TEST(TapsCuda, LongKeysOneRow) {
   }
 }
 
+// head_mean on the GPU equals the CPU's bit for bit (the same f32 operations in the same order),
+// on awkward sizes, and equals the mean over heads.
+TEST(TapsCuda, HeadMeanMatchesCpuExactly) {
+  MMATTN_REQUIRE_GPU();
+  for (auto [B, H, R, L] : std::vector<std::array<int64_t, 4>>{{1, 1, 1, 1}, {2, 32, 1, 641}, {3, 7, 2, 1000}}) {
+    const Tensor p = rand_tensor({B, H, R, L}, 81, 0.f, 1.f);
+    const Tensor cpu = head_mean(p), gpu = head_mean(p.to(Device::cuda()));
+    ASSERT_EQ(gpu.shape(), (Shape{B, R, L}));
+    EXPECT_EQ(max_abs_diff(cpu, gpu.to(Device::cpu())), 0.0) << B << " " << H << " " << R << " " << L;
+    const std::vector<float> pv = p.to_floats(), mv = cpu.to_floats();
+    for (int64_t i = 0; i < B * R * L; i += 97) {
+      const int64_t b = i / (R * L), j = i % (R * L);
+      double want = 0;
+      for (int64_t h = 0; h < H; ++h) want += pv[size_t((b * H + h) * R * L + j)];
+      EXPECT_NEAR(mv[size_t(i)], want / double(H), 1e-6);
+    }
+  }
+}
+
 TEST(TapsCuda, TooManyRowsIsAnError) {
   MMATTN_REQUIRE_GPU();
   const Device g = Device::cuda();
