@@ -415,8 +415,9 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
     }
     case PruneMethod::DivPrune: {
       const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
-      const Tensor vf = v.to(DType::F32);
-      kept = greedy_max_min(matmul(vf, vf, /*transpose_b=*/true), vector_norm(vf, 2), cfg.keep);
+      // cosine distances from the Gram matrix in f32 (on the GPU from the bf16/f16 features on the
+      // tensor cores: every product exact, sums in f32) and the f32 row norms
+      kept = greedy_max_min(matmul_f32(v, v, /*transpose_b=*/true), vector_norm(v, 2), cfg.keep);
       std::sort(kept.begin(), kept.end());
       out.features = select_rows(kept, v);
       out.patch = kept;

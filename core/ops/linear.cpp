@@ -187,8 +187,10 @@ void swiglu_linear_add_(Tensor& y, const Tensor& gate_up, const Tensor& weight, 
   linear_add_(y, swiglu_fused(gate_up), weight, bias);
 }
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b) {
-  const char* op = "matmul";
+namespace {
+
+Tensor matmul_impl(const Tensor& a, const Tensor& b, bool transpose_b, bool f32_out) {
+  const char* op = f32_out ? "matmul_f32" : "matmul";
   check_defined(a, op, "a");
   check_defined(b, op, "b");
   check_float(a, op, "a");
@@ -212,7 +214,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b) {
 
   Shape out_shape = a.shape();
   out_shape[out_shape.size() - 1] = n;
-  Tensor y = Tensor::empty(out_shape, a.dtype(), a.device());
+  Tensor y = Tensor::empty(out_shape, f32_out ? DType::F32 : a.dtype(), a.device());
   if (y.numel() == 0) return y;
   Tensor ac = a.contiguous();
   Tensor bc = b.contiguous();
@@ -224,6 +226,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b) {
   p.k = k;
   p.trans_b = transpose_b;
   p.dtype = a.dtype();
+  p.f32_out = f32_out && a.dtype() != DType::F32;
   p.allow_tf32 = g_allow_tf32;
   if (b_batched) {
     p.batch = batch;
@@ -239,5 +242,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b) {
   run_gemm(p, y, Tensor());
   return y;
 }
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b) { return matmul_impl(a, b, transpose_b, false); }
+Tensor matmul_f32(const Tensor& a, const Tensor& b, bool transpose_b) { return matmul_impl(a, b, transpose_b, true); }
 
 }  // namespace mmattn

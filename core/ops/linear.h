@@ -22,6 +22,9 @@ namespace mmattn {
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_b = false);
+// matmul with an F32 result for any float inputs: f16/bf16 products accumulate in f32 and are not
+// rounded back (e.g. a Gram matrix of bf16 features on the tensor cores: every product exact).
+Tensor matmul_f32(const Tensor& a, const Tensor& b, bool transpose_b = false);
 
 // Fused forms for transformer blocks (the residual add, the norm before a projection, the gated
 // activation before the down projection). Each equals the unfused composition except that the
@@ -53,7 +56,8 @@ struct GemmParams {
   int64_t batch = 1, m = 0, n = 0, k = 0;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
   bool trans_b = false;  // b stored [n, k]
-  DType dtype = DType::F32;
+  DType dtype = DType::F32;      // a and b (and c unless f32_out)
+  bool f32_out = false;          // c is F32 (half inputs, f32 accumulation, no rounding to the input type)
   bool allow_tf32 = false;
   bool accumulate = false;  // c += ... (beta = 1; one rounding)
   bool b_static = false;    // b is a parameter, not written by work still in flight (linear(), above)

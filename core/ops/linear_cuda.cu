@@ -52,12 +52,12 @@ struct PlanKey {
   int device;
   int64_t batch, m, n, k, stride_a, stride_b, stride_c;
   DType dtype;
-  bool trans_b, bias, tf32;
+  bool f32_out, trans_b, bias, tf32;
   uint32_t align_a, align_b, align_c, align_bias;
   bool operator==(const PlanKey& o) const {
     return device == o.device && batch == o.batch && m == o.m && n == o.n && k == o.k && stride_a == o.stride_a &&
-           stride_b == o.stride_b && stride_c == o.stride_c && dtype == o.dtype && trans_b == o.trans_b &&
-           bias == o.bias && tf32 == o.tf32 && align_a == o.align_a && align_b == o.align_b &&
+           stride_b == o.stride_b && stride_c == o.stride_c && dtype == o.dtype && f32_out == o.f32_out &&
+           trans_b == o.trans_b && bias == o.bias && tf32 == o.tf32 && align_a == o.align_a && align_b == o.align_b &&
            align_c == o.align_c && align_bias == o.align_bias;
   }
 };
@@ -66,8 +66,8 @@ struct PlanKeyHash {
     size_t h = 1469598103934665603ull;
     auto mix = [&h](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
     for (int64_t v : {k.batch, k.m, k.n, k.k, k.stride_a, k.stride_b, k.stride_c}) mix(uint64_t(v));
-    mix(uint64_t(k.device) << 32 | uint64_t(k.dtype) << 8 | uint64_t(k.trans_b) << 2 | uint64_t(k.bias) << 1 |
-        uint64_t(k.tf32));
+    mix(uint64_t(k.device) << 32 | uint64_t(k.dtype) << 8 | uint64_t(k.f32_out) << 3 | uint64_t(k.trans_b) << 2 |
+        uint64_t(k.bias) << 1 | uint64_t(k.tf32));
     mix(uint64_t(k.align_a) << 48 | uint64_t(k.align_b) << 32 | uint64_t(k.align_c) << 16 | k.align_bias);
     return h;
   }
@@ -146,7 +146,7 @@ std::unique_ptr<Plan> make_plan(const GemmParams& p, const PlanKey& key, cublasL
   else
     make_layout(&plan->la, dt, uint64_t(p.n), uint64_t(p.k), p.n, p.batch, p.stride_b);
   make_layout(&plan->lb, dt, uint64_t(p.k), uint64_t(p.m), p.k, p.batch, p.stride_a);
-  make_layout(&plan->lc, dt, uint64_t(p.n), uint64_t(p.m), p.n, p.batch, p.stride_c);
+  make_layout(&plan->lc, p.f32_out ? CUDA_R_32F : dt, uint64_t(p.n), uint64_t(p.m), p.n, p.batch, p.stride_c);
 
   cublasLtMatmulPreference_t pref;
   MMATTN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -210,8 +210,10 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
   MMATTN_CHECK(p.batch <= INT32_MAX, UnsupportedError, "gemm_cuda: batch ", p.batch, " exceeds int32");
   MMATTN_CHECK(!p.bias || p.batch == 1 || p.stride_c == p.m * p.n, UnsupportedError,
                "gemm_cuda: a bias needs a dense batched output");
-  if (skinny_gemm_sm90(p, s)) return;  // Hopper: weight by TMA, wgmma (m <= 128)
-  if (p.batch == 1 && p.trans_b && p.m <= kGemvMaxRows) {  // decode-sized: the skinny kernel (gemv_cuda.cuh)
+  MMATTN_CHECK(!p.f32_out || !p.bias, UnsupportedError, "gemm_cuda: an f32 result takes no bias");
+  if (!p.f32_out && skinny_gemm_sm90(p, s)) return;  // Hopper: weight by TMA, wgmma (m <= 128)
+  // decode-sized: the skinny kernel (gemv_cuda.cuh)
+  if (!p.f32_out && p.batch == 1 && p.trans_b && p.m <= kGemvMaxRows) {
     GemvParams g;
     g.x = p.a, g.weight = p.b, g.bias = p.bias, g.y = p.c;
     g.m = p.m, g.n = p.n, g.k = p.k, g.x_stride = p.k;
@@ -233,12 +235,13 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
               batched ? p.stride_b : 0,
               batched ? p.stride_c : 0,
               p.dtype,
+              p.f32_out,
               p.trans_b,
               p.bias != nullptr,
               p.dtype == DType::F32 && p.allow_tf32,
               alignment_of(p.a, batched ? p.stride_a * es : 0),
               alignment_of(p.b, batched ? p.stride_b * es : 0),
-              alignment_of(p.c, batched ? p.stride_c * es : 0),
+              alignment_of(p.c, batched ? p.stride_c * (p.f32_out ? 4 : es) : 0),
               p.bias ? alignment_of(p.bias, 0) : 256u};
   cublasLtHandle_t handle = handle_for(device);
   auto it = t_state.plans.find(key);

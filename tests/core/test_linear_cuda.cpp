@@ -91,6 +91,22 @@ TEST_P(LinearCuda, MatmulMatchesCpu) {
       }
 }
 
+// matmul_f32: half inputs, F32 result without the output rounding, so the only difference from the
+// CPU's f32 product of the same (rounded) operands is the accumulation order: 1e-5, not tol_for(dt).
+TEST_P(LinearCuda, MatmulF32ResultMatchesCpu) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  uint64_t seed = 900;
+  for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{{1, 17, 1}, {17, 64, 300}, {576, 4096, 576}}) {
+    Tensor a = round_to(rand_tensor({m, k}, seed++), dt), bt = round_to(rand_tensor({n, k}, seed++), dt);
+    const Tensor got = matmul_f32(a.to(Device::cuda(), dt), bt.to(Device::cuda(), dt), true);
+    ASSERT_EQ(got.dtype(), DType::F32);
+    EXPECT_LT(rel_err(got, matmul(a, bt, true)), 1e-5) << m << " " << k << " " << n;
+    Tensor a3 = round_to(rand_tensor({2, m, k}, seed++), dt), b3 = round_to(rand_tensor({2, k, n}, seed++), dt);
+    EXPECT_LT(rel_err(matmul_f32(a3.to(Device::cuda(), dt), b3.to(Device::cuda(), dt)), matmul(a3, b3)), 1e-5);
+  }
+}
+
 // Every element of `got` against `want`: |d| <= tol * (|want| + rms(want)) (the norm-wise error
 // alone would hide a few wrong outputs among thousands).
 double worst_elem_err(const Tensor& got, const Tensor& want) {
