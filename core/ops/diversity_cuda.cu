@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "core/cuda_types.cuh"
 #include "core/ops/diversity.h"
@@ -240,7 +241,11 @@ __global__ void __launch_bounds__(128) greedy_max_min_cluster_kernel(GreedyMaxMi
 // Whether the cluster kernel runs here: sm_90+ and its shared memory within the device's opt-in
 // limit (per thread and device, cached).
 bool cluster_path(int64_t n, size_t smem) {
-  if (n > kClusterMaxItems) return false;
+  static const bool off = [] {  // MMATTN_GREEDY_CLUSTER=0: the one-block kernels (benchmark A/B)
+    const char* e = std::getenv("MMATTN_GREEDY_CLUSTER");
+    return e && e[0] == '0';
+  }();
+  if (off || n > kClusterMaxItems) return false;
   int device = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   thread_local int seen = -1;
