@@ -2,7 +2,6 @@
 // projected visual tokens x 4096, bf16, random): the Gram matrix (f32 result on the tensor cores,
 // and the f32 copy + SGEMM it replaced), the row norms, and the greedy max-min at k = 64 and 575;
 // synchronised medians (host clock, as bench_pruning's per-image step).
-// MMATTN_GREEDY_CLUSTER=0 runs the greedy on the one-block kernels (A/B).
 //   dev_select [--reps N]
 #include <chrono>
 #include <cstdio>

@@ -9,17 +9,8 @@
 // reduces the slots itself (the next step writes the other buffer, so no second barrier is needed).
 // Distances use explicit round-to-nearest operations in the host's order, so the selection is the
 // host's exactly.
-// On sm_90 with n <= kClusterMaxItems, the selection runs on a cluster of 8 blocks instead
-// (greedy_max_min_cluster_kernel): block c owns items [c P, c P + P) and holds their Gram columns
-// for every row in its shared memory (n x P floats, 166 KB at n = 576), so a step reads no global
-// memory; the argmax crosses the blocks through distributed shared memory and one cluster barrier
-// per step. A step of the one-block kernels waits on a dependent L2 load of the chosen item's Gram
-// row (~1 us per step, 575 steps at keep = n - 1).
-#include <cooperative_groups.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 
 #include "core/cuda_types.cuh"
 #include "core/ops/diversity.h"
@@ -164,106 +155,6 @@ __global__ void __launch_bounds__(kThreads) greedy_max_min_small_kernel(GreedyMa
   }
 }
 
-
-// ---- sm_90: a cluster of kClusterBlocks blocks, the Gram columns of each block's items in its
-// shared memory ----
-constexpr int kClusterBlocks = 8;
-// n x ceil(n / 8) floats + n norms per block within ~220 KB of shared memory
-constexpr int64_t kClusterMaxItems = 640;
-
-__global__ void __launch_bounds__(128) greedy_max_min_cluster_kernel(GreedyMaxMinParams p, int per) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  extern __shared__ float smem[];       // col [n][per], then norms [n]
-  __shared__ unsigned keys[2][32];      // [buffer][c * warps + w], written by every block of the cluster
-  __shared__ int idxs[2][32];
-  const int n = int(p.n), c = int(cluster.block_rank()), t = threadIdx.x;
-  const int lane = t & 31, warp = t >> 5, warps = blockDim.x >> 5;
-  float* col = smem;
-  float* norms = smem + size_t(n) * per;
-  const int j = c * per + t;
-  const bool own = t < per && j < n;
-  for (int i = t; i < n; i += blockDim.x) norms[i] = p.norms[i];
-  // the columns: asynchronous 4-byte copies by the whole block (all in flight at once), then one wait
-  for (int e = t; e < n * per; e += blockDim.x) {
-    const int i = e / per, jj = c * per + (e - i * per);
-    if (jj < n) {
-      const unsigned dst = unsigned(__cvta_generic_to_shared(col + e));
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(p.gram + int64_t(i) * n + jj) : "memory");
-    }
-  }
-  asm volatile("cp.async.wait_all;" ::: "memory");
-  if (c == 0)
-    for (int s = t; s < p.k; s += blockDim.x) p.out[s] = -1;
-  const float nj = own ? p.norms[j] : 0.f;
-  // (key, idx) of this warp to slot c * warps + warp of every block; after the cluster barrier,
-  // every warp reduces the slots of its own block (double-buffered: see the one-block kernels)
-  auto cluster_argmax = [&](unsigned key, int buf) {
-    int idx = j;
-    warp_argmax(key, idx);
-    if (lane < kClusterBlocks) {
-      unsigned* rk = cluster.map_shared_rank(&keys[buf][0], lane);
-      int* ri = cluster.map_shared_rank(&idxs[buf][0], lane);
-      rk[c * warps + warp] = key;
-      ri[c * warps + warp] = idx;
-    }
-    cluster.sync();
-    const int slots = kClusterBlocks * warps;
-    unsigned k2 = lane < slots ? keys[buf][lane] : 0u;
-    int i2 = lane < slots ? idxs[buf][lane] : kNone;
-    warp_argmax(k2, i2);
-    return k2 ? i2 : -1;
-  };
-  float to_sel = INFINITY;
-  bool taken = false;
-  cluster.sync();  // every block's columns are in place before any remote slot write lands
-  int cur = cluster_argmax(own ? key_of(p.nearest[j]) : 0u, 1);
-  if (cur < 0) cur = 0;
-  for (int s = 0; s < p.k; ++s) {
-    if (c == 0 && t == 0) p.out[s] = cur;
-    unsigned key = 0u;
-    if (own) {
-      if (j == cur) taken = true;
-      const float nn = __fmul_rn(norms[cur], nj);  // dist(p, cur, j)
-      const float d = __fsub_rn(1.f, __fdiv_rn(col[size_t(cur) * per + t], nn < 1e-8f ? 1e-8f : nn));
-      to_sel = min_keep(to_sel, d);
-      if (!taken) key = key_of(to_sel);
-    }
-    const int nxt = cluster_argmax(key, s & 1);
-    if (nxt < 0) break;
-    cur = nxt;
-  }
-  cluster.sync();  // no block leaves while another may still write its slots
-#endif
-}
-
-// Whether the cluster kernel runs here: sm_90+ and its shared memory within the device's opt-in
-// limit (per thread and device, cached).
-bool cluster_path(int64_t n, size_t smem) {
-  static const bool off = [] {  // MMATTN_GREEDY_CLUSTER=0: the one-block kernels (benchmark A/B)
-    const char* e = std::getenv("MMATTN_GREEDY_CLUSTER");
-    return e && e[0] == '0';
-  }();
-  if (off || n > kClusterMaxItems) return false;
-  int device = 0;
-  MMATTN_CUDA_CHECK(cudaGetDevice(&device));
-  thread_local int seen = -1;
-  thread_local size_t limit = 0;  // 0: no cluster kernel on this device
-  if (seen != device) {
-    int major = 0, optin = 0;
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    limit = 0;
-    if (major >= 9 && cudaFuncSetAttribute(greedy_max_min_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           optin - 1024) == cudaSuccess)
-      limit = size_t(optin - 1024);
-    cudaGetLastError();  // a refused attribute must not linger as the sticky "last error"
-    seen = device;
-  }
-  return smem <= limit;
-}
-
 }  // namespace
 
 void greedy_max_min_cuda(const GreedyMaxMinParams& p, StreamHandle s) {
@@ -271,24 +162,6 @@ void greedy_max_min_cuda(const GreedyMaxMinParams& p, StreamHandle s) {
   const int threads = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, (p.n + 31) / 32 * 32)));
   nearest_kernel<<<unsigned((p.n + 31) / 32), kThreads, 0, s>>>(p);
   MMATTN_CUDA_CHECK_LAUNCH("greedy_max_min (nearest)");
-  const int per = int((p.n + kClusterBlocks - 1) / kClusterBlocks);
-  const size_t cluster_smem = (size_t(p.n) * size_t(per) + size_t(p.n)) * sizeof(float);
-  if (cluster_path(p.n, cluster_smem)) {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(kClusterBlocks);
-    cfg.blockDim = dim3(unsigned((per + 31) / 32 * 32));
-    cfg.dynamicSmemBytes = cluster_smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = kClusterBlocks;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, greedy_max_min_cluster_kernel, p, per));
-    return;
-  }
   if (p.n <= kThreads)
     greedy_max_min_small_kernel<<<1, threads, 0, s>>>(p);
   else
