@@ -2,10 +2,12 @@
 // bare flash_decode_cuda() call (no validation / output allocation) over K + V bytes, as a
 // fraction of the measured copy bandwidth; inputs rotated over several sets so that repeated
 // runs do not hit L2 (and the same-buffer number, as the SDPA peer is measured).
+//   dev_decode routes        (the small prefills' kernel routes, timed side by side)
 //   dev_decode [NAME-PART]   (prints a table; MMATTN_DECODE_DEBUG=1 prints each launch's grid,
 //                             MMATTN_DECODE_BX=N forces N blocks per unit)
 #include <cstdio>
 #include <string>
+#include <tuple>
 
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
@@ -74,6 +76,27 @@ int main(int argc, char** argv) {
                     MMATTN_CUDA_CHECK(cudaMemsetAsync(buf, 0, 4, current_stream()));
                   }, 5, 50));
       cuda_free(buf);
+    }
+    if (only == "routes") {
+      // The small prefills of a pruned request and the ViT on each kernel route (override: 0 auto,
+      // 1 prefill (Hopper when available), 2 split-KV decode kernel, 3 general mma.sync kernel).
+      for (const auto& [L, H, D, causal] : {std::tuple<int64_t, int64_t, int64_t, bool>{83, 32, 128, true},
+                                            std::tuple<int64_t, int64_t, int64_t, bool>{104, 32, 128, true},
+                                            std::tuple<int64_t, int64_t, int64_t, bool>{200, 32, 128, true},
+                                            std::tuple<int64_t, int64_t, int64_t, bool>{577, 16, 64, false}}) {
+        const Tensor q = rnd({1, L, H, D}, 1, DType::BF16), k = rnd({1, L, H, D}, 2, DType::BF16),
+                     v = rnd({1, L, H, D}, 3, DType::BF16);
+        AttentionOptions ao;
+        ao.causal = causal;
+        std::printf("L %4lld H %2lld D %3lld causal %d:", (long long)L, (long long)H, (long long)D, int(causal));
+        for (int which : {0, 1, 2, 3}) {
+          set_attention_kernel_override(which);
+          std::printf("  route %d %7.4f ms", which, time_ms([&] { attention(q, k, v, ao); }, 5, 50));
+        }
+        set_attention_kernel_override(0);
+        std::printf("\n");
+      }
+      return 0;
     }
     std::printf("%-36s %9s %9s %9s %8s %8s %8s\n", "case", "api_ms", "bare_ms", "same_ms", "GB/s", "of_copy", "target");
     for (const Case& c : cases) {
