@@ -425,6 +425,17 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
     }
     case PruneMethod::VFlowOpt: {
       const int64_t grid = int64_t(std::lround(std::sqrt(double(n))));
+      // The projector (queued now: it needs only the features) and the patch entropies (host work
+      // on the crop alone) first, so that both run while the encoder's kernels do, before the first
+      // download below waits for them.
+      const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
+      std::vector<float> H;
+      if (cfg.entropy_weight != 0) {
+        const int64_t patch = tower.config().patch_size;
+        MMATTN_CHECK(crop.width == grid * patch && crop.height == grid * patch, ShapeError,
+                     "vflowopt: the crop is ", crop.width, "x", crop.height, ", expected ", grid * patch, " square");
+        H = patch_entropy(crop, patch, grid);
+      }
       // A [N, N]: the head-mean attention among the patches (row i attends to column j), on the
       // device; only [N]-float column sums come back: over all rows (a product with ones) and over
       // the sink rows (weighted_rows with weight 1, in sink order).
@@ -444,17 +455,12 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       std::vector<float> imp = sink_sum.apply(A).to_floats();
       for (float& v : imp) v /= float(sinks.size());
       if (cfg.entropy_weight != 0) {
-        const int64_t patch = tower.config().patch_size;
-        MMATTN_CHECK(crop.width == grid * patch && crop.height == grid * patch, ShapeError,
-                     "vflowopt: the crop is ", crop.width, "x", crop.height, ", expected ", grid * patch, " square");
-        const std::vector<float> H = patch_entropy(crop, patch, grid);
         const float m = *std::max_element(H.begin(), H.end());
         double z = 0;
         for (float e : H) z += std::exp(double(e - m));
         for (int64_t j = 0; j < n; ++j)
           imp[size_t(j)] += float(cfg.entropy_weight * std::exp(double(H[size_t(j)] - m)) / z);
       }
-      const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
       const int64_t a = cfg.cell, extra = n / (a * a);
       const int64_t drop = std::min<int64_t>(n, (n - cfg.keep) + extra);
       const std::vector<int64_t> order = ascending(imp);
