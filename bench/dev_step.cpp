@@ -8,7 +8,9 @@
 //   attention  append_rope + attention only (q/k/v fixed)
 //   qkv / o / gate_up / down   one product x 32 layers, back to back
 // and prints each as ms per step and the step's weight (+ KV) bytes over the measured copy bandwidth.
-//   dev_step [--ctx 700] [--steps 40]
+// --rows N (> 1): the same for a prefill of N rows at batch 1 into an empty cache (a pruned
+// request's decoder prefill: ~104 rows at 64 kept image tokens), RoPE at positions 0..N-1.
+//   dev_step [--ctx 700] [--steps 40] [--rows N]
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -34,7 +36,8 @@ struct LayerWeights {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines reach a log even when a timeout stops the run
   try {
-    const int64_t ctx = std::stoll(arg_value(argc, argv, "--ctx", "700"));
+    const int64_t rows = std::stoll(arg_value(argc, argv, "--rows", "1"));
+    const int64_t ctx = std::stoll(arg_value(argc, argv, "--ctx", rows > 1 ? "0" : "700"));
     const int steps = std::stoi(arg_value(argc, argv, "--steps", "40"));
     const double copy = measure_copy_GBps();
     std::printf("device %s, copy %.0f GB/s, context %lld tokens\n", device_name().c_str(), copy, (long long)ctx);
@@ -52,24 +55,34 @@ int main(int argc, char** argv) {
     const float scale = float(1.0 / std::sqrt(double(kDim)));
     const float eps = 1e-5f;
 
-    for (int64_t B : {int64_t(1), int64_t(8)}) {
-      KVCache cache(int(kLayers), B, ctx + 8 + steps * 16, kHeads, kDim, dt, dev);
-      {
+    const std::vector<int64_t> batches = rows > 1 ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 8};
+    for (int64_t B : batches) {
+      KVCache cache(int(kLayers), B, ctx + 8 + std::max<int64_t>(rows, steps * 16), kHeads, kDim, dt, dev);
+      if (ctx > 0) {
         const Tensor k0 = bench_random({B, ctx, kHeads, kDim}, 7, dt), v0 = bench_random({B, ctx, kHeads, kDim}, 8, dt);
         for (int l = 0; l < kLayers; ++l) cache.append(l, k0, v0);
         cache.advance();
       }
-      std::vector<float> cv(kDim / 2), sv(kDim / 2);
-      for (int64_t i = 0; i < kDim / 2; ++i) cv[size_t(i)] = std::cos(0.1f * float(i)), sv[size_t(i)] = std::sin(0.1f * float(i));
-      const Tensor cos = Tensor::from_floats(cv, {1, kDim / 2}).to(dev);
-      const Tensor sin = Tensor::from_floats(sv, {1, kDim / 2}).to(dev);
-      Tensor x = bench_random({B, 1, kHidden}, 11, dt, -1.f, 1.f);
-      const Tensor att_fixed = bench_random({B, 1, kHidden}, 12, dt, -1.f, 1.f);
-      const Tensor gu_fixed = bench_random({B, 1, 2 * kFfn}, 13, dt, -1.f, 1.f);
-      const Tensor qkv_fixed = bench_random({B, 1, 3 * kHeads, kDim}, 14, dt, -1.f, 1.f);
+      std::vector<float> cv(size_t(rows * kDim / 2)), sv(size_t(rows * kDim / 2));
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < kDim / 2; ++i) {
+          const float a = float(ctx + r) * std::pow(10000.f, -2.f * float(i) / float(kDim));
+          cv[size_t(r * kDim / 2 + i)] = std::cos(a), sv[size_t(r * kDim / 2 + i)] = std::sin(a);
+        }
+      const Tensor cos = Tensor::from_floats(cv, {rows, kDim / 2}).to(dev);
+      const Tensor sin = Tensor::from_floats(sv, {rows, kDim / 2}).to(dev);
+      Tensor x = bench_random({B, rows, kHidden}, 11, dt, -1.f, 1.f);
+      const Tensor att_fixed = bench_random({B, rows, kHidden}, 12, dt, -1.f, 1.f);
+      const Tensor gu_fixed = bench_random({B, rows, 2 * kFfn}, 13, dt, -1.f, 1.f);
+      const Tensor qkv_fixed = bench_random({B, rows, 3 * kHeads, kDim}, 14, dt, -1.f, 1.f);
       auto reset = [&] {
         for (int64_t b = 0; b < B; ++b) cache.truncate(b, ctx);
-        x = bench_random({B, 1, kHidden}, 11, dt, -1.f, 1.f);
+        x = bench_random({B, rows, kHidden}, 11, dt, -1.f, 1.f);
+      };
+      // a prefill step starts from the same cache length every time
+      auto rewind = [&] {
+        if (rows > 1)
+          for (int64_t b = 0; b < B; ++b) cache.truncate(b, ctx);
       };
       auto attend = [&](int l, const Tensor& qkv) {
         Tensor q = qkv.slice(2, 0, kHeads), k = qkv.slice(2, kHeads, 2 * kHeads), v = qkv.slice(2, 2 * kHeads, 3 * kHeads);
@@ -78,7 +91,7 @@ int main(int argc, char** argv) {
         ao.causal = true;
         ao.scale = scale;
         ao.k_lens = cache.lens_tensor(l);
-        return attention(q, cache.k(l), cache.v(l), ao).out.reshape({B, 1, kHidden});
+        return attention(q, cache.k(l), cache.v(l), ao).out.reshape({B, rows, kHidden});
       };
       struct Variant {
         const char* name;
@@ -91,13 +104,14 @@ int main(int argc, char** argv) {
           for (int l = 0; l < kLayers; ++l) fn(w[size_t(l % kSets)]);
         };
       };
-      const double kv_bytes = double(B) * double(ctx) * 2.0 * kHeads * kDim * 2.0 * kLayers;
+      const double kv_bytes = double(B) * double(ctx + rows) * 2.0 * kHeads * kDim * 2.0 * kLayers;
       std::vector<Variant> variants = {
           {"full", layer_bytes * kLayers + kv_bytes,
            [&] {
+             rewind();
              for (int l = 0; l < kLayers; ++l) {
                const LayerWeights& L = w[size_t(l % kSets)];
-               const Tensor qkv = rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, 1, 3 * kHeads, kDim});
+               const Tensor qkv = rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim});
                const Tensor att = attend(l, qkv);
                linear_add_(x, att, L.o);
                const Tensor gu = rms_norm_linear(x, L.post_norm, eps, L.gate_up);
@@ -113,6 +127,7 @@ int main(int argc, char** argv) {
            })},
           {"attention", kv_bytes,
            [&] {
+             rewind();
              for (int l = 0; l < kLayers; ++l) (void)attend(l, qkv_fixed);
              cache.advance();
            }},
@@ -132,7 +147,7 @@ int main(int argc, char** argv) {
         const double ms = time_ms(v.step, 3, steps);
         const double gbps = v.bytes / (ms * 1e-3) / 1e9;
         std::printf("%-10s %9.3f %9.1f %7.0f%% %10.1f\n", v.name, ms, 1000 * ms / kLayers, 100 * gbps / copy,
-                    double(B) * 1000.0 / ms);
+                    double(B * rows) * 1000.0 / ms);
       }
     }
     return 0;
