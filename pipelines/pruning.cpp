@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <future>
 #include <numeric>
 
 #include "attention/taps.h"
@@ -330,6 +331,15 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   unsigned want = cls_row ? ClipVisionTower::kTapClsAttention : 0u;
   if (cfg.method == PruneMethod::VisionZip) want |= ClipVisionTower::kTapKeyMean;
   if (cfg.method == PruneMethod::VFlowOpt) want |= ClipVisionTower::kTapAttentionMatrix;
+  // VFlowOpt's patch entropies are host work on the crop alone (~0.3 ms): on a thread of their own,
+  // started before the encoder is queued, so they overlap the queueing and the encoder's kernels.
+  std::future<std::vector<float>> entropy;
+  if (cfg.method == PruneMethod::VFlowOpt && cfg.entropy_weight != 0) {
+    const int64_t patch = tower.config().patch_size, grid = tower.config().image_size / patch;
+    MMATTN_CHECK(crop.width == grid * patch && crop.height == grid * patch, ShapeError, "vflowopt: the crop is ",
+                 crop.width, "x", crop.height, ", expected ", grid * patch, " square");
+    entropy = std::async(std::launch::async, [&crop, patch, grid] { return patch_entropy(crop, patch, grid); });
+  }
   const ClipVisionTower::FeatureTaps taps = tower.feature_taps(pixel_values, enc.feature_layers()[0], want);
   const Tensor h = taps.features.select(0, 0);  // [1 + N, Dv]
   const int64_t n = h.size(0) - 1;
@@ -425,17 +435,10 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
     }
     case PruneMethod::VFlowOpt: {
       const int64_t grid = int64_t(std::lround(std::sqrt(double(n))));
-      // The projector (queued now: it needs only the features) and the patch entropies (host work
-      // on the crop alone) first, so that both run while the encoder's kernels do, before the first
-      // download below waits for them.
+      // The projector queued now (it needs only the features), so that it runs while the host
+      // waits for the first download below.
       const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
-      std::vector<float> H;
-      if (cfg.entropy_weight != 0) {
-        const int64_t patch = tower.config().patch_size;
-        MMATTN_CHECK(crop.width == grid * patch && crop.height == grid * patch, ShapeError,
-                     "vflowopt: the crop is ", crop.width, "x", crop.height, ", expected ", grid * patch, " square");
-        H = patch_entropy(crop, patch, grid);
-      }
+      MMATTN_CHECK(grid * grid == n, ShapeError, "vflowopt: ", n, " patches do not form a square grid");
       // A [N, N]: the head-mean attention among the patches (row i attends to column j), on the
       // device; only [N]-float column sums come back: over all rows (a product with ones) and over
       // the sink rows (weighted_rows with weight 1, in sink order).
@@ -455,6 +458,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       std::vector<float> imp = sink_sum.apply(A).to_floats();
       for (float& v : imp) v /= float(sinks.size());
       if (cfg.entropy_weight != 0) {
+        const std::vector<float> H = entropy.get();  // (computed on its thread meanwhile)
         const float m = *std::max_element(H.begin(), H.end());
         double z = 0;
         for (float e : H) z += std::exp(double(e - m));
