@@ -20,6 +20,22 @@
 
 namespace mmattn::bench {
 
+// Median wall time in ms of fn() followed by a device synchronisation, over `reps` runs after one
+// warm-up (host clock: what a caller waiting on the result sees, host work included).
+inline double host_median_ms(const std::function<void()>& fn, int reps) {
+  fn();
+  synchronize();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto a = std::chrono::steady_clock::now();
+    fn();
+    synchronize();
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
 // Median time in ms of fn() over `reps` runs after `warmup` runs, timed with events on the
 // current stream.
 inline double time_ms(const std::function<void()>& fn, int warmup = 5, int reps = 30) {

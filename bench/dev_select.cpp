@@ -15,36 +15,18 @@
 using namespace mmattn;
 using namespace mmattn::bench;
 
-namespace {
-
-double median_ms(const std::function<void()>& fn, int reps) {
-  fn();
-  synchronize();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    synchronize();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   try {
     const int reps = std::stoi(arg_value(argc, argv, "--reps", "21"));
     const Tensor v = bench_random({576, 4096}, 1, DType::BF16, -1.f, 1.f);
     const Tensor vf = v.to(DType::F32);
     Tensor gram = matmul_f32(v, v, true), norms = vector_norm(v, 2);
-    std::printf("gram f32 copy + sgemm   %8.4f ms\n", median_ms([&] { (void)matmul(v.to(DType::F32), vf, true); }, reps));
-    std::printf("gram bf16 -> f32 (TC)   %8.4f ms\n", median_ms([&] { gram = matmul_f32(v, v, true); }, reps));
-    std::printf("row norms               %8.4f ms\n", median_ms([&] { norms = vector_norm(v, 2); }, reps));
+    std::printf("gram f32 copy + sgemm   %8.4f ms\n", host_median_ms([&] { (void)matmul(v.to(DType::F32), vf, true); }, reps));
+    std::printf("gram bf16 -> f32 (TC)   %8.4f ms\n", host_median_ms([&] { gram = matmul_f32(v, v, true); }, reps));
+    std::printf("row norms               %8.4f ms\n", host_median_ms([&] { norms = vector_norm(v, 2); }, reps));
     for (int64_t k : {1, 64, 575})
       std::printf("greedy k %-4lld          %8.4f ms\n", (long long)k,
-                  median_ms([&] { (void)greedy_max_min(gram, norms, k); }, reps));
+                  host_median_ms([&] { (void)greedy_max_min(gram, norms, k); }, reps));
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dev_select: %s\n", e.what());

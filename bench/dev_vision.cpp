@@ -39,20 +39,6 @@ using namespace mmattn::bench;
 
 namespace {
 
-double median_ms(const std::function<void()>& f, int reps) {
-  f();  // warm-up
-  synchronize();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const auto a = std::chrono::steady_clock::now();
-    f();
-    synchronize();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 PruningConfig make(PruneMethod m, int64_t keep) {
   PruningConfig c;
   c.method = m;
@@ -75,18 +61,18 @@ int main(int argc, char** argv) {
 
     Image img, crop;
     Tensor px;
-    std::printf("decode               %8.3f ms\n", median_ms([&] { img = load_image(image); }, reps));
-    std::printf("preprocess (GPU)     %8.3f ms\n", median_ms([&] {
+    std::printf("decode               %8.3f ms\n", host_median_ms([&] { img = load_image(image); }, reps));
+    std::printf("preprocess (GPU)     %8.3f ms\n", host_median_ms([&] {
                   px = clip_preprocess_to(img, pipe.preprocess_config(), Device::cuda(), DType::BF16, &crop)
                            .unsqueeze(0);
                 }, reps));
     const int64_t n_run = ClipVisionTower::layers_for_feature_layer(vc, enc.feature_layers()[0]);
     std::printf("encoder (%lld layers + projector) %8.3f ms\n", (long long)n_run,
-                median_ms([&] { enc.encode(px); }, reps));
-    std::printf("tower forward        %8.3f ms\n", median_ms([&] { tower.forward(px, n_run); }, reps));
-    std::printf("embed                %8.3f ms\n", median_ms([&] { tower.embed(px); }, reps));
+                host_median_ms([&] { enc.encode(px); }, reps));
+    std::printf("tower forward        %8.3f ms\n", host_median_ms([&] { tower.forward(px, n_run); }, reps));
+    std::printf("embed                %8.3f ms\n", host_median_ms([&] { tower.embed(px); }, reps));
     const Tensor feats = enc.vision_features(px);
-    std::printf("projector            %8.3f ms\n", median_ms([&] { enc.projector().forward(feats); }, reps));
+    std::printf("projector            %8.3f ms\n", host_median_ms([&] { enc.projector().forward(feats); }, reps));
 
     // One layer, op by op (each synchronised): where a layer's time goes.
     const Tensor x = tower.embed(px);
@@ -94,29 +80,29 @@ int main(int argc, char** argv) {
     const int64_t B = x.size(0), L = x.size(1), D = vc.hidden_size, H = vc.num_attention_heads, hd = D / H;
     const float eps = float(vc.layer_norm_eps);
     Tensor h, qkv, o, y, f;
-    std::printf("layer_forward        %8.3f ms\n", median_ms([&] { tower.layer_forward(0, x); }, reps));
-    std::printf("  layer_norm         %8.3f ms\n", median_ms([&] { h = layer_norm(x, w.ln1_w, w.ln1_b, eps); }, reps));
-    std::printf("  qkv linear         %8.3f ms\n", median_ms([&] { qkv = linear(h, w.qkv_w, w.qkv_b); }, reps));
+    std::printf("layer_forward        %8.3f ms\n", host_median_ms([&] { tower.layer_forward(0, x); }, reps));
+    std::printf("  layer_norm         %8.3f ms\n", host_median_ms([&] { h = layer_norm(x, w.ln1_w, w.ln1_b, eps); }, reps));
+    std::printf("  qkv linear         %8.3f ms\n", host_median_ms([&] { qkv = linear(h, w.qkv_w, w.qkv_b); }, reps));
     const Tensor q5 = qkv.view({B, L, 3, H, hd});
     AttentionOptions opt;
     opt.scale = float(1.0 / std::sqrt(double(hd)));
-    std::printf("  attention          %8.3f ms\n", median_ms([&] {
+    std::printf("  attention          %8.3f ms\n", host_median_ms([&] {
                   o = attention(q5.select(2, 0), q5.select(2, 1), q5.select(2, 2), opt).out;
                 }, reps));
     {  // the general mma.sync kernel instead of the Hopper one (override 3), and the encoder with it
       set_attention_kernel_override(3);
-      std::printf("  attention (mma.sync kernel) %8.3f ms\n", median_ms([&] {
+      std::printf("  attention (mma.sync kernel) %8.3f ms\n", host_median_ms([&] {
                     o = attention(q5.select(2, 0), q5.select(2, 1), q5.select(2, 2), opt).out;
                   }, reps));
-      std::printf("encoder with the mma.sync attention %8.3f ms\n", median_ms([&] { enc.encode(px); }, reps));
+      std::printf("encoder with the mma.sync attention %8.3f ms\n", host_median_ms([&] { enc.encode(px); }, reps));
       set_attention_kernel_override(0);
     }
-    std::printf("  out linear         %8.3f ms\n", median_ms([&] { y = linear(o.view({B, L, D}), w.out_w, w.out_b); }, reps));
-    std::printf("  residual add       %8.3f ms\n", median_ms([&] { y = add(x, y); }, reps));
-    std::printf("  fc1 linear         %8.3f ms\n", median_ms([&] { f = linear(h, w.fc1_w, w.fc1_b); }, reps));
+    std::printf("  out linear         %8.3f ms\n", host_median_ms([&] { y = linear(o.view({B, L, D}), w.out_w, w.out_b); }, reps));
+    std::printf("  residual add       %8.3f ms\n", host_median_ms([&] { y = add(x, y); }, reps));
+    std::printf("  fc1 linear         %8.3f ms\n", host_median_ms([&] { f = linear(h, w.fc1_w, w.fc1_b); }, reps));
     const Activation act = parse_activation(vc.hidden_act, "hidden_act");
-    std::printf("  activation         %8.3f ms\n", median_ms([&] { f = apply_activation(f, act); }, reps));
-    std::printf("  fc2 linear_add_    %8.3f ms\n", median_ms([&] { linear_add_(y, f, w.fc2_w, w.fc2_b); }, reps));
+    std::printf("  activation         %8.3f ms\n", host_median_ms([&] { f = apply_activation(f, act); }, reps));
+    std::printf("  fc2 linear_add_    %8.3f ms\n", host_median_ms([&] { linear_add_(y, f, w.fc2_w, w.fc2_b); }, reps));
 
     // The pre-LLM pruning methods' whole vision step.
     const int64_t N = vc.num_patches(), grid = vc.image_size / vc.patch_size;
@@ -133,25 +119,25 @@ int main(int argc, char** argv) {
     }
     for (const auto& [name, c] : cfgs)
       std::printf("encode_visual_tokens %-22s %8.3f ms\n", name.c_str(),
-                  median_ms([&] { encode_visual_tokens(c, enc, px, crop); }, reps));
+                  host_median_ms([&] { encode_visual_tokens(c, enc, px, crop); }, reps));
     for (unsigned taps : {0u, unsigned(ClipVisionTower::kTapClsAttention),
                           unsigned(ClipVisionTower::kTapClsAttention | ClipVisionTower::kTapKeyMean),
                           unsigned(ClipVisionTower::kTapAttentionMatrix)})
       std::printf("feature_taps (taps %u) %8.3f ms\n", taps,
-                  median_ms([&] { tower.feature_taps(px, enc.feature_layers()[0], taps); }, reps));
+                  host_median_ms([&] { tower.feature_taps(px, enc.feature_layers()[0], taps); }, reps));
 
     // FasterVLM's steps after the taps, one by one
     {
       const ClipVisionTower::FeatureTaps taps = tower.feature_taps(px, enc.feature_layers()[0], ClipVisionTower::kTapClsAttention);
       const Tensor patches = taps.features.select(0, 0).slice(0, 1, N + 1);
       std::vector<float> cls;
-      std::printf("  sum_over_heads     %8.3f ms\n", median_ms([&] { cls = sum_over_heads(taps.cls_attention); }, reps));
+      std::printf("  sum_over_heads     %8.3f ms\n", host_median_ms([&] { cls = sum_over_heads(taps.cls_attention); }, reps));
       std::vector<int64_t> off{0}, idx;
       std::vector<float> w;
       for (int64_t i = 0; i < 64; ++i) idx.push_back(i * 9), w.push_back(1.f), off.push_back(i + 1);
       Tensor sel;
-      std::printf("  weighted_rows 64   %8.3f ms\n", median_ms([&] { sel = weighted_rows(patches, off, idx, w); }, reps));
-      std::printf("  projector 64 rows  %8.3f ms\n", median_ms([&] { enc.projector().forward(sel); }, reps));
+      std::printf("  weighted_rows 64   %8.3f ms\n", host_median_ms([&] { sel = weighted_rows(patches, off, idx, w); }, reps));
+      std::printf("  projector 64 rows  %8.3f ms\n", host_median_ms([&] { enc.projector().forward(sel); }, reps));
     }
 
     // The decoder prefill of a 64-kept prompt (~83 rows: FasterVLM's TTFT at keep 64)
@@ -163,7 +149,7 @@ int main(int argc, char** argv) {
     KVCache cache = lm.make_cache(1, rows + 1);
     LlamaForwardOptions fo;
     fo.last_only = true;
-    std::printf("decoder prefill %lld rows %8.3f ms\n", (long long)rows, median_ms([&] {
+    std::printf("decoder prefill %lld rows %8.3f ms\n", (long long)rows, host_median_ms([&] {
                   cache.reset_all();
                   lm.forward(embeds, cache, fo);
                 }, reps));
@@ -180,7 +166,7 @@ int main(int argc, char** argv) {
       for (int which : {1, 3}) {
         set_attention_kernel_override(which);
         std::printf("attention L %lld H %lld D %lld override %d %8.4f ms\n", (long long)L, (long long)H,
-                    (long long)D, which, median_ms([&] { attention(qa, ka, va, ao); }, reps));
+                    (long long)D, which, host_median_ms([&] { attention(qa, ka, va, ao); }, reps));
       }
       set_attention_kernel_override(0);
     }
