@@ -98,15 +98,6 @@ __device__ __forceinline__ uint32_t word(const uint4& v) {
   else return v.w;
 }
 
-// t[c] for c in [0, 4) without indexing a register array at run time.
-__device__ __forceinline__ float pick4(const float (&t)[4], int c) {
-  float r = t[0];
-  r = c == 1 ? t[1] : r;
-  r = c == 2 ? t[2] : r;
-  r = c == 3 ? t[3] : r;
-  return r;
-}
-
 template <class T, int D, bool MOD>
 __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const DecodeArgs a) {
   constexpr int NG = (D + 31) / 32;  // 32-wide d groups of S = Q K^T (2 k-steps each)
@@ -115,6 +106,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   __shared__ __align__(16) float s_acc[kWarps][kRowsPerUnit][DP];
   __shared__ __align__(16) float s_st[kWarps][kRowsPerUnit][kStatFloats];
   __shared__ int s_last;
+  // MOD: {abs gain, bias, post weight, -} of each local row (16) and key class (4); rows that are
+  // not modulated get {0, 0, 1}. Read per score by class (one shared load instead of register
+  // selects: the tables would otherwise take 24 registers of every thread).
+  __shared__ float4 s_tab[MOD ? kRowsPerUnit : 1][4];
   const AttentionParams& p = a.p;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
@@ -151,10 +146,23 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
     return (int64_t(b) * p.hq + hk * a.group + (rr_ - i * a.group)) * p.lq + i;
   };
 
+  if constexpr (MOD) {
+    if (threadIdx.x < kRowsPerUnit * 4) {
+      const int r = rg * kRowsPerUnit + (threadIdx.x >> 2), cc = threadIdx.x & 3;
+      const bool ok = r < a.rows;
+      const int i = ok ? r / a.group : 0;
+      const int h = hk * a.group + (ok ? r - i * a.group : 0);
+      const int C = p.num_classes;
+      const bool has = ok && i >= p.first_modulated_row && p.key_class && cc < C;
+      s_tab[threadIdx.x >> 2][cc] = make_float4(has && p.logit_abs_gain ? p.logit_abs_gain[h * C + cc] : 0.f,
+                                                has && p.logit_bias ? p.logit_bias[h * C + cc] : 0.f,
+                                                has && p.post_weight ? p.post_weight[h * C + cc] : 1.f, 0.f);
+    }
+    __syncthreads();
+  }
   // --- this lane's two rows (g and g + 8 of the M tile) ---
   int jend[2];
   uint4 qf[2][NG];
-  float tab_a[2][4], tab_b[2][4], tab_w[2][4];
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int r = rg * kRowsPerUnit + g + 8 * rr;
@@ -169,17 +177,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
     for (int gi = 0; gi < NG; ++gi) {
       const int d = 32 * gi + 8 * c;
       qf[rr][gi] = (ok && d < D) ? *reinterpret_cast<const uint4*>(qp + d) : make_uint4(0, 0, 0, 0);
-    }
-    if constexpr (MOD) {
-      const bool mod_row = ok && i >= p.first_modulated_row && p.key_class;
-      const int C = p.num_classes;
-#pragma unroll
-      for (int cc = 0; cc < 4; ++cc) {
-        const bool has = mod_row && cc < C;
-        tab_a[rr][cc] = has && p.logit_abs_gain ? p.logit_abs_gain[h * C + cc] : 0.f;
-        tab_b[rr][cc] = has && p.logit_bias ? p.logit_bias[h * C + cc] : 0.f;
-        tab_w[rr][cc] = has && p.post_weight ? p.post_weight[h * C + cc] : 1.f;
-      }
     }
   }
   int jmax = max(jend[0], jend[1]);
@@ -273,9 +270,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
         float z = s[t][e] * p.scale;
         if constexpr (MOD) {
           const int cc = (cls_pk >> (8 * (2 * t + (e & 1)))) & 0xff;
-          z += pick4(tab_a[rr], cc) * fabsf(z);
-          z += pick4(tab_b[rr], cc);
-          wt[t][e] = pick4(tab_w[rr], cc);
+          const float4 te = s_tab[g + 8 * rr][cc];
+          z += te.x * fabsf(z);
+          z += te.y;
+          wt[t][e] = te.z;
         }
         s[t][e] = key < jend[rr] ? z : -INFINITY;
       }
