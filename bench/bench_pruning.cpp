@@ -53,6 +53,10 @@ double paired_difference_ms(const std::function<double()>& a, const std::functio
   return median(d);
 }
 
+constexpr PruneMethod kAllMethods[] = {PruneMethod::FastV,     PruneMethod::PDrop, PruneMethod::FasterVLM,
+                                       PruneMethod::VisionZip, PruneMethod::Dart,  PruneMethod::DivPrune,
+                                       PruneMethod::VFlowOpt};
+
 PruningConfig make(PruneMethod m, int64_t keep) {
   PruningConfig c;
   c.method = m;
@@ -73,8 +77,22 @@ int main(int argc, char** argv) {
     const std::string out = arg_value(argc, argv, "--out", "bench/results");
     const std::string model = llava7b_model(argc, argv, "bench_pruning");
     const std::string only_methods = arg_value(argc, argv, "--methods", "");
-    bool overhead_only = false;
-    for (int i = 1; i < argc; ++i) overhead_only |= std::string(argv[i]) == "--overhead-only";
+    bool overhead_only = false, out_given = false;
+    for (int i = 1; i < argc; ++i) {
+      overhead_only |= std::string(argv[i]) == "--overhead-only";
+      out_given |= std::string(argv[i]) == "--out";
+    }
+    // a partial run must not replace the committed bench/results/pruning.json by default
+    MMATTN_CHECK(out_given || (only_methods.empty() && !overhead_only), ConfigError,
+                 "bench_pruning: --methods / --overhead-only write a partial pruning.json; give --out DIR");
+    for (size_t a = 0, b; a < only_methods.size(); a = b + 1) {
+      b = only_methods.find(',', a);
+      if (b == std::string::npos) b = only_methods.size();
+      const std::string name = only_methods.substr(a, b - a);
+      MMATTN_CHECK(std::any_of(std::begin(kAllMethods), std::end(kAllMethods),
+                               [&](PruneMethod m) { return name == prune_method_name(m); }),
+                   ConfigError, "bench_pruning: --methods: unknown method '", name, "'");
+    }
     if (model.empty()) return 0;
     Results r{"pruning"};
     r.ceilings = {{"copy_GBps", measure_copy_GBps()}};
@@ -208,10 +226,7 @@ int main(int argc, char** argv) {
            {"kv_bytes_per_seq", base.kv_bytes}});
     r.add({{"case", "unpruned decode b16"}, {"metric", "throughput"}, {"unit", "tok/s"}, {"ours", base.decode_tps}});
 
-    const PruneMethod methods[] = {PruneMethod::FastV,  PruneMethod::PDrop,    PruneMethod::FasterVLM,
-                                   PruneMethod::VisionZip, PruneMethod::Dart, PruneMethod::DivPrune,
-                                   PruneMethod::VFlowOpt};
-    for (PruneMethod m : methods) {
+    for (PruneMethod m : kAllMethods) {
       const std::string name = prune_method_name(m);
       if (!only_methods.empty() && ("," + only_methods + ",").find("," + name + ",") == std::string::npos) continue;
       // selection overhead: keep everything (the method still ranks and selects)
