@@ -12,8 +12,9 @@
 // block of the unit to finish (atomic counter; `fused`, when the unit's partials are few) or
 // decode_combine_kernel merges the gridDim.x partials into out, LSE and class mass.
 //
-// The main loop uses no shared memory: every warp streams its keys straight into registers with
-// 16-byte loads and feeds mma.sync m16n8k16 from registers:
+// The main loop uses no shared memory for K and V (only MOD reads its per-row class tables there):
+// every warp streams its keys straight into registers with 16-byte loads and feeds mma.sync
+// m16n8k16 from registers:
 //   S = Q K^T: the reduction over d may visit d in any order as long as Q and K agree, so lane
 //     (n = lane/4, c = lane%4) loads the 16 bytes K[key n][32 gi + 8 c .. + 7] and uses them as
 //     its B fragments of two k-steps (logical k {2c, 2c+1, 2c+8, 2c+9} <- physical d
