@@ -191,7 +191,7 @@ Tensor ClipVisionTower::layer_forward(int64_t i, const Tensor& x, const Tensor& 
   opt.scale = float(1.0 / std::sqrt(double(hd)));
   Tensor o = attention(pad_head_dim(q, dp), pad_head_dim(k, dp), pad_head_dim(v, dp), opt).out;  // [B, L, H, dp]
   if (dp != hd) o = o.slice(3, 0, hd).contiguous();
-  Tensor y = add(x, linear(o.view({B, L, D}), w.out_w, w.out_b));
+  Tensor y = linear_residual(x, o.view({B, L, D}), w.out_w, w.out_b);  // x + out(o), one rounding
   const Tensor h = layer_norm(y, w.ln2_w, w.ln2_b, float(cfg_.layer_norm_eps));
   linear_add_(y, apply_activation(linear(h, w.fc1_w, w.fc1_b), act_), w.fc2_w, w.fc2_b);
   return y;

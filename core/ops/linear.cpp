@@ -82,8 +82,10 @@ void check_out(const char* op, const Tensor& y, const Tensor& x, int64_t n) {
                shape_str(out_shape_of(x, n)), " on ", x.device().str(), ", got ", y.desc());
 }
 
-// y (+)= x [..., K] @ weight^T + bias as one GEMM (x folded into [M, K], weight stored [N, K]).
-void gemm_into(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, bool accumulate) {
+// y (+)= x [..., K] @ weight^T + bias as one GEMM (x folded into [M, K], weight stored [N, K]);
+// accumulating from c_in (same shape as y) instead of y when it is given.
+void gemm_into(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, bool accumulate,
+               const Tensor& c_in = Tensor()) {
   const int64_t n = weight.size(0), k = weight.size(1);
   Tensor xc = x.contiguous();
   Tensor wc = weight.contiguous();
@@ -102,6 +104,7 @@ void gemm_into(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& b
   p.dtype = x.dtype();
   p.allow_tf32 = g_allow_tf32;
   p.accumulate = accumulate;
+  p.c_in = c_in.defined() ? c_in.data_ptr() : nullptr;
   p.b_static = true;  // linear() / linear_add_: a layer's weight
   if (accumulate && k == 0) {  // nothing to multiply: add the bias, if any
     if (bias.defined()) add_(y, bias);
@@ -161,6 +164,28 @@ void linear_add_(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor&
   const int64_t n = check_linear(op, x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
   check_out(op, y, x, n);
   if (y.numel() > 0) gemm_into(y, x, weight, bias, true);
+}
+
+Tensor linear_residual(const Tensor& residual, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const char* op = "linear_residual";
+  const int64_t n = check_linear(op, x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
+  check_defined(residual, op, "residual");
+  MMATTN_CHECK(residual.shape() == out_shape_of(x, n) && residual.dtype() == x.dtype() &&
+                   residual.device() == x.device(),
+               ShapeError, op, ": 'residual' must be a ", dtype_name(x.dtype()), " tensor of shape ",
+               shape_str(out_shape_of(x, n)), " on ", x.device().str(), ", got ", residual.desc());
+  Tensor y = Tensor::empty(out_shape_of(x, n), x.dtype(), x.device());
+  if (y.numel() == 0) return y;
+  const Tensor rc = residual.contiguous();
+  // One cuBLASLt call (C = residual, D = y) where linear_add_ would take cuBLASLt too; else (the
+  // CPU, decode-sized rows, K = 0) the composition: a copy, then linear_add_.
+  if (x.is_cuda() && weight.size(1) > 0 && y.numel() / n > kGemvMaxRows) {
+    gemm_into(y, x, weight, bias, true, rc);
+  } else {
+    y.copy_from(rc);
+    linear_add_(y, x, weight, bias);
+  }
+  return y;
 }
 
 Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,

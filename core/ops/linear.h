@@ -37,6 +37,9 @@ Tensor matmul_f32(const Tensor& a, const Tensor& b, bool transpose_b = false);
 //   swiglu_linear_add_(y, gate_up [..., 2K], weight [N, K], bias?) y += linear(swiglu_fused(gate_up), ...)
 // y must be contiguous with the leading shape of x and the dtype/device of x, and must not overlap x.
 void linear_add_(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+//   linear_residual(r [..., N], x [..., K], weight, bias?)       r + linear(x, weight, bias) as a new
+//        tensor, r untouched (a GEMM reading r as its C and writing the result as D, beta = 1)
+Tensor linear_residual(const Tensor& residual, const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
                        const Tensor& bias = Tensor());
 void swiglu_linear_add_(Tensor& y, const Tensor& gate_up, const Tensor& weight, const Tensor& bias = Tensor());
@@ -60,6 +63,7 @@ struct GemmParams {
   bool f32_out = false;          // c is F32 (half inputs, f32 accumulation, no rounding to the input type)
   bool allow_tf32 = false;
   bool accumulate = false;  // c += ... (beta = 1; one rounding)
+  const void* c_in = nullptr;  // accumulate: add this [m, n] (c's shape and strides) instead of c's contents
   bool b_static = false;    // b is a parameter, not written by work still in flight (linear(), above)
 };
 void gemm_cpu(const GemmParams& p);

@@ -10,6 +10,7 @@
 namespace mmattn {
 
 void gemm_cpu(const GemmParams& p) {
+  MMATTN_CHECK(!p.c_in && !p.f32_out, UnsupportedError, "gemm_cpu: no separate C input or f32 result (f32 only)");
   constexpr int64_t kMax = std::numeric_limits<int>::max();
   MMATTN_CHECK(p.m <= kMax && p.n <= kMax && p.k <= kMax, UnsupportedError, "gemm_cpu: dims m=", p.m, " n=", p.n,
                " k=", p.k, " exceed the BLAS int range");

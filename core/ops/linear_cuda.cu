@@ -9,6 +9,7 @@
 // algorithm) keyed by everything the heuristic depends on, including pointer alignments.
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -211,9 +212,12 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
   MMATTN_CHECK(!p.bias || p.batch == 1 || p.stride_c == p.m * p.n, UnsupportedError,
                "gemm_cuda: a bias needs a dense batched output");
   MMATTN_CHECK(!p.f32_out || !p.bias, UnsupportedError, "gemm_cuda: an f32 result takes no bias");
-  if (!p.f32_out && skinny_gemm_sm90(p, s)) return;  // Hopper: weight by TMA, wgmma (m <= 128)
+  MMATTN_CHECK(!p.c_in || (p.accumulate && !p.f32_out), UnsupportedError,
+               "gemm_cuda: a separate C input is an accumulation into a result of the input type");
+  const bool plain = !p.f32_out && !p.c_in;  // the skinny kernels write their result in place
+  if (plain && skinny_gemm_sm90(p, s)) return;  // Hopper: weight by TMA, wgmma (m <= 128)
   // decode-sized: the skinny kernel (gemv_cuda.cuh)
-  if (!p.f32_out && p.batch == 1 && p.trans_b && p.m <= kGemvMaxRows) {
+  if (plain && p.batch == 1 && p.trans_b && p.m <= kGemvMaxRows) {
     GemvParams g;
     g.x = p.a, g.weight = p.b, g.bias = p.bias, g.y = p.c;
     g.m = p.m, g.n = p.n, g.k = p.k, g.x_stride = p.k;
@@ -241,7 +245,8 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
               p.dtype == DType::F32 && p.allow_tf32,
               alignment_of(p.a, batched ? p.stride_a * es : 0),
               alignment_of(p.b, batched ? p.stride_b * es : 0),
-              alignment_of(p.c, batched ? p.stride_c * (p.f32_out ? 4 : es) : 0),
+              std::min(alignment_of(p.c, batched ? p.stride_c * (p.f32_out ? 4 : es) : 0),
+                       p.c_in ? alignment_of(p.c_in, batched ? p.stride_c * es : 0) : 256u),
               p.bias ? alignment_of(p.bias, 0) : 256u};
   cublasLtHandle_t handle = handle_for(device);
   auto it = t_state.plans.find(key);
@@ -254,8 +259,9 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
     MMATTN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof(p.bias)));
   const float alpha = 1.f, beta = p.accumulate ? 1.f : 0.f;
-  MMATTN_CUBLAS_CHECK(cublasLtMatmul(handle, plan.op, &alpha, p.b, plan.la, p.a, plan.lb, &beta, p.c, plan.lc, p.c,
-                                     plan.lc, &plan.algo, workspace_for(s), kWorkspaceBytes, s));
+  MMATTN_CUBLAS_CHECK(cublasLtMatmul(handle, plan.op, &alpha, p.b, plan.la, p.a, plan.lb, &beta,
+                                     p.c_in ? p.c_in : p.c, plan.lc, p.c, plan.lc, &plan.algo, workspace_for(s),
+                                     kWorkspaceBytes, s));
   if (p.bias && !plan.bias_fused) {
     dispatch_float(p.dtype, "linear(bias)", [&]<class T>() {
       const int64_t total = p.batch * p.m * p.n;  // C is dense when a bias is given (checked above)

@@ -150,6 +150,12 @@ TEST(Linear, FusedFormsEqualTheirCompositions) {
   y = y0.clone();
   swiglu_linear_add_(y, gu, w);
   EXPECT_LT(rel_err(y, add(y0, linear(swiglu_fused(gu), w))), 1e-6);
+  // linear_residual: a new tensor, the residual untouched (also a strided residual)
+  const Tensor r = linear_residual(y0, x, w, b);
+  EXPECT_LT(rel_err(r, add(y0, linear(x, w, b))), 1e-6);
+  EXPECT_EQ(max_abs_diff(y0, y0.clone()), 0.0);
+  const Tensor yt = rand_tensor({2, 5, 3}, 7).transpose(1, 2);
+  EXPECT_LT(rel_err(linear_residual(yt, x, w), add(yt, linear(x, w))), 1e-6);
   // K == 0: adds the bias (or nothing)
   y = y0.clone();
   linear_add_(y, Tensor::empty({2, 3, 0}, DType::F32), Tensor::empty({5, 0}, DType::F32), b);
@@ -168,6 +174,7 @@ TEST(Linear, FusedFormsBadInputNamesTheArguments) {
     linear_add_(strided, x, w);
   }, {"'y'", "contiguous"});
   expect_shape_error([&] { rms_norm_linear(x, rand_tensor({5}, 4), 1e-6f, w); }, {"'norm_weight'", "[4]"});
+  expect_shape_error([&] { linear_residual(rand_tensor({3, 3}, 4), x, w); }, {"linear_residual", "'residual'", "[2, 3]"});
   expect_shape_error([&] { swiglu_linear_add_(y, rand_tensor({2, 7}, 4), w); }, {"'gate_up'", "2K"});
   expect_shape_error([&] { swiglu_linear_add_(y, rand_tensor({2, 6}, 4), w); }, {"'x'", "K = 3", "K = 4"});
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/ops/activation.h"
+#include "core/ops/elementwise.h"
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
 #include "test_util.h"
@@ -104,6 +105,22 @@ TEST_P(LinearCuda, MatmulF32ResultMatchesCpu) {
     EXPECT_LT(rel_err(got, matmul(a, bt, true)), 1e-5) << m << " " << k << " " << n;
     Tensor a3 = round_to(rand_tensor({2, m, k}, seed++), dt), b3 = round_to(rand_tensor({2, k, n}, seed++), dt);
     EXPECT_LT(rel_err(matmul_f32(a3.to(Device::cuda(), dt), b3.to(Device::cuda(), dt)), matmul(a3, b3)), 1e-5);
+  }
+}
+
+// linear_residual: one cuBLASLt call reading the residual as C above the skinny kernels' rows, the
+// composition (copy + linear_add_) at decode sizes; the residual is left as it was.
+TEST_P(LinearCuda, LinearResidualMatchesCpu) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  uint64_t seed = 950;
+  for (int64_t m : {1, 8, 9, 577}) {
+    Tensor x = round_to(rand_tensor({m, 96}, seed++), dt), w = round_to(rand_tensor({40, 96}, seed++), dt);
+    Tensor b = round_to(rand_tensor({40}, seed++), dt), r = round_to(rand_tensor({m, 40}, seed++), dt);
+    const Tensor gr = r.to(Device::cuda(), dt);
+    const Tensor got = linear_residual(gr, x.to(Device::cuda(), dt), w.to(Device::cuda(), dt), b.to(Device::cuda(), dt));
+    EXPECT_LT(rel_err(got, add(r, linear(x, w, b))), tol_for(dt)) << m;
+    EXPECT_EQ(max_abs_diff(gr.to(Device::cpu(), DType::F32), r), 0.0) << "residual written, m " << m;
   }
 }
 
