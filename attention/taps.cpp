@@ -95,8 +95,8 @@ Tensor head_mean(const Tensor& probs) {
   const Tensor c = probs.contiguous();
   const int64_t B = c.size(0), H = c.size(1), R = c.size(2), L = c.size(3);
   Tensor out = Tensor::empty({B, R, L}, DType::F32, c.device());
-  HeadMeanParams p{c.data<float>(), out.data<float>(), B, H, R * L};
   if (out.numel() == 0) return out;
+  const HeadMeanParams p{c.data<float>(), out.data<float>(), B, H, R * L};
   if (c.is_cuda()) {
     MMATTN_IF_CUDA(head_mean_cuda(p, current_stream()));
   } else {

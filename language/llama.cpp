@@ -312,9 +312,11 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
           split();
         }
         rows.set_valid(nv, n_new, device_);
-        bool moved = false;
-        for (const auto& dl : delta) moved = moved || std::any_of(dl.begin(), dl.end(), [](int64_t v) { return v != 0; });
-        if (d->renumber_positions && moved) {
+        // (without renumbering every change is zero)
+        const bool moved = std::any_of(delta.begin(), delta.end(), [](const std::vector<int64_t>& dl) {
+          return std::any_of(dl.begin(), dl.end(), [](int64_t v) { return v != 0; });
+        });
+        if (moved) {
           for (auto& dl : delta) dl.resize(size_t(n_new), 0);
           LlamaRopeCache().apply_(q, k, delta, rope_);
         }

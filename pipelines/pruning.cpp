@@ -333,9 +333,9 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   if (cfg.method == PruneMethod::VFlowOpt) want |= ClipVisionTower::kTapAttentionMatrix;
   // VFlowOpt's patch entropies are host work on the crop alone (~0.3 ms): on a thread of their own,
   // started before the encoder is queued, so they overlap the queueing and the encoder's kernels.
+  const int64_t patch = tower.config().patch_size, grid = tower.config().image_size / patch;  // patches per side
   std::future<std::vector<float>> entropy;
   if (cfg.method == PruneMethod::VFlowOpt && cfg.entropy_weight != 0) {
-    const int64_t patch = tower.config().patch_size, grid = tower.config().image_size / patch;
     MMATTN_CHECK(crop.width == grid * patch && crop.height == grid * patch, ShapeError, "vflowopt: the crop is ",
                  crop.width, "x", crop.height, ", expected ", grid * patch, " square");
     entropy = std::async(std::launch::async, [&crop, patch, grid] { return patch_entropy(crop, patch, grid); });
@@ -434,11 +434,9 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       break;
     }
     case PruneMethod::VFlowOpt: {
-      const int64_t grid = int64_t(std::lround(std::sqrt(double(n))));
       // The projector queued now (it needs only the features), so that it runs while the host
       // waits for the first download below.
       const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
-      MMATTN_CHECK(grid * grid == n, ShapeError, "vflowopt: ", n, " patches do not form a square grid");
       // A [N, N]: the head-mean attention among the patches (row i attends to column j), on the
       // device; only [N]-float column sums come back: over all rows (a product with ones) and over
       // the sink rows (weighted_rows with weight 1, in sink order).
