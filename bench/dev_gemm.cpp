@@ -3,16 +3,19 @@
 // calls them (column-major C^T = W^T-op x^T, f32 compute), each timed cold (L2 flushed by a 128 MB
 // memset before every run; events around the product alone), medians of --reps runs, with the
 // algorithm's configuration, so that a consistently better choice than the heuristic's first can
-// be seen.
-//   dev_gemm [--reps 25] [--count 16]
+// be seen. Then the cluster product (gemm_cluster_cuda.cuh) on the decoder's four shapes at m = 64,
+// 104 and 128: the split it chooses and every forced split 1-8, timed the same way.
+//   dev_gemm [--reps 25] [--count 16] [--cluster-only]
 #include <cublasLt.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "bench/bench_util.h"
 #include "core/device.h"
+#include "core/ops/linear.h"
 
 using namespace mmattn;
 using namespace mmattn::bench;
@@ -58,6 +61,46 @@ int main(int argc, char** argv) {
       {"llama gate_up", 104, 22016, 4096, false}, {"llama down", 104, 4096, 11008, true},
       {"vit qkv", 577, 3072, 1024, false}, {"vit out", 577, 1024, 1024, false},
       {"vit fc1", 577, 4096, 1024, false}, {"vit fc2", 577, 1024, 4096, true}};
+  auto cold_us = [&](auto&& fn) {
+    std::vector<float> t;
+    for (int r = 0; r < reps + 2; ++r) {
+      MMATTN_CUDA_CHECK(cudaMemsetAsync(flush, r & 0xff, flush_bytes, s));
+      cudaEventRecord(e0, s);
+      fn();
+      cudaEventRecord(e1, s);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      if (r >= 2) t.push_back(ms);
+    }
+    std::sort(t.begin(), t.end());
+    return 1e3 * t[t.size() / 2];
+  };
+  std::printf("\ncluster product (split 0 = its choice), cold, us (%% of copy)\n");
+  for (int64_t m : {64, 104, 128})
+    for (const Shape3& sh : shapes) {
+      if (sh.m != 104) continue;
+      const Tensor x = bench_random({m, sh.k}, 1, DType::BF16, -1.f, 1.f);
+      const Tensor w = bench_random({sh.n, sh.k}, 2, DType::BF16, -0.02f, 0.02f);
+      Tensor y = bench_random({m, sh.n}, 3, DType::BF16, -1.f, 1.f);
+      GemmParams p;
+      p.a = x.data_ptr(), p.b = w.data_ptr(), p.c = y.data_ptr();
+      p.m = m, p.n = sh.n, p.k = sh.k, p.trans_b = true, p.dtype = DType::BF16, p.accumulate = sh.accumulate;
+      p.b_static = true;
+      if (!cluster_gemm_supported(p)) {
+        std::printf("  not supported here\n");
+        break;
+      }
+      const double bytes = 2.0 * double(sh.n * sh.k + m * sh.k + m * sh.n * (sh.accumulate ? 2 : 1));
+      std::printf("  %-14s m %3lld:", sh.name, (long long)m);
+      for (int split = 0; split <= 8; ++split) {
+        const double us = cold_us([&] { cluster_gemm_cuda(p, s, split); });
+        std::printf(" %d:%.1f(%.0f%%)", split, us, 100.0 * bytes / (us * 1e-6) / 1e9 / copy);
+      }
+      std::printf("\n");
+    }
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--cluster-only") return 0;
   for (const Shape3& sh : shapes) {
     const Tensor x = bench_random({sh.m, sh.k}, 1, DType::BF16, -1.f, 1.f);
     const Tensor w = bench_random({sh.n, sh.k}, 2, DType::BF16, -0.02f, 0.02f);

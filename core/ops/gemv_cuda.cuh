@@ -293,15 +293,6 @@ constexpr int kRowVecs = 64;   // vectors (16 bytes) of each row per stage
 constexpr int kRowStages = 4;  // ring depth (kRowStages - 1 stages in flight)
 constexpr int kRowSmem = kRowStages * kMmaRows * kRowVecs * 16;  // 64 KB
 
-// 16 bytes global -> shared, through L2 only; src_bytes 0 writes zeros (reads nothing).
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
-
 template <class T>
 __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
   extern __shared__ uint4 ring[];  // [stage][row][vector ^ swizzle]
@@ -329,7 +320,7 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
       for (int i = 0; i < kCopyRows; ++i) {
         const int v = st * kRowVecs + cv;
         const bool in = v < kv;
-        cp_async16(slot(st % kRowStages, cr + 4 * i, cv), src[i] + (in ? v : 0), in ? 16 : 0);
+        cp_async16(smem_u32(slot(st % kRowStages, cr + 4 * i, cv)), src[i] + (in ? v : 0), in);
       }
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
   };

@@ -261,6 +261,81 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
       expect_fused_forms(decode_operands(m, k, 4099, dt, seed), dt, tol, std::to_string(m) + "x" + std::to_string(k) + " (mode 2)");
 }
 
+// The cluster product (gemm_cluster_cuda.cuh; sm_90+) element by element against the CPU: m at
+// and past each instantiated width (16 NT, NT = 2, 4, 6, 7, 8; m < 9 only through the direct call),
+// k with a partial last 64-column stage (72, 1000) and K == 8, n with a partial 128-row tile (100,
+// 200, 4099) and n % 4 != 0 (scalar stores), every forced split 1-8 (k = 1000: 16 stages, so split 8
+// gives blocks of 2 stages and split 7 an empty last block) and the chosen one; bias, no bias, and
+// the accumulating form (y starts random: an output the kernel fails to write, or overwrites
+// instead of adding to, shows). Then the routing: linear / linear_add_ / the fused forms at
+// 9 <= m <= 128 take it, and a split tile repeats bit for bit.
+TEST_P(LinearCuda, ClusterProduct) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  if (dt == DType::F32) GTEST_SKIP() << "16-bit only";
+  GemmParams probe;
+  probe.a = probe.b = probe.c = reinterpret_cast<void*>(uintptr_t(256));
+  probe.m = 64, probe.n = 4096, probe.k = 4096, probe.trans_b = true, probe.dtype = dt;
+  if (!cluster_gemm_supported(probe)) GTEST_SKIP() << "needs a compute-capability 9.0+ GPU and an sm_90 build";
+  const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
+  const Device g = Device::cuda();
+  uint64_t seed = 1300;
+  auto check = [&](int64_t m, int64_t k, int64_t n, std::initializer_list<int> splits) {
+    Tensor x = round_to(rand_tensor({m, k}, seed++), dt);
+    Tensor w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
+    Tensor b = round_to(rand_tensor({n}, seed++), dt);
+    Tensor y0 = round_to(rand_tensor({m, n}, seed++), dt);
+    Tensor gx = x.to(g, dt), gw = w.to(g, dt), gb = b.to(g, dt);
+    const Tensor want = linear(x, w, b), want_nb = linear(x, w);
+    Tensor want_acc = y0.clone();
+    linear_add_(want_acc, x, w, b);
+    for (int split : splits) {
+      const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n) + " split " +
+                             std::to_string(split);
+      GemmParams p = probe;
+      p.a = gx.data_ptr(), p.b = gw.data_ptr(), p.m = m, p.n = n, p.k = k;
+      ASSERT_TRUE(cluster_gemm_supported(p)) << at;
+      Tensor y = Tensor::empty({m, n}, dt, g);
+      p.c = y.data_ptr(), p.bias = gb.data_ptr();
+      cluster_gemm_cuda(p, current_stream(), split);
+      EXPECT_LT(worst_elem_err(y, want), tol) << at;
+      p.bias = nullptr;
+      cluster_gemm_cuda(p, current_stream(), split);
+      EXPECT_LT(worst_elem_err(y, want_nb), tol) << at << " no bias";
+      Tensor gy = y0.to(g, dt);
+      p.c = gy.data_ptr(), p.bias = gb.data_ptr(), p.accumulate = true;
+      cluster_gemm_cuda(p, current_stream(), split);
+      EXPECT_LT(worst_elem_err(gy, want_acc), tol) << at << " accumulate";
+    }
+  };
+  for (int64_t m : {1, 9, 32, 33, 64, 65, 96, 97, 104, 112, 113, 128})
+    for (int64_t k : {8, 72, 1000})
+      for (int64_t n : {100, 200, 4099}) check(m, k, n, {0, 1, 3});
+  for (int split = 1; split <= 8; ++split) check(104, 1000, 258, {split});
+  check(104, 4096, 4096, {0, 4, 8});
+  check(17, 11008, 4096, {0, 4});
+  check(128, 4096, 22016, {0});
+
+  // routing: linear, linear_add_ and the fused forms (unfused above 2 rows) at 9 <= m <= 128
+  for (int64_t m : {9, 104, 128}) {
+    const DecodeOperands o = decode_operands(m, 1000, 4099, dt, seed);
+    const std::string at = std::to_string(m) + " rows (routing)";
+    Tensor gx = o.x.to(g, dt), gw = o.w.to(g, dt), gb = o.b.to(g, dt);
+    EXPECT_LT(worst_elem_err(linear(gx, gw, gb), linear(o.x, o.w, o.b)), tol) << at;
+    Tensor gy = o.y0.to(g, dt), y = o.y0.clone();
+    linear_add_(gy, gx, gw, gb);
+    linear_add_(y, o.x, o.w, o.b);
+    EXPECT_LT(worst_elem_err(gy, y), tol) << at << " linear_add_";
+    expect_fused_forms(o, dt, tol, at);
+  }
+  // a split tile is deterministic: the partials are summed in rank order
+  Tensor gx = round_to(rand_tensor({104, 4096}, 1), dt).to(g, dt);
+  Tensor gw = round_to(rand_tensor({4096, 4096}, 2, -0.1f, 0.1f), dt).to(g, dt);
+  const std::vector<float> first = linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats();
+  for (int rep = 0; rep < 3; ++rep)
+    EXPECT_EQ(linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats(), first) << "repeat " << rep;
+}
+
 TEST_P(LinearCuda, EmptyDims) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();

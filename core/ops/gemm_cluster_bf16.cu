@@ -1,0 +1,11 @@
+// Cluster products for __nv_bfloat16 (see gemm_cluster_cuda.cuh).
+#include "core/ops/gemm_cluster_cuda.cuh"
+
+namespace mmattn {
+
+void cluster_gemm_run_bf16(const cluster_gemm::Args& a, int split, StreamHandle s) {
+  cluster_gemm::run<__nv_bfloat16>(a, split, s);
+}
+bool cluster_gemm_built_bf16() { return cluster_gemm::built<__nv_bfloat16>(); }
+
+}  // namespace mmattn

@@ -1,0 +1,346 @@
+#pragma once
+// Prefill-sized products that stream the weight: y [m, n] (+)= x [m, k] @ W [n, k]^T + bias for
+// kGemvMaxRows < m <= kClusterGemmMaxRows (bf16/f16, f32 accumulation) — the decoder's products in
+// a pruned request (~64-128 rows), where the weight bytes bound the time and cuBLASLt read them at
+// 56-80% of copy (bench/NOTES.md, session 12).
+//
+// Tiles: a block owns kRows = 128 weight rows (output columns) and every input row (m padded to
+// MT = 16 NT), and one contiguous range of K; the `split` blocks of a row tile form a thread-block
+// cluster along grid y (the K ranges in order), so a product of n = 4096 still spreads over the
+// whole GPU (32 tiles x 4 blocks) and x is re-read from L2 only n / 128 times.
+// Main loop: the classic multistage cp.async ring (kStages stages of 64 k: the weight tile [128][64]
+// and the x tile [MT][64], 128-byte rows with 16-byte chunk c of row r stored at c ^ (r % 8) so that
+// ldmatrix's 8-row phases hit distinct banks); all 8 warps copy, then multiply on mma.sync
+// m16n8k16 with the weight rows as the A operand and the input rows as B (swap-AB): warp w takes
+// weight rows 32 (w % 4) .. + 31 and input rows MT / 2 (w / 4) .. + MT / 2 - 1.
+// Split K: each block leaves its f32 partial tile in its own shared memory; after a cluster barrier,
+// block r of the cluster sums the tile's input rows [r * per, (r + 1) * per) over the blocks in rank
+// order (distributed shared memory; deterministic), adds the bias (and y, accumulating: one
+// rounding, as the gemv) and writes y; a second barrier keeps every partial alive until it is read.
+// Programmatic dependent launch: a parameter weight's first stages are copied before the wait for
+// the kernel ahead (x and y after it), as the gemv's tensor-core kernel does.
+#include <cooperative_groups.h>
+
+#include <cstdint>
+#include <unordered_map>
+
+#include "core/cuda_reduce.cuh"
+#include "core/cuda_types.cuh"
+#include "core/mma.cuh"
+#include "core/ops/linear.h"
+#include "core/sm90.cuh"
+
+namespace mmattn::cluster_gemm {
+
+constexpr int kThreads = 256;
+constexpr int kRows = 128;    // weight rows per block
+constexpr int kStageK = 64;   // k per stage: 128 bytes of each row
+constexpr int kStages = 6;    // ring depth (kStages - 1 stages in flight)
+constexpr int kMaxSplit = 8;  // portable cluster size
+constexpr int kOutLd = kRows + 4;  // floats per input row of the partial tile (conflict-free stores)
+
+struct Args {
+  const void* x;
+  const void* w;
+  const void* bias;
+  void* y;
+  int m, n, k;
+  bool accumulate;
+  bool weight_static;
+  int split;             // blocks per row tile (the cluster's size along y)
+  int stages_per_block;  // k stages of each block's range (the last block's may be shorter)
+};
+
+template <int NT>
+constexpr int stage_bytes() {
+  return (kRows + 16 * NT) * kStageK * 2;
+}
+template <int NT>
+constexpr int smem_bytes() {
+  constexpr int ring = kStages * stage_bytes<NT>(), part = 16 * NT * kOutLd * 4;
+  return ring > part ? ring : part;
+}
+
+template <class T, int NT>
+__global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters (built(): the host never launches it otherwise)
+  namespace cg = cooperative_groups;
+  constexpr int MT = 16 * NT;
+  constexpr int kWBytes = kRows * kStageK * 2;
+  constexpr int kStageBytes = stage_bytes<NT>();
+  extern __shared__ __align__(128) unsigned char smem[];
+  const uint32_t base = smem_u32(smem);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = blockIdx.x * kRows;
+  const int rank = blockIdx.y;  // = the block's rank in its cluster (cluster dims (1, split, 1))
+  const int kstages = (a.k + kStageK - 1) / kStageK;
+  const int s_begin = rank * a.stages_per_block;
+  const int nst = max(0, min(kstages, s_begin + a.stages_per_block) - s_begin);
+  const T* w = static_cast<const T*>(a.w);
+  const T* x = static_cast<const T*>(a.x);
+
+  // Copy roles: chunk cc (8 elements) of rows cr + 32 i: a warp instruction copies 4 rows x 128 bytes.
+  const int cc = threadIdx.x & 7, cr = threadIdx.x >> 3;
+  auto chunk = [](int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); };
+  auto issue_w = [&](int st) {
+    if (st >= nst) return;
+    const int kk = (s_begin + st) * kStageK + cc * 8;
+    const bool in = kk < a.k;
+    const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes);
+#pragma unroll
+    for (int i = 0; i < kRows / 32; ++i) {
+      const int r = cr + 32 * i;
+      cp_async16(dst + chunk(r, cc), w + int64_t(min(row0 + r, a.n - 1)) * a.k + (in ? kk : 0), in);
+    }
+  };
+  auto issue_x = [&](int st) {
+    if (st >= nst) return;
+    const int kk = (s_begin + st) * kStageK + cc * 8;
+    const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes + kWBytes);
+#pragma unroll
+    for (int r = cr; r < MT; r += 32) {
+      const bool ok = kk < a.k && r < a.m;
+      cp_async16(dst + chunk(r, cc), x + (ok ? int64_t(r) * a.k + kk : 0), ok);
+    }
+  };
+
+  sm90::allow_next_grid();
+  if (a.weight_static) {
+    // A parameter weight: its first stages are copied while the kernel ahead finishes (they join
+    // the first commit group below).
+#pragma unroll
+    for (int st = 0; st < kStages - 1; ++st) issue_w(st);
+    sm90::wait_for_previous_grid();  // x and y (when accumulating) come from the kernels before
+#pragma unroll
+    for (int st = 0; st < kStages - 1; ++st) {
+      issue_x(st);
+      cp_async_commit();
+    }
+  } else {
+    if (cc == 0 && nst > 0)  // L2 hints for the first stages: one per 128-byte row segment
+#pragma unroll
+      for (int i = 0; i < kRows / 32; ++i) {
+        const T* row = w + int64_t(min(row0 + cr + 32 * i, a.n - 1)) * a.k;
+        for (int st = 0; st < min(nst, kStages - 1); ++st)
+          asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min((s_begin + st) * kStageK, a.k - 8)));
+      }
+    sm90::wait_for_previous_grid();  // W, x and y may come from the kernels before
+#pragma unroll
+    for (int st = 0; st < kStages - 1; ++st) {
+      issue_w(st);
+      issue_x(st);
+      cp_async_commit();
+    }
+  }
+
+  const int wr = (warp & 3) * 32;         // this warp's weight rows
+  const int wt = (warp >> 2) * (MT / 2);  // this warp's input rows
+  float acc[2][NT][4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+  for (int st = 0; st < nst; ++st) {
+    cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
+    __syncthreads();               // everyone's; and stage st - 1 is consumed, so its slot may refill
+    issue_w(st + kStages - 1);
+    issue_x(st + kStages - 1);
+    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
+    const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes), xs = ws + kWBytes;
+#pragma unroll
+    for (int ks = 0; ks < kStageK / 16; ++ks) {
+      uint32_t af[2][4];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) ldmatrix_x4(af[i], ws + chunk(wr + 16 * i + (lane & 15), 2 * ks + (lane >> 4)));
+#pragma unroll
+      for (int j = 0; j + 1 < NT; j += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, xs + chunk(wt + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1)));
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          mma16816<T>(acc[i][j], af[i], b[0], b[1]);
+          mma16816<T>(acc[i][j + 1], af[i], b[2], b[3]);
+        }
+      }
+      if constexpr (NT % 2 == 1) {
+        uint32_t b[2];
+        ldmatrix_x2(b, xs + chunk(wt + 8 * (NT - 1) + (lane & 7), 2 * ks + ((lane >> 3) & 1)));
+#pragma unroll
+        for (int i = 0; i < 2; ++i) mma16816<T>(acc[i][NT - 1], af[i], b[0], b[1]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring is free: the partial tile [MT][kOutLd] f32 takes its place
+
+  float* part = reinterpret_cast<float*>(smem);
+  {
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const int r = wr + 16 * i + g, c = wt + 8 * j + 2 * t;
+        part[c * kOutLd + r] = acc[i][j][0];
+        part[(c + 1) * kOutLd + r] = acc[i][j][1];
+        part[c * kOutLd + r + 8] = acc[i][j][2];
+        part[(c + 1) * kOutLd + r + 8] = acc[i][j][3];
+      }
+  }
+  cg::cluster_group cluster = cg::this_cluster();
+  if (a.split > 1)
+    cluster.sync();
+  else
+    __syncthreads();
+
+  // This block's input rows of the tile; each thread 4 consecutive outputs of one input row.
+  const int ms = min(a.m, MT);
+  const int per = (ms + a.split - 1) / a.split;
+  const int c_begin = rank * per, c_end = min(ms, c_begin + per);
+  T* y = static_cast<T*>(a.y);
+  const T* bias = static_cast<const T*>(a.bias);
+  const bool vec = (a.n & 3) == 0;
+  for (int idx = threadIdx.x; idx < (c_end - c_begin) * (kRows / 4); idx += kThreads) {
+    const int c = c_begin + idx / (kRows / 4), q = 4 * (idx % (kRows / 4));
+    const int col = row0 + q;
+    if (col >= a.n) continue;
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int r = 0; r < a.split; ++r) {
+      const float* src = a.split > 1 ? cluster.map_shared_rank(part, r) : part;
+      const float4 v = *reinterpret_cast<const float4*>(src + c * kOutLd + q);
+      s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+    }
+    float o[4] = {s.x, s.y, s.z, s.w};
+    T* yr = y + int64_t(c) * a.n + col;
+    if (vec && col + 4 <= a.n) {
+      Vec<T, 4> out;
+      Vec<T, 4> old;
+      if (a.accumulate) old = *reinterpret_cast<const Vec<T, 4>*>(yr);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float v = o[e] + (bias ? to_f32(bias[col + e]) : 0.f);
+        if (a.accumulate) v += to_f32(old.v[e]);
+        out.v[e] = from_f32<T>(v);
+      }
+      *reinterpret_cast<Vec<T, 4>*>(yr) = out;
+    } else {
+      for (int e = 0; e < 4 && col + e < a.n; ++e) {
+        float v = o[e] + (bias ? to_f32(bias[col + e]) : 0.f);
+        if (a.accumulate) v += to_f32(yr[e]);
+        yr[e] = from_f32<T>(v);
+      }
+    }
+  }
+  if (a.split > 1) cluster.sync();  // the other blocks may still read this block's partials
+#endif
+}
+
+// Whether this build has the kernel for the current device (compute capability 9.0+, code for sm_90
+// or later); cached per thread and device.
+template <class T>
+bool built() {
+  thread_local std::unordered_map<int, bool> cache;
+  int device = 0;
+  MMATTN_CUDA_CHECK(cudaGetDevice(&device));
+  auto it = cache.find(device);
+  if (it == cache.end()) {
+    int major = 0;
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    cudaFuncAttributes fa{};
+    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess &&
+                    fa.binaryVersion >= 90;
+    cudaGetLastError();
+    it = cache.emplace(device, ok).first;
+  }
+  return it->second;
+}
+
+// Blocks of the cluster (split) per row tile when not forced: the split with the lowest modelled
+// time, waves x (k stages per block + kOverheadStages), where a wave is the clusters the device runs
+// at once (cudaOccupancyMaxActiveClusters); a block keeps at least kMinStages stages.
+constexpr int kOverheadStages = 3;
+constexpr int kMinStages = 8;
+
+template <class T, int NT>
+void launch(Args a, int split, StreamHandle s) {
+  constexpr auto kernel = cluster_gemm_kernel<T, NT>;
+  constexpr int smem = smem_bytes<NT>();
+  static const bool attr = [] {
+    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 0));
+    return true;
+  }();
+  (void)attr;
+  const int tiles = (a.n + kRows - 1) / kRows;
+  const int kstages = (a.k + kStageK - 1) / kStageK;
+  auto config = [&](int sp, cudaLaunchAttribute* attrs) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(tiles), unsigned(sp));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = size_t(smem);
+    cfg.stream = s;
+    attrs[0].id = cudaLaunchAttributeClusterDimension;
+    attrs[0].val.clusterDim.x = 1;
+    attrs[0].val.clusterDim.y = unsigned(sp);
+    attrs[0].val.clusterDim.z = 1;
+    attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attrs;
+    cfg.numAttrs = 1;
+    return cfg;
+  };
+  if (split <= 0) {  // pick by the model above (cached per shape and device)
+    struct Key {
+      int device, n, k;
+      bool operator==(const Key&) const = default;
+    };
+    struct Hash {
+      size_t operator()(const Key& q) const { return size_t(q.device) * 1000003u ^ size_t(q.n) * 7919u ^ size_t(q.k); }
+    };
+    thread_local std::unordered_map<Key, int, Hash> picked;
+    int device = 0;
+    MMATTN_CUDA_CHECK(cudaGetDevice(&device));
+    auto it = picked.find(Key{device, a.n, a.k});
+    if (it == picked.end()) {
+      int best = 1;
+      double best_cost = 1e30;
+      for (int sp = 1; sp <= kMaxSplit; ++sp) {
+        const int per = (kstages + sp - 1) / sp;
+        if (sp > 1 && per < kMinStages) break;
+        cudaLaunchAttribute attrs[2];
+        cudaLaunchConfig_t cfg = config(sp, attrs);
+        int wave = 0;
+        if (cudaOccupancyMaxActiveClusters(&wave, kernel, &cfg) != cudaSuccess || wave < 1) {
+          cudaGetLastError();
+          continue;
+        }
+        const int waves = (tiles + wave - 1) / wave;
+        const double cost = double(waves) * double(per + kOverheadStages);
+        if (cost < best_cost) best = sp, best_cost = cost;
+      }
+      it = picked.emplace(Key{device, a.n, a.k}, best).first;
+    }
+    split = it->second;
+  }
+  a.split = split;
+  a.stages_per_block = (kstages + split - 1) / split;
+  cudaLaunchAttribute attrs[2];
+  cudaLaunchConfig_t cfg = config(split, attrs);
+  cfg.numAttrs = sm90::pdl_supported(kernel) ? 2 : 1;
+  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
+}
+
+template <class T>
+void run(const Args& a, int split, StreamHandle s) {
+  const int nt = (a.m + 15) / 16;
+  if (nt <= 2) launch<T, 2>(a, split, s);
+  else if (nt <= 4) launch<T, 4>(a, split, s);
+  else if (nt <= 6) launch<T, 6>(a, split, s);
+  else if (nt <= 7) launch<T, 7>(a, split, s);
+  else launch<T, 8>(a, split, s);
+}
+
+}  // namespace mmattn::cluster_gemm
