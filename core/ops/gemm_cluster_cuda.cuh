@@ -22,6 +22,7 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -34,8 +35,6 @@ namespace mmattn::cluster_gemm {
 
 constexpr int kThreads = 256;
 constexpr int kRows = 128;    // weight rows per block
-constexpr int kStageK = 64;   // k per stage: 128 bytes of each row
-constexpr int kStages = 6;    // ring depth (kStages - 1 stages in flight)
 constexpr int kMaxSplit = 8;  // portable cluster size
 constexpr int kOutLd = kRows + 4;  // floats per input row of the partial tile (conflict-free stores)
 
@@ -51,23 +50,26 @@ struct Args {
   int stages_per_block;  // k stages of each block's range (the last block's may be shorter)
 };
 
-template <int NT>
+// KS: k per stage (64: 128 bytes of each row; 128: 256 bytes); STAGES: ring depth (STAGES - 1 in flight).
+template <int NT, int KS>
 constexpr int stage_bytes() {
-  return (kRows + 16 * NT) * kStageK * 2;
+  return (kRows + 16 * NT) * KS * 2;
 }
-template <int NT>
+template <int NT, int KS, int STAGES>
 constexpr int smem_bytes() {
-  constexpr int ring = kStages * stage_bytes<NT>(), part = 16 * NT * kOutLd * 4;
+  constexpr int ring = STAGES * stage_bytes<NT, KS>(), part = 16 * NT * kOutLd * 4;
   return ring > part ? ring : part;
 }
 
-template <class T, int NT>
+template <class T, int NT, int KS, int STAGES>
 __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
+  constexpr int kStageK = KS, kStages = STAGES;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters (built(): the host never launches it otherwise)
   namespace cg = cooperative_groups;
   constexpr int MT = 16 * NT;
   constexpr int kWBytes = kRows * kStageK * 2;
-  constexpr int kStageBytes = stage_bytes<NT>();
+  constexpr int kStageBytes = stage_bytes<NT, KS>();
+  constexpr int kChunks = KS / 8, kRowStep = kThreads / kChunks;  // 16-byte chunks per row; copy rows per pass
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t base = smem_u32(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -79,17 +81,18 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   const T* w = static_cast<const T*>(a.w);
   const T* x = static_cast<const T*>(a.x);
 
-  // Copy roles: chunk cc (8 elements) of rows cr + 32 i: a warp instruction copies 4 rows x 128 bytes.
-  const int cc = threadIdx.x & 7, cr = threadIdx.x >> 3;
-  auto chunk = [](int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); };
+  // Copy roles: chunk cc (8 elements) of rows cr + kRowStep i: a warp instruction copies 512
+  // contiguous bytes split over 32 / kChunks rows.
+  const int cc = threadIdx.x % kChunks, cr = threadIdx.x / kChunks;
+  auto chunk = [](int r, int c) { return uint32_t(r * KS * 2 + ((c ^ (r & 7)) << 4)); };
   auto issue_w = [&](int st) {
     if (st >= nst) return;
     const int kk = (s_begin + st) * kStageK + cc * 8;
     const bool in = kk < a.k;
     const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes);
 #pragma unroll
-    for (int i = 0; i < kRows / 32; ++i) {
-      const int r = cr + 32 * i;
+    for (int i = 0; i < kRows / kRowStep; ++i) {
+      const int r = cr + kRowStep * i;
       cp_async16(dst + chunk(r, cc), w + int64_t(min(row0 + r, a.n - 1)) * a.k + (in ? kk : 0), in);
     }
   };
@@ -98,7 +101,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     const int kk = (s_begin + st) * kStageK + cc * 8;
     const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes + kWBytes);
 #pragma unroll
-    for (int r = cr; r < MT; r += 32) {
+    for (int r = cr; r < MT; r += kRowStep) {
       const bool ok = kk < a.k && r < a.m;
       cp_async16(dst + chunk(r, cc), x + (ok ? int64_t(r) * a.k + kk : 0), ok);
     }
@@ -119,8 +122,8 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   } else {
     if (cc == 0 && nst > 0)  // L2 hints for the first stages: one per 128-byte row segment
 #pragma unroll
-      for (int i = 0; i < kRows / 32; ++i) {
-        const T* row = w + int64_t(min(row0 + cr + 32 * i, a.n - 1)) * a.k;
+      for (int i = 0; i < kRows / kRowStep; ++i) {
+        const T* row = w + int64_t(min(row0 + cr + kRowStep * i, a.n - 1)) * a.k;
         for (int st = 0; st < min(nst, kStages - 1); ++st)
           asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min((s_begin + st) * kStageK, a.k - 8)));
       }
@@ -250,8 +253,8 @@ bool built() {
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cudaFuncAttributes fa{};
-    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess &&
-                    fa.binaryVersion >= 90;
+    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2, 64, 6>) == cudaSuccess &&
+                    fa.binaryVersion >= 90;  // (every variant is built for the same targets)
     cudaGetLastError();
     it = cache.emplace(device, ok).first;
   }
@@ -264,10 +267,11 @@ bool built() {
 constexpr int kOverheadStages = 3;
 constexpr int kMinStages = 8;
 
-template <class T, int NT>
+template <class T, int NT, int KS, int STAGES>
 void launch(Args a, int split, StreamHandle s) {
-  constexpr auto kernel = cluster_gemm_kernel<T, NT>;
-  constexpr int smem = smem_bytes<NT>();
+  constexpr int kStageK = KS;
+  constexpr auto kernel = cluster_gemm_kernel<T, NT, KS, STAGES>;
+  constexpr int smem = smem_bytes<NT, KS, STAGES>();
   static const bool attr = [] {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 0));
@@ -333,14 +337,27 @@ void launch(Args a, int split, StreamHandle s) {
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
+template <class T, int KS, int STAGES>
+void run_ks(const Args& a, int split, StreamHandle s) {
+  const int nt = (a.m + 15) / 16;
+  if (nt <= 2) launch<T, 2, KS, STAGES>(a, split, s);
+  else if (nt <= 4) launch<T, 4, KS, STAGES>(a, split, s);
+  else if (nt <= 6) launch<T, 6, KS, STAGES>(a, split, s);
+  else if (nt <= 7) launch<T, 7, KS, STAGES>(a, split, s);
+  else launch<T, 8, KS, STAGES>(a, split, s);
+}
+
+// MMATTN_CLUSTER_KS=128 (experiment): 256 bytes of each weight row per stage, 3 stages.
 template <class T>
 void run(const Args& a, int split, StreamHandle s) {
-  const int nt = (a.m + 15) / 16;
-  if (nt <= 2) launch<T, 2>(a, split, s);
-  else if (nt <= 4) launch<T, 4>(a, split, s);
-  else if (nt <= 6) launch<T, 6>(a, split, s);
-  else if (nt <= 7) launch<T, 7>(a, split, s);
-  else launch<T, 8>(a, split, s);
+  static const int ks = [] {
+    const char* e = std::getenv("MMATTN_CLUSTER_KS");
+    return e ? std::atoi(e) : 64;
+  }();
+  if (ks == 128)
+    run_ks<T, 128, 3>(a, split, s);
+  else
+    run_ks<T, 64, 6>(a, split, s);
 }
 
 }  // namespace mmattn::cluster_gemm
