@@ -82,29 +82,33 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   const T* x = static_cast<const T*>(a.x);
 
   // Copy roles: chunk cc (8 elements) of rows cr + kRowStep i: a warp instruction copies 512
-  // contiguous bytes split over 32 / kChunks rows.
+  // contiguous bytes split over 32 / kChunks rows. Sources advance by kStageK per stage from one base
+  // pointer each (32-bit row offsets); destinations are fixed per slot.
+  constexpr int kWCopies = kRows / kRowStep, kXCopies = (MT + kRowStep - 1) / kRowStep;
   const int cc = threadIdx.x % kChunks, cr = threadIdx.x / kChunks;
   auto chunk = [](int r, int c) { return uint32_t(r * KS * 2 + ((c ^ (r & 7)) << 4)); };
-  auto issue_w = [&](int st) {
+  const int k0 = s_begin * kStageK + cc * 8;  // this thread's first k
+  const T* wbase = w + int64_t(row0) * a.k + k0;
+  const T* xbase = x + k0;
+  int woff[kWCopies];
+#pragma unroll
+  for (int i = 0; i < kWCopies; ++i) woff[i] = min(cr + kRowStep * i, a.n - 1 - row0) * a.k;
+  auto issue = [&](int st, bool with_w, bool with_x) {
     if (st >= nst) return;
-    const int kk = (s_begin + st) * kStageK + cc * 8;
-    const bool in = kk < a.k;
+    const bool in = k0 + st * kStageK < a.k;
     const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes);
+    if (with_w)
 #pragma unroll
-    for (int i = 0; i < kRows / kRowStep; ++i) {
-      const int r = cr + kRowStep * i;
-      cp_async16(dst + chunk(r, cc), w + int64_t(min(row0 + r, a.n - 1)) * a.k + (in ? kk : 0), in);
-    }
-  };
-  auto issue_x = [&](int st) {
-    if (st >= nst) return;
-    const int kk = (s_begin + st) * kStageK + cc * 8;
-    const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes + kWBytes);
+      for (int i = 0; i < kWCopies; ++i)
+        cp_async16(dst + chunk(cr + kRowStep * i, cc), in ? wbase + woff[i] + st * kStageK : w, in);
+    if (with_x)
 #pragma unroll
-    for (int r = cr; r < MT; r += kRowStep) {
-      const bool ok = kk < a.k && r < a.m;
-      cp_async16(dst + chunk(r, cc), x + (ok ? int64_t(r) * a.k + kk : 0), ok);
-    }
+      for (int i = 0; i < kXCopies; ++i) {
+        const int r = cr + kRowStep * i;
+        if (r >= MT) break;
+        const bool ok = in && r < a.m;
+        cp_async16(dst + kWBytes + chunk(r, cc), ok ? xbase + r * a.k + st * kStageK : x, ok);
+      }
   };
 
   sm90::allow_next_grid();
@@ -112,32 +116,41 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     // A parameter weight: its first stages are copied while the kernel ahead finishes (they join
     // the first commit group below).
 #pragma unroll
-    for (int st = 0; st < kStages - 1; ++st) issue_w(st);
+    for (int st = 0; st < kStages - 1; ++st) issue(st, true, false);
     sm90::wait_for_previous_grid();  // x and y (when accumulating) come from the kernels before
 #pragma unroll
     for (int st = 0; st < kStages - 1; ++st) {
-      issue_x(st);
+      issue(st, false, true);
       cp_async_commit();
     }
   } else {
     if (cc == 0 && nst > 0)  // L2 hints for the first stages: one per 128-byte row segment
 #pragma unroll
-      for (int i = 0; i < kRows / kRowStep; ++i) {
-        const T* row = w + int64_t(min(row0 + cr + kRowStep * i, a.n - 1)) * a.k;
+      for (int i = 0; i < kWCopies; ++i)
         for (int st = 0; st < min(nst, kStages - 1); ++st)
-          asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min((s_begin + st) * kStageK, a.k - 8)));
-      }
+          if (k0 + st * kStageK < a.k) asm volatile("prefetch.global.L2 [%0];" ::"l"(wbase + woff[i] + st * kStageK));
     sm90::wait_for_previous_grid();  // W, x and y may come from the kernels before
 #pragma unroll
     for (int st = 0; st < kStages - 1; ++st) {
-      issue_w(st);
-      issue_x(st);
+      issue(st, true, true);
       cp_async_commit();
     }
   }
 
+  // ldmatrix row addresses, relative to a slot's weight / x tile: rows r with r % 8 == lane % 8,
+  // so chunk c of step ks sits at (the step-0 offset) ^ (ks << 5) (the swizzle's XOR and the step's
+  // chunk pair touch disjoint bits).
   const int wr = (warp & 3) * 32;         // this warp's weight rows
   const int wt = (warp >> 2) * (MT / 2);  // this warp's input rows
+  const uint32_t lo_a = uint32_t(((lane >> 4) ^ (lane & 7)) << 4), lo_b = uint32_t((((lane >> 3) & 1) ^ (lane & 7)) << 4);
+  uint32_t a_off[2], b_off[(NT + 1) / 2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) a_off[i] = uint32_t((wr + 16 * i + (lane & 15)) * KS * 2) + lo_a;
+#pragma unroll
+  for (int j = 0; j < NT; j += 2) {
+    const int r = wt + 8 * j + (lane & 7) + (j + 1 < NT ? ((lane >> 4) << 3) : 0);
+    b_off[j / 2] = uint32_t(r * KS * 2) + lo_b;
+  }
   float acc[2][NT][4];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
@@ -146,34 +159,39 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
+  // Fragments of step ks of one slot (double-buffered across steps: step ks + 1's loads are in
+  // flight during step ks's products).
+  auto load = [&](uint32_t ws, int ks, uint32_t (&af)[2][4], uint32_t (&bf)[NT][2]) {
+    const uint32_t step = uint32_t(ks << 5), xs = ws + kWBytes;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) ldmatrix_x4(af[i], ws + (a_off[i] ^ step));
+#pragma unroll
+    for (int j = 0; j < NT; j += 2) {
+      if (j + 1 < NT) {
+        uint32_t b[4];
+        ldmatrix_x4(b, xs + (b_off[j / 2] ^ step));
+        bf[j][0] = b[0], bf[j][1] = b[1], bf[j + 1][0] = b[2], bf[j + 1][1] = b[3];
+      } else {
+        ldmatrix_x2(bf[j], xs + (b_off[j / 2] ^ step));
+      }
+    }
+  };
+  constexpr int kSteps = kStageK / 16;
   for (int st = 0; st < nst; ++st) {
     cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
     __syncthreads();               // everyone's; and stage st - 1 is consumed, so its slot may refill
-    issue_w(st + kStages - 1);
-    issue_x(st + kStages - 1);
+    issue(st + kStages - 1, true, true);
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
-    const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes), xs = ws + kWBytes;
+    const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes);
+    uint32_t af[2][2][4], bf[2][NT][2];
+    load(ws, 0, af[0], bf[0]);
 #pragma unroll
-    for (int ks = 0; ks < kStageK / 16; ++ks) {
-      uint32_t af[2][4];
+    for (int ks = 0; ks < kSteps; ++ks) {
+      if (ks + 1 < kSteps) load(ws, ks + 1, af[(ks + 1) & 1], bf[(ks + 1) & 1]);
 #pragma unroll
-      for (int i = 0; i < 2; ++i) ldmatrix_x4(af[i], ws + chunk(wr + 16 * i + (lane & 15), 2 * ks + (lane >> 4)));
+      for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j + 1 < NT; j += 2) {
-        uint32_t b[4];
-        ldmatrix_x4(b, xs + chunk(wt + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1)));
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          mma16816<T>(acc[i][j], af[i], b[0], b[1]);
-          mma16816<T>(acc[i][j + 1], af[i], b[2], b[3]);
-        }
-      }
-      if constexpr (NT % 2 == 1) {
-        uint32_t b[2];
-        ldmatrix_x2(b, xs + chunk(wt + 8 * (NT - 1) + (lane & 7), 2 * ks + ((lane >> 3) & 1)));
-#pragma unroll
-        for (int i = 0; i < 2; ++i) mma16816<T>(acc[i][NT - 1], af[i], b[0], b[1]);
-      }
+        for (int j = 0; j < NT; ++j) mma16816<T>(acc[i][j], af[ks & 1][i], bf[ks & 1][j][0], bf[ks & 1][j][1]);
     }
   }
   cp_async_wait<0>();
