@@ -22,7 +22,6 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -50,27 +49,30 @@ struct Args {
   int stages_per_block;  // k stages of each block's range (the last block's may be shorter)
 };
 
-// KS: k per stage (64: 128 bytes of each row; 128: 256 bytes); STAGES: ring depth (STAGES - 1 in flight).
-template <int NT, int KS>
+constexpr int kStageK = 64;  // k per stage: 128 bytes of each row (the 128-byte swizzle's row)
+constexpr int kStages = 6;   // ring depth (kStages - 1 stages in flight)
+
+template <int NT>
 constexpr int stage_bytes() {
-  return (kRows + 16 * NT) * KS * 2;
+  return (kRows + 16 * NT) * kStageK * 2;
 }
-template <int NT, int KS, int STAGES>
-constexpr int smem_bytes() {
-  constexpr int ring = STAGES * stage_bytes<NT, KS>(), part = 16 * NT * kOutLd * 4;
-  return ring > part ? ring : part;
+template <int NT>
+constexpr int smem_bytes() {  // + 1 KB: the ring is aligned to 1024 bytes (wgmma's swizzle atom)
+  constexpr int ring = kStages * stage_bytes<NT>(), part = 16 * NT * kOutLd * 4;
+  return (ring > part ? ring : part) + 1024;
 }
 
-template <class T, int NT, int KS, int STAGES>
+template <class T, int NT>
 __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
-  constexpr int kStageK = KS, kStages = STAGES;
+  constexpr int KS = kStageK;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters (built(): the host never launches it otherwise)
   namespace cg = cooperative_groups;
   constexpr int MT = 16 * NT;
   constexpr int kWBytes = kRows * kStageK * 2;
-  constexpr int kStageBytes = stage_bytes<NT, KS>();
+  constexpr int kStageBytes = stage_bytes<NT>();
   constexpr int kChunks = KS / 8, kRowStep = kThreads / kChunks;  // 16-byte chunks per row; copy rows per pass
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t base = smem_u32(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = blockIdx.x * kRows;
@@ -137,6 +139,46 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     }
   }
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  // sm_90a: warpgroup wg multiplies weight rows 64 wg .. + 63 by every input row with wgmma
+  // m64n(MT)k16, both operands K-major in the 128-byte swizzle the copies wrote (the generic-proxy
+  // writes are made visible to wgmma's async proxy before the block barrier).
+  constexpr int MTW = MT;
+  const int wg = warp >> 2, wq = warp & 3;
+  float d[MTW / 2];
+#pragma unroll
+  for (int i = 0; i < MTW / 2; ++i) d[i] = 0.f;
+  for (int st = 0; st < nst; ++st) {
+    cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
+    sm90::fence_proxy_async();
+    __syncthreads();  // everyone's; and stage st - 1 is consumed, so its slot may refill
+    issue(st + kStages - 1, true, true);
+    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
+    const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes);
+    const uint64_t da = sm90::make_desc(ws + uint32_t(wg * 64 * 128), 16, 1024);
+    const uint64_t db = sm90::make_desc(ws + kWBytes, 16, 1024);
+    sm90::wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < kStageK / 16; ++ks) sm90::wgmma_ss<T, MTW>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
+    sm90::wg_commit();
+    sm90::wg_wait<0>();
+    sm90::fence_regs(d);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring is free: the partial tile [MT][kOutLd] f32 takes its place
+  float* part = reinterpret_cast<float*>(smem);
+  {
+    const int g = lane >> 2, t = lane & 3, r = wg * 64 + 16 * wq + g;
+#pragma unroll
+    for (int j = 0; j < MTW / 8; ++j) {
+      const int c = 8 * j + 2 * t;
+      part[c * kOutLd + r] = d[4 * j];
+      part[(c + 1) * kOutLd + r] = d[4 * j + 1];
+      part[c * kOutLd + r + 8] = d[4 * j + 2];
+      part[(c + 1) * kOutLd + r + 8] = d[4 * j + 3];
+    }
+  }
+#else
   // ldmatrix row addresses, relative to a slot's weight / x tile: rows r with r % 8 == lane % 8,
   // so chunk c of step ks sits at (the step-0 offset) ^ (ks << 5) (the swizzle's XOR and the step's
   // chunk pair touch disjoint bits).
@@ -211,6 +253,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
         part[(c + 1) * kOutLd + r + 8] = acc[i][j][3];
       }
   }
+#endif
   cg::cluster_group cluster = cg::this_cluster();
   if (a.split > 1)
     cluster.sync();
@@ -271,8 +314,8 @@ bool built() {
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cudaFuncAttributes fa{};
-    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2, 64, 6>) == cudaSuccess &&
-                    fa.binaryVersion >= 90;  // (every variant is built for the same targets)
+    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess &&
+                    fa.binaryVersion >= 90;
     cudaGetLastError();
     it = cache.emplace(device, ok).first;
   }
@@ -285,11 +328,10 @@ bool built() {
 constexpr int kOverheadStages = 3;
 constexpr int kMinStages = 8;
 
-template <class T, int NT, int KS, int STAGES>
+template <class T, int NT>
 void launch(Args a, int split, StreamHandle s) {
-  constexpr int kStageK = KS;
-  constexpr auto kernel = cluster_gemm_kernel<T, NT, KS, STAGES>;
-  constexpr int smem = smem_bytes<NT, KS, STAGES>();
+  constexpr auto kernel = cluster_gemm_kernel<T, NT>;
+  constexpr int smem = smem_bytes<NT>();
   static const bool attr = [] {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 0));
@@ -355,27 +397,12 @@ void launch(Args a, int split, StreamHandle s) {
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
-template <class T, int KS, int STAGES>
-void run_ks(const Args& a, int split, StreamHandle s) {
-  const int nt = (a.m + 15) / 16;
-  if (nt <= 2) launch<T, 2, KS, STAGES>(a, split, s);
-  else if (nt <= 4) launch<T, 4, KS, STAGES>(a, split, s);
-  else if (nt <= 6) launch<T, 6, KS, STAGES>(a, split, s);
-  else if (nt <= 7) launch<T, 7, KS, STAGES>(a, split, s);
-  else launch<T, 8, KS, STAGES>(a, split, s);
-}
-
-// MMATTN_CLUSTER_KS=128 (experiment): 256 bytes of each weight row per stage, 3 stages.
+// m rounds up to 32, 64 or 128 input rows (the wgmma widths).
 template <class T>
 void run(const Args& a, int split, StreamHandle s) {
-  static const int ks = [] {
-    const char* e = std::getenv("MMATTN_CLUSTER_KS");
-    return e ? std::atoi(e) : 64;
-  }();
-  if (ks == 128)
-    run_ks<T, 128, 3>(a, split, s);
-  else
-    run_ks<T, 64, 6>(a, split, s);
+  if (a.m <= 32) launch<T, 2>(a, split, s);
+  else if (a.m <= 64) launch<T, 4>(a, split, s);
+  else launch<T, 8>(a, split, s);
 }
 
 }  // namespace mmattn::cluster_gemm

@@ -262,7 +262,7 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
 }
 
 // The cluster product (gemm_cluster_cuda.cuh; sm_90+) element by element against the CPU: m at
-// and past each instantiated width (16 NT, NT = 2, 4, 6, 7, 8; m < 9 only through the direct call),
+// and past each instantiated width (32, 64, 128; m < 9 only through the direct call),
 // k with a partial last 64-column stage (72, 1000) and K == 8, n with a partial 128-row tile (100,
 // 200, 4099) and n % 4 != 0 (scalar stores), every forced split 1-8 (k = 1000: 16 stages, so split 8
 // gives blocks of 2 stages and split 7 an empty last block) and the chosen one; bias, no bias, and
