@@ -1,5 +1,6 @@
 // Host side of the cluster product (kernel: gemm_cluster_cuda.cuh, instantiated per dtype in
 // gemm_cluster_bf16.cu / gemm_cluster_f16.cu).
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 
@@ -12,12 +13,21 @@ void cluster_gemm_run_f16(const cluster_gemm::Args& a, int split, StreamHandle s
 bool cluster_gemm_built_bf16();
 bool cluster_gemm_built_f16();
 
+namespace {
+std::atomic<int> g_enabled{-1};  // -1: not yet read from the environment
+}
+
+void set_cluster_gemm_enabled(bool on) { g_enabled.store(on ? 1 : 0); }
+
 bool cluster_gemm_enabled() {
-  static const bool on = [] {
+  int v = g_enabled.load();
+  if (v < 0) {
     const char* e = std::getenv("MMATTN_CLUSTER_GEMM");
-    return !(e && e[0] == '0');
-  }();
-  return on;
+    int expected = -1;
+    g_enabled.compare_exchange_strong(expected, e && e[0] == '1' ? 1 : 0);
+    v = g_enabled.load();
+  }
+  return v == 1;
 }
 
 bool cluster_gemm_supported(const GemmParams& p) {

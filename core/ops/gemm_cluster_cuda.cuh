@@ -1,18 +1,20 @@
 #pragma once
 // Prefill-sized products that stream the weight: y [m, n] (+)= x [m, k] @ W [n, k]^T + bias for
-// kGemvMaxRows < m <= kClusterGemmMaxRows (bf16/f16, f32 accumulation) — the decoder's products in
-// a pruned request (~64-128 rows), where the weight bytes bound the time and cuBLASLt read them at
-// 56-80% of copy (bench/NOTES.md, session 12).
+// kGemvMaxRows < m <= kClusterGemmMaxRows (bf16/f16, f32 accumulation) — built for the decoder's
+// products in a pruned request (~64-128 rows), where the weight bytes bound the time. Opt-in
+// (linear.h): on the H100 it reached 43-64% of copy at 104 rows against cuBLASLt's 63-80%
+// (bench/NOTES.md, session 13), so it is kept as the tested base for the next attempt.
 //
-// Tiles: a block owns kRows = 128 weight rows (output columns) and every input row (m padded to
-// MT = 16 NT), and one contiguous range of K; the `split` blocks of a row tile form a thread-block
-// cluster along grid y (the K ranges in order), so a product of n = 4096 still spreads over the
-// whole GPU (32 tiles x 4 blocks) and x is re-read from L2 only n / 128 times.
+// Tiles: a block owns kRows = 128 weight rows (output columns), every input row (m padded to
+// MT = 32, 64 or 128) and one contiguous range of K; the `split` blocks of a row tile form a
+// thread-block cluster along grid y (the K ranges in order), so a product of n = 4096 still spreads
+// over the GPU (32 tiles x 3-4 blocks) and x is re-read from L2 only n / 128 times.
 // Main loop: the classic multistage cp.async ring (kStages stages of 64 k: the weight tile [128][64]
-// and the x tile [MT][64], 128-byte rows with 16-byte chunk c of row r stored at c ^ (r % 8) so that
-// ldmatrix's 8-row phases hit distinct banks); all 8 warps copy, then multiply on mma.sync
-// m16n8k16 with the weight rows as the A operand and the input rows as B (swap-AB): warp w takes
-// weight rows 32 (w % 4) .. + 31 and input rows MT / 2 (w / 4) .. + MT / 2 - 1.
+// and the x tile [MT][64], 128-byte rows with 16-byte chunk c of row r stored at c ^ (r % 8): the
+// 128-byte swizzle of wgmma's K-major operands, and conflict-free for ldmatrix); all 8 warps copy.
+// Products (swap-AB: the weight rows are the M side): in sm_90a builds warpgroup g runs wgmma
+// m64n(MT)k16 on weight rows 64 g .. + 63; elsewhere mma.sync m16n8k16, warp w on weight rows
+// 32 (w % 4) .. + 31 and input rows MT / 2 (w / 4) .. + MT / 2 - 1, fragments double-buffered.
 // Split K: each block leaves its f32 partial tile in its own shared memory; after a cluster barrier,
 // block r of the cluster sums the tile's input rows [r * per, (r + 1) * per) over the blocks in rank
 // order (distributed shared memory; deterministic), adds the bias (and y, accumulating: one
@@ -22,7 +24,6 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -50,32 +51,27 @@ struct Args {
   int stages_per_block;  // k stages of each block's range (the last block's may be shorter)
 };
 
-// A stage is SUB sub-tiles of 64 k (128 bytes of each row: the 128-byte swizzle's row), so a
-// row's SUB x 128 bytes are requested together; ring depth: as many stages as fit in ~200 KB (<= 6).
-template <int NT, int SUB>
+constexpr int kStageK = 64;  // k per stage: 128 bytes of each row (the 128-byte swizzle's row)
+constexpr int kStages = 6;   // ring depth (kStages - 1 stages in flight)
+
+template <int NT>
 constexpr int stage_bytes() {
-  return (kRows + 16 * NT) * 128 * SUB;
+  return (kRows + 16 * NT) * kStageK * 2;
 }
-template <int NT, int SUB>
-constexpr int stages() {
-  constexpr int n = 200 * 1024 / stage_bytes<NT, SUB>();
-  return n > 6 ? 6 : n;
-}
-template <int NT, int SUB>
+template <int NT>
 constexpr int smem_bytes() {  // + 1 KB: the ring is aligned to 1024 bytes (wgmma's swizzle atom)
-  constexpr int ring = stages<NT, SUB>() * stage_bytes<NT, SUB>(), part = 16 * NT * kOutLd * 4;
+  constexpr int ring = kStages * stage_bytes<NT>(), part = 16 * NT * kOutLd * 4;
   return (ring > part ? ring : part) + 1024;
 }
 
-template <class T, int NT, int SUB>
+template <class T, int NT>
 __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
-  constexpr int KS = 64 * SUB, kStageK = KS, kStages = stages<NT, SUB>();
-  static_assert(kStages >= 2, "cluster_gemm: a stage too large for the ring");
+  constexpr int KS = kStageK;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters (built(): the host never launches it otherwise)
   namespace cg = cooperative_groups;
   constexpr int MT = 16 * NT;
-  constexpr int kWBytes = kRows * kStageK * 2, kWSub = kRows * 128, kXSub = MT * 128;
-  constexpr int kStageBytes = stage_bytes<NT, SUB>();
+  constexpr int kWBytes = kRows * kStageK * 2;
+  constexpr int kStageBytes = stage_bytes<NT>();
   constexpr int kChunks = KS / 8, kRowStep = kThreads / kChunks;  // 16-byte chunks per row; copy rows per pass
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -94,8 +90,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   // pointer each (32-bit row offsets); destinations are fixed per slot.
   constexpr int kWCopies = kRows / kRowStep, kXCopies = (MT + kRowStep - 1) / kRowStep;
   const int cc = threadIdx.x % kChunks, cr = threadIdx.x / kChunks;
-  auto chunk_w = [](int r, int c) { return uint32_t((c >> 3) * kWSub + r * 128 + (((c & 7) ^ (r & 7)) << 4)); };
-  auto chunk_x = [](int r, int c) { return uint32_t((c >> 3) * kXSub + r * 128 + (((c & 7) ^ (r & 7)) << 4)); };
+  auto chunk = [](int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); };
   const int k0 = s_begin * kStageK + cc * 8;  // this thread's first k
   const T* wbase = w + int64_t(row0) * a.k + k0;
   const T* xbase = x + k0;
@@ -109,14 +104,14 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     if (with_w)
 #pragma unroll
       for (int i = 0; i < kWCopies; ++i)
-        cp_async16(dst + chunk_w(cr + kRowStep * i, cc), in ? wbase + woff[i] + st * kStageK : w, in);
+        cp_async16(dst + chunk(cr + kRowStep * i, cc), in ? wbase + woff[i] + st * kStageK : w, in);
     if (with_x)
 #pragma unroll
       for (int i = 0; i < kXCopies; ++i) {
         const int r = cr + kRowStep * i;
         if (r >= MT) break;
         const bool ok = in && r < a.m;
-        cp_async16(dst + kWBytes + chunk_x(r, cc), ok ? xbase + r * a.k + st * kStageK : x, ok);
+        cp_async16(dst + kWBytes + chunk(r, cc), ok ? xbase + r * a.k + st * kStageK : x, ok);
       }
   };
 
@@ -163,14 +158,11 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     issue(st + kStages - 1, true, true);
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
     const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes);
+    const uint64_t da = sm90::make_desc(ws + uint32_t(wg * 64 * 128), 16, 1024);
+    const uint64_t db = sm90::make_desc(ws + kWBytes, 16, 1024);
     sm90::wg_fence();
 #pragma unroll
-    for (int sub = 0; sub < SUB; ++sub) {
-      const uint64_t da = sm90::make_desc(ws + uint32_t(sub * kWSub + wg * 64 * 128), 16, 1024);
-      const uint64_t db = sm90::make_desc(ws + uint32_t(kWBytes + sub * kXSub), 16, 1024);
-#pragma unroll
-      for (int ks = 0; ks < 4; ++ks) sm90::wgmma_ss<T, MTW>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
-    }
+    for (int ks = 0; ks < kStageK / 16; ++ks) sm90::wgmma_ss<T, MTW>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
     sm90::wg_commit();
     sm90::wg_wait<0>();
     sm90::fence_regs(d);
@@ -189,10 +181,6 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     }
   }
 #else
-  if constexpr (SUB != 1) {
-    __trap();  // (the host takes SUB > 1 only in sm_90a builds, where the wgmma path runs)
-  } else {
-  auto chunk = [](int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); };
   // ldmatrix row addresses, relative to a slot's weight / x tile: rows r with r % 8 == lane % 8,
   // so chunk c of step ks sits at (the step-0 offset) ^ (ks << 5) (the swizzle's XOR and the step's
   // chunk pair touch disjoint bits).
@@ -266,7 +254,6 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
         part[(c + 1) * kOutLd + r + 8] = acc[i][j][3];
       }
   }
-  }
 #endif
   cg::cluster_group cluster = cg::this_cluster();
   if (a.split > 1)
@@ -328,7 +315,7 @@ bool built() {
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cudaFuncAttributes fa{};
-    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2, 1>) == cudaSuccess &&
+    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess &&
                     fa.binaryVersion >= 90;
     cudaGetLastError();
     it = cache.emplace(device, ok).first;
@@ -342,11 +329,10 @@ bool built() {
 constexpr int kOverheadStages = 3;
 constexpr int kMinStages = 8;
 
-template <class T, int NT, int SUB>
+template <class T, int NT>
 void launch(Args a, int split, StreamHandle s) {
-  constexpr int kStageK = 64 * SUB;
-  constexpr auto kernel = cluster_gemm_kernel<T, NT, SUB>;
-  constexpr int smem = smem_bytes<NT, SUB>();
+  constexpr auto kernel = cluster_gemm_kernel<T, NT>;
+  constexpr int smem = smem_bytes<NT>();
   static const bool attr = [] {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 0));
@@ -412,30 +398,12 @@ void launch(Args a, int split, StreamHandle s) {
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
-// m rounds up to 32, 64 or 128 input rows (the wgmma widths). MMATTN_CLUSTER_SUB=2|4
-// (experiment, sm_90a builds): 256 or 512 bytes of each weight row per stage.
+// m rounds up to 32, 64 or 128 input rows (the wgmma widths).
 template <class T>
 void run(const Args& a, int split, StreamHandle s) {
-  static const int sub = [] {
-    const char* e = std::getenv("MMATTN_CLUSTER_SUB");
-    return e ? std::atoi(e) : 1;
-  }();
-#if defined(MMATTN_SM90A)
-  if (sub == 2 || (sub == 4 && a.m > 64)) {
-    if (a.m <= 32) launch<T, 2, 2>(a, split, s);
-    else if (a.m <= 64) launch<T, 4, 2>(a, split, s);
-    else launch<T, 8, 2>(a, split, s);
-    return;
-  }
-  if (sub == 4) {
-    if (a.m <= 32) launch<T, 2, 4>(a, split, s);
-    else launch<T, 4, 4>(a, split, s);
-    return;
-  }
-#endif
-  if (a.m <= 32) launch<T, 2, 1>(a, split, s);
-  else if (a.m <= 64) launch<T, 4, 1>(a, split, s);
-  else launch<T, 8, 1>(a, split, s);
+  if (a.m <= 32) launch<T, 2>(a, split, s);
+  else if (a.m <= 64) launch<T, 4>(a, split, s);
+  else launch<T, 8>(a, split, s);
 }
 
 }  // namespace mmattn::cluster_gemm

@@ -104,16 +104,19 @@ void gemv_cuda(const GemvParams& p, StreamHandle s);
 
 // Prefill-sized products that stream the weight once (core/ops/gemm_cluster_cuda.cuh): y [m, n]
 // (+)= x [m, k] @ W[n, k]^T + bias for m <= kClusterGemmMaxRows, f16/bf16, f32 accumulation, on the
-// tensor cores (mma.sync), each 128-row tile of W split along K over a thread-block cluster (sm_90+)
-// whose blocks sum their partials in distributed shared memory in a fixed order (deterministic).
-// gemm_cuda takes it for plain products with kGemvMaxRows < m <= kClusterGemmMaxRows (a pruned
-// request's decoder: cuBLASLt read those weights at 56-80% of copy, bench/NOTES.md session 13).
-// Needs: batch 1, b stored [n, k], no f32 result or separate C, k % 8 == 0, 16-byte aligned a and
-// b, 8-byte aligned c. split: blocks per tile, 0 = chosen per shape, 1..8 forced (tests,
-// benchmarks). MMATTN_CLUSTER_GEMM=0 routes those products to cuBLASLt instead (A/B).
+// tensor cores (wgmma in sm_90a builds, mma.sync otherwise), each 128-row tile of W split along K
+// over a thread-block cluster (sm_90+) whose blocks sum their partials in distributed shared memory
+// in a fixed order (deterministic). Opt-in: built for a pruned request's decoder (~104 rows, where
+// cuBLASLt reads the weights at 63-80% of copy), it measured slower than cuBLASLt there (43-64% of
+// copy, bench/NOTES.md session 13), so gemm_cuda routes plain products with kGemvMaxRows < m <=
+// kClusterGemmMaxRows to it only when enabled: set_cluster_gemm_enabled (process-wide) or
+// MMATTN_CLUSTER_GEMM=1 (the default's source). Needs: batch 1, b stored [n, k], no f32 result or
+// separate C, k % 8 == 0, 16-byte aligned a and b, 8-byte aligned c. split: blocks per tile, 0 =
+// chosen per shape, 1..8 forced (tests, benchmarks).
 constexpr int64_t kClusterGemmMaxRows = 128;
 bool cluster_gemm_supported(const GemmParams& p);
 void cluster_gemm_cuda(const GemmParams& p, StreamHandle s, int split = 0);
+void set_cluster_gemm_enabled(bool on);
 bool cluster_gemm_enabled();
 
 // Skinny products on Hopper (sm_90a builds on a compute-capability 9.0 device; gemm_sm90.cuh):

@@ -226,7 +226,7 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
     g.weight_static = p.b_static;
     if (gemv_cuda_supported(g)) return gemv_cuda(g, s);
   }
-  // prefill-sized: the weight streamed once, split K over a cluster (gemm_cluster_cuda.cuh)
+  // prefill-sized, opt-in: the weight streamed once, split K over a cluster (gemm_cluster_cuda.cuh)
   if (plain && p.m > kGemvMaxRows && p.m <= kClusterGemmMaxRows && cluster_gemm_enabled() &&
       cluster_gemm_supported(p))
     return cluster_gemm_cuda(p, s);

@@ -267,8 +267,8 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
 // 200, 4099) and n % 4 != 0 (scalar stores), every forced split 1-8 (k = 1000: 16 stages, so split 8
 // gives blocks of 2 stages and split 7 an empty last block) and the chosen one; bias, no bias, and
 // the accumulating form (y starts random: an output the kernel fails to write, or overwrites
-// instead of adding to, shows). Then the routing: linear / linear_add_ / the fused forms at
-// 9 <= m <= 128 take it, and a split tile repeats bit for bit.
+// instead of adding to, shows). Then the routing when enabled (opt-in): linear / linear_add_ / the
+// fused forms at 9 <= m <= 128 take it, and a split tile repeats bit for bit.
 TEST_P(LinearCuda, ClusterProduct) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
@@ -316,7 +316,9 @@ TEST_P(LinearCuda, ClusterProduct) {
   check(17, 11008, 4096, {0, 4});
   check(128, 4096, 22016, {0});
 
-  // routing: linear, linear_add_ and the fused forms (unfused above 2 rows) at 9 <= m <= 128
+  // routing (opt-in): linear, linear_add_ and the fused forms (unfused above 2 rows) at 9 <= m <= 128
+  const bool was = cluster_gemm_enabled();
+  set_cluster_gemm_enabled(true);
   for (int64_t m : {9, 104, 128}) {
     const DecodeOperands o = decode_operands(m, 1000, 4099, dt, seed);
     const std::string at = std::to_string(m) + " rows (routing)";
@@ -334,6 +336,7 @@ TEST_P(LinearCuda, ClusterProduct) {
   const std::vector<float> first = linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats();
   for (int rep = 0; rep < 3; ++rep)
     EXPECT_EQ(linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats(), first) << "repeat " << rep;
+  set_cluster_gemm_enabled(was);
 }
 
 TEST_P(LinearCuda, EmptyDims) {
