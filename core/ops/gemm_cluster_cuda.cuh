@@ -24,6 +24,7 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -49,6 +50,7 @@ struct Args {
   bool weight_static;
   int split;             // blocks per row tile (the cluster's size along y)
   int stages_per_block;  // k stages of each block's range (the last block's may be shorter)
+  int debug = 0;  // EXPERIMENT: 1 skip x copies, 2 skip products
 };
 
 constexpr int kStageK = 64;  // k per stage: 128 bytes of each row (the 128-byte swizzle's row)
@@ -155,8 +157,9 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
     sm90::fence_proxy_async();
     __syncthreads();  // everyone's; and stage st - 1 is consumed, so its slot may refill
-    issue(st + kStages - 1, true, true);
+    issue(st + kStages - 1, true, !(a.debug & 1));
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
+    if (a.debug & 2) continue;
     const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes);
     const uint64_t da = sm90::make_desc(ws + uint32_t(wg * 64 * 128), 16, 1024);
     const uint64_t db = sm90::make_desc(ws + kWBytes, 16, 1024);
@@ -392,6 +395,11 @@ void launch(Args a, int split, StreamHandle s) {
   }
   a.split = split;
   a.stages_per_block = (kstages + split - 1) / split;
+  static const int debug = [] {
+    const char* e = std::getenv("MMATTN_CLUSTER_DEBUG");
+    return e ? std::atoi(e) : 0;
+  }();
+  a.debug = debug;
   cudaLaunchAttribute attrs[2];
   cudaLaunchConfig_t cfg = config(split, attrs);
   cfg.numAttrs = sm90::pdl_supported(kernel) ? 2 : 1;
