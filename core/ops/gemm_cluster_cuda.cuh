@@ -103,7 +103,16 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     if (st >= nst) return;
     const bool in = k0 + st * kStageK < a.k;
     const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes);
-    if (with_w)
+    if (with_w && (a.debug & 4)) {  // EXPERIMENT: stage st = 16 rows x 1 KB (rows 16 (st % 8) ..)
+      const int t = threadIdx.x;
+      const int kb = s_begin * kStageK + (st / 8) * 512 + (t % 64) * 8;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int r = 16 * (st % 8) + (t / 64) * 4 + i;
+        const bool ok = kb < a.k;
+        cp_async16(dst + chunk(r, t % 8) + (t / 8 % 8) * 2048, ok ? w + int64_t(min(row0 + r, a.n - 1)) * a.k + kb : w, ok);
+      }
+    } else if (with_w)
 #pragma unroll
       for (int i = 0; i < kWCopies; ++i)
         cp_async16(dst + chunk(cr + kRowStep * i, cc), in ? wbase + woff[i] + st * kStageK : w, in);
