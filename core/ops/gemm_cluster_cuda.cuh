@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
       for (int i = 0; i < 4; ++i) {
         const int r = 16 * (st % 8) + (t / 64) * 4 + i;
         const bool ok = kb < a.k;
-        cp_async16(dst + chunk(r, t % 8) + (t / 8 % 8) * 2048, ok ? w + int64_t(min(row0 + r, a.n - 1)) * a.k + kb : w, ok);
+        cp_async16(dst + uint32_t(t * 16 + i * 4096), ok ? w + int64_t(min(row0 + r, a.n - 1)) * a.k + kb : w, ok);
       }
     } else if (with_w)
 #pragma unroll
