@@ -103,7 +103,16 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     if (st >= nst) return;
     const bool in = k0 + st * kStageK < a.k;
     const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes);
-    if (with_w && (a.debug & 4)) {  // EXPERIMENT: stage st = 16 rows x 1 KB (rows 16 (st % 8) ..)
+    if (with_w && (a.debug & 8)) {  // EXPERIMENT: stage st = 128 rows x 256 bytes (twice the bytes in flight)
+      const int kb = s_begin * kStageK + st * 128 + cc * 8;
+      if (st < (nst + 1) / 2)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int r = cr + 32 * (i % 4), kk = kb + (i / 4) * 64;
+          const bool ok = kk < a.k && kk < (s_begin + nst) * kStageK;
+          cp_async16(dst + uint32_t(threadIdx.x * 16 + i * 4096), ok ? w + int64_t(min(row0 + r, a.n - 1)) * a.k + kk : w, ok);
+        }
+    } else if (with_w && (a.debug & 4)) {  // EXPERIMENT: stage st = 16 rows x 1 KB (rows 16 (st % 8) ..)
       const int t = threadIdx.x;
       const int kb = s_begin * kStageK + (st / 8) * 512 + (t % 64) * 8;
 #pragma unroll
