@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     if (st >= nst) return;
     const bool in = k0 + st * kStageK < a.k;
     const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes);
-    if (with_w && (a.debug & 8)) {  // EXPERIMENT: stage st = 128 rows x 256 bytes (twice the bytes in flight)
+    if (with_w && (a.debug & 8) && MT == 128) {  // EXPERIMENT: stage st = 128 rows x 256 bytes (twice the bytes in flight)
       const int kb = s_begin * kStageK + st * 128 + cc * 8;
       if (st < (nst + 1) / 2)
 #pragma unroll
