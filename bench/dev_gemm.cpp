@@ -3,8 +3,9 @@
 // calls them (column-major C^T = W^T-op x^T, f32 compute), each timed cold (L2 flushed by a 128 MB
 // memset before every run; events around the product alone), medians of --reps runs, with the
 // algorithm's configuration, so that a consistently better choice than the heuristic's first can
-// be seen. Then the cluster product (gemm_cluster_cuda.cuh) on the decoder's four shapes at m = 64,
-// 104 and 128: the split it chooses and every forced split 1-8, timed the same way.
+// be seen. First the cluster product (gemm_cluster_cuda.cuh) on the decoder's four shapes at m = 16,
+// 32, 64 and 104: the split it chooses, every forced split 1-8 and gemm_cuda's route without it
+// (cuBLASLt), timed the same way.
 //   dev_gemm [--reps 25] [--count 16] [--cluster-only]
 #include <cublasLt.h>
 
@@ -77,7 +78,7 @@ int main(int argc, char** argv) {
     return 1e3 * t[t.size() / 2];
   };
   std::printf("\ncluster product (split 0 = its choice), cold, us (%% of copy)\n");
-  for (int64_t m : {64, 104, 128})
+  for (int64_t m : {16, 32, 64, 104})
     for (const Shape3& sh : shapes) {
       if (sh.m != 104) continue;
       const Tensor x = bench_random({m, sh.k}, 1, DType::BF16, -1.f, 1.f);
@@ -97,7 +98,11 @@ int main(int argc, char** argv) {
         const double us = cold_us([&] { cluster_gemm_cuda(p, s, split); });
         std::printf(" %d:%.1f(%.0f%%)", split, us, 100.0 * bytes / (us * 1e-6) / 1e9 / copy);
       }
-      std::printf("\n");
+      const bool was = cluster_gemm_enabled();
+      set_cluster_gemm_enabled(false);  // gemm_cuda's route without it: cuBLASLt (m > kGemvMaxRows)
+      const double lt = cold_us([&] { gemm_cuda(p, s); });
+      set_cluster_gemm_enabled(was);
+      std::printf("  cuBLASLt %.1f(%.0f%%)\n", lt, 100.0 * bytes / (lt * 1e-6) / 1e9 / copy);
     }
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--cluster-only") return 0;

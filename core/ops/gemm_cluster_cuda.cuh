@@ -24,7 +24,6 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -50,7 +49,6 @@ struct Args {
   bool weight_static;
   int split;             // blocks per row tile (the cluster's size along y)
   int stages_per_block;  // k stages of each block's range (the last block's may be shorter)
-  int debug = 0;  // EXPERIMENT: 1 skip x copies, 2 skip products
 };
 
 constexpr int kStageK = 64;  // k per stage: 128 bytes of each row (the 128-byte swizzle's row)
@@ -103,25 +101,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     if (st >= nst) return;
     const bool in = k0 + st * kStageK < a.k;
     const uint32_t dst = base + uint32_t((st % kStages) * kStageBytes);
-    if (with_w && (a.debug & 8) && MT == 128) {  // EXPERIMENT: stage st = 128 rows x 256 bytes (twice the bytes in flight)
-      const int kb = s_begin * kStageK + st * 128 + cc * 8;
-      if (st < (nst + 1) / 2)
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int r = cr + 32 * (i % 4), kk = kb + (i / 4) * 64;
-          const bool ok = kk < a.k && kk < (s_begin + nst) * kStageK;
-          cp_async16(dst + uint32_t(threadIdx.x * 16 + i * 4096), ok ? w + int64_t(min(row0 + r, a.n - 1)) * a.k + kk : w, ok);
-        }
-    } else if (with_w && (a.debug & 4)) {  // EXPERIMENT: stage st = 16 rows x 1 KB (rows 16 (st % 8) ..)
-      const int t = threadIdx.x;
-      const int kb = s_begin * kStageK + (st / 8) * 512 + (t % 64) * 8;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int r = 16 * (st % 8) + (t / 64) * 4 + i;
-        const bool ok = kb < a.k;
-        cp_async16(dst + uint32_t(t * 16 + i * 4096), ok ? w + int64_t(min(row0 + r, a.n - 1)) * a.k + kb : w, ok);
-      }
-    } else if (with_w)
+    if (with_w)
 #pragma unroll
       for (int i = 0; i < kWCopies; ++i)
         cp_async16(dst + chunk(cr + kRowStep * i, cc), in ? wbase + woff[i] + st * kStageK : w, in);
@@ -175,9 +155,8 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
     sm90::fence_proxy_async();
     __syncthreads();  // everyone's; and stage st - 1 is consumed, so its slot may refill
-    issue(st + kStages - 1, true, !(a.debug & 1));
+    issue(st + kStages - 1, true, true);
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
-    if (a.debug & 2) continue;
     const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes);
     const uint64_t da = sm90::make_desc(ws + uint32_t(wg * 64 * 128), 16, 1024);
     const uint64_t db = sm90::make_desc(ws + kWBytes, 16, 1024);
@@ -413,11 +392,6 @@ void launch(Args a, int split, StreamHandle s) {
   }
   a.split = split;
   a.stages_per_block = (kstages + split - 1) / split;
-  static const int debug = [] {
-    const char* e = std::getenv("MMATTN_CLUSTER_DEBUG");
-    return e ? std::atoi(e) : 0;
-  }();
-  a.debug = debug;
   cudaLaunchAttribute attrs[2];
   cudaLaunchConfig_t cfg = config(split, attrs);
   cfg.numAttrs = sm90::pdl_supported(kernel) ? 2 : 1;
