@@ -24,7 +24,6 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -65,11 +64,7 @@ constexpr int smem_bytes() {  // + 1 KB: the ring is aligned to 1024 bytes (wgmm
   return (ring > part ? ring : part) + 1024;
 }
 
-// REG (sm_90a path): the weight goes through registers (16-byte streaming loads, kRegStages stages
-// ahead, then st.shared one stage ahead) instead of cp.async; x stays on cp.async.
-constexpr int kRegStages = 4;
-
-template <class T, int NT, bool REG>
+template <class T, int NT>
 __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   constexpr int KS = kStageK;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters (built(): the host never launches it otherwise)
@@ -120,40 +115,12 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
       }
   };
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool kReg = REG;
-#else
-  constexpr bool kReg = false;
-#endif
-  constexpr int R = kRegStages;
-  uint4 wreg[R][kWCopies];
-  auto load_w = [&](int st, uint4 (&r)[kWCopies]) {
-    const bool in = st < nst && k0 + st * kStageK < a.k;
-#pragma unroll
-    for (int i = 0; i < kWCopies; ++i) r[i] = in ? ld_stream(wbase + woff[i] + st * kStageK) : make_uint4(0, 0, 0, 0);
-  };
-  auto store_w = [&](int st, const uint4 (&r)[kWCopies]) {
-    if (st >= nst) return;
-    unsigned char* dst = smem + (st % kStages) * kStageBytes;
-#pragma unroll
-    for (int i = 0; i < kWCopies; ++i) *reinterpret_cast<uint4*>(dst + chunk(cr + kRowStep * i, cc)) = r[i];
-  };
-  auto reg_prologue = [&] {  // stage 0 into shared memory, stages 1..R into registers
-    load_w(0, wreg[0]);
-    store_w(0, wreg[0]);
-#pragma unroll
-    for (int u = 1; u <= R; ++u) load_w(u, wreg[u % R]);
-  };
-
   sm90::allow_next_grid();
   if (a.weight_static) {
     // A parameter weight: its first stages are copied while the kernel ahead finishes (they join
     // the first commit group below).
-    if constexpr (kReg)
-      reg_prologue();
-    else
 #pragma unroll
-      for (int st = 0; st < kStages - 1; ++st) issue(st, true, false);
+    for (int st = 0; st < kStages - 1; ++st) issue(st, true, false);
     sm90::wait_for_previous_grid();  // x and y (when accumulating) come from the kernels before
 #pragma unroll
     for (int st = 0; st < kStages - 1; ++st) {
@@ -167,10 +134,9 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
         for (int st = 0; st < min(nst, kStages - 1); ++st)
           if (k0 + st * kStageK < a.k) asm volatile("prefetch.global.L2 [%0];" ::"l"(wbase + woff[i] + st * kStageK));
     sm90::wait_for_previous_grid();  // W, x and y may come from the kernels before
-    if constexpr (kReg) reg_prologue();
 #pragma unroll
     for (int st = 0; st < kStages - 1; ++st) {
-      issue(st, !kReg, true);
+      issue(st, true, true);
       cp_async_commit();
     }
   }
@@ -185,19 +151,11 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   float d[MTW / 2];
 #pragma unroll
   for (int i = 0; i < MTW / 2; ++i) d[i] = 0.f;
-  for (int st0 = 0; st0 < nst; st0 += R)
-#pragma unroll
-  for (int u = 0; u < R; ++u) {
-    const int st = st0 + u;  // (stage s's registers are wreg[s % R]: compile-time indices)
-    if (st >= nst) break;
+  for (int st = 0; st < nst; ++st) {
     cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
     sm90::fence_proxy_async();
     __syncthreads();  // everyone's; and stage st - 1 is consumed, so its slot may refill
-    if constexpr (kReg) {
-      store_w(st + 1, wreg[(u + 1) % R]);
-      load_w(st + 1 + R, wreg[(u + 1) % R]);
-    }
-    issue(st + kStages - 1, !kReg, true);
+    issue(st + kStages - 1, true, true);
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
     const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes);
     const uint64_t da = sm90::make_desc(ws + uint32_t(wg * 64 * 128), 16, 1024);
@@ -357,7 +315,7 @@ bool built() {
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cudaFuncAttributes fa{};
-    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2, false>) == cudaSuccess &&
+    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess &&
                     fa.binaryVersion >= 90;
     cudaGetLastError();
     it = cache.emplace(device, ok).first;
@@ -371,9 +329,9 @@ bool built() {
 constexpr int kOverheadStages = 3;
 constexpr int kMinStages = 8;
 
-template <class T, int NT, bool REG>
+template <class T, int NT>
 void launch(Args a, int split, StreamHandle s) {
-  constexpr auto kernel = cluster_gemm_kernel<T, NT, REG>;
+  constexpr auto kernel = cluster_gemm_kernel<T, NT>;
   constexpr int smem = smem_bytes<NT>();
   static const bool attr = [] {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -440,24 +398,12 @@ void launch(Args a, int split, StreamHandle s) {
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
-// m rounds up to 32, 64 or 128 input rows (the wgmma widths). MMATTN_CLUSTER_REG=1 (experiment,
-// sm_90a builds): the weight through registers.
-template <class T, bool REG>
-void run_reg(const Args& a, int split, StreamHandle s) {
-  if (a.m <= 32) launch<T, 2, REG>(a, split, s);
-  else if (a.m <= 64) launch<T, 4, REG>(a, split, s);
-  else launch<T, 8, REG>(a, split, s);
-}
+// m rounds up to 32, 64 or 128 input rows (the wgmma widths).
 template <class T>
 void run(const Args& a, int split, StreamHandle s) {
-  static const bool reg = [] {
-    const char* e = std::getenv("MMATTN_CLUSTER_REG");
-    return e && e[0] == '1';
-  }();
-#if defined(MMATTN_SM90A)
-  if (reg) return run_reg<T, true>(a, split, s);
-#endif
-  run_reg<T, false>(a, split, s);
+  if (a.m <= 32) launch<T, 2>(a, split, s);
+  else if (a.m <= 64) launch<T, 4>(a, split, s);
+  else launch<T, 8>(a, split, s);
 }
 
 }  // namespace mmattn::cluster_gemm

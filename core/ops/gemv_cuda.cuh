@@ -65,6 +65,14 @@ struct Args {
   bool weight_static = false;  // w is a parameter: gemv_mma_kernel may copy it before the wait
 };
 
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
 using sm90::allow_next_grid;
 using sm90::wait_for_previous_grid;
 
