@@ -24,7 +24,6 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -53,21 +52,21 @@ struct Args {
 };
 
 constexpr int kStageK = 64;  // k per stage: 128 bytes of each row (the 128-byte swizzle's row)
-constexpr int kStages = 6;   // ring depth (kStages - 1 stages in flight); EXPERIMENT: STAGES template
+constexpr int kStages = 6;   // ring depth (kStages - 1 stages in flight)
 
 template <int NT>
 constexpr int stage_bytes() {
   return (kRows + 16 * NT) * kStageK * 2;
 }
-template <int NT, int STAGES>
+template <int NT>
 constexpr int smem_bytes() {  // + 1 KB: the ring is aligned to 1024 bytes (wgmma's swizzle atom)
-  constexpr int ring = STAGES * stage_bytes<NT>(), part = 16 * NT * kOutLd * 4;
+  constexpr int ring = kStages * stage_bytes<NT>(), part = 16 * NT * kOutLd * 4;
   return (ring > part ? ring : part) + 1024;
 }
 
-template <class T, int NT, int STAGES>
+template <class T, int NT>
 __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
-  constexpr int KS = kStageK, kStages = STAGES;
+  constexpr int KS = kStageK;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters (built(): the host never launches it otherwise)
   namespace cg = cooperative_groups;
   constexpr int MT = 16 * NT;
@@ -316,7 +315,7 @@ bool built() {
     int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cudaFuncAttributes fa{};
-    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2, kStages>) == cudaSuccess &&
+    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess &&
                     fa.binaryVersion >= 90;
     cudaGetLastError();
     it = cache.emplace(device, ok).first;
@@ -330,10 +329,10 @@ bool built() {
 constexpr int kOverheadStages = 3;
 constexpr int kMinStages = 8;
 
-template <class T, int NT, int STAGES>
+template <class T, int NT>
 void launch(Args a, int split, StreamHandle s) {
-  constexpr auto kernel = cluster_gemm_kernel<T, NT, STAGES>;
-  constexpr int smem = smem_bytes<NT, STAGES>();
+  constexpr auto kernel = cluster_gemm_kernel<T, NT>;
+  constexpr int smem = smem_bytes<NT>();
   static const bool attr = [] {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 0));
@@ -399,22 +398,12 @@ void launch(Args a, int split, StreamHandle s) {
   MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
-// m rounds up to 32, 64 or 128 input rows (the wgmma widths). EXPERIMENT: MMATTN_CLUSTER_STAGES=3
-// (a 3-stage ring: two blocks per SM).
-template <class T, int STAGES>
-void run_stages(const Args& a, int split, StreamHandle s) {
-  if (a.m <= 32) launch<T, 2, STAGES>(a, split, s);
-  else if (a.m <= 64) launch<T, 4, STAGES>(a, split, s);
-  else launch<T, 8, STAGES>(a, split, s);
-}
+// m rounds up to 32, 64 or 128 input rows (the wgmma widths).
 template <class T>
 void run(const Args& a, int split, StreamHandle s) {
-  static const int stages = [] {
-    const char* e = std::getenv("MMATTN_CLUSTER_STAGES");
-    return e ? std::atoi(e) : 6;
-  }();
-  if (stages == 3) return run_stages<T, 3>(a, split, s);
-  run_stages<T, 6>(a, split, s);
+  if (a.m <= 32) launch<T, 2>(a, split, s);
+  else if (a.m <= 64) launch<T, 4>(a, split, s);
+  else launch<T, 8>(a, split, s);
 }
 
 }  // namespace mmattn::cluster_gemm
