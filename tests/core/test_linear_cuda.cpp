@@ -205,6 +205,15 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
       }
 }
 
+// A linear()-shaped product [m, 4096] x [4096, 4096]^T with placeholder (aligned) pointers: the
+// probe for the *_supported checks of the opt-in kernels.
+GemmParams product_probe(int64_t m, DType dt) {
+  GemmParams p;
+  p.a = p.b = p.c = reinterpret_cast<void*>(uintptr_t(256));
+  p.m = m, p.n = 4096, p.k = 4096, p.trans_b = true, p.dtype = dt;
+  return p;
+}
+
 // The Hopper skinny product (TMA + wgmma, m <= 128; gemm_sm90.cuh) element by element against the
 // CPU: m padded to each instantiated width (8, 16, 32, 64, 128) and just past it, k with a partial
 // last 64-column block (72, 1000) and K == 8, n with a partial row tile (200, 4099), tiles shared
@@ -216,9 +225,7 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
   const DType dt = GetParam();
   if (dt == DType::F32) GTEST_SKIP() << "16-bit only";
   SkinnyGemmModeGuard mode(1);  // opt-in (linear.h)
-  GemmParams probe;
-  probe.a = probe.b = probe.c = reinterpret_cast<void*>(uintptr_t(256));
-  probe.m = 1, probe.n = 4096, probe.k = 4096, probe.trans_b = true, probe.dtype = dt;
+  const GemmParams probe = product_probe(1, dt);
   if (!skinny_gemm_sm90_supported(probe)) GTEST_SKIP() << "needs an sm_90a build on a compute-capability 9.0 GPU";
   const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
   const Device g = Device::cuda();
@@ -273,22 +280,17 @@ TEST_P(LinearCuda, ClusterProduct) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
   if (dt == DType::F32) GTEST_SKIP() << "16-bit only";
-  GemmParams probe;
-  probe.a = probe.b = probe.c = reinterpret_cast<void*>(uintptr_t(256));
-  probe.m = 64, probe.n = 4096, probe.k = 4096, probe.trans_b = true, probe.dtype = dt;
+  const GemmParams probe = product_probe(64, dt);
   if (!cluster_gemm_supported(probe)) GTEST_SKIP() << "needs a compute-capability 9.0+ GPU and an sm_90 build";
   const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
   const Device g = Device::cuda();
   uint64_t seed = 1300;
   auto check = [&](int64_t m, int64_t k, int64_t n, std::initializer_list<int> splits) {
-    Tensor x = round_to(rand_tensor({m, k}, seed++), dt);
-    Tensor w = round_to(rand_tensor({n, k}, seed++, -0.1f, 0.1f), dt);
-    Tensor b = round_to(rand_tensor({n}, seed++), dt);
-    Tensor y0 = round_to(rand_tensor({m, n}, seed++), dt);
-    Tensor gx = x.to(g, dt), gw = w.to(g, dt), gb = b.to(g, dt);
-    const Tensor want = linear(x, w, b), want_nb = linear(x, w);
-    Tensor want_acc = y0.clone();
-    linear_add_(want_acc, x, w, b);
+    const DecodeOperands o = decode_operands(m, k, n, dt, seed);
+    Tensor gx = o.x.to(g, dt), gw = o.w.to(g, dt), gb = o.b.to(g, dt);
+    const Tensor want = linear(o.x, o.w, o.b), want_nb = linear(o.x, o.w);
+    Tensor want_acc = o.y0.clone();
+    linear_add_(want_acc, o.x, o.w, o.b);
     for (int split : splits) {
       const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n) + " split " +
                              std::to_string(split);
@@ -302,7 +304,7 @@ TEST_P(LinearCuda, ClusterProduct) {
       p.bias = nullptr;
       cluster_gemm_cuda(p, current_stream(), split);
       EXPECT_LT(worst_elem_err(y, want_nb), tol) << at << " no bias";
-      Tensor gy = y0.to(g, dt);
+      Tensor gy = o.y0.to(g, dt);
       p.c = gy.data_ptr(), p.bias = gb.data_ptr(), p.accumulate = true;
       cluster_gemm_cuda(p, current_stream(), split);
       EXPECT_LT(worst_elem_err(gy, want_acc), tol) << at << " accumulate";
