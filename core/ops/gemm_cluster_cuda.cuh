@@ -333,12 +333,14 @@ template <class T, int NT>
 void launch(Args a, int split, StreamHandle s) {
   constexpr auto kernel = cluster_gemm_kernel<T, NT>;
   constexpr int smem = smem_bytes<NT>();
-  static const bool attr = [] {
+  int device = 0;
+  MMATTN_CUDA_CHECK(cudaGetDevice(&device));
+  thread_local std::unordered_map<int, bool> attr_set;  // per device (the attribute is set on the current one)
+  if (!attr_set.count(device)) {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 0));
-    return true;
-  }();
-  (void)attr;
+    attr_set[device] = true;
+  }
   const int tiles = (a.n + kRows - 1) / kRows;
   const int kstages = (a.k + kStageK - 1) / kStageK;
   auto config = [&](int sp, cudaLaunchAttribute* attrs) {
@@ -366,8 +368,6 @@ void launch(Args a, int split, StreamHandle s) {
       size_t operator()(const Key& q) const { return size_t(q.device) * 1000003u ^ size_t(q.n) * 7919u ^ size_t(q.k); }
     };
     thread_local std::unordered_map<Key, int, Hash> picked;
-    int device = 0;
-    MMATTN_CUDA_CHECK(cudaGetDevice(&device));
     auto it = picked.find(Key{device, a.n, a.k});
     if (it == picked.end()) {
       int best = 1;
