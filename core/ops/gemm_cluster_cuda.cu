@@ -34,7 +34,8 @@ bool cluster_gemm_supported(const GemmParams& p) {
   if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
   if (p.batch != 1 || !p.trans_b || p.f32_out || p.c_in || p.allow_tf32) return false;
   if (p.m < 1 || p.m > kClusterGemmMaxRows || p.n < 1 || p.k < 8 || p.k % 8 != 0) return false;
-  if (p.n > INT32_MAX / 2 || p.k > INT32_MAX / 2 || p.m * p.k > INT32_MAX || p.m * p.n > INT32_MAX) return false;
+  // (a block's weight-row offsets, 128 rows of k, are 32-bit)
+  if (p.n > INT32_MAX / 2 || p.k > INT32_MAX / 128 || p.m * p.k > INT32_MAX || p.m * p.n > INT32_MAX) return false;
   if (!p.a || !p.b || !p.c || !aligned16(p.a) || !aligned16(p.b) || reinterpret_cast<uintptr_t>(p.c) % 8 != 0)
     return false;
   return p.dtype == DType::BF16 ? cluster_gemm_built_bf16() : cluster_gemm_built_f16();

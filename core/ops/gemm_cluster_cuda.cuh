@@ -300,11 +300,15 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     }
   }
   if (a.split > 1) cluster.sync();  // the other blocks may still read this block's partials
+#else
+  __trap();  // never launched: built() requires code for sm_90+
 #endif
 }
 
-// Whether this build has the kernel for the current device (compute capability 9.0+, code for sm_90
-// or later); cached per thread and device.
+// Whether this build has the kernel for the current device: compute capability 9.0+, the kernel
+// compiled from PTX for sm_90 or later (ptxVersion: a JIT from older PTX would run the empty body),
+// and the widest instantiation's shared memory within the device's opt-in limit; cached per thread
+// and device.
 template <class T>
 bool built() {
   thread_local std::unordered_map<int, bool> cache;
@@ -312,11 +316,12 @@ bool built() {
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   auto it = cache.find(device);
   if (it == cache.end()) {
-    int major = 0;
+    int major = 0, optin = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     cudaFuncAttributes fa{};
-    const bool ok = major >= 9 && cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess &&
-                    fa.binaryVersion >= 90;
+    const bool ok = major >= 9 && optin >= smem_bytes<8>() &&
+                    cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess && fa.ptxVersion >= 90;
     cudaGetLastError();
     it = cache.emplace(device, ok).first;
   }

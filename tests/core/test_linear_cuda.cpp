@@ -133,7 +133,10 @@ double worst_elem_err(const Tensor& got, const Tensor& want) {
   for (float v : w) ss += double(v) * v;
   const double rms = std::sqrt(ss / double(std::max<size_t>(w.size(), 1))) + 1e-30;
   double worst = 0;
-  for (size_t i = 0; i < w.size(); ++i) worst = std::max(worst, std::fabs(double(g[i]) - w[i]) / (std::fabs(w[i]) + rms));
+  for (size_t i = 0; i < w.size(); ++i) {
+    const double e = std::fabs(double(g[i]) - w[i]) / (std::fabs(w[i]) + rms);
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;  // a NaN output fails
+  }
   return worst;
 }
 
@@ -274,8 +277,9 @@ TEST_P(LinearCuda, SkinnyHopperProduct) {
 // 200, 4099) and n % 4 != 0 (scalar stores), every forced split 1-8 (k = 1000: 16 stages, so split 8
 // gives blocks of 2 stages and split 7 an empty last block) and the chosen one; bias, no bias, and
 // the accumulating form (y starts random: an output the kernel fails to write, or overwrites
-// instead of adding to, shows). Then the routing when enabled (opt-in): linear / linear_add_ / the
-// fused forms at 9 <= m <= 128 take it, and a split tile repeats bit for bit.
+// instead of adding to, shows; direct outputs start as NaN). Then the routing when enabled (opt-in):
+// linear / linear_add_ / the fused forms at 9 <= m <= 128 take it (linear()'s result equals the
+// direct call's bit for bit), and a split tile repeats bit for bit.
 TEST_P(LinearCuda, ClusterProduct) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
@@ -285,6 +289,9 @@ TEST_P(LinearCuda, ClusterProduct) {
   const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
   const Device g = Device::cuda();
   uint64_t seed = 1300;
+  auto nan_filled = [&](const Shape& shape) {
+    return Tensor::from_floats(std::vector<float>(size_t(shape[0] * shape[1]), NAN), shape).to(g, dt);
+  };
   auto check = [&](int64_t m, int64_t k, int64_t n, std::initializer_list<int> splits) {
     const DecodeOperands o = decode_operands(m, k, n, dt, seed);
     Tensor gx = o.x.to(g, dt), gw = o.w.to(g, dt), gb = o.b.to(g, dt);
@@ -297,11 +304,12 @@ TEST_P(LinearCuda, ClusterProduct) {
       GemmParams p = probe;
       p.a = gx.data_ptr(), p.b = gw.data_ptr(), p.m = m, p.n = n, p.k = k;
       ASSERT_TRUE(cluster_gemm_supported(p)) << at;
-      Tensor y = Tensor::empty({m, n}, dt, g);
+      Tensor y = nan_filled({m, n});  // an output the kernel fails to write stays NaN
       p.c = y.data_ptr(), p.bias = gb.data_ptr();
       cluster_gemm_cuda(p, current_stream(), split);
       EXPECT_LT(worst_elem_err(y, want), tol) << at;
-      p.bias = nullptr;
+      y = nan_filled({m, n});
+      p.c = y.data_ptr(), p.bias = nullptr;
       cluster_gemm_cuda(p, current_stream(), split);
       EXPECT_LT(worst_elem_err(y, want_nb), tol) << at << " no bias";
       Tensor gy = o.y0.to(g, dt);
@@ -319,8 +327,12 @@ TEST_P(LinearCuda, ClusterProduct) {
   check(128, 4096, 22016, {0});
 
   // routing (opt-in): linear, linear_add_ and the fused forms (unfused above 2 rows) at 9 <= m <= 128
-  const bool was = cluster_gemm_enabled();
-  set_cluster_gemm_enabled(true);
+  const SkinnyGemmModeGuard skinny(0);  // (the other opt-in path would take these products first)
+  struct Enabled {
+    bool was = cluster_gemm_enabled();
+    Enabled() { set_cluster_gemm_enabled(true); }
+    ~Enabled() { set_cluster_gemm_enabled(was); }
+  } enabled;
   for (int64_t m : {9, 104, 128}) {
     const DecodeOperands o = decode_operands(m, 1000, 4099, dt, seed);
     const std::string at = std::to_string(m) + " rows (routing)";
@@ -338,7 +350,12 @@ TEST_P(LinearCuda, ClusterProduct) {
   const std::vector<float> first = linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats();
   for (int rep = 0; rep < 3; ++rep)
     EXPECT_EQ(linear(gx, gw).to(Device::cpu()).to(DType::F32).to_floats(), first) << "repeat " << rep;
-  set_cluster_gemm_enabled(was);
+  // and linear() did take the cluster product: the direct call's result, bit for bit
+  GemmParams p = probe;
+  Tensor direct = Tensor::empty({104, 4096}, dt, g);
+  p.a = gx.data_ptr(), p.b = gw.data_ptr(), p.c = direct.data_ptr(), p.m = 104;
+  cluster_gemm_cuda(p, current_stream());
+  EXPECT_EQ(direct.to(Device::cpu()).to(DType::F32).to_floats(), first) << "linear() routed elsewhere";
 }
 
 TEST_P(LinearCuda, EmptyDims) {
