@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
       {"llama gate_up", 104, 22016, 4096, false}, {"llama down", 104, 4096, 11008, true},
       {"vit qkv", 577, 3072, 1024, false}, {"vit out", 577, 1024, 1024, false},
       {"vit fc1", 577, 4096, 1024, false}, {"vit fc2", 577, 1024, 4096, true}};
+  auto of_copy = [&](double bytes, double us) { return 100.0 * bytes / (us * 1e-6) / 1e9 / copy; };
   auto cold_us = [&](auto&& fn) {
     std::vector<float> t;
     for (int r = 0; r < reps + 2; ++r) {
@@ -96,13 +97,13 @@ int main(int argc, char** argv) {
       std::printf("  %-14s m %3lld:", sh.name, (long long)m);
       for (int split = 0; split <= 8; ++split) {
         const double us = cold_us([&] { cluster_gemm_cuda(p, s, split); });
-        std::printf(" %d:%.1f(%.0f%%)", split, us, 100.0 * bytes / (us * 1e-6) / 1e9 / copy);
+        std::printf(" %d:%.1f(%.0f%%)", split, us, of_copy(bytes, us));
       }
       const bool was = cluster_gemm_enabled();
       set_cluster_gemm_enabled(false);  // gemm_cuda's route without it: cuBLASLt (m > kGemvMaxRows)
       const double lt = cold_us([&] { gemm_cuda(p, s); });
       set_cluster_gemm_enabled(was);
-      std::printf("  cuBLASLt %.1f(%.0f%%)\n", lt, 100.0 * bytes / (lt * 1e-6) / 1e9 / copy);
+      std::printf("  cuBLASLt %.1f(%.0f%%)\n", lt, of_copy(bytes, lt));
     }
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--cluster-only") return 0;
@@ -131,27 +132,17 @@ int main(int argc, char** argv) {
     std::printf("  #   us_med  of_copy   id tile stages splitK red swz cluster waves\n");
     const float alpha = 1.f, beta = sh.accumulate ? 1.f : 0.f;
     for (int i = 0; i < found; ++i) {
-      std::vector<float> t;
       bool ok = true;
-      for (int r = 0; r < reps + 2 && ok; ++r) {
-        MMATTN_CUDA_CHECK(cudaMemsetAsync(flush, r & 0xff, flush_bytes, s));
-        cudaEventRecord(e0, s);
-        ok = cublasLtMatmul(h, op, &alpha, w.data_ptr(), la, x.data_ptr(), lb, &beta, y.data_ptr(), lc, y.data_ptr(),
-                            lc, &res[size_t(i)].algo, ws, ws_bytes, s) == CUBLAS_STATUS_SUCCESS;
-        cudaEventRecord(e1, s);
-        cudaEventSynchronize(e1);
-        float ms = 0;
-        cudaEventElapsedTime(&ms, e0, e1);
-        if (r >= 2) t.push_back(ms);
-      }
+      const double us = cold_us([&] {
+        ok = ok && cublasLtMatmul(h, op, &alpha, w.data_ptr(), la, x.data_ptr(), lb, &beta, y.data_ptr(), lc,
+                                  y.data_ptr(), lc, &res[size_t(i)].algo, ws, ws_bytes, s) == CUBLAS_STATUS_SUCCESS;
+      });
       if (!ok) {
         std::printf("  %-2d  failed\n", i);
         continue;
       }
-      std::sort(t.begin(), t.end());
-      const double us = 1e3 * t[t.size() / 2];
       const auto& a = res[size_t(i)].algo;
-      std::printf("  %-2d %7.1f %7.0f%% %4d %4d %6d %6d %3d %3d %7d %5.2f\n", i, us, 100.0 * bytes / (us * 1e-6) / 1e9 / copy,
+      std::printf("  %-2d %7.1f %7.0f%% %4d %4d %6d %6d %3d %3d %7d %5.2f\n", i, us, of_copy(bytes, us),
                   cfg<int>(a, CUBLASLT_ALGO_CONFIG_ID), cfg<int>(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
                   cfg<int>(a, CUBLASLT_ALGO_CONFIG_STAGES_ID), cfg<int>(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
                   cfg<int>(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME), cfg<int>(a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),

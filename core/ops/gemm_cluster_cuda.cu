@@ -14,21 +14,15 @@ bool cluster_gemm_built_bf16();
 bool cluster_gemm_built_f16();
 
 namespace {
-std::atomic<int> g_enabled{-1};  // -1: not yet read from the environment
-}
+// off unless MMATTN_CLUSTER_GEMM=1: measured slower than cuBLASLt (bench/NOTES.md, session 13)
+std::atomic<bool> g_enabled{[] {
+  const char* e = std::getenv("MMATTN_CLUSTER_GEMM");
+  return e && e[0] == '1';
+}()};
+}  // namespace
 
-void set_cluster_gemm_enabled(bool on) { g_enabled.store(on ? 1 : 0); }
-
-bool cluster_gemm_enabled() {
-  int v = g_enabled.load();
-  if (v < 0) {
-    const char* e = std::getenv("MMATTN_CLUSTER_GEMM");
-    int expected = -1;
-    g_enabled.compare_exchange_strong(expected, e && e[0] == '1' ? 1 : 0);
-    v = g_enabled.load();
-  }
-  return v == 1;
-}
+void set_cluster_gemm_enabled(bool on) { g_enabled = on; }
+bool cluster_gemm_enabled() { return g_enabled; }
 
 bool cluster_gemm_supported(const GemmParams& p) {
   if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;

@@ -66,13 +66,12 @@ constexpr int smem_bytes() {  // + 1 KB: the ring is aligned to 1024 bytes (wgmm
 
 template <class T, int NT>
 __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
-  constexpr int KS = kStageK;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters (built(): the host never launches it otherwise)
   namespace cg = cooperative_groups;
   constexpr int MT = 16 * NT;
   constexpr int kWBytes = kRows * kStageK * 2;
   constexpr int kStageBytes = stage_bytes<NT>();
-  constexpr int kChunks = KS / 8, kRowStep = kThreads / kChunks;  // 16-byte chunks per row; copy rows per pass
+  constexpr int kChunks = kStageK / 8, kRowStep = kThreads / kChunks;  // 16-byte chunks per row; copy rows per pass
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t base = smem_u32(smem);
@@ -90,7 +89,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   // pointer each (32-bit row offsets); destinations are fixed per slot.
   constexpr int kWCopies = kRows / kRowStep, kXCopies = (MT + kRowStep - 1) / kRowStep;
   const int cc = threadIdx.x % kChunks, cr = threadIdx.x / kChunks;
-  auto chunk = [](int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); };
+  auto chunk = [](int r, int c) { return uint32_t(r * kStageK * 2 + ((c ^ (r & 7)) << 4)); };
   const int k0 = s_begin * kStageK + cc * 8;  // this thread's first k
   const T* wbase = w + int64_t(row0) * a.k + k0;
   const T* xbase = x + k0;
@@ -141,45 +140,51 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     }
   }
 
-  float* const part = reinterpret_cast<float*>(smem);  // after the main loop: the partial tile [MT][kOutLd]
+  // Top of stage st (both paths): its copies have landed everywhere and stage st - 1 is consumed,
+  // so that slot refills with stage st + kStages - 1; returns the slot's address.
+  auto begin_stage = [&](int st) {
+    cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    sm90::fence_proxy_async();  // (visible to wgmma's async proxy)
+#endif
+    __syncthreads();  // everyone's; and stage st - 1 is consumed, so its slot may refill
+    issue(st + kStages - 1, true, true);
+    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
+    return base + uint32_t((st % kStages) * kStageBytes);
+  };
+  // After the main loop the ring is free: the partial tile [MT][kOutLd] f32 takes its place. put():
+  // one accumulator quad, weight rows r and r + 8, input rows c and c + 1.
+  float* const part = reinterpret_cast<float*>(smem);
+  auto put = [&](int r, int c, float v0, float v1, float v2, float v3) {
+    part[c * kOutLd + r] = v0;
+    part[(c + 1) * kOutLd + r] = v1;
+    part[c * kOutLd + r + 8] = v2;
+    part[(c + 1) * kOutLd + r + 8] = v3;
+  };
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   // sm_90a: warpgroup wg multiplies weight rows 64 wg .. + 63 by every input row with wgmma
   // m64n(MT)k16, both operands K-major in the 128-byte swizzle the copies wrote (the generic-proxy
   // writes are made visible to wgmma's async proxy before the block barrier).
-  constexpr int MTW = MT;
   const int wg = warp >> 2, wq = warp & 3;
-  float d[MTW / 2];
+  float d[MT / 2];
 #pragma unroll
-  for (int i = 0; i < MTW / 2; ++i) d[i] = 0.f;
+  for (int i = 0; i < MT / 2; ++i) d[i] = 0.f;
   for (int st = 0; st < nst; ++st) {
-    cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
-    sm90::fence_proxy_async();
-    __syncthreads();  // everyone's; and stage st - 1 is consumed, so its slot may refill
-    issue(st + kStages - 1, true, true);
-    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
-    const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes);
+    const uint32_t ws = begin_stage(st);
     const uint64_t da = sm90::make_desc(ws + uint32_t(wg * 64 * 128), 16, 1024);
     const uint64_t db = sm90::make_desc(ws + kWBytes, 16, 1024);
     sm90::wg_fence();
 #pragma unroll
-    for (int ks = 0; ks < kStageK / 16; ++ks) sm90::wgmma_ss<T, MTW>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
+    for (int ks = 0; ks < kStageK / 16; ++ks) sm90::wgmma_ss<T, MT>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
     sm90::wg_commit();
     sm90::wg_wait<0>();
     sm90::fence_regs(d);
   }
   cp_async_wait<0>();
-  __syncthreads();  // the ring is free: the partial tile [MT][kOutLd] f32 takes its place
-  {
-    const int g = lane >> 2, t = lane & 3, r = wg * 64 + 16 * wq + g;
+  __syncthreads();
 #pragma unroll
-    for (int j = 0; j < MTW / 8; ++j) {
-      const int c = 8 * j + 2 * t;
-      part[c * kOutLd + r] = d[4 * j];
-      part[(c + 1) * kOutLd + r] = d[4 * j + 1];
-      part[c * kOutLd + r + 8] = d[4 * j + 2];
-      part[(c + 1) * kOutLd + r + 8] = d[4 * j + 3];
-    }
-  }
+  for (int j = 0; j < MT / 8; ++j)
+    put(wg * 64 + 16 * wq + (lane >> 2), 8 * j + 2 * (lane & 3), d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
 #else
   // ldmatrix row addresses, relative to a slot's weight / x tile: rows r with r % 8 == lane % 8,
   // so chunk c of step ks sits at (the step-0 offset) ^ (ks << 5) (the swizzle's XOR and the step's
@@ -189,11 +194,11 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   const uint32_t lo_a = uint32_t(((lane >> 4) ^ (lane & 7)) << 4), lo_b = uint32_t((((lane >> 3) & 1) ^ (lane & 7)) << 4);
   uint32_t a_off[2], b_off[(NT + 1) / 2];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) a_off[i] = uint32_t((wr + 16 * i + (lane & 15)) * KS * 2) + lo_a;
+  for (int i = 0; i < 2; ++i) a_off[i] = uint32_t((wr + 16 * i + (lane & 15)) * kStageK * 2) + lo_a;
 #pragma unroll
   for (int j = 0; j < NT; j += 2) {
     const int r = wt + 8 * j + (lane & 7) + (j + 1 < NT ? ((lane >> 4) << 3) : 0);
-    b_off[j / 2] = uint32_t(r * KS * 2) + lo_b;
+    b_off[j / 2] = uint32_t(r * kStageK * 2) + lo_b;
   }
   float acc[2][NT][4];
 #pragma unroll
@@ -222,11 +227,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   };
   constexpr int kSteps = kStageK / 16;
   for (int st = 0; st < nst; ++st) {
-    cp_async_wait<kStages - 2>();  // this thread's copies of stage st have landed
-    __syncthreads();               // everyone's; and stage st - 1 is consumed, so its slot may refill
-    issue(st + kStages - 1, true, true);
-    cp_async_commit();  // (an empty group past the end keeps the group count uniform)
-    const uint32_t ws = base + uint32_t((st % kStages) * kStageBytes);
+    const uint32_t ws = begin_stage(st);
     uint32_t af[2][2][4], bf[2][NT][2];
     load(ws, 0, af[0], bf[0]);
 #pragma unroll
@@ -239,21 +240,13 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     }
   }
   cp_async_wait<0>();
-  __syncthreads();  // the ring is free: the partial tile [MT][kOutLd] f32 takes its place
-
-  {
-    const int g = lane >> 2, t = lane & 3;
+  __syncthreads();
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int r = wr + 16 * i + g, c = wt + 8 * j + 2 * t;
-        part[c * kOutLd + r] = acc[i][j][0];
-        part[(c + 1) * kOutLd + r] = acc[i][j][1];
-        part[c * kOutLd + r + 8] = acc[i][j][2];
-        part[(c + 1) * kOutLd + r + 8] = acc[i][j][3];
-      }
-  }
+    for (int j = 0; j < NT; ++j)
+      put(wr + 16 * i + (lane >> 2), wt + 8 * j + 2 * (lane & 3), acc[i][j][0], acc[i][j][1], acc[i][j][2],
+          acc[i][j][3]);
 #endif
   cg::cluster_group cluster = cg::this_cluster();
   if (a.split > 1)
@@ -278,25 +271,21 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
       const float4 v = *reinterpret_cast<const float4*>(src + c * kOutLd + q);
       s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
     }
-    float o[4] = {s.x, s.y, s.z, s.w};
+    const float o[4] = {s.x, s.y, s.z, s.w};
     T* yr = y + int64_t(c) * a.n + col;
+    auto out = [&](int e, T prev) {  // T(acc + bias (+ y)): one rounding
+      float v = o[e] + (bias ? to_f32(bias[col + e]) : 0.f);
+      if (a.accumulate) v += to_f32(prev);
+      return from_f32<T>(v);
+    };
     if (vec && col + 4 <= a.n) {
-      Vec<T, 4> out;
-      Vec<T, 4> old;
-      if (a.accumulate) old = *reinterpret_cast<const Vec<T, 4>*>(yr);
+      Vec<T, 4> v{};  // (y's values when accumulating)
+      if (a.accumulate) v = *reinterpret_cast<const Vec<T, 4>*>(yr);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float v = o[e] + (bias ? to_f32(bias[col + e]) : 0.f);
-        if (a.accumulate) v += to_f32(old.v[e]);
-        out.v[e] = from_f32<T>(v);
-      }
-      *reinterpret_cast<Vec<T, 4>*>(yr) = out;
+      for (int e = 0; e < 4; ++e) v.v[e] = out(e, v.v[e]);
+      *reinterpret_cast<Vec<T, 4>*>(yr) = v;
     } else {
-      for (int e = 0; e < 4 && col + e < a.n; ++e) {
-        float v = o[e] + (bias ? to_f32(bias[col + e]) : 0.f);
-        if (a.accumulate) v += to_f32(yr[e]);
-        yr[e] = from_f32<T>(v);
-      }
+      for (int e = 0; e < 4 && col + e < a.n; ++e) yr[e] = out(e, a.accumulate ? yr[e] : T());
     }
   }
   if (a.split > 1) cluster.sync();  // the other blocks may still read this block's partials
