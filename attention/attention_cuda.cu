@@ -56,6 +56,14 @@ int attention_split_tail_rows(const AttentionParams& p) {
   return which == 0 || which == 4 ? split_tail_rows(p, which == 4) : -1;
 }
 
+bool attention_is_one_prefill_launch(const AttentionParams& p) {
+  const int which = attention_kernel_override();
+  if (which == 1 || which == 3) return true;
+  if (which == 2) return false;
+  const int tail = split_tail_rows(p, which == 4);
+  return tail == 0 || (tail < 0 && !use_decode_kernel(p));
+}
+
 void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
   const int which = attention_kernel_override();
   AttentionParams p = p_in;
@@ -80,15 +88,14 @@ void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
     t.lq = tail;
     t.first_modulated_row = 0;
     if (split_overlaps(p, first)) {
-      // Both at once: the prefill over rows [0, first) and the keys they see, the decode on the
-      // side stream (they write disjoint rows of out and LSE; both only read q, k, v).
+      // Both at once: the prefill over rows [0, first) and the keys they see, then the decode
+      // beside it (they write disjoint rows of out and LSE; both only read q, k, v). The decode's
+      // blocks start once every prefill block is resident, so they take the multiprocessors that
+      // the prefill's short (early causal) tiles free, never ahead of its long ones.
       plain.lq = first;
       if (p.causal) plain.lk = first + p.lk - p.lq;
-      const StreamHandle side = side_stream();
-      stream_wait(side, s);
       flash_prefill_cuda(plain, s);
-      flash_decode_cuda(t, side);
-      stream_wait(s, side);
+      flash_decode_cuda(t, s, /*beside=*/true);
       return;
     }
     // Sequential: the prefill over every row, then the decode overwriting the tail rows.

@@ -10,7 +10,11 @@ namespace mmattn {
 void flash_prefill_cuda(const AttentionParams& p, StreamHandle s);
 // Split-KV decode: few query rows per kv head, long keys; the keys are split across blocks so that
 // one sequence fills the GPU, partial results combined by a second small kernel.
-void flash_decode_cuda(const AttentionParams& p, StreamHandle s);
+// beside: run next to the kernel launched just before on s (programmatic launch, where supported;
+// else after it): that kernel must not write what this call reads or writes, and what this call
+// reads must have been complete when that kernel started (it was launched without a programmatic
+// dependency: flash_prefill_cuda). Work queued after this call still sees both kernels' results.
+void flash_decode_cuda(const AttentionParams& p, StreamHandle s, bool beside = false);
 
 // Test hook, process-wide (tests and benchmarks only): which kernel attention_cuda() runs.
 //   0 auto (default: decode when use_decode_kernel(), else prefill),
@@ -29,6 +33,10 @@ int attention_kernel_override();
 // rows it would run on the decode kernel (0: none is modulated, plain prefill only), -1 if the
 // call is not split.
 int attention_split_tail_rows(const AttentionParams& p);
+
+// True when attention_cuda(p) is one launch of the prefill kernel (which lets the kernel queued
+// after it start beside it: flash_decode_cuda's and attention_probs's `beside`).
+bool attention_is_one_prefill_launch(const AttentionParams& p);
 
 // True when the decode kernel should serve this call.
 inline bool use_decode_kernel(const AttentionParams& p) {

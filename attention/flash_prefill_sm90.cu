@@ -276,6 +276,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int TB = tile_bytes<NH>();
   constexpr int NO = 32 * NH;  // O accumulators per thread
   const AttentionParams& p = a.p;
+  sm90::allow_next_grid();  // as the general kernel: the next kernel may launch once all blocks run
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
