@@ -1,6 +1,7 @@
 // attention_cuda: routes to the decode (split-KV) or prefill (flash) kernel.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 
 #include "attention/attention_kernels.h"
 
@@ -94,6 +95,15 @@ void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
       // the prefill's short (early causal) tiles free, never ahead of its long ones.
       plain.lq = first;
       if (p.causal) plain.lk = first + p.lk - p.lq;
+      static const bool side_ab = std::getenv("MMATTN_SPLIT_SIDE") != nullptr;  // TEMP A/B
+      if (side_ab) {
+        const StreamHandle side = side_stream();
+        stream_wait(side, s);
+        flash_prefill_cuda(plain, s);
+        flash_decode_cuda(t, side);
+        stream_wait(s, side);
+        return;
+      }
       flash_prefill_cuda(plain, s);
       flash_decode_cuda(t, s, /*beside=*/true);
       return;

@@ -46,6 +46,23 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// The (query tile, head, sequence) of this block (grid: x = query tiles, y = heads, z = sequences).
+// Causal: the tiles with the most keys go first across all heads and sequences (the tile's rank
+// varies slowest in the launch order), so the last wave holds the shortest tiles of every head
+// (longest-processing-time first) instead of every tile of the last heads, and whatever runs beside
+// the kernel finds multiprocessors freed early.
+struct TileCoord {
+  int qtile, h, b;
+};
+__device__ __forceinline__ TileCoord tile_coord(bool causal, bool lpt) {
+  if (causal && !lpt) return {int(gridDim.x) - 1 - int(blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
+  if (!causal) return {int(blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
+  const unsigned heads_seqs = gridDim.y * gridDim.z;
+  const unsigned lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const unsigned rank = lin / heads_seqs, rest = lin - rank * heads_seqs;
+  return {int(gridDim.x - 1 - rank), int(rest % gridDim.y), int(rest / gridDim.y)};
+}
+
 // Per-block row/key ranges shared by both kernels. Row i (< qlen) sees keys j < lim(i) with
 // lim(i) = klen, or min(klen, i + 1 + klen - qlen) when causal (bottom-right aligned).
 struct BlockRange {

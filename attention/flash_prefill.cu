@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "attention/attention_kernels.h"
 #include "attention/flash_prefill.h"
@@ -52,6 +53,8 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream) {
   a.vec_q = rows_aligned16(p.q, p.q_sb, p.q_sl, p.q_sh, p.batch, p.lq, p.hq);
   a.vec_k = rows_aligned16(p.k, p.k_sb, p.k_sl, p.k_sh, p.batch, p.lk, p.hkv);
   a.vec_v = rows_aligned16(p.v, p.v_sb, p.v_sl, p.v_sh, p.batch, p.lk, p.hkv);
+  static const bool lpt = !std::getenv("MMATTN_OLD_ORDER");  // TEMP A/B
+  a.lpt = lpt;
   const bool mod = p.has_modulation() || p.key_class != nullptr;
   cudaStream_t s = stream;
   // the fast path serves modulated calls too, except class mass (it returns false then)

@@ -73,9 +73,8 @@ __global__ void __launch_bounds__(PrefillTraits<D>::THREADS)
   float4* sKM = reinterpret_cast<float4*>(sV + 2 * BC * SS);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int b = blockIdx.z, h = blockIdx.y;
-  // causal: the last query tiles have the most keys; start them first
-  const int qtile = p.causal ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
+  const TileCoord tc = tile_coord(p.causal, a.lpt);
+  const int b = tc.b, h = tc.h, qtile = tc.qtile;
   const int q0 = qtile * BR;
   const int hk = h / a.group;
   const BlockRange rg = block_range(p, b, q0, BR);

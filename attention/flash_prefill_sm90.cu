@@ -290,9 +290,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto v_empty = [&](int s) { return bars + 56 + 8 * s; };
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int b = blockIdx.z, h = blockIdx.y;
-  // causal: the last query tiles have the most keys; start them first
-  const int qtile = p.causal ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
+  const TileCoord tc = tile_coord(p.causal, a.lpt);
+  const int b = tc.b, h = tc.h, qtile = tc.qtile;
   const int q0 = qtile * kBR;
   const int hk = h / a.group;
   const BlockRange rg = block_range(p, b, q0, kBR);

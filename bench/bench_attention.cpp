@@ -1,7 +1,8 @@
 // Attention core benchmarks (issue 4) against PyTorch SDPA on the same shapes in the same run
 // (bench/peer_attention.py runs first). Prefill: TFLOP/s (4 B H Lq Lk D, halved when causal);
 // decode: bytes of K and V over the measured copy bandwidth. Also the cost of taps and modulation.
-//   bench_attention --out bench/results [--peer bench/results/attention_dense_peer.json]
+//   bench_attention --out bench/results [--peer bench/results/attention_dense_peer.json] [--skip-long]
+// --skip-long: leaves out the 16K and 64K-token prefill rows (development runs).
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
 #include "attention/taps.h"
@@ -37,7 +38,9 @@ int main(int argc, char** argv) {
                        {"noncausal h24 d128 n16384", 24, 16384, 16384, false, 666},
                        {"noncausal h24 d128 n65536", 24, 65536, 65536, false, 642},
                        {"causal h32 d128 n4096", 32, 4096, 4096, true, 496}};
+    const bool skip_long = has_flag(argc, argv, "--skip-long");
     for (const auto& c : pre) {
+      if (skip_long && c.lq > 4096) continue;
       Tensor q = rnd({1, c.lq, c.h, 128}, 1), k = rnd({1, c.lk, c.h, 128}, 2), v = rnd({1, c.lk, c.h, 128}, 3);
       AttentionOptions opt;
       opt.causal = c.causal;

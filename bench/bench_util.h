@@ -141,6 +141,12 @@ inline std::string arg_value(int argc, char** argv, const std::string& flag, con
   return fallback;
 }
 
+inline bool has_flag(int argc, char** argv, const std::string& flag) {
+  for (int i = 1; i < argc; ++i)
+    if (argv[i] == flag) return true;
+  return false;
+}
+
 // The LLaVA-1.5-7B-shaped checkpoint bench/peer_llava7b.py writes: --model, else $MMATTN_LLAVA7B,
 // else /tmp/llava7b. Empty (with a "skipped" line naming `bench`) when it is not there.
 inline std::string llava7b_model(int argc, char** argv, const char* bench) {
