@@ -1,7 +1,6 @@
 // attention_cuda: routes to the decode (split-KV) or prefill (flash) kernel.
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 
 #include "attention/attention_kernels.h"
 
@@ -57,14 +56,6 @@ int attention_split_tail_rows(const AttentionParams& p) {
   return which == 0 || which == 4 ? split_tail_rows(p, which == 4) : -1;
 }
 
-bool attention_is_one_prefill_launch(const AttentionParams& p) {
-  const int which = attention_kernel_override();
-  if (which == 1 || which == 3) return true;
-  if (which == 2) return false;
-  const int tail = split_tail_rows(p, which == 4);
-  return tail == 0 || (tail < 0 && !use_decode_kernel(p));
-}
-
 void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
   const int which = attention_kernel_override();
   AttentionParams p = p_in;
@@ -89,23 +80,17 @@ void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
     t.lq = tail;
     t.first_modulated_row = 0;
     if (split_overlaps(p, first)) {
-      // Both at once: the prefill over rows [0, first) and the keys they see, then the decode
-      // beside it (they write disjoint rows of out and LSE; both only read q, k, v). The decode's
-      // blocks start once every prefill block is resident, so they take the multiprocessors that
-      // the prefill's short (early causal) tiles free, never ahead of its long ones.
+      // Both at once: the prefill over rows [0, first) and the keys they see, the decode on the
+      // side stream (they write disjoint rows of out and LSE; both only read q, k, v). The decode's
+      // blocks are dispatched after the prefill's; the head-by-head order's ragged last wave gives
+      // them multiprocessors (the longest-first order leaves none: the decode would run after it).
       plain.lq = first;
       if (p.causal) plain.lk = first + p.lk - p.lq;
-      static const bool side_ab = std::getenv("MMATTN_SPLIT_SIDE") != nullptr;  // TEMP A/B
-      if (side_ab) {
-        const StreamHandle side = side_stream();
-        stream_wait(side, s);
-        flash_prefill_cuda(plain, s);
-        flash_decode_cuda(t, side);
-        stream_wait(s, side);
-        return;
-      }
-      flash_prefill_cuda(plain, s);
-      flash_decode_cuda(t, s, /*beside=*/true);
+      const StreamHandle side = side_stream();
+      stream_wait(side, s);
+      flash_prefill_cuda(plain, s, PrefillOrder::tiles_by_head);
+      flash_decode_cuda(t, side);
+      stream_wait(s, side);
       return;
     }
     // Sequential: the prefill over every row, then the decode overwriting the tail rows.

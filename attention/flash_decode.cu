@@ -215,7 +215,7 @@ int choose_blocks_per_unit(int64_t units, int64_t tiles, int resident_blocks) {
 }  // namespace
 }  // namespace decode
 
-void flash_decode_cuda(const AttentionParams& p, StreamHandle s, bool beside) {
+void flash_decode_cuda(const AttentionParams& p, StreamHandle s) {
   using namespace decode;
   MMATTN_CHECK(p.dtype == DType::BF16 || p.dtype == DType::F16, UnsupportedError,
                "flash_decode: dtype ", dtype_name(p.dtype), " (bf16/f16 only)");
@@ -237,7 +237,6 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s, bool beside) {
   a.group = p.hq / p.hkv;
   a.rows = p.lq * a.group;
   a.row_groups = (a.rows + kRowsPerUnit - 1) / kRowsPerUnit;
-  a.beside = beside;
   const bool mod = p.has_logit_mod() || p.has_post_mod() || p.class_mass;  // head_gain alone: combine only
 
   LaunchFn launch = nullptr;

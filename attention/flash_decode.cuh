@@ -54,9 +54,6 @@ struct DecodeArgs {
   float* ws_acc = nullptr;    // [B * Hq * Lq, S, D]
   bool fused = false;         // the last block of each unit combines (else decode_combine_kernel)
   int* counters = nullptr;    // [B * Hkv * row_groups], zero before and after a fused launch
-  // Launched beside the kernel before it (flash_decode_cuda's `beside`): the inputs are read at
-  // once, and the wait for that kernel comes before exiting instead of before the first read.
-  bool beside = false;
 };
 
 // Launches decode_split_kernel<T, D, MOD> (instantiated in flash_decode_d<D>.cu).
@@ -103,7 +100,7 @@ __device__ __forceinline__ uint32_t word(const uint4& v) {
 }
 
 template <class T, int D, bool MOD>
-__device__ __forceinline__ void decode_split_body(const DecodeArgs& a) {
+__global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const DecodeArgs a) {
   constexpr int NG = (D + 31) / 32;  // 32-wide d groups of S = Q K^T (2 k-steps each)
   constexpr int NB = (D + 63) / 64;  // 64-wide d blocks of O = P V (8 n-tiles each)
   constexpr int DP = D + 4;          // padded smem row (floats)
@@ -139,7 +136,7 @@ __device__ __forceinline__ void decode_split_body(const DecodeArgs& a) {
       asm volatile("prefetch.global.L2 [%0];" ::"l"(at));
     }
   }
-  if (!a.beside) sm90::wait_for_previous_grid();
+  sm90::wait_for_previous_grid();
   const int klen = p.k_lens ? p.k_lens[b] : p.lk;
   const int qlen = p.q_lens ? p.q_lens[b] : p.lq;
   const int rows_here = min(kRowsPerUnit, a.rows - rg * kRowsPerUnit);
@@ -519,14 +516,6 @@ __device__ __forceinline__ void decode_split_body(const DecodeArgs& a) {
     }
     finish_row(r, d, M, sum, o);
   }
-}
-
-template <class T, int D, bool MOD>
-__global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const DecodeArgs a) {
-  decode_split_body<T, D, MOD>(a);
-  // beside: this grid's completion implies the completion of the kernel it ran beside, so that
-  // the work queued after it (which waits only for this grid) sees that kernel's results too
-  if (a.beside) sm90::wait_for_previous_grid();
 }
 
 template <class T, int D, bool MOD>

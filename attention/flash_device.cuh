@@ -49,13 +49,14 @@ __device__ __forceinline__ float quad_sum(float v) {
 // The (query tile, head, sequence) of this block (grid: x = query tiles, y = heads, z = sequences).
 // Causal: the tiles with the most keys go first across all heads and sequences (the tile's rank
 // varies slowest in the launch order), so the last wave holds the shortest tiles of every head
-// (longest-processing-time first) instead of every tile of the last heads, and whatever runs beside
-// the kernel finds multiprocessors freed early.
+// (longest-processing-time first) instead of every tile of the last heads. by_head: the launch
+// order of the grid, longest first within each head, whose unequal last wave leaves
+// multiprocessors idle for a kernel running beside it (attention_cuda's split route).
 struct TileCoord {
   int qtile, h, b;
 };
-__device__ __forceinline__ TileCoord tile_coord(bool causal, bool lpt) {
-  if (causal && !lpt) return {int(gridDim.x) - 1 - int(blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
+__device__ __forceinline__ TileCoord tile_coord(bool causal, bool by_head) {
+  if (causal && by_head) return {int(gridDim.x) - 1 - int(blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
   if (!causal) return {int(blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
   const unsigned heads_seqs = gridDim.y * gridDim.z;
   const unsigned lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);

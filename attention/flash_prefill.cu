@@ -5,7 +5,6 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "attention/attention_kernels.h"
 #include "attention/flash_prefill.h"
@@ -42,7 +41,7 @@ void launch_general(const flash::PrefillArgs& a, bool mod, cudaStream_t s) {
 
 }  // namespace
 
-void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream) {
+void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOrder order) {
   MMATTN_CHECK(p.dtype == DType::BF16 || p.dtype == DType::F16, UnsupportedError,
                "flash_prefill: dtype ", dtype_name(p.dtype), " (bf16/f16 only)");
   flash::PrefillArgs a;
@@ -53,8 +52,7 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream) {
   a.vec_q = rows_aligned16(p.q, p.q_sb, p.q_sl, p.q_sh, p.batch, p.lq, p.hq);
   a.vec_k = rows_aligned16(p.k, p.k_sb, p.k_sl, p.k_sh, p.batch, p.lk, p.hkv);
   a.vec_v = rows_aligned16(p.v, p.v_sb, p.v_sl, p.v_sh, p.batch, p.lk, p.hkv);
-  static const bool lpt = !std::getenv("MMATTN_OLD_ORDER");  // TEMP A/B
-  a.lpt = lpt;
+  a.tiles_by_head = order == PrefillOrder::tiles_by_head;
   const bool mod = p.has_modulation() || p.key_class != nullptr;
   cudaStream_t s = stream;
   // the fast path serves modulated calls too, except class mass (it returns false then)

@@ -11,7 +11,6 @@
 #include "attention/flash_device.cuh"
 #include "attention/flash_prefill.h"
 #include "core/cuda_check.h"
-#include "core/sm90.cuh"
 
 namespace mmattn::flash {
 
@@ -61,9 +60,6 @@ __global__ void __launch_bounds__(PrefillTraits<D>::THREADS)
   constexpr int NS = BC / 8;    // n-tiles of S
   constexpr int NO = DP / 8;    // n-tiles of O
   const AttentionParams& p = a.p;
-  // The kernel after this one may launch once every block has started (programmatic launch; it
-  // waits for this grid before reading the output, or runs beside it: flash_decode_cuda's beside).
-  sm90::allow_next_grid();
 
   extern __shared__ __align__(128) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);  // [BR][SS]
@@ -73,7 +69,7 @@ __global__ void __launch_bounds__(PrefillTraits<D>::THREADS)
   float4* sKM = reinterpret_cast<float4*>(sV + 2 * BC * SS);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const TileCoord tc = tile_coord(p.causal, a.lpt);
+  const TileCoord tc = tile_coord(p.causal, a.tiles_by_head);
   const int b = tc.b, h = tc.h, qtile = tc.qtile;
   const int q0 = qtile * BR;
   const int hk = h / a.group;

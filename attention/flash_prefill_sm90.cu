@@ -276,7 +276,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int TB = tile_bytes<NH>();
   constexpr int NO = 32 * NH;  // O accumulators per thread
   const AttentionParams& p = a.p;
-  sm90::allow_next_grid();  // as the general kernel: the next kernel may launch once all blocks run
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
@@ -290,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto v_empty = [&](int s) { return bars + 56 + 8 * s; };
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const TileCoord tc = tile_coord(p.causal, a.lpt);
+  const TileCoord tc = tile_coord(p.causal, a.tiles_by_head);
   const int b = tc.b, h = tc.h, qtile = tc.qtile;
   const int q0 = qtile * kBR;
   const int hk = h / a.group;

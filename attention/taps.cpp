@@ -2,18 +2,13 @@
 
 #include <cmath>
 
-#include "attention/attention_kernels.h"
 #include "attention/taps_params.h"
 #include "core/ops/concat.h"
 #include "core/ops/dispatch.h"
 
 namespace mmattn {
 
-namespace {
-
-// attention_probs; beside: launched beside the kernel queued just before it (TapParams::beside).
-Tensor probs_impl(const Tensor& q_rows, const Tensor& k, const TapRequest& req, const AttentionOptions& opt,
-                  bool beside) {
+Tensor attention_probs(const Tensor& q_rows, const Tensor& k, const TapRequest& req, const AttentionOptions& opt) {
   const char* op = "attention_probs";
   AttentionParams a = build_attention_params(q_rows, k, k, opt, req.lq_total);
   const int64_t R = a.lq;
@@ -39,19 +34,12 @@ Tensor probs_impl(const Tensor& q_rows, const Tensor& k, const TapRequest& req, 
   }
   Tensor probs = Tensor::empty({a.batch, a.hq, R, a.lk}, DType::F32, q_rows.device());
   p.probs = probs.data<float>();
-  p.beside = beside;
   if (q_rows.is_cuda()) {
     MMATTN_IF_CUDA(attention_probs_cuda(p, current_stream()));
   } else {
     attention_probs_cpu(p);
   }
   return probs;
-}
-
-}  // namespace
-
-Tensor attention_probs(const Tensor& q_rows, const Tensor& k, const TapRequest& req, const AttentionOptions& opt) {
-  return probs_impl(q_rows, k, req, opt, false);
 }
 
 AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& rows,
@@ -75,18 +63,8 @@ AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor&
     return r;
   }
   // The attention kernel is launched first so that its blocks take the multiprocessors first; the
-  // taps' blocks fill what its last wave leaves. When the attention is one prefill launch, the
-  // taps follow it on the same stream as one kernel that starts beside it (programmatic launch:
-  // no fork, no join); else they go to the side stream, joined before q_rows (read there) can be
-  // freed (core/device.h: side_stream).
-#if MMATTN_HAS_CUDA
-  if (attention_probs_beside_available() &&
-      attention_is_one_prefill_launch(build_attention_params(q, k, v, opt, q.size(1)))) {
-    AttentionResult r = attention(q, k, v, opt);
-    *probs = probs_impl(q_rows, k, req, opt, /*beside=*/true);
-    return r;
-  }
-#endif
+  // taps' blocks fill what its last wave leaves. The join comes before q_rows (read on the side
+  // stream) can be freed (core/device.h: side_stream).
   const StreamHandle main = current_stream(), side = side_stream();
   stream_wait(side, main);
   AttentionResult r = attention(q, k, v, opt);

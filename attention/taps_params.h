@@ -16,17 +16,11 @@ struct TapParams {
   const float* lse = nullptr;      // [B, Hq, R] with the strides below (elements), or null (then computed)
   int64_t lse_sb = 0, lse_sh = 0, lse_sr = 0;
   float* probs = nullptr;          // [B, Hq, R, Lk] contiguous
-  // CUDA, no LSE given: one kernel launched beside the kernel queued just before it on the stream
-  // (flash_decode_cuda's `beside` states the conditions; attention_tapped checks them).
-  bool beside = false;
 
   float row_lse(int64_t b, int64_t h, int64_t r) const { return lse[b * lse_sb + h * lse_sh + r * lse_sr]; }
 };
 void attention_probs_cpu(const TapParams& p);
 void attention_probs_cuda(const TapParams& p, StreamHandle s);
-// Whether a `beside` launch can start before the kernel ahead of it ends (programmatic launch on
-// this device and build; MMATTN_PDL=0 turns it off), else it would run after it.
-bool attention_probs_beside_available();
 
 // head_mean: out[b, i] = sum over h in order of probs[b, h, i] / H (each term divided, then added,
 // in f32 round-to-nearest: the CPU and CUDA results are identical). probs [B, H, RL] contiguous.

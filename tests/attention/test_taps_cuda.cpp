@@ -229,59 +229,42 @@ TEST(TapsCuda, TooManyRowsIsAnError) {
   }
 }
 
-// attention_tapped: the attention kernel and the taps at once (the taps' one-kernel form launched
-// beside a single prefill launch, or the two kernels on the side stream when the attention is
-// split) give exactly the values of the two calls in sequence (the taps' one-kernel form runs the
-// same per-key and per-row code), for one row (a view of q) and several (gathered), plain and
-// modulated (abs gain; post weights with renormalisation and padded keys; PAI's last row only,
-// whose attention takes the split route), every head dim class; the current stream is joined (a
-// result read right after the call is complete); a bad row is an error naming 'rows'.
+// attention_tapped: the attention kernel on the current stream and the taps on the side stream at
+// once give exactly the values of the two calls in sequence (the same kernels), for one row (a
+// view of q) and several (gathered), with modulation; the current stream is joined (a result read
+// right after the call is complete); a bad row is an error naming 'rows'.
 TEST(TapsCuda, TappedAttentionMatchesSequentialCalls) {
   MMATTN_REQUIRE_GPU();
   const Device g = Device::cuda();
-  const int64_t B = 2, L = 640, Hq = 8, Hkv = 2, C = 2;
-  for (int64_t D : {128, 80}) {
-    Tensor q = rand_tensor({B, L, Hq, D}, 81, -2.f, 2.f).to(g, DType::BF16);
-    Tensor k = rand_tensor({B, L, Hkv, D}, 82, -2.f, 2.f).to(g, DType::BF16);
-    Tensor v = rand_tensor({B, L, Hkv, D}, 83).to(g, DType::BF16);
-    std::vector<uint8_t> cls(size_t(B * L));
-    for (size_t j = 0; j < cls.size(); ++j) cls[j] = uint8_t(j % L < 35 ? 0 : 1);
-    HeadModulation m;
-    m.key_class = Tensor::from_vector(cls, {B, L}).to(g);
-    m.num_classes = int(C);
-    m.logit_abs_gain = rand_tensor({Hq, C}, 84, 0.f, 0.3f).to(g);
-    HeadModulation post = m;
-    post.logit_abs_gain = Tensor();
-    post.post_weight = rand_tensor({Hq, C}, 85, 0.2f, 1.5f).to(g);
-    post.renormalize = true;
-    HeadModulation pai = m;
-    pai.first_modulated_row = L - 1;
-    const Tensor k_lens = Tensor::from_vector<int32_t>({int32_t(L), 301}, {B}).to(g);
-    for (const std::vector<int64_t>& rows : std::vector<std::vector<int64_t>>{{L - 1}, {0, 17, L - 1}})
-      for (int mode : {0, 1, 2, 3}) {  // plain, abs gain, post weights + k_lens, PAI (non-causal)
-        AttentionOptions opt;
-        opt.causal = mode != 3;
-        opt.return_lse = true;
-        if (mode == 1) opt.mod = &m;
-        if (mode == 2) opt.mod = &post, opt.k_lens = k_lens;
-        if (mode == 3) opt.mod = &pai;
-        Tensor probs;
-        const AttentionResult r = attention_tapped(q, k, v, rows, &probs, opt);
-        const AttentionResult want = attention(q, k, v, opt);
-        std::vector<Tensor> parts;
-        for (int64_t i : rows) parts.push_back(q.slice(1, i, i + 1).contiguous());
-        const Tensor q_rows = parts.size() == 1 ? parts[0] : concat(parts, 1);
-        const Tensor want_probs = attention_probs(q_rows, k, TapRequest{rows, L, Tensor()}, opt);
-        const std::string what = str_cat("d", D, ", ", rows.size(), " rows, mode ", mode);
-        ASSERT_EQ(probs.shape(), (Shape{B, Hq, int64_t(rows.size()), L})) << what;
-        EXPECT_EQ(r.out.to_floats(), want.out.to_floats()) << what;
-        EXPECT_EQ(r.lse.to_floats(), want.lse.to_floats()) << what;
-        EXPECT_EQ(probs.to_floats(), want_probs.to_floats()) << what;
-      }
-  }
-  Tensor q = rand_tensor({B, L, Hq, 128}, 81, -2.f, 2.f).to(g, DType::BF16);
-  Tensor k = rand_tensor({B, L, Hkv, 128}, 82, -2.f, 2.f).to(g, DType::BF16);
-  Tensor v = rand_tensor({B, L, Hkv, 128}, 83).to(g, DType::BF16);
+  const int64_t B = 2, L = 640, Hq = 8, Hkv = 2, D = 128, C = 2;
+  Tensor q = rand_tensor({B, L, Hq, D}, 81, -2.f, 2.f).to(g, DType::BF16);
+  Tensor k = rand_tensor({B, L, Hkv, D}, 82, -2.f, 2.f).to(g, DType::BF16);
+  Tensor v = rand_tensor({B, L, Hkv, D}, 83).to(g, DType::BF16);
+  std::vector<uint8_t> cls(size_t(B * L));
+  for (size_t j = 0; j < cls.size(); ++j) cls[j] = uint8_t(j % L < 35 ? 0 : 1);
+  HeadModulation m;
+  m.key_class = Tensor::from_vector(cls, {B, L}).to(g);
+  m.num_classes = int(C);
+  m.logit_abs_gain = rand_tensor({Hq, C}, 84, 0.f, 0.3f).to(g);
+  for (const std::vector<int64_t>& rows : std::vector<std::vector<int64_t>>{{L - 1}, {0, 17, L - 1}})
+    for (bool modulated : {false, true}) {
+      AttentionOptions opt;
+      opt.causal = true;
+      opt.return_lse = true;
+      if (modulated) opt.mod = &m;
+      Tensor probs;
+      const AttentionResult r = attention_tapped(q, k, v, rows, &probs, opt);
+      const AttentionResult want = attention(q, k, v, opt);
+      std::vector<Tensor> parts;
+      for (int64_t i : rows) parts.push_back(q.slice(1, i, i + 1).contiguous());
+      const Tensor q_rows = parts.size() == 1 ? parts[0] : concat(parts, 1);
+      const Tensor want_probs = attention_probs(q_rows, k, TapRequest{rows, L, Tensor()}, opt);
+      const std::string what = str_cat(rows.size(), " rows, modulated ", modulated);
+      ASSERT_EQ(probs.shape(), (Shape{B, Hq, int64_t(rows.size()), L})) << what;
+      EXPECT_EQ(r.out.to_floats(), want.out.to_floats()) << what;
+      EXPECT_EQ(r.lse.to_floats(), want.lse.to_floats()) << what;
+      EXPECT_EQ(probs.to_floats(), want_probs.to_floats()) << what;
+    }
   Tensor probs;
   try {
     attention_tapped(q, k, v, {L}, &probs);
