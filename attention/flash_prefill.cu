@@ -52,7 +52,7 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOr
   a.vec_q = rows_aligned16(p.q, p.q_sb, p.q_sl, p.q_sh, p.batch, p.lq, p.hq);
   a.vec_k = rows_aligned16(p.k, p.k_sb, p.k_sl, p.k_sh, p.batch, p.lk, p.hkv);
   a.vec_v = rows_aligned16(p.v, p.v_sb, p.v_sl, p.v_sh, p.batch, p.lk, p.hkv);
-  a.tiles_by_head = order == PrefillOrder::tiles_by_head;
+  a.order = order;
   const bool mod = p.has_modulation() || p.key_class != nullptr;
   cudaStream_t s = stream;
   // the fast path serves modulated calls too, except class mass (it returns false then)

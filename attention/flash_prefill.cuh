@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(PrefillTraits<D>::THREADS)
   float4* sKM = reinterpret_cast<float4*>(sV + 2 * BC * SS);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const TileCoord tc = tile_coord(p.causal, a.tiles_by_head);
+  const TileCoord tc = tile_coord(p.causal, a.order == PrefillOrder::tiles_by_head);
   const int b = tc.b, h = tc.h, qtile = tc.qtile;
   const int q0 = qtile * BR;
   const int hk = h / a.group;

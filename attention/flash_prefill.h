@@ -3,6 +3,7 @@
 // header: attention.h is the API, attention_kernels.h the dispatcher's view.
 #include <cuda_runtime.h>
 
+#include "attention/attention_kernels.h"
 #include "attention/attention_params.h"
 
 namespace mmattn::flash {
@@ -13,9 +14,7 @@ struct PrefillArgs {
   int group = 1;           // hq / hkv
   float scale_log2 = 0.f;  // scale * log2(e): logits are handled in base 2
   bool vec_q = false, vec_k = false, vec_v = false;  // 16-byte loads allowed (pointer and strides)
-  // Causal launch order: false (default) longest tiles first across all heads and sequences;
-  // true: head by head, longest first within each head (flash_prefill_cuda's `order`).
-  bool tiles_by_head = false;
+  PrefillOrder order = PrefillOrder::longest_first;  // causal launch order (attention_kernels.h)
 };
 
 // General path: mma.sync m16n8k16 + ldmatrix + cp.async, every head dim and feature.

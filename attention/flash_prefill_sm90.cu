@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto v_empty = [&](int s) { return bars + 56 + 8 * s; };
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const TileCoord tc = tile_coord(p.causal, a.tiles_by_head);
+  const TileCoord tc = tile_coord(p.causal, a.order == PrefillOrder::tiles_by_head);
   const int b = tc.b, h = tc.h, qtile = tc.qtile;
   const int q0 = qtile * kBR;
   const int hk = h / a.group;

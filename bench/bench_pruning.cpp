@@ -78,11 +78,7 @@ int main(int argc, char** argv) {
     const std::string out = arg_value(argc, argv, "--out", "bench/results");
     const std::string model = llava7b_model(argc, argv, "bench_pruning");
     const std::string only_methods = arg_value(argc, argv, "--methods", "");
-    bool overhead_only = false, out_given = false;
-    for (int i = 1; i < argc; ++i) {
-      overhead_only |= std::string(argv[i]) == "--overhead-only";
-      out_given |= std::string(argv[i]) == "--out";
-    }
+    const bool overhead_only = has_flag(argc, argv, "--overhead-only"), out_given = has_flag(argc, argv, "--out");
     // a partial run must not replace the committed bench/results/pruning.json by default
     MMATTN_CHECK(out_given || (only_methods.empty() && !overhead_only), ConfigError,
                  "bench_pruning: --methods / --overhead-only write a partial pruning.json; give --out DIR");

@@ -141,6 +141,7 @@ inline std::string arg_value(int argc, char** argv, const std::string& flag, con
   return fallback;
 }
 
+// Whether `flag` (a switch without a value, or any flag) is among the arguments.
 inline bool has_flag(int argc, char** argv, const std::string& flag) {
   for (int i = 1; i < argc; ++i)
     if (argv[i] == flag) return true;

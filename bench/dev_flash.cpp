@@ -5,7 +5,6 @@
 //   bench_flash_dev [--quick]
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
@@ -33,8 +32,7 @@ double rel_diff(const Tensor& a, const Tensor& b) {
 
 int main(int argc, char** argv) {
   try {
-    bool quick = false;
-    for (int i = 1; i < argc; ++i) quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    const bool quick = has_flag(argc, argv, "--quick");
     struct Case {
       int64_t b, h, hkv, l, d;
       bool causal;

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <string>
 #include <vector>
 
 #include "bench/bench_util.h"
@@ -105,8 +104,7 @@ int main(int argc, char** argv) {
       set_cluster_gemm_enabled(was);
       std::printf("  cuBLASLt %.1f(%.0f%%)\n", lt, of_copy(bytes, lt));
     }
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--cluster-only") return 0;
+  if (has_flag(argc, argv, "--cluster-only")) return 0;
   for (const Shape3& sh : shapes) {
     const Tensor x = bench_random({sh.m, sh.k}, 1, DType::BF16, -1.f, 1.f);
     const Tensor w = bench_random({sh.n, sh.k}, 2, DType::BF16, -0.02f, 0.02f);
