@@ -23,12 +23,17 @@
 // k-step of 16 keys is +2048 bytes). NH = 1 for D = 64, else 2: D = 72/80/96 use the second half
 // partly; the TMA fills the columns past D with zeros, so they add nothing to Q K^T.
 //
-// Modulation (MOD): a warpgroup whose rows reach first_modulated_row loads, per key tile, the class
-// of one key per thread (issued before the turn, stored under the GEMMs) and writes that key's
-// {abs gain, bias, post weight} from a per-head table into its own double-buffered shared array
-// (one named barrier per tile); its softmax reads them by key column (s[4n + e] and s[4n + 2 + e]
-// are key 8n + 2tq + e). Warpgroups entirely below first_modulated_row run the plain softmax, so
-// PAI-style "last row only" costs one warpgroup of the whole grid.
+// Modulation (MOD): per key tile, each consumer warpgroup whose rows reach first_modulated_row
+// loads the class of one key per thread (issued under its GEMMs) and writes that key's entry from
+// the head's class table into its own double-buffered shared set, laid out by the key pairs a
+// thread holds (s[4n + e] and s[4n + 2 + e] are key 8n + 2tq + e): {A0, A1, B0, B1} per pair
+// (one 16-byte load for four scores) and {W0, W1}. A = abs gain |scale log2 e|, B = bias log2 e,
+// so the base-2 logit is x = A |s| + (s scale log2 e + B): two FMAs per score. With
+// renormalisation, non-negative post weights and no LSE requested, log2 w joins B (the weighted
+// softmax is the softmax of x + log2 w) and W is not read at all. A warpgroup whose rows all lie
+// at or past first_modulated_row runs the "all" softmax; the one that straddles it multiplies each
+// row's modulation by 0 or 1 (one more operation per score); warpgroups entirely below run the
+// plain softmax, so PAI-style "last row only" costs one warpgroup per head.
 //
 // Compiled only for sm_90a (wgmma, setmaxnreg); other targets get an empty kernel that is never
 // launched (flash_prefill_sm90_available() is sm90::kernels_available(): false unless the build has 90a).
@@ -52,10 +57,13 @@ template <int NH>
 constexpr int tile_bytes() {
   return NH * kHalfBytes;
 }
-// MOD: per-key modulation entries {abs gain, bias (base 2), post weight, -} of each consumer
-// warpgroup, [2 warpgroups][2 tiles][128 keys] float4, then the [kNumClassSlots] table of this head.
+// MOD: key entries (see the header): 64 key pairs {A0, A1, B0, B1} then 64 {W0, W1} per set; sets
+// [2 warpgroups][2 tiles]; then the [kNumClassSlots] table of this head,
+// {A, B, W, fold} per class.
 constexpr int kNumClassSlots = 4;  // = kMaxKeyClasses (attention.h)
-constexpr int kModKeyBytes = 2 * 2 * 128 * 16;
+constexpr int kPairs = 64;
+constexpr int kModSetBytes = kPairs * 16 + kPairs * 8;
+constexpr int kModKeyBytes = 4 * kModSetBytes;
 constexpr int kModBytes = kModKeyBytes + kNumClassSlots * 16;
 template <int NH, bool MOD>
 constexpr int smem_bytes() {
@@ -131,92 +139,98 @@ __device__ __forceinline__ void wgmma_rs<__half, 64>(float (&d)[32], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));
 }
 
+// Sets the scores of keys j >= lim0 (row g) / lim1 (row g + 8) to -inf.
+__device__ __forceinline__ void mask_tile(float (&s)[64], int j0, int tq, int lim0, int lim1) {
+#pragma unroll
+  for (int n = 0; n < 16; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int j = j0 + n * 8 + tq * 2 + e;
+      if (j >= lim0) s[4 * n + e] = -INFINITY;
+      if (j >= lim1) s[4 * n + 2 + e] = -INFINITY;
+    }
+}
+
+// Modulated online softmax of one 64 x 128 S tile (see softmax_tile below for the plain one and
+// the register layout). ab: the key entries {A0, A1, B0, B1} per key pair, w: {W0, W1}. SOME:
+// the warpgroup straddles first_modulated_row; am0 / am1 (1 or 0) say whether row g / g + 8 is
+// modulated (x = s sl2 + am (A |s| + B), weight am ? w : 1: one more operation per score than
+// when every row is). W: P is multiplied by the post weights and lw accumulates the weighted sum,
+// l the unweighted one (LSE and the default normaliser); without W the weights are either absent
+// or folded into B.
+template <class T, bool SOME, bool W>
+__device__ __forceinline__ void softmax_mod_tile(float (&s)[64], uint32_t (&pa)[8][4], float& m0, float& m1,
+                                                 float& l0, float& l1, float& al0, float& al1, bool mask, int j0,
+                                                 int tq, int lim0, int lim1, float sl2, const float4* ab,
+                                                 const float2* w, float am0, float am1, float& lw0, float& lw1) {
+#pragma unroll
+  for (int n = 0; n < 16; ++n) {
+    const float4 e = ab[n * 4 + tq];
+    if constexpr (SOME) {
+      s[4 * n] = fmaf(am0, fmaf(e.x, fabsf(s[4 * n]), e.z), s[4 * n] * sl2);
+      s[4 * n + 1] = fmaf(am0, fmaf(e.y, fabsf(s[4 * n + 1]), e.w), s[4 * n + 1] * sl2);
+      s[4 * n + 2] = fmaf(am1, fmaf(e.x, fabsf(s[4 * n + 2]), e.z), s[4 * n + 2] * sl2);
+      s[4 * n + 3] = fmaf(am1, fmaf(e.y, fabsf(s[4 * n + 3]), e.w), s[4 * n + 3] * sl2);
+    } else {
+      s[4 * n] = fmaf(e.x, fabsf(s[4 * n]), fmaf(s[4 * n], sl2, e.z));
+      s[4 * n + 1] = fmaf(e.y, fabsf(s[4 * n + 1]), fmaf(s[4 * n + 1], sl2, e.w));
+      s[4 * n + 2] = fmaf(e.x, fabsf(s[4 * n + 2]), fmaf(s[4 * n + 2], sl2, e.z));
+      s[4 * n + 3] = fmaf(e.y, fabsf(s[4 * n + 3]), fmaf(s[4 * n + 3], sl2, e.w));
+    }
+  }
+  if (mask) mask_tile(s, j0, tq, lim0, lim1);
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < 16; ++n) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+  }
+  mx0 = quad_max(mx0);
+  mx1 = quad_max(mx1);
+  const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+  const float base0 = mn0 == -INFINITY ? 0.f : mn0, base1 = mn1 == -INFINITY ? 0.f : mn1;
+  al0 = fast_exp2(m0 - base0);
+  al1 = fast_exp2(m1 - base1);
+  m0 = mn0;
+  m1 = mn1;
+  float ps0 = 0.f, ps1 = 0.f, pw0 = 0.f, pw1 = 0.f;
+#pragma unroll
+  for (int n = 0; n < 16; ++n) {
+    float p0 = fast_exp2(s[4 * n] - base0), p1 = fast_exp2(s[4 * n + 1] - base0);
+    float p2 = fast_exp2(s[4 * n + 2] - base1), p3 = fast_exp2(s[4 * n + 3] - base1);
+    ps0 += p0 + p1;
+    ps1 += p2 + p3;
+    if constexpr (W) {
+      const float2 v = w[n * 4 + tq];
+      if constexpr (SOME) {  // am ? w : 1
+        p0 *= fmaf(am0, v.x - 1.f, 1.f), p1 *= fmaf(am0, v.y - 1.f, 1.f);
+        p2 *= fmaf(am1, v.x - 1.f, 1.f), p3 *= fmaf(am1, v.y - 1.f, 1.f);
+      } else {
+        p0 *= v.x, p1 *= v.y, p2 *= v.x, p3 *= v.y;
+      }
+      pw0 += p0 + p1;
+      pw1 += p2 + p3;
+    }
+    pa[n >> 1][(n & 1) * 2] = pack2<T>(p0, p1);
+    pa[n >> 1][(n & 1) * 2 + 1] = pack2<T>(p2, p3);
+  }
+  l0 = l0 * al0 + ps0;
+  l1 = l1 * al1 + ps1;
+  if constexpr (W) {
+    lw0 = lw0 * al0 + pw0;
+    lw1 = lw1 * al1 + pw1;
+  }
+}
+
 // Online softmax of one 64 x 128 S tile of a warpgroup: masks keys j >= lim (when `mask`),
 // updates the running max m (base-2, scaled) and sum l, writes P (as the A operand of P V) and
 // the factors by which O must be rescaled. s[4n + e]: (row g, key 8n + 2tq + e); s[4n + 2 + e]:
 // row g + 8.
-//
-// MODT (modulated warpgroups): km[jl] = {a, b log2(e), w, -} of key j0 + jl; the logits become
-// x = s sl2, x += a |x| + b (rows with modrow), masked after modulation; P is multiplied by w
-// (modrow rows) and lw accumulates the weighted sum, l the unweighted one (LSE and the default
-// normaliser).
-template <class T, bool MODT>
+template <class T>
 __device__ __forceinline__ void softmax_tile(float (&s)[64], uint32_t (&pa)[8][4], float& m0, float& m1, float& l0,
                                              float& l1, float& al0, float& al1, bool mask, int j0, int tq, int lim0,
-                                             int lim1, float sl2, const float4* km = nullptr, bool modrow0 = false,
-                                             bool modrow1 = false, float* lw0 = nullptr, float* lw1 = nullptr) {
-  if constexpr (MODT) {
-    // rows below first_modulated_row: a = b = 0 (selected once, no branch per score)
-    const float am0 = modrow0 ? 1.f : 0.f, am1 = modrow1 ? 1.f : 0.f;
-#pragma unroll
-    for (int n = 0; n < 16; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float2 ab = *reinterpret_cast<const float2*>(km + n * 8 + tq * 2 + e);
-        const float x0 = s[4 * n + e] * sl2, x1 = s[4 * n + 2 + e] * sl2;
-        s[4 * n + e] = fmaf(ab.x * am0, fabsf(x0), x0) + ab.y * am0;
-        s[4 * n + 2 + e] = fmaf(ab.x * am1, fabsf(x1), x1) + ab.y * am1;
-      }
-    if (mask) {
-#pragma unroll
-      for (int n = 0; n < 16; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int j = j0 + n * 8 + tq * 2 + e;
-          if (j >= lim0) s[4 * n + e] = -INFINITY;
-          if (j >= lim1) s[4 * n + 2 + e] = -INFINITY;
-        }
-    }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int n = 0; n < 16; ++n) {
-      mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
-      mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
-    }
-    mx0 = quad_max(mx0);
-    mx1 = quad_max(mx1);
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-    const float base0 = mn0 == -INFINITY ? 0.f : mn0, base1 = mn1 == -INFINITY ? 0.f : mn1;
-    al0 = fast_exp2(m0 - base0);
-    al1 = fast_exp2(m1 - base1);
-    m0 = mn0;
-    m1 = mn1;
-    float ps0 = 0.f, ps1 = 0.f, pw0 = 0.f, pw1 = 0.f;
-#pragma unroll
-    for (int n = 0; n < 16; ++n) {
-      float p[4];
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float w = km[n * 8 + tq * 2 + e].z;
-        float p0 = fast_exp2(s[4 * n + e] - base0), p1 = fast_exp2(s[4 * n + 2 + e] - base1);
-        ps0 += p0;
-        ps1 += p1;
-        p0 *= modrow0 ? w : 1.f;
-        p1 *= modrow1 ? w : 1.f;
-        pw0 += p0;
-        pw1 += p1;
-        p[e] = p0;
-        p[2 + e] = p1;
-      }
-      pa[n >> 1][(n & 1) * 2] = pack2<T>(p[0], p[1]);
-      pa[n >> 1][(n & 1) * 2 + 1] = pack2<T>(p[2], p[3]);
-    }
-    l0 = l0 * al0 + ps0;
-    l1 = l1 * al1 + ps1;
-    *lw0 = *lw0 * al0 + pw0;
-    *lw1 = *lw1 * al1 + pw1;
-    return;
-  }
-  if (mask) {
-#pragma unroll
-    for (int n = 0; n < 16; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int j = j0 + n * 8 + tq * 2 + e;
-        if (j >= lim0) s[4 * n + e] = -INFINITY;
-        if (j >= lim1) s[4 * n + 2 + e] = -INFINITY;
-      }
-  }
+                                             int lim1, float sl2) {
+  if (mask) mask_tile(s, j0, tq, lim0, lim1);
   float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
   for (int n = 0; n < 16; ++n) {
@@ -299,12 +313,23 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t sKM = bars + 128, sTab = sKM + kModKeyBytes;  // MOD only
   if constexpr (MOD) {
     if (tid < kNumClassSlots) {
-      float4 e = make_float4(0.f, 0.f, 1.f, 0.f);
-      if (tid < p.num_classes) {
-        const int hc = h * p.num_classes + tid;
-        if (p.logit_abs_gain) e.x = p.logit_abs_gain[hc];
+      // fold: renormalised, non-negative post weights, no LSE wanted and no warpgroup of this block
+      // straddling first_modulated_row (its am = 0 rows would compute 0 x log2 0): log2 w joins the bias
+      const int C = p.num_classes;
+      const int64_t first = p.first_modulated_row;
+      const bool straddles = first > q0 && first <= q0 + kBR - 1 && first != q0 + 64;
+      bool fold = p.post_weight && p.renormalize && !p.lse && !straddles;
+      for (int c = 0; fold && c < C; ++c) fold = p.post_weight[h * C + c] >= 0.f;
+      float4 e = make_float4(0.f, 0.f, 1.f, fold ? 1.f : 0.f);
+      if (tid < C) {
+        const int hc = h * C + tid;
+        if (p.logit_abs_gain) e.x = p.logit_abs_gain[hc] * fabsf(a.scale_log2);
         if (p.logit_bias) e.y = p.logit_bias[hc] * kLog2e;
-        if (p.post_weight) e.z = p.post_weight[hc];
+        if (p.post_weight) {
+          const float w = p.post_weight[hc];
+          if (fold) e.y += log2f(w);  // w = 0: -inf, the key drops out
+          else e.z = w;
+        }
       }
       *reinterpret_cast<float4*>(smem + (sTab - base) + tid * 16) = e;
     }
@@ -355,24 +380,32 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < NO; ++i) o[i] = 0.f;
 #pragma unroll
   for (int i = 0; i < 64; ++i) s[i] = 0.f;
-  // MOD: warpgroups with a row >= first_modulated_row (and key classes) run the modulated softmax;
-  // the others, and every row below first_modulated_row, see plain logits.
-  // (recomputed where used, from parameters: values kept live across the plain loop spill there)
-  auto wg_mod = [&] { return MOD && p.key_class != nullptr && q0 + wg * 64 + 63 >= p.first_modulated_row; };
+  // MOD: warpgroups with a row >= first_modulated_row (and key classes) run a modulated softmax:
+  // 1 when all their rows are modulated, 2 when some are; 0 (plain) for the others. Recomputed
+  // where used, from parameters and shared memory: values kept live across the loop spill there.
+  auto wg_mode = [&]() -> int {
+    if (!MOD || p.key_class == nullptr || q0 + wg * 64 + 63 < p.first_modulated_row) return 0;
+    return q0 + wg * 64 >= p.first_modulated_row ? 1 : 2;
+  };
+  // the post weights were folded into the bias (the class table's fourth entry)
+  auto folded = [&] { return reinterpret_cast<const float4*>(smem + (sTab - base))->w != 0.f; };
   const int wtid = tid & 127;
   // class of key t * kBC + wtid (loaded early), then its entry into this warpgroup's buffer t & 1
   auto fetch_class = [&](int t) -> int {
     const int j = t * kBC + wtid;
     return j < p.lk ? int(__ldg(p.key_class + int64_t(b) * p.key_class_sb + j)) : -1;
   };
-  auto km_buf = [&](int t) { return sKM + uint32_t(((wg * 2 + (t & 1)) * 128) * 16); };
+  auto km_set = [&](int t) { return smem + (sKM - base) + (wg * 2 + (t & 1)) * kModSetBytes; };
   auto fill_km = [&](int t, int c) {
     const float4 e = c >= 0 ? *reinterpret_cast<const float4*>(smem + (sTab - base) + c * 16)
                             : make_float4(0.f, 0.f, 1.f, 0.f);
-    *reinterpret_cast<float4*>(smem + (km_buf(t) - base) + wtid * 16) = e;
+    float* ab = reinterpret_cast<float*>(km_set(t));  // [kPairs] {A0, A1, B0, B1}, then [kPairs] {W0, W1}
+    const int pr = wtid >> 1, e1 = wtid & 1;
+    ab[pr * 4 + e1] = e.x;
+    ab[pr * 4 + 2 + e1] = e.y;
+    ab[kPairs * 4 + pr * 2 + e1] = e.z;
     named_sync(5 + wg, 128);
   };
-  auto km_ptr = [&](int t) { return reinterpret_cast<const float4*>(smem + (km_buf(t) - base)); };
   uint32_t pa[8][4], pb[8][4];
   const uint64_t dq = make_desc(sQ + wg * 64 * 128, 16, 1024);
   auto dk = [&](int t) { return make_desc(sK + (t & 1) * TB, 16, 1024); };
@@ -388,19 +421,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (lane == 0) mbar_arrive(bar);
   };
 
-  // The main loop, instantiated plain and modulated (M); the choice is made once, outside it: a
-  // branch between a wgmma and its wait makes ptxas serialise every wgmma (C7520).
-  // Returns the weighted sums lw (M; 0 otherwise), this thread's columns.
-  auto main_loop = [&](auto mod_tag) -> float2 {
-    constexpr bool M = decltype(mod_tag)::value;
-    float lw0 = 0.f, lw1 = 0.f;  // M: sum of w 2^(x - m)
-    const bool modrow0 = row0 >= p.first_modulated_row, modrow1 = row1 >= p.first_modulated_row;
+  // The main loop, instantiated per softmax variant K: 0 plain, 1 every row modulated, 2 the same
+  // with post weights, 3 some rows modulated (with post weights, 1 for rows below the first). The
+  // choice is made once, outside it: a branch between a wgmma and its wait makes ptxas serialise
+  // every wgmma (C7520). Returns the weighted sums lw (K = 2, 3; 0 otherwise), this thread's columns.
+  auto main_loop = [&](auto variant) -> float2 {
+    constexpr int K = decltype(variant)::value;
+    constexpr bool M = K != 0, W = K >= 2;
+    float lw0 = 0.f, lw1 = 0.f;  // W: sum of w 2^(x - m)
     auto softmax = [&](int t, uint32_t(&pn)[8][4]) {
-      if constexpr (M)
-        softmax_tile<T, true>(s, pn, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2, km_ptr(t),
-                              modrow0, modrow1, &lw0, &lw1);
-      else
-        softmax_tile<T, false>(s, pn, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2);
+      if constexpr (M) {
+        const unsigned char* set = km_set(t);
+        const float am0 = row0 >= p.first_modulated_row ? 1.f : 0.f, am1 = row1 >= p.first_modulated_row ? 1.f : 0.f;
+        softmax_mod_tile<T, K == 3, W>(s, pn, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2,
+                                       reinterpret_cast<const float4*>(set),
+                                       reinterpret_cast<const float2*>(set + kPairs * 16), am0, am1, lw0, lw1);
+      } else {
+        softmax_tile<T>(s, pn, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2);
+      }
     };
     if (wg == 1) named_arrive(1, 256);  // warpgroup 0 goes first
     mbar_wait(k_full(0), 0);
@@ -457,18 +495,23 @@ __global__ void __launch_bounds__(kThreads, 1)
   mbar_wait(q_full, 0);
   float2 lw = make_float2(0.f, 0.f);
   if (n_tiles > 0) {
-    if (wg_mod()) lw = main_loop(std::true_type{});
-    else lw = main_loop(std::false_type{});
+    const int mode = wg_mode();
+    const bool weights = mode != 0 && p.post_weight && !folded();
+    if (mode == 0) lw = main_loop(std::integral_constant<int, 0>{});
+    else if (mode == 2) lw = main_loop(std::integral_constant<int, 3>{});
+    else if (weights) lw = main_loop(std::integral_constant<int, 2>{});
+    else lw = main_loop(std::integral_constant<int, 1>{});
   }
 
-  // epilogue: normalise (MOD: by sum w p when renormalising, then the head gain); rows >= qlen
+  // epilogue: normalise (MOD: by sum w p when renormalising, unless the weights were folded into
+  // the logits, which makes l that sum; then the head gain); rows >= qlen
   // (and rows that saw nothing) are 0 with LSE -inf
   l0 = quad_sum(l0);
   l1 = quad_sum(l1);
   const bool valid0 = row0 < rg.qlen, valid1 = row1 < rg.qlen;
   float n0 = l0, n1 = l1;
   if constexpr (MOD) {
-    if (wg_mod() && p.renormalize && p.post_weight) {
+    if (wg_mode() != 0 && p.renormalize && p.post_weight && !folded()) {
       const float lw0 = quad_sum(lw.x), lw1 = quad_sum(lw.y);
       if (row0 >= p.first_modulated_row) n0 = lw0;
       if (row1 >= p.first_modulated_row) n1 = lw1;
@@ -572,9 +615,11 @@ bool launch_mod(const PrefillArgs& a, cudaStream_t s) {
 
 bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
   if (a.p.class_mass) return false;  // the general kernel accumulates class mass
-  // Without key classes nothing is modulated per key (attention.cpp requires classes for the logit
-  // and post tables); the head gain alone is applied by the epilogue of either instantiation.
-  const bool mod = a.p.key_class != nullptr;
+  // Without key classes, or with first_modulated_row past the last row, nothing is modulated per
+  // key (attention.cpp requires classes for the logit and post tables); the head gain alone is
+  // applied by the epilogue of either instantiation. The MOD = true kernel's plain warpgroups run
+  // 4-14% slower than MOD = false (more register pressure), so it is launched only when needed.
+  const bool mod = a.p.key_class != nullptr && a.p.first_modulated_row < a.p.lq;
   return mod ? launch_mod<true>(a, s) : launch_mod<false>(a, s);
 }
 

@@ -1,10 +1,14 @@
 // Development timing of the flash prefill paths (not a results benchmark: bench_attention is).
 // Times the prefill kernel's fastest path (kernel override 1: the Hopper wgmma kernel in sm_90a
 // builds) and its general mma.sync path (override 3) on the shapes and every head dim,
-// and checks that the two agree on each shape.
-//   bench_flash_dev [--quick]
+// and checks that the two agree on each shape. --mod times the Hopper kernel's modulated
+// softmax variants instead (every row, with and without post weights and LSE; the last row; half
+// the rows; modulation present but no row reached), each against the plain call, in one process.
+//   bench_flash_dev [--quick] [--mod]
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <vector>
 
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
@@ -30,9 +34,67 @@ double rel_diff(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
+// The modulated variants on three shapes (see the header), fast path forced (override 1).
+void time_modulation() {
+  struct Shape {
+    int64_t h, l;
+    bool causal;
+  };
+  for (const Shape sh : {Shape{24, 4096, false}, Shape{32, 640, true}, Shape{32, 2048, true}}) {
+    Tensor q = rnd({1, sh.l, sh.h, 128}, 1, DType::BF16), k = rnd({1, sh.l, sh.h, 128}, 2, DType::BF16),
+           v = rnd({1, sh.l, sh.h, 128}, 3, DType::BF16);
+    std::vector<uint8_t> cls(size_t(sh.l));
+    for (int64_t j = 0; j < sh.l; ++j) cls[size_t(j)] = j < 35 ? 0 : j < sh.l - 29 ? 1 : 2;
+    const int64_t C = 3;
+    auto make = [&](bool bias, bool weights, bool renorm, int64_t first) {
+      HeadModulation m;
+      m.key_class = Tensor::from_vector(cls, {1, sh.l}).to(Device::cuda());
+      m.num_classes = int(C);
+      m.logit_abs_gain = Tensor::full({sh.h, C}, 0.2f, DType::F32, Device::cuda());
+      if (bias) m.logit_bias = Tensor::full({sh.h, C}, 0.1f, DType::F32, Device::cuda());
+      if (weights) m.post_weight = Tensor::full({sh.h, C}, 0.9f, DType::F32, Device::cuda());
+      m.renormalize = renorm;
+      m.first_modulated_row = first;
+      return m;
+    };
+    struct Variant {
+      const char* name;
+      HeadModulation m;
+      bool lse;
+    };
+    const Variant variants[] = {
+        {"no row reached (first = L)", make(true, true, true, sh.l), false},
+        {"every row: gain + bias", make(true, false, false, 0), false},
+        {"every row: + weights renorm (folded)", make(true, true, true, 0), false},
+        {"every row: + weights renorm + LSE", make(true, true, true, 0), true},
+        {"every row: + weights, no renorm", make(true, true, false, 0), false},
+        {"last row: gain + weights + LSE", make(false, true, false, sh.l - 1), true},
+        {"rows >= L/2 + 17: gain + bias", make(true, false, false, sh.l / 2 + 17), false},
+    };
+    set_attention_kernel_override(1);
+    AttentionOptions plain;
+    plain.causal = sh.causal;
+    const double base = time_ms([&] { attention(q, k, v, plain); }, 3, 30);
+    std::printf("h%lld n%lld%s plain %.4f ms\n", (long long)sh.h, (long long)sh.l, sh.causal ? " causal" : "", base);
+    for (const Variant& var : variants) {
+      AttentionOptions o = plain;
+      o.mod = &var.m;
+      o.return_lse = var.lse;
+      const double ms = time_ms([&] { attention(q, k, v, o); }, 3, 30);
+      std::printf("  %-40s %.4f ms  %.3fx\n", var.name, ms, ms / base);
+    }
+    set_attention_kernel_override(0);
+    std::fflush(stdout);
+  }
+}
+
 int main(int argc, char** argv) {
   try {
     const bool quick = has_flag(argc, argv, "--quick");
+    if (has_flag(argc, argv, "--mod")) {
+      time_modulation();
+      return 0;
+    }
     struct Case {
       int64_t b, h, hkv, l, d;
       bool causal;

@@ -34,9 +34,12 @@ HeadModulation to_gpu(const HeadModulation& m) {
 
 // Runs CPU (f32) and CUDA (dt) on the same rounded values and compares out, LSE and class mass.
 // q/k/v: f32 CPU tensors already rounded to dt; gq/gk/gv: the device tensors (any strides).
+// want_lse = false asks for no LSE (the fast path then folds renormalised post weights into the
+// logits).
 void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gq, const Tensor& gk,
-                  const Tensor& gv, DType dt, AttentionOptions opt, const std::string& what, bool want_mass = true) {
-  opt.return_lse = true;
+                  const Tensor& gv, DType dt, AttentionOptions opt, const std::string& what, bool want_mass = true,
+                  bool want_lse = true) {
+  opt.return_lse = want_lse;
   opt.return_class_mass = want_mass && opt.mod && opt.mod->key_class.defined();
   AttentionResult c = attention(q, k, v, opt);
   AttentionOptions gopt = opt;
@@ -50,13 +53,16 @@ void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   AttentionResult g = attention(gq, gk, gv, gopt);
   ASSERT_EQ(g.out.dtype(), dt) << what;
   EXPECT_LT(rel_err(g.out, c.out), out_tol(dt)) << what;
-  const auto gl = g.lse.to_floats(), cl = c.lse.to_floats();
-  ASSERT_EQ(gl.size(), cl.size()) << what;
-  int bad = 0;
-  for (size_t i = 0; i < cl.size() && bad < 5; ++i) {
-    const bool ok = std::isinf(cl[i]) ? (std::isinf(gl[i]) && gl[i] < 0) : std::fabs(gl[i] - cl[i]) < 1e-2f;
-    if (!ok) ++bad;
-    EXPECT_TRUE(ok) << what << " lse[" << i << "] gpu " << gl[i] << " cpu " << cl[i];
+  ASSERT_EQ(g.lse.defined(), want_lse) << what;
+  if (want_lse) {
+    const auto gl = g.lse.to_floats(), cl = c.lse.to_floats();
+    ASSERT_EQ(gl.size(), cl.size()) << what;
+    int bad = 0;
+    for (size_t i = 0; i < cl.size() && bad < 5; ++i) {
+      const bool ok = std::isinf(cl[i]) ? (std::isinf(gl[i]) && gl[i] < 0) : std::fabs(gl[i] - cl[i]) < 1e-2f;
+      if (!ok) ++bad;
+      EXPECT_TRUE(ok) << what << " lse[" << i << "] gpu " << gl[i] << " cpu " << cl[i];
+    }
   }
   if (opt.return_class_mass) {
     const auto gc = g.class_mass.to_floats(), cc = c.class_mass.to_floats();
@@ -69,18 +75,18 @@ void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 }
 
 void expect_match(const Tensor& q, const Tensor& k, const Tensor& v, DType dt, const AttentionOptions& opt,
-                  const std::string& what, bool want_mass = true) {
+                  const std::string& what, bool want_mass = true, bool want_lse = true) {
   expect_match(q, k, v, q.to(Device::cuda(), dt), k.to(Device::cuda(), dt), v.to(Device::cuda(), dt), dt, opt,
-               what, want_mass);
+               what, want_mass, want_lse);
 }
 
 // Modulated calls on both prefill paths: 1 (auto: the Hopper fast path when the build has it,
 // which needs no class mass) and 3 (the general path, with class mass).
 void expect_match_both_paths(const Tensor& q, const Tensor& k, const Tensor& v, DType dt, const AttentionOptions& opt,
-                             const std::string& what) {
+                             const std::string& what, bool want_lse = true) {
   for (int which : {1, 3}) {
     set_attention_kernel_override(which);
-    expect_match(q, k, v, dt, opt, what + (which == 3 ? " general" : " fast"), which == 3);
+    expect_match(q, k, v, dt, opt, what + (which == 3 ? " general" : " fast"), which == 3, want_lse);
   }
   set_attention_kernel_override(0);
 }
@@ -242,8 +248,9 @@ TEST_P(AttentionCuda, ModulationEveryFeature) {
           opt.causal = causal;
           opt.mod = &m;
           opt.k_lens = i32({int32_t(Lk), int32_t(std::max<int64_t>(1, Lk * 2 / 3))});
-          expect_match_both_paths(q, k, v, dt, opt,
-                                  str_cat(shape, " renorm ", renorm, " first ", first, " causal ", causal));
+          const std::string what = str_cat(shape, " renorm ", renorm, " first ", first, " causal ", causal);
+          expect_match_both_paths(q, k, v, dt, opt, what);
+          if (renorm) expect_match_both_paths(q, k, v, dt, opt, what + " no lse", false);
         }
     // each feature alone
     auto alone = [&](auto set, const char* name) {
@@ -262,6 +269,21 @@ TEST_P(AttentionCuda, ModulationEveryFeature) {
     alone([&](HeadModulation& z) { z.logit_bias = m.logit_bias; }, "bias");
     alone([&](HeadModulation& z) { z.post_weight = m.post_weight; }, "post weight");
     alone([&](HeadModulation& z) { z.post_weight = m.post_weight, z.renormalize = true; }, "post weight renorm");
+    // renormalised without LSE: the fast path folds log2 w into the logits; a zero weight drops a
+    // class (log2 0 = -inf), a negative one keeps the weights out of the logits
+    for (float w0 : {0.f, -0.25f}) {
+      HeadModulation z;
+      z.key_class = m.key_class;
+      z.num_classes = int(C);
+      z.logit_abs_gain = m.logit_abs_gain;
+      z.post_weight = Tensor::full({Hq, C}, 1.5f, DType::F32);
+      z.post_weight.data<float>()[1 * C + 0] = w0;
+      z.renormalize = true;
+      AttentionOptions opt;
+      opt.mod = &z;
+      opt.causal = true;
+      expect_match_both_paths(q, k, v, dt, opt, str_cat(shape, " renorm, class 0 weight ", w0, ", no lse"), false);
+    }
     alone([&](HeadModulation& z) { z.head_gain = m.head_gain; }, "head gain");
     alone([](HeadModulation&) {}, "class mass");
     // AD-HH zeroing of one class (head 1, class 0) without renormalisation
@@ -308,9 +330,10 @@ TEST_P(AttentionCuda, ModulationLastRowsLongSequence) {
         opt.causal = true;
         opt.mod = &m;
         if (padded) opt.k_lens = i32({int32_t(L), int32_t(L - 77)}), opt.q_lens = i32({int32_t(L), int32_t(L - 77)});
-        expect_match_both_paths(q, k, v, dt, opt,
-                                str_cat(dtype_name(dt), " L", L, " first ", first, " renorm ", renorm, " padded ",
-                                        padded));
+        const std::string what =
+            str_cat(dtype_name(dt), " L", L, " first ", first, " renorm ", renorm, " padded ", padded);
+        expect_match_both_paths(q, k, v, dt, opt, what);
+        if (renorm) expect_match_both_paths(q, k, v, dt, opt, what + " no lse", false);
       }
 }
 
