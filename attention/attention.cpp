@@ -125,7 +125,13 @@ AttentionParams build_attention_params(const Tensor& q, const Tensor& k, const T
 }
 
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  return attention_with_taps(q, k, v, opt, nullptr);
+}
+
+AttentionResult attention_with_taps(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                                    PrefillTaps* taps) {
   AttentionParams p = build_attention_params(q, k, v, opt, q.dim() == 4 ? q.size(1) : 0);
+  p.taps = taps;
   const int64_t B = p.batch, Lq = p.lq, Hq = p.hq, D = p.d;
   AttentionResult r;
   r.out = Tensor::empty({B, Lq, Hq, D}, q.dtype(), q.device());

@@ -65,6 +65,7 @@ void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
     // PAI-like: the unmodulated (fast) prefill, and the modulated split-KV decode kernel over the
     // last `tail` rows.
     AttentionParams plain = p;
+    plain.taps = nullptr;  // the rows' probabilities are modulated: not the plain call's
     plain.key_class = nullptr;
     plain.key_class_sb = 0;
     plain.num_classes = 0;

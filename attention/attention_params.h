@@ -13,6 +13,20 @@
 
 namespace mmattn {
 
+// In-kernel taps (attention_tapped): the probability rows of query rows rows[0..n) (the same rows
+// in every sequence) written by the attention pass itself, into probs F32 [B, Hq, n, Lk]
+// (contiguous), through scratch F32 [B, Hq, n, round_up(Lk, 128)] (the rows' logits). Only the
+// Hopper prefill kernel serves them, and only for calls without key classes or class mass; the
+// launcher sets `written` when it did (else the caller computes the taps another way).
+constexpr int kMaxPrefillTaps = 64;
+struct PrefillTaps {
+  int n = 0;
+  int32_t rows[kMaxPrefillTaps] = {};
+  float* probs = nullptr;
+  float* scratch = nullptr;
+  bool written = false;
+};
+
 struct AttentionParams {
   const void* q = nullptr;  // [B, Lq, Hq, D] with strides below (elements), last dim dense
   const void* k = nullptr;  // [B, Lk, Hkv, D]
@@ -43,6 +57,7 @@ struct AttentionParams {
   const float* head_gain = nullptr;       // [Hq]
   int64_t first_modulated_row = 0;
   float* class_mass = nullptr;            // [B, Hq, Lq, C] or null
+  PrefillTaps* taps = nullptr;            // host memory, read by the prefill launcher only; or null
   DType dtype = DType::F32;
 
   bool has_logit_mod() const { return logit_abs_gain || logit_bias; }
@@ -69,6 +84,12 @@ AttentionParams build_attention_params(const Tensor& q, const Tensor& k, const T
                                        int64_t lq_total);
 
 void attention_cpu(const AttentionParams& p);
+
+// attention() that also hands `taps` (or null) to the kernel serving the call (taps.cpp's
+// attention_tapped); taps->written says whether it wrote them.
+struct AttentionResult;
+AttentionResult attention_with_taps(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                                    PrefillTaps* taps);
 
 // The scaled, modulated logit of query row qi against key kj (CPU references; f32).
 inline float attention_logit_cpu(const AttentionParams& p, const float* qi, const float* kj, int b, int h, int64_t j,

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "attention/attention_kernels.h"
@@ -54,11 +55,23 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOr
   a.vec_v = rows_aligned16(p.v, p.v_sb, p.v_sl, p.v_sh, p.batch, p.lk, p.hkv);
   a.order = order;
   const bool mod = p.has_modulation() || p.key_class != nullptr;
+  // in-kernel taps: unmodulated calls on the Hopper kernel (attention_params.h: PrefillTaps)
+  const bool taps = p.taps && p.taps->n > 0 && !p.key_class && !p.class_mass;
+  if (taps) {
+    a.n_taps = p.taps->n;
+    std::copy(p.taps->rows, p.taps->rows + p.taps->n, a.tap_rows);
+    a.tap_scratch = p.taps->scratch;
+    a.tap_probs = p.taps->probs;
+    a.tap_ld = (int64_t(p.lk) + 127) / 128 * 128;
+  }
   cudaStream_t s = stream;
   // the fast path serves modulated calls too, except class mass (it returns false then)
   if (a.vec_q && a.vec_k && a.vec_v && attention_kernel_override() != 3 &&
-      flash::flash_prefill_sm90_available() && flash::flash_prefill_sm90_launch(a, s))
+      flash::flash_prefill_sm90_available() && flash::flash_prefill_sm90_launch(a, s)) {
+    if (taps) p.taps->written = true;
     return;
+  }
+  a.n_taps = 0;
   if (p.dtype == DType::BF16) launch_general<__nv_bfloat16>(a, mod, s);
   else launch_general<__half>(a, mod, s);
 }

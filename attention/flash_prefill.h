@@ -15,6 +15,13 @@ struct PrefillArgs {
   float scale_log2 = 0.f;  // scale * log2(e): logits are handled in base 2
   bool vec_q = false, vec_k = false, vec_v = false;  // 16-byte loads allowed (pointer and strides)
   PrefillOrder order = PrefillOrder::longest_first;  // causal launch order (attention_kernels.h)
+  // in-kernel taps (the Hopper kernel; a copy of *p.taps, by value): n_taps rows, logits into
+  // tap_scratch (row stride tap_ld floats), probabilities into tap_probs (row stride Lk)
+  int n_taps = 0;
+  int32_t tap_rows[kMaxPrefillTaps] = {};
+  float* tap_scratch = nullptr;
+  float* tap_probs = nullptr;
+  int64_t tap_ld = 0;
 };
 
 // General path: mma.sync m16n8k16 + ldmatrix + cp.async, every head dim and feature.
@@ -23,9 +30,10 @@ template <class T, int D, bool MOD>
 void flash_prefill_launch(const PrefillArgs& a, cudaStream_t s);
 
 // Hopper fast path (warp-specialised TMA + wgmma, sm_90a builds only): every head dim, modulation
-// except class mass (launch() returns false for it), 16-byte aligned rows (the caller checks these). available() says whether this build
-// and the current device can run it; launch() returns false, launching nothing, when the tensor
-// maps of this view cannot be made (the caller falls back to the general path).
+// except class mass (launch() returns false for it), in-kernel taps of unmodulated calls, 16-byte
+// aligned rows (the caller checks these). available() says whether this build and the current
+// device can run it; launch() returns false, launching nothing, when the tensor maps of this view
+// cannot be made (the caller falls back to the general path, which writes no taps).
 bool flash_prefill_sm90_available();
 bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s);
 

@@ -139,6 +139,40 @@ __device__ __forceinline__ void wgmma_rs<__half, 64>(float (&d)[32], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));
 }
 
+// When pred: ptr[8n + e] = v[4n + e] (half = 0) or v[4n + 2 + e] (half = 1), n < 16, e < 2: one
+// row of a thread's S fragment, as predicated stores (a branch inside the softmax, between a wgmma
+// and its wait, would make ptxas serialise every wgmma).
+template <int half>
+__device__ __forceinline__ void store_row_if(bool pred, float* ptr, const float (&v)[64]) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n"
+      "@p st.global.v2.f32 [%1+0], {%2, %3};\n"
+      "@p st.global.v2.f32 [%1+32], {%4, %5};\n"
+      "@p st.global.v2.f32 [%1+64], {%6, %7};\n"
+      "@p st.global.v2.f32 [%1+96], {%8, %9};\n"
+      "@p st.global.v2.f32 [%1+128], {%10, %11};\n"
+      "@p st.global.v2.f32 [%1+160], {%12, %13};\n"
+      "@p st.global.v2.f32 [%1+192], {%14, %15};\n"
+      "@p st.global.v2.f32 [%1+224], {%16, %17};\n"
+      "@p st.global.v2.f32 [%1+256], {%18, %19};\n"
+      "@p st.global.v2.f32 [%1+288], {%20, %21};\n"
+      "@p st.global.v2.f32 [%1+320], {%22, %23};\n"
+      "@p st.global.v2.f32 [%1+352], {%24, %25};\n"
+      "@p st.global.v2.f32 [%1+384], {%26, %27};\n"
+      "@p st.global.v2.f32 [%1+416], {%28, %29};\n"
+      "@p st.global.v2.f32 [%1+448], {%30, %31};\n"
+      "@p st.global.v2.f32 [%1+480], {%32, %33};\n"
+      "}\n" ::"r"(int(pred)),
+      "l"(ptr), "f"(v[0 + 2 * half]), "f"(v[1 + 2 * half]), "f"(v[4 + 2 * half]), "f"(v[5 + 2 * half]),
+      "f"(v[8 + 2 * half]), "f"(v[9 + 2 * half]), "f"(v[12 + 2 * half]), "f"(v[13 + 2 * half]),
+      "f"(v[16 + 2 * half]), "f"(v[17 + 2 * half]), "f"(v[20 + 2 * half]), "f"(v[21 + 2 * half]),
+      "f"(v[24 + 2 * half]), "f"(v[25 + 2 * half]), "f"(v[28 + 2 * half]), "f"(v[29 + 2 * half]),
+      "f"(v[32 + 2 * half]), "f"(v[33 + 2 * half]), "f"(v[36 + 2 * half]), "f"(v[37 + 2 * half]),
+      "f"(v[40 + 2 * half]), "f"(v[41 + 2 * half]), "f"(v[44 + 2 * half]), "f"(v[45 + 2 * half]),
+      "f"(v[48 + 2 * half]), "f"(v[49 + 2 * half]), "f"(v[52 + 2 * half]), "f"(v[53 + 2 * half]),
+      "f"(v[56 + 2 * half]), "f"(v[57 + 2 * half]), "f"(v[60 + 2 * half]), "f"(v[61 + 2 * half]));
+}
+
 // Sets the scores of keys j >= lim0 (row g) / lim1 (row g + 8) to -inf.
 __device__ __forceinline__ void mask_tile(float (&s)[64], int j0, int tq, int lim0, int lim1) {
 #pragma unroll
@@ -283,9 +317,10 @@ __device__ __forceinline__ void issue_pv(float (&o)[32 * NH], const uint32_t (&p
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-template <class T, int NH, bool MOD>
+template <class T, int NH, bool MOD, bool TAP>
 __global__ void __launch_bounds__(kThreads, 1)
     flash_prefill_sm90_kernel(const __grid_constant__ PrefillArgs a, const __grid_constant__ TmaMaps tm) {
+  static_assert(!(MOD && TAP), "in-kernel taps are for unmodulated calls");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int TB = tile_bytes<NH>();
   constexpr int NO = 32 * NH;  // O accumulators per thread
@@ -421,13 +456,25 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (lane == 0) mbar_arrive(bar);
   };
 
+  // TAP: this thread's rows' indices among the tap rows (-1: none); whether the warpgroup has one
+  int tap0 = -1, tap1 = -1;
+  bool wg_tap = false;
+  if constexpr (TAP)
+    for (int i = 0; i < a.n_taps; ++i) {
+      const int r = a.tap_rows[i];
+      tap0 = r == row0 ? i : tap0;
+      tap1 = r == row1 ? i : tap1;
+      wg_tap = wg_tap || (r >= q0 + wg * 64 && r < q0 + wg * 64 + 64);
+    }
+  auto tap_row = [&](int i) { return (int64_t(b) * p.hq + h) * a.n_taps + max(i, 0); };
   // The main loop, instantiated per softmax variant K: 0 plain, 1 every row modulated, 2 the same
-  // with post weights, 3 some rows modulated (with post weights, 1 for rows below the first). The
+  // with post weights, 3 some rows modulated (with post weights, 1 for rows below the first), 4
+  // plain plus the raw scores of the tap rows stored to the scratch rows (TAP). The
   // choice is made once, outside it: a branch between a wgmma and its wait makes ptxas serialise
   // every wgmma (C7520). Returns the weighted sums lw (K = 2, 3; 0 otherwise), this thread's columns.
   auto main_loop = [&](auto variant) -> float2 {
     constexpr int K = decltype(variant)::value;
-    constexpr bool M = K != 0, W = K >= 2;
+    constexpr bool M = K >= 1 && K <= 3, W = K == 2 || K == 3;
     float lw0 = 0.f, lw1 = 0.f;  // W: sum of w 2^(x - m)
     auto softmax = [&](int t, uint32_t(&pn)[8][4]) {
       if constexpr (M) {
@@ -438,6 +485,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                                        reinterpret_cast<const float2*>(set + kPairs * 16), am0, am1, lw0, lw1);
       } else {
         softmax_tile<T>(s, pn, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2);
+        if constexpr (K == 4) {  // s: the masked raw scores
+          store_row_if<0>(tap0 >= 0, a.tap_scratch + tap_row(tap0) * a.tap_ld + t * kBC + tq * 2, s);
+          store_row_if<1>(tap1 >= 0, a.tap_scratch + tap_row(tap1) * a.tap_ld + t * kBC + tq * 2, s);
+        }
       }
     };
     if (wg == 1) named_arrive(1, 256);  // warpgroup 0 goes first
@@ -497,7 +548,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (n_tiles > 0) {
     const int mode = wg_mode();
     const bool weights = mode != 0 && p.post_weight && !folded();
-    if (mode == 0) lw = main_loop(std::integral_constant<int, 0>{});
+    if (TAP && wg_tap) lw = main_loop(std::integral_constant<int, 4>{});
+    else if (mode == 0) lw = main_loop(std::integral_constant<int, 0>{});
     else if (mode == 2) lw = main_loop(std::integral_constant<int, 3>{});
     else if (weights) lw = main_loop(std::integral_constant<int, 2>{});
     else lw = main_loop(std::integral_constant<int, 1>{});
@@ -529,6 +581,38 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t sr = p.lse_offset(b, h, 0);
     if (row0 < p.lq) p.lse[sr + row0] = valid0 && l0 > 0.f ? (m0 + __log2f(l0)) * kLn2 : -INFINITY;
     if (row1 < p.lq) p.lse[sr + row1] = valid1 && l1 > 0.f ? (m1 + __log2f(l1)) * kLn2 : -INFINITY;
+  }
+  if constexpr (TAP) {
+    // the tap rows' probabilities 2^(x sl2 - m - log2 l) from the scratch logits, each row by the
+    // whole warp holding it (rows g and g + 8 of lanes 4g..4g+3); keys a row does not see are 0
+    const float L0 = valid0 && l0 > 0.f ? m0 + __log2f(l0) : INFINITY;
+    const float L1 = valid1 && l1 > 0.f ? m1 + __log2f(l1) : INFINITY;
+    const int e0 = valid0 ? lim0 : 0, e1 = valid1 ? lim1 : 0;
+    __syncwarp();  // the scratch rows were written by other lanes of this warp
+    for (int rr = 0; rr < 16; ++rr) {
+      const int src = (rr & 7) * 4;
+      const bool hi = rr >= 8;
+      const int tr = __shfl_sync(0xffffffffu, hi ? tap1 : tap0, src);
+      if (tr < 0) continue;  // warp-uniform
+      const float lse2 = __shfl_sync(0xffffffffu, hi ? L1 : L0, src);
+      const int lim = __shfl_sync(0xffffffffu, hi ? e1 : e0, src);
+      const float* x = a.tap_scratch + tap_row(tr) * a.tap_ld;
+      float* pr = a.tap_probs + tap_row(tr) * p.lk;
+      // 8 loads in flight per lane (the logits come from L2)
+      for (int j0 = 0; j0 < p.lk; j0 += 8 * 32) {
+        float xv[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const int j = j0 + u * 32 + lane;
+          xv[u] = j < lim ? x[j] : -INFINITY;
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const int j = j0 + u * 32 + lane;
+          if (j < p.lk) pr[j] = fast_exp2(fmaf(xv[u], sl2, -lse2));
+        }
+      }
+    }
   }
   // stage the warpgroup's 64 rows in its own (swizzled) rows of the Q tile, then 16-byte stores
 #pragma unroll
@@ -582,7 +666,7 @@ bool make_tensor_map(CUtensorMap* map, int8_t (&pos)[3], const void* ptr, DType 
   return r == CUDA_SUCCESS;
 }
 
-template <class T, int NH, bool MOD>
+template <class T, int NH, bool MOD, bool TAP>
 bool launch(const PrefillArgs& a, cudaStream_t s) {
   const AttentionParams& p = a.p;
   TmaMaps tm;
@@ -590,7 +674,7 @@ bool launch(const PrefillArgs& a, cudaStream_t s) {
       !make_tensor_map(&tm.k, tm.pos_k, p.k, p.dtype, p.d, p.hkv, p.lk, p.batch, p.k_sh, p.k_sl, p.k_sb) ||
       !make_tensor_map(&tm.v, tm.pos_v, p.v, p.dtype, p.d, p.hkv, p.lk, p.batch, p.v_sh, p.v_sl, p.v_sb))
     return false;
-  auto kernel = flash_prefill_sm90_kernel<T, NH, MOD>;
+  auto kernel = flash_prefill_sm90_kernel<T, NH, MOD, TAP>;
   static bool configured = false;  // per instantiation; idempotent, so a race is harmless
   if (!configured) {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<NH, MOD>()));
@@ -606,11 +690,11 @@ bool launch(const PrefillArgs& a, cudaStream_t s) {
 
 bool flash_prefill_sm90_available() { return sm90::kernels_available(); }
 
-template <bool MOD>
-bool launch_mod(const PrefillArgs& a, cudaStream_t s) {
+template <bool MOD, bool TAP>
+bool launch_kind(const PrefillArgs& a, cudaStream_t s) {
   const bool bf = a.p.dtype == DType::BF16;
-  if (a.p.d <= 64) return bf ? launch<__nv_bfloat16, 1, MOD>(a, s) : launch<__half, 1, MOD>(a, s);
-  return bf ? launch<__nv_bfloat16, 2, MOD>(a, s) : launch<__half, 2, MOD>(a, s);
+  if (a.p.d <= 64) return bf ? launch<__nv_bfloat16, 1, MOD, TAP>(a, s) : launch<__half, 1, MOD, TAP>(a, s);
+  return bf ? launch<__nv_bfloat16, 2, MOD, TAP>(a, s) : launch<__half, 2, MOD, TAP>(a, s);
 }
 
 bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
@@ -620,7 +704,9 @@ bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
   // applied by the epilogue of either instantiation. The MOD = true kernel's plain warpgroups run
   // 4-14% slower than MOD = false (more register pressure), so it is launched only when needed.
   const bool mod = a.p.key_class != nullptr && a.p.first_modulated_row < a.p.lq;
-  return mod ? launch_mod<true>(a, s) : launch_mod<false>(a, s);
+  // in-kernel taps: flash_prefill_cuda passes them for calls without key classes only
+  if (a.n_taps > 0) return !mod && launch_kind<false, true>(a, s);
+  return mod ? launch_kind<true, false>(a, s) : launch_kind<false, false>(a, s);
 }
 
 }  // namespace mmattn::flash

@@ -1,5 +1,6 @@
 #include "attention/taps.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "attention/taps_params.h"
@@ -48,15 +49,39 @@ AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor&
   MMATTN_CHECK(probs != nullptr, ShapeError, op, ": 'probs' is null");
   check_dim(q, 4, op, "q");
   MMATTN_CHECK(!rows.empty(), ShapeError, op, ": 'rows' is empty");
+  check_dim(k, 4, op, "k");
+  MMATTN_CHECK(int64_t(rows.size()) <= kMaxTapRows, ShapeError, op, ": 'rows' has ", rows.size(),
+               " entries; at most kMaxTapRows = ", kMaxTapRows, " rows per call (split the request)");
   std::vector<Tensor> parts;
   for (size_t r = 0; r < rows.size(); ++r) {
     MMATTN_CHECK(rows[r] >= 0 && rows[r] < q.size(1), ShapeError, op, ": rows[", r, "] = ", rows[r],
                  " outside the ", q.size(1), " query rows of q ", q.shape_str());
     parts.push_back(q.slice(1, rows[r], rows[r] + 1));
   }
-  // built on the current stream before the fork below
-  const Tensor q_rows = parts.size() == 1 ? parts[0] : concat(parts, 1);
+  auto gather_q_rows = [&] { return parts.size() == 1 ? parts[0] : concat(parts, 1); };
   const TapRequest req{rows, q.size(1), Tensor()};
+  // In-kernel taps (attention_params.h: PrefillTaps) for calls without key classes or class mass
+  // and distinct rows: the prefill kernel writes the rows' probabilities in its own pass. A call
+  // that another kernel serves (decode-sized, unaligned views, non-Hopper) gets them after it.
+  std::vector<int64_t> sorted = rows;
+  std::sort(sorted.begin(), sorted.end());
+  const bool distinct = std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
+  const bool keyed = (opt.mod && opt.mod->key_class.defined()) || opt.return_class_mass;
+  if (q.is_cuda() && distinct && !keyed) {
+    const int64_t B = q.size(0), Hq = q.size(2), Lk = k.size(1), R = int64_t(rows.size());
+    Tensor out = Tensor::empty({B, Hq, R, Lk}, DType::F32, q.device());
+    const Tensor scratch = Tensor::empty({B, Hq, R, (Lk + 127) / 128 * 128}, DType::F32, q.device());
+    PrefillTaps taps;
+    taps.n = int(R);
+    for (int64_t r = 0; r < R; ++r) taps.rows[r] = int32_t(rows[size_t(r)]);
+    taps.probs = out.data<float>();
+    taps.scratch = scratch.data<float>();
+    AttentionResult res = attention_with_taps(q, k, v, opt, &taps);
+    *probs = taps.written ? out : attention_probs(gather_q_rows(), k, req, opt);
+    return res;
+  }
+  // built on the current stream before the fork below
+  const Tensor q_rows = gather_q_rows();
   if (!q.is_cuda()) {
     AttentionResult r = attention(q, k, v, opt);
     *probs = attention_probs(q_rows, k, req, opt);

@@ -29,10 +29,13 @@ struct TapRequest {
 Tensor attention_probs(const Tensor& q_rows, const Tensor& k, const TapRequest& req, const AttentionOptions& opt = {});
 
 // attention(q, k, v, opt) and the taps of query rows `rows` (indices into q's Lq rows, at most
-// kMaxTapRows) in one call: *probs = attention_probs(q at those rows, k, {rows, Lq}, opt), computed
-// without the LSE, so that on CUDA the taps run on the side stream beside the attention kernel
-// (filling the multiprocessors its last wave leaves idle) instead of after it. Same values as the
-// two calls in sequence.
+// kMaxTapRows) in one call: *probs = attention_probs(q at those rows, k, {rows, Lq}, opt). On CUDA,
+// a call without key classes or class mass (and distinct rows) gets them from the Hopper prefill
+// kernel itself: the blocks that own those rows store their raw scores as they go and normalise
+// them with the row's final max and sum (no second pass over the keys); otherwise the taps run on
+// the side stream beside the attention kernel (filling the multiprocessors its last wave leaves
+// idle), or after it when another kernel served the call. Same values as the two calls in
+// sequence, to rounding.
 AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& rows,
                                  Tensor* probs, const AttentionOptions& opt = {});
 

@@ -5,7 +5,7 @@ namespace mmattn {
 
 // Most rows one attention_probs call takes: the row indices travel by value in TapParams (kernel
 // parameter memory), so no host-to-device copy or synchronisation is needed.
-constexpr int kMaxTapRows = 64;
+constexpr int kMaxTapRows = kMaxPrefillTaps;
 
 // attn: q = the R chosen rows ([B, R, Hq, D], attn.lq = R, R <= kMaxTapRows); lse optional [B, Hq, R].
 // rows[r]: index of chosen row r in the full query sequence of length lq_total.
