@@ -98,8 +98,8 @@ int main(int argc, char** argv) {
       set_attention_kernel_override(1);
       const double with_mod_fused = time_ms([&] { attention(q, k, v, modded); });
       set_attention_kernel_override(0);
-      // FastV's tap: attention_tapped runs it on the side stream beside the prefill; the sequential
-      // form (the prefill's LSE, then one tap pass) is timed for comparison
+      // FastV's tap: attention_tapped has the prefill kernel write it (in-kernel taps); the
+      // sequential form (the prefill's LSE, then one tap pass) is timed for comparison
       const double with_tap = time_ms([&] {
         Tensor probs;
         attention_tapped(q, k, v, {L - 1}, &probs, plain);
