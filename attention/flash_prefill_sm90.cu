@@ -35,6 +35,11 @@
 // row's modulation by 0 or 1 (one more operation per score); warpgroups entirely below run the
 // plain softmax, so PAI-style "last row only" costs one warpgroup per head.
 //
+// In-kernel taps (TAP, unmodulated calls; attention_params.h: PrefillTaps): a warpgroup owning a
+// tap row runs a loop variant that stores the row's masked raw scores to a scratch row after each
+// tile's softmax (predicated stores); after the loop the warp holding the row writes its
+// probabilities 2^(s scale log2 e - m - log2 l) from the scratch with the row's final max and sum.
+//
 // Compiled only for sm_90a (wgmma, setmaxnreg); other targets get an empty kernel that is never
 // launched (flash_prefill_sm90_available() is sm90::kernels_available(): false unless the build has 90a).
 #include <algorithm>
