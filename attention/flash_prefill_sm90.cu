@@ -190,6 +190,28 @@ __device__ __forceinline__ void mask_tile(float (&s)[64], int j0, int tq, int li
     }
 }
 
+// The online max step of a tile: the rows' maxima of s times sc (> 0) update the running maxima m
+// and give the factors al by which O and l are rescaled; returns what each row subtracts before its
+// exp2 (0 for a row that has seen nothing: m stays -inf, 2^-inf = 0, never NaN).
+__device__ __forceinline__ float2 update_max(const float (&s)[64], float sc, float& m0, float& m1, float& al0,
+                                             float& al1) {
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < 16; ++n) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+  }
+  mx0 = quad_max(mx0);
+  mx1 = quad_max(mx1);
+  const float mn0 = fmaxf(m0, mx0 * sc), mn1 = fmaxf(m1, mx1 * sc);
+  const float base0 = mn0 == -INFINITY ? 0.f : mn0, base1 = mn1 == -INFINITY ? 0.f : mn1;
+  al0 = fast_exp2(m0 - base0);
+  al1 = fast_exp2(m1 - base1);
+  m0 = mn0;
+  m1 = mn1;
+  return make_float2(base0, base1);
+}
+
 // Modulated online softmax of one 64 x 128 S tile (see softmax_tile below for the plain one and
 // the register layout). ab: the key entries {A0, A1, B0, B1} per key pair, w: {W0, W1}. SOME:
 // the warpgroup straddles first_modulated_row; am0 / am1 (1 or 0) say whether row g / g + 8 is
@@ -218,20 +240,8 @@ __device__ __forceinline__ void softmax_mod_tile(float (&s)[64], uint32_t (&pa)[
     }
   }
   if (mask) mask_tile(s, j0, tq, lim0, lim1);
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int n = 0; n < 16; ++n) {
-    mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
-    mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
-  }
-  mx0 = quad_max(mx0);
-  mx1 = quad_max(mx1);
-  const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-  const float base0 = mn0 == -INFINITY ? 0.f : mn0, base1 = mn1 == -INFINITY ? 0.f : mn1;
-  al0 = fast_exp2(m0 - base0);
-  al1 = fast_exp2(m1 - base1);
-  m0 = mn0;
-  m1 = mn1;
+  const float2 base = update_max(s, 1.f, m0, m1, al0, al1);
+  const float base0 = base.x, base1 = base.y;
   float ps0 = 0.f, ps1 = 0.f, pw0 = 0.f, pw1 = 0.f;
 #pragma unroll
   for (int n = 0; n < 16; ++n) {
@@ -270,21 +280,8 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], uint32_t (&pa)[8][4
                                              float& l1, float& al0, float& al1, bool mask, int j0, int tq, int lim0,
                                              int lim1, float sl2) {
   if (mask) mask_tile(s, j0, tq, lim0, lim1);
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int n = 0; n < 16; ++n) {
-    mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
-    mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
-  }
-  mx0 = quad_max(mx0);
-  mx1 = quad_max(mx1);
-  const float mn0 = fmaxf(m0, mx0 * sl2), mn1 = fmaxf(m1, mx1 * sl2);
-  // a row that has seen nothing keeps m = -inf; subtract 0 then (2^-inf = 0, never NaN)
-  const float base0 = mn0 == -INFINITY ? 0.f : mn0, base1 = mn1 == -INFINITY ? 0.f : mn1;
-  al0 = fast_exp2(m0 - base0);
-  al1 = fast_exp2(m1 - base1);
-  m0 = mn0;
-  m1 = mn1;
+  const float2 base = update_max(s, sl2, m0, m1, al0, al1);
+  const float base0 = base.x, base1 = base.y;
   float ps0 = 0.f, ps1 = 0.f;
 #pragma unroll
   for (int n = 0; n < 16; ++n) {
