@@ -91,13 +91,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   }
 }
 
-// The inverse of pack2 (exact).
-template <class T>
-__device__ __forceinline__ float2 unpack2(uint32_t v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
-  else return __half22float2(*reinterpret_cast<__half2*>(&v));
-}
-
 template <int J>
 __device__ __forceinline__ uint32_t word(const uint4& v) {
   if constexpr (J == 0) return v.x;
@@ -196,9 +189,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
   const uint8_t* kcls = MOD && p.key_class ? p.key_class + b * p.key_class_sb : nullptr;
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, lw[2] = {0.f, 0.f};
-  // MOD: class mass on the tensor cores, P (post-weighted) times the keys' one-hot classes: cm[e]
-  // is row g + 8 (e >> 1), class 2c + (e & 1) (classes past 3 stay 0)
-  float cm[4] = {};
+  float cs[2][4] = {};
   float acc[NB][8][4] = {};
 
   // Loads of the next tile are issued as soon as the registers they fill are free (K after the
@@ -307,8 +298,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
         }
       if constexpr (MOD) {
         lw[rr] *= alpha;
-        cm[2 * rr] *= alpha;
-        cm[2 * rr + 1] *= alpha;
+#pragma unroll
+        for (int cc = 0; cc < 4; ++cc) cs[rr][cc] *= alpha;
       }
       const float mscaled = m_use * kLog2e;
 #pragma unroll
@@ -320,6 +311,9 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
           if constexpr (MOD) {
             const float pw = pe * wt[t][e];
             lw[rr] += pw;
+            const int cc = (cls_pk >> (8 * (2 * t + (e & 1)))) & 0xff;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) cs[rr][k] += cc == k ? pw : 0.f;
             s[t][e] = pw;
           } else {
             s[t][e] = pe;
@@ -345,34 +339,15 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
       MMATTN_DECODE_PV(3)
 #undef MMATTN_DECODE_PV
     }
-    if constexpr (MOD) {
-      // B fragment of the one-hot classes: {B[2c][g], B[2c + 1][g]} (keys of t = 0), then t = 1;
-      // cls_pk byte 2 t + e is the class of key j0 + 8 t + 2 c + e, the key of P's column. P goes
-      // in twice, its 16-bit rounding and the rest, so that the mass keeps f32 accuracy.
-      const uint32_t one = std::is_same_v<T, __half> ? 0x3C00u : 0x3F80u;
-      auto hot = [&](int byte) { return ((cls_pk >> (8 * byte)) & 0xffu) == uint32_t(g) ? one : 0u; };
-      const uint32_t b0 = hot(0) | (hot(1) << 16), b1 = hot(2) | (hot(3) << 16);
-      auto rest = [&](uint32_t pk, float x, float y) {
-        const float2 r = unpack2<T>(pk);
-        return pack2<T>(x - r.x, y - r.y);
-      };
-      mma16816<T>(cm, pa0, pa1, pa2, pa3, b0, b1);
-      mma16816<T>(cm, rest(pa0, s[0][0], s[0][1]), rest(pa1, s[0][2], s[0][3]), rest(pa2, s[1][0], s[1][1]),
-                  rest(pa3, s[1][2], s[1][3]), b0, b1);
-    }
     if (more) load_v(j0 + kTileKeys);
   }
 
   // ---- merge the block's warps in shared memory: one partial per (row, block) ----
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
-    // class k of row g + 8 rr: lane 4 g + k / 2, cm[2 rr + k % 2] (already summed over the keys)
-    float st[7] = {m[rr], l[rr], lw[rr], 0.f, 0.f, 0.f, 0.f};
-    if constexpr (MOD)
+    float st[7] = {m[rr], l[rr], lw[rr], cs[rr][0], cs[rr][1], cs[rr][2], cs[rr][3]};
 #pragma unroll
-      for (int k = 0; k < 4; ++k) st[3 + k] = __shfl_sync(0xffffffffu, cm[2 * rr + (k & 1)], 4 * g + (k >> 1));
-#pragma unroll
-    for (int k = 1; k < (MOD ? 3 : 2); ++k) {
+    for (int k = 1; k < (MOD ? 7 : 2); ++k) {
       st[k] += __shfl_xor_sync(0xffffffffu, st[k], 1);
       st[k] += __shfl_xor_sync(0xffffffffu, st[k], 2);
     }
