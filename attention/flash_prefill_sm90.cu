@@ -360,18 +360,21 @@ __device__ void mod_tail_rows(const PrefillArgs& a, int b, int h, int hk, int q0
     named_sync(7, 256);
     return r;
   };
-  const T* vb = static_cast<const T*>(p.v) + b * p.v_sb + int64_t(hk) * p.v_sh + 4 * lane;
+  // lanes past the head dim read the last 4 columns (no branch around the loads) and keep nothing
   const bool dl = 4 * lane < p.d;
+  const T* vb = static_cast<const T*>(p.v) + b * p.v_sb + int64_t(hk) * p.v_sh + min(4 * lane, p.d - 4);
   for (int i = 0; i < a.n_taps; ++i) {
     const int r = a.tap_rows[i];
     if (r < q0 || r >= q0 + kBR || r >= rg.qlen) continue;  // block-uniform
     const int lim = rg.lim(r, p.causal);
     const float* x = a.tap_scratch + ((int64_t(b) * p.hq + h) * a.n_taps + i) * a.tap_ld;
     float mx = -INFINITY;
+#pragma unroll 4
     for (int j = ct; j < lim; j += 256) mx = fmaxf(mx, logit2(x[j], kc[j]));
     mx = reduce(mx, true);
     const float base = mx == -INFINITY ? 0.f : mx;
     float l = 0.f, lw = 0.f;
+#pragma unroll 4
     for (int j = ct; j < lim; j += 256) {
       const int c = kc[j];
       const float e = exp2f(logit2(x[j], c) - base);
@@ -384,14 +387,20 @@ __device__ void mod_tail_rows(const PrefillArgs& a, int b, int h, int hk, int q0
     for (int j0 = warp; j0 < lim; j0 += 8 * 8) {
       uint2 vv[8];
       float wv[8];
+      // every load in flight at once: keys past the row's end load its last key (in bounds, no
+      // branch) and get weight 0
+      float xs[8];
+      int cs[8];
 #pragma unroll
       for (int u = 0; u < 8; ++u) {
-        const int j = j0 + 8 * u;
-        const bool ok = j < lim;
-        vv[u] = ok && dl ? *reinterpret_cast<const uint2*>(vb + int64_t(j) * p.v_sl) : make_uint2(0u, 0u);
-        const int c = ok ? int(kc[j]) : 0;
-        wv[u] = ok ? exp2f(logit2(x[j], c) - base) * pick(pw, c) : 0.f;
+        const int j = min(j0 + 8 * u, lim - 1);
+        vv[u] = *reinterpret_cast<const uint2*>(vb + int64_t(j) * p.v_sl);
+        xs[u] = x[j];
+        cs[u] = kc[j];
       }
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+        wv[u] = j0 + 8 * u < lim && dl ? exp2f(logit2(xs[u], cs[u]) - base) * pick(pw, cs[u]) : 0.f;
 #pragma unroll
       for (int u = 0; u < 8; ++u) {
         const float2 lo = unpack2<T>(vv[u].x), hi = unpack2<T>(vv[u].y);
