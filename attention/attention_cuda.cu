@@ -53,19 +53,13 @@ int split_tail_rows(const AttentionParams& p, bool force) {
 
 int attention_split_tail_rows(const AttentionParams& p) {
   const int which = attention_kernel_override();
-  return which == 0 || which >= 4 ? split_tail_rows(p, which >= 4) : -1;
+  return which == 0 || which == 4 ? split_tail_rows(p, which == 4) : -1;
 }
 
 void attention_cuda(const AttentionParams& p_in, StreamHandle s) {
   const int which = attention_kernel_override();
   AttentionParams p = p_in;
   p.resolve_output_strides();
-  if (which == 0 || which == 5) {
-    // PAI-like on the prefill kernel alone (its tail rows recomputed with modulation after its
-    // loop): no second pass over K and V, no side stream; the decode split below where it cannot
-    const int rows = split_tail_rows(p, true);
-    if (rows > 0 && flash_prefill_mod_tail_cuda(p, rows, s)) return;
-  }
   const int tail = which == 0 || which == 4 ? split_tail_rows(p, which == 4) : -1;
   if (tail >= 0) {
     // PAI-like: the unmodulated (fast) prefill, and the modulated split-KV decode kernel over the

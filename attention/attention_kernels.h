@@ -14,12 +14,6 @@ namespace mmattn {
 // running beside it on another stream (the split route below: 4K tokens 282 -> 271 us).
 enum class PrefillOrder { longest_first, tiles_by_head };
 void flash_prefill_cuda(const AttentionParams& p, StreamHandle s, PrefillOrder order = PrefillOrder::longest_first);
-// The PAI-like call of attention_cuda's split route (the last `tail` rows modulated) on the Hopper
-// prefill kernel alone: its loop runs plain; the warpgroups owning a tail row store its raw scores,
-// and after the loop each block recomputes its tail rows with modulation (max, sums, P V over the
-// block's keys) and overwrites their output and LSE. Returns false, launching nothing, when the
-// Hopper path cannot serve the call (then the split route runs the decode kernel on the tail).
-bool flash_prefill_mod_tail_cuda(const AttentionParams& p, int tail, StreamHandle s);
 // Split-KV decode: few query rows per kv head, long keys; the keys are split across blocks so that
 // one sequence fills the GPU, partial results combined by a second small kernel.
 void flash_decode_cuda(const AttentionParams& p, StreamHandle s);
@@ -29,10 +23,7 @@ void flash_decode_cuda(const AttentionParams& p, StreamHandle s);
 //   1 always flash_prefill_cuda (its fastest eligible path),
 //   2 always flash_decode_cuda,
 //   3 always flash_prefill_cuda's general mma.sync path (never the Hopper fast path),
-//   4 auto, but the split PAI route (below) with the decode kernel on the tail rows whenever it is
-//     eligible, whatever its cost model says,
-//   5 auto, but the split PAI route's tail rows in the prefill kernel (flash_prefill_mod_tail_cuda)
-//     whenever eligible (auto prefers it too).
+//   4 auto, but the split PAI route (below) whenever it is eligible, whatever its cost model says.
 void set_attention_kernel_override(int which);
 int attention_kernel_override();
 

@@ -9,7 +9,6 @@
 
 #include "attention/attention_kernels.h"
 #include "attention/flash_prefill.h"
-#include "core/device.h"
 #include "core/error.h"
 
 namespace mmattn {
@@ -41,7 +40,9 @@ void launch_general(const flash::PrefillArgs& a, bool mod, cudaStream_t s) {
   else launch_general<T, false>(a, s);
 }
 
-flash::PrefillArgs prefill_args(const AttentionParams& p, PrefillOrder order) {
+}  // namespace
+
+void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOrder order) {
   MMATTN_CHECK(p.dtype == DType::BF16 || p.dtype == DType::F16, UnsupportedError,
                "flash_prefill: dtype ", dtype_name(p.dtype), " (bf16/f16 only)");
   flash::PrefillArgs a;
@@ -53,32 +54,6 @@ flash::PrefillArgs prefill_args(const AttentionParams& p, PrefillOrder order) {
   a.vec_k = rows_aligned16(p.k, p.k_sb, p.k_sl, p.k_sh, p.batch, p.lk, p.hkv);
   a.vec_v = rows_aligned16(p.v, p.v_sb, p.v_sl, p.v_sh, p.batch, p.lk, p.hkv);
   a.order = order;
-  return a;
-}
-
-bool hopper_path(const flash::PrefillArgs& a) {
-  return a.vec_q && a.vec_k && a.vec_v && attention_kernel_override() != 3 && flash::flash_prefill_sm90_available();
-}
-
-}  // namespace
-
-bool flash_prefill_mod_tail_cuda(const AttentionParams& p, int tail, StreamHandle stream) {
-  flash::PrefillArgs a = prefill_args(p, PrefillOrder::longest_first);
-  if (tail < 1 || tail > kMaxPrefillTaps || !hopper_path(a)) return false;
-  a.n_taps = tail;
-  for (int i = 0; i < tail; ++i) a.tap_rows[i] = p.lq - tail + i;
-  a.tap_ld = (int64_t(p.lk) + 127) / 128 * 128;
-  a.mod_tail = true;
-  const size_t bytes = size_t(p.batch) * p.hq * tail * a.tap_ld * sizeof(float);
-  // stream-ordered: the block goes back to this stream's pool, behind the kernel
-  a.tap_scratch = static_cast<float*>(cuda_alloc(bytes, stream));
-  const bool ok = flash::flash_prefill_sm90_launch(a, stream);
-  cuda_free(a.tap_scratch);
-  return ok;
-}
-
-void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOrder order) {
-  flash::PrefillArgs a = prefill_args(p, order);
   const bool mod = p.has_modulation() || p.key_class != nullptr;
   // in-kernel taps: unmodulated calls on the Hopper kernel (attention_params.h: PrefillTaps)
   const bool taps = p.taps && p.taps->n > 0 && !p.key_class && !p.class_mass;
@@ -91,7 +66,8 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOr
   }
   cudaStream_t s = stream;
   // the fast path serves modulated calls too, except class mass (it returns false then)
-  if (hopper_path(a) && flash::flash_prefill_sm90_launch(a, s)) {
+  if (a.vec_q && a.vec_k && a.vec_v && attention_kernel_override() != 3 &&
+      flash::flash_prefill_sm90_available() && flash::flash_prefill_sm90_launch(a, s)) {
     if (taps) p.taps->written = true;
     return;
   }

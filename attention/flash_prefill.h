@@ -22,9 +22,6 @@ struct PrefillArgs {
   float* tap_scratch = nullptr;
   float* tap_probs = nullptr;
   int64_t tap_ld = 0;
-  // the taps are the modulated tail rows of a PAI-like call (flash_prefill_mod_tail_cuda): the loop
-  // runs plain, the tail rows' outputs and LSE are then recomputed with modulation from the scratch
-  bool mod_tail = false;
 };
 
 // General path: mma.sync m16n8k16 + ldmatrix + cp.async, every head dim and feature.

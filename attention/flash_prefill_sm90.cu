@@ -319,111 +319,6 @@ __device__ __forceinline__ void issue_pv(float (&o)[32 * NH], const uint32_t (&p
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// The modulated tail rows of a PAI-like call (PrefillArgs::mod_tail; the loop ran plain and stored
-// each tail row's raw scores): for every tail row this block owns, the 256 consumer threads
-// compute the modulated logits from the scratch row (z = s scale, z += a|z|, z += b, as
-// attention_cpu), their max and sums, then o = sum_j 2^(x_j - m) w_j v_j / norm (warp w takes keys
-// w, w + 8, ..., its lanes 4 columns each, 8 keys in flight) merged through shared memory `red`
-// (8 x 128 floats + 8), times the head gain; o and the LSE overwrite the plain results.
-template <class T>
-__device__ void mod_tail_rows(const PrefillArgs& a, int b, int h, int hk, int q0, const BlockRange& rg, float* red,
-                              int ct) {
-  const AttentionParams& p = a.p;
-  const int lane = ct & 31, warp = ct >> 5;
-  const int C = p.num_classes;
-  float ag[kNumClassSlots], bs[kNumClassSlots], pw[kNumClassSlots];
-#pragma unroll
-  for (int c = 0; c < kNumClassSlots; ++c) {
-    ag[c] = c < C && p.logit_abs_gain ? p.logit_abs_gain[h * C + c] : 0.f;
-    bs[c] = c < C && p.logit_bias ? p.logit_bias[h * C + c] : 0.f;
-    pw[c] = c < C && p.post_weight ? p.post_weight[h * C + c] : 1.f;
-  }
-  auto pick = [](const float (&t)[kNumClassSlots], int c) { return c == 0 ? t[0] : c == 1 ? t[1] : c == 2 ? t[2] : t[3]; };
-  const uint8_t* kc = p.key_class + int64_t(b) * p.key_class_sb;
-  auto logit2 = [&](float s, int c) {  // base 2
-    float z = s * p.scale;
-    z += pick(ag, c) * fabsf(z);
-    z += pick(bs, c);
-    return z * kLog2e;
-  };
-  auto reduce = [&](float v, bool is_max) {  // over the 256 consumer threads
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float u = __shfl_xor_sync(0xffffffffu, v, o);
-      v = is_max ? fmaxf(v, u) : v + u;
-    }
-    if (lane == 0) red[8 * 128 + warp] = v;
-    named_sync(7, 256);
-    float r = red[8 * 128];
-    for (int w = 1; w < 8; ++w) r = is_max ? fmaxf(r, red[8 * 128 + w]) : r + red[8 * 128 + w];
-    named_sync(7, 256);
-    return r;
-  };
-  // lanes past the head dim read the last 4 columns (no branch around the loads) and keep nothing
-  const bool dl = 4 * lane < p.d;
-  const T* vb = static_cast<const T*>(p.v) + b * p.v_sb + int64_t(hk) * p.v_sh + min(4 * lane, p.d - 4);
-  for (int i = 0; i < a.n_taps; ++i) {
-    const int r = a.tap_rows[i];
-    if (r < q0 || r >= q0 + kBR || r >= rg.qlen) continue;  // block-uniform
-    const int lim = rg.lim(r, p.causal);
-    const float* x = a.tap_scratch + ((int64_t(b) * p.hq + h) * a.n_taps + i) * a.tap_ld;
-    float mx = -INFINITY;
-#pragma unroll 4
-    for (int j = ct; j < lim; j += 256) mx = fmaxf(mx, logit2(x[j], kc[j]));
-    mx = reduce(mx, true);
-    const float base = mx == -INFINITY ? 0.f : mx;
-    float l = 0.f, lw = 0.f;
-#pragma unroll 4
-    for (int j = ct; j < lim; j += 256) {
-      const int c = kc[j];
-      const float e = exp2f(logit2(x[j], c) - base);
-      l += e;
-      lw += e * pick(pw, c);
-    }
-    l = reduce(l, false);
-    lw = reduce(lw, false);
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int j0 = warp; j0 < lim; j0 += 8 * 8) {
-      uint2 vv[8];
-      float wv[8];
-      // every load in flight at once: keys past the row's end load its last key (in bounds, no
-      // branch) and get weight 0
-      float xs[8];
-      int cs[8];
-#pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        const int j = min(j0 + 8 * u, lim - 1);
-        vv[u] = *reinterpret_cast<const uint2*>(vb + int64_t(j) * p.v_sl);
-        xs[u] = x[j];
-        cs[u] = kc[j];
-      }
-#pragma unroll
-      for (int u = 0; u < 8; ++u)
-        wv[u] = j0 + 8 * u < lim && dl ? exp2f(logit2(xs[u], cs[u]) - base) * pick(pw, cs[u]) : 0.f;
-#pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        const float2 lo = unpack2<T>(vv[u].x), hi = unpack2<T>(vv[u].y);
-        acc[0] = fmaf(wv[u], lo.x, acc[0]), acc[1] = fmaf(wv[u], lo.y, acc[1]);
-        acc[2] = fmaf(wv[u], hi.x, acc[2]), acc[3] = fmaf(wv[u], hi.y, acc[3]);
-      }
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) red[warp * 128 + 4 * lane + e] = acc[e];
-    named_sync(7, 256);
-    const float norm = p.renormalize && p.post_weight ? lw : l;
-    const float f = (lim > 0 && norm > 0.f ? 1.f / norm : 0.f) * (p.head_gain ? p.head_gain[h] : 1.f);
-    if (ct < p.d) {
-      float o = 0.f;
-      for (int w = 0; w < 8; ++w) o += red[w * 128 + ct];
-      static_cast<T*>(p.out)[p.out_offset(b, r, h) + ct] = T(o * f);
-    }
-    if (ct == 0 && p.lse) p.lse[p.lse_offset(b, h, r)] = lim > 0 && l > 0.f ? (base + log2f(l)) * kLn2 : -INFINITY;
-    named_sync(7, 256);
-  }
-}
-#endif
-
 template <class T, int NH, bool MOD, bool TAP>
 __global__ void __launch_bounds__(kThreads, 1)
     flash_prefill_sm90_kernel(const __grid_constant__ PrefillArgs a, const __grid_constant__ TmaMaps tm) {
@@ -689,7 +584,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (row0 < p.lq) p.lse[sr + row0] = valid0 && l0 > 0.f ? (m0 + __log2f(l0)) * kLn2 : -INFINITY;
     if (row1 < p.lq) p.lse[sr + row1] = valid1 && l1 > 0.f ? (m1 + __log2f(l1)) * kLn2 : -INFINITY;
   }
-  if (TAP && !a.mod_tail) {
+  if constexpr (TAP) {
     // the tap rows' probabilities 2^(x sl2 - m - log2 l) from the scratch logits, each row by the
     // whole warp holding it (rows g and g + 8 of lanes 4g..4g+3); keys a row does not see are 0
     const float L0 = valid0 && l0 > 0.f ? m0 + __log2f(l0) : INFINITY;
@@ -737,12 +632,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (row < p.lq)
       *reinterpret_cast<uint4*>(out + p.out_offset(b, row, h) + ch * 8) =
           *reinterpret_cast<const uint4*>(smem + sw128(r, ch * 8));
-  }
-  if constexpr (TAP) {
-    if (a.mod_tail) {
-      named_sync(7, 256);  // every consumer's output stored; the scratch rows complete; K/V tiles free
-      mod_tail_rows<T>(a, b, h, hk, q0, rg, reinterpret_cast<float*>(smem + (sK - base)), tid);
-    }
   }
 #endif
 }
@@ -817,8 +706,6 @@ bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
   // applied by the epilogue of either instantiation. The MOD = true kernel's plain warpgroups run
   // 4-14% slower than MOD = false (more register pressure), so it is launched only when needed.
   const bool mod = a.p.key_class != nullptr && a.p.first_modulated_row < a.p.lq;
-  // the modulated tail rows of a PAI-like call: the plain loop, the tail rows after it
-  if (a.mod_tail) return launch_kind<false, true>(a, s);
   // in-kernel taps: flash_prefill_cuda passes them for calls without key classes only
   if (a.n_taps > 0) return !mod && launch_kind<false, true>(a, s);
   return mod ? launch_kind<true, false>(a, s) : launch_kind<false, false>(a, s);

@@ -345,87 +345,81 @@ TEST_P(AttentionCuda, ModulationLastRowsLongSequence) {
 TEST_P(AttentionCuda, SplitTailRouteMatchesReference) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
-  // 4: the decode kernel on the tail rows whenever eligible (auto would keep short calls fused);
-  // 5: the tail rows recomputed by the prefill kernel itself (flash_prefill_mod_tail_cuda)
-  for (int route : {4, 5}) {
-    KernelOverride force(route);
-    uint64_t seed = 1300;
-    const int64_t D = 128, C = 3;
-    struct Case {
-      int64_t b, l, hq, hkv;
-    };
-    // {1, 1200, 8, 1}: 24 tail rows in 2 row groups with 9+ splits: the decode kernel's separate
-    // combine launch; the others its fused combine
-    for (const Case& c : std::vector<Case>{{1, 65, 4, 4}, {2, 200, 8, 2}, {1, 640, 4, 1}, {2, 400, 8, 8},
-                                            {1, 1200, 8, 1}, {2, 129, 2, 2}})
-      for (int64_t back : {int64_t(1), int64_t(3)}) {
-        const int64_t B = c.b, L = c.l, first = L - back;
-        Tensor q = round_to(rand_tensor({B, L, c.hq, D}, seed++, -2.f, 2.f), dt);
-        Tensor k = round_to(rand_tensor({B, L, c.hkv, D}, seed++, -2.f, 2.f), dt);
-        Tensor v = round_to(rand_tensor({B, L, c.hkv, D}, seed++), dt);
-        Tensor gq = q.to(Device::cuda(), dt), gk = k.to(Device::cuda(), dt), gv = v.to(Device::cuda(), dt);
-        std::vector<uint8_t> cls(size_t(B * L));
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t j = 0; j < L; ++j) cls[size_t(b * L + j)] = uint8_t(j < 5 ? 0 : j < L - 7 - 3 * b ? 1 : 2);
-        HeadModulation m;
-        m.key_class = Tensor::from_vector(cls, {B, L});
-        m.num_classes = int(C);
-        m.logit_abs_gain = rand_tensor({c.hq, C}, seed++, -0.5f, 0.5f);
-        m.first_modulated_row = first;
-        for (int variant = 0; variant < 4; ++variant) {
-          // 0: PAI (abs gain only); 1: + bias, post weight renorm, head gain; 2: + head gain, no causal;
-          // 3: abs gain with k_lens
-          HeadModulation mv = m;
-          AttentionOptions opt;
-          opt.causal = variant != 2;
-          if (variant == 1) {
-            mv.logit_bias = rand_tensor({c.hq, C}, seed++, -1.f, 1.f);
-            mv.post_weight = rand_tensor({c.hq, C}, seed++, 0.f, 2.f);
-            mv.renormalize = true;
-          }
-          if (variant == 1 || variant == 2) mv.head_gain = rand_tensor({c.hq}, seed++, 0.5f, 2.f);
-          if (variant == 3 && B == 2) opt.k_lens = i32({int32_t(L), int32_t(L - 2)});
-          opt.mod = &mv;
-          if (L >= 1000 && variant >= 2) continue;  // CPU reference time
-          AttentionOptions copt = opt;
-          copt.return_lse = true;
-          const AttentionResult cr = attention(q, k, v, copt);
-          for (bool want_lse : {true, false}) {
-            const std::string what = str_cat(dtype_name(dt), " route ", route, " b", B, " l", L, " hq", c.hq, " hkv",
-                                             c.hkv, " first L-", back, " variant ", variant, " lse ", want_lse);
-            opt.return_lse = want_lse;
-            HeadModulation gm = to_gpu(mv);
-            AttentionOptions gopt = opt;
-            gopt.mod = &gm;
-            gopt.k_lens = gpu(opt.k_lens);
-            // the route is taken
-            ASSERT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gv, gopt, L)), int(back)) << what;
-            AttentionResult gr = attention(gq, gk, gv, gopt);
-            ASSERT_EQ(gr.lse.defined(), want_lse) << what;
-            EXPECT_LT(rel_err(gr.out, cr.out), out_tol(dt)) << what;
-            // the tail rows alone (a wrong tail would hide in the whole-tensor error)
-            EXPECT_LT(rel_err(gr.out.slice(1, first, L).contiguous(), cr.out.slice(1, first, L).contiguous()),
-                      out_tol(dt))
-                << what << " tail rows";
-            if (want_lse) {
-              const auto gl = gr.lse.to_floats(), cl = cr.lse.to_floats();
-              ASSERT_EQ(gl.size(), cl.size()) << what;
-              int bad = 0;
-              for (size_t i = 0; i < cl.size() && bad < 5; ++i) {
-                const bool ok =
-                    std::isinf(cl[i]) ? (std::isinf(gl[i]) && gl[i] < 0) : std::fabs(gl[i] - cl[i]) < 1e-2f;
-                if (!ok) ++bad;
-                EXPECT_TRUE(ok) << what << " lse[" << i << "] gpu " << gl[i] << " cpu " << cl[i];
-              }
+  KernelOverride force(4);  // the route whenever eligible (auto would keep short calls fused)
+  uint64_t seed = 1300;
+  const int64_t D = 128, C = 3;
+  struct Case {
+    int64_t b, l, hq, hkv;
+  };
+  // {1, 1200, 8, 1}: 24 tail rows in 2 row groups with 9+ splits: the decode kernel's separate
+  // combine launch; the others its fused combine
+  for (const Case& c : std::vector<Case>{{1, 65, 4, 4}, {2, 200, 8, 2}, {1, 640, 4, 1}, {2, 400, 8, 8},
+                                          {1, 1200, 8, 1}, {2, 129, 2, 2}})
+    for (int64_t back : {int64_t(1), int64_t(3)}) {
+      const int64_t B = c.b, L = c.l, first = L - back;
+      Tensor q = round_to(rand_tensor({B, L, c.hq, D}, seed++, -2.f, 2.f), dt);
+      Tensor k = round_to(rand_tensor({B, L, c.hkv, D}, seed++, -2.f, 2.f), dt);
+      Tensor v = round_to(rand_tensor({B, L, c.hkv, D}, seed++), dt);
+      Tensor gq = q.to(Device::cuda(), dt), gk = k.to(Device::cuda(), dt), gv = v.to(Device::cuda(), dt);
+      std::vector<uint8_t> cls(size_t(B * L));
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < L; ++j) cls[size_t(b * L + j)] = uint8_t(j < 5 ? 0 : j < L - 7 - 3 * b ? 1 : 2);
+      HeadModulation m;
+      m.key_class = Tensor::from_vector(cls, {B, L});
+      m.num_classes = int(C);
+      m.logit_abs_gain = rand_tensor({c.hq, C}, seed++, -0.5f, 0.5f);
+      m.first_modulated_row = first;
+      for (int variant = 0; variant < 4; ++variant) {
+        // 0: PAI (abs gain only); 1: + bias, post weight renorm, head gain; 2: + head gain, no causal;
+        // 3: abs gain with k_lens
+        HeadModulation mv = m;
+        AttentionOptions opt;
+        opt.causal = variant != 2;
+        if (variant == 1) {
+          mv.logit_bias = rand_tensor({c.hq, C}, seed++, -1.f, 1.f);
+          mv.post_weight = rand_tensor({c.hq, C}, seed++, 0.f, 2.f);
+          mv.renormalize = true;
+        }
+        if (variant == 1 || variant == 2) mv.head_gain = rand_tensor({c.hq}, seed++, 0.5f, 2.f);
+        if (variant == 3 && B == 2) opt.k_lens = i32({int32_t(L), int32_t(L - 2)});
+        opt.mod = &mv;
+        if (L >= 1000 && variant >= 2) continue;  // CPU reference time
+        AttentionOptions copt = opt;
+        copt.return_lse = true;
+        const AttentionResult cr = attention(q, k, v, copt);
+        for (bool want_lse : {true, false}) {
+          const std::string what = str_cat(dtype_name(dt), " b", B, " l", L, " hq", c.hq, " hkv", c.hkv, " first L-",
+                                           back, " variant ", variant, " lse ", want_lse);
+          opt.return_lse = want_lse;
+          HeadModulation gm = to_gpu(mv);
+          AttentionOptions gopt = opt;
+          gopt.mod = &gm;
+          gopt.k_lens = gpu(opt.k_lens);
+          // the route is taken
+          ASSERT_EQ(attention_split_tail_rows(build_attention_params(gq, gk, gv, gopt, L)), int(back)) << what;
+          AttentionResult gr = attention(gq, gk, gv, gopt);
+          ASSERT_EQ(gr.lse.defined(), want_lse) << what;
+          EXPECT_LT(rel_err(gr.out, cr.out), out_tol(dt)) << what;
+          // the tail rows alone (a wrong tail would hide in the whole-tensor error)
+          EXPECT_LT(rel_err(gr.out.slice(1, first, L).contiguous(), cr.out.slice(1, first, L).contiguous()),
+                    out_tol(dt))
+              << what << " tail rows";
+          if (want_lse) {
+            const auto gl = gr.lse.to_floats(), cl = cr.lse.to_floats();
+            ASSERT_EQ(gl.size(), cl.size()) << what;
+            int bad = 0;
+            for (size_t i = 0; i < cl.size() && bad < 5; ++i) {
+              const bool ok =
+                  std::isinf(cl[i]) ? (std::isinf(gl[i]) && gl[i] < 0) : std::fabs(gl[i] - cl[i]) < 1e-2f;
+              if (!ok) ++bad;
+              EXPECT_TRUE(ok) << what << " lse[" << i << "] gpu " << gl[i] << " cpu " << cl[i];
             }
           }
         }
       }
-  }
+    }
   // not taken: class mass, q_lens, or too many tail rows; first >= L: plain prefill only (0)
   {
-    KernelOverride force(4);
-    uint64_t seed = 1400;
     const int64_t B = 1, L = 300, H = 8;
     Tensor gq = rand_tensor({B, L, H, 64}, seed++).to(Device::cuda(), dt);
     Tensor gk = rand_tensor({B, L, 2, 64}, seed++).to(Device::cuda(), dt);
