@@ -147,6 +147,20 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
     return (int64_t(b) * p.hq + hk * a.group + (rr_ - i * a.group)) * p.lq + i;
   };
 
+  if constexpr (MOD) {
+    if (threadIdx.x < kRowsPerUnit * 4) {
+      const int r = rg * kRowsPerUnit + (threadIdx.x >> 2), cc = threadIdx.x & 3;
+      const bool ok = r < a.rows;
+      const int i = ok ? r / a.group : 0;
+      const int h = hk * a.group + (ok ? r - i * a.group : 0);
+      const int C = p.num_classes;
+      const bool has = ok && i >= p.first_modulated_row && p.key_class && cc < C;
+      s_tab[threadIdx.x >> 2][cc] = make_float4(has && p.logit_abs_gain ? p.logit_abs_gain[h * C + cc] : 0.f,
+                                                has && p.logit_bias ? p.logit_bias[h * C + cc] : 0.f,
+                                                has && p.post_weight ? p.post_weight[h * C + cc] : 1.f, 0.f);
+    }
+    __syncthreads();
+  }
   // --- this lane's two rows (g and g + 8 of the M tile) ---
   int jend[2];
   uint4 qf[2][NG];
@@ -225,22 +239,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
     load_k(kbeg);
     if constexpr (MOD) cls_next = load_cls(kbeg);
     load_v(kbeg);
-  }
-  // MOD: the row tables, after the first tile's loads are issued (their latencies overlap; the
-  // barrier waits for the table only, before its first use in the loop)
-  if constexpr (MOD) {
-    if (threadIdx.x < kRowsPerUnit * 4) {
-      const int r = rg * kRowsPerUnit + (threadIdx.x >> 2), cc = threadIdx.x & 3;
-      const bool ok = r < a.rows;
-      const int i = ok ? r / a.group : 0;
-      const int h = hk * a.group + (ok ? r - i * a.group : 0);
-      const int C = p.num_classes;
-      const bool has = ok && i >= p.first_modulated_row && p.key_class && cc < C;
-      s_tab[threadIdx.x >> 2][cc] = make_float4(has && p.logit_abs_gain ? p.logit_abs_gain[h * C + cc] : 0.f,
-                                                has && p.logit_bias ? p.logit_bias[h * C + cc] : 0.f,
-                                                has && p.post_weight ? p.post_weight[h * C + cc] : 1.f, 0.f);
-    }
-    __syncthreads();
   }
 
   for (int j0 = kbeg; j0 < kend; j0 += kTileKeys) {
