@@ -29,8 +29,9 @@
 // thread holds (s[4n + e] and s[4n + 2 + e] are key 8n + 2tq + e): {A0, A1, B0, B1} per pair
 // (one 16-byte load for four scores) and {W0, W1}. A = abs gain |scale log2 e|, B = bias log2 e,
 // so the base-2 logit is x = A |s| + (s scale log2 e + B): two FMAs per score. With
-// renormalisation, non-negative post weights and no LSE requested, log2 w joins B (the weighted
-// softmax is the softmax of x + log2 w) and W is not read at all. A warpgroup whose rows all lie
+// renormalisation, non-negative post weights, no LSE requested and no warpgroup of the block
+// straddling first_modulated_row, log2 w joins B (the weighted softmax is the softmax of
+// x + log2 w) and W is not read at all. A warpgroup whose rows all lie
 // at or past first_modulated_row runs the "all" softmax; the one that straddles it multiplies each
 // row's modulation by 0 or 1 (one more operation per score); warpgroups entirely below run the
 // plain softmax, so PAI-style "last row only" costs one warpgroup per head.
