@@ -25,6 +25,8 @@ struct PrefillTaps {
   float* probs = nullptr;
   float* scratch = nullptr;
   bool written = false;
+  // the scratch row stride (floats): Lk rounded up to whole key tiles of 128
+  static int64_t scratch_ld(int64_t lk) { return (lk + 127) / 128 * 128; }
 };
 
 struct AttentionParams {

@@ -62,7 +62,7 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOr
     std::copy(p.taps->rows, p.taps->rows + p.taps->n, a.tap_rows);
     a.tap_scratch = p.taps->scratch;
     a.tap_probs = p.taps->probs;
-    a.tap_ld = (int64_t(p.lk) + 127) / 128 * 128;
+    a.tap_ld = PrefillTaps::scratch_ld(p.lk);
   }
   cudaStream_t s = stream;
   // the fast path serves modulated calls too, except class mass (it returns false then)
@@ -71,7 +71,6 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOr
     if (taps) p.taps->written = true;
     return;
   }
-  a.n_taps = 0;
   if (p.dtype == DType::BF16) launch_general<__nv_bfloat16>(a, mod, s);
   else launch_general<__half>(a, mod, s);
 }

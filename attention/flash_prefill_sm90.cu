@@ -708,7 +708,7 @@ bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
   // 4-14% slower than MOD = false (more register pressure), so it is launched only when needed.
   const bool mod = a.p.key_class != nullptr && a.p.first_modulated_row < a.p.lq;
   // in-kernel taps: flash_prefill_cuda passes them for calls without key classes only
-  if (a.n_taps > 0) return !mod && launch_kind<false, true>(a, s);
+  if (a.n_taps > 0) return launch_kind<false, true>(a, s);
   return mod ? launch_kind<true, false>(a, s) : launch_kind<false, false>(a, s);
 }
 

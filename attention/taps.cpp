@@ -70,7 +70,7 @@ AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor&
   if (q.is_cuda() && distinct && !keyed) {
     const int64_t B = q.size(0), Hq = q.size(2), Lk = k.size(1), R = int64_t(rows.size());
     Tensor out = Tensor::empty({B, Hq, R, Lk}, DType::F32, q.device());
-    const Tensor scratch = Tensor::empty({B, Hq, R, (Lk + 127) / 128 * 128}, DType::F32, q.device());
+    const Tensor scratch = Tensor::empty({B, Hq, R, PrefillTaps::scratch_ld(Lk)}, DType::F32, q.device());
     PrefillTaps taps;
     taps.n = int(R);
     for (int64_t r = 0; r < R; ++r) taps.rows[r] = int32_t(rows[size_t(r)]);
