@@ -2,7 +2,9 @@
 // (bench/peer_attention.py runs first). Prefill: TFLOP/s (4 B H Lq Lk D, halved when causal);
 // decode: bytes of K and V over the measured copy bandwidth. Also the cost of taps and modulation.
 //   bench_attention --out bench/results [--peer bench/results/attention_dense_peer.json] [--skip-long]
-// --skip-long: leaves out the 16K and 64K-token prefill rows (development runs).
+//                   [--mod-only]
+// --skip-long: leaves out the 16K and 64K-token prefill rows; --mod-only: only the taps and
+// modulation rows (development runs).
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
 #include "attention/taps.h"
@@ -38,9 +40,9 @@ int main(int argc, char** argv) {
                        {"noncausal h24 d128 n16384", 24, 16384, 16384, false, 666},
                        {"noncausal h24 d128 n65536", 24, 65536, 65536, false, 642},
                        {"causal h32 d128 n4096", 32, 4096, 4096, true, 496}};
-    const bool skip_long = has_flag(argc, argv, "--skip-long");
+    const bool skip_long = has_flag(argc, argv, "--skip-long"), mod_only = has_flag(argc, argv, "--mod-only");
     for (const auto& c : pre) {
-      if (skip_long && c.lq > 4096) continue;
+      if (mod_only || (skip_long && c.lq > 4096)) continue;
       Tensor q = rnd({1, c.lq, c.h, 128}, 1), k = rnd({1, c.lk, c.h, 128}, 2), v = rnd({1, c.lk, c.h, 128}, 3);
       AttentionOptions opt;
       opt.causal = c.causal;
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
     struct Dec { const char* name; int64_t lk; double speedup_needed; };
     const Dec dec[] = {{"decode h32 d128 k4096", 4096, 1.5}, {"decode h32 d128 k32768", 32768, 1.0}};
     for (const auto& c : dec) {
+      if (mod_only) continue;
       Tensor q = rnd({1, 1, 32, 128}, 4), k = rnd({1, c.lk, 32, 128}, 5), v = rnd({1, c.lk, 32, 128}, 6);
       const double ms = time_ms([&] { attention(q, k, v); }, 5, 50);
       const double bytes = 2.0 * 2.0 * 32 * double(c.lk) * 128;  // K and V, bf16
