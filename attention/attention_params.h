@@ -15,15 +15,16 @@ namespace mmattn {
 
 // In-kernel taps (attention_tapped): the probability rows of query rows rows[0..n) (the same rows
 // in every sequence) written by the attention pass itself, into probs F32 [B, Hq, n, Lk]
-// (contiguous), through scratch F32 [B, Hq, n, round_up(Lk, 128)] (the rows' logits). Only the
-// Hopper prefill kernel serves them, and only for calls without key classes or class mass; the
-// launcher sets `written` when it did (else the caller computes the taps another way).
+// (contiguous), through the rows' logits kept in each block's shared memory (n rows of
+// scratch_ld(Lk) floats). Only the Hopper prefill kernel serves them, for calls without key
+// classes or class mass whose scratch fits beside its tiles (flash_prefill_sm90_taps_fit: one row
+// up to ~16K keys at head dim 128); the launcher sets `written` when it did (else the caller
+// computes the taps another way).
 constexpr int kMaxPrefillTaps = 64;
 struct PrefillTaps {
   int n = 0;
   int32_t rows[kMaxPrefillTaps] = {};
   float* probs = nullptr;
-  float* scratch = nullptr;
   bool written = false;
   // the scratch row stride (floats): Lk rounded up to whole key tiles of 128
   static int64_t scratch_ld(int64_t lk) { return (lk + 127) / 128 * 128; }

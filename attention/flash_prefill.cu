@@ -56,11 +56,11 @@ void flash_prefill_cuda(const AttentionParams& p, StreamHandle stream, PrefillOr
   a.order = order;
   const bool mod = p.has_modulation() || p.key_class != nullptr;
   // in-kernel taps: unmodulated calls on the Hopper kernel (attention_params.h: PrefillTaps)
-  const bool taps = p.taps && p.taps->n > 0 && !p.key_class && !p.class_mass;
+  const bool taps = p.taps && p.taps->n > 0 && !p.key_class && !p.class_mass &&
+                    flash::flash_prefill_sm90_taps_fit(p.taps->n, p.lk, p.d);
   if (taps) {
     a.n_taps = p.taps->n;
     std::copy(p.taps->rows, p.taps->rows + p.taps->n, a.tap_rows);
-    a.tap_scratch = p.taps->scratch;
     a.tap_probs = p.taps->probs;
     a.tap_ld = PrefillTaps::scratch_ld(p.lk);
   }

@@ -15,11 +15,10 @@ struct PrefillArgs {
   float scale_log2 = 0.f;  // scale * log2(e): logits are handled in base 2
   bool vec_q = false, vec_k = false, vec_v = false;  // 16-byte loads allowed (pointer and strides)
   PrefillOrder order = PrefillOrder::longest_first;  // causal launch order (attention_kernels.h)
-  // in-kernel taps (the Hopper kernel; a copy of *p.taps, by value): n_taps rows, logits into
-  // tap_scratch (row stride tap_ld floats), probabilities into tap_probs (row stride Lk)
+  // in-kernel taps (the Hopper kernel; a copy of *p.taps, by value): n_taps rows, logits into the
+  // block's shared memory (row stride tap_ld floats), probabilities into tap_probs (row stride Lk)
   int n_taps = 0;
   int32_t tap_rows[kMaxPrefillTaps] = {};
-  float* tap_scratch = nullptr;
   float* tap_probs = nullptr;
   int64_t tap_ld = 0;
 };
@@ -36,5 +35,7 @@ void flash_prefill_launch(const PrefillArgs& a, cudaStream_t s);
 // cannot be made (the caller falls back to the general path, which writes no taps).
 bool flash_prefill_sm90_available();
 bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s);
+// Whether n tap rows' logits over lk keys fit in the Hopper kernel's shared memory at head dim d.
+bool flash_prefill_sm90_taps_fit(int n, int64_t lk, int64_t d);
 
 }  // namespace mmattn::flash

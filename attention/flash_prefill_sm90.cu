@@ -147,29 +147,29 @@ __device__ __forceinline__ void wgmma_rs<__half, 64>(float (&d)[32], const uint3
 
 // When pred: ptr[8n + e] = v[4n + e] (half = 0) or v[4n + 2 + e] (half = 1), n < 16, e < 2: one
 // row of a thread's S fragment, as predicated stores (a branch inside the softmax, between a wgmma
-// and its wait, would make ptxas serialise every wgmma).
+// and its wait, would make ptxas serialise every wgmma). ptr: a shared-memory address.
 template <int half>
-__device__ __forceinline__ void store_row_if(bool pred, float* ptr, const float (&v)[64]) {
+__device__ __forceinline__ void store_row_if(bool pred, uint32_t ptr, const float (&v)[64]) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n"
-      "@p st.global.v2.f32 [%1+0], {%2, %3};\n"
-      "@p st.global.v2.f32 [%1+32], {%4, %5};\n"
-      "@p st.global.v2.f32 [%1+64], {%6, %7};\n"
-      "@p st.global.v2.f32 [%1+96], {%8, %9};\n"
-      "@p st.global.v2.f32 [%1+128], {%10, %11};\n"
-      "@p st.global.v2.f32 [%1+160], {%12, %13};\n"
-      "@p st.global.v2.f32 [%1+192], {%14, %15};\n"
-      "@p st.global.v2.f32 [%1+224], {%16, %17};\n"
-      "@p st.global.v2.f32 [%1+256], {%18, %19};\n"
-      "@p st.global.v2.f32 [%1+288], {%20, %21};\n"
-      "@p st.global.v2.f32 [%1+320], {%22, %23};\n"
-      "@p st.global.v2.f32 [%1+352], {%24, %25};\n"
-      "@p st.global.v2.f32 [%1+384], {%26, %27};\n"
-      "@p st.global.v2.f32 [%1+416], {%28, %29};\n"
-      "@p st.global.v2.f32 [%1+448], {%30, %31};\n"
-      "@p st.global.v2.f32 [%1+480], {%32, %33};\n"
+      "@p st.shared.v2.f32 [%1+0], {%2, %3};\n"
+      "@p st.shared.v2.f32 [%1+32], {%4, %5};\n"
+      "@p st.shared.v2.f32 [%1+64], {%6, %7};\n"
+      "@p st.shared.v2.f32 [%1+96], {%8, %9};\n"
+      "@p st.shared.v2.f32 [%1+128], {%10, %11};\n"
+      "@p st.shared.v2.f32 [%1+160], {%12, %13};\n"
+      "@p st.shared.v2.f32 [%1+192], {%14, %15};\n"
+      "@p st.shared.v2.f32 [%1+224], {%16, %17};\n"
+      "@p st.shared.v2.f32 [%1+256], {%18, %19};\n"
+      "@p st.shared.v2.f32 [%1+288], {%20, %21};\n"
+      "@p st.shared.v2.f32 [%1+320], {%22, %23};\n"
+      "@p st.shared.v2.f32 [%1+352], {%24, %25};\n"
+      "@p st.shared.v2.f32 [%1+384], {%26, %27};\n"
+      "@p st.shared.v2.f32 [%1+416], {%28, %29};\n"
+      "@p st.shared.v2.f32 [%1+448], {%30, %31};\n"
+      "@p st.shared.v2.f32 [%1+480], {%32, %33};\n"
       "}\n" ::"r"(int(pred)),
-      "l"(ptr), "f"(v[0 + 2 * half]), "f"(v[1 + 2 * half]), "f"(v[4 + 2 * half]), "f"(v[5 + 2 * half]),
+      "r"(ptr), "f"(v[0 + 2 * half]), "f"(v[1 + 2 * half]), "f"(v[4 + 2 * half]), "f"(v[5 + 2 * half]),
       "f"(v[8 + 2 * half]), "f"(v[9 + 2 * half]), "f"(v[12 + 2 * half]), "f"(v[13 + 2 * half]),
       "f"(v[16 + 2 * half]), "f"(v[17 + 2 * half]), "f"(v[20 + 2 * half]), "f"(v[21 + 2 * half]),
       "f"(v[24 + 2 * half]), "f"(v[25 + 2 * half]), "f"(v[28 + 2 * half]), "f"(v[29 + 2 * half]),
@@ -459,17 +459,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (lane == 0) mbar_arrive(bar);
   };
 
-  // TAP: this thread's rows' indices among the tap rows (-1: none); whether the warpgroup has one
-  int tap0 = -1, tap1 = -1;
+  // TAP: a row's index among the tap rows (-1: none); whether this warpgroup holds one
+  auto tap_of = [&](int row) {
+    int k = -1;
+    if constexpr (TAP)
+      for (int i = 0; i < a.n_taps; ++i) k = a.tap_rows[i] == row ? i : k;
+    return k;
+  };
   bool wg_tap = false;
   if constexpr (TAP)
-    for (int i = 0; i < a.n_taps; ++i) {
-      const int r = a.tap_rows[i];
-      tap0 = r == row0 ? i : tap0;
-      tap1 = r == row1 ? i : tap1;
-      wg_tap = wg_tap || (r >= q0 + wg * 64 && r < q0 + wg * 64 + 64);
-    }
+    for (int i = 0; i < a.n_taps; ++i)
+      wg_tap = wg_tap || (a.tap_rows[i] >= q0 + wg * 64 && a.tap_rows[i] < q0 + wg * 64 + 64);
   auto tap_row = [&](int i) { return (int64_t(b) * p.hq + h) * a.n_taps + max(i, 0); };
+  // the logits of tap i: a row of this block's shared memory past everything else (smem_bytes
+  // counts the alignment slack, so the offset from the unaligned start is safe)
+  constexpr int kTapSmemFloat = smem_bytes<NH, MOD>() / 4;
+  auto tap_scratch = [&](int i) { return reinterpret_cast<const float*>(smem_raw) + (kTapSmemFloat + max(i, 0) * a.tap_ld); };
+  auto tap_addr = [&](int i) { return raw + 4u * uint32_t(kTapSmemFloat + max(i, 0) * int(a.tap_ld)); };
   // The main loop, instantiated per softmax variant K: 0 plain, 1 every row modulated, 2 the same
   // with post weights, 3 some rows modulated (with post weights, 1 for rows below the first), 4
   // plain plus the raw scores of the tap rows stored to the scratch rows (TAP). The
@@ -479,6 +485,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     constexpr int K = decltype(variant)::value;
     constexpr bool M = K >= 1 && K <= 3, W = K == 2 || K == 3;
     float lw0 = 0.f, lw1 = 0.f;  // W: sum of w 2^(x - m)
+    // K = 4: where this thread's part of its rows' logits goes (0: not a tap row; the scratch never
+    // starts at shared address 0)
+    uint32_t ta0 = 0, ta1 = 0;
+    if constexpr (K == 4) {
+      const int i0 = tap_of(row0), i1 = tap_of(row1);
+      ta0 = i0 >= 0 ? tap_addr(i0) + 8u * uint32_t(tq) : 0u;
+      ta1 = i1 >= 0 ? tap_addr(i1) + 8u * uint32_t(tq) : 0u;
+    }
     auto softmax = [&](int t, uint32_t(&pn)[8][4]) {
       if constexpr (M) {
         const unsigned char* set = km_set(t);
@@ -489,8 +503,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       } else {
         softmax_tile<T>(s, pn, m0, m1, l0, l1, al0, al1, masked(t), t * kBC, tq, lim0, lim1, sl2);
         if constexpr (K == 4) {  // s: the masked raw scores
-          store_row_if<0>(tap0 >= 0, a.tap_scratch + tap_row(tap0) * a.tap_ld + t * kBC + tq * 2, s);
-          store_row_if<1>(tap1 >= 0, a.tap_scratch + tap_row(tap1) * a.tap_ld + t * kBC + tq * 2, s);
+          store_row_if<0>(ta0 != 0u, ta0 + 4u * uint32_t(t * kBC), s);
+          store_row_if<1>(ta1 != 0u, ta1 + 4u * uint32_t(t * kBC), s);
         }
       }
     };
@@ -591,6 +605,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const float L0 = valid0 && l0 > 0.f ? m0 + __log2f(l0) : INFINITY;
     const float L1 = valid1 && l1 > 0.f ? m1 + __log2f(l1) : INFINITY;
     const int e0 = valid0 ? lim0 : 0, e1 = valid1 ? lim1 : 0;
+    const int tap0 = tap_of(row0), tap1 = tap_of(row1);
     __syncwarp();  // the scratch rows were written by other lanes of this warp
     for (int rr = 0; rr < 16; ++rr) {
       const int src = (rr & 7) * 4;
@@ -599,9 +614,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (tr < 0) continue;  // warp-uniform
       const float lse2 = __shfl_sync(0xffffffffu, hi ? L1 : L0, src);
       const int lim = __shfl_sync(0xffffffffu, hi ? e1 : e0, src);
-      const float* x = a.tap_scratch + tap_row(tr) * a.tap_ld;
+      const float* x = tap_scratch(tr);
       float* pr = a.tap_probs + tap_row(tr) * p.lk;
-      // 8 loads in flight per lane (the logits come from L2)
+      // 8 shared-memory loads in flight per lane
       for (int j0 = 0; j0 < p.lk; j0 += 8 * 32) {
         float xv[8];
 #pragma unroll
@@ -669,6 +684,18 @@ bool make_tensor_map(CUtensorMap* map, int8_t (&pos)[3], const void* ptr, DType 
   return r == CUDA_SUCCESS;
 }
 
+int64_t tap_smem_bytes(int n, int64_t lk) { return int64_t(n) * PrefillTaps::scratch_ld(lk) * 4; }
+
+// The largest dynamic shared memory a block may opt in to on the current device (cached per device).
+int smem_optin() {
+  static int cached[64] = {};
+  int dev = 0;
+  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  int& v = cached[dev & 63];
+  if (v == 0) MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return v;
+}
+
 template <class T, int NH, bool MOD, bool TAP>
 bool launch(const PrefillArgs& a, cudaStream_t s) {
   const AttentionParams& p = a.p;
@@ -678,13 +705,16 @@ bool launch(const PrefillArgs& a, cudaStream_t s) {
       !make_tensor_map(&tm.v, tm.pos_v, p.v, p.dtype, p.d, p.hkv, p.lk, p.batch, p.v_sh, p.v_sl, p.v_sb))
     return false;
   auto kernel = flash_prefill_sm90_kernel<T, NH, MOD, TAP>;
+  // TAP: the tap rows' logits follow the tiles (flash_prefill_sm90_taps_fit said they fit)
+  const int smem = smem_bytes<NH, MOD>() + (TAP ? int(tap_smem_bytes(a.n_taps, p.lk)) : 0);
   static bool configured = false;  // per instantiation; idempotent, so a race is harmless
   if (!configured) {
-    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<NH, MOD>()));
+    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          TAP ? smem_optin() : smem_bytes<NH, MOD>()));
     configured = true;
   }
   const dim3 grid(unsigned((p.lq + kBR - 1) / kBR), unsigned(p.hq), unsigned(p.batch));
-  kernel<<<grid, kThreads, smem_bytes<NH, MOD>(), s>>>(a, tm);
+  kernel<<<grid, kThreads, size_t(smem), s>>>(a, tm);
   MMATTN_CUDA_CHECK_LAUNCH("flash_prefill_sm90_kernel");
   return true;
 }
@@ -692,6 +722,11 @@ bool launch(const PrefillArgs& a, cudaStream_t s) {
 }  // namespace
 
 bool flash_prefill_sm90_available() { return sm90::kernels_available(); }
+
+bool flash_prefill_sm90_taps_fit(int n, int64_t lk, int64_t d) {
+  const int base = d <= 64 ? smem_bytes<1, false>() : smem_bytes<2, false>();
+  return flash_prefill_sm90_available() && base + tap_smem_bytes(n, lk) <= smem_optin();
+}
 
 template <bool MOD, bool TAP>
 bool launch_kind(const PrefillArgs& a, cudaStream_t s) {

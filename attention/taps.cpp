@@ -70,12 +70,10 @@ AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor&
   if (q.is_cuda() && distinct && !keyed) {
     const int64_t B = q.size(0), Hq = q.size(2), Lk = k.size(1), R = int64_t(rows.size());
     Tensor out = Tensor::empty({B, Hq, R, Lk}, DType::F32, q.device());
-    const Tensor scratch = Tensor::empty({B, Hq, R, PrefillTaps::scratch_ld(Lk)}, DType::F32, q.device());
     PrefillTaps taps;
     taps.n = int(R);
     for (int64_t r = 0; r < R; ++r) taps.rows[r] = int32_t(rows[size_t(r)]);
     taps.probs = out.data<float>();
-    taps.scratch = scratch.data<float>();
     AttentionResult res = attention_with_taps(q, k, v, opt, &taps);
     *probs = taps.written ? out : attention_probs(gather_q_rows(), k, req, opt);
     return res;

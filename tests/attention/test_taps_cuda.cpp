@@ -233,7 +233,8 @@ TEST(TapsCuda, TooManyRowsIsAnError) {
 // attention_tapped with the taps written by the prefill kernel itself (no key classes): the
 // probabilities and the attention output against the CPU on awkward sizes: rows at warpgroup and
 // block edges (both rows of a thread), causal and not, GQA, padded sequences (rows past q_lens are
-// 0), every head dim class, both dtypes; a decode-sized call (served by another kernel) falls back.
+// 0), every head dim class, both dtypes, a long row (its logits in shared memory); a decode-sized
+// call (served by another kernel) and rows whose logits do not fit in shared memory fall back.
 TEST(TapsCuda, InKernelTapsMatchCpu) {
   MMATTN_REQUIRE_GPU();
   const Device g = Device::cuda();
@@ -248,6 +249,9 @@ TEST(TapsCuda, InKernelTapsMatchCpu) {
       {2, 130, 1000, 8, 2, 64, false, {1, 129, 64, 15}},
       {1, 257, 513, 2, 1, 80, true, {256, 255, 120}},
       {2, 3, 77, 4, 4, 128, true, {2, 0}},  // decode-sized: another kernel, taps after it
+      {1, 200, 9000, 2, 1, 128, true, {199}},  // one row's logits over 71 key tiles in shared memory
+      // six rows over 4K keys: 96 KB of logits do not fit beside the tiles, taps after the kernel
+      {1, 200, 4000, 2, 2, 128, false, {0, 1, 70, 128, 190, 199}},
   };
   for (DType dt : {DType::BF16, DType::F16})
     for (const Case& c : cases)
