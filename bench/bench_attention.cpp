@@ -146,6 +146,14 @@ int main(int argc, char** argv) {
       Json tap_row = overhead_row("prefill 640 causal h32: last-row tap (FastV)", with_tap, base, "ours, no tap");
       tap_row["ms_sequential_from_lse"] = with_tap_seq;
       r.add(tap_row);
+      // the same kernel with the tap in the first (shortest) q tile: what the tap variant costs off
+      // the critical (longest) block
+      const double with_tap0 = time_ms_queued([&] {
+        Tensor probs;
+        attention_tapped(q, k, v, {0}, &probs, plain);
+      });
+      r.add({{"case", "prefill 640 causal h32: tap of row 0 (not on the longest q tile)"}, {"metric", "time"},
+             {"unit", "ms"}, {"ours", with_tap0}, {"peer", base.device}, {"peer_name", "ours, no tap"}});
       // PAI-like at 2K and 4K tokens (causal h32, last row modulated): the split route's one extra
       // small launch weighs less as the plain prefill grows
       for (const int64_t LL : {int64_t(2048), int64_t(4096)}) {

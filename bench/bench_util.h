@@ -10,6 +10,7 @@
 #include <ctime>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/cuda_check.h"
@@ -61,16 +62,14 @@ inline double time_ms(const std::function<void()>& fn, int warmup = 5, int reps 
   return t[t.size() / 2];
 }
 
-// Median device time in ms of the GPU work fn() queues, over `reps` runs after `warmup` runs: a
-// 256 MB memset is queued before the first event, so that fn()'s host work (argument checks,
-// allocation, launch calls) runs while the GPU is busy and the events bracket only its kernels.
-// time_ms above includes that host work whenever it is longer than the launch latency (an idle
-// GPU reaches the first event at once); for kernels of ~20 us the two can differ by several %.
+// Median device time in ms of the GPU work fn() queues, over `reps` runs after `warmup` runs: the
+// stream first waits on a host function that sleeps 200 us, so that fn()'s host work (argument
+// checks, allocation, launch calls) is done while the stream is held and the events bracket only
+// its kernels (caches as warm as in time_ms). time_ms above includes that host work whenever it is
+// longer than the launch latency (an idle GPU reaches the first event at once); for kernels of
+// ~20 us the two differ by several %.
 inline double time_ms_queued(const std::function<void()>& fn, int warmup = 5, int reps = 30) {
   cudaStream_t s = current_stream();
-  const size_t bytes = size_t(256) << 20;
-  void* busy = nullptr;
-  MMATTN_CUDA_CHECK(cudaMalloc(&busy, bytes));
   for (int i = 0; i < warmup; ++i) fn();
   MMATTN_CUDA_CHECK(cudaStreamSynchronize(s));
   cudaEvent_t a, b;
@@ -78,7 +77,8 @@ inline double time_ms_queued(const std::function<void()>& fn, int warmup = 5, in
   MMATTN_CUDA_CHECK(cudaEventCreate(&b));
   std::vector<float> t;
   for (int i = 0; i < reps; ++i) {
-    MMATTN_CUDA_CHECK(cudaMemsetAsync(busy, i & 0xff, bytes, s));
+    MMATTN_CUDA_CHECK(cudaLaunchHostFunc(
+        s, [](void*) { std::this_thread::sleep_for(std::chrono::microseconds(200)); }, nullptr));
     MMATTN_CUDA_CHECK(cudaEventRecord(a, s));
     fn();
     MMATTN_CUDA_CHECK(cudaEventRecord(b, s));
@@ -89,7 +89,6 @@ inline double time_ms_queued(const std::function<void()>& fn, int warmup = 5, in
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  MMATTN_CUDA_CHECK(cudaFree(busy));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
