@@ -606,31 +606,36 @@ __global__ void __launch_bounds__(kThreads, 1)
     const float L1 = valid1 && l1 > 0.f ? m1 + __log2f(l1) : INFINITY;
     const int e0 = valid0 ? lim0 : 0, e1 = valid1 ? lim1 : 0;
     const int tap0 = tap_of(row0), tap1 = tap_of(row1);
-    __syncwarp();  // the scratch rows were written by other lanes of this warp
-    for (int rr = 0; rr < 16; ++rr) {
-      const int src = (rr & 7) * 4;
-      const bool hi = rr >= 8;
-      const int tr = __shfl_sync(0xffffffffu, hi ? tap1 : tap0, src);
-      if (tr < 0) continue;  // warp-uniform
-      const float lse2 = __shfl_sync(0xffffffffu, hi ? L1 : L0, src);
-      const int lim = __shfl_sync(0xffffffffu, hi ? e1 : e0, src);
-      const float* x = tap_scratch(tr);
-      float* pr = a.tap_probs + tap_row(tr) * p.lk;
-      // 8 shared-memory loads in flight per lane
-      for (int j0 = 0; j0 < p.lk; j0 += 8 * 32) {
-        float xv[8];
+    // this warp's tap rows, bit 4g for row g (half 0) or g + 8 (half 1): most warps have none and
+    // skip the rest (a loop over all 16 rows with dependent shuffles made every block of the TAP
+    // kernel ~10% longer at 640 tokens: bench/NOTES.md, session 16)
+    const unsigned rows_lo = __ballot_sync(0xffffffffu, tq == 0 && tap0 >= 0);
+    const unsigned rows_hi = __ballot_sync(0xffffffffu, tq == 0 && tap1 >= 0);
+    if ((rows_lo | rows_hi) != 0u) __syncwarp();  // the scratch rows were written by other lanes
+    for (int half = 0; half < 2; ++half)
+      for (unsigned rows = half ? rows_hi : rows_lo; rows != 0u; rows &= rows - 1u) {  // warp-uniform
+        const int src = __ffs(rows) - 1;
+        const bool hi = half != 0;
+        const int tr = __shfl_sync(0xffffffffu, hi ? tap1 : tap0, src);
+        const float lse2 = __shfl_sync(0xffffffffu, hi ? L1 : L0, src);
+        const int lim = __shfl_sync(0xffffffffu, hi ? e1 : e0, src);
+        const float* x = tap_scratch(tr);
+        float* pr = a.tap_probs + tap_row(tr) * p.lk;
+        // 8 shared-memory loads in flight per lane
+        for (int j0 = 0; j0 < p.lk; j0 += 8 * 32) {
+          float xv[8];
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const int j = j0 + u * 32 + lane;
-          xv[u] = j < lim ? x[j] : -INFINITY;
-        }
+          for (int u = 0; u < 8; ++u) {
+            const int j = j0 + u * 32 + lane;
+            xv[u] = j < lim ? x[j] : -INFINITY;
+          }
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const int j = j0 + u * 32 + lane;
-          if (j < p.lk) pr[j] = fast_exp2(fmaf(xv[u], sl2, -lse2));
+          for (int u = 0; u < 8; ++u) {
+            const int j = j0 + u * 32 + lane;
+            if (j < p.lk) pr[j] = fast_exp2(fmaf(xv[u], sl2, -lse2));
+          }
         }
       }
-    }
   }
   // stage the warpgroup's 64 rows in its own (swizzled) rows of the Q tile, then 16-byte stores
 #pragma unroll
