@@ -37,9 +37,10 @@ inline double host_median_ms(const std::function<void()>& fn, int reps) {
   return t[t.size() / 2];
 }
 
-// Median time in ms of fn() over `reps` runs after `warmup` runs, timed with events on the
-// current stream.
-inline double time_ms(const std::function<void()>& fn, int warmup = 5, int reps = 30) {
+// Median time in ms of fn() over `reps` runs after `warmup` runs, timed with events on the current
+// stream. hold: the stream first waits on a host function that sleeps 200 us, so that fn()'s host
+// work is done while the stream is held and the events bracket only the GPU work it queues.
+inline double event_median_ms(const std::function<void()>& fn, int warmup, int reps, bool hold) {
   cudaStream_t s = current_stream();
   for (int i = 0; i < warmup; ++i) fn();
   MMATTN_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -48,6 +49,9 @@ inline double time_ms(const std::function<void()>& fn, int warmup = 5, int reps 
   MMATTN_CUDA_CHECK(cudaEventCreate(&b));
   std::vector<float> t;
   for (int i = 0; i < reps; ++i) {
+    if (hold)
+      MMATTN_CUDA_CHECK(cudaLaunchHostFunc(
+          s, [](void*) { std::this_thread::sleep_for(std::chrono::microseconds(200)); }, nullptr));
     MMATTN_CUDA_CHECK(cudaEventRecord(a, s));
     fn();
     MMATTN_CUDA_CHECK(cudaEventRecord(b, s));
@@ -62,35 +66,16 @@ inline double time_ms(const std::function<void()>& fn, int warmup = 5, int reps 
   return t[t.size() / 2];
 }
 
-// Median device time in ms of the GPU work fn() queues, over `reps` runs after `warmup` runs: the
-// stream first waits on a host function that sleeps 200 us, so that fn()'s host work (argument
-// checks, allocation, launch calls) is done while the stream is held and the events bracket only
-// its kernels (caches as warm as in time_ms). time_ms above includes that host work whenever it is
-// longer than the launch latency (an idle GPU reaches the first event at once); for kernels of
-// ~20 us the two differ by several %.
+// As issued to an idle GPU: the first event is reached at once, so fn()'s host work (argument
+// checks, allocation, launch calls) is inside the time whenever it outlasts the launch latency.
+inline double time_ms(const std::function<void()>& fn, int warmup = 5, int reps = 30) {
+  return event_median_ms(fn, warmup, reps, false);
+}
+
+// Device time: the GPU work fn() queues, its host work done while the stream is held (caches as
+// warm as in time_ms). For kernels of ~20 us the two differ by several %.
 inline double time_ms_queued(const std::function<void()>& fn, int warmup = 5, int reps = 30) {
-  cudaStream_t s = current_stream();
-  for (int i = 0; i < warmup; ++i) fn();
-  MMATTN_CUDA_CHECK(cudaStreamSynchronize(s));
-  cudaEvent_t a, b;
-  MMATTN_CUDA_CHECK(cudaEventCreate(&a));
-  MMATTN_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    MMATTN_CUDA_CHECK(cudaLaunchHostFunc(
-        s, [](void*) { std::this_thread::sleep_for(std::chrono::microseconds(200)); }, nullptr));
-    MMATTN_CUDA_CHECK(cudaEventRecord(a, s));
-    fn();
-    MMATTN_CUDA_CHECK(cudaEventRecord(b, s));
-    MMATTN_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms;
-    MMATTN_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return event_median_ms(fn, warmup, reps, true);
 }
 
 inline std::string device_name() {
