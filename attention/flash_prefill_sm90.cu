@@ -37,9 +37,10 @@
 // plain softmax, so PAI-style "last row only" costs one warpgroup per head.
 //
 // In-kernel taps (TAP, unmodulated calls; attention_params.h: PrefillTaps): a warpgroup owning a
-// tap row runs a loop variant that stores the row's masked raw scores to a scratch row after each
-// tile's softmax (predicated stores); after the loop the warp holding the row writes its
-// probabilities 2^(s scale log2 e - m - log2 l) from the scratch with the row's final max and sum.
+// tap row runs a loop variant that stores the row's masked raw scores to a row of shared memory
+// past the tiles after each tile's softmax (predicated stores); after the loop the warp holding the
+// row writes its probabilities 2^(s scale log2 e - m - log2 l) from there with the row's final max
+// and sum (warps without a tap row skip that epilogue).
 //
 // Compiled only for sm_90a (wgmma, setmaxnreg); other targets get an empty kernel that is never
 // launched (flash_prefill_sm90_available() is sm90::kernels_available(): false unless the build has 90a).
@@ -213,6 +214,14 @@ __device__ __forceinline__ float2 update_max(const float (&s)[64], float sc, flo
   return make_float2(base0, base1);
 }
 
+// P of key columns 8n + 2tq + {0, 1} (rows g: p0, p1; g + 8: p2, p3) into the registers that are
+// the A operand of P V.
+template <class T>
+__device__ __forceinline__ void put_p(uint32_t (&pa)[8][4], int n, float p0, float p1, float p2, float p3) {
+  pa[n >> 1][(n & 1) * 2] = pack2<T>(p0, p1);
+  pa[n >> 1][(n & 1) * 2 + 1] = pack2<T>(p2, p3);
+}
+
 // Modulated online softmax of one 64 x 128 S tile (see softmax_tile below for the plain one and
 // the register layout). ab: the key entries {A0, A1, B0, B1} per key pair, w: {W0, W1}. SOME:
 // the warpgroup straddles first_modulated_row; am0 / am1 (1 or 0) say whether row g / g + 8 is
@@ -261,8 +270,7 @@ __device__ __forceinline__ void softmax_mod_tile(float (&s)[64], uint32_t (&pa)[
       pw0 += p0 + p1;
       pw1 += p2 + p3;
     }
-    pa[n >> 1][(n & 1) * 2] = pack2<T>(p0, p1);
-    pa[n >> 1][(n & 1) * 2 + 1] = pack2<T>(p2, p3);
+    put_p<T>(pa, n, p0, p1, p2, p3);
   }
   l0 = l0 * al0 + ps0;
   l1 = l1 * al1 + ps1;
@@ -290,8 +298,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], uint32_t (&pa)[8][4
     const float p2 = fast_exp2(fmaf(s[4 * n + 2], sl2, -base1)), p3 = fast_exp2(fmaf(s[4 * n + 3], sl2, -base1));
     ps0 += p0 + p1;
     ps1 += p2 + p3;
-    pa[n >> 1][(n & 1) * 2] = pack2<T>(p0, p1);
-    pa[n >> 1][(n & 1) * 2 + 1] = pack2<T>(p2, p3);
+    put_p<T>(pa, n, p0, p1, p2, p3);
   }
   l0 = l0 * al0 + ps0;
   l1 = l1 * al1 + ps1;
@@ -472,10 +479,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       wg_tap = wg_tap || (a.tap_rows[i] >= q0 + wg * 64 && a.tap_rows[i] < q0 + wg * 64 + 64);
   auto tap_row = [&](int i) { return (int64_t(b) * p.hq + h) * a.n_taps + max(i, 0); };
   // the logits of tap i: a row of this block's shared memory past everything else (smem_bytes
-  // counts the alignment slack, so the offset from the unaligned start is safe)
-  constexpr int kTapSmemFloat = smem_bytes<NH, MOD>() / 4;
-  auto tap_scratch = [&](int i) { return reinterpret_cast<const float*>(smem_raw) + (kTapSmemFloat + max(i, 0) * a.tap_ld); };
-  auto tap_addr = [&](int i) { return raw + 4u * uint32_t(kTapSmemFloat + max(i, 0) * int(a.tap_ld)); };
+  // counts the alignment slack, so the offset from the unaligned start is safe), in floats from that
+  // start; as a generic pointer (the epilogue's reads) and a shared address (the loop's stores)
+  auto tap_float = [&](int i) { return smem_bytes<NH, MOD>() / 4 + max(i, 0) * a.tap_ld; };
+  auto tap_scratch = [&](int i) { return reinterpret_cast<const float*>(smem_raw) + tap_float(i); };
+  auto tap_addr = [&](int i) { return raw + 4u * uint32_t(tap_float(i)); };
   // The main loop, instantiated per softmax variant K: 0 plain, 1 every row modulated, 2 the same
   // with post weights, 3 some rows modulated (with post weights, 1 for rows below the first), 4
   // plain plus the raw scores of the tap rows stored to the scratch rows (TAP). The
@@ -745,7 +753,8 @@ bool flash_prefill_sm90_launch(const PrefillArgs& a, cudaStream_t s) {
   // Without key classes, or with first_modulated_row past the last row, nothing is modulated per
   // key (attention.cpp requires classes for the logit and post tables); the head gain alone is
   // applied by the epilogue of either instantiation. The MOD = true kernel's plain warpgroups run
-  // 4-14% slower than MOD = false (more register pressure), so it is launched only when needed.
+  // 4-14% slower than MOD = false (measured; the cause is not established), so it is launched
+  // only when needed.
   const bool mod = a.p.key_class != nullptr && a.p.first_modulated_row < a.p.lq;
   // in-kernel taps: flash_prefill_cuda passes them for calls without key classes only
   if (a.n_taps > 0) return launch_kind<false, true>(a, s);

@@ -52,13 +52,15 @@ AttentionResult attention_tapped(const Tensor& q, const Tensor& k, const Tensor&
   check_dim(k, 4, op, "k");
   MMATTN_CHECK(int64_t(rows.size()) <= kMaxTapRows, ShapeError, op, ": 'rows' has ", rows.size(),
                " entries; at most kMaxTapRows = ", kMaxTapRows, " rows per call (split the request)");
-  std::vector<Tensor> parts;
-  for (size_t r = 0; r < rows.size(); ++r) {
+  for (size_t r = 0; r < rows.size(); ++r)
     MMATTN_CHECK(rows[r] >= 0 && rows[r] < q.size(1), ShapeError, op, ": rows[", r, "] = ", rows[r],
                  " outside the ", q.size(1), " query rows of q ", q.shape_str());
-    parts.push_back(q.slice(1, rows[r], rows[r] + 1));
-  }
-  auto gather_q_rows = [&] { return parts.size() == 1 ? parts[0] : concat(parts, 1); };
+  // q at the rows (a view for one row), only on the routes that compute the taps separately
+  auto gather_q_rows = [&] {
+    std::vector<Tensor> parts;
+    for (int64_t i : rows) parts.push_back(q.slice(1, i, i + 1));
+    return parts.size() == 1 ? parts[0] : concat(parts, 1);
+  };
   const TapRequest req{rows, q.size(1), Tensor()};
   // In-kernel taps (attention_params.h: PrefillTaps) for calls without key classes or class mass
   // and distinct rows: the prefill kernel writes the rows' probabilities in its own pass. A call
