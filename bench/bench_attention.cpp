@@ -146,8 +146,9 @@ int main(int argc, char** argv) {
       Json tap_row = overhead_row("prefill 640 causal h32: last-row tap (FastV)", with_tap, base, "ours, no tap");
       tap_row["ms_sequential_from_lse"] = with_tap_seq;
       r.add(tap_row);
-      // the same kernel with the tap in the first (shortest) q tile: what the tap variant costs off
-      // the critical (longest) block
+      // the same kernel with the tap in the first (shortest) q tile instead of the longest one (the
+      // longest-first order dispatches it last, so it still ends the call): a tap's cost that does
+      // not depend on the row's block shows as the same ratio as the row above
       const double with_tap0 = time_ms_queued([&] {
         Tensor probs;
         attention_tapped(q, k, v, {0}, &probs, plain);
