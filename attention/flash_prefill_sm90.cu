@@ -50,6 +50,7 @@
 #include "attention/flash_device.cuh"
 #include "attention/flash_prefill.h"
 #include "core/cuda_check.h"
+#include "core/device.h"
 #include "core/sm90.cuh"
 
 namespace mmattn::flash {
@@ -699,16 +700,6 @@ bool make_tensor_map(CUtensorMap* map, int8_t (&pos)[3], const void* ptr, DType 
 
 int64_t tap_smem_bytes(int n, int64_t lk) { return int64_t(n) * PrefillTaps::scratch_ld(lk) * 4; }
 
-// The largest dynamic shared memory a block may opt in to on the current device (cached per device).
-int smem_optin() {
-  static int cached[64] = {};
-  int dev = 0;
-  MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
-  int& v = cached[dev & 63];
-  if (v == 0) MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  return v;
-}
-
 template <class T, int NH, bool MOD, bool TAP>
 bool launch(const PrefillArgs& a, cudaStream_t s) {
   const AttentionParams& p = a.p;
@@ -723,7 +714,7 @@ bool launch(const PrefillArgs& a, cudaStream_t s) {
   static bool configured = false;  // per instantiation; idempotent, so a race is harmless
   if (!configured) {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          TAP ? smem_optin() : smem_bytes<NH, MOD>()));
+                                          TAP ? cuda_smem_optin() : smem_bytes<NH, MOD>()));
     configured = true;
   }
   const dim3 grid(unsigned((p.lq + kBR - 1) / kBR), unsigned(p.hq), unsigned(p.batch));
@@ -738,7 +729,7 @@ bool flash_prefill_sm90_available() { return sm90::kernels_available(); }
 
 bool flash_prefill_sm90_taps_fit(int n, int64_t lk, int64_t d) {
   const int base = d <= 64 ? smem_bytes<1, false>() : smem_bytes<2, false>();
-  return flash_prefill_sm90_available() && base + tap_smem_bytes(n, lk) <= smem_optin();
+  return flash_prefill_sm90_available() && base + tap_smem_bytes(n, lk) <= cuda_smem_optin();
 }
 
 template <bool MOD, bool TAP>

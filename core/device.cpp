@@ -38,18 +38,24 @@ int cuda_device_count() {
   return n;
 }
 bool cuda_available() { return cuda_device_count() > 0; }
-int cuda_sm_count() {
+namespace {
+// An attribute of the current device, cached per device (attributes are fixed for a device).
+template <cudaDeviceAttr A>
+int device_attribute() {
   static std::atomic<int> cached[64] = {};
   int dev = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64) dev = 0;
   int n = cached[dev].load(std::memory_order_relaxed);
   if (n == 0) {
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&n, A, dev));
     cached[dev].store(n, std::memory_order_relaxed);
   }
   return n;
 }
+}  // namespace
+int cuda_sm_count() { return device_attribute<cudaDevAttrMultiProcessorCount>(); }
+int cuda_smem_optin() { return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(); }
 
 namespace {
 thread_local StreamHandle t_stream = nullptr;
@@ -299,6 +305,7 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
 int cuda_device_count() { return 0; }
 bool cuda_available() { return false; }
 int cuda_sm_count() { return 0; }
+int cuda_smem_optin() { return 0; }
 StreamHandle current_stream() { return nullptr; }
 void set_current_stream(StreamHandle) {}
 Stream::Stream() { no_cuda("Stream"); }

@@ -29,6 +29,9 @@ bool cuda_available();
 int cuda_device_count();
 // Multiprocessors of the current CUDA device (cached per device; 0 in a CPU-only build).
 int cuda_sm_count();
+// The most dynamic shared memory one block of the current device may opt in to, in bytes (cached per
+// device; 0 in a CPU-only build).
+int cuda_smem_optin();
 // Parses "cpu", "cuda", "cuda:N", "gpu" (case-sensitive); throws ConfigError naming `what`.
 Device parse_device(const std::string& s, const std::string& what = "device");
 

@@ -305,11 +305,10 @@ bool built() {
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   auto it = cache.find(device);
   if (it == cache.end()) {
-    int major = 0, optin = 0;
+    int major = 0;
     MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     cudaFuncAttributes fa{};
-    const bool ok = major >= 9 && optin >= smem_bytes<8>() &&
+    const bool ok = major >= 9 && cuda_smem_optin() >= smem_bytes<8>() &&
                     cudaFuncGetAttributes(&fa, cluster_gemm_kernel<T, 2>) == cudaSuccess && fa.ptxVersion >= 90;
     cudaGetLastError();
     it = cache.emplace(device, ok).first;

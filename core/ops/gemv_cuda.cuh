@@ -380,18 +380,7 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
 
 // The dynamic shared memory a staged kernel may use on the current device: the per-block opt-in
 // limit less a margin for the kernels' static scratch (queried once per thread and device).
-inline int staged_smem_limit() {
-  thread_local std::unordered_map<int, int> limit;
-  int device = 0;
-  MMATTN_CUDA_CHECK(cudaGetDevice(&device));
-  auto it = limit.find(device);
-  if (it == limit.end()) {
-    int optin = 0;
-    MMATTN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    it = limit.emplace(device, optin - 1024).first;
-  }
-  return it->second;
-}
+inline int staged_smem_limit() { return cuda_smem_optin() - 1024; }
 
 // Resident blocks of `Kernel` per SM with `smem` bytes of dynamic shared memory, queried once (per
 // thread, kernel, device and size). max_smem > 0 sets the kernel's dynamic shared-memory ceiling (a
