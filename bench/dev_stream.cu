@@ -2,8 +2,9 @@
 // with no arithmetic, by two access patterns: the gemv's (a warp instruction reads 512 contiguous
 // bytes of one row) and the register-fed mma products' (8 rows x 64 bytes: lane (g, q) reads 16
 // bytes of row g at byte 16 q), each through cp.async with 8-32 commit groups in flight per warp (no
-// registers bound the depth). Cold L2 (a 128 MB memset before every run, as dev_gemm), medians of
-// 15, % of the measured copy bandwidth. bench/NOTES.md (session 17) has the table. No arguments.
+// registers bound the depth). Cold (a 128 MB memset before every run, as dev_gemm; medians of 15) and
+// in-stream (32 launches back to back over 4 copies of the weight, as dev_step), % of the measured
+// copy bandwidth. bench/NOTES.md (session 17) has the table. No arguments.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -96,30 +97,46 @@ int main() {
   const uint16_t* w = static_cast<const uint16_t*>(src);
   for (const Shape& s : shapes) {
     const double bytes = 2.0 * s.n * s.k;
-    auto row = [&](const char* what, auto&& fn) {
-      const float ms = med(fn);
-      std::printf("  %-20s %-30s %7.1f us  %3.0f%% of copy\n", s.name, what, ms * 1e3, 100.0 * bytes / (ms * 1e-3) / 1e9 / copy);
+    // cold: one launch after the flush; in-stream: 32 launches back to back over 4 copies of the
+    // weight (as 32 decoder layers over dev_step's 4 weight sets: L2 never holds the next one)
+    auto row = [&](const char* what, auto&& launch) {
+      const float ms = med([&] { launch(w); });
+      std::vector<float> t;
+      for (int r = 0; r < 7; ++r) {
+        CK(cudaEventRecord(e0));
+        for (int i = 0; i < 32; ++i) launch(w + size_t(i % 4) * size_t(s.n) * size_t(s.k));
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float tot = 0;
+        CK(cudaEventElapsedTime(&tot, e0, e1));
+        if (r >= 2) t.push_back(tot / 32);
+      }
+      CK(cudaGetLastError());
+      std::sort(t.begin(), t.end());
+      const float st = t[t.size() / 2];
+      auto pct = [&](float m) { return 100.0 * bytes / (m * 1e-3) / 1e9 / copy; };
+      std::printf("  %-20s %-24s cold %6.1f us %3.0f%%   in-stream %6.1f us %3.0f%% of copy\n", s.name, what,
+                  ms * 1e3, pct(ms), st * 1e3, pct(st));
     };
     for (int per_sm : {1, 2}) {
       const int grid = per_sm * sms;
       std::printf(" %d blocks of 256 per SM\n", per_sm);
       auto run = [&](auto kern, int d) {
         CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 8 * d * 512));
-        kern<<<grid, 256, 8 * d * 512>>>(w, s.n, s.k, out);
-        CK(cudaGetLastError());
+        return [=](const uint16_t* wp) { kern<<<grid, 256, 8 * d * 512>>>(wp, s.n, s.k, out); };
       };
       const bool k1024 = s.k % 1024 == 0;
       if (k1024) {
-        row("A 4 rows x 4, D8", [&] { run(probe<0, 4, 1024, 8>, 8); });
-        row("A 4 rows x 4, D16", [&] { run(probe<0, 4, 1024, 16>, 16); });
-        row("A 2 rows x 8, D16", [&] { run(probe<0, 2, 2048, 16>, 16); });
-        row("B frag, D8", [&] { run(probe<1, 16, 1024, 8>, 8); });
-        row("B frag, D16", [&] { run(probe<1, 16, 1024, 16>, 16); });
-        row("B frag, D32", [&] { run(probe<1, 16, 1024, 32>, 32); });
+        row("A 4 rows x 4, D8", run(probe<0, 4, 1024, 8>, 8));
+        row("A 4 rows x 4, D16", run(probe<0, 4, 1024, 16>, 16));
+        row("A 2 rows x 8, D16", run(probe<0, 2, 2048, 16>, 16));
+        row("B frag, D8", run(probe<1, 16, 1024, 8>, 8));
+        row("B frag, D16", run(probe<1, 16, 1024, 16>, 16));
+        row("B frag, D32", run(probe<1, 16, 1024, 32>, 32));
       } else {
-        row("A 16 rows x 1, D16", [&] { run(probe<0, 16, 256, 16>, 16); });
-        row("B frag (k 256), D16", [&] { run(probe<1, 16, 256, 16>, 16); });
-        row("B frag (k 256), D32", [&] { run(probe<1, 16, 256, 32>, 32); });
+        row("A 16 rows x 1, D16", run(probe<0, 16, 256, 16>, 16));
+        row("B frag (k 256), D16", run(probe<1, 16, 256, 16>, 16));
+        row("B frag (k 256), D32", run(probe<1, 16, 256, 32>, 32));
       }
     }
   }
