@@ -58,35 +58,47 @@ __global__ void __launch_bounds__(256) probe(const uint16_t* w, int n, int k, un
   if (s_all == -1) out[0] = 1;
 }
 
+// A launch of probe<PAT, R, KC, D> on weight wp (grid blocks; its per-warp ring in shared memory).
+template <int PAT, int R, int KC, int D>
+auto launcher(int grid, int n, int k, unsigned* out) {
+  constexpr auto kernel = probe<PAT, R, KC, D>;
+  constexpr int smem = 8 * D * 512;
+  CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  return [=](const uint16_t* wp) { kernel<<<grid, 256, smem>>>(wp, n, k, out); };
+}
+
 int main() {
   int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const size_t big = size_t(1) << 30, flush = size_t(128) << 20;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const size_t big = size_t(1) << 30, flush_bytes = size_t(128) << 20;
   void *src, *dst, *fl;
   unsigned* out;
   CK(cudaMalloc(&src, big));
   CK(cudaMalloc(&dst, big));
-  CK(cudaMalloc(&fl, flush));
+  CK(cudaMalloc(&fl, flush_bytes));
   CK(cudaMalloc(&out, 64));
   CK(cudaMemset(src, 1, big));
   cudaEvent_t e0, e1;
-  cudaEventCreate(&e0), cudaEventCreate(&e1);
-  auto med = [&](auto&& fn) {
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  // median event time of fn over `runs` runs after 2 warm-ups; flush: a 128 MB memset before each
+  auto median_ms = [&](auto&& fn, int runs, bool flush) {
     std::vector<float> t;
-    for (int r = 0; r < 17; ++r) {
-      cudaMemsetAsync(fl, r, flush);
-      cudaEventRecord(e0);
+    for (int r = 0; r < runs + 2; ++r) {
+      if (flush) CK(cudaMemsetAsync(fl, r, flush_bytes));
+      CK(cudaEventRecord(e0));
       fn();
-      cudaEventRecord(e1);
-      cudaEventSynchronize(e1);
+      CK(cudaEventRecord(e1));
+      CK(cudaEventSynchronize(e1));
       float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
+      CK(cudaEventElapsedTime(&ms, e0, e1));
       if (r >= 2) t.push_back(ms);
     }
+    CK(cudaGetLastError());
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
   };
-  const float cms = med([&] { cudaMemcpyAsync(dst, src, big, cudaMemcpyDeviceToDevice); });
+  const float cms = median_ms([&] { CK(cudaMemcpyAsync(dst, src, big, cudaMemcpyDeviceToDevice)); }, 15, true);
   const double copy = 2.0 * big / (cms * 1e-3) / 1e9;
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -100,43 +112,28 @@ int main() {
     // cold: one launch after the flush; in-stream: 32 launches back to back over 4 copies of the
     // weight (as 32 decoder layers over dev_step's 4 weight sets: L2 never holds the next one)
     auto row = [&](const char* what, auto&& launch) {
-      const float ms = med([&] { launch(w); });
-      std::vector<float> t;
-      for (int r = 0; r < 7; ++r) {
-        CK(cudaEventRecord(e0));
+      const float cold = median_ms([&] { launch(w); }, 15, true);
+      const float st = median_ms([&] {
         for (int i = 0; i < 32; ++i) launch(w + size_t(i % 4) * size_t(s.n) * size_t(s.k));
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float tot = 0;
-        CK(cudaEventElapsedTime(&tot, e0, e1));
-        if (r >= 2) t.push_back(tot / 32);
-      }
-      CK(cudaGetLastError());
-      std::sort(t.begin(), t.end());
-      const float st = t[t.size() / 2];
+      }, 5, false) / 32;
       auto pct = [&](float m) { return 100.0 * bytes / (m * 1e-3) / 1e9 / copy; };
       std::printf("  %-20s %-24s cold %6.1f us %3.0f%%   in-stream %6.1f us %3.0f%% of copy\n", s.name, what,
-                  ms * 1e3, pct(ms), st * 1e3, pct(st));
+                  cold * 1e3, pct(cold), st * 1e3, pct(st));
     };
     for (int per_sm : {1, 2}) {
       const int grid = per_sm * sms;
       std::printf(" %d blocks of 256 per SM\n", per_sm);
-      auto run = [&](auto kern, int d) {
-        CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 8 * d * 512));
-        return [=](const uint16_t* wp) { kern<<<grid, 256, 8 * d * 512>>>(wp, s.n, s.k, out); };
-      };
-      const bool k1024 = s.k % 1024 == 0;
-      if (k1024) {
-        row("A 4 rows x 4, D8", run(probe<0, 4, 1024, 8>, 8));
-        row("A 4 rows x 4, D16", run(probe<0, 4, 1024, 16>, 16));
-        row("A 2 rows x 8, D16", run(probe<0, 2, 2048, 16>, 16));
-        row("B frag, D8", run(probe<1, 16, 1024, 8>, 8));
-        row("B frag, D16", run(probe<1, 16, 1024, 16>, 16));
-        row("B frag, D32", run(probe<1, 16, 1024, 32>, 32));
-      } else {
-        row("A 16 rows x 1, D16", run(probe<0, 16, 256, 16>, 16));
-        row("B frag (k 256), D16", run(probe<1, 16, 256, 16>, 16));
-        row("B frag (k 256), D32", run(probe<1, 16, 256, 32>, 32));
+      if (s.k % 1024 == 0) {
+        row("A 4 rows x 4, D8", launcher<0, 4, 1024, 8>(grid, s.n, s.k, out));
+        row("A 4 rows x 4, D16", launcher<0, 4, 1024, 16>(grid, s.n, s.k, out));
+        row("A 2 rows x 8, D16", launcher<0, 2, 2048, 16>(grid, s.n, s.k, out));
+        row("B frag, D8", launcher<1, 16, 1024, 8>(grid, s.n, s.k, out));
+        row("B frag, D16", launcher<1, 16, 1024, 16>(grid, s.n, s.k, out));
+        row("B frag, D32", launcher<1, 16, 1024, 32>(grid, s.n, s.k, out));
+      } else {  // (11008 = 43 x 256)
+        row("A 16 rows x 1, D16", launcher<0, 16, 256, 16>(grid, s.n, s.k, out));
+        row("B frag (k 256), D16", launcher<1, 16, 256, 16>(grid, s.n, s.k, out));
+        row("B frag (k 256), D32", launcher<1, 16, 256, 32>(grid, s.n, s.k, out));
       }
     }
   }

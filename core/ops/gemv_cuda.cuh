@@ -379,7 +379,7 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(Args a) {
 }
 
 // The dynamic shared memory a staged kernel may use on the current device: the per-block opt-in
-// limit less a margin for the kernels' static scratch (queried once per thread and device).
+// limit less a margin for the kernels' static scratch.
 inline int staged_smem_limit() { return cuda_smem_optin() - 1024; }
 
 // Resident blocks of `Kernel` per SM with `smem` bytes of dynamic shared memory, queried once (per
