@@ -98,10 +98,10 @@ int main(int argc, char** argv) {
         const double us = cold_us([&] { cluster_gemm_cuda(p, s, split); });
         std::printf(" %d:%.1f(%.0f%%)", split, us, of_copy(bytes, us));
       }
-      const bool was = cluster_gemm_enabled();
-      set_cluster_gemm_enabled(false);  // gemm_cuda's route without it: cuBLASLt (m > kGemvMaxRows)
+      const int was = cluster_gemm_route();
+      set_cluster_gemm_route(kClusterGemmNone);  // gemm_cuda's route without it: cuBLASLt (m > kGemvMaxRows)
       const double lt = cold_us([&] { gemm_cuda(p, s); });
-      set_cluster_gemm_enabled(was);
+      set_cluster_gemm_route(was);
       std::printf("  cuBLASLt %.1f(%.0f%%)\n", lt, of_copy(bytes, lt));
     }
   if (has_flag(argc, argv, "--cluster-only")) return 0;

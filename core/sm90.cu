@@ -27,6 +27,19 @@ bool kernels_available() {
 #endif
 }
 
+bool encode_rows_map(CUtensorMap* map, const void* ptr, bool bf16, int64_t rows, int64_t k, int box_rows) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (!encode) return false;
+  cuuint64_t gdim[2] = {cuuint64_t(k), cuuint64_t(rows)};
+  cuuint64_t gstride[1] = {cuuint64_t(k) * 2};
+  cuuint32_t box[2] = {64, cuuint32_t(box_rows)};
+  cuuint32_t estride[2] = {1, 1};
+  return encode(map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+                const_cast<void*>(ptr), gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 bool pdl_supported(const void* kernel) {
   static const bool off = [] {
     const char* e = std::getenv("MMATTN_PDL");

@@ -187,4 +187,9 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
+// A tensor map over a row-major [rows, k] matrix of 16-bit elements (bf16, else f16) in boxes of
+// 64 k x box_rows rows with the 128-byte swizzle (wgmma's K-major operand tiles; zeros outside the
+// matrix); false when the driver cannot encode it (no encoder, k % 8 != 0, a misaligned pointer).
+bool encode_rows_map(CUtensorMap* map, const void* ptr, bool bf16, int64_t rows, int64_t k, int box_rows);
+
 }  // namespace mmattn::sm90

@@ -8,21 +8,42 @@
 
 namespace mmattn {
 
-void cluster_gemm_run_bf16(const cluster_gemm::Args& a, int split, StreamHandle s);
-void cluster_gemm_run_f16(const cluster_gemm::Args& a, int split, StreamHandle s);
+void cluster_gemm_run_bf16(const cluster_gemm::Args& a, int split, int kind, StreamHandle s);
+void cluster_gemm_run_f16(const cluster_gemm::Args& a, int split, int kind, StreamHandle s);
 bool cluster_gemm_built_bf16();
 bool cluster_gemm_built_f16();
 
 namespace {
-// off unless MMATTN_CLUSTER_GEMM=1: measured slower than cuBLASLt (bench/NOTES.md, session 13)
-std::atomic<bool> g_enabled{[] {
+// MMATTN_CLUSTER_GEMM=1 every product it takes, =0 none, unset: the long-k ones (bench/NOTES.md,
+// sessions 13 and 18)
+std::atomic<int> g_route{[] {
   const char* e = std::getenv("MMATTN_CLUSTER_GEMM");
-  return e && e[0] == '1';
+  return e && e[0] == '1' ? kClusterGemmAll : e && e[0] == '0' ? kClusterGemmNone : kClusterGemmLongK;
 }()};
+// which kernel (gemm_cluster_cuda.cuh run()): MMATTN_CLUSTER_KERNEL=1 the ring kernel, 2 the streaming
+// kernel where the build and device have it (else the ring kernel), unset / 0 the same (A/B in dev_step)
+const int g_kind = [] {
+  const char* e = std::getenv("MMATTN_CLUSTER_KERNEL");
+  const int v = e ? std::atoi(e) : 0;
+  return v == 1 || v == 2 ? v : 0;
+}();
 }  // namespace
 
-void set_cluster_gemm_enabled(bool on) { g_enabled = on; }
-bool cluster_gemm_enabled() { return g_enabled; }
+void set_cluster_gemm_route(int route) {
+  MMATTN_CHECK(route >= kClusterGemmNone && route <= kClusterGemmLongK, ConfigError, "set_cluster_gemm_route: route ",
+               route, " is not kClusterGemmNone, kClusterGemmAll or kClusterGemmLongK");
+  g_route = route;
+}
+int cluster_gemm_route() { return g_route; }
+
+bool cluster_gemm_routes(const GemmParams& p) {
+  if (p.m <= kGemvMaxRows || p.m > kClusterGemmMaxRows) return false;
+  const int route = g_route;
+  if (route == kClusterGemmNone) return false;
+  if (route == kClusterGemmLongK && (p.k < kClusterGemmLongKMin || !cluster_gemm_streaming_available())) return false;
+  return cluster_gemm_supported(p);
+}
+bool cluster_gemm_streaming_available() { return sm90::kernels_available(); }
 
 bool cluster_gemm_supported(const GemmParams& p) {
   if (p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
@@ -35,16 +56,19 @@ bool cluster_gemm_supported(const GemmParams& p) {
   return p.dtype == DType::BF16 ? cluster_gemm_built_bf16() : cluster_gemm_built_f16();
 }
 
-void cluster_gemm_cuda(const GemmParams& p, StreamHandle s, int split) {
+void cluster_gemm_cuda(const GemmParams& p, StreamHandle s, int split, int kind) {
   MMATTN_CHECK(cluster_gemm_supported(p), UnsupportedError, "cluster_gemm_cuda: unsupported problem m=", p.m,
                " n=", p.n, " k=", p.k, " dtype ", dtype_name(p.dtype), " (check cluster_gemm_supported first)");
   MMATTN_CHECK(split >= 0 && split <= cluster_gemm::kMaxSplit, UnsupportedError, "cluster_gemm_cuda: split ", split,
                " outside 0..", cluster_gemm::kMaxSplit);
+  MMATTN_CHECK(kind >= -1 && kind <= 2 && (kind != 2 || cluster_gemm_streaming_available()), UnsupportedError,
+               "cluster_gemm_cuda: kernel ", kind, " unavailable");
+  if (kind < 0) kind = g_kind;
   cluster_gemm::Args a{p.a, p.b, p.bias, p.c, int(p.m), int(p.n), int(p.k), p.accumulate, p.b_static, 0, 0};
   if (p.dtype == DType::BF16)
-    cluster_gemm_run_bf16(a, split, s);
+    cluster_gemm_run_bf16(a, split, kind, s);
   else
-    cluster_gemm_run_f16(a, split, s);
+    cluster_gemm_run_f16(a, split, kind, s);
 }
 
 }  // namespace mmattn

@@ -1,29 +1,36 @@
 #pragma once
 // Prefill-sized products that stream the weight: y [m, n] (+)= x [m, k] @ W [n, k]^T + bias for
 // kGemvMaxRows < m <= kClusterGemmMaxRows (bf16/f16, f32 accumulation) — built for the decoder's
-// products in a pruned request (~64-128 rows), where the weight bytes bound the time. Opt-in
-// (linear.h): on the H100 it reached 43-64% of copy at 104 rows against cuBLASLt's 63-80%
-// (bench/NOTES.md, session 13), so it is kept as the tested base for the next attempt.
+// products in a pruned request (~104 rows), where the weight bytes bound the time. linear.h says
+// when gemm_cuda routes here (by default the long-k products, where the streaming kernel beats
+// cuBLASLt; bench/NOTES.md, sessions 13 and 18).
 //
-// Tiles: a block owns kRows = 128 weight rows (output columns), every input row (m padded to
-// MT = 32, 64 or 128) and one contiguous range of K; the `split` blocks of a row tile form a
-// thread-block cluster along grid y (the K ranges in order), so a product of n = 4096 still spreads
-// over the GPU (32 tiles x 3-4 blocks) and x is re-read from L2 only n / 128 times.
-// Main loop: the classic multistage cp.async ring (kStages stages of 64 k: the weight tile [128][64]
-// and the x tile [MT][64], 128-byte rows with 16-byte chunk c of row r stored at c ^ (r % 8): the
-// 128-byte swizzle of wgmma's K-major operands, and conflict-free for ldmatrix); all 8 warps copy.
-// Products (swap-AB: the weight rows are the M side): in sm_90a builds warpgroup g runs wgmma
-// m64n(MT)k16 on weight rows 64 g .. + 63; elsewhere mma.sync m16n8k16, warp w on weight rows
-// 32 (w % 4) .. + 31 and input rows MT / 2 (w / 4) .. + MT / 2 - 1, fragments double-buffered.
-// Split K: each block leaves its f32 partial tile in its own shared memory; after a cluster barrier,
-// block r of the cluster sums the tile's input rows [r * per, (r + 1) * per) over the blocks in rank
-// order (distributed shared memory; deterministic), adds the bias (and y, accumulating: one
-// rounding, as the gemv) and writes y; a second barrier keeps every partial alive until it is read.
+// Tiles (both kernels): a block owns kRows = 128 weight rows (output columns), every input row (m
+// padded to MT = 32, 64 or 128) and one contiguous range of K; the `split` blocks of a row tile form
+// a thread-block cluster along grid y (the K ranges in order), so a product of n = 4096 still
+// spreads over the GPU (32 tiles x 3-4 blocks) and x is re-read from L2 only n / 128 times.
+// Shared-memory tiles use the 128-byte swizzle of wgmma's K-major operands (128-byte rows, 16-byte
+// chunk c of row r stored at c ^ (r % 8); conflict-free for ldmatrix too). Products are swap-AB:
+// the weight rows are the M side.
+// - The streaming kernel (sm_90a; stream_gemm_kernel below has its own description): each consumer
+//   warpgroup streams its own 64 weight rows, x comes by TMA from a producer warp.
+// - The block-ring kernel (every other sm_90+ build): the classic multistage cp.async ring
+//   (kStages stages of 64 k: the weight tile [128][64] and the x tile [MT][64]), all 8 warps copy,
+//   a block barrier per stage; in sm_90a builds warpgroup g runs wgmma m64n(MT)k16 on weight rows
+//   64 g .. + 63, elsewhere mma.sync m16n8k16, warp w on weight rows 32 (w % 4) .. + 31 and input
+//   rows MT / 2 (w / 4) .. + MT / 2 - 1, fragments double-buffered.
+// Split K (finish()): each block leaves its f32 partial tile in its own shared memory; after a
+// cluster barrier, block r of the cluster sums the tile's input rows [r * per, (r + 1) * per) over
+// the blocks in rank order (distributed shared memory; deterministic), adds the bias (and y,
+// accumulating: one rounding, as the gemv) and writes y; a second barrier keeps every partial alive
+// until it is read.
 // Programmatic dependent launch: a parameter weight's first stages are copied before the wait for
 // the kernel ahead (x and y after it), as the gemv's tensor-core kernel does.
 #include <cooperative_groups.h>
 
 #include <cstdint>
+#include <functional>
+#include <type_traits>
 #include <unordered_map>
 
 #include "core/cuda_reduce.cuh"
@@ -63,6 +70,60 @@ constexpr int smem_bytes() {  // + 1 KB: the ring is aligned to 1024 bytes (wgmm
   constexpr int ring = kStages * stage_bytes<NT>(), part = 16 * NT * kOutLd * 4;
   return (ring > part ? ring : part) + 1024;
 }
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// After the main loop: every block of the cluster holds its f32 partial tile part [MT][kOutLd] (all
+// threads past a block barrier); block `rank` sums input rows [rank * per, (rank + 1) * per) of the
+// tile over the blocks in rank order (distributed shared memory; deterministic), adds the bias (and
+// y, accumulating: one rounding, as the gemv) and writes y; a second cluster barrier keeps every
+// partial alive until it is read.
+template <class T, int MT>
+__device__ __forceinline__ void finish(const Args& a, float* part, int rank, int row0) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  if (a.split > 1)
+    cluster.sync();
+  else
+    __syncthreads();
+
+  // This block's input rows of the tile; each thread 4 consecutive outputs of one input row.
+  const int ms = min(a.m, MT);
+  const int per = (ms + a.split - 1) / a.split;
+  const int c_begin = rank * per, c_end = min(ms, c_begin + per);
+  T* y = static_cast<T*>(a.y);
+  const T* bias = static_cast<const T*>(a.bias);
+  const bool vec = (a.n & 3) == 0;
+  for (int idx = threadIdx.x; idx < (c_end - c_begin) * (kRows / 4); idx += int(blockDim.x)) {
+    const int c = c_begin + idx / (kRows / 4), q = 4 * (idx % (kRows / 4));
+    const int col = row0 + q;
+    if (col >= a.n) continue;
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int r = 0; r < a.split; ++r) {
+      const float* src = a.split > 1 ? cluster.map_shared_rank(part, r) : part;
+      const float4 v = *reinterpret_cast<const float4*>(src + c * kOutLd + q);
+      s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+    }
+    const float o[4] = {s.x, s.y, s.z, s.w};
+    T* yr = y + int64_t(c) * a.n + col;
+    auto out = [&](int e, T prev) {  // T(acc + bias (+ y)): one rounding
+      float v = o[e] + (bias ? to_f32(bias[col + e]) : 0.f);
+      if (a.accumulate) v += to_f32(prev);
+      return from_f32<T>(v);
+    };
+    if (vec && col + 4 <= a.n) {
+      Vec<T, 4> v{};  // (y's values when accumulating)
+      if (a.accumulate) v = *reinterpret_cast<const Vec<T, 4>*>(yr);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) v.v[e] = out(e, v.v[e]);
+      *reinterpret_cast<Vec<T, 4>*>(yr) = v;
+    } else {
+      for (int e = 0; e < 4 && col + e < a.n; ++e) yr[e] = out(e, a.accumulate ? yr[e] : T());
+    }
+  }
+  if (a.split > 1) cluster.sync();  // the other blocks may still read this block's partials
+}
+
+#endif
 
 template <class T, int NT>
 __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
@@ -248,49 +309,153 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
       put(wr + 16 * i + (lane >> 2), wt + 8 * j + 2 * (lane & 3), acc[i][j][0], acc[i][j][1], acc[i][j][2],
           acc[i][j][3]);
 #endif
-  cg::cluster_group cluster = cg::this_cluster();
-  if (a.split > 1)
-    cluster.sync();
-  else
-    __syncthreads();
-
-  // This block's input rows of the tile; each thread 4 consecutive outputs of one input row.
-  const int ms = min(a.m, MT);
-  const int per = (ms + a.split - 1) / a.split;
-  const int c_begin = rank * per, c_end = min(ms, c_begin + per);
-  T* y = static_cast<T*>(a.y);
-  const T* bias = static_cast<const T*>(a.bias);
-  const bool vec = (a.n & 3) == 0;
-  for (int idx = threadIdx.x; idx < (c_end - c_begin) * (kRows / 4); idx += kThreads) {
-    const int c = c_begin + idx / (kRows / 4), q = 4 * (idx % (kRows / 4));
-    const int col = row0 + q;
-    if (col >= a.n) continue;
-    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int r = 0; r < a.split; ++r) {
-      const float* src = a.split > 1 ? cluster.map_shared_rank(part, r) : part;
-      const float4 v = *reinterpret_cast<const float4*>(src + c * kOutLd + q);
-      s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
-    }
-    const float o[4] = {s.x, s.y, s.z, s.w};
-    T* yr = y + int64_t(c) * a.n + col;
-    auto out = [&](int e, T prev) {  // T(acc + bias (+ y)): one rounding
-      float v = o[e] + (bias ? to_f32(bias[col + e]) : 0.f);
-      if (a.accumulate) v += to_f32(prev);
-      return from_f32<T>(v);
-    };
-    if (vec && col + 4 <= a.n) {
-      Vec<T, 4> v{};  // (y's values when accumulating)
-      if (a.accumulate) v = *reinterpret_cast<const Vec<T, 4>*>(yr);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) v.v[e] = out(e, v.v[e]);
-      *reinterpret_cast<Vec<T, 4>*>(yr) = v;
-    } else {
-      for (int e = 0; e < 4 && col + e < a.n; ++e) yr[e] = out(e, a.accumulate ? yr[e] : T());
-    }
-  }
-  if (a.split > 1) cluster.sync();  // the other blocks may still read this block's partials
+  finish<T, MT>(a, part, rank, row0);
 #else
   __trap();  // never launched: built() requires code for sm_90+
+#endif
+}
+
+// The streaming kernel (sm_90a): the same tiles, cluster split and epilogue, but no block-wide ring.
+// Each consumer warpgroup streams its own 64 weight rows into kWSlots stages of its own (a warp
+// instruction copies 128 kSub contiguous bytes of each of 4 / kSub rows: cp.async, 16 bytes a lane)
+// and waits only for its own warpgroup (cp.async wait + proxy fence + a 128-thread named barrier per
+// stage) before its wgmma m64n(MT)k16; x (every input row) comes by TMA, one 64-k atom per box, from
+// a producer warp into a kXSlots-atom ring on full / empty mbarriers: the one thing the two
+// warpgroups share.
+// Ring sizes: the best of a sweep on the H100 (bench/NOTES.md, session 18; in-stream at 104 rows):
+// 256-byte runs (kSub 2) beat 128 and 512, three weight stages per warpgroup beat two, four and
+// five (more bytes in flight was slower), and x's ring is deep enough at six atoms.
+template <int NT, int WS = 3, int XS = 6, int SUB = 2>
+struct Stream {
+  static constexpr int MT = 16 * NT;
+  static constexpr int kSub = SUB;  // 64-k atoms per stage: 128 kSub bytes of each weight row
+  static constexpr int kStageK = 64 * kSub;
+  static constexpr int kWSlots = WS;  // weight stages per warpgroup (kWSlots - 1 in flight)
+  static constexpr int kXSlots = XS;  // x atoms (64 k of every input row), shared
+  static constexpr int kWAtom = 64 * 128, kXAtom = MT * 128;
+  static constexpr int kWStage = kSub * kWAtom;
+  static constexpr int kWRing = 2 * kWSlots * kWStage;
+  static constexpr int kData = kWRing + kXSlots * kXAtom;
+  static constexpr int kPart = MT * kOutLd * 4;
+  static constexpr int kThreads = 2 * 128 + 32;
+  static constexpr int kSmem = (kData > kPart ? kData : kPart) + 16 * kXSlots + 1024;
+};
+
+static_assert(Stream<8>::kSmem <= 227 * 1024, "the streaming kernel's widest tile must fit an H100 block");
+
+template <class T, int NT, int WS = 3, int XS = 6, int SUB = 2>
+__global__ void __launch_bounds__(Stream<NT>::kThreads, 1)
+    stream_gemm_kernel(const __grid_constant__ CUtensorMap xmap, Args a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = Stream<NT, WS, XS, SUB>;
+  constexpr int MT = C::MT;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const uint32_t base = smem_u32(smem), xbase = base + C::kWRing, bars = base + C::kData;
+  auto full_x = [&](int s) { return bars + uint32_t(8 * s); };
+  auto empty_x = [&](int s) { return bars + uint32_t(8 * (C::kXSlots + s)); };
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = blockIdx.x * kRows, rank = blockIdx.y;
+  const int kstages = (a.k + C::kStageK - 1) / C::kStageK;
+  const int s_begin = rank * a.stages_per_block;
+  const int nst = max(0, min(kstages, s_begin + a.stages_per_block) - s_begin);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < C::kXSlots; ++s) sm90::mbar_init(full_x(s), 1), sm90::mbar_init(empty_x(s), 8);
+    sm90::mbar_init_fence();
+  }
+  __syncthreads();
+  sm90::allow_next_grid();
+  float* const part = reinterpret_cast<float*>(smem);
+  if (warp == 8) {  // producer: x's stages by TMA (zeros past m and k)
+    if (lane == 0) {
+      sm90::wait_for_previous_grid();
+      for (int at = 0; at < nst * C::kSub; ++at) {
+        const int slot = at % C::kXSlots;
+        if (at >= C::kXSlots) sm90::mbar_wait(empty_x(slot), uint32_t((at / C::kXSlots - 1) & 1));
+        sm90::mbar_expect_tx(full_x(slot), C::kXAtom);
+        sm90::tma_load_2d(xbase + uint32_t(slot * C::kXAtom), &xmap, full_x(slot), s_begin * C::kStageK + 64 * at, 0);
+      }
+    }
+    __syncthreads();  // (the consumers' barrier after their main loop)
+  } else {
+    const int wg = warp >> 2, wq = warp & 3;
+    const T* w = static_cast<const T*>(a.w);
+    // Copy roles: instruction i of warp wq copies rows 16 wq + 2 i + (lane / 16) of the warpgroup's
+    // 64, 16-byte chunk ci = lane % 16 of the stage's 256 bytes (atom ci / 8, chunk ci % 8, stored at
+    // chunk (ci % 8) ^ (row % 8) of the atom's 128-byte row).
+    constexpr int kLanesPerRow = 8 * C::kSub, kRowsPerCopy = 32 / kLanesPerRow, kCopies = 16 / kRowsPerCopy;
+    const int ci = lane % kLanesPerRow, kc = 8 * ci;
+    uint32_t dst_off[kCopies];
+    int woff[kCopies];
+#pragma unroll
+    for (int i = 0; i < kCopies; ++i) {
+      const int r = 16 * wq + kRowsPerCopy * i + lane / kLanesPerRow;
+      dst_off[i] = uint32_t((ci >> 3) * C::kWAtom + r * 128 + (((ci & 7) ^ (r & 7)) << 4));
+      woff[i] = min(64 * wg + r, a.n - 1 - row0) * a.k;  // rows past n repeat row n - 1 (never written out)
+    }
+    const T* wsrc = w + int64_t(row0) * a.k + int64_t(s_begin) * C::kStageK + kc;
+    const uint32_t wring = base + uint32_t(wg * C::kWSlots * C::kWStage);
+    auto issue = [&](int st) {
+      if (st >= nst) return;
+      const bool in = (s_begin + st) * C::kStageK + kc < a.k;
+      const uint32_t dst = wring + uint32_t((st % C::kWSlots) * C::kWStage);
+#pragma unroll
+      for (int i = 0; i < kCopies; ++i) cp_async16(dst + dst_off[i], in ? wsrc + woff[i] + st * C::kStageK : w, in);
+    };
+    if (a.weight_static) {  // a parameter weight: its first stages stream while the kernel ahead finishes
+#pragma unroll
+      for (int st = 0; st < C::kWSlots - 1; ++st) issue(st), cp_async_commit();
+      sm90::wait_for_previous_grid();  // (y, when accumulating, comes from the kernels before)
+    } else {
+      sm90::wait_for_previous_grid();
+#pragma unroll
+      for (int st = 0; st < C::kWSlots - 1; ++st) issue(st), cp_async_commit();
+    }
+    float d[MT / 2];
+#pragma unroll
+    for (int i = 0; i < MT / 2; ++i) d[i] = 0.f;
+    for (int st = 0; st < nst; ++st) {
+      cp_async_wait<C::kWSlots - 2>();  // this thread's copies of stage st have landed
+      sm90::fence_proxy_async();        // (visible to wgmma's async proxy)
+      sm90::named_sync(1 + wg, 128);    // the warpgroup's; and its stage st - 1 is consumed
+      issue(st + C::kWSlots - 1);       // into stage st - 1's slot
+      cp_async_commit();
+      const uint32_t ws = wring + uint32_t((st % C::kWSlots) * C::kWStage);
+#pragma unroll
+      for (int b = 0; b < C::kSub; ++b) {
+        const int at = st * C::kSub + b;
+        sm90::mbar_wait(full_x(at % C::kXSlots), uint32_t((at / C::kXSlots) & 1));
+      }
+      sm90::wg_fence();
+#pragma unroll
+      for (int b = 0; b < C::kSub; ++b) {
+        const int xs = (st * C::kSub + b) % C::kXSlots;
+        const uint64_t da = sm90::make_desc(ws + uint32_t(b * C::kWAtom), 16, 1024);
+        const uint64_t db = sm90::make_desc(xbase + uint32_t(xs * C::kXAtom), 16, 1024);
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) sm90::wgmma_ss<T, MT>(d, da + 2 * ks, db + 2 * ks, 1);  // +32 bytes per k-step
+      }
+      sm90::wg_commit();
+      sm90::wg_wait<0>();
+      sm90::fence_regs(d);
+      if (lane == 0)
+#pragma unroll
+        for (int b = 0; b < C::kSub; ++b) sm90::mbar_arrive(empty_x((st * C::kSub + b) % C::kXSlots));
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // every warpgroup is past its last wgmma: the rings are free
+#pragma unroll
+    for (int j = 0; j < MT / 8; ++j) {
+      const int r = wg * 64 + 16 * wq + (lane >> 2), c = 8 * j + 2 * (lane & 3);
+      part[c * kOutLd + r] = d[4 * j];
+      part[(c + 1) * kOutLd + r] = d[4 * j + 1];
+      part[c * kOutLd + r + 8] = d[4 * j + 2];
+      part[(c + 1) * kOutLd + r + 8] = d[4 * j + 3];
+    }
+  }
+  finish<T, MT>(a, part, rank, row0);
+#else
+  __trap();  // never launched: run() takes it only where sm90::kernels_available()
 #endif
 }
 
@@ -317,29 +482,31 @@ bool built() {
 }
 
 // Blocks of the cluster (split) per row tile when not forced: the split with the lowest modelled
-// time, waves x (k stages per block + kOverheadStages), where a wave is the clusters the device runs
-// at once (cudaOccupancyMaxActiveClusters); a block keeps at least kMinStages stages.
-constexpr int kOverheadStages = 3;
-constexpr int kMinStages = 8;
+// time, waves x (k per block + kOverheadK), where a wave is the clusters the device runs at once
+// (cudaOccupancyMaxActiveClusters); a block keeps at least kMinK of k.
+constexpr int kOverheadK = 192;
+constexpr int kMinK = 512;
 
-template <class T, int NT>
-void launch(Args a, int split, StreamHandle s) {
-  constexpr auto kernel = cluster_gemm_kernel<T, NT>;
-  constexpr int smem = smem_bytes<NT>();
+// Launches `kernel` (threads, smem bytes, k per stage) over (row tiles, split) with its cluster;
+// `extra` are the kernel's parameters before Args (the streaming kernel's x tensor map).
+template <class... P, class... E>
+void launch_kernel(void (*kernel)(P...), int threads, int smem, int stage_k, Args a, int split, StreamHandle s,
+                   const E&... extra) {
   int device = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
-  thread_local std::unordered_map<int, bool> attr_set;  // per device (the attribute is set on the current one)
-  if (!attr_set.count(device)) {
+  thread_local std::unordered_map<const void*, std::unordered_map<int, bool>> attr_set;  // kernel -> device
+  auto& set = attr_set[reinterpret_cast<const void*>(kernel)];
+  if (!set.count(device)) {
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 0));
-    attr_set[device] = true;
+    set[device] = true;
   }
   const int tiles = (a.n + kRows - 1) / kRows;
-  const int kstages = (a.k + kStageK - 1) / kStageK;
+  const int kstages = (a.k + stage_k - 1) / stage_k;
   auto config = [&](int sp, cudaLaunchAttribute* attrs) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(unsigned(tiles), unsigned(sp));
-    cfg.blockDim = dim3(kThreads);
+    cfg.blockDim = dim3(unsigned(threads));
     cfg.dynamicSmemBytes = size_t(smem);
     cfg.stream = s;
     attrs[0].id = cudaLaunchAttributeClusterDimension;
@@ -352,22 +519,26 @@ void launch(Args a, int split, StreamHandle s) {
     cfg.numAttrs = 1;
     return cfg;
   };
-  if (split <= 0) {  // pick by the model above (cached per shape and device)
+  if (split <= 0) {  // pick by the model above (cached per kernel, shape and device)
     struct Key {
+      const void* kernel;
       int device, n, k;
       bool operator==(const Key&) const = default;
     };
     struct Hash {
-      size_t operator()(const Key& q) const { return size_t(q.device) * 1000003u ^ size_t(q.n) * 7919u ^ size_t(q.k); }
+      size_t operator()(const Key& q) const {
+        return std::hash<const void*>()(q.kernel) ^ size_t(q.device) * 1000003u ^ size_t(q.n) * 7919u ^ size_t(q.k);
+      }
     };
     thread_local std::unordered_map<Key, int, Hash> picked;
-    auto it = picked.find(Key{device, a.n, a.k});
+    const Key key{reinterpret_cast<const void*>(kernel), device, a.n, a.k};
+    auto it = picked.find(key);
     if (it == picked.end()) {
       int best = 1;
       double best_cost = 1e30;
       for (int sp = 1; sp <= kMaxSplit; ++sp) {
         const int per = (kstages + sp - 1) / sp;
-        if (sp > 1 && per < kMinStages) break;
+        if (sp > 1 && per * stage_k < kMinK) break;
         cudaLaunchAttribute attrs[2];
         cudaLaunchConfig_t cfg = config(sp, attrs);
         int wave = 0;
@@ -376,10 +547,10 @@ void launch(Args a, int split, StreamHandle s) {
           continue;
         }
         const int waves = (tiles + wave - 1) / wave;
-        const double cost = double(waves) * double(per + kOverheadStages);
+        const double cost = double(waves) * double(per * stage_k + kOverheadK);
         if (cost < best_cost) best = sp, best_cost = cost;
       }
-      it = picked.emplace(Key{device, a.n, a.k}, best).first;
+      it = picked.emplace(key, best).first;
     }
     split = it->second;
   }
@@ -388,15 +559,38 @@ void launch(Args a, int split, StreamHandle s) {
   cudaLaunchAttribute attrs[2];
   cudaLaunchConfig_t cfg = config(split, attrs);
   cfg.numAttrs = sm90::pdl_supported(kernel) ? 2 : 1;
-  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
+  MMATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, extra..., a));
 }
 
-// m rounds up to 32, 64 or 128 input rows (the wgmma widths).
+template <class T, int NT>
+void launch(const Args& a, int split, StreamHandle s) {
+  launch_kernel(cluster_gemm_kernel<T, NT>, kThreads, smem_bytes<NT>(), kStageK, a, split, s);
+}
+
+template <class T, int NT, int WS = 3, int XS = 6, int SUB = 2>
+void launch_stream(const Args& a, int split, StreamHandle s) {
+  using C = Stream<NT, WS, XS, SUB>;
+  CUtensorMap xmap;
+  MMATTN_CHECK(sm90::encode_rows_map(&xmap, a.x, std::is_same_v<T, __nv_bfloat16>, a.m, a.k, C::MT),
+               CudaError, "cluster product: cuTensorMapEncodeTiled failed for x [", a.m, ", ", a.k, "]");
+  launch_kernel(stream_gemm_kernel<T, NT, WS, XS, SUB>, C::kThreads, C::kSmem, C::kStageK, a, split, s, xmap);
+}
+
+// Which kernel: kind 1 = the ring kernel; otherwise the streaming kernel where this build and device
+// have it (sm90::kernels_available), else the ring kernel. m rounds up to 32, 64 or 128 input rows
+// (the wgmma widths).
 template <class T>
-void run(const Args& a, int split, StreamHandle s) {
-  if (a.m <= 32) launch<T, 2>(a, split, s);
-  else if (a.m <= 64) launch<T, 4>(a, split, s);
-  else launch<T, 8>(a, split, s);
+void run(const Args& a, int split, int kind, StreamHandle s) {
+  const bool stream = kind != 1 && sm90::kernels_available();
+  if (stream) {
+    if (a.m <= 32) launch_stream<T, 2>(a, split, s);
+    else if (a.m <= 64) launch_stream<T, 4>(a, split, s);
+    else launch_stream<T, 8>(a, split, s);
+  } else {
+    if (a.m <= 32) launch<T, 2>(a, split, s);
+    else if (a.m <= 64) launch<T, 4>(a, split, s);
+    else launch<T, 8>(a, split, s);
+  }
 }
 
 }  // namespace mmattn::cluster_gemm

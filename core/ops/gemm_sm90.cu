@@ -47,20 +47,6 @@ bool skinny_gemm_sm90(const GemmParams& p, StreamHandle s) {
 
 namespace skinny {
 
-bool encode_map(CUtensorMap* map, const void* ptr, DType dt, int64_t rows, int64_t k, int box_rows) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = sm90::tensor_map_encoder();
-  if (!encode) return false;
-  cuuint64_t gdim[2] = {cuuint64_t(k), cuuint64_t(rows)};
-  cuuint64_t gstride[1] = {cuuint64_t(k) * 2};
-  cuuint32_t box[2] = {cuuint32_t(kKB), cuuint32_t(box_rows)};
-  cuuint32_t estride[2] = {1, 1};
-  return encode(map, dt == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
-                const_cast<void*>(ptr), gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
-
 // One workspace per stream, allocated once (persistent, so a captured graph keeps valid pointers;
 // like gemm_cuda's cuBLASLt workspace): the partials, then the counters (zeroed once; each launch
 // leaves them zero).

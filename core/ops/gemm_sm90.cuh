@@ -267,7 +267,6 @@ struct WeightKeyHash {
 
 // 2-D map of a row-major [rows, k] 16-bit matrix (row stride k), boxes of box_rows x 64, 128-byte
 // swizzle, zeros out of bounds.
-bool encode_map(CUtensorMap* map, const void* ptr, DType dt, int64_t rows, int64_t k, int box_rows);
 
 template <class T, int NP>
 void launch(const GemmParams& p, StreamHandle s) {
@@ -291,13 +290,13 @@ void launch(const GemmParams& p, StreamHandle s) {
   auto it = wmaps.find(wk);
   if (it == wmaps.end()) {
     CUtensorMap m;
-    MMATTN_CHECK(encode_map(&m, p.b, dt, p.n, p.k, R), CudaError, "skinny gemm: cuTensorMapEncodeTiled failed for W [",
+    MMATTN_CHECK(sm90::encode_rows_map(&m, p.b, dt == DType::BF16, p.n, p.k, R), CudaError, "skinny gemm: cuTensorMapEncodeTiled failed for W [",
                  p.n, ", ", p.k, "]");
     if (wmaps.size() > 4096) wmaps.clear();
     it = wmaps.emplace(wk, m).first;
   }
   CUtensorMap xmap;
-  MMATTN_CHECK(encode_map(&xmap, p.a, dt, p.m, p.k, NP), CudaError, "skinny gemm: cuTensorMapEncodeTiled failed for x [",
+  MMATTN_CHECK(sm90::encode_rows_map(&xmap, p.a, dt == DType::BF16, p.m, p.k, NP), CudaError, "skinny gemm: cuTensorMapEncodeTiled failed for x [",
                p.m, ", ", p.k, "]");
 
   const int tiles = int((p.n + R - 1) / R);

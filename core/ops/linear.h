@@ -104,20 +104,30 @@ void gemv_cuda(const GemvParams& p, StreamHandle s);
 
 // Prefill-sized products that stream the weight once (core/ops/gemm_cluster_cuda.cuh): y [m, n]
 // (+)= x [m, k] @ W[n, k]^T + bias for m <= kClusterGemmMaxRows, f16/bf16, f32 accumulation, on the
-// tensor cores (wgmma in sm_90a builds, mma.sync otherwise), each 128-row tile of W split along K
-// over a thread-block cluster (sm_90+) whose blocks sum their partials in distributed shared memory
-// in a fixed order (deterministic). Opt-in: built for a pruned request's decoder (~104 rows, where
-// cuBLASLt reads the weights at 63-80% of copy), it measured slower than cuBLASLt there (43-64% of
-// copy, bench/NOTES.md session 13), so gemm_cuda routes plain products with kGemvMaxRows < m <=
-// kClusterGemmMaxRows to it only when enabled: set_cluster_gemm_enabled (process-wide) or
-// MMATTN_CLUSTER_GEMM=1 (the default's source). Needs: batch 1, b stored [n, k], no f32 result or
-// separate C, k % 8 == 0, 16-byte aligned a and b, 8-byte aligned c. split: blocks per tile, 0 =
-// chosen per shape, 1..8 forced (tests, benchmarks).
+// tensor cores, each 128-row tile of W split along K over a thread-block cluster (sm_90+) whose
+// blocks sum their partials in distributed shared memory in a fixed order (deterministic). Two
+// kernels: the streaming one (sm_90a builds on a 9.0 device: each warpgroup streams its own weight
+// rows, x by TMA) and the block-ring one (mma.sync or wgmma; every other sm_90+ build). Built for a
+// pruned request's decoder (~104 rows). Measured in-stream on the H100 (bench/NOTES.md, sessions 13
+// and 18) against cuBLASLt: the streaming kernel wins where k is long (the down projection, k =
+// 11008: 46 vs 48 us) and loses on the short-k products (o, gate_up), the ring kernel loses
+// everywhere. So gemm_cuda routes plain products with kGemvMaxRows < m <= kClusterGemmMaxRows here
+// per cluster_gemm_route(): kClusterGemmLongK (the default) when k >= kClusterGemmLongKMin and the
+// streaming kernel is available, kClusterGemmAll always, kClusterGemmNone never;
+// MMATTN_CLUSTER_GEMM=1 / 0 sets All / None at start-up. Needs: batch 1, b stored [n, k], no f32
+// result or separate C, k % 8 == 0, 16-byte aligned a and b, 8-byte aligned c. split: blocks per
+// tile, 0 = chosen per shape, 1..8 forced (tests, benchmarks). kind: which kernel, 1 the ring
+// kernel, 2 the streaming kernel (needs cluster_gemm_streaming_available()), 0 the streaming kernel
+// where available else the ring kernel, -1 the process default (MMATTN_CLUSTER_KERNEL, else 0).
 constexpr int64_t kClusterGemmMaxRows = 128;
+constexpr int64_t kClusterGemmLongKMin = 8192;
+constexpr int kClusterGemmNone = 0, kClusterGemmAll = 1, kClusterGemmLongK = 2;
 bool cluster_gemm_supported(const GemmParams& p);
-void cluster_gemm_cuda(const GemmParams& p, StreamHandle s, int split = 0);
-void set_cluster_gemm_enabled(bool on);
-bool cluster_gemm_enabled();
+void cluster_gemm_cuda(const GemmParams& p, StreamHandle s, int split = 0, int kind = -1);
+bool cluster_gemm_routes(const GemmParams& p);  // whether gemm_cuda takes p here
+void set_cluster_gemm_route(int route);
+int cluster_gemm_route();
+bool cluster_gemm_streaming_available();  // kind 2 may be asked for
 
 // Skinny products on Hopper (sm_90a builds on a compute-capability 9.0 device; gemm_sm90.cuh):
 // y [m, n] (+)= x [m, k] @ W[n, k]^T + bias for 1 <= m <= 128, bf16/f16, the weight streamed by

@@ -226,10 +226,9 @@ void gemm_cuda(const GemmParams& p, StreamHandle s) {
     g.weight_static = p.b_static;
     if (gemv_cuda_supported(g)) return gemv_cuda(g, s);
   }
-  // prefill-sized, opt-in: the weight streamed once, split K over a cluster (gemm_cluster_cuda.cuh)
-  if (plain && p.m > kGemvMaxRows && p.m <= kClusterGemmMaxRows && cluster_gemm_enabled() &&
-      cluster_gemm_supported(p))
-    return cluster_gemm_cuda(p, s);
+  // prefill-sized (9-128 rows), long k by default: the weight streamed once, split K over a cluster
+  // (gemm_cluster_cuda.cuh)
+  if (plain && cluster_gemm_routes(p)) return cluster_gemm_cuda(p, s);
   int device = 0;
   MMATTN_CUDA_CHECK(cudaGetDevice(&device));
   const int64_t es = int64_t(dtype_size(p.dtype));

@@ -292,29 +292,33 @@ TEST_P(LinearCuda, ClusterProduct) {
   auto nan_filled = [&](const Shape& shape) {
     return Tensor::from_floats(std::vector<float>(size_t(shape[0] * shape[1]), NAN), shape).to(g, dt);
   };
+  // both kernels: the block ring (1) and, where the build and device have it, the streaming one (2)
+  std::vector<int> kinds{1};
+  if (cluster_gemm_streaming_available()) kinds.push_back(2);
   auto check = [&](int64_t m, int64_t k, int64_t n, std::initializer_list<int> splits) {
     const DecodeOperands o = decode_operands(m, k, n, dt, seed);
     Tensor gx = o.x.to(g, dt), gw = o.w.to(g, dt), gb = o.b.to(g, dt);
     const Tensor want = linear(o.x, o.w, o.b), want_nb = linear(o.x, o.w);
     Tensor want_acc = o.y0.clone();
     linear_add_(want_acc, o.x, o.w, o.b);
+    for (int kind : kinds)
     for (int split : splits) {
       const std::string at = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n) + " split " +
-                             std::to_string(split);
+                             std::to_string(split) + " kernel " + std::to_string(kind);
       GemmParams p = probe;
       p.a = gx.data_ptr(), p.b = gw.data_ptr(), p.m = m, p.n = n, p.k = k;
       ASSERT_TRUE(cluster_gemm_supported(p)) << at;
       Tensor y = nan_filled({m, n});  // an output the kernel fails to write stays NaN
       p.c = y.data_ptr(), p.bias = gb.data_ptr();
-      cluster_gemm_cuda(p, current_stream(), split);
+      cluster_gemm_cuda(p, current_stream(), split, kind);
       EXPECT_LT(worst_elem_err(y, want), tol) << at;
       y = nan_filled({m, n});
       p.c = y.data_ptr(), p.bias = nullptr;
-      cluster_gemm_cuda(p, current_stream(), split);
+      cluster_gemm_cuda(p, current_stream(), split, kind);
       EXPECT_LT(worst_elem_err(y, want_nb), tol) << at << " no bias";
       Tensor gy = o.y0.to(g, dt);
       p.c = gy.data_ptr(), p.bias = gb.data_ptr(), p.accumulate = true;
-      cluster_gemm_cuda(p, current_stream(), split);
+      cluster_gemm_cuda(p, current_stream(), split, kind);
       EXPECT_LT(worst_elem_err(gy, want_acc), tol) << at << " accumulate";
     }
   };
@@ -329,9 +333,9 @@ TEST_P(LinearCuda, ClusterProduct) {
   // routing (opt-in): linear, linear_add_ and the fused forms (unfused above 2 rows) at 9 <= m <= 128
   const SkinnyGemmModeGuard skinny(0);  // (the other opt-in path would take these products first)
   struct Enabled {
-    bool was = cluster_gemm_enabled();
-    Enabled() { set_cluster_gemm_enabled(true); }
-    ~Enabled() { set_cluster_gemm_enabled(was); }
+    int was = cluster_gemm_route();
+    Enabled() { set_cluster_gemm_route(kClusterGemmAll); }
+    ~Enabled() { set_cluster_gemm_route(was); }
   } enabled;
   for (int64_t m : {9, 104, 128}) {
     const DecodeOperands o = decode_operands(m, 1000, 4099, dt, seed);
@@ -356,6 +360,31 @@ TEST_P(LinearCuda, ClusterProduct) {
   p.a = gx.data_ptr(), p.b = gw.data_ptr(), p.c = direct.data_ptr(), p.m = 104;
   cluster_gemm_cuda(p, current_stream());
   EXPECT_EQ(direct.to(Device::cpu()).to(DType::F32).to_floats(), first) << "linear() routed elsewhere";
+
+  // the default route: only 9-128 rows with k >= kClusterGemmLongKMin, where the streaming kernel runs
+  set_cluster_gemm_route(kClusterGemmLongK);
+  GemmParams q = p;
+  q.k = kClusterGemmLongKMin;
+  EXPECT_EQ(cluster_gemm_routes(q), cluster_gemm_streaming_available());
+  for (int64_t m : {int64_t(8), kClusterGemmMaxRows + 1}) {
+    q.m = m;
+    EXPECT_FALSE(cluster_gemm_routes(q)) << m << " rows";
+  }
+  q.m = 104, q.k = kClusterGemmLongKMin - 8;
+  EXPECT_FALSE(cluster_gemm_routes(q)) << "short k";
+  if (cluster_gemm_streaming_available()) {  // and linear() takes it: the direct call's result, bit for bit
+    Tensor lx = round_to(rand_tensor({104, kClusterGemmLongKMin}, 3), dt).to(g, dt);
+    Tensor lw = round_to(rand_tensor({300, kClusterGemmLongKMin}, 4, -0.1f, 0.1f), dt).to(g, dt);
+    const std::vector<float> routed = linear(lx, lw).to(Device::cpu()).to(DType::F32).to_floats();
+    Tensor ld = Tensor::empty({104, 300}, dt, g);
+    q = p;
+    q.a = lx.data_ptr(), q.b = lw.data_ptr(), q.c = ld.data_ptr(), q.n = 300, q.k = kClusterGemmLongKMin;
+    cluster_gemm_cuda(q, current_stream());
+    EXPECT_EQ(ld.to(Device::cpu()).to(DType::F32).to_floats(), routed) << "the default route did not take it";
+  }
+  set_cluster_gemm_route(kClusterGemmNone);
+  EXPECT_FALSE(cluster_gemm_routes(p));
+  EXPECT_THROW(set_cluster_gemm_route(3), ConfigError);
 }
 
 TEST_P(LinearCuda, EmptyDims) {
