@@ -58,6 +58,12 @@ struct Args {
   int stages_per_block;  // k stages of each block's range (the last block's may be shorter)
 };
 
+// The dynamic shared memory from its first 1024-byte boundary (wgmma's swizzle atom; the kernels'
+// byte counts include the 1 KB of slack).
+__device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {
+  return p + ((1024 - (smem_u32(p) & 1023)) & 1023);
+}
+
 constexpr int kStageK = 64;  // k per stage: 128 bytes of each row (the 128-byte swizzle's row)
 constexpr int kStages = 6;   // ring depth (kStages - 1 stages in flight)
 
@@ -134,7 +140,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   constexpr int kStageBytes = stage_bytes<NT>();
   constexpr int kChunks = kStageK / 8, kRowStep = kThreads / kChunks;  // 16-byte chunks per row; copy rows per pass
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  unsigned char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  unsigned char* smem = align_1024(smem_raw);
   const uint32_t base = smem_u32(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = blockIdx.x * kRows;
@@ -325,13 +331,13 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
 // Ring sizes: the best of a sweep on the H100 (bench/NOTES.md, session 18; in-stream at 104 rows):
 // 256-byte runs (kSub 2) beat 128 and 512, three weight stages per warpgroup beat two, four and
 // five (more bytes in flight was slower), and x's ring is deep enough at six atoms.
-template <int NT, int WS = 3, int XS = 6, int SUB = 2>
+template <int NT>
 struct Stream {
   static constexpr int MT = 16 * NT;
-  static constexpr int kSub = SUB;  // 64-k atoms per stage: 128 kSub bytes of each weight row
+  static constexpr int kSub = 2;  // 64-k atoms per stage: 128 kSub bytes of each weight row
   static constexpr int kStageK = 64 * kSub;
-  static constexpr int kWSlots = WS;  // weight stages per warpgroup (kWSlots - 1 in flight)
-  static constexpr int kXSlots = XS;  // x atoms (64 k of every input row), shared
+  static constexpr int kWSlots = 3;  // weight stages per warpgroup (kWSlots - 1 in flight)
+  static constexpr int kXSlots = 6;  // x atoms (64 k of every input row), shared
   static constexpr int kWAtom = 64 * 128, kXAtom = MT * 128;
   static constexpr int kWStage = kSub * kWAtom;
   static constexpr int kWRing = 2 * kWSlots * kWStage;
@@ -343,14 +349,14 @@ struct Stream {
 
 static_assert(Stream<8>::kSmem <= 227 * 1024, "the streaming kernel's widest tile must fit an H100 block");
 
-template <class T, int NT, int WS = 3, int XS = 6, int SUB = 2>
+template <class T, int NT>
 __global__ void __launch_bounds__(Stream<NT>::kThreads, 1)
     stream_gemm_kernel(const __grid_constant__ CUtensorMap xmap, Args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using C = Stream<NT, WS, XS, SUB>;
+  using C = Stream<NT>;
   constexpr int MT = C::MT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  unsigned char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  unsigned char* smem = align_1024(smem_raw);
   const uint32_t base = smem_u32(smem), xbase = base + C::kWRing, bars = base + C::kData;
   auto full_x = [&](int s) { return bars + uint32_t(8 * s); };
   auto empty_x = [&](int s) { return bars + uint32_t(8 * (C::kXSlots + s)); };
@@ -567,13 +573,13 @@ void launch(const Args& a, int split, StreamHandle s) {
   launch_kernel(cluster_gemm_kernel<T, NT>, kThreads, smem_bytes<NT>(), kStageK, a, split, s);
 }
 
-template <class T, int NT, int WS = 3, int XS = 6, int SUB = 2>
+template <class T, int NT>
 void launch_stream(const Args& a, int split, StreamHandle s) {
-  using C = Stream<NT, WS, XS, SUB>;
+  using C = Stream<NT>;
   CUtensorMap xmap;
   MMATTN_CHECK(sm90::encode_rows_map(&xmap, a.x, std::is_same_v<T, __nv_bfloat16>, a.m, a.k, C::MT),
                CudaError, "cluster product: cuTensorMapEncodeTiled failed for x [", a.m, ", ", a.k, "]");
-  launch_kernel(stream_gemm_kernel<T, NT, WS, XS, SUB>, C::kThreads, C::kSmem, C::kStageK, a, split, s, xmap);
+  launch_kernel(stream_gemm_kernel<T, NT>, C::kThreads, C::kSmem, C::kStageK, a, split, s, xmap);
 }
 
 // Which kernel: kind 1 = the ring kernel; otherwise the streaming kernel where this build and device
@@ -582,15 +588,10 @@ void launch_stream(const Args& a, int split, StreamHandle s) {
 template <class T>
 void run(const Args& a, int split, int kind, StreamHandle s) {
   const bool stream = kind != 1 && sm90::kernels_available();
-  if (stream) {
-    if (a.m <= 32) launch_stream<T, 2>(a, split, s);
-    else if (a.m <= 64) launch_stream<T, 4>(a, split, s);
-    else launch_stream<T, 8>(a, split, s);
-  } else {
-    if (a.m <= 32) launch<T, 2>(a, split, s);
-    else if (a.m <= 64) launch<T, 4>(a, split, s);
-    else launch<T, 8>(a, split, s);
-  }
+  auto at_width = [&]<int NT>() { stream ? launch_stream<T, NT>(a, split, s) : launch<T, NT>(a, split, s); };
+  if (a.m <= 32) at_width.template operator()<2>();
+  else if (a.m <= 64) at_width.template operator()<4>();
+  else at_width.template operator()<8>();
 }
 
 }  // namespace mmattn::cluster_gemm

@@ -330,7 +330,8 @@ TEST_P(LinearCuda, ClusterProduct) {
   check(17, 11008, 4096, {0, 4});
   check(128, 4096, 22016, {0});
 
-  // routing (opt-in): linear, linear_add_ and the fused forms (unfused above 2 rows) at 9 <= m <= 128
+  // routing of every 9-128-row product (kClusterGemmAll): linear, linear_add_ and the fused forms
+  // (unfused above 2 rows)
   const SkinnyGemmModeGuard skinny(0);  // (the other opt-in path would take these products first)
   struct Enabled {
     int was = cluster_gemm_route();
