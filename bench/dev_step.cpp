@@ -18,7 +18,9 @@
 #include "attention/attention.h"
 #include "attention/kv_cache.h"
 #include "bench/bench_util.h"
+#include "core/ops/activation.h"
 #include "core/ops/linear.h"
+#include "core/ops/norm.h"
 
 using namespace mmattn;
 using namespace mmattn::bench;
@@ -74,6 +76,7 @@ int main(int argc, char** argv) {
       Tensor x = bench_random({B, rows, kHidden}, 11, dt, -1.f, 1.f);
       const Tensor att_fixed = bench_random({B, rows, kHidden}, 12, dt, -1.f, 1.f);
       const Tensor gu_fixed = bench_random({B, rows, 2 * kFfn}, 13, dt, -1.f, 1.f);
+      const Tensor g_fixed = bench_random({B, rows, kFfn}, 15, dt, -1.f, 1.f);
       const Tensor qkv_fixed = bench_random({B, rows, 3 * kHeads, kDim}, 14, dt, -1.f, 1.f);
       auto reset = [&] {
         for (int64_t b = 0; b < B; ++b) cache.truncate(b, ctx);
@@ -138,6 +141,12 @@ int main(int argc, char** argv) {
            per_layer([&](const LayerWeights& L) { (void)rms_norm_linear(x, L.post_norm, eps, L.gate_up); })},
           {"down", 2.0 * kHidden * kFfn * kLayers,
            per_layer([&](const LayerWeights& L) { swiglu_linear_add_(x, gu_fixed, L.down); })},
+          // the same products without their fused input kernels, and those kernels alone
+          {"qkv bare", 2.0 * 3 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)linear(x, L.qkv); })},
+          {"gu bare", 2.0 * 2 * kFfn * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)linear(x, L.gate_up); })},
+          {"down bare", 2.0 * kHidden * kFfn * kLayers, per_layer([&](const LayerWeights& L) { linear_add_(x, g_fixed, L.down); })},
+          {"rms_norm", 2.0 * B * rows * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)rms_norm(x, L.in_norm, eps); })},
+          {"swiglu", 2.0 * B * rows * 3 * kFfn * kLayers, per_layer([&](const LayerWeights&) { (void)swiglu_fused(gu_fixed); })},
       };
       std::printf("\nbatch %lld: weights %.2f GB per step, KV %.2f GB per step\n", (long long)B, layer_bytes * kLayers / 1e9,
                   kv_bytes / 1e9);

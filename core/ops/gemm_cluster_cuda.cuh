@@ -373,8 +373,8 @@ __global__ void __launch_bounds__(Stream<NT>::kThreads, 1)
   sm90::allow_next_grid();
   float* const part = reinterpret_cast<float*>(smem);
   if (warp == 8) {  // producer: x's stages by TMA (zeros past m and k)
+    sm90::wait_for_previous_grid();  // every lane: all of them reach finish(), which reads and writes y
     if (lane == 0) {
-      sm90::wait_for_previous_grid();
       for (int at = 0; at < nst * C::kSub; ++at) {
         const int slot = at % C::kXSlots;
         if (at >= C::kXSlots) sm90::mbar_wait(empty_x(slot), uint32_t((at / C::kXSlots - 1) & 1));

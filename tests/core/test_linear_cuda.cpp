@@ -329,6 +329,10 @@ TEST_P(LinearCuda, ClusterProduct) {
   check(104, 4096, 4096, {0, 4, 8});
   check(17, 11008, 4096, {0, 4});
   check(128, 4096, 22016, {0});
+  // more row tiles than the device holds at once (313: several waves), uneven K ranges and, at k 72
+  // split 3, blocks with none
+  check(33, 1000, 40000, {1, 3});
+  check(65, 72, 40000, {3});
 
   // routing of every 9-128-row product (kClusterGemmAll): linear, linear_add_ and the fused forms
   // (unfused above 2 rows)
