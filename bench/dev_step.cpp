@@ -16,6 +16,7 @@
 #include <functional>
 
 #include "attention/attention.h"
+#include "attention/attention_kernels.h"
 #include "attention/kv_cache.h"
 #include "bench/bench_util.h"
 #include "core/ops/activation.h"
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
         };
       };
       const double kv_bytes = double(B) * double(ctx + rows) * 2.0 * kHeads * kDim * 2.0 * kLayers;
+      bool attn_ready = false;
       std::vector<Variant> variants = {
           {"full", layer_bytes * kLayers + kv_bytes,
            [&] {
@@ -147,16 +149,58 @@ int main(int argc, char** argv) {
           {"down bare", 2.0 * kHidden * kFfn * kLayers, per_layer([&](const LayerWeights& L) { linear_add_(x, g_fixed, L.down); })},
           {"rms_norm", 2.0 * B * rows * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)rms_norm(x, L.in_norm, eps); })},
           {"swiglu", 2.0 * B * rows * 3 * kFfn * kLayers, per_layer([&](const LayerWeights&) { (void)swiglu_fused(gu_fixed); })},
+          // the attention chain's two halves: the RoPE + KV append alone, and the attention alone
+          // over the rows of a cache filled once (auto kernel choice, then each kernel forced)
+          {"append", kv_bytes,
+           [&] {
+             rewind();
+             for (int l = 0; l < kLayers; ++l) {
+               Tensor q = qkv_fixed.slice(2, 0, kHeads), k = qkv_fixed.slice(2, kHeads, 2 * kHeads),
+                      v = qkv_fixed.slice(2, 2 * kHeads, 3 * kHeads);
+               cache.append_rope(l, q, k, v, cos, sin);
+             }
+             cache.advance();
+           }},
       };
+      for (int which : {0, 1, 2, 3})
+        variants.push_back({which == 0 ? "attn only" : which == 1 ? "attn hopper" : which == 2 ? "attn decode" : "attn mma",
+                            kv_bytes, [&, which] {
+                              if (!attn_ready) {  // fill the cache's rows once
+                                rewind();
+                                for (int l = 0; l < kLayers; ++l) {
+                                  Tensor q = qkv_fixed.slice(2, 0, kHeads), k = qkv_fixed.slice(2, kHeads, 2 * kHeads),
+                                         v = qkv_fixed.slice(2, 2 * kHeads, 3 * kHeads);
+                                  cache.append_rope(l, q, k, v, cos, sin);
+                                }
+                                cache.advance();
+                                attn_ready = true;
+                              }
+                              set_attention_kernel_override(which);
+                              const Tensor q = qkv_fixed.slice(2, 0, kHeads);
+                              for (int l = 0; l < kLayers; ++l) {
+                                AttentionOptions ao;
+                                ao.causal = true;
+                                ao.scale = scale;
+                                ao.k_lens = cache.lens_tensor(l);
+                                (void)attention(q, cache.k(l), cache.v(l), ao);
+                              }
+                              set_attention_kernel_override(0);
+                            }});
       std::printf("\nbatch %lld: weights %.2f GB per step, KV %.2f GB per step\n", (long long)B, layer_bytes * kLayers / 1e9,
                   kv_bytes / 1e9);
       std::printf("%-10s %9s %9s %8s %10s\n", "variant", "ms/step", "us/layer", "of_copy", "tok/s");
       for (const Variant& v : variants) {
         reset();
-        const double ms = time_ms(v.step, 3, steps);
-        const double gbps = v.bytes / (ms * 1e-3) / 1e9;
-        std::printf("%-10s %9.3f %9.1f %7.0f%% %10.1f\n", v.name, ms, 1000 * ms / kLayers, 100 * gbps / copy,
-                    double(B * rows) * 1000.0 / ms);
+        attn_ready = false;
+        try {
+          const double ms = time_ms(v.step, 3, steps);
+          const double gbps = v.bytes / (ms * 1e-3) / 1e9;
+          std::printf("%-10s %9.3f %9.1f %7.0f%% %10.1f\n", v.name, ms, 1000 * ms / kLayers, 100 * gbps / copy,
+                      double(B * rows) * 1000.0 / ms);
+        } catch (const std::exception& e) {
+          set_attention_kernel_override(0);
+          std::printf("%-10s n/a (%s)\n", v.name, e.what());
+        }
       }
     }
     return 0;
