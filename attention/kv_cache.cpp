@@ -134,8 +134,27 @@ void KVCache::append_rope(int layer, Tensor& q, const Tensor& k_new, const Tenso
   append_impl(layer, k_new, v_new, n_valid, positions, &r);
 }
 
+Tensor KVCache::next_rows(int layer, int64_t n, int which, const char* fn) const {
+  check_layer(layer, fn);
+  MMATTN_CHECK(batch_ == 1, UnsupportedError, kCls, "::", fn, ": batch 1 only, the cache holds ", batch_);
+  MMATTN_CHECK(step_valid_[size_t(layer)].empty(), Error, kCls, "::", fn, ": layer ", layer,
+               " was already appended in this step (call advance() first)");
+  const int64_t at = len(layer, 0);
+  MMATTN_CHECK(n >= 0 && at + n <= max_len_, ShapeError, kCls, "::", fn, ": the sequence holds ", at, " tokens; ", n,
+               " more exceed the capacity ", max_len_);
+  const Tensor t = which == 0 ? k(layer) : v(layer);  // [1, max_len, Hkv, D]
+  return t.select(0, 0).slice(0, at, at + n).view({n, hkv_ * d_});
+}
+Tensor KVCache::next_rows_k(int layer, int64_t n) const { return next_rows(layer, n, 0, "next_rows_k"); }
+Tensor KVCache::next_rows_v(int layer, int64_t n) const { return next_rows(layer, n, 1, "next_rows_v"); }
+
+void KVCache::append_written(int layer, int64_t n, const std::vector<std::vector<int32_t>>& positions) {
+  const Tensor kr = next_rows(layer, n, 0, "append_written"), vr = next_rows(layer, n, 1, "append_written");
+  append_impl(layer, kr.view({1, n, hkv_, d_}), vr.view({1, n, hkv_, d_}), {}, positions, nullptr, false);
+}
+
 void KVCache::append_impl(int layer, const Tensor& k_new, const Tensor& v_new, const std::vector<int>& n_valid,
-                          const std::vector<std::vector<int32_t>>& positions, const Rope* rope) {
+                          const std::vector<std::vector<int32_t>>& positions, const Rope* rope, bool copy) {
   check_layer(layer, "append");
   check_defined(k_new, "KVCache::append", "k_new");
   check_defined(v_new, "KVCache::append", "v_new");
@@ -189,7 +208,7 @@ void KVCache::append_impl(int layer, const Tensor& k_new, const Tensor& v_new, c
       mx = std::max(mx, row[i] + 1);
     }
   }
-  if (n == 0) return;
+  if (n == 0 || !copy) return;
 
   const Tensor kd = k(layer), vd = v(layer);
   if (device().is_cuda()) {

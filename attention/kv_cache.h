@@ -59,6 +59,13 @@ class KVCache {
   void append_rope(int layer, Tensor& q, const Tensor& k_new, const Tensor& v_new, const Tensor& cos,
                    const Tensor& sin, const std::vector<int>& n_valid = {},
                    const std::vector<std::vector<int32_t>>& positions = {});
+  // For a producer that writes a step's new rows itself (linear_qkv_rope: the q/k/v projection's
+  // epilogue): next_rows_k / next_rows_v are layer `layer`'s rows [len, len + n) of the one sequence
+  // (batch 1) as [n, Hkv * D] views; append_written() then does append()'s bookkeeping (lengths,
+  // positions) without copying. Capacity is checked by next_rows_*.
+  Tensor next_rows_k(int layer, int64_t n) const;
+  Tensor next_rows_v(int layer, int64_t n) const;
+  void append_written(int layer, int64_t n, const std::vector<std::vector<int32_t>>& positions = {});
   // Closes the step after every layer appended: len_lb += that layer's n_valid[b].
   void advance();
   bool step_open() const { return open_; }
@@ -104,7 +111,8 @@ class KVCache {
     const Tensor* sin;
   };
   void append_impl(int layer, const Tensor& k_new, const Tensor& v_new, const std::vector<int>& n_valid,
-                   const std::vector<std::vector<int32_t>>& positions, const Rope* rope);
+                   const std::vector<std::vector<int32_t>>& positions, const Rope* rope, bool copy = true);
+  Tensor next_rows(int layer, int64_t n, int which, const char* fn) const;
   void check_b(int64_t b, const char* fn) const;
   void check_layer(int layer, const char* fn) const;
   void check_no_step(const char* fn) const;

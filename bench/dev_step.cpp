@@ -124,6 +124,33 @@ int main(int argc, char** argv) {
              }
              cache.advance();
            }},
+          // as llama.cpp runs a one-sequence prefill where linear_qkv_rope takes it: RoPE in the q/k/v
+          // product's epilogue, k and v written into the cache (no separate append)
+          {"full qkvrope", layer_bytes * kLayers + kv_bytes,
+           [&] {
+             rewind();
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               Tensor att;
+               if (B == 1 && rows > 1 && linear_qkv_rope_fusable(x, L.qkv, kDim)) {
+                 Tensor q = Tensor::empty({B, rows, kHeads, kDim}, dt, dev);
+                 Tensor q2 = q.view({rows, kHeads * kDim}), k2 = cache.next_rows_k(l, rows), v2 = cache.next_rows_v(l, rows);
+                 linear_qkv_rope(rms_norm(x, L.in_norm, eps), L.qkv, Tensor(), cos, sin, kHeads, kHeads, q2, k2, v2);
+                 cache.append_written(l, rows);
+                 AttentionOptions ao;
+                 ao.causal = true;
+                 ao.scale = scale;
+                 ao.k_lens = cache.lens_tensor(l);
+                 att = attention(q, cache.k(l), cache.v(l), ao).out.reshape({B, rows, kHidden});
+               } else {
+                 att = attend(l, rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim}));
+               }
+               linear_add_(x, att, L.o);
+               const Tensor gu = rms_norm_linear(x, L.post_norm, eps, L.gate_up);
+               swiglu_linear_add_(x, gu, L.down);
+             }
+             cache.advance();
+           }},
           {"products", layer_bytes * kLayers, per_layer([&](const LayerWeights& L) {
              (void)rms_norm_linear(x, L.in_norm, eps, L.qkv);
              linear_add_(x, att_fixed, L.o);

@@ -149,10 +149,12 @@ int main(int argc, char** argv) {
     KVCache cache = lm.make_cache(1, rows + 1);
     LlamaForwardOptions fo;
     fo.last_only = true;
+    const int64_t fused_before = linear_qkv_rope_calls();
     std::printf("decoder prefill %lld rows %8.3f ms\n", (long long)rows, host_median_ms([&] {
                   cache.reset_all();
                   lm.forward(embeds, cache, fo);
                 }, reps));
+    std::printf("  layers through linear_qkv_rope: %lld\n", (long long)(linear_qkv_rope_calls() - fused_before));
 
     // Attention routes on the two small shapes of a pruned request: the ~83-row decoder prefill
     // (32 heads x 128, causal) and the ViT (577 tokens, 16 heads x 64)

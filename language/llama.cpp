@@ -225,9 +225,20 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   Tensor rope_cos, rope_sin;
   const bool fused_rope = device_.is_cuda() && !needs.call && dp_ == d_ &&
                           rows.rope.shared_table(rows.rope_positions(), rope_, device_, &rope_cos, &rope_sin);
+  // A prefill of one sequence whose q/k/v projection takes RoPE in its epilogue and writes k and v
+  // straight into the cache (linear_qkv_rope: no separate append; the same values).
+  const bool into_cache = fused_rope && x.size(0) == 1 && !rows.padded && x.is_contiguous() &&
+                          linear_qkv_rope_fusable(x, L.qkv, d_);
   // norm -> fused q/k/v projection -> RoPE (unless fused into the append), for the current rows of x
   auto project = [&] {
     const int64_t B = x.size(0), n = x.size(1);
+    if (into_cache) {
+      q = Tensor::empty({B, n, hq_, d_}, dtype_, device_);
+      Tensor q2 = q.view({n, hq_ * d_}), k2 = cache.next_rows_k(l, n), v2 = cache.next_rows_v(l, n);
+      linear_qkv_rope(rms_norm(x, L.input_norm, eps_), L.qkv, L.qkv_bias, rope_cos, rope_sin, hq_, hkv_, q2, k2, v2);
+      k = k2.view({B, n, hkv_, d_}), v = v2.view({B, n, hkv_, d_});
+      return;
+    }
     qkv = rms_norm_linear(x, L.input_norm, eps_, L.qkv, L.qkv_bias).view({B, n, hq_ + 2 * hkv_, d_});
     split();
     if (!fused_rope) rows.rope.apply_(q, k, rows.rope_positions(), rope_);
@@ -326,7 +337,9 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
 
   const int64_t B = x.size(0), n = x.size(1);
   q = padded(q), k = padded(k), v = padded(v);
-  if (fused_rope)
+  if (into_cache)
+    cache.append_written(l, n, rows.positions);
+  else if (fused_rope)
     cache.append_rope(l, q, k, v, rope_cos, rope_sin, rows.padded ? rows.n_valid : std::vector<int>{}, rows.positions);
   else
     cache.append(l, k, v, rows.padded ? rows.n_valid : std::vector<int>{}, rows.positions);

@@ -71,4 +71,28 @@ void cluster_gemm_cuda(const GemmParams& p, StreamHandle s, int split, int kind)
     cluster_gemm_run_f16(a, split, kind, s);
 }
 
+void cluster_qkv_rope_cuda(const GemmParams& p, const QkvRopeOutputs& o, StreamHandle s, int split, int kind) {
+  GemmParams q = p;
+  q.c = o.out[0];  // (for the support check's alignment only; the outputs are o's)
+  MMATTN_CHECK(cluster_gemm_supported(q) && !p.accumulate, UnsupportedError, "cluster_qkv_rope_cuda: unsupported problem m=",
+               p.m, " n=", p.n, " k=", p.k);
+  MMATTN_CHECK(o.head_dim >= 8 && o.head_dim % 8 == 0 && cluster_gemm::kRows % o.head_dim == 0 && o.cos && o.sin &&
+                   o.q_cols % o.head_dim == 0 && o.k_cols % o.head_dim == 0 && p.n % o.head_dim == 0,
+               UnsupportedError, "cluster_qkv_rope_cuda: head_dim ", o.head_dim, " with sections ", o.q_cols, " / ",
+               o.k_cols, " of ", p.n);
+  MMATTN_CHECK(split >= 0 && split <= cluster_gemm::kMaxSplit, UnsupportedError, "cluster_qkv_rope_cuda: split ",
+               split, " outside 0..", cluster_gemm::kMaxSplit);
+  MMATTN_CHECK(kind >= -1 && kind <= 2 && (kind != 2 || cluster_gemm_streaming_available()), UnsupportedError,
+               "cluster_qkv_rope_cuda: kernel ", kind, " unavailable");
+  if (kind < 0) kind = g_kind;
+  cluster_gemm::Args a{p.a, p.b, p.bias, o.out[0], int(p.m), int(p.n), int(p.k), false, p.b_static, 0, 0};
+  a.rope_cos = o.cos, a.rope_sin = o.sin;
+  for (int i = 0; i < 3; ++i) a.ys[i] = o.out[i], a.lds[i] = o.ld[i];
+  a.sec1 = int(o.q_cols), a.sec2 = int(o.q_cols + o.k_cols), a.head_dim = int(o.head_dim);
+  if (p.dtype == DType::BF16)
+    cluster_gemm_run_bf16(a, split, kind, s);
+  else
+    cluster_gemm_run_f16(a, split, kind, s);
+}
+
 }  // namespace mmattn

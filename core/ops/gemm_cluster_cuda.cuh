@@ -37,6 +37,7 @@
 #include "core/cuda_types.cuh"
 #include "core/mma.cuh"
 #include "core/ops/linear.h"
+#include "core/ops/rope.cuh"
 #include "core/sm90.cuh"
 
 namespace mmattn::cluster_gemm {
@@ -56,6 +57,15 @@ struct Args {
   bool weight_static;
   int split;             // blocks per row tile (the cluster's size along y)
   int stages_per_block;  // k stages of each block's range (the last block's may be shorter)
+  // A fused q/k/v projection (rope_cos null: off; see cluster_qkv_rope_cuda in linear.h): output
+  // columns [0, sec1) are q, [sec1, sec2) k, [sec2, n) v, section s written at ys[s] + row * lds[s]
+  // + (column - section start); q and k rotated (rotate-half pairs within each head of head_dim
+  // columns; input row r by row r of rope_cos / rope_sin, f32 [m, head_dim / 2]).
+  const float* rope_cos = nullptr;
+  const float* rope_sin = nullptr;
+  void* ys[3] = {};
+  int64_t lds[3] = {};
+  int sec1 = 0, sec2 = 0, head_dim = 0;
 };
 
 // The dynamic shared memory from its first 1024-byte boundary (wgmma's swizzle atom; the kernels'
@@ -83,6 +93,50 @@ constexpr int smem_bytes() {  // + 1 KB: the ring is aligned to 1024 bytes (wgmm
 // tile over the blocks in rank order (distributed shared memory; deterministic), adds the bias (and
 // y, accumulating: one rounding, as the gemv) and writes y; a second cluster barrier keeps every
 // partial alive until it is read.
+// finish()'s fused q/k/v form: each thread 4 consecutive rotate-half pairs (i, i + head_dim / 2) of
+// one head of one input row; the sums, bias and rounding as the plain form, then apply_rope_'s
+// rotation (core/ops/rope.cuh: the same roundings) for q and k, each section to its own rows.
+template <class T>
+__device__ __forceinline__ void finish_qkv_rope(const Args& a, float* part, int row0, int c_begin, int c_end) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int half = a.head_dim / 2;
+  const T* bias = static_cast<const T*>(a.bias);
+  for (int idx = threadIdx.x; idx < (c_end - c_begin) * (kRows / 8); idx += int(blockDim.x)) {
+    const int c = c_begin + idx / (kRows / 8), pr = 4 * (idx % (kRows / 8));  // pairs pr .. pr + 3 of the tile
+    const int q0 = (pr / half) * a.head_dim + pr % half, q1 = q0 + half;      // their columns in the tile
+    const int col0 = row0 + q0, col1 = row0 + q1, i = pr % half;
+    if (col1 >= a.n) continue;  // (n is whole heads)
+    float4 s0 = make_float4(0.f, 0.f, 0.f, 0.f), s1 = s0;
+    for (int r = 0; r < a.split; ++r) {
+      const float* src = a.split > 1 ? cluster.map_shared_rank(part, r) : part;
+      const float4 v0 = *reinterpret_cast<const float4*>(src + c * kOutLd + q0);
+      const float4 v1 = *reinterpret_cast<const float4*>(src + c * kOutLd + q1);
+      s0.x += v0.x, s0.y += v0.y, s0.z += v0.z, s0.w += v0.w;
+      s1.x += v1.x, s1.y += v1.y, s1.z += v1.z, s1.w += v1.w;
+    }
+    const int sec = col0 < a.sec1 ? 0 : col0 < a.sec2 ? 1 : 2;
+    const int start = sec == 0 ? 0 : sec == 1 ? a.sec1 : a.sec2;
+    T* dst = static_cast<T*>(a.ys[sec]) + int64_t(c) * a.lds[sec] - start;
+    const float x0[4] = {s0.x, s0.y, s0.z, s0.w}, x1[4] = {s1.x, s1.y, s1.z, s1.w};
+    Vec<T, 4> o0, o1;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      T t0 = from_f32<T>(x0[e] + (bias ? to_f32(bias[col0 + e]) : 0.f));
+      T t1 = from_f32<T>(x1[e] + (bias ? to_f32(bias[col1 + e]) : 0.f));
+      if (sec < 2) {
+        float y0, y1;
+        const int64_t at = int64_t(c) * half + i + e;
+        rope_pair<T, RopeStyle::HalfSplit>(to_f32(t0), to_f32(t1), a.rope_cos[at], a.rope_sin[at], y0, y1);
+        t0 = from_f32<T>(y0), t1 = from_f32<T>(y1);
+      }
+      o0.v[e] = t0, o1.v[e] = t1;
+    }
+    *reinterpret_cast<Vec<T, 4>*>(dst + col0) = o0;
+    *reinterpret_cast<Vec<T, 4>*>(dst + col1) = o1;
+  }
+}
+
 template <class T, int MT>
 __device__ __forceinline__ void finish(const Args& a, float* part, int rank, int row0) {
   namespace cg = cooperative_groups;
@@ -96,6 +150,11 @@ __device__ __forceinline__ void finish(const Args& a, float* part, int rank, int
   const int ms = min(a.m, MT);
   const int per = (ms + a.split - 1) / a.split;
   const int c_begin = rank * per, c_end = min(ms, c_begin + per);
+  if (a.rope_cos) {
+    finish_qkv_rope<T>(a, part, row0, c_begin, c_end);
+    if (a.split > 1) cluster.sync();  // the other blocks may still read this block's partials
+    return;
+  }
   T* y = static_cast<T*>(a.y);
   const T* bias = static_cast<const T*>(a.bias);
   const bool vec = (a.n & 3) == 0;

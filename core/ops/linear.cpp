@@ -214,6 +214,81 @@ void swiglu_linear_add_(Tensor& y, const Tensor& gate_up, const Tensor& weight, 
 
 namespace {
 
+std::atomic<int64_t> g_qkv_rope_calls{0};
+
+GemmParams qkv_params(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  GemmParams p;
+  p.a = x.data_ptr();
+  p.b = weight.data_ptr();
+  p.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  p.m = x.numel() / x.size(-1);
+  p.n = weight.size(0);
+  p.k = weight.size(1);
+  p.trans_b = true;
+  p.dtype = x.dtype();
+  p.b_static = true;
+  return p;
+}
+
+}  // namespace
+
+bool linear_qkv_rope_fusable(const Tensor& x, const Tensor& weight, int64_t head_dim) {
+#if MMATTN_HAS_CUDA
+  if (!x.defined() || !weight.defined() || !x.is_cuda() || weight.dim() != 2 || x.dim() < 1 ||
+      x.size(-1) != weight.size(1) || !x.is_contiguous() || !weight.is_contiguous() || x.dtype() != weight.dtype())
+    return false;
+  if (head_dim < 8 || head_dim % 8 != 0 || 128 % head_dim != 0 || weight.size(0) % head_dim != 0) return false;
+  // (the cluster product's streaming kernel only, and not where its route is switched off: elsewhere
+  // cuBLASLt and the separate append are faster)
+  if (cluster_gemm_route() == kClusterGemmNone || !cluster_gemm_streaming_available()) return false;
+  GemmParams p = qkv_params(x, weight, Tensor());
+  if (p.m <= kGemvMaxRows || p.m > kClusterGemmMaxRows) return false;
+  p.c = const_cast<void*>(p.a);  // (stand-in: the outputs' alignment is checked by linear_qkv_rope)
+  return cluster_gemm_supported(p);
+#else
+  (void)x, (void)weight, (void)head_dim;
+  return false;
+#endif
+}
+
+void linear_qkv_rope(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& cos, const Tensor& sin,
+                     int64_t hq, int64_t hkv, Tensor& q_out, Tensor& k_out, Tensor& v_out, int split, int kind) {
+  const char* op = "linear_qkv_rope";
+  const int64_t n = check_linear(op, x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
+  MMATTN_CHECK(hq >= 1 && hkv >= 1 && n % (hq + 2 * hkv) == 0, ShapeError, op, ": weight ", weight.shape_str(),
+               " is not (hq + 2 hkv) = ", hq + 2 * hkv, " heads of equal width");
+  const int64_t d = n / (hq + 2 * hkv), m = x.numel() / x.size(-1);
+  MMATTN_CHECK(linear_qkv_rope_fusable(x, weight, d), UnsupportedError, op, ": not fusable here (x ", x.desc(),
+               ", weight ", weight.desc(), ", head_dim ", d, "; check linear_qkv_rope_fusable first)");
+  for (const Tensor* t : {&cos, &sin})
+    MMATTN_CHECK(t->defined() && t->dim() == 2 && t->size(0) == m && t->size(1) == d / 2 && t->dtype() == DType::F32 &&
+                     t->is_contiguous() && t->device() == x.device(),
+                 ShapeError, op, ": '", t == &cos ? "cos" : "sin", "' must be contiguous F32 [", m, ", ", d / 2,
+                 "] on ", x.device().str(), ", got ", t->defined() ? t->desc() : std::string("undefined"));
+  QkvRopeOutputs o;
+  o.cos = cos.data<float>(), o.sin = sin.data<float>();
+  o.q_cols = hq * d, o.k_cols = hkv * d, o.head_dim = d;
+  const int64_t cols[3] = {hq * d, hkv * d, hkv * d};
+  Tensor* outs[3] = {&q_out, &k_out, &v_out};
+  const char* names[3] = {"q_out", "k_out", "v_out"};
+  for (int i = 0; i < 3; ++i) {
+    const Tensor& t = *outs[i];
+    MMATTN_CHECK(t.defined() && t.dim() == 2 && t.size(0) == m && t.size(1) == cols[i] && t.stride(1) == 1 &&
+                     t.stride(0) % 4 == 0 && t.dtype() == x.dtype() && t.device() == x.device() &&
+                     reinterpret_cast<uintptr_t>(t.data_ptr()) % 8 == 0,
+                 ShapeError, op, ": '", names[i], "' must be [", m, ", ", cols[i], "] ", dtype_name(x.dtype()),
+                 " on ", x.device().str(), " with a dense last dim, rows 8-byte aligned, got ", t.desc());
+    o.out[i] = t.data_ptr(), o.ld[i] = t.stride(0);
+  }
+  const Tensor bc = bias.defined() ? bias.contiguous() : bias;
+  MMATTN_IF_CUDA(cluster_qkv_rope_cuda(qkv_params(x, weight, bc), o, current_stream(), split, kind));
+  g_qkv_rope_calls.fetch_add(1, std::memory_order_relaxed);
+}
+
+int64_t linear_qkv_rope_calls() { return g_qkv_rope_calls.load(std::memory_order_relaxed); }
+
+namespace {
+
 Tensor matmul_impl(const Tensor& a, const Tensor& b, bool transpose_b, bool f32_out) {
   const char* op = f32_out ? "matmul_f32" : "matmul";
   check_defined(a, op, "a");

@@ -44,6 +44,23 @@ Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, co
                        const Tensor& bias = Tensor());
 void swiglu_linear_add_(Tensor& y, const Tensor& gate_up, const Tensor& weight, const Tensor& bias = Tensor());
 
+// A Llama layer's q/k/v projection with RoPE in its epilogue, for prefills of kGemvMaxRows < m <=
+// kClusterGemmMaxRows rows on CUDA (the cluster product below; f16/bf16), its three outputs written
+// where the caller wants them (k and v straight into a KV cache's rows: no separate append):
+//   y = x [m, K] @ weight [(hq + 2 hkv) D, K]^T + bias?, in sections q | k | v of hq D, hkv D, hkv D
+//   columns; q_out [m, hq D] = rope(y_q), k_out [m, hkv D] = rope(y_k), v_out [m, hkv D] = y_v (any row
+//   strides, dense last dims, 8-byte aligned); rope: rotate-half pairs per head of D columns, row r
+//   by row r of cos / sin (f32 [m, D / 2], contiguous: a RopeTable's device copy).
+// The same values, bit for bit, as linear() through the cluster product and then apply_rope_ on q and
+// k (the same product kernel and partial-sum order, the same rotation code). linear_qkv_rope_fusable:
+// whether this build and device take it for these shapes (D a multiple of 8 dividing 128), with the
+// cluster product's streaming kernel available and its route not kClusterGemmNone.
+bool linear_qkv_rope_fusable(const Tensor& x, const Tensor& weight, int64_t head_dim);
+void linear_qkv_rope(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& cos, const Tensor& sin,
+                     int64_t hq, int64_t hkv, Tensor& q_out, Tensor& k_out, Tensor& v_out, int split = 0,
+                     int kind = -1);
+int64_t linear_qkv_rope_calls();  // calls so far, process-wide (tests and benchmarks: the fused form ran)
+
 // Process-wide switch for the f32 CUDA path (TF32 tensor cores: ~1e-3 relative error).
 void set_matmul_allow_tf32(bool allow);
 bool matmul_allow_tf32();
@@ -128,6 +145,16 @@ bool cluster_gemm_routes(const GemmParams& p);  // whether gemm_cuda takes p her
 void set_cluster_gemm_route(int route);
 int cluster_gemm_route();
 bool cluster_gemm_streaming_available();  // kind 2 may be asked for
+// linear_qkv_rope's launch: p as for cluster_gemm_cuda (c unused), the rest as Args' fused fields
+// (core/ops/gemm_cluster_cuda.cuh).
+struct QkvRopeOutputs {
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  void* out[3] = {};
+  int64_t ld[3] = {};
+  int64_t q_cols = 0, k_cols = 0, head_dim = 0;
+};
+void cluster_qkv_rope_cuda(const GemmParams& p, const QkvRopeOutputs& o, StreamHandle s, int split = 0, int kind = -1);
 
 // Skinny products on Hopper (sm_90a builds on a compute-capability 9.0 device; gemm_sm90.cuh):
 // y [m, n] (+)= x [m, k] @ W[n, k]^T + bias for 1 <= m <= 128, bf16/f16, the weight streamed by

@@ -426,3 +426,98 @@ TEST(LinearCudaErrors, DeviceMismatchNamesArguments) {
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, LinearCuda, ::testing::Values(DType::F32, DType::F16, DType::BF16),
                          [](const auto& i) { return std::string(dtype_name(i.param)); });
+
+// linear_qkv_rope: the cluster product with RoPE in its epilogue and its sections written to their own
+// strided rows equals, bit for bit, the same product (same kernel and split) followed by apply_rope_'s
+// rotation (emulated here in f32 with the same roundings: cos / sin, each product and the sum rounded to
+// the dtype). Output rows carry padding that must stay untouched.
+TEST_P(LinearCuda, QkvRopeMatchesProductThenRope) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  if (dt == DType::F32) GTEST_SKIP() << "16-bit only";
+  const Device g = Device::cuda();
+  uint64_t seed = 2100;
+  struct Case { int64_t m, k, d, hq, hkv; bool bias; };
+  const Case cases[] = {{9, 64, 128, 1, 1, false}, {104, 1000, 128, 4, 2, true}, {33, 256, 64, 3, 1, true},
+                        {128, 72, 16, 4, 4, false}, {65, 4096, 128, 32, 32, false}};
+  bool any = false;
+  for (const Case& cs : cases) {
+    const int64_t n = (cs.hq + 2 * cs.hkv) * cs.d, half = cs.d / 2;
+    const Tensor x = round_to(rand_tensor({cs.m, cs.k}, ++seed), dt), w = round_to(rand_tensor({n, cs.k}, ++seed, -0.1f, 0.1f), dt);
+    const Tensor b = round_to(rand_tensor({n}, ++seed), dt);
+    const Tensor cs_t = rand_tensor({cs.m, half}, ++seed), sn_t = rand_tensor({cs.m, half}, ++seed);
+    Tensor gx = x.to(g, dt), gw = w.to(g, dt), gb = b.to(g, dt), gcos = cs_t.to(g), gsin = sn_t.to(g);
+    if (!linear_qkv_rope_fusable(gx, gw, cs.d)) continue;
+    any = true;
+    for (int kind : {1, 2}) {
+      if (kind == 2 && !cluster_gemm_streaming_available()) continue;
+      for (int split : {1, 3}) {
+        const std::string at = std::to_string(cs.m) + "x" + std::to_string(cs.k) + " d " + std::to_string(cs.d) +
+                               " heads " + std::to_string(cs.hq) + "/" + std::to_string(cs.hkv) + " split " +
+                               std::to_string(split) + " kernel " + std::to_string(kind);
+        // the plain product, same kernel and split
+        Tensor y = Tensor::empty({cs.m, n}, dt, g);
+        GemmParams p = product_probe(cs.m, dt);
+        p.a = gx.data_ptr(), p.b = gw.data_ptr(), p.c = y.data_ptr(), p.bias = cs.bias ? gb.data_ptr() : nullptr;
+        p.m = cs.m, p.n = n, p.k = cs.k;
+        cluster_gemm_cuda(p, current_stream(), split, kind);
+        const std::vector<float> yv = y.to(Device::cpu()).to(DType::F32).to_floats();
+        // the fused form into padded rows (NaN padding must survive)
+        const int64_t cols[3] = {cs.hq * cs.d, cs.hkv * cs.d, cs.hkv * cs.d}, pad = 8;
+        Tensor bufs[3], outs[3];
+        for (int s = 0; s < 3; ++s) {
+          bufs[s] = Tensor::from_floats(std::vector<float>(size_t(cs.m * (cols[s] + pad)), NAN), {cs.m, cols[s] + pad}).to(g, dt);
+          outs[s] = bufs[s].slice(1, 0, cols[s]);
+        }
+        linear_qkv_rope(gx, gw, cs.bias ? gb : Tensor(), gcos, gsin, cs.hq, cs.hkv, outs[0], outs[1], outs[2], split, kind);
+        // the expected values: y's q and k heads rotated with apply_rope_'s roundings
+        auto rnd = [&](const std::vector<float>& v) {
+          return Tensor::from_floats(v, {int64_t(v.size())}).to(dt).to(DType::F32).to_floats();
+        };
+        const std::vector<float> cv = round_to(cs_t, dt).to_floats(), sv = round_to(sn_t, dt).to_floats();
+        std::vector<size_t> at0;  // index of each rotated pair's first element in y
+        std::vector<float> pr[4];  // x0 c, -x1 s, x1 c, x0 s
+        for (int64_t r = 0; r < cs.m; ++r)
+          for (int64_t h = 0; h < cs.hq + cs.hkv; ++h)
+            for (int64_t i = 0; i < half; ++i) {
+              const size_t i0 = size_t(r * n + h * cs.d + i);
+              const float c = cv[size_t(r * half + i)], s = sv[size_t(r * half + i)], x0 = yv[i0], x1 = yv[i0 + size_t(half)];
+              at0.push_back(i0);
+              pr[0].push_back(x0 * c), pr[1].push_back(-x1 * s), pr[2].push_back(x1 * c), pr[3].push_back(x0 * s);
+            }
+        for (auto& v : pr) v = rnd(v);
+        std::vector<float> s0(at0.size()), s1(at0.size());
+        for (size_t j = 0; j < at0.size(); ++j) s0[j] = pr[0][j] + pr[1][j], s1[j] = pr[2][j] + pr[3][j];
+        s0 = rnd(s0), s1 = rnd(s1);
+        std::vector<float> want(yv);
+        for (size_t j = 0; j < at0.size(); ++j) want[at0[j]] = s0[j], want[at0[j] + size_t(half)] = s1[j];
+        int64_t off = 0;
+        for (int s = 0; s < 3; ++s) {
+          const std::vector<float> got = bufs[s].to(Device::cpu()).to(DType::F32).to_floats();
+          int64_t bad = 0, pad_bad = 0;
+          for (int64_t r = 0; r < cs.m; ++r) {
+            for (int64_t c = 0; c < cols[s]; ++c)
+              bad += got[size_t(r * (cols[s] + pad) + c)] != want[size_t(r * n + off + c)];
+            for (int64_t c = cols[s]; c < cols[s] + pad; ++c) pad_bad += !std::isnan(got[size_t(r * (cols[s] + pad) + c)]);
+          }
+          EXPECT_EQ(bad, 0) << at << " section " << s;
+          EXPECT_EQ(pad_bad, 0) << at << " section " << s << " padding";
+          off += cols[s];
+        }
+      }
+    }
+  }
+  if (!any) GTEST_SKIP() << "linear_qkv_rope is not fusable on this build / device";
+  // bad input names the argument
+  const Tensor gx = round_to(rand_tensor({16, 64}, 1), dt).to(g, dt), gw = round_to(rand_tensor({3 * 128, 64}, 2), dt).to(g, dt);
+  if (linear_qkv_rope_fusable(gx, gw, 128)) {
+    Tensor q = Tensor::empty({16, 128}, dt, g), k = Tensor::empty({16, 128}, dt, g), v = Tensor::empty({16, 64}, dt, g);
+    const Tensor c = Tensor::zeros({16, 64}, DType::F32, g);
+    try {
+      linear_qkv_rope(gx, gw, Tensor(), c, c, 1, 1, q, k, v);
+      ADD_FAILURE() << "no error for a mis-shaped v_out";
+    } catch (const ShapeError& e) {
+      EXPECT_NE(std::string(e.what()).find("v_out"), std::string::npos) << e.what();
+    }
+  }
+}

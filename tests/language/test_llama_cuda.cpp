@@ -2,10 +2,15 @@
 // reference). Tolerance: logits rel < 3e-2 (bf16 weights are exact, but every activation is rounded
 // to bf16 between ops, as transformers does in bf16: ~8 bits of mantissa over 2 layers). Greedy ids:
 // the tiny random model's greedy path ([20731, 18422, 25790] repeating) is robust, so all 32 must match.
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
 
 #include "core/checkpoint.h"
 #include "core/hf_config.h"
+#include "core/ops/linear.h"
+#include "core/safetensors.h"
 #include "language/llama.h"
 #include "language/llava.h"
 #include "test_util.h"
@@ -100,4 +105,67 @@ TEST(LlamaCuda, Bf16BatchedPaddedPrefillMatchesSingle) {
   const Tensor ref = m.forward(e.slice(1, 0, L1), single, {{}, true});
   EXPECT_LT(rel_err(lo.slice(0, 1, 2), ref), 1e-2);
   EXPECT_LT(rel_err(lo.slice(0, 0, 1), f.logits_last.slice(1, 7, 8)), 3e-2);
+}
+
+// A prefill of one sequence at 9-128 rows with head_dim 128 takes linear_qkv_rope (RoPE in the q/k/v
+// projection's epilogue, k and v written straight into the cache: no separate append) where this
+// build and device have it. A random two-layer Llama of that shape (GQA 2:1, written as a checkpoint
+// here) gives the same logits with it as with the cluster route off (cuBLASLt and the separate RoPE +
+// append), in the prefill and in the decode step after it (which reads the cache it wrote).
+TEST(LlamaCuda, QkvRopeIntoCacheMatchesSeparateAppend) {
+  MMATTN_REQUIRE_GPU();
+  namespace fs = std::filesystem;
+  LlamaConfig cfg;
+  cfg.vocab_size = 96, cfg.hidden_size = 256, cfg.intermediate_size = 512, cfg.num_hidden_layers = 2;
+  cfg.num_attention_heads = 2, cfg.num_key_value_heads = 1, cfg.head_dim = 128, cfg.rms_norm_eps = 1e-5;
+  const int64_t H = 256, F = 512, D = 128, V = 96;
+  std::vector<std::pair<std::string, Tensor>> w;
+  uint64_t seed = 700;
+  auto add = [&](const std::string& name, const Shape& shape, float lo, float hi) {
+    w.emplace_back(name, round_to(rand_tensor(shape, ++seed, lo, hi), DType::BF16));
+  };
+  add("model.embed_tokens.weight", {V, H}, -1.f, 1.f);
+  add("model.norm.weight", {H}, 0.8f, 1.2f);
+  add("lm_head.weight", {V, H}, -0.1f, 0.1f);
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {H}, 0.8f, 1.2f);
+    add(p + "post_attention_layernorm.weight", {H}, 0.8f, 1.2f);
+    add(p + "self_attn.q_proj.weight", {2 * D, H}, -0.1f, 0.1f);
+    add(p + "self_attn.k_proj.weight", {D, H}, -0.1f, 0.1f);
+    add(p + "self_attn.v_proj.weight", {D, H}, -0.1f, 0.1f);
+    add(p + "self_attn.o_proj.weight", {H, 2 * D}, -0.1f, 0.1f);
+    add(p + "mlp.gate_proj.weight", {F, H}, -0.1f, 0.1f);
+    add(p + "mlp.up_proj.weight", {F, H}, -0.1f, 0.1f);
+    add(p + "mlp.down_proj.weight", {H, F}, -0.1f, 0.1f);
+  }
+  const fs::path dir = fs::temp_directory_path() / ("mmattn_llama_d128_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  save_safetensors((dir / "model.safetensors").string(), w);
+  const LlamaModel m = LlamaModel::load(Checkpoint(dir.string()), "", cfg, Device::cuda(), DType::BF16);
+  fs::remove_all(dir);
+
+  const int64_t n = 100;
+  const Tensor e = round_to(rand_tensor({1, n, H}, 9), DType::BF16).to(Device::cuda(), DType::BF16);
+  const Tensor e1 = round_to(rand_tensor({1, 1, H}, 10), DType::BF16).to(Device::cuda(), DType::BF16);
+  if (!linear_qkv_rope_fusable(e.select(0, 0), Tensor::empty({4 * D, H}, DType::BF16, Device::cuda()), D))
+    GTEST_SKIP() << "linear_qkv_rope is not fusable on this build / device";
+  auto run = [&](int route) {
+    const int was = cluster_gemm_route();
+    set_cluster_gemm_route(route);
+    KVCache cache = m.make_cache(1, n + 1);
+    const Tensor prefill = m.forward(e, cache);
+    const Tensor step = m.forward(e1, cache);
+    set_cluster_gemm_route(was);
+    return std::make_pair(prefill, step);
+  };
+  const int64_t calls = linear_qkv_rope_calls();
+  const auto fused = run(kClusterGemmLongK);
+  EXPECT_EQ(linear_qkv_rope_calls() - calls, 2) << "the prefill's two layers did not take linear_qkv_rope";
+  const auto plain = run(kClusterGemmNone);
+  EXPECT_EQ(linear_qkv_rope_calls() - calls, 2) << "the cluster route off still took linear_qkv_rope";
+  const double e_pre = rel_err(fused.first, plain.first), e_step = rel_err(fused.second, plain.second);
+  std::printf("qkv + RoPE into the cache vs separate append: prefill rel err %.3g, next step %.3g\n", e_pre, e_step);
+  EXPECT_LT(e_pre, 2e-2);
+  EXPECT_LT(e_step, 2e-2);
 }
