@@ -268,3 +268,39 @@ TEST(KVCache, AppendRopeChecksItsTables) {
   c.advance();
   EXPECT_EQ(c.length(0), 2);
 }
+
+// A producer that writes a step's rows itself (linear_qkv_rope): next_rows_k / next_rows_v are views of
+// the rows the next append would write, and append_written() keeps the books as append() does.
+TEST(KVCache, RowsWrittenInPlaceKeepTheBooksOfAnAppend) {
+  const int L = 2;
+  const int64_t cap = 9, H = 2, D = 8;
+  KVCache a(L, 1, cap, H, D, DType::F32), b(L, 1, cap, H, D, DType::F32);
+  uint64_t seed = 40;
+  for (int64_t n : {int64_t(4), int64_t(3)}) {  // two steps: the second lands after the first's rows
+    for (int l = 0; l < L; ++l) {
+      const Tensor k = rand_tensor({1, n, H, D}, ++seed), v = rand_tensor({1, n, H, D}, ++seed);
+      std::vector<std::vector<int32_t>> p{std::vector<int32_t>(size_t(n))};
+      for (int64_t i = 0; i < n; ++i) p[0][size_t(i)] = int32_t(7 + 3 * i + n);  // positions given, not 0, 1, ...
+      a.append(l, k, v, {}, p);
+      Tensor kr = b.next_rows_k(l, n), vr = b.next_rows_v(l, n);
+      ASSERT_EQ(kr.shape(), (Shape{n, H * D}));
+      kr.copy_from(k.view({n, H * D}));
+      vr.copy_from(v.view({n, H * D}));
+      b.append_written(l, n, p);
+      EXPECT_EQ(lens_of(b), lens_of(a));
+    }
+    a.advance();
+    b.advance();
+    EXPECT_EQ(b.lengths(), a.lengths());
+    for (int l = 0; l < L; ++l) {
+      EXPECT_EQ(b.positions(0, l), a.positions(0, l));
+      EXPECT_EQ(b.k(l).to_floats(), a.k(l).to_floats());
+      EXPECT_EQ(b.v(l).to_floats(), a.v(l).to_floats());
+    }
+  }
+  EXPECT_TRUE(has(error_of([&] { (void)b.next_rows_k(0, 3); }), "capacity 9"));  // 7 held + 3 > 9
+  b.append_written(0, 2);
+  EXPECT_TRUE(has(error_of([&] { (void)b.next_rows_v(0, 1); }), "already appended"));
+  KVCache two(L, 2, cap, H, D, DType::F32);
+  EXPECT_TRUE(has(error_of([&] { (void)two.next_rows_k(0, 1); }), "batch 1 only"));
+}
