@@ -109,6 +109,16 @@ int main(int argc, char** argv) {
         };
       };
       const double kv_bytes = double(B) * double(ctx + rows) * 2.0 * kHeads * kDim * 2.0 * kLayers;
+      // RoPE + KV append of qkv_fixed's rows in every layer, one step
+      auto append_all = [&] {
+        rewind();
+        for (int l = 0; l < kLayers; ++l) {
+          Tensor q = qkv_fixed.slice(2, 0, kHeads), k = qkv_fixed.slice(2, kHeads, 2 * kHeads),
+                 v = qkv_fixed.slice(2, 2 * kHeads, 3 * kHeads);
+          cache.append_rope(l, q, k, v, cos, sin);
+        }
+        cache.advance();
+      };
       bool attn_ready = false;
       std::vector<Variant> variants = {
           {"full", layer_bytes * kLayers + kv_bytes,
@@ -178,30 +188,12 @@ int main(int argc, char** argv) {
           {"swiglu", 2.0 * B * rows * 3 * kFfn * kLayers, per_layer([&](const LayerWeights&) { (void)swiglu_fused(gu_fixed); })},
           // the attention chain's two halves: the RoPE + KV append alone, and the attention alone
           // over the rows of a cache filled once (auto kernel choice, then each kernel forced)
-          {"append", kv_bytes,
-           [&] {
-             rewind();
-             for (int l = 0; l < kLayers; ++l) {
-               Tensor q = qkv_fixed.slice(2, 0, kHeads), k = qkv_fixed.slice(2, kHeads, 2 * kHeads),
-                      v = qkv_fixed.slice(2, 2 * kHeads, 3 * kHeads);
-               cache.append_rope(l, q, k, v, cos, sin);
-             }
-             cache.advance();
-           }},
+          {"append", kv_bytes, append_all},
       };
       for (int which : {0, 1, 2, 3})
         variants.push_back({which == 0 ? "attn only" : which == 1 ? "attn hopper" : which == 2 ? "attn decode" : "attn mma",
                             kv_bytes, [&, which] {
-                              if (!attn_ready) {  // fill the cache's rows once
-                                rewind();
-                                for (int l = 0; l < kLayers; ++l) {
-                                  Tensor q = qkv_fixed.slice(2, 0, kHeads), k = qkv_fixed.slice(2, kHeads, 2 * kHeads),
-                                         v = qkv_fixed.slice(2, 2 * kHeads, 3 * kHeads);
-                                  cache.append_rope(l, q, k, v, cos, sin);
-                                }
-                                cache.advance();
-                                attn_ready = true;
-                              }
+                              if (!attn_ready) append_all(), attn_ready = true;  // fill the cache's rows once
                               set_attention_kernel_override(which);
                               const Tensor q = qkv_fixed.slice(2, 0, kHeads);
                               for (int l = 0; l < kLayers; ++l) {
