@@ -227,8 +227,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
                           rows.rope.shared_table(rows.rope_positions(), rope_, device_, &rope_cos, &rope_sin);
   // A prefill of one sequence whose q/k/v projection takes RoPE in its epilogue and writes k and v
   // straight into the cache (linear_qkv_rope: no separate append; the same values).
-  const bool into_cache = fused_rope && x.size(0) == 1 && !rows.padded && x.is_contiguous() &&
-                          linear_qkv_rope_fusable(x, L.qkv, d_);
+  const bool into_cache = fused_rope && x.size(0) == 1 && !rows.padded && linear_qkv_rope_fusable(x, L.qkv, d_);
   // norm -> fused q/k/v projection -> RoPE (unless fused into the append), for the current rows of x
   auto project = [&] {
     const int64_t B = x.size(0), n = x.size(1);

@@ -56,19 +56,28 @@ bool cluster_gemm_supported(const GemmParams& p) {
   return p.dtype == DType::BF16 ? cluster_gemm_built_bf16() : cluster_gemm_built_f16();
 }
 
-void cluster_gemm_cuda(const GemmParams& p, StreamHandle s, int split, int kind) {
-  MMATTN_CHECK(cluster_gemm_supported(p), UnsupportedError, "cluster_gemm_cuda: unsupported problem m=", p.m,
-               " n=", p.n, " k=", p.k, " dtype ", dtype_name(p.dtype), " (check cluster_gemm_supported first)");
-  MMATTN_CHECK(split >= 0 && split <= cluster_gemm::kMaxSplit, UnsupportedError, "cluster_gemm_cuda: split ", split,
-               " outside 0..", cluster_gemm::kMaxSplit);
-  MMATTN_CHECK(kind >= -1 && kind <= 2 && (kind != 2 || cluster_gemm_streaming_available()), UnsupportedError,
-               "cluster_gemm_cuda: kernel ", kind, " unavailable");
+namespace {
+
+// Checks split and kind, then runs Args a of dtype dt (the entry points' shared tail).
+void run_args(const cluster_gemm::Args& a, DType dt, int split, int kind, StreamHandle s, const char* fn) {
+  MMATTN_CHECK(split >= 0 && split <= cluster_gemm::kMaxSplit, UnsupportedError, fn, ": split ", split, " outside 0..",
+               cluster_gemm::kMaxSplit);
+  MMATTN_CHECK(kind >= -1 && kind <= 2 && (kind != 2 || cluster_gemm_streaming_available()), UnsupportedError, fn,
+               ": kernel ", kind, " unavailable");
   if (kind < 0) kind = g_kind;
-  cluster_gemm::Args a{p.a, p.b, p.bias, p.c, int(p.m), int(p.n), int(p.k), p.accumulate, p.b_static, 0, 0};
-  if (p.dtype == DType::BF16)
+  if (dt == DType::BF16)
     cluster_gemm_run_bf16(a, split, kind, s);
   else
     cluster_gemm_run_f16(a, split, kind, s);
+}
+
+}  // namespace
+
+void cluster_gemm_cuda(const GemmParams& p, StreamHandle s, int split, int kind) {
+  MMATTN_CHECK(cluster_gemm_supported(p), UnsupportedError, "cluster_gemm_cuda: unsupported problem m=", p.m,
+               " n=", p.n, " k=", p.k, " dtype ", dtype_name(p.dtype), " (check cluster_gemm_supported first)");
+  const cluster_gemm::Args a{p.a, p.b, p.bias, p.c, int(p.m), int(p.n), int(p.k), p.accumulate, p.b_static, 0, 0};
+  run_args(a, p.dtype, split, kind, s, "cluster_gemm_cuda");
 }
 
 void cluster_qkv_rope_cuda(const GemmParams& p, const QkvRopeOutputs& o, StreamHandle s, int split, int kind) {
@@ -80,19 +89,11 @@ void cluster_qkv_rope_cuda(const GemmParams& p, const QkvRopeOutputs& o, StreamH
                    o.q_cols % o.head_dim == 0 && o.k_cols % o.head_dim == 0 && p.n % o.head_dim == 0,
                UnsupportedError, "cluster_qkv_rope_cuda: head_dim ", o.head_dim, " with sections ", o.q_cols, " / ",
                o.k_cols, " of ", p.n);
-  MMATTN_CHECK(split >= 0 && split <= cluster_gemm::kMaxSplit, UnsupportedError, "cluster_qkv_rope_cuda: split ",
-               split, " outside 0..", cluster_gemm::kMaxSplit);
-  MMATTN_CHECK(kind >= -1 && kind <= 2 && (kind != 2 || cluster_gemm_streaming_available()), UnsupportedError,
-               "cluster_qkv_rope_cuda: kernel ", kind, " unavailable");
-  if (kind < 0) kind = g_kind;
   cluster_gemm::Args a{p.a, p.b, p.bias, o.out[0], int(p.m), int(p.n), int(p.k), false, p.b_static, 0, 0};
   a.rope_cos = o.cos, a.rope_sin = o.sin;
   for (int i = 0; i < 3; ++i) a.ys[i] = o.out[i], a.lds[i] = o.ld[i];
   a.sec1 = int(o.q_cols), a.sec2 = int(o.q_cols + o.k_cols), a.head_dim = int(o.head_dim);
-  if (p.dtype == DType::BF16)
-    cluster_gemm_run_bf16(a, split, kind, s);
-  else
-    cluster_gemm_run_f16(a, split, kind, s);
+  run_args(a, p.dtype, split, kind, s, "cluster_qkv_rope_cuda");
 }
 
 }  // namespace mmattn

@@ -88,18 +88,48 @@ constexpr int smem_bytes() {  // + 1 KB: the ring is aligned to 1024 bytes (wgmm
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-// After the main loop: every block of the cluster holds its f32 partial tile part [MT][kOutLd] (all
-// threads past a block barrier); block `rank` sums input rows [rank * per, (rank + 1) * per) of the
-// tile over the blocks in rank order (distributed shared memory; deterministic), adds the bias (and
-// y, accumulating: one rounding, as the gemv) and writes y; a second cluster barrier keeps every
-// partial alive until it is read.
+// One accumulator quad into the partial tile [MT][kOutLd]: weight rows r and r + 8, input rows c and
+// c + 1 (both kernels' fragment layout).
+__device__ __forceinline__ void put_partial(float* part, int r, int c, float v0, float v1, float v2, float v3) {
+  part[c * kOutLd + r] = v0;
+  part[(c + 1) * kOutLd + r] = v1;
+  part[c * kOutLd + r + 8] = v2;
+  part[(c + 1) * kOutLd + r + 8] = v3;
+}
+
+// A wgmma m64n(MT) accumulator (warp wq of warpgroup wg: weight rows 64 wg + 16 wq .. + 15, every
+// input row) into the partial tile.
+template <int N>
+__device__ __forceinline__ void put_wgmma_partials(float* part, int wg, int wq, int lane, const float (&d)[N]) {
+#pragma unroll
+  for (int j = 0; j < N / 4; ++j)
+    put_partial(part, wg * 64 + 16 * wq + (lane >> 2), 8 * j + 2 * (lane & 3), d[4 * j], d[4 * j + 1], d[4 * j + 2],
+                d[4 * j + 3]);
+}
+
+// Weight rows q[j] .. q[j] + 3 of input row c, for each j, summed over the cluster's partial tiles in
+// rank order (distributed shared memory; deterministic).
+template <int N>
+__device__ __forceinline__ void sum_partials(const Args& a, float* part, int c, const int (&q)[N], float4 (&s)[N]) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+#pragma unroll
+  for (int j = 0; j < N; ++j) s[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int r = 0; r < a.split; ++r) {
+    const float* src = a.split > 1 ? cluster.map_shared_rank(part, r) : part;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const float4 v = *reinterpret_cast<const float4*>(src + c * kOutLd + q[j]);
+      s[j].x += v.x, s[j].y += v.y, s[j].z += v.z, s[j].w += v.w;
+    }
+  }
+}
+
 // finish()'s fused q/k/v form: each thread 4 consecutive rotate-half pairs (i, i + head_dim / 2) of
 // one head of one input row; the sums, bias and rounding as the plain form, then apply_rope_'s
 // rotation (core/ops/rope.cuh: the same roundings) for q and k, each section to its own rows.
 template <class T>
 __device__ __forceinline__ void finish_qkv_rope(const Args& a, float* part, int row0, int c_begin, int c_end) {
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
   const int half = a.head_dim / 2;
   const T* bias = static_cast<const T*>(a.bias);
   for (int idx = threadIdx.x; idx < (c_end - c_begin) * (kRows / 8); idx += int(blockDim.x)) {
@@ -107,14 +137,9 @@ __device__ __forceinline__ void finish_qkv_rope(const Args& a, float* part, int 
     const int q0 = (pr / half) * a.head_dim + pr % half, q1 = q0 + half;      // their columns in the tile
     const int col0 = row0 + q0, col1 = row0 + q1, i = pr % half;
     if (col1 >= a.n) continue;  // (n is whole heads)
-    float4 s0 = make_float4(0.f, 0.f, 0.f, 0.f), s1 = s0;
-    for (int r = 0; r < a.split; ++r) {
-      const float* src = a.split > 1 ? cluster.map_shared_rank(part, r) : part;
-      const float4 v0 = *reinterpret_cast<const float4*>(src + c * kOutLd + q0);
-      const float4 v1 = *reinterpret_cast<const float4*>(src + c * kOutLd + q1);
-      s0.x += v0.x, s0.y += v0.y, s0.z += v0.z, s0.w += v0.w;
-      s1.x += v1.x, s1.y += v1.y, s1.z += v1.z, s1.w += v1.w;
-    }
+    float4 s[2];
+    sum_partials(a, part, c, {q0, q1}, s);
+    const float4 s0 = s[0], s1 = s[1];
     const int sec = col0 < a.sec1 ? 0 : col0 < a.sec2 ? 1 : 2;
     const int start = sec == 0 ? 0 : sec == 1 ? a.sec1 : a.sec2;
     T* dst = static_cast<T*>(a.ys[sec]) + int64_t(c) * a.lds[sec] - start;
@@ -137,6 +162,11 @@ __device__ __forceinline__ void finish_qkv_rope(const Args& a, float* part, int 
   }
 }
 
+// After the main loop: every block of the cluster holds its f32 partial tile part [MT][kOutLd] (all
+// threads past a block barrier); block `rank` sums input rows [rank * per, (rank + 1) * per) of the
+// tile over the blocks in rank order (sum_partials), adds the bias (and y, accumulating: one
+// rounding, as the gemv) and writes y; a second cluster barrier keeps every partial alive until it
+// is read.
 template <class T, int MT>
 __device__ __forceinline__ void finish(const Args& a, float* part, int rank, int row0) {
   namespace cg = cooperative_groups;
@@ -162,13 +192,9 @@ __device__ __forceinline__ void finish(const Args& a, float* part, int rank, int
     const int c = c_begin + idx / (kRows / 4), q = 4 * (idx % (kRows / 4));
     const int col = row0 + q;
     if (col >= a.n) continue;
-    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int r = 0; r < a.split; ++r) {
-      const float* src = a.split > 1 ? cluster.map_shared_rank(part, r) : part;
-      const float4 v = *reinterpret_cast<const float4*>(src + c * kOutLd + q);
-      s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
-    }
-    const float o[4] = {s.x, s.y, s.z, s.w};
+    float4 s[1];
+    sum_partials(a, part, c, {q}, s);
+    const float o[4] = {s[0].x, s[0].y, s[0].z, s[0].w};
     T* yr = y + int64_t(c) * a.n + col;
     auto out = [&](int e, T prev) {  // T(acc + bias (+ y)): one rounding
       float v = o[e] + (bias ? to_f32(bias[col + e]) : 0.f);
@@ -278,15 +304,8 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
     cp_async_commit();  // (an empty group past the end keeps the group count uniform)
     return base + uint32_t((st % kStages) * kStageBytes);
   };
-  // After the main loop the ring is free: the partial tile [MT][kOutLd] f32 takes its place. put():
-  // one accumulator quad, weight rows r and r + 8, input rows c and c + 1.
+  // After the main loop the ring is free: the partial tile [MT][kOutLd] f32 takes its place.
   float* const part = reinterpret_cast<float*>(smem);
-  auto put = [&](int r, int c, float v0, float v1, float v2, float v3) {
-    part[c * kOutLd + r] = v0;
-    part[(c + 1) * kOutLd + r] = v1;
-    part[c * kOutLd + r + 8] = v2;
-    part[(c + 1) * kOutLd + r + 8] = v3;
-  };
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   // sm_90a: warpgroup wg multiplies weight rows 64 wg .. + 63 by every input row with wgmma
   // m64n(MT)k16, both operands K-major in the 128-byte swizzle the copies wrote (the generic-proxy
@@ -308,9 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   }
   cp_async_wait<0>();
   __syncthreads();
-#pragma unroll
-  for (int j = 0; j < MT / 8; ++j)
-    put(wg * 64 + 16 * wq + (lane >> 2), 8 * j + 2 * (lane & 3), d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
+  put_wgmma_partials(part, wg, wq, lane, d);
 #else
   // ldmatrix row addresses, relative to a slot's weight / x tile: rows r with r % 8 == lane % 8,
   // so chunk c of step ks sits at (the step-0 offset) ^ (ks << 5) (the swizzle's XOR and the step's
@@ -371,8 +388,8 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_gemm_kernel(Args a) {
   for (int i = 0; i < 2; ++i)
 #pragma unroll
     for (int j = 0; j < NT; ++j)
-      put(wr + 16 * i + (lane >> 2), wt + 8 * j + 2 * (lane & 3), acc[i][j][0], acc[i][j][1], acc[i][j][2],
-          acc[i][j][3]);
+      put_partial(part, wr + 16 * i + (lane >> 2), wt + 8 * j + 2 * (lane & 3), acc[i][j][0], acc[i][j][1],
+                  acc[i][j][2], acc[i][j][3]);
 #endif
   finish<T, MT>(a, part, rank, row0);
 #else
@@ -509,14 +526,7 @@ __global__ void __launch_bounds__(Stream<NT>::kThreads, 1)
     }
     cp_async_wait<0>();
     __syncthreads();  // every warpgroup is past its last wgmma: the rings are free
-#pragma unroll
-    for (int j = 0; j < MT / 8; ++j) {
-      const int r = wg * 64 + 16 * wq + (lane >> 2), c = 8 * j + 2 * (lane & 3);
-      part[c * kOutLd + r] = d[4 * j];
-      part[(c + 1) * kOutLd + r] = d[4 * j + 1];
-      part[c * kOutLd + r + 8] = d[4 * j + 2];
-      part[(c + 1) * kOutLd + r + 8] = d[4 * j + 3];
-    }
+    put_wgmma_partials(part, wg, wq, lane, d);
   }
   finish<T, MT>(a, part, rank, row0);
 #else

@@ -265,9 +265,6 @@ struct WeightKeyHash {
   }
 };
 
-// 2-D map of a row-major [rows, k] 16-bit matrix (row stride k), boxes of box_rows x 64, 128-byte
-// swizzle, zeros out of bounds.
-
 template <class T, int NP>
 void launch(const GemmParams& p, StreamHandle s) {
   auto kernel = skinny_gemm_kernel<T, NP>;

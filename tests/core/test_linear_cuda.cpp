@@ -208,6 +208,11 @@ TEST_P(LinearCuda, DecodeKernelAndFusedForms) {
       }
 }
 
+// A CUDA [rows, cols] tensor of dt filled with NaN: an output a kernel fails to write stays NaN.
+Tensor nan_tensor(const Shape& shape, DType dt) {
+  return Tensor::from_floats(std::vector<float>(size_t(shape[0] * shape[1]), NAN), shape).to(Device::cuda(), dt);
+}
+
 // A linear()-shaped product [m, 4096] x [4096, 4096]^T with placeholder (aligned) pointers: the
 // probe for the *_supported checks of the opt-in kernels.
 GemmParams product_probe(int64_t m, DType dt) {
@@ -289,9 +294,6 @@ TEST_P(LinearCuda, ClusterProduct) {
   const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
   const Device g = Device::cuda();
   uint64_t seed = 1300;
-  auto nan_filled = [&](const Shape& shape) {
-    return Tensor::from_floats(std::vector<float>(size_t(shape[0] * shape[1]), NAN), shape).to(g, dt);
-  };
   // both kernels: the block ring (1) and, where the build and device have it, the streaming one (2)
   std::vector<int> kinds{1};
   if (cluster_gemm_streaming_available()) kinds.push_back(2);
@@ -308,11 +310,11 @@ TEST_P(LinearCuda, ClusterProduct) {
       GemmParams p = probe;
       p.a = gx.data_ptr(), p.b = gw.data_ptr(), p.m = m, p.n = n, p.k = k;
       ASSERT_TRUE(cluster_gemm_supported(p)) << at;
-      Tensor y = nan_filled({m, n});  // an output the kernel fails to write stays NaN
+      Tensor y = nan_tensor({m, n}, dt);  // an output the kernel fails to write stays NaN
       p.c = y.data_ptr(), p.bias = gb.data_ptr();
       cluster_gemm_cuda(p, current_stream(), split, kind);
       EXPECT_LT(worst_elem_err(y, want), tol) << at;
-      y = nan_filled({m, n});
+      y = nan_tensor({m, n}, dt);
       p.c = y.data_ptr(), p.bias = nullptr;
       cluster_gemm_cuda(p, current_stream(), split, kind);
       EXPECT_LT(worst_elem_err(y, want_nb), tol) << at << " no bias";
@@ -466,7 +468,7 @@ TEST_P(LinearCuda, QkvRopeMatchesProductThenRope) {
         const int64_t cols[3] = {cs.hq * cs.d, cs.hkv * cs.d, cs.hkv * cs.d}, pad = 8;
         Tensor bufs[3], outs[3];
         for (int s = 0; s < 3; ++s) {
-          bufs[s] = Tensor::from_floats(std::vector<float>(size_t(cs.m * (cols[s] + pad)), NAN), {cs.m, cols[s] + pad}).to(g, dt);
+          bufs[s] = nan_tensor({cs.m, cols[s] + pad}, dt);
           outs[s] = bufs[s].slice(1, 0, cols[s]);
         }
         linear_qkv_rope(gx, gw, cs.bias ? gb : Tensor(), gcos, gsin, cs.hq, cs.hkv, outs[0], outs[1], outs[2], split, kind);
