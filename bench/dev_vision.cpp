@@ -17,10 +17,15 @@
 #include <cuda_profiler_api.h>
 #define MMATTN_HAVE_PROFILER_API 1
 #endif
+#if __has_include(<cuda_runtime.h>)
+#include <cuda_runtime.h>
+#define MMATTN_HAVE_CUDART 1
+#endif
 
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
 #include "bench/bench_util.h"
+#include "core/cuda_graph.h"
 #include "core/device.h"
 #include "core/ops/activation.h"
 #include "core/ops/embedding.h"
@@ -44,6 +49,45 @@ PruningConfig make(PruneMethod m, int64_t keep) {
   c.method = m;
   if (m != PruneMethod::None) c.keep = keep;
   return c;
+}
+
+// Host-bound or not: the median host time to enqueue fn (device idle before), fn synchronised, and
+// fn captured once into a CUDA graph and replayed (probe only: the replay reuses the capture's
+// temporaries, whose blocks nothing else takes in between here).
+void host_vs_graph(const char* name, const std::function<void()>& fn, int reps) {
+  std::vector<double> enq;
+  for (int i = 0; i < reps; ++i) {
+    synchronize();
+    const auto a = std::chrono::steady_clock::now();
+    fn();
+    enq.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+  }
+  synchronize();
+  std::sort(enq.begin(), enq.end());
+  std::printf("%-28s enqueue %8.3f ms, synchronised %8.3f ms", name, enq[enq.size() / 2], host_median_ms(fn, reps));
+#ifdef MMATTN_HAVE_CUDART
+  cudaStream_t s = current_stream();
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t ge = nullptr;
+  bool ok = cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess;
+  try {
+    if (ok) fn();
+  } catch (const Error& e) {
+    std::printf(" (capture failed: %s)", e.what());
+  }
+  ok = cudaStreamEndCapture(s, &g) == cudaSuccess && ok && g && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
+  cudaGetLastError();
+  if (ok) {
+    size_t nodes = 0;
+    cudaGraphGetNodes(g, nullptr, &nodes);
+    std::printf(", graph (%zu nodes) %8.3f ms", nodes, host_median_ms([&] { cudaGraphLaunch(ge, s); }, reps));
+  } else {
+    std::printf(", graph: capture failed");
+  }
+  if (ge) cudaGraphExecDestroy(ge);
+  if (g) cudaGraphDestroy(g);
+#endif
+  std::printf("\n");
 }
 
 }  // namespace
@@ -155,6 +199,14 @@ int main(int argc, char** argv) {
                   lm.forward(embeds, cache, fo);
                 }, reps));
     std::printf("  layers through linear_qkv_rope: %lld\n", (long long)(linear_qkv_rope_calls() - fused_before));
+    host_vs_graph("encoder (tower graphed)", [&] { enc.encode(px); }, reps);
+    set_cuda_graphs_enabled(false);
+    host_vs_graph("encoder (eager)", [&] { enc.encode(px); }, reps);
+    set_cuda_graphs_enabled(true);
+    host_vs_graph("decoder prefill", [&] {
+      cache.reset_all();
+      lm.forward(embeds, cache, fo);
+    }, reps);
 
     // Attention routes on the two small shapes of a pruned request: the ~83-row decoder prefill
     // (32 heads x 128, causal) and the ViT (577 tokens, 16 heads x 64)

@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include <cstring>
 #include <memory>
@@ -142,7 +143,11 @@ class CachingAllocator {
       return p;
     }
     void* p = nullptr;
+    // (a capture in progress on this thread tolerates the call: the block outlives the graph)
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
     cudaError_t err = cudaMalloc(&p, size);
+    cudaThreadExchangeStreamCaptureMode(&mode);
     if (err != cudaSuccess) {  // out of memory: give the cache back and retry once
       cudaGetLastError();
       release_all_locked();
@@ -172,6 +177,22 @@ class CachingAllocator {
     std::lock_guard<std::mutex> lock(mu_);
     release_all_locked();
   }
+  void hold(StreamHandle s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    held_.insert(s);
+  }
+  void release_pool(StreamHandle s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    held_.erase(s);
+    auto it = free_.find(s);
+    if (it == free_.end()) return;
+    cudaDeviceSynchronize();
+    for (auto& [size, p] : it->second) {
+      cudaFree(p);
+      stats_.reserved_bytes -= size;
+    }
+    free_.erase(it);
+  }
   AllocatorStats stats() {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_;
@@ -188,16 +209,22 @@ class CachingAllocator {
   }
   void release_all_locked() {
     cudaDeviceSynchronize();  // cached blocks may still be read by queued work
-    for (auto& [stream, pool] : free_)
-      for (auto& [size, p] : pool) {
+    for (auto it = free_.begin(); it != free_.end();) {
+      if (held_.count(it->first)) {  // a graph's pool: its blocks may be baked into the graph
+        ++it;
+        continue;
+      }
+      for (auto& [size, p] : it->second) {
         cudaFree(p);
         stats_.reserved_bytes -= size;
       }
-    free_.clear();
+      it = free_.erase(it);
+    }
   }
   std::mutex mu_;
   std::unordered_map<StreamHandle, std::multimap<size_t, void*>> free_;
   std::unordered_map<void*, Block> live_;
+  std::unordered_set<StreamHandle> held_;
   AllocatorStats stats_;
 };
 
@@ -211,6 +238,13 @@ CachingAllocator& allocator() {
 void* cuda_alloc(size_t bytes, StreamHandle stream) { return allocator().allocate(bytes, stream); }
 void cuda_free(void* p) { allocator().free(p); }
 void cuda_empty_cache() { allocator().empty_cache(); }
+void cuda_hold_pool(StreamHandle s) { allocator().hold(s); }
+void cuda_release_pool(StreamHandle s) { allocator().release_pool(s); }
+bool stream_capturing(StreamHandle s) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  MMATTN_CUDA_CHECK(cudaStreamIsCapturing(s, &st));
+  return st != cudaStreamCaptureStatusNone;
+}
 AllocatorStats cuda_allocator_stats() { return allocator().stats(); }
 void cuda_reset_peak() { allocator().reset_peak(); }
 
@@ -288,6 +322,9 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
     MMATTN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
     return;
   }
+  MMATTN_CHECK(!stream_capturing(s), CudaError, "a ", bytes, "-byte copy ",
+               dst_dev.is_cuda() ? "to the device from the host" : "from the device to the host",
+               " on a stream being captured into a CUDA graph (the replay would not see the data)");
   if (dst_dev.is_cuda() && bytes <= StagingRing::kMaxCopy) {
     staging_ring().copy_to_device(dst, src, bytes, s);
     return;
@@ -317,6 +354,9 @@ void stream_wait(StreamHandle, StreamHandle) {}
 void* cuda_alloc(size_t, StreamHandle) { no_cuda("cuda_alloc"); }
 void cuda_free(void*) {}
 void cuda_empty_cache() {}
+void cuda_hold_pool(StreamHandle) {}
+void cuda_release_pool(StreamHandle) {}
+bool stream_capturing(StreamHandle) { return false; }
 AllocatorStats cuda_allocator_stats() { return {}; }
 void cuda_reset_peak() {}
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {

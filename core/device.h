@@ -83,14 +83,22 @@ struct AllocatorStats {
 };
 void* cuda_alloc(size_t bytes, StreamHandle stream);
 void cuda_free(void* p);
-void cuda_empty_cache();               // returns cached blocks to the driver
+void cuda_empty_cache();               // returns cached blocks to the driver (held pools excepted)
+// Pools held for CUDA graphs (core/cuda_graph.h): the blocks cached for stream `s`, which only a
+// graph's capture allocates from, may be baked into that graph, so cuda_empty_cache() and the
+// out-of-memory retry keep them until cuda_release_pool(s) returns them to the driver.
+void cuda_hold_pool(StreamHandle s);
+void cuda_release_pool(StreamHandle s);
+// Whether stream `s` is being captured into a CUDA graph (false in a CPU-only build).
+bool stream_capturing(StreamHandle s = current_stream());
 AllocatorStats cuda_allocator_stats();
 void cuda_reset_peak();
 
 // Copies between any two devices on the current stream. Device->host blocks until the bytes are
 // on the host; host->device returns once the source may be reused: up to 1 MiB the bytes are
 // staged in pinned memory and the copy is queued (stream-ordered, no wait for the device), larger
-// copies block; device->device is queued.
+// copies block; device->device is queued. Host<->device copies throw CudaError on a stream being
+// captured into a graph (the replay would read the staging buffer or host memory of the capture).
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 
 }  // namespace mmattn

@@ -1,9 +1,13 @@
 #include "vision/clip_vit.h"
 
+#include <algorithm>
 #include <cmath>
+#include <deque>
+#include <mutex>
 
 #include "attention/attention.h"
 #include "attention/taps.h"
+#include "core/cuda_graph.h"
 #include "core/ops/concat.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/linear.h"
@@ -79,6 +83,7 @@ ClipVisionTower ClipVisionTower::load(const Checkpoint& ckpt, const std::string&
   MMATTN_CHECK(num_layers <= L, ConfigError, "ClipVisionTower: asked to load ", num_layers, " layers of ", L);
 
   ClipVisionTower t;
+  t.graphs_ = std::make_shared<Graphs>();
   t.cfg_ = cfg;
   t.prefix_ = prefix;
   t.device_ = device;
@@ -197,11 +202,60 @@ Tensor ClipVisionTower::layer_forward(int64_t i, const Tensor& x, const Tensor& 
   return y;
 }
 
+struct ClipVisionTower::Graphs {
+  struct Key {
+    std::vector<int64_t> shape;
+    int64_t num_layers;
+    bool keep;
+    bool operator==(const Key& o) const { return shape == o.shape && num_layers == o.num_layers && keep == o.keep; }
+  };
+  struct Entry {
+    Key key;
+    Tensor input;  // the graph reads its pixel values here
+    std::unique_ptr<CapturedGraph> graph;
+  };
+  std::mutex mu;
+  std::deque<Entry> entries;  // oldest first
+};
+
 ClipVisionOutput ClipVisionTower::forward(const Tensor& pixel_values, int64_t num_layers,
                                           bool keep_hidden_states) const {
   if (num_layers < 0) num_layers = num_loaded_layers();
   MMATTN_CHECK(num_layers <= num_loaded_layers(), ShapeError, "ClipVisionTower: ", num_layers,
                " layers asked for, ", num_loaded_layers(), " loaded");
+  check_defined(pixel_values, "ClipVisionTower::forward", "pixel_values");
+  if (!device_.is_cuda() || !cuda_graphs_enabled() || pixel_values.device() != device_ ||
+      pixel_values.dtype() != dtype_ || stream_capturing())
+    return forward_eager(pixel_values, num_layers, keep_hidden_states);
+  Graphs& g = *graphs_;
+  std::lock_guard<std::mutex> lock(g.mu);
+  const Graphs::Key key{pixel_values.shape(), num_layers, keep_hidden_states};
+  auto it = std::find_if(g.entries.begin(), g.entries.end(), [&](const Graphs::Entry& e) { return e.key == key; });
+  if (it == g.entries.end()) {
+    Graphs::Entry e{key, Tensor::empty(pixel_values.shape(), dtype_, device_), nullptr};
+    e.input.copy_from(pixel_values);
+    const Tensor in = e.input;
+    e.graph = std::make_unique<CapturedGraph>([this, in, num_layers, keep_hidden_states] {
+      ClipVisionOutput o = forward_eager(in, num_layers, keep_hidden_states);
+      return keep_hidden_states ? o.hidden_states : std::vector<Tensor>{o.last};
+    });
+    if (g.entries.size() == kMaxGraphs) g.entries.pop_front();
+    g.entries.push_back(std::move(e));
+    it = std::prev(g.entries.end());
+  } else {
+    it->input.copy_from(pixel_values);
+  }
+  const std::vector<Tensor>& outs = it->graph->replay();
+  std::vector<Tensor> copies;  // the next replay overwrites the graph's outputs
+  for (const Tensor& t : outs) copies.push_back(t.clone());
+  ClipVisionOutput out;
+  out.last = copies.back();
+  if (keep_hidden_states) out.hidden_states = std::move(copies);
+  return out;
+}
+
+ClipVisionOutput ClipVisionTower::forward_eager(const Tensor& pixel_values, int64_t num_layers,
+                                                bool keep_hidden_states) const {
   ClipVisionOutput out;
   Tensor x = embed(pixel_values);
   if (keep_hidden_states) out.hidden_states.push_back(x);

@@ -6,11 +6,15 @@
 // (2026-11, sm_90a, cuDNN conv): vision_features 5.1e-3, image_features 6.1e-3, hidden states vs
 // the f32 CPU path 3.3e-3..5.7e-3, [CLS] attention rows 1.9e-3..2.8e-3.
 #include "core/checkpoint.h"
+#include "core/cuda_graph.h"
 #include "core/hf_config.h"
+#include "core/ops/elementwise.h"
 #include "core/safetensors.h"
 #include "test_util.h"
 #include "vision/clip_vit.h"
 #include "vision/projector.h"
+
+#include <tuple>
 
 using namespace mmattn;
 using namespace mmattn::test;
@@ -62,4 +66,51 @@ TEST(ClipVitCuda, Bf16ClsAttentionAndHiddenStatesMatchCpu) {
     std::printf("cls_attention(layer %ld) bf16 vs f32 rel err %.3g\n", long(layer), e);
     EXPECT_LT(e, kBf16Tol);
   }
+}
+
+// The tower's layers as a CUDA graph (the default for device pixel values in the tower's dtype)
+// against the eager pass: the same kernels, so equal bit for bit; two images in alternation (each
+// replay's outputs are copies: a later replay leaves an earlier result alone), with and without
+// the kept hidden states, and the pruning taps built on forward().
+TEST(ClipVitCuda, GraphPassEqualsEagerPass) {
+  MMATTN_REQUIRE_GPU();
+  const Checkpoint ckpt(model_dir());
+  const ClipVisionConfig vc = read_model_config(model_dir()).llava().vision_config;
+  const std::string prefix = detect_llava_prefixes(ckpt).vision_tower;
+  const ClipVisionTower gpu = ClipVisionTower::load(ckpt, prefix, vc, Device::cuda(), DType::BF16);
+  const SafeTensorsFile golden(golden_dir() + "/tiny_llava_golden.safetensors");
+  const Tensor px0 = golden.get("pixel_values").to(Device::cuda(), DType::BF16);
+  const Tensor px1 = add(scale(px0, -0.7f), px0.transpose(2, 3).contiguous());  // a second image
+  struct Pass {
+    ClipVisionOutput kept, last;
+    Tensor taps_features, cls;
+  };
+  auto run = [&](const Tensor& px) {
+    Pass p;
+    p.kept = gpu.forward(px, -1, true);
+    p.last = gpu.forward(px, 1);
+    const ClipVisionTower::FeatureTaps t = gpu.feature_taps(px, -1, ClipVisionTower::kTapClsAttention);
+    p.taps_features = t.features;
+    p.cls = t.cls_attention;
+    return p;
+  };
+  ASSERT_TRUE(cuda_graphs_enabled());
+  const Pass g0 = run(px0), g1 = run(px1);
+  const Pass g0_again = run(px0);
+  set_cuda_graphs_enabled(false);
+  const Pass e0 = run(px0), e1 = run(px1);
+  set_cuda_graphs_enabled(true);
+  for (const auto& [g, e, name] : {std::tuple<const Pass&, const Pass&, const char*>{g0, e0, "image 0"},
+                                   {g1, e1, "image 1"},
+                                   {g0_again, e0, "image 0 again"}}) {
+    ASSERT_EQ(g.kept.hidden_states.size(), e.kept.hidden_states.size()) << name;
+    for (size_t i = 0; i < e.kept.hidden_states.size(); ++i)
+      EXPECT_EQ(max_abs_diff(g.kept.hidden_states[i], e.kept.hidden_states[i]), 0.0) << name << " h" << i;
+    EXPECT_EQ(max_abs_diff(g.kept.last, e.kept.last), 0.0) << name;
+    EXPECT_TRUE(g.last.hidden_states.empty());
+    EXPECT_EQ(max_abs_diff(g.last.last, e.last.last), 0.0) << name;
+    EXPECT_EQ(max_abs_diff(g.taps_features, e.taps_features), 0.0) << name;
+    EXPECT_EQ(max_abs_diff(g.cls, e.cls), 0.0) << name;
+  }
+  EXPECT_GT(max_abs_diff(e0.last.last, e1.last.last), 0.0) << "the two images must differ";
 }
