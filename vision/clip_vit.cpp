@@ -203,20 +203,42 @@ Tensor ClipVisionTower::layer_forward(int64_t i, const Tensor& x, const Tensor& 
 }
 
 struct ClipVisionTower::Graphs {
-  struct Key {
-    std::vector<int64_t> shape;
-    int64_t num_layers;
-    bool keep;
-    bool operator==(const Key& o) const { return shape == o.shape && num_layers == o.num_layers && keep == o.keep; }
-  };
   struct Entry {
-    Key key;
-    Tensor input;  // the graph reads its pixel values here
+    std::vector<int64_t> key;  // input shape, then what the pass computes
+    Tensor input;              // the graph reads its pixel values here
     std::unique_ptr<CapturedGraph> graph;
   };
   std::mutex mu;
   std::deque<Entry> entries;  // oldest first
 };
+
+bool ClipVisionTower::graphable(const Tensor& pixel_values) const {
+  return device_.is_cuda() && cuda_graphs_enabled() && pixel_values.device() == device_ &&
+         pixel_values.dtype() == dtype_ && !stream_capturing();
+}
+
+std::vector<Tensor> ClipVisionTower::graphed(const Tensor& pixel_values, const std::vector<int64_t>& what,
+                                             const std::function<std::vector<Tensor>(const Tensor&)>& fn) const {
+  Graphs& g = *graphs_;
+  std::lock_guard<std::mutex> lock(g.mu);
+  std::vector<int64_t> key = pixel_values.shape();
+  key.insert(key.end(), what.begin(), what.end());
+  auto it = std::find_if(g.entries.begin(), g.entries.end(), [&](const Graphs::Entry& e) { return e.key == key; });
+  if (it == g.entries.end()) {
+    Graphs::Entry e{key, Tensor::empty(pixel_values.shape(), dtype_, device_), nullptr};
+    e.input.copy_from(pixel_values);
+    const Tensor in = e.input;
+    e.graph = std::make_unique<CapturedGraph>([&fn, in] { return fn(in); });
+    if (g.entries.size() == kMaxGraphs) g.entries.pop_front();
+    g.entries.push_back(std::move(e));
+    it = std::prev(g.entries.end());
+  } else {
+    it->input.copy_from(pixel_values);
+  }
+  std::vector<Tensor> copies;  // the next replay overwrites the graph's outputs
+  for (const Tensor& t : it->graph->replay()) copies.push_back(t.defined() ? t.clone() : t);
+  return copies;
+}
 
 ClipVisionOutput ClipVisionTower::forward(const Tensor& pixel_values, int64_t num_layers,
                                           bool keep_hidden_states) const {
@@ -224,33 +246,15 @@ ClipVisionOutput ClipVisionTower::forward(const Tensor& pixel_values, int64_t nu
   MMATTN_CHECK(num_layers <= num_loaded_layers(), ShapeError, "ClipVisionTower: ", num_layers,
                " layers asked for, ", num_loaded_layers(), " loaded");
   check_defined(pixel_values, "ClipVisionTower::forward", "pixel_values");
-  if (!device_.is_cuda() || !cuda_graphs_enabled() || pixel_values.device() != device_ ||
-      pixel_values.dtype() != dtype_ || stream_capturing())
-    return forward_eager(pixel_values, num_layers, keep_hidden_states);
-  Graphs& g = *graphs_;
-  std::lock_guard<std::mutex> lock(g.mu);
-  const Graphs::Key key{pixel_values.shape(), num_layers, keep_hidden_states};
-  auto it = std::find_if(g.entries.begin(), g.entries.end(), [&](const Graphs::Entry& e) { return e.key == key; });
-  if (it == g.entries.end()) {
-    Graphs::Entry e{key, Tensor::empty(pixel_values.shape(), dtype_, device_), nullptr};
-    e.input.copy_from(pixel_values);
-    const Tensor in = e.input;
-    e.graph = std::make_unique<CapturedGraph>([this, in, num_layers, keep_hidden_states] {
-      ClipVisionOutput o = forward_eager(in, num_layers, keep_hidden_states);
-      return keep_hidden_states ? o.hidden_states : std::vector<Tensor>{o.last};
-    });
-    if (g.entries.size() == kMaxGraphs) g.entries.pop_front();
-    g.entries.push_back(std::move(e));
-    it = std::prev(g.entries.end());
-  } else {
-    it->input.copy_from(pixel_values);
-  }
-  const std::vector<Tensor>& outs = it->graph->replay();
-  std::vector<Tensor> copies;  // the next replay overwrites the graph's outputs
-  for (const Tensor& t : outs) copies.push_back(t.clone());
+  if (!graphable(pixel_values)) return forward_eager(pixel_values, num_layers, keep_hidden_states);
+  std::vector<Tensor> outs =
+      graphed(pixel_values, {0, num_layers, keep_hidden_states}, [&](const Tensor& in) {
+        ClipVisionOutput o = forward_eager(in, num_layers, keep_hidden_states);
+        return keep_hidden_states ? o.hidden_states : std::vector<Tensor>{o.last};
+      });
   ClipVisionOutput out;
-  out.last = copies.back();
-  if (keep_hidden_states) out.hidden_states = std::move(copies);
+  out.last = outs.back();
+  if (keep_hidden_states) out.hidden_states = std::move(outs);
   return out;
 }
 
@@ -323,12 +327,24 @@ ClipVisionTower::FeatureTaps ClipVisionTower::feature_taps(const Tensor& pixel_v
   const int64_t n_run = layers_for_feature_layer(cfg_, feature_layer);
   MMATTN_CHECK(n_run >= 1, ConfigError, "ClipVisionTower::feature_taps: feature layer ", feature_layer,
                " is the embedding output; no encoder layer produced it");
-  FeatureTaps t;
   if (taps == 0) {
+    FeatureTaps t;
     t.features = forward(pixel_values, n_run).last;
     return t;
   }
-  const Tensor x = forward(pixel_values, n_run - 1).last;  // input of the producing layer
+  check_defined(pixel_values, "ClipVisionTower::feature_taps", "pixel_values");
+  if (!graphable(pixel_values)) return feature_taps_eager(pixel_values, n_run, taps);
+  const std::vector<Tensor> o = graphed(pixel_values, {1, n_run, taps}, [&](const Tensor& in) {
+    FeatureTaps t = feature_taps_eager(in, n_run, taps);
+    return std::vector<Tensor>{t.features, t.cls_attention, t.attention_mean, t.key_mean, t.cls_joint};
+  });
+  return {o[0], o[1], o[2], o[3], o[4]};
+}
+
+ClipVisionTower::FeatureTaps ClipVisionTower::feature_taps_eager(const Tensor& pixel_values, int64_t n_run,
+                                                                unsigned taps) const {
+  FeatureTaps t;
+  const Tensor x = forward_eager(pixel_values, n_run - 1, false).last;  // input of the producing layer
   const int64_t li = n_run - 1, B = x.size(0), L = x.size(1), H = cfg_.num_attention_heads, hd = cfg_.head_dim();
   Tensor q, k, v;
   qkv(li, x, q, k, v);

@@ -31,6 +31,7 @@
 // tiny test model's 16) are zero-padded to the next supported size (q.k and the first head_dim
 // output columns are unchanged; the scale stays 1/sqrt(head_dim)). ViT-L/14 has head_dim 64.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,8 +81,9 @@ class ClipVisionTower {
   // h_{num_layers} (-1: every loaded layer), optionally with h_0 .. h_{num_layers}.
   // On CUDA, pixel values already on the tower's device in its dtype run the layers as a CUDA graph
   // (core/cuda_graph.h: captured on the first call of each input shape / layer count / kept-states
-  // choice, at most kMaxGraphs kept; the outputs are copies the caller owns): the same kernels as
-  // the eager pass, so the same values, without ~190 host-side launches per image.
+  // choice, at most kMaxGraphs kept over forward and feature_taps; the outputs are copies the caller
+  // owns): the same kernels as the eager pass, so the same values, without ~190 host-side launches
+  // per image. feature_taps with taps runs as one graph too (the taps included).
   ClipVisionOutput forward(const Tensor& pixel_values, int64_t num_layers = -1,
                            bool keep_hidden_states = false) const;
   // hidden_states[feature_layer] ([B, 1 + N, D], or [B, N, D] without the [CLS] token when
@@ -131,11 +133,17 @@ class ClipVisionTower {
   const std::string& prefix() const { return prefix_; }
   Device device() const { return device_; }
   DType dtype() const { return dtype_; }
-  static constexpr size_t kMaxGraphs = 4;
+  static constexpr size_t kMaxGraphs = 8;
 
  private:
   struct Graphs;  // the captured passes (clip_vit.cpp), shared by copies of the tower
   ClipVisionOutput forward_eager(const Tensor& pixel_values, int64_t num_layers, bool keep_hidden_states) const;
+  FeatureTaps feature_taps_eager(const Tensor& pixel_values, int64_t n_run, unsigned taps) const;
+  // Whether a pass over pixel_values runs as a graph; fn(input)'s outputs through the graph of
+  // (input shape, what), captured on first use, as copies the caller owns.
+  bool graphable(const Tensor& pixel_values) const;
+  std::vector<Tensor> graphed(const Tensor& pixel_values, const std::vector<int64_t>& what,
+                              const std::function<std::vector<Tensor>(const Tensor&)>& fn) const;
 
   // q, k, v of layer i for input x: [B, L, H, head_dim] strided views of one fused projection.
   void qkv(int64_t i, const Tensor& x, Tensor& q, Tensor& k, Tensor& v) const;

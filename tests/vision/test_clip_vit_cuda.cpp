@@ -71,7 +71,7 @@ TEST(ClipVitCuda, Bf16ClsAttentionAndHiddenStatesMatchCpu) {
 // The tower's layers as a CUDA graph (the default for device pixel values in the tower's dtype)
 // against the eager pass: the same kernels, so equal bit for bit; two images in alternation (each
 // replay's outputs are copies: a later replay leaves an earlier result alone), with and without
-// the kept hidden states, and the pruning taps built on forward().
+// the kept hidden states, and feature_taps (graphed with its taps).
 TEST(ClipVitCuda, GraphPassEqualsEagerPass) {
   MMATTN_REQUIRE_GPU();
   const Checkpoint ckpt(model_dir());
@@ -83,15 +83,16 @@ TEST(ClipVitCuda, GraphPassEqualsEagerPass) {
   const Tensor px1 = add(scale(px0, -0.7f), px0.transpose(2, 3).contiguous());  // a second image
   struct Pass {
     ClipVisionOutput kept, last;
-    Tensor taps_features, cls;
+    ClipVisionTower::FeatureTaps taps, cls_only;
   };
   auto run = [&](const Tensor& px) {
     Pass p;
     p.kept = gpu.forward(px, -1, true);
     p.last = gpu.forward(px, 1);
-    const ClipVisionTower::FeatureTaps t = gpu.feature_taps(px, -1, ClipVisionTower::kTapClsAttention);
-    p.taps_features = t.features;
-    p.cls = t.cls_attention;
+    p.taps = gpu.feature_taps(px, -1,
+                              ClipVisionTower::kTapAttentionMatrix | ClipVisionTower::kTapKeyMean |
+                                  ClipVisionTower::kTapClsJoint);
+    p.cls_only = gpu.feature_taps(px, -2, ClipVisionTower::kTapClsAttention);
     return p;
   };
   ASSERT_TRUE(cuda_graphs_enabled());
@@ -109,8 +110,18 @@ TEST(ClipVitCuda, GraphPassEqualsEagerPass) {
     EXPECT_EQ(max_abs_diff(g.kept.last, e.kept.last), 0.0) << name;
     EXPECT_TRUE(g.last.hidden_states.empty());
     EXPECT_EQ(max_abs_diff(g.last.last, e.last.last), 0.0) << name;
-    EXPECT_EQ(max_abs_diff(g.taps_features, e.taps_features), 0.0) << name;
-    EXPECT_EQ(max_abs_diff(g.cls, e.cls), 0.0) << name;
+    for (const auto& [gt, et] : {std::pair<const ClipVisionTower::FeatureTaps&, const ClipVisionTower::FeatureTaps&>{
+                                     g.taps, e.taps},
+                                 {g.cls_only, e.cls_only}}) {
+      EXPECT_EQ(max_abs_diff(gt.features, et.features), 0.0) << name;
+      EXPECT_EQ(max_abs_diff(gt.cls_attention, et.cls_attention), 0.0) << name;
+      EXPECT_EQ(gt.attention_mean.defined(), et.attention_mean.defined());
+      if (et.attention_mean.defined()) EXPECT_EQ(max_abs_diff(gt.attention_mean, et.attention_mean), 0.0) << name;
+      EXPECT_EQ(gt.key_mean.defined(), et.key_mean.defined());
+      if (et.key_mean.defined()) EXPECT_EQ(max_abs_diff(gt.key_mean, et.key_mean), 0.0) << name;
+      EXPECT_EQ(gt.cls_joint.defined(), et.cls_joint.defined());
+      if (et.cls_joint.defined()) EXPECT_EQ(max_abs_diff(gt.cls_joint, et.cls_joint), 0.0) << name;
+    }
   }
   EXPECT_GT(max_abs_diff(e0.last.last, e1.last.last), 0.0) << "the two images must differ";
 }
