@@ -247,6 +247,46 @@ TEST_P(DecodeCuda, ModulationEveryFeature) {
   }
 }
 
+// Key classes in runs, as a LLaVA prompt has them (text, a long image run, sink tokens, text):
+// tiles of one class take the kernel's per-tile path, tiles across a run's edge (and across the
+// sequence's length) the per-score path; every class id 0-3 gets whole tiles.
+TEST_P(DecodeCuda, ModulationClassRuns) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  KernelOverride force(2);
+  uint64_t seed = 5000;
+  for (auto [Lq, Lk, D, Hq, Hkv] : std::vector<std::array<int64_t, 5>>{
+           {1, 700, 128, 8, 8}, {2, 4097, 64, 8, 2}, {1, 1000, 96, 6, 3}}) {
+    const int64_t B = 2, C = 4;
+    Tensor q = round_to(rand_tensor({B, Lq, Hq, D}, seed++, -2.f, 2.f), dt);
+    Tensor k = round_to(rand_tensor({B, Lk, Hkv, D}, seed++, -2.f, 2.f), dt);
+    Tensor v = round_to(rand_tensor({B, Lk, Hkv, D}, seed++), dt);
+    std::vector<uint8_t> cls(size_t(B * Lk));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < Lk; ++j) {
+        const int64_t x = b ? Lk - 1 - j : j;  // the second sequence's runs reversed
+        cls[size_t(b * Lk + j)] = uint8_t(x < 35 ? 0 : x < 35 + 576 ? 1 : x < 35 + 576 + 2 ? 2 : x < Lk - 100 ? 3 : 0);
+      }
+    HeadModulation m;
+    m.key_class = Tensor::from_vector(cls, {B, Lk});
+    m.num_classes = int(C);
+    m.logit_abs_gain = rand_tensor({Hq, C}, seed++, 0.f, 0.5f);
+    m.logit_bias = rand_tensor({Hq, C}, seed++);
+    m.post_weight = rand_tensor({Hq, C}, seed++, 0.f, 2.f);
+    m.head_gain = rand_tensor({Hq}, seed++, 0.5f, 2.f);
+    const std::string shape = str_cat(dtype_name(dt), " lq", Lq, " lk", Lk, " d", D, " hq", Hq, " hkv", Hkv);
+    for (bool renorm : {false, true})
+      for (bool causal : {false, true}) {
+        m.renormalize = renorm;
+        AttentionOptions opt;
+        opt.causal = causal;
+        opt.mod = &m;
+        opt.k_lens = i32({int32_t(Lk), int32_t(Lk - 37)});  // the second ends inside a tile
+        expect_match(q, k, v, dt, opt, str_cat(shape, " class runs, renorm ", renorm, " causal ", causal));
+      }
+  }
+}
+
 TEST_P(DecodeCuda, StridedQueryAndKVCacheViews) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
