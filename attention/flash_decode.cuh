@@ -260,39 +260,24 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
       load_k(j0 + kTileKeys);
       if constexpr (MOD) cls_next = load_cls(j0 + kTileKeys);
     }
-    // MOD: a tile whose 16 keys share one class (classes come in long runs, so nearly every tile)
-    // reads its rows' table entries once and adds each row's class sum to one accumulator, instead
-    // of a table load and four selects per score: the same operations on the same values.
-    int cu = -1;  // the tile's class, or -1 (mixed classes: per score)
-    if constexpr (MOD) {
-      const uint32_t c0 = cls_pk & 0xffu, w0 = __shfl_sync(0xffffffffu, c0, 0);
-      if (__all_sync(0xffffffffu, cls_pk == c0 * 0x01010101u && c0 == w0) && w0 < 4u) cu = int(w0);
-    }
     // ---- scale, modulate, mask; s[t][e] is row g + 8 (e >> 1), key j0 + 8 t + 2 c + (e & 1) ----
     float wt[2][4];  // post weight of each score (MOD)
-    const auto scale_mask = [&](auto entry) {
 #pragma unroll
-      for (int t = 0; t < 2; ++t)
+    for (int t = 0; t < 2; ++t)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int rr = e >> 1;
-          const int key = j0 + 8 * t + 2 * c + (e & 1);
-          float z = s[t][e] * p.scale;
-          if constexpr (MOD) {
-            const float4 te = entry(rr, t, e);
-            z += te.x * fabsf(z);
-            z += te.y;
-            wt[t][e] = te.z;
-          }
-          s[t][e] = key < jend[rr] ? z : -INFINITY;
+      for (int e = 0; e < 4; ++e) {
+        const int rr = e >> 1;
+        const int key = j0 + 8 * t + 2 * c + (e & 1);
+        float z = s[t][e] * p.scale;
+        if constexpr (MOD) {
+          const int cc = (cls_pk >> (8 * (2 * t + (e & 1)))) & 0xff;
+          const float4 te = s_tab[g + 8 * rr][cc];
+          z += te.x * fabsf(z);
+          z += te.y;
+          wt[t][e] = te.z;
         }
-    };
-    if (MOD && cu >= 0) {
-      const float4 tu0 = s_tab[g][cu], tu1 = s_tab[g + 8][cu];
-      scale_mask([&](int rr, int, int) { return rr ? tu1 : tu0; });
-    } else {
-      scale_mask([&](int rr, int t, int e) { return s_tab[g + 8 * rr][(cls_pk >> (8 * (2 * t + (e & 1)))) & 0xff]; });
-    }
+        s[t][e] = key < jend[rr] ? z : -INFINITY;
+      }
     // ---- online softmax, per row (reduced over the lane quad that shares the row) ----
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
@@ -326,28 +311,14 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Deco
           if constexpr (MOD) {
             const float pw = pe * wt[t][e];
             lw[rr] += pw;
-            if (cu < 0) {
-              const int cc = (cls_pk >> (8 * (2 * t + (e & 1)))) & 0xff;
+            const int cc = (cls_pk >> (8 * (2 * t + (e & 1)))) & 0xff;
 #pragma unroll
-              for (int k = 0; k < 4; ++k) cs[rr][k] += cc == k ? pw : 0.f;
-            }
+            for (int k = 0; k < 4; ++k) cs[rr][k] += cc == k ? pw : 0.f;
             s[t][e] = pw;
           } else {
             s[t][e] = pe;
           }
         }
-      if (MOD && cu >= 0) {  // the row's four weighted scores into its class, in the per-score order
-        const auto add = [&](float& x) {
-          x += s[0][2 * rr];
-          x += s[0][2 * rr + 1];
-          x += s[1][2 * rr];
-          x += s[1][2 * rr + 1];
-        };
-        if (cu == 0) add(cs[rr][0]);
-        else if (cu == 1) add(cs[rr][1]);
-        else if (cu == 2) add(cs[rr][2]);
-        else add(cs[rr][3]);
-      }
     }
     // ---- O += P V ----
     const uint32_t pa0 = pack2<T>(s[0][0], s[0][1]), pa1 = pack2<T>(s[0][2], s[0][3]);
