@@ -231,13 +231,7 @@ TEST_P(AttentionCuda, ModulationEveryFeature) {
     Tensor v = round_to(rand_tensor({B, Lk, Hkv, D}, seed++), dt);
     std::vector<uint8_t> cls(size_t(B * Lk));
     for (size_t j = 0; j < cls.size(); ++j) cls[j] = uint8_t((j * 7 + j / 5) % C);
-    HeadModulation m;
-    m.key_class = Tensor::from_vector(cls, {B, Lk});
-    m.num_classes = int(C);
-    m.logit_abs_gain = rand_tensor({Hq, C}, seed++, 0.f, 0.5f);
-    m.logit_bias = rand_tensor({Hq, C}, seed++);
-    m.post_weight = rand_tensor({Hq, C}, seed++, 0.f, 2.f);
-    m.head_gain = rand_tensor({Hq}, seed++, 0.5f, 2.f);
+    HeadModulation m = random_modulation(cls, B, Lk, Hq, C, seed);
     const std::string shape = str_cat(dtype_name(dt), " lq", Lq, " lk", Lk, " d", D, " C", C);
     for (bool renorm : {false, true})
       for (int64_t first : {int64_t(0), Lq - 1, Lq / 2})
