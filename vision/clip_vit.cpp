@@ -213,7 +213,7 @@ struct ClipVisionTower::Graphs {
 };
 
 bool ClipVisionTower::graphable(const Tensor& pixel_values) const {
-  return device_.is_cuda() && cuda_graphs_enabled() && pixel_values.device() == device_ &&
+  return graphs_ && device_.is_cuda() && cuda_graphs_enabled() && pixel_values.device() == device_ &&
          pixel_values.dtype() == dtype_ && !stream_capturing();
 }
 
