@@ -17,10 +17,6 @@
 #include <cuda_profiler_api.h>
 #define MMATTN_HAVE_PROFILER_API 1
 #endif
-#if __has_include(<cuda_runtime.h>)
-#include <cuda_runtime.h>
-#define MMATTN_HAVE_CUDART 1
-#endif
 
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
@@ -52,8 +48,7 @@ PruningConfig make(PruneMethod m, int64_t keep) {
 }
 
 // Host-bound or not: the median host time to enqueue fn (device idle before), fn synchronised, and
-// fn captured once into a CUDA graph and replayed (probe only: the replay reuses the capture's
-// temporaries, whose blocks nothing else takes in between here).
+// fn captured once into a CUDA graph (CapturedGraph) and replayed.
 void host_vs_graph(const char* name, const std::function<void()>& fn, int reps) {
   std::vector<double> enq;
   for (int i = 0; i < reps; ++i) {
@@ -65,28 +60,15 @@ void host_vs_graph(const char* name, const std::function<void()>& fn, int reps) 
   synchronize();
   std::sort(enq.begin(), enq.end());
   std::printf("%-28s enqueue %8.3f ms, synchronised %8.3f ms", name, enq[enq.size() / 2], host_median_ms(fn, reps));
-#ifdef MMATTN_HAVE_CUDART
-  cudaStream_t s = current_stream();
-  cudaGraph_t g = nullptr;
-  cudaGraphExec_t ge = nullptr;
-  bool ok = cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess;
   try {
-    if (ok) fn();
+    CapturedGraph g([&] {
+      fn();
+      return std::vector<Tensor>{};
+    });
+    std::printf(", graph (%zu nodes) %8.3f ms", g.num_nodes(), host_median_ms([&] { g.replay(); }, reps));
   } catch (const Error& e) {
-    std::printf(" (capture failed: %s)", e.what());
+    std::printf(", graph: capture failed (%s)", e.what());
   }
-  ok = cudaStreamEndCapture(s, &g) == cudaSuccess && ok && g && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
-  cudaGetLastError();
-  if (ok) {
-    size_t nodes = 0;
-    cudaGraphGetNodes(g, nullptr, &nodes);
-    std::printf(", graph (%zu nodes) %8.3f ms", nodes, host_median_ms([&] { cudaGraphLaunch(ge, s); }, reps));
-  } else {
-    std::printf(", graph: capture failed");
-  }
-  if (ge) cudaGraphExecDestroy(ge);
-  if (g) cudaGraphDestroy(g);
-#endif
   std::printf("\n");
 }
 

@@ -78,7 +78,6 @@ CapturedGraph::CapturedGraph(const std::function<std::vector<Tensor>()>& fn)
 }
 
 CapturedGraph::~CapturedGraph() {
-  if (!stream_) return;
   h_.reset();
   outputs_.clear();  // back to the private pool, then every block of it to the driver
   cuda_release_pool(stream_->get());

@@ -186,11 +186,8 @@ class CachingAllocator {
     held_.erase(s);
     auto it = free_.find(s);
     if (it == free_.end()) return;
-    cudaDeviceSynchronize();
-    for (auto& [size, p] : it->second) {
-      cudaFree(p);
-      stats_.reserved_bytes -= size;
-    }
+    cudaDeviceSynchronize();  // the graph may still be running
+    free_blocks_locked(it->second);
     free_.erase(it);
   }
   AllocatorStats stats() {
@@ -214,11 +211,14 @@ class CachingAllocator {
         ++it;
         continue;
       }
-      for (auto& [size, p] : it->second) {
-        cudaFree(p);
-        stats_.reserved_bytes -= size;
-      }
+      free_blocks_locked(it->second);
       it = free_.erase(it);
+    }
+  }
+  void free_blocks_locked(const std::multimap<size_t, void*>& pool) {
+    for (const auto& [size, p] : pool) {
+      cudaFree(p);
+      stats_.reserved_bytes -= size;
     }
   }
   std::mutex mu_;

@@ -22,6 +22,12 @@ using namespace mmattn::test;
 namespace {
 constexpr double kBf16Tol = 3e-2;
 std::string model_dir() { return golden_dir() + "/tiny_llava"; }
+// The tiny golden model's vision tower on `dev` in `dt`.
+ClipVisionTower load_tower(Device dev, DType dt) {
+  const Checkpoint ckpt(model_dir());
+  const ClipVisionConfig vc = read_model_config(model_dir()).llava().vision_config;
+  return ClipVisionTower::load(ckpt, detect_llava_prefixes(ckpt).vision_tower, vc, dev, dt);
+}
 }  // namespace
 
 TEST(ClipVitCuda, Bf16MatchesGolden) {
@@ -44,11 +50,9 @@ TEST(ClipVitCuda, Bf16MatchesGolden) {
 
 TEST(ClipVitCuda, Bf16ClsAttentionAndHiddenStatesMatchCpu) {
   MMATTN_REQUIRE_GPU();
-  const Checkpoint ckpt(model_dir());
-  const ClipVisionConfig vc = read_model_config(model_dir()).llava().vision_config;
-  const std::string prefix = detect_llava_prefixes(ckpt).vision_tower;
-  const ClipVisionTower cpu = ClipVisionTower::load(ckpt, prefix, vc, Device::cpu(), DType::F32);
-  const ClipVisionTower gpu = ClipVisionTower::load(ckpt, prefix, vc, Device::cuda(), DType::BF16);
+  const ClipVisionTower cpu = load_tower(Device::cpu(), DType::F32);
+  const ClipVisionTower gpu = load_tower(Device::cuda(), DType::BF16);
+  const ClipVisionConfig& vc = gpu.config();
   const SafeTensorsFile golden(golden_dir() + "/tiny_llava_golden.safetensors");
   const Tensor px = golden.get("pixel_values");
   const ClipVisionOutput oc = cpu.forward(px, -1, true), og = gpu.forward(px, -1, true);
@@ -74,10 +78,7 @@ TEST(ClipVitCuda, Bf16ClsAttentionAndHiddenStatesMatchCpu) {
 // the kept hidden states, and feature_taps (graphed with its taps).
 TEST(ClipVitCuda, GraphPassEqualsEagerPass) {
   MMATTN_REQUIRE_GPU();
-  const Checkpoint ckpt(model_dir());
-  const ClipVisionConfig vc = read_model_config(model_dir()).llava().vision_config;
-  const std::string prefix = detect_llava_prefixes(ckpt).vision_tower;
-  const ClipVisionTower gpu = ClipVisionTower::load(ckpt, prefix, vc, Device::cuda(), DType::BF16);
+  const ClipVisionTower gpu = load_tower(Device::cuda(), DType::BF16);
   const SafeTensorsFile golden(golden_dir() + "/tiny_llava_golden.safetensors");
   const Tensor px0 = golden.get("pixel_values").to(Device::cuda(), DType::BF16);
   const Tensor px1 = add(scale(px0, -0.7f), px0.transpose(2, 3).contiguous());  // a second image
