@@ -4,6 +4,8 @@
 // sequence (576 image tokens + prompt + generated), at batch 1 and 8, and times whole steps of:
 //   full       rms_norm_linear(qkv) -> append_rope -> attention -> linear_add_(o) ->
 //              rms_norm_linear(gate_up) -> swiglu_linear_add_(down), x 32 layers
+//   full llama the sequence llama.cpp runs: q/k/v + RoPE into the cache where linear_qkv_rope takes
+//              it, and down after rms_norm_linear_swiglu
 //   products   the four products only (attention output fixed)
 //   attention  append_rope + attention only (q/k/v fixed)
 //   qkv / o / gate_up / down   one product x 32 layers, back to back
@@ -134,18 +136,19 @@ int main(int argc, char** argv) {
              }
              cache.advance();
            }},
-          // as llama.cpp runs a one-sequence prefill where linear_qkv_rope takes it: RoPE in the q/k/v
-          // product's epilogue, k and v written into the cache (no separate append)
-          {"full qkvrope", layer_bytes * kLayers + kv_bytes,
+          // as llama.cpp runs one sequence where linear_qkv_rope takes it: RoPE in the q/k/v product's
+          // epilogue, k and v written into the cache (no separate append); the gated activation out of
+          // the gate/up product (rms_norm_linear_swiglu: decode sizes), down on a plain input
+          {"full llama", layer_bytes * kLayers + kv_bytes,
            [&] {
              rewind();
              for (int l = 0; l < kLayers; ++l) {
                const LayerWeights& L = w[size_t(l % kSets)];
                Tensor att;
-               if (B == 1 && rows > 1 && linear_qkv_rope_fusable(x, L.qkv, kDim)) {
+               if (B == 1 && linear_qkv_rope_fusable(x, L.qkv, kDim)) {
                  Tensor q = Tensor::empty({B, rows, kHeads, kDim}, dt, dev);
                  Tensor q2 = q.view({rows, kHeads * kDim}), k2 = cache.next_rows_k(l, rows), v2 = cache.next_rows_v(l, rows);
-                 linear_qkv_rope(rms_norm(x, L.in_norm, eps), L.qkv, Tensor(), cos, sin, kHeads, kHeads, q2, k2, v2);
+                 rms_norm_linear_qkv_rope(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads, q2, k2, v2);
                  cache.append_written(l, rows);
                  AttentionOptions ao;
                  ao.causal = true;
@@ -156,8 +159,7 @@ int main(int argc, char** argv) {
                  att = attend(l, rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim}));
                }
                linear_add_(x, att, L.o);
-               const Tensor gu = rms_norm_linear(x, L.post_norm, eps, L.gate_up);
-               swiglu_linear_add_(x, gu, L.down);
+               linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps, L.gate_up), L.down);
              }
              cache.advance();
            }},
@@ -180,6 +182,36 @@ int main(int argc, char** argv) {
            per_layer([&](const LayerWeights& L) { (void)rms_norm_linear(x, L.post_norm, eps, L.gate_up); })},
           {"down", 2.0 * kHidden * kFfn * kLayers,
            per_layer([&](const LayerWeights& L) { swiglu_linear_add_(x, gu_fixed, L.down); })},
+          // gate_up -> down as two kernels: the norm + gate/up product + SwiGLU staged by down (above), or
+          // the gated activation written by the gate/up kernel (paired rows) and down on a plain input
+          {"mlp", 2.0 * 3 * kFfn * kHidden * kLayers, per_layer([&](const LayerWeights& L) {
+             swiglu_linear_add_(x, rms_norm_linear(x, L.post_norm, eps, L.gate_up), L.down);
+           })},
+          {"mlp paired", 2.0 * 3 * kFfn * kHidden * kLayers, per_layer([&](const LayerWeights& L) {
+             linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps, L.gate_up), L.down);
+           })},
+          {"qkv+append", 2.0 * 3 * kHidden * kHidden * kLayers, [&] {
+             rewind();
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               const Tensor qkv = rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim});
+               Tensor q = qkv.slice(2, 0, kHeads);
+               cache.append_rope(l, q, qkv.slice(2, kHeads, 2 * kHeads), qkv.slice(2, 2 * kHeads, 3 * kHeads), cos, sin);
+             }
+             cache.advance();
+           }},
+          {"qkv paired", 2.0 * 3 * kHidden * kHidden * kLayers, [&] {
+             rewind();
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               if (B != 1 || !linear_qkv_rope_fusable(x, L.qkv, kDim)) throw std::runtime_error("not fusable");
+               Tensor q = Tensor::empty({rows, kHeads * kDim}, dt, dev);
+               Tensor k2 = cache.next_rows_k(l, rows), v2 = cache.next_rows_v(l, rows);
+               rms_norm_linear_qkv_rope(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads, q, k2, v2);
+               cache.append_written(l, rows);
+             }
+             cache.advance();
+           }},
           // the same products without their fused input kernels, and those kernels alone
           {"qkv bare", 2.0 * 3 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)linear(x, L.qkv); })},
           {"gu bare", 2.0 * 2 * kFfn * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)linear(x, L.gate_up); })},

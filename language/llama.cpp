@@ -225,8 +225,8 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   Tensor rope_cos, rope_sin;
   const bool fused_rope = device_.is_cuda() && !needs.call && dp_ == d_ &&
                           rows.rope.shared_table(rows.rope_positions(), rope_, device_, &rope_cos, &rope_sin);
-  // A prefill of one sequence whose q/k/v projection takes RoPE in its epilogue and writes k and v
-  // straight into the cache (linear_qkv_rope: no separate append; the same values).
+  // One sequence (a decode step, or a prefill) whose q/k/v projection takes RoPE in its epilogue and
+  // writes k and v straight into the cache (linear_qkv_rope: no separate append; the same values).
   const bool into_cache = fused_rope && x.size(0) == 1 && !rows.padded && linear_qkv_rope_fusable(x, L.qkv, d_);
   // norm -> fused q/k/v projection -> RoPE (unless fused into the append), for the current rows of x
   auto project = [&] {
@@ -234,7 +234,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
     if (into_cache) {
       q = Tensor::empty({B, n, hq_, d_}, dtype_, device_);
       Tensor q2 = q.view({n, hq_ * d_}), k2 = cache.next_rows_k(l, n), v2 = cache.next_rows_v(l, n);
-      linear_qkv_rope(rms_norm(x, L.input_norm, eps_), L.qkv, L.qkv_bias, rope_cos, rope_sin, hq_, hkv_, q2, k2, v2);
+      rms_norm_linear_qkv_rope(x, L.input_norm, eps_, L.qkv, L.qkv_bias, rope_cos, rope_sin, hq_, hkv_, q2, k2, v2);
       k = k2.view({B, n, hkv_, d_}), v = v2.view({B, n, hkv_, d_});
       return;
     }
@@ -386,8 +386,8 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   att = att.reshape({B, n, hq_ * d_});
   // residual adds fused into the projections (x is the contiguous residual stream)
   linear_add_(x, att, L.o, L.o_bias);
-  const Tensor gate_up = rms_norm_linear(x, L.post_norm, eps_, L.gate_up, L.gate_up_bias);  // [B, n, 2F]
-  swiglu_linear_add_(x, gate_up, L.down, L.down_bias);
+  // (at decode sizes the gated activation comes out of the gate/up product's kernel: down reads it plain)
+  linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps_, L.gate_up, L.gate_up_bias), L.down, L.down_bias);
   return x;
 }
 

@@ -20,8 +20,16 @@
 //   RmsNorm x_eff = rms_norm(x, norm_weight, eps) with the rounding of core/ops/norm (to T after
 //           the scaling, to T after the weight); each block computes it once into shared memory.
 //   SwiGLU  x [m, 2k] = gate | up, x_eff = T(T(silu(gate)) * up) as swiglu_fused; shared memory.
-// Output: y = T(acc + bias) or, accumulating, T(y + acc + bias) (one rounding, like a GEMM with
-// beta = 1).
+// Output (GemvOutput): y = T(acc + bias) or, accumulating, T(y + acc + bias) (one rounding, like a GEMM
+// with beta = 1). The two paired outputs give each task ROWS / 2 pairs of rows instead of ROWS
+// consecutive rows (task_row), so that one warp ends holding both sums its epilogue needs:
+//   SwiGLU  gate row j with up row j (weight [gate | up]): y [m, n / 2] = T(T(silu(g)) * u) for
+//           g, u = T(acc + bias), as swiglu_fused rounds (core/ops/activation).
+//   QkvRope the rotate-half pair (i, i + D / 2) of one head: each rounded as Plain, then q and k
+//           rotated by rope_pair (core/ops/rope.cuh: apply_rope_'s roundings) with row m's cos / sin,
+//           and every section (q | k | v) written to its own rows (k and v into a KV cache).
+// A row's sum does not depend on the task it is in (same K slices, same order), so the paired
+// outputs equal the plain product followed by swiglu_fused / apply_rope_, bit for bit.
 //
 // Programmatic dependent launch (sm_90): the kernel is launched allowed to start before the
 // kernel ahead of it in the stream has finished. Its blocks then start on their first weight bytes
@@ -43,6 +51,7 @@
 #include "core/cuda_types.cuh"
 #include "core/mma.cuh"
 #include "core/ops/linear.h"
+#include "core/ops/rope.cuh"
 #include "core/sm90.cuh"
 
 namespace mmattn::gemv_detail {
@@ -63,6 +72,7 @@ struct Args {
   bool accumulate;
   int split = 1;  // warps per task (gemv_kernel): 1, 2 or 4, dividing kWarps
   bool weight_static = false;  // w is a parameter: gemv_mma_kernel may copy it before the wait
+  QkvRopeOutputs rope;  // GemvOutput::QkvRope's table and destinations
 };
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -100,6 +110,53 @@ __device__ __forceinline__ void store_output(const Args& a, int m, int row, floa
   float v = acc + (bias ? to_f32(bias[row]) : 0.f);
   if (a.accumulate) v += to_f32(y[int64_t(m) * a.n + row]);
   y[int64_t(m) * a.n + row] = from_f32<T>(v);
+}
+
+// The weight row of row r (< ROWS) of task t, clamped into the weight (a task past the end repeats a
+// valid row and stores nothing).
+template <GemvOutput OUT, int ROWS>
+__device__ __forceinline__ int task_row(const Args& a, int t, int r) {
+  if constexpr (OUT == GemvOutput::Plain) {
+    return min(t * ROWS + r, a.n - 1);
+  } else {
+    constexpr int H = ROWS / 2;
+    const int p = min(t * H + r % H, a.n / 2 - 1);  // the pair
+    if constexpr (OUT == GemvOutput::SwiGLU) {
+      return r < H ? p : a.n / 2 + p;
+    } else {
+      const int half = int(a.rope.head_dim) / 2;
+      const int col = (p / half) * int(a.rope.head_dim) + p % half;
+      return r < H ? col : col + half;
+    }
+  }
+}
+
+// The paired outputs' epilogue for pair p of input row m: s0 the sum of its first row, s1 its second.
+template <class T, GemvOutput OUT>
+__device__ __forceinline__ void store_pair(const Args& a, int m, int p, float s0, float s1) {
+  const T* bias = static_cast<const T*>(a.bias);
+  const int r0 = task_row<OUT, 2>(a, p, 0), r1 = task_row<OUT, 2>(a, p, 1);
+  const T t0 = from_f32<T>(s0 + (bias ? to_f32(bias[r0]) : 0.f));
+  const T t1 = from_f32<T>(s1 + (bias ? to_f32(bias[r1]) : 0.f));
+  if constexpr (OUT == GemvOutput::SwiGLU) {
+    const float g = to_f32(t0), u = to_f32(t1);
+    static_cast<T*>(a.y)[int64_t(m) * (a.n / 2) + p] = from_f32<T>(round_t<T>(g / (1.f + expf(-g))) * u);
+  } else {
+    const QkvRopeOutputs& o = a.rope;
+    const int sec = r0 < o.q_cols ? 0 : r0 < o.q_cols + o.k_cols ? 1 : 2;
+    const int start = sec == 0 ? 0 : sec == 1 ? int(o.q_cols) : int(o.q_cols + o.k_cols);
+    T* dst = static_cast<T*>(o.out[sec]) + int64_t(m) * o.ld[sec] - start;
+    T y0 = t0, y1 = t1;
+    if (sec < 2) {
+      const int half = int(o.head_dim) / 2;
+      const int64_t at = int64_t(m) * half + p % half;
+      float f0, f1;
+      rope_pair<T, RopeStyle::HalfSplit>(to_f32(t0), to_f32(t1), o.cos[at], o.sin[at], f0, f1);
+      y0 = from_f32<T>(f0), y1 = from_f32<T>(f1);
+    }
+    dst[r0] = y0;
+    dst[r1] = y1;
+  }
 }
 
 // x_eff for all m rows into shared memory xs [m][k] (as T).
@@ -155,8 +212,9 @@ __device__ void stage_input(const Args& a, uint4* xs, float* scratch) {
   __syncthreads();
 }
 
-template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll>
+template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll, GemvOutput OUT = GemvOutput::Plain>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
+  static_assert(OUT == GemvOutput::Plain || ROWS % 2 == 0, "paired outputs take whole pairs of rows");
   extern __shared__ uint4 xs[];  // [m][k / 8] for RmsNorm / SwiGLU
   __shared__ float scratch[32];
   __shared__ float part_sums[kWarps][ROWS * M];  // split > 1: each warp's reduced partial sums
@@ -186,7 +244,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
           const int c = k_begin + lane + 32 * u;
-          wv[u][r] = c < k_end ? ld_stream(w + int64_t(min(t * ROWS + r, a.n - 1)) * kv + c) : make_uint4(0, 0, 0, 0);
+          wv[u][r] = c < k_end ? ld_stream(w + int64_t(task_row<OUT, ROWS>(a, t, r)) * kv + c) : make_uint4(0, 0, 0, 0);
         }
       preloaded = true;
       from = 32 * U * 16;
@@ -194,7 +252,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
     const int lines = max(min((k_end - k_begin) * 16, kPrefetchBytesPerRow) - from, 0) / 128;  // per row
     for (int i = lane; i < lines * ROWS; i += 32) {
       const char* row =
-          reinterpret_cast<const char*>(w + int64_t(min(t * ROWS + i / lines, a.n - 1)) * kv + k_begin) + from;
+          reinterpret_cast<const char*>(w + int64_t(task_row<OUT, ROWS>(a, t, i / lines)) * kv + k_begin) + from;
       asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (i % lines) * 128));
     }
   }
@@ -207,7 +265,11 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
     const int row0 = min(t, tasks - 1) * ROWS;
     const uint4* wr[ROWS];
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) wr[r] = w + int64_t(min(row0 + r, a.n - 1)) * kv;
+    // (a paired output clamps its pair inside task_row and gets t as it is: with t clamped here too,
+    // ptxas of CUDA 13 (sm_90a) fused the two clamps into one three-way max and lost the negation of
+    // one operand, reading rows before the weight; bench/NOTES.md, session 21)
+    for (int r = 0; r < ROWS; ++r)
+      wr[r] = w + int64_t(task_row<OUT, ROWS>(a, OUT == GemvOutput::Plain ? min(t, tasks - 1) : t, r)) * kv;
     float acc[ROWS][M];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
@@ -263,8 +325,15 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
       }
       __syncthreads();  // part_sums is rewritten by the next task group
     }
-    const int row = row0 + lane / M, m = lane % M;
-    if (piece == 0 && t < tasks && lane < ROWS * M && row < a.n && m < a.m) store_output<T>(a, m, row, mine);
+    if constexpr (OUT == GemvOutput::Plain) {
+      const int row = row0 + lane / M, m = lane % M;
+      if (piece == 0 && t < tasks && lane < ROWS * M && row < a.n && m < a.m) store_output<T>(a, m, row, mine);
+    } else {
+      constexpr int H = ROWS / 2;
+      const float second = __shfl_down_sync(0xffffffffu, mine, H * M);  // (row r + H, m) for lane r * M + m
+      const int p = t * H + lane / M, m = lane % M;
+      if (piece == 0 && t < tasks && lane < H * M && p < a.n / 2 && m < a.m) store_pair<T, OUT>(a, m, p, mine, second);
+    }
   }
 }
 
@@ -435,9 +504,9 @@ inline int pick_split(int tasks, int kv, int wave_blocks, int unroll = kUnroll) 
   return best;
 }
 
-template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll>
+template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll, GemvOutput OUT = GemvOutput::Plain>
 void launch(Args a, StreamHandle s) {
-  constexpr auto kernel = gemv_kernel<T, M, ROWS, IN, U>;
+  constexpr auto kernel = gemv_kernel<T, M, ROWS, IN, U, OUT>;
   const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
   const int per_sm = blocks_per_sm<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
   const int tasks = (a.n + ROWS - 1) / ROWS;
@@ -461,7 +530,38 @@ void launch_mma(const Args& a, StreamHandle s) {
 inline Args args_of(const GemvParams& p) {
   Args a{p.x, p.weight, p.bias, p.norm_weight, p.y, int(p.m), int(p.n), int(p.k), int(p.x_stride), p.eps, p.accumulate};
   a.weight_static = p.weight_static;
+  a.rope = p.rope;
   return a;
+}
+
+// The m = 1 shape: 2 rows x 8 loads per lane when every resident warp gets at least two tasks of 2
+// rows (n >= ~8.4K on an H100: q/k/v, gate/up, the vocabulary head): 4 KB of a row per round instead
+// of 4 rows x 2 KB (bench/NOTES.md, session 11: q/k/v 37.1 -> 35.6 us, gate_up 64.4 -> 62.6 us at 7B
+// shapes; o_proj and down, n = 4096, one task per warp, were slower that way).
+// MMATTN_GEMV_SHAPE=4x4|2x8 forces one (A/B).
+inline bool two_row_tasks(int n) {
+  static const int forced = [] {
+    const char* e = std::getenv("MMATTN_GEMV_SHAPE");
+    return !e ? 0 : std::string(e) == "2x8" ? 2 : std::string(e) == "4x4" ? 4 : 0;
+  }();
+  const int64_t wave_warps = int64_t(cuda_sm_count()) * 2 * kWarps;  // the m = 1 kernels: 2 blocks per SM
+  return forced ? forced == 2 : (int64_t(n) + 1) / 2 >= 2 * wave_warps;
+}
+
+// The paired outputs (m = 1; gemv_fused_bf16.cu / gemv_fused_f16.cu): RmsNorm input for SwiGLU,
+// RmsNorm or Plain for QkvRope.
+template <class T>
+void run_paired(const Args& a, GemvInput in, GemvOutput out, StreamHandle s) {
+  auto go = [&]<int M, int ROWS, int U = kUnroll>() {
+    if (out == GemvOutput::SwiGLU)
+      launch<T, M, ROWS, GemvInput::RmsNorm, U, GemvOutput::SwiGLU>(a, s);
+    else if (in == GemvInput::RmsNorm)
+      launch<T, M, ROWS, GemvInput::RmsNorm, U, GemvOutput::QkvRope>(a, s);
+    else
+      launch<T, M, ROWS, GemvInput::Plain, U, GemvOutput::QkvRope>(a, s);
+  };
+  if (two_row_tasks(a.n)) go.template operator()<1, 2, 8>();
+  else go.template operator()<1, 4>();
 }
 
 // Dispatch on m (rounded up to the next instantiated width) and the input kind.
@@ -474,23 +574,10 @@ void run(const Args& a, GemvInput in, StreamHandle s) {
       case GemvInput::SwiGLU: launch<T, M, ROWS, GemvInput::SwiGLU, U>(a, s); break;
     }
   };
-  // m = 1 with at least two tasks of 2 rows per resident warp (n >= ~8.4K on an H100: q/k/v,
-  // gate/up, the vocabulary head): 2 rows x 8 loads per lane, 4 KB of a row per round instead of
-  // 4 rows x 2 KB (bench/NOTES.md, session 11: q/k/v 37.1 -> 35.6 us, gate_up 64.4 -> 62.6 us at
-  // 7B shapes; o_proj and down, n = 4096, one task per warp, were slower that way).
-  // MMATTN_GEMV_SHAPE=4x4|2x8 forces one (A/B).
-  static const int forced = [] {
-    const char* e = std::getenv("MMATTN_GEMV_SHAPE");
-    return !e ? 0 : std::string(e) == "2x8" ? 2 : std::string(e) == "4x4" ? 4 : 0;
-  }();
-  auto rows2 = [&] {
-    const int64_t wave_warps = int64_t(cuda_sm_count()) * 2 * kWarps;  // the m = 1 kernels: 2 blocks per SM
-    return forced ? forced == 2 : (int64_t(a.n) + 1) / 2 >= 2 * wave_warps;
-  };
   // Wider m on the CUDA cores is a template argument away, but measured slower than cuBLAS at m = 8
   // (bench/NOTES.md): per weight element the f32 FMAs and conversions grow with m while the bytes
   // do not. From m = 3 the tensor-core kernel (Plain input) takes over.
-  if (a.m <= 1 && rows2()) go.template operator()<1, 2, 8>();
+  if (a.m <= 1 && two_row_tasks(a.n)) go.template operator()<1, 2, 8>();
   else if (a.m <= 1) go.template operator()<1, 4>();
   else if (a.m <= 2) go.template operator()<2, 4>();
   else {

@@ -1,6 +1,8 @@
 #include "core/ops/linear.h"
 
 #include <atomic>
+#include <cstdlib>
+#include <string>
 
 #include "core/ops/activation.h"
 #include "core/ops/dispatch.h"
@@ -114,9 +116,11 @@ void gemm_into(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& b
 }
 
 // The fused CUDA kernel for y (+)= x_eff @ weight^T + bias when it takes the problem.
+// y: the output (undefined for QkvRope, whose destinations are in *rope).
 bool try_gemv(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, GemvInput input,
-              const Tensor& norm_weight, float eps, bool accumulate) {
-  if (!x.is_cuda() || y.numel() == 0 || !x.is_contiguous() || !weight.is_contiguous() ||
+              const Tensor& norm_weight, float eps, bool accumulate, GemvOutput output = GemvOutput::Plain,
+              const QkvRopeOutputs* rope = nullptr) {
+  if (!x.is_cuda() || x.numel() == 0 || !x.is_contiguous() || !weight.is_contiguous() ||
       (bias.defined() && !bias.is_contiguous()) || (norm_weight.defined() && !norm_weight.is_contiguous()))
     return false;
   GemvParams g;
@@ -124,10 +128,12 @@ bool try_gemv(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bi
   g.weight = weight.data_ptr();
   g.bias = bias.defined() ? bias.data_ptr() : nullptr;
   g.norm_weight = norm_weight.defined() ? norm_weight.data_ptr() : nullptr;
-  g.y = y.data_ptr();
+  g.y = y.defined() ? y.data_ptr() : nullptr;
   g.n = weight.size(0);
   g.k = weight.size(1);
-  g.m = y.numel() / g.n;
+  g.m = x.numel() / x.size(-1);
+  g.output = output;
+  if (rope) g.rope = *rope;
   g.x_stride = x.size(-1);
   g.eps = eps;
   g.accumulate = accumulate;
@@ -202,6 +208,33 @@ Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, co
   return linear(rms_norm(x, norm_weight, eps), weight, bias);
 }
 
+namespace {
+std::atomic<bool> g_gemv_paired{[] {
+  const char* e = std::getenv("MMATTN_GEMV_PAIRED");
+  return !(e && std::string(e) == "0");
+}()};
+}  // namespace
+
+void set_gemv_paired_outputs(bool on) { g_gemv_paired = on; }
+bool gemv_paired_outputs() { return g_gemv_paired; }
+
+Tensor rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& gate_up,
+                              const Tensor& bias) {
+  const char* op = "rms_norm_linear_swiglu";
+  const int64_t n = check_linear(op, x, gate_up, bias, x.dim() >= 1 ? x.size(-1) : -1);
+  MMATTN_CHECK(n % 2 == 0, ShapeError, op, ": 'gate_up' must be [2F, K] (gate rows | up rows), got ", gate_up.desc());
+  check_defined(norm_weight, op, "norm_weight");
+  MMATTN_CHECK(norm_weight.dim() == 1 && norm_weight.size(0) == x.size(-1) && norm_weight.dtype() == x.dtype(),
+               ShapeError, op, ": 'norm_weight' must be [", x.size(-1), "] ", dtype_name(x.dtype()), ", got ",
+               norm_weight.desc());
+  check_same_device(x, norm_weight, op, "x", "norm_weight");
+  Tensor y = Tensor::empty(out_shape_of(x, n / 2), x.dtype(), x.device());
+  if (y.numel() > 0 && g_gemv_paired &&
+      try_gemv(y, x, gate_up, bias, GemvInput::RmsNorm, norm_weight, eps, false, GemvOutput::SwiGLU))
+    return y;
+  return swiglu_fused(rms_norm_linear(x, norm_weight, eps, gate_up, bias));
+}
+
 void swiglu_linear_add_(Tensor& y, const Tensor& gate_up, const Tensor& weight, const Tensor& bias) {
   const char* op = "swiglu_linear_add_";
   const int64_t two_k = gate_up.defined() && gate_up.dim() >= 1 ? gate_up.size(-1) : -1;
@@ -230,6 +263,29 @@ GemmParams qkv_params(const Tensor& x, const Tensor& weight, const Tensor& bias)
   return p;
 }
 
+// The gemv's parameters for linear_qkv_rope at decode sizes (outputs stand-ins unless given).
+GemvParams qkv_gemv_params(const Tensor& x, const Tensor& weight, int64_t head_dim, const QkvRopeOutputs* o) {
+  GemvParams g;
+  g.x = x.data_ptr();
+  g.weight = weight.data_ptr();
+  g.m = x.numel() / x.size(-1);
+  g.n = weight.size(0);
+  g.k = weight.size(1);
+  g.x_stride = x.size(-1);
+  g.dtype = x.dtype();
+  g.output = GemvOutput::QkvRope;
+  g.weight_static = true;
+  if (o) {
+    g.rope = *o;
+  } else {  // (shapes only: the caller's outputs are checked by linear_qkv_rope)
+    g.rope.head_dim = head_dim;
+    g.rope.q_cols = weight.size(0) - 2 * head_dim, g.rope.k_cols = head_dim;
+    g.rope.cos = g.rope.sin = reinterpret_cast<const float*>(g.x);
+    for (void*& p : g.rope.out) p = const_cast<void*>(g.x);
+  }
+  return g;
+}
+
 }  // namespace
 
 bool linear_qkv_rope_fusable(const Tensor& x, const Tensor& weight, int64_t head_dim) {
@@ -238,6 +294,8 @@ bool linear_qkv_rope_fusable(const Tensor& x, const Tensor& weight, int64_t head
       x.size(-1) != weight.size(1) || !x.is_contiguous() || !weight.is_contiguous() || x.dtype() != weight.dtype())
     return false;
   if (head_dim < 8 || head_dim % 8 != 0 || 128 % head_dim != 0 || weight.size(0) % head_dim != 0) return false;
+  if (x.numel() / x.size(-1) <= kGemvPairedMaxRows)
+    return g_gemv_paired && gemv_cuda_supported(qkv_gemv_params(x, weight, head_dim, nullptr));
   // (the cluster product's streaming kernel only, and not where its route is switched off: elsewhere
   // cuBLASLt and the separate append are faster)
   if (cluster_gemm_route() == kClusterGemmNone || !cluster_gemm_streaming_available()) return false;
@@ -251,10 +309,19 @@ bool linear_qkv_rope_fusable(const Tensor& x, const Tensor& weight, int64_t head
 #endif
 }
 
-void linear_qkv_rope(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& cos, const Tensor& sin,
-                     int64_t hq, int64_t hkv, Tensor& q_out, Tensor& k_out, Tensor& v_out, int split, int kind) {
-  const char* op = "linear_qkv_rope";
+namespace {
+
+// linear_qkv_rope with an optional norm (norm_weight defined: rms_norm(x) is the input).
+void qkv_rope_impl(const char* op, const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                   const Tensor& bias, const Tensor& cos, const Tensor& sin, int64_t hq, int64_t hkv, Tensor& q_out,
+                   Tensor& k_out, Tensor& v_out, int split, int kind) {
   const int64_t n = check_linear(op, x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
+  if (norm_weight.defined()) {
+    MMATTN_CHECK(norm_weight.dim() == 1 && norm_weight.size(0) == x.size(-1) && norm_weight.dtype() == x.dtype(),
+                 ShapeError, op, ": 'norm_weight' must be [", x.size(-1), "] ", dtype_name(x.dtype()), ", got ",
+                 norm_weight.desc());
+    check_same_device(x, norm_weight, op, "x", "norm_weight");
+  }
   MMATTN_CHECK(hq >= 1 && hkv >= 1 && n % (hq + 2 * hkv) == 0, ShapeError, op, ": weight ", weight.shape_str(),
                " is not (hq + 2 hkv) = ", hq + 2 * hkv, " heads of equal width");
   const int64_t d = n / (hq + 2 * hkv), m = x.numel() / x.size(-1);
@@ -281,8 +348,33 @@ void linear_qkv_rope(const Tensor& x, const Tensor& weight, const Tensor& bias, 
     o.out[i] = t.data_ptr(), o.ld[i] = t.stride(0);
   }
   const Tensor bc = bias.defined() ? bias.contiguous() : bias;
-  MMATTN_IF_CUDA(cluster_qkv_rope_cuda(qkv_params(x, weight, bc), o, current_stream(), split, kind));
+  if (m <= kGemvPairedMaxRows) {  // the gemv, its input normalised inside the kernel when it can be
+    Tensor none;
+    const Tensor nw = norm_weight.defined() ? norm_weight.contiguous() : norm_weight;
+    if (!nw.defined() || !try_gemv(none, x, weight, bc, GemvInput::RmsNorm, nw, eps, false, GemvOutput::QkvRope, &o))
+      MMATTN_CHECK(try_gemv(none, nw.defined() ? rms_norm(x, nw, eps) : x, weight, bc, GemvInput::Plain, Tensor(), 0.f,
+                            false, GemvOutput::QkvRope, &o),
+                   UnsupportedError, op, ": the skinny kernel does not take x ", x.desc(), ", weight ", weight.desc());
+  } else {
+    const Tensor xn = norm_weight.defined() ? rms_norm(x, norm_weight, eps) : x;
+    MMATTN_IF_CUDA(cluster_qkv_rope_cuda(qkv_params(xn, weight, bc), o, current_stream(), split, kind));
+  }
   g_qkv_rope_calls.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+void linear_qkv_rope(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& cos, const Tensor& sin,
+                     int64_t hq, int64_t hkv, Tensor& q_out, Tensor& k_out, Tensor& v_out, int split, int kind) {
+  qkv_rope_impl("linear_qkv_rope", x, Tensor(), 0.f, weight, bias, cos, sin, hq, hkv, q_out, k_out, v_out, split, kind);
+}
+
+void rms_norm_linear_qkv_rope(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                              const Tensor& bias, const Tensor& cos, const Tensor& sin, int64_t hq, int64_t hkv,
+                              Tensor& q_out, Tensor& k_out, Tensor& v_out) {
+  const char* op = "rms_norm_linear_qkv_rope";
+  check_defined(norm_weight, op, "norm_weight");
+  qkv_rope_impl(op, x, norm_weight, eps, weight, bias, cos, sin, hq, hkv, q_out, k_out, v_out, 0, -1);
 }
 
 int64_t linear_qkv_rope_calls() { return g_qkv_rope_calls.load(std::memory_order_relaxed); }

@@ -43,22 +43,36 @@ Tensor linear_residual(const Tensor& residual, const Tensor& x, const Tensor& we
 Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
                        const Tensor& bias = Tensor());
 void swiglu_linear_add_(Tensor& y, const Tensor& gate_up, const Tensor& weight, const Tensor& bias = Tensor());
+//   rms_norm_linear_swiglu(x, norm_weight [K], eps, gate_up [2F, K], bias [2F]?) -> [..., F]
+//        swiglu_fused(rms_norm_linear(x, norm_weight, eps, gate_up, bias)), bit for bit: on CUDA at
+//        decode sizes one skinny kernel whose tasks pair gate row j with up row j and write the gated
+//        activation (half the output, and the down projection after it reads a plain input).
+Tensor rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& gate_up,
+                              const Tensor& bias = Tensor());
 
-// A Llama layer's q/k/v projection with RoPE in its epilogue, for prefills of kGemvMaxRows < m <=
-// kClusterGemmMaxRows rows on CUDA (the cluster product below; f16/bf16), its three outputs written
-// where the caller wants them (k and v straight into a KV cache's rows: no separate append):
+// A Llama layer's q/k/v projection with RoPE in its epilogue, on CUDA (f16/bf16) for decode steps of
+// m <= kGemvPairedMaxRows rows (the skinny gemv below) and prefills of kGemvMaxRows < m <=
+// kClusterGemmMaxRows rows (the cluster product below), its three outputs written where the caller
+// wants them (k and v straight into a KV cache's rows: no separate append):
 //   y = x [m, K] @ weight [(hq + 2 hkv) D, K]^T + bias?, in sections q | k | v of hq D, hkv D, hkv D
 //   columns; q_out [m, hq D] = rope(y_q), k_out [m, hkv D] = rope(y_k), v_out [m, hkv D] = y_v (any row
 //   strides, dense last dims, 8-byte aligned); rope: rotate-half pairs per head of D columns, row r
 //   by row r of cos / sin (f32 [m, D / 2], contiguous: a RopeTable's device copy).
-// The same values, bit for bit, as linear() through the cluster product and then apply_rope_ on q and
-// k (the same product kernel and partial-sum order, the same rotation code). linear_qkv_rope_fusable:
-// whether this build and device take it for these shapes (D a multiple of 8 dividing 128), with the
-// cluster product's streaming kernel available and its route not kClusterGemmNone.
+// The same values, bit for bit, as linear() through the same product kernel (gemv, or the cluster
+// product) and then apply_rope_ on q and k (the same partial-sum order, the same rotation code).
+// linear_qkv_rope_fusable: whether this build and device take it for these shapes (D a multiple of 8
+// dividing 128): at m <= kGemvPairedMaxRows where the gemv takes the product, at kGemvMaxRows < m <=
+// kClusterGemmMaxRows with the cluster product's streaming kernel available and its route not
+// kClusterGemmNone. split / kind: the cluster product's (ignored by the gemv).
+// rms_norm_linear_qkv_rope: the same for rms_norm(x, norm_weight, eps) as the input (on the gemv
+// path the norm runs inside the product's kernel, as rms_norm_linear's).
 bool linear_qkv_rope_fusable(const Tensor& x, const Tensor& weight, int64_t head_dim);
 void linear_qkv_rope(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& cos, const Tensor& sin,
                      int64_t hq, int64_t hkv, Tensor& q_out, Tensor& k_out, Tensor& v_out, int split = 0,
                      int kind = -1);
+void rms_norm_linear_qkv_rope(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                              const Tensor& bias, const Tensor& cos, const Tensor& sin, int64_t hq, int64_t hkv,
+                              Tensor& q_out, Tensor& k_out, Tensor& v_out);
 int64_t linear_qkv_rope_calls();  // calls so far, process-wide (tests and benchmarks: the fused form ran)
 
 // Process-wide switch for the f32 CUDA path (TF32 tensor cores: ~1e-3 relative error).
@@ -86,12 +100,28 @@ struct GemmParams {
 void gemm_cpu(const GemmParams& p);
 void gemm_cuda(const GemmParams& p, StreamHandle s);
 
+// linear_qkv_rope's outputs: the RoPE table (f32 [m, head_dim / 2], row r for input row r) and, per
+// section q | k | v (q_cols, k_cols, k_cols columns of the product), where its rows go (out, row
+// stride ld).
+struct QkvRopeOutputs {
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  void* out[3] = {};
+  int64_t ld[3] = {};
+  int64_t q_cols = 0, k_cols = 0, head_dim = 0;
+};
+
 // The skinny CUDA product behind the fused forms (core/ops/gemv_cuda.cuh):
-//   y [m, n] (+)= x_eff [m, k] @ weight [n, k]^T + bias, x_eff from x per `input`.
+//   y [m, n] (+)= x_eff [m, k] @ weight [n, k]^T + bias, x_eff from x per `input`, written per `output`.
 enum class GemvInput {
   Plain,    // x [m, k]
   RmsNorm,  // rms_norm(x [m, k], norm_weight, eps)
   SwiGLU,   // swiglu_fused(x [m, 2k])
+};
+enum class GemvOutput {
+  Plain,    // y [m, n]
+  SwiGLU,   // weight rows gate [n / 2] | up [n / 2]: y [m, n / 2] = swiglu_fused(T(gate) | T(up)); no accumulate
+  QkvRope,  // weight rows q | k | v (QkvRopeOutputs): q and k rotated, each section to its own rows
 };
 struct GemvParams {
   const void* x = nullptr;
@@ -104,10 +134,13 @@ struct GemvParams {
   float eps = 0.f;
   bool accumulate = false;
   GemvInput input = GemvInput::Plain;
+  GemvOutput output = GemvOutput::Plain;
+  QkvRopeOutputs rope;  // output QkvRope (y unused)
   DType dtype = DType::BF16;
   bool weight_static = false;  // weight is a parameter, not written by work still in flight
 };
-// Whether gemv_cuda takes p: f16/bf16, 1 <= m <= kGemvMaxRows (fused inputs: m <= kGemvFusedMaxRows),
+// Whether gemv_cuda takes p: f16/bf16, 1 <= m <= kGemvMaxRows (fused inputs: m <= kGemvFusedMaxRows;
+// paired outputs: m <= kGemvPairedMaxRows, n even, no accumulate, RmsNorm or (QkvRope) Plain input),
 // n >= 256, k % 8 == 0, x_stride % 8 == 0 and at least the row width, 16-byte aligned x / weight /
 // norm_weight, sizes within int32, the staged input (m rounded up to 1 or 2 rows of k) within the
 // device's shared memory per block.
@@ -116,8 +149,17 @@ struct GemvParams {
 // m = 8 slower than cuBLASLt).
 constexpr int64_t kGemvMaxRows = 8;
 constexpr int64_t kGemvFusedMaxRows = 2;
+constexpr int64_t kGemvPairedMaxRows = 1;  // paired outputs (GemvOutput::SwiGLU, QkvRope)
 bool gemv_cuda_supported(const GemvParams& p);
 void gemv_cuda(const GemvParams& p, StreamHandle s);
+// Process-wide switch for the gemv's paired outputs behind rms_norm_linear_swiglu and the decode-sized
+// linear_qkv_rope (on by default; MMATTN_GEMV_PAIRED=0 turns it off at start-up). Off, the first
+// runs its composition and linear_qkv_rope_fusable answers false at m <= kGemvFusedMaxRows (the
+// caller then appends separately): the same values either way (tests and A/B benchmarks). (At m = 1
+// only: the paired kernels then run at the plain ones' occupancy, so they split K alike and sum in the
+// same order; at m = 2 their register counts differ.)
+void set_gemv_paired_outputs(bool on);
+bool gemv_paired_outputs();
 
 // Prefill-sized products that stream the weight once (core/ops/gemm_cluster_cuda.cuh): y [m, n]
 // (+)= x [m, k] @ W[n, k]^T + bias for m <= kClusterGemmMaxRows, f16/bf16, f32 accumulation, on the
@@ -145,15 +187,7 @@ bool cluster_gemm_routes(const GemmParams& p);  // whether gemm_cuda takes p her
 void set_cluster_gemm_route(int route);
 int cluster_gemm_route();
 bool cluster_gemm_streaming_available();  // kind 2 may be asked for
-// linear_qkv_rope's launch: p as for cluster_gemm_cuda (c unused), the rest as Args' fused fields
-// (core/ops/gemm_cluster_cuda.cuh).
-struct QkvRopeOutputs {
-  const float* cos = nullptr;
-  const float* sin = nullptr;
-  void* out[3] = {};
-  int64_t ld[3] = {};
-  int64_t q_cols = 0, k_cols = 0, head_dim = 0;
-};
+// linear_qkv_rope's launch: p as for cluster_gemm_cuda (c unused), the outputs as QkvRopeOutputs.
 void cluster_qkv_rope_cuda(const GemmParams& p, const QkvRopeOutputs& o, StreamHandle s, int split = 0, int kind = -1);
 
 // Skinny products on Hopper (sm_90a builds on a compute-capability 9.0 device; gemm_sm90.cuh):

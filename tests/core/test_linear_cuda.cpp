@@ -433,6 +433,48 @@ INSTANTIATE_TEST_SUITE_P(AllDtypes, LinearCuda, ::testing::Values(DType::F32, DT
 // strided rows equals, bit for bit, the same product (same kernel and split) followed by apply_rope_'s
 // rotation (emulated here in f32 with the same roundings: cos / sin, each product and the sum rounded to
 // the dtype). Output rows carry padding that must stay untouched.
+// linear_qkv_rope's outputs bufs[s] ([m, cols[s] + pad], NaN-filled, the first cols[s] columns
+// written) against yv, the plain product's values [m, n] (same kernel), with its first `rotated`
+// heads (q and k) rotated by cos / sin [m, d / 2] with apply_rope_'s roundings, bit for bit; the
+// padding must stay NaN.
+void expect_qkv_rope_sections(const std::vector<float>& yv, const Tensor& cos, const Tensor& sin, const Tensor (&bufs)[3],
+                              const int64_t (&cols)[3], int64_t pad, int64_t m, int64_t d, int64_t rotated, DType dt,
+                              const std::string& at) {
+  const int64_t n = cols[0] + cols[1] + cols[2], half = d / 2;
+  auto rnd = [&](const std::vector<float>& v) {
+    return Tensor::from_floats(v, {int64_t(v.size())}).to(dt).to(DType::F32).to_floats();
+  };
+  const std::vector<float> cv = round_to(cos, dt).to_floats(), sv = round_to(sin, dt).to_floats();
+  std::vector<size_t> at0;  // index of each rotated pair's first element in y
+  std::vector<float> pr[4];  // x0 c, -x1 s, x1 c, x0 s
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t h = 0; h < rotated; ++h)
+      for (int64_t i = 0; i < half; ++i) {
+        const size_t i0 = size_t(r * n + h * d + i);
+        const float c = cv[size_t(r * half + i)], s = sv[size_t(r * half + i)], x0 = yv[i0], x1 = yv[i0 + size_t(half)];
+        at0.push_back(i0);
+        pr[0].push_back(x0 * c), pr[1].push_back(-x1 * s), pr[2].push_back(x1 * c), pr[3].push_back(x0 * s);
+      }
+  for (auto& v : pr) v = rnd(v);
+  std::vector<float> s0(at0.size()), s1(at0.size());
+  for (size_t j = 0; j < at0.size(); ++j) s0[j] = pr[0][j] + pr[1][j], s1[j] = pr[2][j] + pr[3][j];
+  s0 = rnd(s0), s1 = rnd(s1);
+  std::vector<float> want(yv);
+  for (size_t j = 0; j < at0.size(); ++j) want[at0[j]] = s0[j], want[at0[j] + size_t(half)] = s1[j];
+  int64_t off = 0;
+  for (int s = 0; s < 3; ++s) {
+    const std::vector<float> got = bufs[s].to(Device::cpu()).to(DType::F32).to_floats();
+    int64_t bad = 0, pad_bad = 0;
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < cols[s]; ++c) bad += got[size_t(r * (cols[s] + pad) + c)] != want[size_t(r * n + off + c)];
+      for (int64_t c = cols[s]; c < cols[s] + pad; ++c) pad_bad += !std::isnan(got[size_t(r * (cols[s] + pad) + c)]);
+    }
+    EXPECT_EQ(bad, 0) << at << " section " << s;
+    EXPECT_EQ(pad_bad, 0) << at << " section " << s << " padding";
+    off += cols[s];
+  }
+}
+
 TEST_P(LinearCuda, QkvRopeMatchesProductThenRope) {
   MMATTN_REQUIRE_GPU();
   const DType dt = GetParam();
@@ -472,40 +514,7 @@ TEST_P(LinearCuda, QkvRopeMatchesProductThenRope) {
           outs[s] = bufs[s].slice(1, 0, cols[s]);
         }
         linear_qkv_rope(gx, gw, cs.bias ? gb : Tensor(), gcos, gsin, cs.hq, cs.hkv, outs[0], outs[1], outs[2], split, kind);
-        // the expected values: y's q and k heads rotated with apply_rope_'s roundings
-        auto rnd = [&](const std::vector<float>& v) {
-          return Tensor::from_floats(v, {int64_t(v.size())}).to(dt).to(DType::F32).to_floats();
-        };
-        const std::vector<float> cv = round_to(cs_t, dt).to_floats(), sv = round_to(sn_t, dt).to_floats();
-        std::vector<size_t> at0;  // index of each rotated pair's first element in y
-        std::vector<float> pr[4];  // x0 c, -x1 s, x1 c, x0 s
-        for (int64_t r = 0; r < cs.m; ++r)
-          for (int64_t h = 0; h < cs.hq + cs.hkv; ++h)
-            for (int64_t i = 0; i < half; ++i) {
-              const size_t i0 = size_t(r * n + h * cs.d + i);
-              const float c = cv[size_t(r * half + i)], s = sv[size_t(r * half + i)], x0 = yv[i0], x1 = yv[i0 + size_t(half)];
-              at0.push_back(i0);
-              pr[0].push_back(x0 * c), pr[1].push_back(-x1 * s), pr[2].push_back(x1 * c), pr[3].push_back(x0 * s);
-            }
-        for (auto& v : pr) v = rnd(v);
-        std::vector<float> s0(at0.size()), s1(at0.size());
-        for (size_t j = 0; j < at0.size(); ++j) s0[j] = pr[0][j] + pr[1][j], s1[j] = pr[2][j] + pr[3][j];
-        s0 = rnd(s0), s1 = rnd(s1);
-        std::vector<float> want(yv);
-        for (size_t j = 0; j < at0.size(); ++j) want[at0[j]] = s0[j], want[at0[j] + size_t(half)] = s1[j];
-        int64_t off = 0;
-        for (int s = 0; s < 3; ++s) {
-          const std::vector<float> got = bufs[s].to(Device::cpu()).to(DType::F32).to_floats();
-          int64_t bad = 0, pad_bad = 0;
-          for (int64_t r = 0; r < cs.m; ++r) {
-            for (int64_t c = 0; c < cols[s]; ++c)
-              bad += got[size_t(r * (cols[s] + pad) + c)] != want[size_t(r * n + off + c)];
-            for (int64_t c = cols[s]; c < cols[s] + pad; ++c) pad_bad += !std::isnan(got[size_t(r * (cols[s] + pad) + c)]);
-          }
-          EXPECT_EQ(bad, 0) << at << " section " << s;
-          EXPECT_EQ(pad_bad, 0) << at << " section " << s << " padding";
-          off += cols[s];
-        }
+        expect_qkv_rope_sections(yv, cs_t, sn_t, bufs, cols, pad, cs.m, cs.d, cs.hq + cs.hkv, dt, at);
       }
     }
   }
@@ -522,4 +531,82 @@ TEST_P(LinearCuda, QkvRopeMatchesProductThenRope) {
       EXPECT_NE(std::string(e.what()).find("v_out"), std::string::npos) << e.what();
     }
   }
+}
+
+// The decode-sized form (m = 1, the gemv with paired rows, with and without the norm inside the
+// kernel): bit for bit the same gemv's plain product (linear, rms_norm_linear) rotated as
+// apply_rope_ rounds; n from 256 (d 16) to a 7B layer's 12288 (both m = 1 task shapes), k up to
+// 8200 (K split over warps); m = 2 is not taken (the caller appends separately).
+TEST_P(LinearCuda, QkvRopeDecodeRowsMatchProductThenRope) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  if (dt == DType::F32) GTEST_SKIP() << "16-bit only";
+  const SkinnyGemmModeGuard mode(0);  // the gemv kernels on both sides
+  const Device g = Device::cuda();
+  uint64_t seed = 2300;
+  struct Case { int64_t k, d, hq, hkv; };
+  const Case cases[] = {{4096, 128, 32, 32}, {1000, 64, 3, 1}, {264, 128, 4, 2}, {72, 16, 8, 4}, {8200, 128, 2, 1}};
+  for (const Case& cs : cases)
+    for (int64_t m : {1, 2})
+      for (bool norm : {false, true})
+        for (bool bias : {false, true}) {
+          const int64_t n = (cs.hq + 2 * cs.hkv) * cs.d, half = cs.d / 2;
+          const std::string at = std::to_string(m) + "x" + std::to_string(cs.k) + " d " + std::to_string(cs.d) +
+                                 " heads " + std::to_string(cs.hq) + "/" + std::to_string(cs.hkv) +
+                                 (norm ? " norm" : "") + (bias ? " bias" : "");
+          const Tensor x = round_to(rand_tensor({1, m, cs.k}, ++seed), dt), w = round_to(rand_tensor({n, cs.k}, ++seed, -0.1f, 0.1f), dt);
+          const Tensor b = round_to(rand_tensor({n}, ++seed), dt), nw = round_to(rand_tensor({cs.k}, ++seed, 0.5f, 1.5f), dt);
+          const Tensor cs_t = rand_tensor({m, half}, ++seed), sn_t = rand_tensor({m, half}, ++seed);
+          Tensor gx = x.to(g, dt), gw = w.to(g, dt), gb = b.to(g, dt), gnw = nw.to(g, dt), gcos = cs_t.to(g), gsin = sn_t.to(g);
+          if (m > kGemvPairedMaxRows) {
+            EXPECT_FALSE(linear_qkv_rope_fusable(gx, gw, cs.d)) << at;
+            continue;
+          }
+          ASSERT_TRUE(linear_qkv_rope_fusable(gx, gw, cs.d)) << at;
+          const Tensor gbias = bias ? gb : Tensor();
+          const Tensor y = norm ? rms_norm_linear(gx, gnw, 1e-5f, gw, gbias) : linear(gx, gw, gbias);
+          const std::vector<float> yv = y.to(Device::cpu()).to(DType::F32).to_floats();
+          const int64_t cols[3] = {cs.hq * cs.d, cs.hkv * cs.d, cs.hkv * cs.d}, pad = 8;
+          Tensor bufs[3], outs[3];
+          for (int s = 0; s < 3; ++s) {
+            bufs[s] = nan_tensor({m, cols[s] + pad}, dt);
+            outs[s] = bufs[s].slice(1, 0, cols[s]);
+          }
+          const int64_t calls = linear_qkv_rope_calls();
+          if (norm)
+            rms_norm_linear_qkv_rope(gx, gnw, 1e-5f, gw, gbias, gcos, gsin, cs.hq, cs.hkv, outs[0], outs[1], outs[2]);
+          else
+            linear_qkv_rope(gx, gw, gbias, gcos, gsin, cs.hq, cs.hkv, outs[0], outs[1], outs[2]);
+          EXPECT_EQ(linear_qkv_rope_calls(), calls + 1) << at;
+          expect_qkv_rope_sections(yv, cs_t, sn_t, bufs, cols, pad, m, cs.d, cs.hq + cs.hkv, dt, at);
+        }
+}
+
+// rms_norm_linear_swiglu: at decode sizes (the gemv pairing gate row j with up row j) bit for bit the
+// unfused composition on the same kernels, and close to the CPU's; past them the composition itself.
+TEST_P(LinearCuda, RmsNormLinearSwigluMatchesComposition) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = GetParam();
+  const double tol = dt == DType::F32 ? 1e-4 : dt == DType::F16 ? 4e-3 : 2e-2;
+  const SkinnyGemmModeGuard mode(0);
+  const Device g = Device::cuda();
+  uint64_t seed = 2500;
+  for (int64_t m : {1, 2, 3, 9})
+    for (int64_t k : {72, 1000, 4096})
+      for (int64_t f : {128, 129, 2050, 11008})
+        for (bool bias : {false, true}) {
+          if (f == 11008 && (k != 1000 || m > 3)) continue;  // (CPU reference time)
+          const std::string at = std::to_string(m) + "x" + std::to_string(k) + " f " + std::to_string(f) + (bias ? " bias" : "");
+          const Tensor x = round_to(rand_tensor({1, m, k}, ++seed), dt), w = round_to(rand_tensor({2 * f, k}, ++seed, -0.1f, 0.1f), dt);
+          const Tensor b = round_to(rand_tensor({2 * f}, ++seed), dt), nw = round_to(rand_tensor({k}, ++seed, 0.5f, 1.5f), dt);
+          const Tensor gx = x.to(g, dt), gw = w.to(g, dt), gnw = nw.to(g, dt), gb = bias ? b.to(g, dt) : Tensor();
+          const Tensor got = rms_norm_linear_swiglu(gx, gnw, 1e-5f, gw, gb);
+          ASSERT_EQ(got.shape(), (Shape{1, m, f})) << at;
+          const Tensor want_gpu = swiglu_fused(rms_norm_linear(gx, gnw, 1e-5f, gw, gb));
+          EXPECT_EQ(max_abs_diff(got, want_gpu), 0.0) << at << " against the unfused kernels";
+          // (the CPU composition rounds the intermediates to dt as the GPU's kernels do)
+          const Tensor xn = round_to(rms_norm(x, nw, 1e-5f), dt);
+          const Tensor want_cpu = swiglu_fused(round_to(linear(xn, w, bias ? b : Tensor()), dt));
+          EXPECT_LT(worst_elem_err(got, want_cpu), tol) << at << " against the CPU";
+        }
 }

@@ -111,7 +111,9 @@ TEST(LlamaCuda, Bf16BatchedPaddedPrefillMatchesSingle) {
 // projection's epilogue, k and v written straight into the cache: no separate append) where this
 // build and device have it. A random two-layer Llama of that shape (GQA 2:1, written as a checkpoint
 // here) gives the same logits with it as with the cluster route off (cuBLASLt and the separate RoPE +
-// append), in the prefill and in the decode step after it (which reads the cache it wrote).
+// append), in the prefill and in the decode step after it (which reads the cache it wrote). The decode
+// step (one row) takes it through the gemv, and the gated activation out of the gate/up gemv: the
+// same logits, bit for bit, as with those paired epilogues off.
 TEST(LlamaCuda, QkvRopeIntoCacheMatchesSeparateAppend) {
   MMATTN_REQUIRE_GPU();
   namespace fs = std::filesystem;
@@ -150,22 +152,34 @@ TEST(LlamaCuda, QkvRopeIntoCacheMatchesSeparateAppend) {
   const Tensor e1 = round_to(rand_tensor({1, 1, H}, 10), DType::BF16).to(Device::cuda(), DType::BF16);
   if (!linear_qkv_rope_fusable(e.select(0, 0), Tensor::empty({4 * D, H}, DType::BF16, Device::cuda()), D))
     GTEST_SKIP() << "linear_qkv_rope is not fusable on this build / device";
-  auto run = [&](int route) {
+  // route: the prefill's (cluster product or cuBLASLt); paired: the decode step's gemv with RoPE and
+  // the cache rows in its epilogue (and the gated activation out of gate/up) or the separate kernels
+  auto run = [&](int route, bool paired) {
     const int was = cluster_gemm_route();
+    const bool paired_was = gemv_paired_outputs();
     set_cluster_gemm_route(route);
+    set_gemv_paired_outputs(paired);
     KVCache cache = m.make_cache(1, n + 1);
     const Tensor prefill = m.forward(e, cache);
     const Tensor step = m.forward(e1, cache);
     set_cluster_gemm_route(was);
+    set_gemv_paired_outputs(paired_was);
     return std::make_pair(prefill, step);
   };
-  const int64_t calls = linear_qkv_rope_calls();
-  const auto fused = run(kClusterGemmLongK);
-  EXPECT_EQ(linear_qkv_rope_calls() - calls, 2) << "the prefill's two layers did not take linear_qkv_rope";
-  const auto plain = run(kClusterGemmNone);
-  EXPECT_EQ(linear_qkv_rope_calls() - calls, 2) << "the cluster route off still took linear_qkv_rope";
+  int64_t calls = linear_qkv_rope_calls();
+  const auto fused = run(kClusterGemmLongK, true);
+  EXPECT_EQ(linear_qkv_rope_calls() - calls, 4) << "the prefill's and the step's two layers did not take linear_qkv_rope";
+  calls = linear_qkv_rope_calls();
+  const auto plain = run(kClusterGemmNone, false);
+  EXPECT_EQ(linear_qkv_rope_calls() - calls, 0) << "the cluster route and the paired gemv off still took linear_qkv_rope";
   const double e_pre = rel_err(fused.first, plain.first), e_step = rel_err(fused.second, plain.second);
   std::printf("qkv + RoPE into the cache vs separate append: prefill rel err %.3g, next step %.3g\n", e_pre, e_step);
   EXPECT_LT(e_pre, 2e-2);
   EXPECT_LT(e_step, 2e-2);
+  // the decode step alone: the same prefill, the step with and without the paired epilogues, bit for bit
+  calls = linear_qkv_rope_calls();
+  const auto unpaired = run(kClusterGemmLongK, false);
+  EXPECT_EQ(linear_qkv_rope_calls() - calls, 2) << "the paired gemv off still took linear_qkv_rope in the step";
+  EXPECT_EQ(max_abs_diff(unpaired.first, fused.first), 0.0);
+  EXPECT_EQ(max_abs_diff(unpaired.second, fused.second), 0.0) << "the paired decode step changed the logits";
 }
