@@ -90,14 +90,29 @@ int main(int argc, char** argv) {
         if (rows > 1)
           for (int64_t b = 0; b < B; ++b) cache.truncate(b, ctx);
       };
-      auto attend = [&](int l, const Tensor& qkv) {
-        Tensor q = qkv.slice(2, 0, kHeads), k = qkv.slice(2, kHeads, 2 * kHeads), v = qkv.slice(2, 2 * kHeads, 3 * kHeads);
-        cache.append_rope(l, q, k, v, cos, sin);
+      // RoPE + KV append of a q/k/v product's rows (one launch); returns q, rotated
+      auto append = [&](int l, const Tensor& qkv) {
+        Tensor q = qkv.slice(2, 0, kHeads);
+        cache.append_rope(l, q, qkv.slice(2, kHeads, 2 * kHeads), qkv.slice(2, 2 * kHeads, 3 * kHeads), cos, sin);
+        return q;
+      };
+      // the attention of q over layer l's cache
+      auto attend_q = [&](int l, const Tensor& q) {
         AttentionOptions ao;
         ao.causal = true;
         ao.scale = scale;
         ao.k_lens = cache.lens_tensor(l);
         return attention(q, cache.k(l), cache.v(l), ao).out.reshape({B, rows, kHidden});
+      };
+      auto attend = [&](int l, const Tensor& qkv) { return attend_q(l, append(l, qkv)); };
+      // as llama.cpp runs one sequence where linear_qkv_rope takes it: the norm, the q/k/v product and
+      // RoPE in one kernel, k and v written into the cache (no separate append); returns q
+      auto project_into_cache = [&](int l, const LayerWeights& L) {
+        Tensor q = Tensor::empty({B, rows, kHeads, kDim}, dt, dev);
+        Tensor q2 = q.view({rows, kHeads * kDim}), k2 = cache.next_rows_k(l, rows), v2 = cache.next_rows_v(l, rows);
+        rms_norm_linear_qkv_rope(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads, q2, k2, v2);
+        cache.append_written(l, rows);
+        return q;
       };
       struct Variant {
         const char* name;
@@ -114,11 +129,7 @@ int main(int argc, char** argv) {
       // RoPE + KV append of qkv_fixed's rows in every layer, one step
       auto append_all = [&] {
         rewind();
-        for (int l = 0; l < kLayers; ++l) {
-          Tensor q = qkv_fixed.slice(2, 0, kHeads), k = qkv_fixed.slice(2, kHeads, 2 * kHeads),
-                 v = qkv_fixed.slice(2, 2 * kHeads, 3 * kHeads);
-          cache.append_rope(l, q, k, v, cos, sin);
-        }
+        for (int l = 0; l < kLayers; ++l) (void)append(l, qkv_fixed);
         cache.advance();
       };
       bool attn_ready = false;
@@ -136,28 +147,16 @@ int main(int argc, char** argv) {
              }
              cache.advance();
            }},
-          // as llama.cpp runs one sequence where linear_qkv_rope takes it: RoPE in the q/k/v product's
-          // epilogue, k and v written into the cache (no separate append); the gated activation out of
-          // the gate/up product (rms_norm_linear_swiglu: decode sizes), down on a plain input
+          // the sequence llama.cpp runs: q/k/v into the cache where linear_qkv_rope takes it, the gated
+          // activation out of the gate/up product (rms_norm_linear_swiglu: decode sizes), down on it
           {"full llama", layer_bytes * kLayers + kv_bytes,
            [&] {
              rewind();
              for (int l = 0; l < kLayers; ++l) {
                const LayerWeights& L = w[size_t(l % kSets)];
-               Tensor att;
-               if (B == 1 && linear_qkv_rope_fusable(x, L.qkv, kDim)) {
-                 Tensor q = Tensor::empty({B, rows, kHeads, kDim}, dt, dev);
-                 Tensor q2 = q.view({rows, kHeads * kDim}), k2 = cache.next_rows_k(l, rows), v2 = cache.next_rows_v(l, rows);
-                 rms_norm_linear_qkv_rope(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads, q2, k2, v2);
-                 cache.append_written(l, rows);
-                 AttentionOptions ao;
-                 ao.causal = true;
-                 ao.scale = scale;
-                 ao.k_lens = cache.lens_tensor(l);
-                 att = attention(q, cache.k(l), cache.v(l), ao).out.reshape({B, rows, kHidden});
-               } else {
-                 att = attend(l, rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim}));
-               }
+               const Tensor att = B == 1 && linear_qkv_rope_fusable(x, L.qkv, kDim)
+                                      ? attend_q(l, project_into_cache(l, L))
+                                      : attend(l, rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim}));
                linear_add_(x, att, L.o);
                linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps, L.gate_up), L.down);
              }
@@ -194,9 +193,7 @@ int main(int argc, char** argv) {
              rewind();
              for (int l = 0; l < kLayers; ++l) {
                const LayerWeights& L = w[size_t(l % kSets)];
-               const Tensor qkv = rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim});
-               Tensor q = qkv.slice(2, 0, kHeads);
-               cache.append_rope(l, q, qkv.slice(2, kHeads, 2 * kHeads), qkv.slice(2, 2 * kHeads, 3 * kHeads), cos, sin);
+               (void)append(l, rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim}));
              }
              cache.advance();
            }},
@@ -205,10 +202,7 @@ int main(int argc, char** argv) {
              for (int l = 0; l < kLayers; ++l) {
                const LayerWeights& L = w[size_t(l % kSets)];
                if (B != 1 || !linear_qkv_rope_fusable(x, L.qkv, kDim)) throw std::runtime_error("not fusable");
-               Tensor q = Tensor::empty({rows, kHeads * kDim}, dt, dev);
-               Tensor k2 = cache.next_rows_k(l, rows), v2 = cache.next_rows_v(l, rows);
-               rms_norm_linear_qkv_rope(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads, q, k2, v2);
-               cache.append_written(l, rows);
+               (void)project_into_cache(l, L);
              }
              cache.advance();
            }},
@@ -228,13 +222,7 @@ int main(int argc, char** argv) {
                               if (!attn_ready) append_all(), attn_ready = true;  // fill the cache's rows once
                               set_attention_kernel_override(which);
                               const Tensor q = qkv_fixed.slice(2, 0, kHeads);
-                              for (int l = 0; l < kLayers; ++l) {
-                                AttentionOptions ao;
-                                ao.causal = true;
-                                ao.scale = scale;
-                                ao.k_lens = cache.lens_tensor(l);
-                                (void)attention(q, cache.k(l), cache.v(l), ao);
-                              }
+                              for (int l = 0; l < kLayers; ++l) (void)attend_q(l, q);
                               set_attention_kernel_override(0);
                             }});
       std::printf("\nbatch %lld: weights %.2f GB per step, KV %.2f GB per step\n", (long long)B, layer_bytes * kLayers / 1e9,

@@ -262,12 +262,11 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   // The loop bound is uniform across the block (the shared-memory reduction synchronises it).
   for (int t0 = blockIdx.x * per_block; t0 < tasks; t0 += gridDim.x * per_block) {
     const int t = t0 + group;
-    const int row0 = min(t, tasks - 1) * ROWS;
     const uint4* wr[ROWS];
-#pragma unroll
     // (a paired output clamps its pair inside task_row and gets t as it is: with t clamped here too,
     // ptxas of CUDA 13 (sm_90a) fused the two clamps into one three-way max and lost the negation of
     // one operand, reading rows before the weight; bench/NOTES.md, session 21)
+#pragma unroll
     for (int r = 0; r < ROWS; ++r)
       wr[r] = w + int64_t(task_row<OUT, ROWS>(a, OUT == GemvOutput::Plain ? min(t, tasks - 1) : t, r)) * kv;
     float acc[ROWS][M];
@@ -326,7 +325,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
       __syncthreads();  // part_sums is rewritten by the next task group
     }
     if constexpr (OUT == GemvOutput::Plain) {
-      const int row = row0 + lane / M, m = lane % M;
+      const int row = min(t, tasks - 1) * ROWS + lane / M, m = lane % M;
       if (piece == 0 && t < tasks && lane < ROWS * M && row < a.n && m < a.m) store_output<T>(a, m, row, mine);
     } else {
       constexpr int H = ROWS / 2;

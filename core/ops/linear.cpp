@@ -115,14 +115,20 @@ void gemm_into(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& b
   run_gemm(p, y, bc);
 }
 
-// The fused CUDA kernel for y (+)= x_eff @ weight^T + bias when it takes the problem.
-// y: the output (undefined for QkvRope, whose destinations are in *rope).
-bool try_gemv(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, GemvInput input,
-              const Tensor& norm_weight, float eps, bool accumulate, GemvOutput output = GemvOutput::Plain,
-              const QkvRopeOutputs* rope = nullptr) {
-  if (!x.is_cuda() || x.numel() == 0 || !x.is_contiguous() || !weight.is_contiguous() ||
-      (bias.defined() && !bias.is_contiguous()) || (norm_weight.defined() && !norm_weight.is_contiguous()))
-    return false;
+// The norm weight of the fused forms with a norm: [K] of x's dtype, on x's device.
+void check_norm_weight(const char* op, const Tensor& x, const Tensor& norm_weight) {
+  check_defined(norm_weight, op, "norm_weight");
+  MMATTN_CHECK(norm_weight.dim() == 1 && norm_weight.size(0) == x.size(-1) && norm_weight.dtype() == x.dtype(),
+               ShapeError, op, ": 'norm_weight' must be [", x.size(-1), "] ", dtype_name(x.dtype()), ", got ",
+               norm_weight.desc());
+  check_same_device(x, norm_weight, op, "x", "norm_weight");
+}
+
+// The skinny kernel's parameters for y (+)= x_eff @ weight^T + bias (y undefined for QkvRope, whose
+// destinations are in *rope).
+GemvParams gemv_params(const Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, GemvInput input,
+                       const Tensor& norm_weight, float eps, bool accumulate, GemvOutput output,
+                       const QkvRopeOutputs* rope) {
   GemvParams g;
   g.x = x.data_ptr();
   g.weight = weight.data_ptr();
@@ -140,6 +146,17 @@ bool try_gemv(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bi
   g.input = input;
   g.dtype = x.dtype();
   g.weight_static = true;  // the fused forms take a layer's weight
+  return g;
+}
+
+// The fused CUDA kernel for y (+)= x_eff @ weight^T + bias when it takes the problem.
+bool try_gemv(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, GemvInput input,
+              const Tensor& norm_weight, float eps, bool accumulate, GemvOutput output = GemvOutput::Plain,
+              const QkvRopeOutputs* rope = nullptr) {
+  if (!x.is_cuda() || x.numel() == 0 || !x.is_contiguous() || !weight.is_contiguous() ||
+      (bias.defined() && !bias.is_contiguous()) || (norm_weight.defined() && !norm_weight.is_contiguous()))
+    return false;
+  const GemvParams g = gemv_params(y, x, weight, bias, input, norm_weight, eps, accumulate, output, rope);
   bool ok = false;
 #if MMATTN_HAS_CUDA
   if (input != GemvInput::Plain && skinny_gemm_mode() >= 2) {  // unfused: norm / swiglu, then the wgmma product
@@ -198,11 +215,7 @@ Tensor rms_norm_linear(const Tensor& x, const Tensor& norm_weight, float eps, co
                        const Tensor& bias) {
   const char* op = "rms_norm_linear";
   const int64_t n = check_linear(op, x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
-  check_defined(norm_weight, op, "norm_weight");
-  MMATTN_CHECK(norm_weight.dim() == 1 && norm_weight.size(0) == x.size(-1) && norm_weight.dtype() == x.dtype(),
-               ShapeError, op, ": 'norm_weight' must be [", x.size(-1), "] ", dtype_name(x.dtype()), ", got ",
-               norm_weight.desc());
-  check_same_device(x, norm_weight, op, "x", "norm_weight");
+  check_norm_weight(op, x, norm_weight);
   Tensor y = Tensor::empty(out_shape_of(x, n), x.dtype(), x.device());
   if (try_gemv(y, x, weight, bias, GemvInput::RmsNorm, norm_weight, eps, false)) return y;
   return linear(rms_norm(x, norm_weight, eps), weight, bias);
@@ -223,11 +236,7 @@ Tensor rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_weight, float 
   const char* op = "rms_norm_linear_swiglu";
   const int64_t n = check_linear(op, x, gate_up, bias, x.dim() >= 1 ? x.size(-1) : -1);
   MMATTN_CHECK(n % 2 == 0, ShapeError, op, ": 'gate_up' must be [2F, K] (gate rows | up rows), got ", gate_up.desc());
-  check_defined(norm_weight, op, "norm_weight");
-  MMATTN_CHECK(norm_weight.dim() == 1 && norm_weight.size(0) == x.size(-1) && norm_weight.dtype() == x.dtype(),
-               ShapeError, op, ": 'norm_weight' must be [", x.size(-1), "] ", dtype_name(x.dtype()), ", got ",
-               norm_weight.desc());
-  check_same_device(x, norm_weight, op, "x", "norm_weight");
+  check_norm_weight(op, x, norm_weight);
   Tensor y = Tensor::empty(out_shape_of(x, n / 2), x.dtype(), x.device());
   if (y.numel() > 0 && g_gemv_paired &&
       try_gemv(y, x, gate_up, bias, GemvInput::RmsNorm, norm_weight, eps, false, GemvOutput::SwiGLU))
@@ -263,27 +272,16 @@ GemmParams qkv_params(const Tensor& x, const Tensor& weight, const Tensor& bias)
   return p;
 }
 
-// The gemv's parameters for linear_qkv_rope at decode sizes (outputs stand-ins unless given).
-GemvParams qkv_gemv_params(const Tensor& x, const Tensor& weight, int64_t head_dim, const QkvRopeOutputs* o) {
-  GemvParams g;
-  g.x = x.data_ptr();
-  g.weight = weight.data_ptr();
-  g.m = x.numel() / x.size(-1);
-  g.n = weight.size(0);
-  g.k = weight.size(1);
-  g.x_stride = x.size(-1);
-  g.dtype = x.dtype();
-  g.output = GemvOutput::QkvRope;
-  g.weight_static = true;
-  if (o) {
-    g.rope = *o;
-  } else {  // (shapes only: the caller's outputs are checked by linear_qkv_rope)
-    g.rope.head_dim = head_dim;
-    g.rope.q_cols = weight.size(0) - 2 * head_dim, g.rope.k_cols = head_dim;
-    g.rope.cos = g.rope.sin = reinterpret_cast<const float*>(g.x);
-    for (void*& p : g.rope.out) p = const_cast<void*>(g.x);
-  }
-  return g;
+// Whether the gemv takes linear_qkv_rope's product at decode sizes (shapes only: stand-in outputs;
+// the caller's outputs are checked by linear_qkv_rope).
+bool qkv_gemv_takes(const Tensor& x, const Tensor& weight, int64_t head_dim) {
+  QkvRopeOutputs o;
+  o.head_dim = head_dim;
+  o.q_cols = weight.size(0) - 2 * head_dim, o.k_cols = head_dim;
+  o.cos = o.sin = static_cast<const float*>(x.data_ptr());
+  for (void*& p : o.out) p = const_cast<void*>(x.data_ptr());
+  return gemv_cuda_supported(
+      gemv_params(Tensor(), x, weight, Tensor(), GemvInput::Plain, Tensor(), 0.f, false, GemvOutput::QkvRope, &o));
 }
 
 }  // namespace
@@ -295,7 +293,7 @@ bool linear_qkv_rope_fusable(const Tensor& x, const Tensor& weight, int64_t head
     return false;
   if (head_dim < 8 || head_dim % 8 != 0 || 128 % head_dim != 0 || weight.size(0) % head_dim != 0) return false;
   if (x.numel() / x.size(-1) <= kGemvPairedMaxRows)
-    return g_gemv_paired && gemv_cuda_supported(qkv_gemv_params(x, weight, head_dim, nullptr));
+    return g_gemv_paired && qkv_gemv_takes(x, weight, head_dim);
   // (the cluster product's streaming kernel only, and not where its route is switched off: elsewhere
   // cuBLASLt and the separate append are faster)
   if (cluster_gemm_route() == kClusterGemmNone || !cluster_gemm_streaming_available()) return false;
@@ -316,12 +314,7 @@ void qkv_rope_impl(const char* op, const Tensor& x, const Tensor& norm_weight, f
                    const Tensor& bias, const Tensor& cos, const Tensor& sin, int64_t hq, int64_t hkv, Tensor& q_out,
                    Tensor& k_out, Tensor& v_out, int split, int kind) {
   const int64_t n = check_linear(op, x, weight, bias, x.dim() >= 1 ? x.size(-1) : -1);
-  if (norm_weight.defined()) {
-    MMATTN_CHECK(norm_weight.dim() == 1 && norm_weight.size(0) == x.size(-1) && norm_weight.dtype() == x.dtype(),
-                 ShapeError, op, ": 'norm_weight' must be [", x.size(-1), "] ", dtype_name(x.dtype()), ", got ",
-                 norm_weight.desc());
-    check_same_device(x, norm_weight, op, "x", "norm_weight");
-  }
+  if (norm_weight.defined()) check_norm_weight(op, x, norm_weight);
   MMATTN_CHECK(hq >= 1 && hkv >= 1 && n % (hq + 2 * hkv) == 0, ShapeError, op, ": weight ", weight.shape_str(),
                " is not (hq + 2 hkv) = ", hq + 2 * hkv, " heads of equal width");
   const int64_t d = n / (hq + 2 * hkv), m = x.numel() / x.size(-1);
@@ -373,7 +366,7 @@ void rms_norm_linear_qkv_rope(const Tensor& x, const Tensor& norm_weight, float 
                               const Tensor& bias, const Tensor& cos, const Tensor& sin, int64_t hq, int64_t hkv,
                               Tensor& q_out, Tensor& k_out, Tensor& v_out) {
   const char* op = "rms_norm_linear_qkv_rope";
-  check_defined(norm_weight, op, "norm_weight");
+  check_defined(norm_weight, op, "norm_weight");  // (the rest after x's checks, in qkv_rope_impl)
   qkv_rope_impl(op, x, norm_weight, eps, weight, bias, cos, sin, hq, hkv, q_out, k_out, v_out, 0, -1);
 }
 

@@ -433,13 +433,32 @@ INSTANTIATE_TEST_SUITE_P(AllDtypes, LinearCuda, ::testing::Values(DType::F32, DT
 // strided rows equals, bit for bit, the same product (same kernel and split) followed by apply_rope_'s
 // rotation (emulated here in f32 with the same roundings: cos / sin, each product and the sum rounded to
 // the dtype). Output rows carry padding that must stay untouched.
-// linear_qkv_rope's outputs bufs[s] ([m, cols[s] + pad], NaN-filled, the first cols[s] columns
-// written) against yv, the plain product's values [m, n] (same kernel), with its first `rotated`
-// heads (q and k) rotated by cos / sin [m, d / 2] with apply_rope_'s roundings, bit for bit; the
-// padding must stay NaN.
-void expect_qkv_rope_sections(const std::vector<float>& yv, const Tensor& cos, const Tensor& sin, const Tensor (&bufs)[3],
-                              const int64_t (&cols)[3], int64_t pad, int64_t m, int64_t d, int64_t rotated, DType dt,
-                              const std::string& at) {
+// linear_qkv_rope's three destinations: outs[s] the first cols[s] columns of a NaN-filled buffer
+// bufs[s] [m, cols[s] + pad] (padded rows, as a KV cache's).
+struct QkvSections {
+  Tensor bufs[3], outs[3];
+  int64_t cols[3] = {};
+  int64_t pad = 8;
+};
+QkvSections qkv_sections(int64_t m, int64_t hq, int64_t hkv, int64_t d, DType dt) {
+  QkvSections q;
+  const int64_t heads[3] = {hq, hkv, hkv};
+  for (int s = 0; s < 3; ++s) {
+    q.cols[s] = heads[s] * d;
+    q.bufs[s] = nan_tensor({m, q.cols[s] + q.pad}, dt);
+    q.outs[s] = q.bufs[s].slice(1, 0, q.cols[s]);
+  }
+  return q;
+}
+
+// linear_qkv_rope's outputs (sections of qkv_sections) against yv, the plain product's values [m, n]
+// (same kernel), with its first `rotated` heads (q and k) rotated by cos / sin [m, d / 2] with
+// apply_rope_'s roundings, bit for bit; the padding must stay NaN.
+void expect_qkv_rope_sections(const std::vector<float>& yv, const Tensor& cos, const Tensor& sin, const QkvSections& sec,
+                              int64_t m, int64_t d, int64_t rotated, DType dt, const std::string& at) {
+  const Tensor (&bufs)[3] = sec.bufs;
+  const int64_t (&cols)[3] = sec.cols;
+  const int64_t pad = sec.pad;
   const int64_t n = cols[0] + cols[1] + cols[2], half = d / 2;
   auto rnd = [&](const std::vector<float>& v) {
     return Tensor::from_floats(v, {int64_t(v.size())}).to(dt).to(DType::F32).to_floats();
@@ -507,14 +526,10 @@ TEST_P(LinearCuda, QkvRopeMatchesProductThenRope) {
         cluster_gemm_cuda(p, current_stream(), split, kind);
         const std::vector<float> yv = y.to(Device::cpu()).to(DType::F32).to_floats();
         // the fused form into padded rows (NaN padding must survive)
-        const int64_t cols[3] = {cs.hq * cs.d, cs.hkv * cs.d, cs.hkv * cs.d}, pad = 8;
-        Tensor bufs[3], outs[3];
-        for (int s = 0; s < 3; ++s) {
-          bufs[s] = nan_tensor({cs.m, cols[s] + pad}, dt);
-          outs[s] = bufs[s].slice(1, 0, cols[s]);
-        }
-        linear_qkv_rope(gx, gw, cs.bias ? gb : Tensor(), gcos, gsin, cs.hq, cs.hkv, outs[0], outs[1], outs[2], split, kind);
-        expect_qkv_rope_sections(yv, cs_t, sn_t, bufs, cols, pad, cs.m, cs.d, cs.hq + cs.hkv, dt, at);
+        QkvSections sec = qkv_sections(cs.m, cs.hq, cs.hkv, cs.d, dt);
+        linear_qkv_rope(gx, gw, cs.bias ? gb : Tensor(), gcos, gsin, cs.hq, cs.hkv, sec.outs[0], sec.outs[1], sec.outs[2],
+                        split, kind);
+        expect_qkv_rope_sections(yv, cs_t, sn_t, sec, cs.m, cs.d, cs.hq + cs.hkv, dt, at);
       }
     }
   }
@@ -566,19 +581,15 @@ TEST_P(LinearCuda, QkvRopeDecodeRowsMatchProductThenRope) {
           const Tensor gbias = bias ? gb : Tensor();
           const Tensor y = norm ? rms_norm_linear(gx, gnw, 1e-5f, gw, gbias) : linear(gx, gw, gbias);
           const std::vector<float> yv = y.to(Device::cpu()).to(DType::F32).to_floats();
-          const int64_t cols[3] = {cs.hq * cs.d, cs.hkv * cs.d, cs.hkv * cs.d}, pad = 8;
-          Tensor bufs[3], outs[3];
-          for (int s = 0; s < 3; ++s) {
-            bufs[s] = nan_tensor({m, cols[s] + pad}, dt);
-            outs[s] = bufs[s].slice(1, 0, cols[s]);
-          }
+          QkvSections sec = qkv_sections(m, cs.hq, cs.hkv, cs.d, dt);
           const int64_t calls = linear_qkv_rope_calls();
           if (norm)
-            rms_norm_linear_qkv_rope(gx, gnw, 1e-5f, gw, gbias, gcos, gsin, cs.hq, cs.hkv, outs[0], outs[1], outs[2]);
+            rms_norm_linear_qkv_rope(gx, gnw, 1e-5f, gw, gbias, gcos, gsin, cs.hq, cs.hkv, sec.outs[0], sec.outs[1],
+                                     sec.outs[2]);
           else
-            linear_qkv_rope(gx, gw, gbias, gcos, gsin, cs.hq, cs.hkv, outs[0], outs[1], outs[2]);
+            linear_qkv_rope(gx, gw, gbias, gcos, gsin, cs.hq, cs.hkv, sec.outs[0], sec.outs[1], sec.outs[2]);
           EXPECT_EQ(linear_qkv_rope_calls(), calls + 1) << at;
-          expect_qkv_rope_sections(yv, cs_t, sn_t, bufs, cols, pad, m, cs.d, cs.hq + cs.hkv, dt, at);
+          expect_qkv_rope_sections(yv, cs_t, sn_t, sec, m, cs.d, cs.hq + cs.hkv, dt, at);
         }
 }
 
