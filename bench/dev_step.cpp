@@ -8,7 +8,8 @@
 //              it, and down after rms_norm_linear_swiglu
 //   products   the four products only (attention output fixed)
 //   attention  append_rope + attention only (q/k/v fixed)
-//   qkv / o / gate_up / down   one product x 32 layers, back to back
+//   qkv / o / gate_up / down   one product x 32 layers, back to back (lm_head: the vocabulary head's
+//              product, 32 times over two copies)
 // and prints each as ms per step and the step's weight (+ KV) bytes over the measured copy bandwidth.
 // --rows N (> 1): the same for a prefill of N rows at batch 1 into an empty cache (a pruned
 // request's decoder prefill: ~104 rows at 64 kept image tokens), RoPE at positions 0..N-1.
@@ -30,7 +31,7 @@ using namespace mmattn::bench;
 
 namespace {
 
-constexpr int64_t kHidden = 4096, kHeads = 32, kDim = 128, kFfn = 11008, kLayers = 32, kSets = 4;
+constexpr int64_t kHidden = 4096, kHeads = 32, kDim = 128, kFfn = 11008, kLayers = 32, kSets = 4, kVocab = 32064;
 
 struct LayerWeights {
   Tensor in_norm, qkv, o, post_norm, gate_up, down;
@@ -56,6 +57,8 @@ int main(int argc, char** argv) {
                    bench_random({2 * kFfn, kHidden}, b + 5, dt, -0.02f, 0.02f),
                    bench_random({kHidden, kFfn}, b + 6, dt, -0.02f, 0.02f)});
     }
+    const std::vector<Tensor> head = {bench_random({kVocab, kHidden}, 201, dt, -0.02f, 0.02f),
+                                      bench_random({kVocab, kHidden}, 202, dt, -0.02f, 0.02f)};
     const double layer_bytes = 2.0 * double(kHidden) * (3 * kHidden + kHidden + 2 * kFfn) + 2.0 * double(kHidden) * kFfn;
     const float scale = float(1.0 / std::sqrt(double(kDim)));
     const float eps = 1e-5f;
@@ -208,6 +211,10 @@ int main(int argc, char** argv) {
            }},
           // the same products without their fused input kernels, and those kernels alone
           {"qkv bare", 2.0 * 3 * kHidden * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)linear(x, L.qkv); })},
+          // the vocabulary head's shape (LLaVA-1.5: 32064 rows), 32 times
+          {"lm_head", 2.0 * kVocab * kHidden * kLayers, [&] {
+             for (int l = 0; l < kLayers; ++l) (void)linear(x, head[size_t(l % 2)]);
+           }},
           {"gu bare", 2.0 * 2 * kFfn * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)linear(x, L.gate_up); })},
           {"down bare", 2.0 * kHidden * kFfn * kLayers, per_layer([&](const LayerWeights& L) { linear_add_(x, g_fixed, L.down); })},
           {"rms_norm", 2.0 * B * rows * kHidden * kLayers, per_layer([&](const LayerWeights& L) { (void)rms_norm(x, L.in_norm, eps); })},

@@ -1,10 +1,52 @@
 // Host side of the skinny decode product (kernels: gemv_cuda.cuh, instantiated per dtype in
 // gemv_bf16.cu / gemv_f16.cu).
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <unordered_map>
 
 #include "core/ops/gemv_cuda.cuh"
 
 namespace mmattn {
+
+namespace gemv_detail {
+namespace {
+
+constexpr int kQueueSlots = 64;  // far more than kernels in flight at once on one stream
+
+// Per-stream rings of queue pairs (zeroed once; every launch leaves its pair at zero). CUDA graphs:
+// a captured launch keeps its slot, and replays reuse them in the same order.
+struct QueueRing {
+  int* pairs = nullptr;
+  int next = 0;
+};
+struct QueueRings {
+  std::unordered_map<StreamHandle, QueueRing> by_stream;
+  ~QueueRings() {
+    for (auto& [s, r] : by_stream) cuda_free(r.pairs);
+  }
+};
+thread_local QueueRings t_rings;
+
+}  // namespace
+
+int* gemv_queue(StreamHandle s) {
+  static const bool off = [] {
+    const char* e = std::getenv("MMATTN_GEMV_QUEUE");
+    return e && std::strcmp(e, "0") == 0;
+  }();
+  if (off) return nullptr;
+  QueueRing& r = t_rings.by_stream[s];
+  if (!r.pairs) {
+    r.pairs = static_cast<int*>(cuda_alloc(kQueueSlots * 2 * sizeof(int), s));
+    MMATTN_CUDA_CHECK(cudaMemsetAsync(r.pairs, 0, kQueueSlots * 2 * sizeof(int), s));
+  }
+  int* q = r.pairs + 2 * r.next;
+  r.next = (r.next + 1) % kQueueSlots;
+  return q;
+}
+
+}  // namespace gemv_detail
 
 void gemv_run_bf16(const GemvParams& p, StreamHandle s);
 void gemv_run_f16(const GemvParams& p, StreamHandle s);

@@ -10,10 +10,11 @@
 // warps of one block, each walking one contiguous slice of K in 16-byte vectors (lane, lane + 32,
 // ...): it multiplies each weight vector with the m input vectors and keeps ROWS x M f32 partial
 // sums, reduced by shuffles, then across the task's warps in shared memory in warp order
-// (deterministic). Blocks take groups of kWarps / split tasks with a grid stride over a grid of one
-// full wave. The host picks `split` per shape so that the warp-tasks fill the wave's warp slots
-// (pick_split): at n = 4096 one warp per task would leave half of them idle and give each warp a
-// long chain of dependent round trips.
+// (deterministic). Blocks take groups of kWarps / split tasks over a grid of one full wave: group b
+// first, then with a grid stride, or (m = 1, a staged input: RmsNorm / SwiGLU) whichever group no
+// block has taken yet (a per-launch atomic queue). The host picks `split` per shape so that the
+// warp-tasks fill the wave's warp slots (pick_split): at n = 4096 one warp per task would leave half
+// of them idle and give each warp a long chain of dependent round trips.
 //
 // Inputs (GemvInput):
 //   Plain   x read through the read-only path (L1/L2 hits: every warp reads all of x).
@@ -73,6 +74,7 @@ struct Args {
   int split = 1;  // warps per task (gemv_kernel): 1, 2 or 4, dividing kWarps
   bool weight_static = false;  // w is a parameter: gemv_mma_kernel may copy it before the wait
   QkvRopeOutputs rope;  // GemvOutput::QkvRope's table and destinations
+  int* queue = nullptr;  // gemv_kernel: {next group, blocks done}, zero between launches; null = grid stride
 };
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -212,8 +214,10 @@ __device__ void stage_input(const Args& a, uint4* xs, float* scratch) {
   __syncthreads();
 }
 
+// (two blocks per multiprocessor: every variant within 128 registers; two m = 2 ones took 143 and,
+// with the queue, 146 otherwise)
 template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll, GemvOutput OUT = GemvOutput::Plain>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
+__global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a) {
   static_assert(OUT == GemvOutput::Plain || ROWS % 2 == 0, "paired outputs take whole pairs of rows");
   extern __shared__ uint4 xs[];  // [m][k / 8] for RmsNorm / SwiGLU
   __shared__ float scratch[32];
@@ -259,9 +263,21 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
   wait_for_previous_grid();  // x (and y, when accumulating) come from the kernels before
   if constexpr (kStaged) stage_input<T, M, IN>(a, xs, scratch);
 
-  // The loop bound is uniform across the block (the shared-memory reduction synchronises it).
-  for (int t0 = blockIdx.x * per_block; t0 < tasks; t0 += gridDim.x * per_block) {
-    const int t = t0 + group;
+  // Task groups (per_block consecutive tasks): block b's first is group b (its loads may start
+  // before the wait); then, with a queue, whichever group is next when the block finishes one (the
+  // blocks of a wave drift apart by microseconds; a static grid stride left the fast ones idle at
+  // the end while the slow ones finished), else group b + gridDim.x and so on. A row's sum does not
+  // depend on the block computing it, so both give the same bits. The group is uniform across the
+  // block (the shared-memory broadcast below, or the grid stride).
+  // (m = 1 only. The host queues the staged inputs only: measured in bench/NOTES.md, session 22, the
+  // norm + gate/up product gained 2 us per layer, while plain q/k/v lost 2.5 us.)
+  constexpr bool kQueue = M == 1;
+  __shared__ int s_next;
+  const int groups = (tasks + per_block - 1) / per_block;
+  for (int g = blockIdx.x; g < groups;) {
+    // (the next group is asked for now, its answer read after this group's work)
+    const int next = kQueue && a.queue && threadIdx.x == 0 ? int(gridDim.x) + atomicAdd(a.queue, 1) : 0;
+    const int t = g * per_block + group;
     const uint4* wr[ROWS];
     // (a paired output clamps its pair inside task_row and gets t as it is: with t clamped here too,
     // ptxas of CUDA 13 (sm_90a) fused the two clamps into one three-way max and lost the negation of
@@ -333,6 +349,19 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Args a) {
       const int p = t * H + lane / M, m = lane % M;
       if (piece == 0 && t < tasks && lane < H * M && p < a.n / 2 && m < a.m) store_pair<T, OUT>(a, m, p, mine, second);
     }
+    if (kQueue && a.queue) {
+      if (threadIdx.x == 0) s_next = next;
+      __syncthreads();
+      g = s_next;
+      __syncthreads();  // (s_next is rewritten by the next group)
+    } else {
+      g += gridDim.x;
+    }
+  }
+  // The last block to finish puts the queue back to zero (every block has taken its last group).
+  if (kQueue && a.queue && threadIdx.x == 0) {
+    __threadfence();
+    if (atomicAdd(a.queue + 1, 1) == int(gridDim.x) - 1) a.queue[0] = 0, a.queue[1] = 0;
   }
 }
 
@@ -481,6 +510,12 @@ int blocks_per_sm(int smem, int max_smem) {
   return it->second;
 }
 
+// gemv_kernel's task queue for a launch on stream s (gemv_cuda.cu): the next of a per-stream ring of
+// zeroed {next group, blocks done} pairs, so that kernels in flight together (programmatic launch)
+// never share one; each launch leaves its pair at zero. Null when MMATTN_GEMV_QUEUE=0 (A/B: the
+// static grid stride).
+int* gemv_queue(StreamHandle s);
+
 // Warps per task for gemv_kernel: the split (1, 2 or 4) whose blocks fill their last wave best,
 // each warp keeping at least two rounds of `unroll` loads per lane (a shorter slice is all ramp-up
 // and reduction). Ties go to the smaller split. MMATTN_GEMV_SPLIT=1|2|4 forces one (benchmark A/B).
@@ -512,7 +547,9 @@ void launch(Args a, StreamHandle s) {
   const int wave = cuda_sm_count() * per_sm;
   a.split = pick_split(tasks, a.k / 8, wave, U);
   const int per_block = kWarps / a.split;
-  const int blocks = std::max(1, std::min((tasks + per_block - 1) / per_block, wave));  // one wave, grid-stride
+  const int groups = (tasks + per_block - 1) / per_block;
+  const int blocks = std::max(1, std::min(groups, wave));  // one wave
+  a.queue = M == 1 && IN != GemvInput::Plain && groups > blocks ? gemv_queue(s) : nullptr;
   sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, a);
 }
 
