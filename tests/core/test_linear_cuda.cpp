@@ -638,3 +638,32 @@ TEST_P(LinearCuda, RmsNormLinearSwigluMatchesComposition) {
           EXPECT_LT(worst_elem_err(got, swiglu_rounded_like_gpu(x, nw, w, bias ? b : Tensor(), dt)), tol) << at << " against the CPU";
         }
 }
+
+// The m = 1 products with a staged input (the norm before q/k/v and gate/up) take their task groups
+// after the first from a per-launch queue (a per-stream ring of 64, put back to zero by each
+// launch's last block): 150 launches in a row of shapes with ~3 and ~5 groups per block, each equal
+// to the first bit for bit (a queue left non-zero would skip groups: their rows would differ or be
+// NaN, which compares unequal here).
+TEST(LinearCudaQueue, RepeatedStagedProductsAreIdentical) {
+  MMATTN_REQUIRE_GPU();
+  const DType dt = DType::BF16;
+  const SkinnyGemmModeGuard mode(0);
+  const Device g = Device::cuda();
+  const int64_t k = 4096, f = 11008, n = 12288;
+  const Tensor x = rand_tensor({1, 1, k}, 1).to(g, dt), nw = rand_tensor({k}, 2, 0.5f, 1.5f).to(g, dt);
+  const Tensor wgu = rand_tensor({2 * f, k}, 3, -0.05f, 0.05f).to(g, dt);
+  const Tensor wqkv = rand_tensor({n, k}, 4, -0.05f, 0.05f).to(g, dt);
+  auto differing = [](const Tensor& a, const Tensor& b) {
+    const auto u = a.to_floats(), v = b.to_floats();
+    int64_t d = 0;
+    for (size_t i = 0; i < u.size(); ++i) d += !(u[i] == v[i]);
+    return d + int64_t(u.size() != v.size());
+  };
+  const Tensor gu0 = rms_norm_linear_swiglu(x, nw, 1e-5f, wgu), qkv0 = rms_norm_linear(x, nw, 1e-5f, wqkv);
+  ASSERT_EQ(differing(gu0, gu0), 0) << "NaN in the first gate/up result";
+  ASSERT_EQ(differing(qkv0, qkv0), 0) << "NaN in the first q/k/v result";
+  for (int i = 0; i < 150; ++i) {
+    ASSERT_EQ(differing(rms_norm_linear_swiglu(x, nw, 1e-5f, wgu), gu0), 0) << "gate/up launch " << i;
+    ASSERT_EQ(differing(rms_norm_linear(x, nw, 1e-5f, wqkv), qkv0), 0) << "q/k/v launch " << i;
+  }
+}
