@@ -214,8 +214,14 @@ __device__ void stage_input(const Args& a, uint4* xs, float* scratch) {
   __syncthreads();
 }
 
-// (two blocks per multiprocessor: every variant within 128 registers; two m = 2 ones took 143 and,
-// with the queue, 146 otherwise)
+// Whether a gemv_kernel takes its task groups from a queue (after the first): m = 1 with a staged
+// input only (bench/NOTES.md, session 22: the norm + gate/up product gained 2 us per layer, while
+// plain q/k/v lost 2.5 us).
+template <int M, GemvInput IN>
+constexpr bool queued_kernel = M == 1 && IN != GemvInput::Plain;
+
+// (two blocks per multiprocessor: every variant within 128 registers; without the bound an m = 2
+// one took 143)
 template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll, GemvOutput OUT = GemvOutput::Plain>
 __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a) {
   static_assert(OUT == GemvOutput::Plain || ROWS % 2 == 0, "paired outputs take whole pairs of rows");
@@ -269,9 +275,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a) {
   // the end while the slow ones finished), else group b + gridDim.x and so on. A row's sum does not
   // depend on the block computing it, so both give the same bits. The group is uniform across the
   // block (the shared-memory broadcast below, or the grid stride).
-  // (m = 1 only. The host queues the staged inputs only: measured in bench/NOTES.md, session 22, the
-  // norm + gate/up product gained 2 us per layer, while plain q/k/v lost 2.5 us.)
-  constexpr bool kQueue = M == 1;
+  constexpr bool kQueue = queued_kernel<M, IN>;
   __shared__ int s_next;
   const int groups = (tasks + per_block - 1) / per_block;
   for (int g = blockIdx.x; g < groups;) {
@@ -549,7 +553,7 @@ void launch(Args a, StreamHandle s) {
   const int per_block = kWarps / a.split;
   const int groups = (tasks + per_block - 1) / per_block;
   const int blocks = std::max(1, std::min(groups, wave));  // one wave
-  a.queue = M == 1 && IN != GemvInput::Plain && groups > blocks ? gemv_queue(s) : nullptr;
+  a.queue = queued_kernel<M, IN> && groups > blocks ? gemv_queue(s) : nullptr;
   sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, a);
 }
 
