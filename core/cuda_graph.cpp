@@ -39,7 +39,9 @@ void set_cuda_graphs_enabled(bool on) { graphs_flag().store(on ? 1 : 0); }
 struct CapturedGraph::Handles {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
+  cudaEvent_t done = nullptr;  // recorded after the warm-up and after every replay
   ~Handles() {
+    if (done) cudaEventDestroy(done);
     if (exec) cudaGraphExecDestroy(exec);
     if (graph) cudaGraphDestroy(graph);
   }
@@ -68,13 +70,14 @@ CapturedGraph::CapturedGraph(const std::function<std::vector<Tensor>()>& fn)
     MMATTN_CUDA_CHECK(cudaStreamEndCapture(s, &h_->graph));
     MMATTN_CUDA_CHECK(cudaGraphInstantiate(&h_->exec, h_->graph, 0));
     MMATTN_CUDA_CHECK(cudaGraphGetNodes(h_->graph, nullptr, &nodes_));
+    MMATTN_CUDA_CHECK(cudaEventCreateWithFlags(&h_->done, cudaEventDisableTiming));
+    MMATTN_CUDA_CHECK(cudaEventRecord(h_->done, s));  // the first replay follows the warm-up
   } catch (...) {
     outputs_.clear();
     h_.reset();
     cuda_release_pool(s);
     throw;
   }
-  last_ = s;  // the first replay follows the warm-up
 }
 
 CapturedGraph::~CapturedGraph() {
@@ -84,10 +87,12 @@ CapturedGraph::~CapturedGraph() {
 }
 
 const std::vector<Tensor>& CapturedGraph::replay() {
+  // Ordered after the previous replay through an event of the graph's own, not the previous
+  // replay's stream: that stream may have been destroyed since (or its handle reused by another).
   const StreamHandle s = current_stream();
-  if (last_ != s) stream_wait(s, last_);
+  MMATTN_CUDA_CHECK(cudaStreamWaitEvent(s, h_->done, 0));
   MMATTN_CUDA_CHECK(cudaGraphLaunch(h_->exec, s));
-  last_ = s;
+  MMATTN_CUDA_CHECK(cudaEventRecord(h_->done, s));
   return outputs_;
 }
 

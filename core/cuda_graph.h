@@ -37,7 +37,8 @@ class CapturedGraph {
   CapturedGraph& operator=(const CapturedGraph&) = delete;
 
   // Launches the graph on the current stream (after the previous replay, on whichever stream it
-  // ran) and returns its outputs, valid in stream order until the next replay.
+  // ran, even one destroyed since) and returns its outputs, valid in stream order until the next
+  // replay.
   const std::vector<Tensor>& replay();
   const std::vector<Tensor>& outputs() const { return outputs_; }
   size_t num_nodes() const { return nodes_; }
@@ -47,7 +48,6 @@ class CapturedGraph {
   std::unique_ptr<Stream> stream_;
   std::unique_ptr<Handles> h_;
   std::vector<Tensor> outputs_;
-  StreamHandle last_ = nullptr;  // the stream of the last replay (or of the capture)
   size_t nodes_ = 0;
 };
 

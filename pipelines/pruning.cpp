@@ -13,6 +13,7 @@
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
 #include "core/ops/reduce.h"
+#include "core/ops/token_merge.h"
 #include "pipelines/ranking.h"
 #include "vision/clip_vit.h"
 #include "vision/image.h"
@@ -69,6 +70,14 @@ struct RowMix {
 // Rows `rows` of x [n, d] (a gather on x's device).
 Tensor select_rows(const std::vector<int64_t>& rows, const Tensor& x) {
   return embedding(Tensor::from_vector<int64_t>(rows, {int64_t(rows.size())}), x);
+}
+
+// An I64 tensor's values on the host (a download when it is on a device).
+std::vector<int64_t> host_ids(const Tensor& t) {
+  const Tensor c = t.contiguous();
+  std::vector<int64_t> v(size_t(c.numel()));
+  if (!v.empty()) copy_bytes(v.data(), Device::cpu(), c.data_ptr(), c.device(), v.size() * sizeof(int64_t));
+  return v;
 }
 
 // Cosine similarity of the rows of a [B, m, d] and b [B, k, d] (any device), per batch entry, on the
@@ -344,92 +353,51 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   const Tensor h = taps.features.select(0, 0);  // [1 + N, Dv]
   const int64_t n = h.size(0) - 1;
   out.report.image_tokens_before = n;
-  // [CLS] row over the patches (column 0 excluded), summed over heads in head order.
-  std::vector<float> cls_sum;
-  if (cls_row) {
-    const std::vector<float> cls_all = sum_over_heads(taps.cls_attention);  // [1 + N]
-    cls_sum.assign(cls_all.begin() + 1, cls_all.end());
-  }
 
   std::vector<int64_t> kept;  // patches whose token survives
   switch (cfg.method) {
     case PruneMethod::FasterVLM: {
-      std::vector<float> mean(cls_sum);
-      const float heads = float(taps.cls_attention.size(1));
-      for (float& v : mean) v /= heads;
-      kept = top_k(mean, cfg.keep);
-      out.report.importance = mean;
-      const Tensor patches = h.slice(0, 1, n + 1);
-      out.features = enc.projector().forward(select_rows(kept, patches));
+      // On the features' device, queued behind the encoder: the [CLS] row's head mean over the
+      // patches (summed in head order, then divided), its top `keep`, those rows projected. The kept
+      // list and the importances come back only after the projector is queued.
+      const Tensor cls = taps.cls_attention.select(0, 0).slice(1, 1, n + 1);  // [H, N]
+      const Tensor mean = column_sum(cls, float(cls.size(0)));                // [N]
+      const Tensor idx = top_k_indices(mean, cfg.keep);                                     // ascending
+      out.features = enc.projector().forward(embedding(idx, h.slice(0, 1, n + 1), /*check_ids=*/false));
+      kept = host_ids(idx);
+      out.report.importance = mean.to_floats();
       out.patch = kept;
       break;
     }
     case PruneMethod::VisionZip: {
-      const int64_t D = cfg.dominant, C = cfg.contextual;
-      std::vector<int64_t> dom = top_k(cls_sum, D - 1);
-      for (int64_t& d : dom) d += 1;  // token index (0 = [CLS])
-      dom.insert(dom.begin(), 0);
-      std::vector<int64_t> rest;
-      for (int64_t t = 0, di = 0; t <= n; ++t) {
-        if (di < int64_t(dom.size()) && dom[size_t(di)] == t) ++di;
-        else rest.push_back(t);
-      }
-      const int64_t R = int64_t(rest.size()), hd = taps.key_mean.size(2);
-      // metric: head-mean keys, L2-normalised (host: [1 + N, head_dim] is small)
-      const std::vector<float> km = taps.key_mean.to_floats();
-      auto metric = [&](int64_t t, int64_t c) { return km[size_t(t * hd + c)]; };
-      // the L2-normalised metric rows, once per token (the same divisions the pairwise loop would repeat)
-      std::vector<float> unit(km.size());
-      for (int64_t t = 0; t <= n; ++t) {
-        double s = 0;
-        for (int64_t c = 0; c < hd; ++c) s += double(metric(t, c)) * metric(t, c);
-        const float nrm = std::max(float(std::sqrt(s)), 1e-12f);
-        for (int64_t c = 0; c < hd; ++c) unit[size_t(t * hd + c)] = metric(t, c) / nrm;
-      }
-      const int64_t step = std::max<int64_t>(1, R / std::max<int64_t>(C, 1));
-      std::vector<int64_t> tgt;  // positions in rest
-      for (int64_t i = 0; i < R && int64_t(tgt.size()) < C; i += step) tgt.push_back(i);
-      std::vector<std::vector<int64_t>> assigned(tgt.size());
-      for (int64_t i = 0, ti = 0; i < R; ++i) {
-        if (ti < int64_t(tgt.size()) && tgt[size_t(ti)] == i) {
-          ++ti;
-          continue;
-        }
-        const int64_t a = rest[size_t(i)];
-        size_t best = 0;
-        float best_sim = -INFINITY;
-        const float* ua = &unit[size_t(a * hd)];
-        for (size_t j = 0; j < tgt.size(); ++j) {
-          const float* ub = &unit[size_t(rest[size_t(tgt[j])] * hd)];
-          float s = 0;
-          for (int64_t c = 0; c < hd; ++c) s += ua[c] * ub[c];
-          if (s > best_sim) best_sim = s, best = j;
-        }
-        assigned[best].push_back(a);
-      }
-      // rows: dominant (selected), then contextual_j = h[target_j] + mean(h[assigned_j])
-      RowMix mix;
-      mix.select(dom);
-      for (size_t j = 0; j < tgt.size(); ++j) {
-        mix.add(rest[size_t(tgt[j])], 1.f);
-        for (int64_t a : assigned[j]) mix.add(a, 1.f / float(assigned[j].size()));
-        mix.end_row();
-      }
-      out.features = enc.projector().forward(mix.apply(h));
-      for (int64_t d : dom) out.patch.push_back(d - 1);  // [CLS] -> -1
-      for (size_t j = 0; j < tgt.size(); ++j) out.patch.push_back(rest[size_t(tgt[j])] - 1);
-      for (int64_t d : dom)
-        if (d > 0) kept.push_back(d - 1);
-      out.report.importance = cls_sum;
+      // On the features' device, queued behind the encoder: the dominant tokens ([CLS] and the
+      // patches of the D - 1 largest head-summed [CLS] attentions), then the contextual merge of the
+      // rest by their head-mean keys (core/ops/token_merge.h), the rows mixed and projected. The
+      // lists come back only after the projector is queued.
+      const Tensor cls_sum = column_sum(taps.cls_attention.select(0, 0).slice(1, 1, n + 1));  // [N]
+      const Tensor dom = top_k_indices(cls_sum, cfg.dominant - 1);                           // ascending
+      const MergePlan plan = visionzip_merge_plan(taps.key_mean.select(0, 0), dom, cfg.contextual);
+      out.features = enc.projector().forward(weighted_rows(h, plan.rows));
+      const int64_t D = cfg.dominant;
+      for (int64_t t : host_ids(plan.heads)) out.patch.push_back(t - 1);  // [CLS] -> -1
+      for (int64_t i = 1; i < D; ++i) kept.push_back(out.patch[size_t(i)]);
+      out.report.importance = cls_sum.to_floats();
       break;
     }
     case PruneMethod::DivPrune: {
       const Tensor v = enc.projector().forward(h.slice(0, 1, n + 1));  // [N, hidden]
       // cosine distances from the Gram matrix in f32 (on the GPU from the bf16/f16 features on the
-      // tensor cores: every product exact, sums in f32) and the f32 row norms
-      kept = greedy_max_min(matmul_f32(v, v, /*transpose_b=*/true), vector_norm(v, 2), cfg.keep);
-      std::sort(kept.begin(), kept.end());
-      out.features = select_rows(kept, v);
+      // tensor cores: every product exact, sums in f32) and the f32 row norms; the selection, its
+      // ascending order and the kept rows stay on the device (no host round trip before the
+      // prefill), the kept list comes back after them
+      const Tensor picks = sort_ascending(
+          greedy_max_min_indices(matmul_f32(v, v, /*transpose_b=*/true), vector_norm(v, 2), cfg.keep));
+      out.features = embedding(picks, v, /*check_ids=*/false);  // (a -1 gives a zero row; redone below)
+      kept = host_ids(picks);
+      if (!kept.empty() && kept.front() < 0) {  // the greedy stopped early (NaN distances): fewer rows
+        kept.erase(kept.begin(), std::find_if(kept.begin(), kept.end(), [](int64_t i) { return i >= 0; }));
+        out.features = select_rows(kept, v);
+      }
       out.patch = kept;
       break;
     }

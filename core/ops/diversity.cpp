@@ -40,7 +40,7 @@ void greedy_max_min_cpu(const GreedyMaxMinParams& p) {
   }
 }
 
-std::vector<int64_t> greedy_max_min(const Tensor& gram, const Tensor& norms, int64_t k) {
+Tensor greedy_max_min_indices(const Tensor& gram, const Tensor& norms, int64_t k) {
   const char* op = "greedy_max_min";
   check_dim(gram, 2, op, "gram");
   check_dim(norms, 1, op, "norms");
@@ -53,8 +53,8 @@ std::vector<int64_t> greedy_max_min(const Tensor& gram, const Tensor& norms, int
                " but 'norms' on ", norms.device().str());
   MMATTN_CHECK(k >= 0, ShapeError, op, ": k must be >= 0, got ", k);
   k = std::min(k, n);
-  std::vector<int64_t> out(static_cast<size_t>(k));
-  if (k == 0) return out;
+  Tensor idx = Tensor::empty({k}, DType::I64, gram.device());
+  if (k == 0) return idx;
   const bool device = gram.is_cuda() && n <= kGreedyMaxMinDeviceItems;
   const Tensor g = device ? gram.contiguous() : gram.to(Device::cpu()).contiguous();
   const Tensor nr = device ? norms.contiguous() : norms.to(Device::cpu()).contiguous();
@@ -64,19 +64,25 @@ std::vector<int64_t> greedy_max_min(const Tensor& gram, const Tensor& norms, int
   p.n = n;
   p.k = k;
   if (!device) {
-    p.out = out.data();
+    Tensor host = gram.is_cuda() ? Tensor::empty({k}, DType::I64, Device::cpu()) : idx;
+    p.out = host.data<int64_t>();
     greedy_max_min_cpu(p);
-    out.erase(std::find(out.begin(), out.end(), int64_t(-1)), out.end());
-    return out;
+    if (gram.is_cuda()) idx.copy_from(host);
+    return idx;
   }
 #if MMATTN_HAS_CUDA
-  Tensor idx = Tensor::empty({k}, DType::I64, gram.device());
   Tensor nearest = Tensor::empty({n}, DType::F32, gram.device());
   p.out = idx.data<int64_t>();
   p.nearest = nearest.data<float>();
   greedy_max_min_cuda(p, current_stream());
-  copy_bytes(out.data(), Device::cpu(), idx.data_ptr(), idx.device(), size_t(k) * sizeof(int64_t));
 #endif
+  return idx;
+}
+
+std::vector<int64_t> greedy_max_min(const Tensor& gram, const Tensor& norms, int64_t k) {
+  const Tensor idx = greedy_max_min_indices(gram, norms, k);
+  std::vector<int64_t> out(size_t(idx.numel()));
+  if (!out.empty()) copy_bytes(out.data(), Device::cpu(), idx.data_ptr(), idx.device(), out.size() * sizeof(int64_t));
   out.erase(std::find(out.begin(), out.end(), int64_t(-1)), out.end());
   return out;
 }

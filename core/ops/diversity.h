@@ -20,6 +20,9 @@ namespace mmattn {
 constexpr int64_t kGreedyMaxMinDeviceItems = 8192;
 
 std::vector<int64_t> greedy_max_min(const Tensor& gram, const Tensor& norms, int64_t k);
+// The same selection left on gram's device: I64 [min(k, n)] in selection order, entries past an
+// early stop (NaN distances) -1 (greedy_max_min drops those).
+Tensor greedy_max_min_indices(const Tensor& gram, const Tensor& norms, int64_t k);
 
 struct GreedyMaxMinParams {
   const float* gram = nullptr;   // contiguous [n, n]

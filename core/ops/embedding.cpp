@@ -91,6 +91,34 @@ Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& row
   return embedding(Tensor::from_vector(ids, {B, n_new}), c.view({B * n, width})).view(shape);
 }
 
+namespace {
+
+// y [rows, d] from x and lists already on x's device
+Tensor weighted_rows_run(const Tensor& x, int64_t rows, const int32_t* offsets, const int32_t* index,
+                         const float* weights) {
+  const Tensor xc = x.stride(1) == 1 ? x : x.contiguous();
+  Tensor y = Tensor::empty({rows, x.size(1)}, x.dtype(), x.device());
+  WeightedRowsParams p;
+  p.x = xc.data_ptr();
+  p.dtype = x.dtype();
+  p.d = x.size(1);
+  p.x_stride = xc.stride(0);
+  p.rows = rows;
+  p.offsets = offsets;
+  p.index = index;
+  p.weights = weights;
+  p.y = y.data_ptr();
+  if (rows == 0 || p.d == 0) return y;
+  if (x.is_cuda()) {
+    MMATTN_IF_CUDA(weighted_rows_cuda(p, current_stream()));
+  } else {
+    weighted_rows_cpu(p);
+  }
+  return y;
+}
+
+}  // namespace
+
 Tensor weighted_rows(const Tensor& x, const std::vector<int64_t>& offsets, const std::vector<int64_t>& index,
                      const std::vector<float>& weights) {
   const char* op = "weighted_rows";
@@ -103,7 +131,7 @@ Tensor weighted_rows(const Tensor& x, const std::vector<int64_t>& offsets, const
                ", last ", offsets.empty() ? -1 : offsets.back(), ") must run from 0 to the ", index.size(),
                " entries of 'index' (", weights.size(), " weights)");
   MMATTN_CHECK(index.size() < size_t(INT32_MAX), ShapeError, op, ": ", index.size(), " entries is too many");
-  const int64_t rows = int64_t(offsets.size()) - 1, n = x.size(0), d = x.size(1);
+  const int64_t rows = int64_t(offsets.size()) - 1, n = x.size(0);
   // one host block [offsets | index | weights] (32-bit words), one upload
   std::vector<int32_t> packed(offsets.size() + 2 * index.size());
   for (size_t r = 0; r < offsets.size(); ++r) {
@@ -118,25 +146,30 @@ Tensor weighted_rows(const Tensor& x, const std::vector<int64_t>& offsets, const
     idx[e] = int32_t(index[e]);
   }
   std::memcpy(idx + index.size(), weights.data(), weights.size() * sizeof(float));
-  const Tensor xc = x.stride(1) == 1 ? x : x.contiguous();
-  Tensor y = Tensor::empty({rows, d}, x.dtype(), x.device());
   const Tensor lists = Tensor::from_vector(packed, {int64_t(packed.size())}).to(x.device());
-  WeightedRowsParams p;
-  p.x = xc.data_ptr();
-  p.dtype = x.dtype();
-  p.d = d;
-  p.x_stride = xc.stride(0);
-  p.rows = rows;
-  p.offsets = lists.data<int32_t>();
-  p.index = p.offsets + offsets.size();
-  p.weights = reinterpret_cast<const float*>(p.index + index.size());
-  p.y = y.data_ptr();
-  if (x.is_cuda()) {
-    MMATTN_IF_CUDA(weighted_rows_cuda(p, current_stream()));
-  } else {
-    weighted_rows_cpu(p);
-  }
-  return y;
+  const int32_t* off = lists.data<int32_t>();
+  return weighted_rows_run(x, rows, off, off + offsets.size(),
+                           reinterpret_cast<const float*>(off + offsets.size() + index.size()));
+}
+
+Tensor weighted_rows(const Tensor& x, const RowPlan& plan) {
+  const char* op = "weighted_rows";
+  check_defined(x, op, "x");
+  check_dim(x, 2, op, "x");
+  check_cpu_f32(x, op, "x");
+  check_dim(plan.offsets, 1, op, "plan.offsets");
+  check_dim(plan.index, 1, op, "plan.index");
+  check_dim(plan.weights, 1, op, "plan.weights");
+  MMATTN_CHECK(plan.offsets.dtype() == DType::I32 && plan.index.dtype() == DType::I32 &&
+                   plan.weights.dtype() == DType::F32 && plan.offsets.size(0) >= 1 &&
+                   plan.index.size(0) == plan.weights.size(0),
+               ShapeError, op, ": the plan must be I32 offsets [rows + 1], I32 index and F32 weights of one length, got ",
+               plan.offsets.desc(), ", ", plan.index.desc(), ", ", plan.weights.desc());
+  for (const Tensor* t : {&plan.offsets, &plan.index, &plan.weights})
+    MMATTN_CHECK(t->device() == x.device() && t->is_contiguous(), ShapeError, op, ": the plan's lists must be contiguous on ",
+                 x.device().str(), ", got ", t->desc(), " on ", t->device().str());
+  return weighted_rows_run(x, plan.offsets.size(0) - 1, plan.offsets.data<int32_t>(), plan.index.data<int32_t>(),
+                           plan.weights.data<float>());
 }
 
 }  // namespace mmattn

@@ -30,6 +30,13 @@ Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& row
 // Returns [R, d] in x's dtype on x's device. The CPU path takes F32 only.
 Tensor weighted_rows(const Tensor& x, const std::vector<int64_t>& offsets, const std::vector<int64_t>& index,
                      const std::vector<float>& weights);
+// The same with the lists already on x's device (made there by a device op, e.g. a token-merge
+// plan: core/ops/token_merge.h): I32 offsets [R + 1], I32 index and F32 weights, contiguous, whose
+// values are not checked on the host (that would be the round trip the plan avoids).
+struct RowPlan {
+  Tensor offsets, index, weights;
+};
+Tensor weighted_rows(const Tensor& x, const RowPlan& plan);
 
 struct WeightedRowsParams {
   const void* x = nullptr;  // [n, d], row stride x_stride elements

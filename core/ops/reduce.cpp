@@ -1,5 +1,7 @@
 #include "core/ops/reduce.h"
 
+#include <algorithm>
+
 #include "core/ops/dispatch.h"
 
 namespace mmattn {
@@ -47,6 +49,81 @@ Tensor argmax(const Tensor& x) {
   } else {
     argmax_cpu(ap);
   }
+  return y;
+}
+
+}  // namespace mmattn
+
+namespace mmattn {
+
+Tensor column_sum(const Tensor& x, float divisor) {
+  const char* op = "column_sum";
+  check_dim(x, 2, op, "x");
+  MMATTN_CHECK(x.dtype() == DType::F32, ShapeError, op, ": 'x' must be F32, got ", x.desc());
+  MMATTN_CHECK(x.size(0) >= 1, ShapeError, op, ": 'x' must have at least one row, got ", x.desc());
+  Tensor y = Tensor::empty({x.size(1)}, DType::F32, x.device());
+  const Tensor xc = x.contiguous();
+  ColumnSumParams p;
+  p.x = xc.data<float>();
+  p.y = y.data<float>();
+  p.rows = x.size(0);
+  p.cols = x.size(1);
+  p.divisor = divisor;
+  if (p.cols == 0) return y;
+  if (x.is_cuda()) {
+    MMATTN_IF_CUDA(column_sum_cuda(p, current_stream()));
+  } else {
+    column_sum_cpu(p);
+  }
+  return y;
+}
+
+Tensor top_k_indices(const Tensor& scores, int64_t k) {
+  const char* op = "top_k_indices";
+  check_dim(scores, 1, op, "scores");
+  MMATTN_CHECK(scores.dtype() == DType::F32, ShapeError, op, ": 'scores' must be F32, got ", scores.desc());
+  MMATTN_CHECK(k >= 0, ShapeError, op, ": k must be >= 0, got ", k);
+  const int64_t n = scores.size(0);
+  k = std::min(k, n);
+  Tensor y = Tensor::empty({k}, DType::I64, scores.device());
+  if (k == 0) return y;
+  const bool device = scores.is_cuda() && n <= kSelectDeviceItems;
+  const Tensor sc = device ? scores.contiguous() : scores.to(Device::cpu()).contiguous();
+  Tensor out = device || !scores.is_cuda() ? y : Tensor::empty({k}, DType::I64, Device::cpu());
+  TopKParams p;
+  p.scores = sc.data<float>();
+  p.out = out.data<int64_t>();
+  p.n = n;
+  p.k = k;
+  if (device) {
+    MMATTN_IF_CUDA(top_k_indices_cuda(p, current_stream()));
+    return y;
+  }
+  top_k_indices_cpu(p);
+  if (scores.is_cuda()) y.copy_from(out);
+  return y;
+}
+
+Tensor sort_ascending(const Tensor& v) {
+  const char* op = "sort_ascending";
+  check_dim(v, 1, op, "v");
+  MMATTN_CHECK(v.dtype() == DType::I64, ShapeError, op, ": 'v' must be I64, got ", v.desc());
+  const int64_t n = v.size(0);
+  Tensor y = Tensor::empty({n}, DType::I64, v.device());
+  if (n == 0) return y;
+  const bool device = v.is_cuda() && n <= kSelectDeviceItems;
+  const Tensor vc = device ? v.contiguous() : v.to(Device::cpu()).contiguous();
+  Tensor out = device || !v.is_cuda() ? y : Tensor::empty({n}, DType::I64, Device::cpu());
+  SortParams p;
+  p.v = vc.data<int64_t>();
+  p.out = out.data<int64_t>();
+  p.n = n;
+  if (device) {
+    MMATTN_IF_CUDA(sort_ascending_cuda(p, current_stream()));
+    return y;
+  }
+  sort_ascending_cpu(p);
+  if (v.is_cuda()) y.copy_from(out);
   return y;
 }
 

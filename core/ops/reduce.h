@@ -6,6 +6,17 @@
 //        (std::max_element's and torch.argmax's choice; -0 equals +0). NaN ranks below every
 //        number (a row of NaNs gives 0). Greedy decoding on the device (the token id never leaves
 //        it: pipelines/llava.cpp).
+// Selections that stay on the tensor's device (a pruner's kept set, queued without a host round
+// trip: pipelines/pruning.cpp):
+//   column_sum(x [R, N], divisor = 1) -> F32 [N]: (x[0, j] + x[1, j] + ... + x[R - 1, j]) / divisor,
+//        summed in row order in f32 and divided once (the operation order of a host loop over the
+//        rows; a divisor of 1 leaves the sums as they are). F32.
+//   top_k_indices(scores [N], k) -> I64 [min(k, N)]: the indices of the k largest scores in
+//        ascending index order (ties: the lower index is taken first, as largest_k; NaN ranks below
+//        every number). F32.
+//   sort_ascending(v [k]) -> I64 [k]: the values in ascending order. I64.
+// On CUDA one block does the whole selection or sort (kSelectDeviceItems items at most; past that
+// the host computes it: a download and an upload).
 #include <cstdint>
 
 #include "core/tensor.h"
@@ -34,5 +45,36 @@ struct ArgmaxParams {
 };
 void argmax_cpu(const ArgmaxParams& p);
 void argmax_cuda(const ArgmaxParams& p, StreamHandle s);
+
+constexpr int64_t kSelectDeviceItems = 4096;
+
+Tensor column_sum(const Tensor& x, float divisor = 1.f);
+Tensor top_k_indices(const Tensor& scores, int64_t k);
+Tensor sort_ascending(const Tensor& v);
+
+struct ColumnSumParams {
+  const float* x = nullptr;  // contiguous [rows, cols], rows >= 1
+  float* y = nullptr;        // [cols]
+  int64_t rows = 0, cols = 0;
+  float divisor = 1.f;
+};
+void column_sum_cpu(const ColumnSumParams& p);
+void column_sum_cuda(const ColumnSumParams& p, StreamHandle s);
+
+struct TopKParams {
+  const float* scores = nullptr;  // [n]
+  int64_t* out = nullptr;         // [k]
+  int64_t n = 0, k = 0;           // 1 <= k <= n
+};
+void top_k_indices_cpu(const TopKParams& p);
+void top_k_indices_cuda(const TopKParams& p, StreamHandle s);  // n <= kSelectDeviceItems
+
+struct SortParams {
+  const int64_t* v = nullptr;  // [n]
+  int64_t* out = nullptr;      // [n]
+  int64_t n = 0;
+};
+void sort_ascending_cpu(const SortParams& p);
+void sort_ascending_cuda(const SortParams& p, StreamHandle s);  // n <= kSelectDeviceItems
 
 }  // namespace mmattn

@@ -1,5 +1,8 @@
 // CPU reference of the row reductions (any float dtype, f32 accumulation).
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <vector>
 
 #include "core/ops/elem.h"
 #include "core/ops/reduce.h"
@@ -33,6 +36,40 @@ void argmax_cpu(const ArgmaxParams& p) {
     }
     p.y[r] = best;
   }
+}
+
+}  // namespace mmattn
+
+namespace mmattn {
+
+void column_sum_cpu(const ColumnSumParams& p) {
+  for (int64_t c = 0; c < p.cols; ++c) {
+    float acc = 0.f;
+    for (int64_t r = 0; r < p.rows; ++r) acc += p.x[r * p.cols + c];
+    p.y[c] = acc / p.divisor;
+  }
+}
+
+void top_k_indices_cpu(const TopKParams& p) {
+  // NaN below every number, then largest_k's order (a stable sort by descending score)
+  std::vector<float> s(p.scores, p.scores + p.n);
+  for (float& v : s)
+    if (std::isnan(v)) v = -INFINITY;
+  std::vector<int64_t> idx(size_t(p.n));
+  std::iota(idx.begin(), idx.end(), int64_t(0));
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
+    const bool na = std::isnan(p.scores[a]), nb = std::isnan(p.scores[b]);
+    if (na != nb) return nb;  // a number before a NaN
+    return s[size_t(a)] > s[size_t(b)];
+  });
+  idx.resize(size_t(p.k));
+  std::sort(idx.begin(), idx.end());
+  std::copy(idx.begin(), idx.end(), p.out);
+}
+
+void sort_ascending_cpu(const SortParams& p) {
+  std::copy(p.v, p.v + p.n, p.out);
+  std::sort(p.out, p.out + p.n);
 }
 
 }  // namespace mmattn

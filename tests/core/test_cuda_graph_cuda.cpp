@@ -78,3 +78,29 @@ TEST(CudaGraphCuda, HostCopyUnderCaptureIsRefused) {
   const std::vector<float> v = add(x, x).to_floats();
   EXPECT_EQ(v[16], 2.f);
 }
+
+// A replay on a stream that is destroyed afterwards (a worker's stream, a probe's private stream)
+// must not leave the next replay waiting on the dead handle: it waits on the graph's own event.
+TEST(CudaGraphCuda, ReplayAfterTheLastReplaysStreamIsDestroyed) {
+  MMATTN_REQUIRE_GPU();
+  const Shape shape{65, 40};
+  const Tensor w = rand_tensor({40, 40}, 8, -0.2f, 0.2f).to(Device::cuda(), DType::BF16);
+  const Tensor y = rand_tensor(shape, 9, -1.f, 1.f).to(Device::cuda(), DType::BF16);
+  Tensor in = Tensor::empty(shape, DType::BF16, Device::cuda());
+  in.copy_from(rand_tensor(shape, 10, -1.f, 1.f).to(Device::cuda(), DType::BF16));
+  CapturedGraph g([&] { return std::vector<Tensor>{chain(in, y, w)}; });
+  const Tensor x1 = rand_tensor(shape, 21, -1.f, 1.f).to(Device::cuda(), DType::BF16);
+  const Tensor x2 = rand_tensor(shape, 22, -1.f, 1.f).to(Device::cuda(), DType::BF16);
+  const Tensor want1 = chain(x1, y, w);
+  synchronize();
+  {
+    auto other = std::make_unique<Stream>();
+    StreamGuard guard(other->get());
+    in.copy_from(x1);
+    EXPECT_EQ(max_abs_diff(g.replay()[0], want1), 0.0);
+    synchronize();
+  }  // `other` is destroyed here
+  in.copy_from(x2);
+  const Tensor second = g.replay()[0].clone();
+  EXPECT_EQ(max_abs_diff(second, chain(x2, y, w)), 0.0);
+}

@@ -1,6 +1,9 @@
 // greedy_max_min on the GPU against the CPU reference, index for index: awkward item counts
 // (1, 3, 17, 577, more items than threads, the device limit), k from 1 to n, duplicated rows
 // (ties), and the host fallback above the device limit.
+#include <algorithm>
+#include <limits>
+
 #include "core/ops/diversity.h"
 #include "core/ops/linear.h"
 #include "core/ops/reduce.h"
@@ -32,4 +35,31 @@ TEST(GreedyMaxMinCuda, AboveTheDeviceLimitRunsOnTheHost) {
   const Tensor x = rand_tensor({n, 4}, 5, -1.f, 1.f);
   const Tensor g = matmul(x, x, true), nr = vector_norm(x, 2);
   EXPECT_EQ(greedy_max_min(g.to(Device::cuda()), nr.to(Device::cuda()), 8), greedy_max_min(g, nr, 8));
+  // the indices variant leaves its result on the device either way
+  EXPECT_TRUE(greedy_max_min_indices(g.to(Device::cuda()), nr.to(Device::cuda()), 8).is_cuda());
+}
+
+// The indices variant (what DivPrune queues): on the device, in selection order, equal to the host's
+// pick for pick; with a NaN norm (NaN distances) too, where any stop marks (-1) must come last.
+TEST(GreedyMaxMinCuda, IndicesStayOnTheDeviceWithTheStopMarks) {
+  MMATTN_REQUIRE_GPU();
+  for (int64_t n : {5, 700}) {
+    Tensor x = rand_tensor({n, 8}, 17 + uint64_t(n), -1.f, 1.f);
+    const Tensor g = matmul(x, x, true);
+    Tensor nr = vector_norm(x, 2);
+    const std::vector<int64_t> plain = greedy_max_min(g, nr, n);
+    const Tensor id = greedy_max_min_indices(g.to(Device::cuda()), nr.to(Device::cuda()), n);
+    ASSERT_TRUE(id.is_cuda());
+    const Tensor ih = id.to(Device::cpu());
+    EXPECT_EQ(std::vector<int64_t>(ih.data<int64_t>(), ih.data<int64_t>() + ih.numel()), plain);
+    nr.data<float>()[1] = std::numeric_limits<float>::quiet_NaN();  // item 1's distances are NaN
+    const std::vector<int64_t> want = greedy_max_min(g, nr, n);
+    const Tensor cut = greedy_max_min_indices(g.to(Device::cuda()), nr.to(Device::cuda()), n).to(Device::cpu());
+    std::vector<int64_t> got(cut.data<int64_t>(), cut.data<int64_t>() + cut.numel());
+    EXPECT_EQ(int64_t(got.size()), n);
+    const auto stop = std::find(got.begin(), got.end(), int64_t(-1));
+    EXPECT_TRUE(std::all_of(stop, got.end(), [](int64_t i) { return i == -1; }));
+    got.erase(stop, got.end());
+    EXPECT_EQ(got, want) << "n " << n;
+  }
 }
