@@ -74,7 +74,7 @@ MergePlan visionzip_merge_plan(const Tensor& metric, const Tensor& dominant, int
   MMATTN_CHECK(T < INT32_MAX, ShapeError, op, ": ", T, " tokens is too many");
   const int64_t C = visionzip_targets(T - D, contextual), entries = C > 0 ? T : D, rows = D + C;
   const Device dev = metric.device();
-  const bool device = metric.is_cuda() && T <= kMergeDeviceTokens && C <= kMergeDeviceTargets;
+  const bool device = metric.is_cuda() && visionzip_merge_plan_on_device(T, metric.size(1), C);
   const Device at = device || !metric.is_cuda() ? dev : Device::cpu();  // where the plan is made
   const Tensor m = metric.to(at).contiguous(), dm = dominant.to(at).contiguous();
   MergePlan out;

@@ -11,8 +11,9 @@
 //   The plan, weighted_rows' lists (core/ops/embedding.h) on the metric's device: D rows, one
 //   entry each (the dominant tokens, weight 1), then C' rows, one per target: the target (weight
 //   1), then its members in index order (weight 1 / members). heads [D + C'] I64: the token that
-//   heads each row. The CPU is the reference; CUDA gives the same lists bit for bit (one block;
-//   past kMergeDeviceTokens tokens or kMergeDeviceTargets targets the host plans it).
+//   heads each row. The CPU is the reference; CUDA gives the same lists bit for bit (one block,
+//   every token's unit row in its shared memory; past the limits of visionzip_merge_plan_on_device
+//   the host plans it: a LLaVA-1.5 ViT's 577 x 64 fits).
 #include <cstdint>
 
 #include "core/ops/embedding.h"
@@ -22,6 +23,10 @@ namespace mmattn {
 
 constexpr int64_t kMergeDeviceTokens = 4096;
 constexpr int64_t kMergeDeviceTargets = 1024;
+constexpr int64_t kMergeDeviceUnitFloats = 40960;  // tokens x (d + 1): 160 KB of shared memory
+inline bool visionzip_merge_plan_on_device(int64_t tokens, int64_t d, int64_t targets) {
+  return tokens <= kMergeDeviceTokens && targets <= kMergeDeviceTargets && tokens * (d + 1) <= kMergeDeviceUnitFloats;
+}
 
 struct MergePlan {
   RowPlan rows;

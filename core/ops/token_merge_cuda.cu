@@ -22,18 +22,27 @@ __device__ float row_norm(const float* m, int d) {
 }
 
 __global__ void __launch_bounds__(kThreads) merge_plan_kernel(MergePlanParams p) {
+  extern __shared__ float unit[];  // [T][d + 1]: every token's unit row (padded: conflict-free per-thread rows)
   __shared__ unsigned char dom[kMergeDeviceTokens];
   __shared__ short rest[kMergeDeviceTokens];  // rest position -> token
   __shared__ short best[kMergeDeviceTokens];  // rest position -> its target (-1: a target itself)
-  __shared__ float tnorm[kMergeDeviceTargets];  // the targets' row norms
-  __shared__ int count[kMergeDeviceTargets];    // members per target
+  __shared__ float norm[kMergeDeviceTokens];
+  __shared__ int count[kMergeDeviceTargets];     // members per target
   __shared__ int base[kMergeDeviceTargets + 1];  // first entry of each target's row
   __shared__ int warp_sums[32];
-  const int T = int(p.tokens), d = int(p.d), D = int(p.n_dominant), C = int(p.targets), nt = int(blockDim.x);
+  const int T = int(p.tokens), d = int(p.d), ld = d + 1, D = int(p.n_dominant), C = int(p.targets),
+            nt = int(blockDim.x);
   for (int t = threadIdx.x; t < T; t += nt) dom[t] = t == 0;
   for (int j = threadIdx.x; j < C; j += nt) count[j] = 0;
+  for (int i = threadIdx.x; i < T * d; i += nt) unit[(i / d) * ld + i % d] = p.metric[i];  // coalesced
   __syncthreads();
   for (int e = threadIdx.x; e + 1 < D; e += nt) dom[p.dominant[e] + 1] = 1;
+  for (int t = threadIdx.x; t < T; t += nt) norm[t] = row_norm(unit + t * ld, d);
+  __syncthreads();
+  for (int i = threadIdx.x; i < T * d; i += nt) {  // the unit rows, in place
+    float* u = unit + (i / d) * ld + i % d;
+    *u = __fdiv_rn(*u, norm[i / d]);
+  }
   __syncthreads();
   // the rest in index order (each thread a contiguous run of tokens)
   const int per = (T + nt - 1) / nt, lo = min(T, int(threadIdx.x) * per), hi = min(T, lo + per);
@@ -44,21 +53,18 @@ __global__ void __launch_bounds__(kThreads) merge_plan_kernel(MergePlanParams p)
     if (!dom[t]) rest[at++] = short(t);
   __syncthreads();
   const int R = T - D, step = max(1, R / max(int(p.contextual), 1));
-  for (int j = threadIdx.x; j < C; j += nt) tnorm[j] = row_norm(p.metric + int64_t(rest[j * step]) * d, d);
-  __syncthreads();
   for (int i = threadIdx.x; i < R; i += nt) {
     if (i % step == 0 && i / step < C) {
       best[i] = -1;
       continue;
     }
-    const float* m = p.metric + int64_t(rest[i]) * d;
-    const float n = row_norm(m, d);
+    const float* ua = unit + rest[i] * ld;
     int b = 0;
     float best_sim = -INFINITY;
     for (int j = 0; j < C; ++j) {
-      const float* mt = p.metric + int64_t(rest[j * step]) * d;  // its unit row: mt / tnorm[j]
+      const float* ub = unit + rest[j * step] * ld;  // (the same address across the warp: a broadcast)
       float s = 0.f;
-      for (int c = 0; c < d; ++c) s = __fadd_rn(s, __fmul_rn(__fdiv_rn(m[c], n), __fdiv_rn(mt[c], tnorm[j])));
+      for (int c = 0; c < d; ++c) s = __fadd_rn(s, __fmul_rn(ua[c], ub[c]));
       if (s > best_sim) best_sim = s, b = j;
     }
     best[i] = short(b);
@@ -97,10 +103,14 @@ __global__ void __launch_bounds__(kThreads) merge_plan_kernel(MergePlanParams p)
 }  // namespace
 
 void visionzip_merge_plan_cuda(const MergePlanParams& p, StreamHandle s) {
-  MMATTN_CHECK(p.tokens <= kMergeDeviceTokens && p.targets <= kMergeDeviceTargets, UnsupportedError,
-               "visionzip_merge_plan: ", p.tokens, " tokens / ", p.targets, " targets exceed the device plan's limits");
+  MMATTN_CHECK(visionzip_merge_plan_on_device(p.tokens, p.d, p.targets), UnsupportedError, "visionzip_merge_plan: ",
+               p.tokens, " tokens of ", p.d, " floats / ", p.targets, " targets exceed the device plan's limits");
   const int threads = int(p.tokens < kThreads ? (p.tokens + 31) / 32 * 32 : kThreads);
-  merge_plan_kernel<<<1, threads, 0, s>>>(p);
+  const size_t smem = size_t(p.tokens) * size_t(p.d + 1) * sizeof(float);
+  static const cudaError_t attr = cudaFuncSetAttribute(merge_plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                       int(kMergeDeviceUnitFloats * sizeof(float)));
+  MMATTN_CUDA_CHECK(attr);
+  merge_plan_kernel<<<1, threads, smem, s>>>(p);
   MMATTN_CUDA_CHECK_LAUNCH("visionzip_merge_plan");
 }
 
