@@ -354,13 +354,14 @@ ClipVisionTower::FeatureTaps ClipVisionTower::feature_taps_eager(const Tensor& p
     const float scale = float(1.0 / std::sqrt(double(hd)));
     const Tensor head_avg = Tensor::full({B, 1, H}, 1.f / float(H), DType::F32, x.device());  // mean over heads
     if (taps & (kTapClsAttention | kTapAttentionMatrix)) {
-      const Tensor qh = q.to(DType::F32).permute({0, 2, 1, 3}).contiguous();
+      // (the [CLS] row alone needs only q's first row in f32)
+      const Tensor qh = (taps & kTapAttentionMatrix ? q : q.slice(1, 0, 1)).to(DType::F32).permute({0, 2, 1, 3}).contiguous();
       if (taps & kTapAttentionMatrix) {
         const Tensor probs = softmax(matmul(qh, kh, /*transpose_b=*/true), -1, scale);  // [B, H, L, L]
         t.cls_attention = probs.slice(2, 0, 1).reshape({B, H, L});
         t.attention_mean = matmul(head_avg, probs.view({B, H, L * L})).view({B, L, L});
       } else {
-        const Tensor logits = matmul(qh.slice(2, 0, 1), kh, /*transpose_b=*/true);  // [B, H, 1, L]
+        const Tensor logits = matmul(qh, kh, /*transpose_b=*/true);  // [B, H, 1, L]
         t.cls_attention = softmax(logits, -1, scale).reshape({B, H, L});
       }
     }
