@@ -61,6 +61,13 @@ inline double tol_for(DType t) { return t == DType::F32 ? 1e-5 : t == DType::F16
 // Rounds an f32 CPU tensor through dtype t (so the CPU reference sees the GPU's inputs).
 inline Tensor round_to(const Tensor& t, DType dt) { return t.to(dt).to(DType::F32); }
 
+// A tensor's values (any device, any layout) as a host vector of its element type T.
+template <class T>
+std::vector<T> host_values(const Tensor& t) {
+  const Tensor c = t.to(Device::cpu()).contiguous();
+  return std::vector<T>(c.data<T>(), c.data<T>() + c.numel());
+}
+
 }  // namespace mmattn::test
 
 #define MMATTN_REQUIRE_GPU()                                        \

@@ -78,53 +78,61 @@ Tensor column_sum(const Tensor& x, float divisor) {
   return y;
 }
 
+namespace {
+
+// A one-block selection: run(in, out) on in's device when it holds at most kSelectDeviceItems
+// items, else on a host copy whose result goes back to in's device. y: the result on in's device.
+template <class Run>
+Tensor select_on_device_or_host(const Tensor& in, Tensor y, const Run& run) {
+  const bool device = in.is_cuda() && in.numel() <= kSelectDeviceItems;
+  const Tensor ic = device ? in.contiguous() : in.to(Device::cpu()).contiguous();
+  Tensor out = device || !in.is_cuda() ? y : Tensor::empty(y.shape(), y.dtype(), Device::cpu());
+  run(ic, out, device);
+  if (!device && in.is_cuda()) y.copy_from(out);
+  return y;
+}
+
+}  // namespace
+
 Tensor top_k_indices(const Tensor& scores, int64_t k) {
   const char* op = "top_k_indices";
   check_dim(scores, 1, op, "scores");
   MMATTN_CHECK(scores.dtype() == DType::F32, ShapeError, op, ": 'scores' must be F32, got ", scores.desc());
   MMATTN_CHECK(k >= 0, ShapeError, op, ": k must be >= 0, got ", k);
-  const int64_t n = scores.size(0);
-  k = std::min(k, n);
+  k = std::min(k, scores.size(0));
   Tensor y = Tensor::empty({k}, DType::I64, scores.device());
   if (k == 0) return y;
-  const bool device = scores.is_cuda() && n <= kSelectDeviceItems;
-  const Tensor sc = device ? scores.contiguous() : scores.to(Device::cpu()).contiguous();
-  Tensor out = device || !scores.is_cuda() ? y : Tensor::empty({k}, DType::I64, Device::cpu());
-  TopKParams p;
-  p.scores = sc.data<float>();
-  p.out = out.data<int64_t>();
-  p.n = n;
-  p.k = k;
-  if (device) {
-    MMATTN_IF_CUDA(top_k_indices_cuda(p, current_stream()));
-    return y;
-  }
-  top_k_indices_cpu(p);
-  if (scores.is_cuda()) y.copy_from(out);
-  return y;
+  return select_on_device_or_host(scores, y, [&](const Tensor& in, Tensor& out, bool device) {
+    TopKParams p;
+    p.scores = in.data<float>();
+    p.out = out.data<int64_t>();
+    p.n = in.numel();
+    p.k = k;
+    if (device) {
+      MMATTN_IF_CUDA(top_k_indices_cuda(p, current_stream()));
+    } else {
+      top_k_indices_cpu(p);
+    }
+  });
 }
 
 Tensor sort_ascending(const Tensor& v) {
   const char* op = "sort_ascending";
   check_dim(v, 1, op, "v");
   MMATTN_CHECK(v.dtype() == DType::I64, ShapeError, op, ": 'v' must be I64, got ", v.desc());
-  const int64_t n = v.size(0);
-  Tensor y = Tensor::empty({n}, DType::I64, v.device());
-  if (n == 0) return y;
-  const bool device = v.is_cuda() && n <= kSelectDeviceItems;
-  const Tensor vc = device ? v.contiguous() : v.to(Device::cpu()).contiguous();
-  Tensor out = device || !v.is_cuda() ? y : Tensor::empty({n}, DType::I64, Device::cpu());
-  SortParams p;
-  p.v = vc.data<int64_t>();
-  p.out = out.data<int64_t>();
-  p.n = n;
-  if (device) {
-    MMATTN_IF_CUDA(sort_ascending_cuda(p, current_stream()));
-    return y;
-  }
-  sort_ascending_cpu(p);
-  if (v.is_cuda()) y.copy_from(out);
-  return y;
+  Tensor y = Tensor::empty({v.size(0)}, DType::I64, v.device());
+  if (v.size(0) == 0) return y;
+  return select_on_device_or_host(v, y, [&](const Tensor& in, Tensor& out, bool device) {
+    SortParams p;
+    p.v = in.data<int64_t>();
+    p.out = out.data<int64_t>();
+    p.n = in.numel();
+    if (device) {
+      MMATTN_IF_CUDA(sort_ascending_cuda(p, current_stream()));
+    } else {
+      sort_ascending_cpu(p);
+    }
+  });
 }
 
 }  // namespace mmattn

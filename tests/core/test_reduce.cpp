@@ -50,10 +50,7 @@ TEST(Selection, ColumnMeanTopKAndSortByHand) {
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   // top_k_indices: ascending indices; ties go to the lower index; NaN below -inf; -0 equals +0
   const Tensor s = Tensor::from_vector<float>({0.5f, nan, 2.f, 0.5f, -inf, 2.f, -0.f, 0.f}, {8});
-  auto ids = [](const Tensor& t) {
-    const Tensor c = t.to(Device::cpu());
-    return std::vector<int64_t>(c.data<int64_t>(), c.data<int64_t>() + c.numel());
-  };
+  auto ids = [](const Tensor& t) { return host_values<int64_t>(t); };
   EXPECT_EQ(ids(top_k_indices(s, 1)), (std::vector<int64_t>{2}));
   EXPECT_EQ(ids(top_k_indices(s, 3)), (std::vector<int64_t>{0, 2, 5}));
   EXPECT_EQ(ids(top_k_indices(s, 5)), (std::vector<int64_t>{0, 2, 3, 5, 6}));

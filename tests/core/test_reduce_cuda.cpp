@@ -50,10 +50,7 @@ TEST(ArgmaxCuda, MatchesCpuWithTiesAndNaN) {
 // distinct values), NaN / -inf / -0, every k edge; lengths past kSelectDeviceItems take the host.
 TEST(SelectionCuda, MatchesCpu) {
   MMATTN_REQUIRE_GPU();
-  auto ids = [](const Tensor& t) {
-    const Tensor c = t.to(Device::cpu());
-    return std::vector<int64_t>(c.data<int64_t>(), c.data<int64_t>() + c.numel());
-  };
+  auto ids = [](const Tensor& t) { return host_values<int64_t>(t); };
   uint64_t seed = 41;
   for (int64_t n : {1, 2, 31, 33, 576, 1000, 4096, 5000}) {
     for (int distinct : {3, 0}) {  // 0: continuous values

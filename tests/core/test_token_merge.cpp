@@ -9,33 +9,25 @@
 using namespace mmattn;
 using namespace mmattn::test;
 
-namespace {
-template <class T>
-std::vector<T> values(const Tensor& t) {
-  const Tensor c = t.to(Device::cpu()).contiguous();
-  return std::vector<T>(c.data<T>(), c.data<T>() + c.numel());
-}
-}  // namespace
-
 TEST(VisionZipMergePlan, HandWorked) {
   // tokens 0..5 ([CLS] = 0); patch 2 (token 3) dominant; rest 1, 2, 4, 5
   const Tensor metric = Tensor::from_vector<float>({1, 0, 1, 0, 0, 1, 5, 5, 0, 2, 2, 0.1f}, {6, 2});
   const Tensor dom = Tensor::from_vector<int64_t>({2}, {1});
   // C = 2: step 2, targets tokens 1 and 4; token 2 (0, 1) joins 4, token 5 (~1, 0.05) joins 1
   MergePlan p = visionzip_merge_plan(metric, dom, 2);
-  EXPECT_EQ(values<int32_t>(p.rows.offsets), (std::vector<int32_t>{0, 1, 2, 4, 6}));
-  EXPECT_EQ(values<int32_t>(p.rows.index), (std::vector<int32_t>{0, 3, 1, 5, 4, 2}));
-  EXPECT_EQ(values<float>(p.rows.weights), (std::vector<float>(6, 1.f)));
-  EXPECT_EQ(values<int64_t>(p.heads), (std::vector<int64_t>{0, 3, 1, 4}));
+  EXPECT_EQ(host_values<int32_t>(p.rows.offsets), (std::vector<int32_t>{0, 1, 2, 4, 6}));
+  EXPECT_EQ(host_values<int32_t>(p.rows.index), (std::vector<int32_t>{0, 3, 1, 5, 4, 2}));
+  EXPECT_EQ(host_values<float>(p.rows.weights), (std::vector<float>(6, 1.f)));
+  EXPECT_EQ(host_values<int64_t>(p.heads), (std::vector<int64_t>{0, 3, 1, 4}));
   // C = 1: step 4, one target (token 1) taking the three others at 1/3 each
   p = visionzip_merge_plan(metric, dom, 1);
-  EXPECT_EQ(values<int32_t>(p.rows.offsets), (std::vector<int32_t>{0, 1, 2, 6}));
-  EXPECT_EQ(values<int32_t>(p.rows.index), (std::vector<int32_t>{0, 3, 1, 2, 4, 5}));
-  EXPECT_EQ(values<float>(p.rows.weights), (std::vector<float>{1, 1, 1, 1.f / 3, 1.f / 3, 1.f / 3}));
+  EXPECT_EQ(host_values<int32_t>(p.rows.offsets), (std::vector<int32_t>{0, 1, 2, 6}));
+  EXPECT_EQ(host_values<int32_t>(p.rows.index), (std::vector<int32_t>{0, 3, 1, 2, 4, 5}));
+  EXPECT_EQ(host_values<float>(p.rows.weights), (std::vector<float>{1, 1, 1, 1.f / 3, 1.f / 3, 1.f / 3}));
   // C = 0: the dominant rows alone
   p = visionzip_merge_plan(metric, dom, 0);
-  EXPECT_EQ(values<int32_t>(p.rows.offsets), (std::vector<int32_t>{0, 1, 2}));
-  EXPECT_EQ(values<int32_t>(p.rows.index), (std::vector<int32_t>{0, 3}));
+  EXPECT_EQ(host_values<int32_t>(p.rows.offsets), (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(host_values<int32_t>(p.rows.index), (std::vector<int32_t>{0, 3}));
   EXPECT_EQ(visionzip_targets(4, 2), 2);
   EXPECT_EQ(visionzip_targets(4, 9), 4);  // more asked than there are rest tokens
   EXPECT_EQ(visionzip_targets(0, 3), 0);

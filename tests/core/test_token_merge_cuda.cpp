@@ -12,14 +12,6 @@
 using namespace mmattn;
 using namespace mmattn::test;
 
-namespace {
-template <class T>
-std::vector<T> values(const Tensor& t) {
-  const Tensor c = t.to(Device::cpu()).contiguous();
-  return std::vector<T>(c.data<T>(), c.data<T>() + c.numel());
-}
-}  // namespace
-
 TEST(VisionZipMergePlanCuda, MatchesCpu) {
   MMATTN_REQUIRE_GPU();
   uint64_t seed = 5;
@@ -36,10 +28,10 @@ TEST(VisionZipMergePlanCuda, MatchesCpu) {
         const MergePlan got = visionzip_merge_plan(metric.to(Device::cuda()), dom.to(Device::cuda()), C);
         ASSERT_TRUE(got.rows.offsets.is_cuda() && got.heads.is_cuda());
         const std::string at = "T " + std::to_string(T) + " D " + std::to_string(D) + " C " + std::to_string(C);
-        EXPECT_EQ(values<int32_t>(got.rows.offsets), values<int32_t>(want.rows.offsets)) << at;
-        EXPECT_EQ(values<int32_t>(got.rows.index), values<int32_t>(want.rows.index)) << at;
-        EXPECT_EQ(values<float>(got.rows.weights), values<float>(want.rows.weights)) << at;
-        EXPECT_EQ(values<int64_t>(got.heads), values<int64_t>(want.heads)) << at;
+        EXPECT_EQ(host_values<int32_t>(got.rows.offsets), host_values<int32_t>(want.rows.offsets)) << at;
+        EXPECT_EQ(host_values<int32_t>(got.rows.index), host_values<int32_t>(want.rows.index)) << at;
+        EXPECT_EQ(host_values<float>(got.rows.weights), host_values<float>(want.rows.weights)) << at;
+        EXPECT_EQ(host_values<int64_t>(got.heads), host_values<int64_t>(want.heads)) << at;
         if (T == 577 && D == 54 && C == 10) {  // applied: the device mix equals the host's
           const Tensor h = rand_tensor({T, 40}, seed++, -1.f, 1.f);
           EXPECT_LT(max_abs_diff(weighted_rows(h.to(Device::cuda()), got.rows).to(Device::cpu()), weighted_rows(h, want.rows)),
