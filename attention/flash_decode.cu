@@ -18,6 +18,7 @@
 #include "attention/attention_kernels.h"
 #include "attention/flash_decode.cuh"
 #include "core/cuda_reduce.cuh"
+#include "core/stream_scratch.h"
 
 namespace mmattn {
 
@@ -122,34 +123,16 @@ __global__ void __launch_bounds__(kCombineThreads) decode_combine_kernel(const C
   }
 }
 
-// Per-stream buffers that only grow (stream-ordered frees: a block goes back only to the
-// stream that used it, so a kernel still reading the old buffer cannot race with its reuse).
-struct Buffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-};
-struct Workspaces {
-  std::unordered_map<StreamHandle, Buffer> partials, counters;
-  ~Workspaces() {
-    for (auto* m : {&partials, &counters})
-      for (auto& [s, w] : *m) cuda_free(w.ptr);
-  }
-};
-thread_local Workspaces t_ws;
-
-void* grow(Buffer& w, size_t bytes, StreamHandle s, bool zero) {
-  if (w.bytes < bytes) {
-    cuda_free(w.ptr);
-    w = {};
-    w.ptr = cuda_alloc(bytes, s);
-    w.bytes = bytes;
-    if (zero) MMATTN_CUDA_CHECK(cudaMemsetAsync(w.ptr, 0, bytes, s));
-  }
-  return w.ptr;
+// Per-stream scratch (core/stream_scratch.h): the partials, and the counters, zero-initialised (the
+// fused kernel leaves every counter at zero again).
+float* partials(size_t bytes, StreamHandle s) {
+  static const char owner = 0;
+  return static_cast<float*>(stream_scratch(&owner, s, bytes));
 }
-float* partials(size_t bytes, StreamHandle s) { return static_cast<float*>(grow(t_ws.partials[s], bytes, s, false)); }
-// Zero-initialised; the fused kernel leaves every counter at zero again.
-int* counters(size_t n, StreamHandle s) { return static_cast<int*>(grow(t_ws.counters[s], n * sizeof(int), s, true)); }
+int* counters(size_t n, StreamHandle s) {
+  static const char owner = 0;
+  return static_cast<int*>(stream_scratch(&owner, s, n * sizeof(int), /*zeroed=*/true));
+}
 
 struct DeviceInfo {
   int sms = 0;

@@ -8,6 +8,7 @@
 
 #include "core/cuda_types.cuh"
 #include "core/ops/conv2d.h"
+#include "core/stream_scratch.h"
 
 #if MMATTN_HAS_CUDNN
 #include <cudnn.h>
@@ -129,18 +130,9 @@ struct ConvPlan {
   }
 };
 
-struct Workspace {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-};
-
 struct CudnnState {
   std::unordered_map<int, cudnnHandle_t> handles;  // never destroyed (teardown order vs the runtime)
   std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKeyHash> plans;
-  std::unordered_map<StreamHandle, Workspace> workspaces;
-  ~CudnnState() {
-    for (auto& [s, ws] : workspaces) cuda_free(ws.ptr);
-  }
 };
 thread_local CudnnState t_cudnn;
 
@@ -154,16 +146,8 @@ cudnnHandle_t cudnn_handle(int device) {
 }
 
 void* cudnn_workspace(size_t bytes, StreamHandle s) {
-  if (bytes == 0) return nullptr;
-  Workspace& ws = t_cudnn.workspaces[s];
-  if (ws.bytes < bytes) {
-    cuda_free(ws.ptr);  // stream-ordered: only this stream can get the block back
-    ws.ptr = nullptr;
-    ws.bytes = 0;
-    ws.ptr = cuda_alloc(bytes, s);
-    ws.bytes = bytes;
-  }
-  return ws.ptr;
+  static const char owner = 0;
+  return bytes == 0 ? nullptr : stream_scratch(&owner, s, bytes);
 }
 
 cudnnDataType_t cudnn_dtype(DType t) {

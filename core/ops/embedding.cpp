@@ -93,6 +93,13 @@ Tensor gather_rows(const Tensor& t, const std::vector<std::vector<int64_t>>& row
 
 namespace {
 
+void check_weighted_rows_x(const Tensor& x) {
+  const char* op = "weighted_rows";
+  check_defined(x, op, "x");
+  check_dim(x, 2, op, "x");
+  check_cpu_f32(x, op, "x");
+}
+
 // y [rows, d] from x and lists already on x's device
 Tensor weighted_rows_run(const Tensor& x, int64_t rows, const int32_t* offsets, const int32_t* index,
                          const float* weights) {
@@ -122,9 +129,7 @@ Tensor weighted_rows_run(const Tensor& x, int64_t rows, const int32_t* offsets, 
 Tensor weighted_rows(const Tensor& x, const std::vector<int64_t>& offsets, const std::vector<int64_t>& index,
                      const std::vector<float>& weights) {
   const char* op = "weighted_rows";
-  check_defined(x, op, "x");
-  check_dim(x, 2, op, "x");
-  check_cpu_f32(x, op, "x");
+  check_weighted_rows_x(x);
   MMATTN_CHECK(!offsets.empty() && offsets.front() == 0 && offsets.back() == int64_t(index.size()) &&
                    index.size() == weights.size(),
                ShapeError, op, ": 'offsets' (", offsets.size(), " entries, first ", offsets.empty() ? -1 : offsets.front(),
@@ -154,9 +159,7 @@ Tensor weighted_rows(const Tensor& x, const std::vector<int64_t>& offsets, const
 
 Tensor weighted_rows(const Tensor& x, const RowPlan& plan) {
   const char* op = "weighted_rows";
-  check_defined(x, op, "x");
-  check_dim(x, 2, op, "x");
-  check_cpu_f32(x, op, "x");
+  check_weighted_rows_x(x);
   check_dim(plan.offsets, 1, op, "plan.offsets");
   check_dim(plan.index, 1, op, "plan.index");
   check_dim(plan.weights, 1, op, "plan.weights");

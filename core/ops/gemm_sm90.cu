@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "core/ops/gemm_sm90.cuh"
+#include "core/stream_scratch.h"
 
 namespace mmattn {
 
@@ -47,26 +48,14 @@ bool skinny_gemm_sm90(const GemmParams& p, StreamHandle s) {
 
 namespace skinny {
 
-// One workspace per stream, allocated once (persistent, so a captured graph keeps valid pointers;
-// like gemm_cuda's cuBLASLt workspace): the partials, then the counters (zeroed once; each launch
-// leaves them zero).
+// One workspace per stream (core/stream_scratch.h; persistent, so a captured graph keeps valid
+// pointers, like gemm_cuda's cuBLASLt workspace): the partials, and the counters (zeroed once; each
+// launch leaves them zero).
 Workspace workspace_for(StreamHandle s) {
-  struct State {
-    std::unordered_map<StreamHandle, Workspace> ws;
-    ~State() {
-      for (auto& [st, w] : ws) cuda_free(w.partial);
-    }
-  };
-  thread_local State state;
-  auto it = state.ws.find(s);
-  if (it != state.ws.end()) return it->second;
-  const size_t bytes = kPartialBytes + size_t(kMaxCounters) * sizeof(int);
-  void* p = cuda_alloc(bytes, s);
+  static const char partial_owner = 0, counter_owner = 0;
   Workspace w;
-  w.partial = static_cast<float*>(p);
-  w.counter = reinterpret_cast<int*>(static_cast<char*>(p) + kPartialBytes);
-  MMATTN_CUDA_CHECK(cudaMemsetAsync(w.counter, 0, size_t(kMaxCounters) * sizeof(int), s));
-  state.ws.emplace(s, w);
+  w.partial = static_cast<float*>(stream_scratch(&partial_owner, s, kPartialBytes));
+  w.counter = static_cast<int*>(stream_scratch(&counter_owner, s, size_t(kMaxCounters) * sizeof(int), /*zeroed=*/true));
   return w;
 }
 

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "core/ops/gemv_cuda.cuh"
+#include "core/stream_scratch.h"
 
 namespace mmattn {
 
@@ -14,19 +15,10 @@ namespace {
 
 constexpr int kQueueSlots = 64;  // far more than kernels in flight at once on one stream
 
-// Per-stream rings of queue pairs (zeroed once; every launch leaves its pair at zero). CUDA graphs:
-// a captured launch keeps its slot, and replays reuse them in the same order.
-struct QueueRing {
-  int* pairs = nullptr;
-  int next = 0;
-};
-struct QueueRings {
-  std::unordered_map<StreamHandle, QueueRing> by_stream;
-  ~QueueRings() {
-    for (auto& [s, r] : by_stream) cuda_free(r.pairs);
-  }
-};
-thread_local QueueRings t_rings;
+// The next slot of each stream's ring (the pairs themselves: core/stream_scratch.h, zeroed once;
+// every launch leaves its pair at zero). CUDA graphs: a captured launch keeps its slot, and replays
+// reuse them in the same order.
+thread_local std::unordered_map<StreamHandle, int> t_next_slot;
 
 }  // namespace
 
@@ -36,13 +28,11 @@ int* gemv_queue(StreamHandle s) {
     return e && std::strcmp(e, "0") == 0;
   }();
   if (off) return nullptr;
-  QueueRing& r = t_rings.by_stream[s];
-  if (!r.pairs) {
-    r.pairs = static_cast<int*>(cuda_alloc(kQueueSlots * 2 * sizeof(int), s));
-    MMATTN_CUDA_CHECK(cudaMemsetAsync(r.pairs, 0, kQueueSlots * 2 * sizeof(int), s));
-  }
-  int* q = r.pairs + 2 * r.next;
-  r.next = (r.next + 1) % kQueueSlots;
+  static const char owner = 0;
+  int* pairs = static_cast<int*>(stream_scratch(&owner, s, kQueueSlots * 2 * sizeof(int), /*zeroed=*/true));
+  int& next = t_next_slot[s];
+  int* q = pairs + 2 * next;
+  next = (next + 1) % kQueueSlots;
   return q;
 }
 

@@ -17,6 +17,7 @@
 
 #include "core/cuda_types.cuh"
 #include "core/ops/linear.h"
+#include "core/stream_scratch.h"
 
 #define MMATTN_CUBLAS_CHECK(call)                                                                        \
   do {                                                                                                   \
@@ -92,11 +93,7 @@ struct Plan {
 
 struct ThreadState {
   std::unordered_map<int, cublasLtHandle_t> handles;
-  std::unordered_map<StreamHandle, void*> workspaces;
   std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;
-  ~ThreadState() {
-    for (auto& [s, p] : workspaces) cuda_free(p);  // back to the (leaked) caching allocator: no CUDA call
-  }
 };
 thread_local ThreadState t_state;
 
@@ -110,11 +107,8 @@ cublasLtHandle_t handle_for(int device) {
 }
 
 void* workspace_for(StreamHandle s) {
-  auto it = t_state.workspaces.find(s);
-  if (it != t_state.workspaces.end()) return it->second;
-  void* p = cuda_alloc(kWorkspaceBytes, s);
-  t_state.workspaces.emplace(s, p);
-  return p;
+  static const char owner = 0;
+  return stream_scratch(&owner, s, kWorkspaceBytes);
 }
 
 void make_layout(cublasLtMatrixLayout_t* l, cudaDataType_t t, uint64_t rows, uint64_t cols, int64_t ld,
