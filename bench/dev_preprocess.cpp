@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/device.h"
+#include "core/worker_pool.h"
 #include "core/ops/linear.h"
 #include "vision/clip_preprocess.h"
 #include "vision/image.h"
@@ -55,30 +56,35 @@ int main(int argc, char** argv) {
                   synchronize();
                 }, reps));
     // As a request sees it: right after ~15 ms of device work that the host waited for (a decoder
-    // prefill), or after 15 ms of host sleep: the image path per JPEG band count.
+    // prefill), or after 15 ms of host sleep: the image path per JPEG band count, with the worker
+    // pool's threads blocked between images (spin 0) or spinning for 20 ms after each.
     const Tensor a = Tensor::full({4096, 4096}, 0.01f, DType::BF16, Device::cuda());
-    for (int idle : {0, 1})
-      for (int bands : {1, 2, 3, 4}) {
-        ImageLoadOptions o;
-        o.jpeg_bands = bands;
-        std::vector<double> t;
-        for (int i = 0; i < reps; ++i) {
-          if (idle) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(15));
-          } else {
-            for (int j = 0; j < 100; ++j) (void)linear(a, a);  // ~15 ms
+    const double spin_was = WorkerPool::spin_ms();
+    for (double spin : {0.0, 20.0})
+      for (int idle : {0, 1})
+        for (int bands : {1, 2, 3, 4}) {
+          WorkerPool::set_spin_ms(spin);
+          ImageLoadOptions o;
+          o.jpeg_bands = bands;
+          std::vector<double> t;
+          for (int i = 0; i < reps; ++i) {
+            if (idle) {
+              std::this_thread::sleep_for(std::chrono::milliseconds(15));
+            } else {
+              for (int j = 0; j < 100; ++j) (void)linear(a, a);  // ~15 ms
+              synchronize();
+            }
+            const auto s0 = std::chrono::steady_clock::now();
+            Tensor g = clip_preprocess_to(load_image(path, o), cfg, Device::cuda(), DType::BF16);
             synchronize();
+            t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count());
           }
-          const auto s0 = std::chrono::steady_clock::now();
-          Tensor g = clip_preprocess_to(load_image(path, o), cfg, Device::cuda(), DType::BF16);
-          synchronize();
-          t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count());
+          std::sort(t.begin(), t.end());
+          std::printf("spin %2.0f ms, after %s, %d band(s): decode + GPU preprocessing %.3f ms (min %.3f, max %.3f)\n",
+                      spin, idle ? "15 ms of host sleep" : "15 ms of device work", bands, t[t.size() / 2], t.front(),
+                      t.back());
         }
-        std::sort(t.begin(), t.end());
-        std::printf("after %s, %d band(s): decode + GPU preprocessing %.3f ms (min %.3f, max %.3f)\n",
-                    idle ? "15 ms of host sleep" : "15 ms of device work", bands, t[t.size() / 2], t.front(),
-                    t.back());
-      }
+    WorkerPool::set_spin_ms(spin_was);
   }
   return 0;
 }

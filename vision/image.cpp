@@ -11,11 +11,10 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <system_error>
-#include <thread>
 #include <vector>
 
 #include "core/io.h"
+#include "core/worker_pool.h"
 
 #if MMATTN_HAS_LIBJPEG
 #include <csetjmp>
@@ -206,7 +205,7 @@ bool jpeg_decode_rows(JpegCtx& ctx, const uint8_t* data, size_t size, JpegInfo& 
   return true;
 }
 
-// Bands of rows decoded by threads of their own: the entropy-coded data is sequential, but each
+// Bands of rows decoded in parallel (on core/worker_pool.h's workers and the caller): the entropy-coded data is sequential, but each
 // band only entropy-decodes the rows above it (jpeg_skip_scanlines) and reconstructs (IDCT,
 // upsampling, colour) its own, so band i costs ~ e * rows above + rows of its own, in units of a
 // full decode per row, e ~ 0.55 the entropy share (measured on the baseline asset photo: skipping
@@ -215,8 +214,8 @@ bool jpeg_decode_rows(JpegCtx& ctx, const uint8_t* data, size_t size, JpegInfo& 
 int jpeg_bands(const JpegInfo& info) {
   const int64_t px = int64_t(info.width) * info.height;
   if (px < 150'000) return 1;
-  const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(1, std::min({hw, 4, info.height / 64}));
+  const int threads = WorkerPool::shared().workers() + 1;
+  return std::max(1, std::min({threads, 4, info.height / 64}));
 }
 // First row of band i of n (edge(n) = height): with c = e / (1 - (1 - e)^n), r_{i+1} = r_i (1 - e) + c.
 int jpeg_band_edge(int i, int n, int height) {
@@ -259,19 +258,7 @@ Image decode_jpeg_libjpeg(const uint8_t* data, size_t size, const std::string& l
       failure[size_t(i)] = e.what();
     }
   };
-  {
-    std::vector<std::thread> threads;
-    threads.reserve(size_t(bands));
-    for (int i = 1; i < bands; ++i) {
-      try {
-        threads.emplace_back(band, i);
-      } catch (const std::system_error&) {  // no thread to be had: this one decodes the band
-        band(i);
-      }
-    }
-    band(0);
-    for (std::thread& t : threads) t.join();
-  }
+  WorkerPool::shared().run(bands, band);
   for (int i = 0; i < bands; ++i)
     if (!ok[size_t(i)])
       MMATTN_THROW(FormatError, label, ": cannot decode JPEG: ",

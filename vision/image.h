@@ -57,9 +57,9 @@ enum class Gray16 { kPilSaturate, kHighByte };
 
 struct ImageLoadOptions {
   Gray16 gray16 = Gray16::kPilSaturate;
-  // JPEG: bands of rows decoded by threads of their own (the same pixels as one decoder: each band
-  // entropy-decodes the rows above it and reconstructs its own). 0: by size (one below ~0.15 MP,
-  // else up to 4, at most the hardware threads).
+  // JPEG: bands of rows decoded in parallel on core/worker_pool.h's shared pool (the same pixels as
+  // one decoder: each band entropy-decodes the rows above it and reconstructs its own). 0: by size
+  // (one below ~0.15 MP, else up to 4, at most the pool's workers + 1).
   int jpeg_bands = 0;
 };
 
