@@ -11,6 +11,7 @@
 #include "attention/flash_device.cuh"
 #include "attention/flash_prefill.h"
 #include "core/cuda_check.h"
+#include "core/kernel_smem.h"
 
 namespace mmattn::flash {
 
@@ -316,11 +317,7 @@ void flash_prefill_launch(const PrefillArgs& a, cudaStream_t s) {
   using Tr = PrefillTraits<D>;
   const size_t smem = size_t(Tr::BR + 4 * Tr::BC) * Tr::SS * sizeof(T) + (MOD ? 2 * Tr::BC * sizeof(float4) : 0);
   auto kernel = flash_prefill_kernel<T, D, MOD>;
-  static bool configured = false;  // per instantiation; idempotent, so a race is harmless
-  if (!configured) {
-    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    configured = true;
-  }
+  kernel_smem_allow(reinterpret_cast<const void*>(kernel), int(smem));
   const dim3 grid(unsigned((a.p.lq + Tr::BR - 1) / Tr::BR), unsigned(a.p.hq), unsigned(a.p.batch));
   kernel<<<grid, Tr::THREADS, smem, s>>>(a);
   MMATTN_CUDA_CHECK_LAUNCH("flash_prefill_kernel");

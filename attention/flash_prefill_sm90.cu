@@ -51,6 +51,7 @@
 #include "attention/flash_prefill.h"
 #include "core/cuda_check.h"
 #include "core/device.h"
+#include "core/kernel_smem.h"
 #include "core/sm90.cuh"
 
 namespace mmattn::flash {
@@ -711,12 +712,7 @@ bool launch(const PrefillArgs& a, cudaStream_t s) {
   auto kernel = flash_prefill_sm90_kernel<T, NH, MOD, TAP>;
   // TAP: the tap rows' logits follow the tiles (flash_prefill_sm90_taps_fit said they fit)
   const int smem = smem_bytes<NH, MOD>() + (TAP ? int(tap_smem_bytes(a.n_taps, p.lk)) : 0);
-  static bool configured = false;  // per instantiation; idempotent, so a race is harmless
-  if (!configured) {
-    MMATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          TAP ? cuda_smem_optin() : smem_bytes<NH, MOD>()));
-    configured = true;
-  }
+  kernel_smem_allow(reinterpret_cast<const void*>(kernel), TAP ? cuda_smem_optin() : smem_bytes<NH, MOD>());
   const dim3 grid(unsigned((p.lq + kBR - 1) / kBR), unsigned(p.hq), unsigned(p.batch));
   kernel<<<grid, kThreads, size_t(smem), s>>>(a, tm);
   MMATTN_CUDA_CHECK_LAUNCH("flash_prefill_sm90_kernel");

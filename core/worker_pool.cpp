@@ -21,12 +21,12 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spin before blocking, in nanoseconds: MMATTN_POOL_SPIN_MS, else 20 ms on machines with at least 4
+// Spin before blocking, in nanoseconds: MMATTN_POOL_SPIN_MS, else 2 ms on machines with at least 4
 // hardware threads (on smaller ones a spinning worker takes a core the caller's own work needs).
 std::atomic<int64_t>& spin_ns() {
   static std::atomic<int64_t> ns{[] {
     if (const char* e = std::getenv("MMATTN_POOL_SPIN_MS")) return int64_t(std::max(0.0, std::atof(e)) * 1e6);
-    return std::thread::hardware_concurrency() >= 4 ? int64_t(20'000'000) : int64_t(0);
+    return std::thread::hardware_concurrency() >= 4 ? int64_t(2'000'000) : int64_t(0);
   }()};
   return ns;
 }

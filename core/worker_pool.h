@@ -1,11 +1,12 @@
 #pragma once
 // A small pool of host worker threads for short parallel jobs on a request's critical path (a
-// JPEG's bands of rows: vision/image.cpp). Starting a thread per job costs tens of microseconds,
-// and a core that has been idle while the host waited for the GPU wakes up slowly (bench/NOTES.md,
-// session 24: four bands after device work 1.66 ms against 1.30 ms warm). So the workers stay: after
-// a job each one spins for spin_ms() (default 20 ms: the next image of a batch, or of a request
-// behind one prefill, finds it awake), then blocks until the next job. MMATTN_POOL_SPIN_MS sets the
-// spin at start-up (0: block at once, as a fresh thread would).
+// JPEG's bands of rows: vision/image.cpp). Starting a thread per band per image costs tens of
+// microseconds on the caller before its own band starts; the workers here stay and are woken. After
+// a job each worker spins for spin_ms() (default 2 ms: the next image of a batch decoded back to back
+// finds it awake), then blocks until the next job. Spinning longer (through the ~15 ms a single
+// request spends on the GPU between two images) measured no better in the pipeline (bench/NOTES.md,
+// session 24), so the cores are not held. MMATTN_POOL_SPIN_MS sets the spin at start-up (0: block at
+// once).
 //
 // run(n, fn) calls fn(i) once for every i in [0, n), in any order: the caller takes tasks too (a job
 // never waits for a worker to wake), workers take the rest as they come. It returns when every task

@@ -4,6 +4,7 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_scan.cuh"
+#include "core/kernel_smem.h"
 #include "core/ops/token_merge.h"
 
 namespace mmattn {
@@ -107,9 +108,7 @@ void visionzip_merge_plan_cuda(const MergePlanParams& p, StreamHandle s) {
                p.tokens, " tokens of ", p.d, " floats / ", p.targets, " targets exceed the device plan's limits");
   const int threads = int(p.tokens < kThreads ? (p.tokens + 31) / 32 * 32 : kThreads);
   const size_t smem = size_t(p.tokens) * size_t(p.d + 1) * sizeof(float);
-  static const cudaError_t attr = cudaFuncSetAttribute(merge_plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                       int(kMergeDeviceUnitFloats * sizeof(float)));
-  MMATTN_CUDA_CHECK(attr);
+  kernel_smem_allow(reinterpret_cast<const void*>(merge_plan_kernel), int(kMergeDeviceUnitFloats * sizeof(float)));
   merge_plan_kernel<<<1, threads, smem, s>>>(p);
   MMATTN_CUDA_CHECK_LAUNCH("visionzip_merge_plan");
 }
