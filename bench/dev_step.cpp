@@ -6,6 +6,7 @@
 //              rms_norm_linear(gate_up) -> swiglu_linear_add_(down), x 32 layers
 //   full llama the sequence llama.cpp runs: q/k/v + RoPE into the cache where linear_qkv_rope takes
 //              it, and down after rms_norm_linear_swiglu
+//   llama bare full llama without its RMSNorm and SwiGLU kernels (the bound for fusing them)
 //   products   the four products only (attention output fixed)
 //   attention  append_rope + attention only (q/k/v fixed)
 //   qkv / o / gate_up / down   one product x 32 layers, back to back (lm_head: the vocabulary head's
@@ -162,6 +163,30 @@ int main(int argc, char** argv) {
                                       : attend(l, rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim}));
                linear_add_(x, att, L.o);
                linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps, L.gate_up), L.down);
+             }
+             cache.advance();
+           }},
+          // full llama with its three small kernels left out (no RMSNorms, down reads a fixed gated
+          // activation): what fusing all of them into the products could save at best
+          {"llama bare", layer_bytes * kLayers + kv_bytes,
+           [&] {
+             rewind();
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               Tensor att;
+               if (B == 1 && linear_qkv_rope_fusable(x, L.qkv, kDim)) {
+                 Tensor q = Tensor::empty({B, rows, kHeads, kDim}, dt, dev);
+                 Tensor q2 = q.view({rows, kHeads * kDim}), k2 = cache.next_rows_k(l, rows),
+                        v2 = cache.next_rows_v(l, rows);
+                 linear_qkv_rope(x, L.qkv, Tensor(), cos, sin, kHeads, kHeads, q2, k2, v2);
+                 cache.append_written(l, rows);
+                 att = attend_q(l, q);
+               } else {
+                 att = attend(l, linear(x, L.qkv).view({B, rows, 3 * kHeads, kDim}));
+               }
+               linear_add_(x, att, L.o);
+               (void)linear(x, L.gate_up);
+               linear_add_(x, g_fixed, L.down);
              }
              cache.advance();
            }},
