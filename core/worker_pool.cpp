@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -49,7 +50,9 @@ struct WorkerPool::State {
   std::atomic<int> remaining{0};
   std::atomic<int> active{0};
 
-  void take_tasks() {
+  // noexcept: a task that throws ends the process here (run() documents that fn must not throw)
+  // rather than leaving a job open with workers inside it.
+  void take_tasks() noexcept {
     for (int i; (i = next.fetch_add(1)) < n;) {
       (*fn)(i);
       remaining.fetch_sub(1, std::memory_order_release);
