@@ -106,8 +106,9 @@ int main(int argc, char** argv) {
 
     // The prompt pieces shared by every configuration.
     const Image img = load_image(image);
-    const Image crop = clip_resize_crop(img, pipe.preprocess_config());
-    const Tensor px = clip_normalize(crop, pipe.preprocess_config()).unsqueeze(0).to(Device::cuda(), DType::BF16);
+    const Image crop_img = clip_resize_crop(img, pipe.preprocess_config());
+    const Tensor px = clip_normalize(crop_img, pipe.preprocess_config()).unsqueeze(0).to(Device::cuda(), DType::BF16);
+    const Tensor crop = crop_img.to_tensor().to(Device::cuda());  // U8 [S, S, 3] (vflowopt's patch entropy)
     const std::vector<int64_t> ids = pipe.tokenizer().encode(llava_prompt(question, true), true);
     const int64_t img_tok = pipe.config().image_token_index;
     const int64_t img_at = int64_t(std::find(ids.begin(), ids.end(), img_tok) - ids.begin());

@@ -85,11 +85,11 @@ int main(int argc, char** argv) {
     const ClipVisionConfig& vc = pipe.config().vision_config;
     const std::string image = std::string(MMATTN_SOURCE_DIR_BENCH) + "/assets/images/extreme_ironing.jpg";
 
-    Image img, crop;
-    Tensor px;
+    Image img;
+    Tensor px, crop;  // crop: the preprocessed U8 image on the device (vflowopt's patch entropy)
     std::printf("decode               %8.3f ms\n", host_median_ms([&] { img = load_image(image); }, reps));
     std::printf("preprocess (GPU)     %8.3f ms\n", host_median_ms([&] {
-                  px = clip_preprocess_to(img, pipe.preprocess_config(), Device::cuda(), DType::BF16, &crop)
+                  px = clip_preprocess_to(img, pipe.preprocess_config(), Device::cuda(), DType::BF16, nullptr, &crop)
                            .unsqueeze(0);
                 }, reps));
     const int64_t n_run = ClipVisionTower::layers_for_feature_layer(vc, enc.feature_layers()[0]);

@@ -176,6 +176,7 @@ struct LlavaPipeline::Sequence {
   PruningConfig pruning;         // the request's, resolved against the model
   ModulationSet modulation;
   Image crop;                    // the preprocessed 8-bit image, when needs_crop()
+  Tensor crop_pixels;            // the same as U8 [S, S, 3] on the model's device, when needs_crop_pixels()
   std::vector<int64_t> patch;    // per image row of the prompt: its patch (-1: [CLS] / merged)
   std::vector<float> row_importance;
   std::pair<int64_t, int64_t> span{0, 0};  // image rows [first, first + count) of the prompt
@@ -184,13 +185,13 @@ struct LlavaPipeline::Sequence {
   Sampler sampler;
   IncrementalDecoder dec;
   StopStringFilter filter;
-  // The host copy of the preprocessed image is needed by the kept map, VFlowOpt's patch entropy
-  // and the VCD / DAMRO branches (everything else uses the device pixels only).
+  // The host copy of the preprocessed image is needed by the kept map and the VCD / DAMRO branches
+  // (everything else uses the device pixels only); VFlowOpt's patch entropy reads it on the device.
   bool needs_crop() const {
     const ModulationConfig* cd = modulation.contrastive();
-    return !req.kept_map_path.empty() || pruning.method == PruneMethod::VFlowOpt ||
-           (cd && (cd->method == ModMethod::VCD || cd->method == ModMethod::DAMRO));
+    return !req.kept_map_path.empty() || (cd && (cd->method == ModMethod::VCD || cd->method == ModMethod::DAMRO));
   }
+  bool needs_crop_pixels() const { return pruning.method == PruneMethod::VFlowOpt; }
   Clock::time_point t0, t1, t2, t_first;
 
   void emit(const std::string& s) const {
@@ -299,16 +300,17 @@ Image LlavaPipeline::load_source(const LlavaRequest& req, const ModulationConfig
   return img;
 }
 
-Tensor LlavaPipeline::preprocess(const Image& img, const LlavaRequest& req, Image* crop) const {
+Tensor LlavaPipeline::preprocess(const Image& img, const LlavaRequest& req, Image* crop, Tensor* crop_pixels) const {
   ClipPreprocessConfig pre = pre_;
   pre.pad_to_square = req.pad_to_square;
-  return clip_preprocess_to(img, pre, device_, dtype_, crop).unsqueeze(0);  // [1, 3, H, W]
+  return clip_preprocess_to(img, pre, device_, dtype_, crop, crop_pixels).unsqueeze(0);  // [1, 3, H, W]
 }
 
 Tensor LlavaPipeline::prepare_pixels(Sequence& s, std::future<Image>* source) const {
   s.t0 = Clock::now();
   const Image img = source ? source->get() : load_source(s.req);
-  Tensor px = preprocess(img, s.req, s.needs_crop() ? &s.crop : nullptr);
+  Tensor px = preprocess(img, s.req, s.needs_crop() ? &s.crop : nullptr,
+                         s.needs_crop_pixels() ? &s.crop_pixels : nullptr);
   if (device_.is_cuda()) synchronize();
   s.t1 = Clock::now();
   return px;
@@ -339,7 +341,7 @@ void LlavaPipeline::encode_batch(const std::vector<Sequence*>& seqs, const std::
   for (size_t i = 0; i < seqs.size(); ++i) {
     Sequence& s = *seqs[i];
     if (s.pruning.before_llm()) {
-      done(s, encode_visual_tokens(s.pruning, *encoder_, pixels[i], s.crop), pixels[i], nullptr);
+      done(s, encode_visual_tokens(s.pruning, *encoder_, pixels[i], s.crop_pixels), pixels[i], nullptr);
     } else if (s.modulation.find(ModMethod::PAINT)) {
       // its own pass gives the features and both [CLS] rows (cls_attention_at on its hidden states:
       // the values cls_attention gives, without running the layers again)

@@ -160,8 +160,10 @@ class LlavaPipeline {
   // (thread-safe).
   Image load_source(const LlavaRequest& req, const ModulationConfig* ritual = nullptr) const;
   // The request's CLIP preprocessing (its pad_to_square) on the pipeline's device: pixels
-  // [1, 3, H, W] in the pipeline's dtype; `crop`, when given, gets the 8-bit crop.
-  Tensor preprocess(const Image& img, const LlavaRequest& req, Image* crop = nullptr) const;
+  // [1, 3, H, W] in the pipeline's dtype; `crop` / `crop_pixels`, when given, get the 8-bit crop (on
+  // the host / as a U8 [S, S, 3] tensor on the pipeline's device).
+  Tensor preprocess(const Image& img, const LlavaRequest& req, Image* crop = nullptr,
+                    Tensor* crop_pixels = nullptr) const;
   void finish_pruning(Sequence& s, const KVCache& cache, int64_t b, const LlavaTokenPruner* pruner) const;
   // VHR's selection inside the prefill of batch slots `seqs` (nullptr: not in this prefill; a batch
   // of seqs.size()): the text-only branch of each prompt, wrapped around the request's modulator.

@@ -1,9 +1,7 @@
 #include "pipelines/pruning.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
-#include <future>
 #include <numeric>
 
 #include "attention/taps.h"
@@ -17,6 +15,7 @@
 #include "pipelines/ranking.h"
 #include "vision/clip_vit.h"
 #include "vision/image.h"
+#include "vision/patch_entropy.h"
 #include "vision/projector.h"
 
 namespace mmattn {
@@ -95,33 +94,6 @@ std::vector<float> cosine(const Tensor& a, const Tensor& b) {
         c[at] = g[at] / std::max(na[e * m + i] * nb[e * k + j], 1e-8f);
       }
   return c;
-}
-
-// Shannon entropy (bits) of each patch's 256-bin gray histogram; gray = round((R + G + B) / 3).
-// The per-pixel gray level and each bin count's term come from tables (the same double operations
-// as the direct formula, so the same values).
-std::vector<float> patch_entropy(const Image& crop, int64_t patch, int64_t grid) {
-  std::array<uint8_t, 766> gray{};
-  for (int s = 0; s < 766; ++s) gray[size_t(s)] = uint8_t(std::nearbyint(s / 3.0));
-  const int64_t npx = patch * patch;
-  const double n = double(npx);
-  std::vector<double> term(size_t(npx + 1), 0.0);  // term[c] = (c / n) log2(c / n + 1e-10)
-  for (int64_t c = 1; c <= npx; ++c) term[size_t(c)] = (double(c) / n) * std::log2(double(c) / n + 1e-10);
-  std::vector<float> h(size_t(grid * grid), 0.f);
-  std::vector<int> hist(256);
-  for (int64_t py = 0; py < grid; ++py)
-    for (int64_t px = 0; px < grid; ++px) {
-      std::fill(hist.begin(), hist.end(), 0);
-      for (int64_t y = py * patch; y < (py + 1) * patch; ++y) {
-        const uint8_t* p = crop.px(int(px * patch), int(y));
-        for (int64_t x = 0; x < patch; ++x, p += 3) hist[gray[size_t(int(p[0]) + int(p[1]) + int(p[2]))]]++;
-      }
-      double e = 0;
-      for (int c : hist)
-        if (c) e -= term[size_t(c)];
-      h[size_t(py * grid + px)] = float(e);
-    }
-  return h;
 }
 
 }  // namespace
@@ -327,7 +299,7 @@ void require_cls_attention(const PruningConfig& cfg, const LlavaImageEncoder& en
 }
 
 VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEncoder& enc, const Tensor& pixel_values,
-                                  const Image& crop) {
+                                  const Tensor& crop_pixels) {
   if (!cfg.before_llm()) return unpruned_visual_tokens(cfg, enc.encode(pixel_values).select(0, 0));
   VisualTokens out;
   out.report.method = prune_method_name(cfg.method);
@@ -340,14 +312,16 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   unsigned want = cls_row ? ClipVisionTower::kTapClsAttention : 0u;
   if (cfg.method == PruneMethod::VisionZip) want |= ClipVisionTower::kTapKeyMean;
   if (cfg.method == PruneMethod::VFlowOpt) want |= ClipVisionTower::kTapAttentionMatrix;
-  // VFlowOpt's patch entropies are host work on the crop alone (~0.3 ms): on a thread of their own,
-  // started before the encoder is queued, so they overlap the queueing and the encoder's kernels.
+  // VFlowOpt's patch entropies (vision/patch_entropy.h) from the crop, on the pixels' device and
+  // queued before the encoder (a few microseconds there); read back with the first list below.
   const int64_t patch = tower.config().patch_size, grid = tower.config().image_size / patch;  // patches per side
-  std::future<std::vector<float>> entropy;
+  Tensor entropy;
   if (cfg.method == PruneMethod::VFlowOpt && cfg.entropy_weight != 0) {
-    MMATTN_CHECK(crop.width == grid * patch && crop.height == grid * patch, ShapeError, "vflowopt: the crop is ",
-                 crop.width, "x", crop.height, ", expected ", grid * patch, " square");
-    entropy = std::async(std::launch::async, [&crop, patch, grid] { return patch_entropy(crop, patch, grid); });
+    MMATTN_CHECK(crop_pixels.defined() && crop_pixels.dim() == 3 && crop_pixels.size(0) == grid * patch &&
+                     crop_pixels.size(1) == grid * patch,
+                 ShapeError, "vflowopt: the crop is ", crop_pixels.defined() ? crop_pixels.desc() : std::string("missing"),
+                 ", expected U8 [", grid * patch, ", ", grid * patch, ", 3]");
+    entropy = patch_gray_entropy(crop_pixels.to(pixel_values.device()), patch);
   }
   const ClipVisionTower::FeatureTaps taps = tower.feature_taps(pixel_values, enc.feature_layers()[0], want);
   const Tensor h = taps.features.select(0, 0);  // [1 + N, Dv]
@@ -410,7 +384,11 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       // the sink rows (weighted_rows with weight 1, in sink order).
       const Tensor A = taps.attention_mean.select(0, 0).slice(0, 1, n + 1).slice(1, 1, n + 1);
       const Tensor ones = Tensor::full({1, n}, 1.f, DType::F32, A.device());
-      std::vector<float> recv = matmul(ones, A.contiguous()).to_floats();
+      // recv's column sums and the patch entropies come back in one download
+      const Tensor sums = matmul(ones, A.contiguous()).view({n});
+      std::vector<float> recv = (entropy.defined() ? concat({sums, entropy}, 0) : sums).to_floats();
+      const std::vector<float> H(recv.begin() + n, recv.end());
+      recv.resize(size_t(n));
       double mean_recv = 0;
       for (float& r : recv) r /= float(n), mean_recv += r;
       mean_recv /= double(n);
@@ -424,7 +402,6 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       std::vector<float> imp = sink_sum.apply(A).to_floats();
       for (float& v : imp) v /= float(sinks.size());
       if (cfg.entropy_weight != 0) {
-        const std::vector<float> H = entropy.get();  // (computed on its thread meanwhile)
         const float m = *std::max_element(H.begin(), H.end());
         double z = 0;
         for (float e : H) z += std::exp(double(e - m));

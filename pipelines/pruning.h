@@ -96,10 +96,11 @@ std::vector<float> sum_over_heads(const Tensor& cls_attention);
 // attention and enc cannot give it (a list of feature layers, or a strategy that keeps [CLS]).
 void require_cls_attention(const PruningConfig& cfg, const LlavaImageEncoder& enc);
 
-// Vision tower + projector with the pre-LLM stage of `cfg` (none: all N features). `crop` is the
-// preprocessed uint8 image (vflowopt's patch entropy). The pixel batch must be 1.
+// Vision tower + projector with the pre-LLM stage of `cfg` (none: all N features). `crop_pixels` is
+// the preprocessed image as U8 [S, S, 3] on any device (clip_preprocess_to's crop_pixels; vflowopt's
+// patch entropy reads it; the other methods ignore it). The pixel batch must be 1.
 VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEncoder& enc, const Tensor& pixel_values,
-                                  const Image& crop);
+                                  const Tensor& crop_pixels);
 
 // The in-LLM stages for one prefill step of a (right-padded) batch. spans[b] = {first row, count}
 // of sequence b's image tokens in its prompt (count 0: nothing to prune); row_importance[b]: the

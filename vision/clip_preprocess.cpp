@@ -205,11 +205,13 @@ Tensor clip_preprocess(const Image& img, const ClipPreprocessConfig& cfg) {
   return clip_normalize(clip_resize_crop(img, cfg), cfg);
 }
 
-Tensor clip_preprocess_to(const Image& img, const ClipPreprocessConfig& cfg, Device dev, DType dtype, Image* crop) {
+Tensor clip_preprocess_to(const Image& img, const ClipPreprocessConfig& cfg, Device dev, DType dtype, Image* crop,
+                          Tensor* crop_pixels) {
   MMATTN_CHECK(is_float(dtype), ShapeError, "clip_preprocess: pixels must be a float dtype, got ", dtype_name(dtype));
   if (!dev.is_cuda()) {
     Image c = clip_resize_crop(img, cfg);
     Tensor px = clip_normalize(c, cfg).to(dtype);
+    if (crop_pixels) *crop_pixels = c.to_tensor();
     if (crop) *crop = std::move(c);
     return px;
   }
@@ -279,7 +281,7 @@ Tensor clip_preprocess_to(const Image& img, const ClipPreprocessConfig& cfg, Dev
   const Tensor taps_d = taps.empty() ? Tensor() : Tensor::from_vector(taps, {int64_t(taps.size())}).to(dev);
   const Tensor tmp = p.horizontal && p.vertical ? Tensor::empty({p.canvas_h, p.out_w, 3}, DType::U8, dev) : Tensor();
   Tensor y = Tensor::empty({3, p.crop_h, p.crop_w}, dtype, dev);
-  const Tensor crop_u8 = crop ? Tensor::empty({p.crop_h, p.crop_w, 3}, DType::U8, dev) : Tensor();
+  const Tensor crop_u8 = crop || crop_pixels ? Tensor::empty({p.crop_h, p.crop_w, 3}, DType::U8, dev) : Tensor();
   p.src = src.data<uint8_t>();
   if (taps_d.defined()) {
     const int32_t* t = taps_d.data<int32_t>();
@@ -289,9 +291,10 @@ Tensor clip_preprocess_to(const Image& img, const ClipPreprocessConfig& cfg, Dev
   p.tmp = tmp.defined() ? tmp.data<uint8_t>() : nullptr;
   p.y = y.data_ptr();
   p.y_dtype = dtype;
-  p.crop_u8 = crop ? crop_u8.data<uint8_t>() : nullptr;
+  p.crop_u8 = crop_u8.defined() ? crop_u8.data<uint8_t>() : nullptr;
   clip_preprocess_cuda(p, current_stream());
   if (crop) *crop = Image::from_tensor(crop_u8);
+  if (crop_pixels) *crop_pixels = crop_u8;
   return y;
 #else
   MMATTN_THROW(CudaError, "clip_preprocess: this build of mmattn has no CUDA support");

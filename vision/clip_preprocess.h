@@ -83,9 +83,10 @@ Tensor clip_normalize(const Image& img, const ClipPreprocessConfig& cfg);
 // resampling taps go up; expand2square (virtual: no padded copy), both resampling passes, the crop
 // and the normalise run as two kernels with the same fixed-point taps and the same f32 operations
 // (no FMA contraction) as the host path. `crop`, when given, receives clip_resize_crop's uint8
-// image (on CUDA: downloaded, a synchronisation; ask only when it is needed). float dtypes only.
+// image (on CUDA: downloaded, a synchronisation; ask only when it is needed); `crop_pixels`, when
+// given, the same image as a U8 [crop_h, crop_w, 3] tensor on `dev` (no download). float dtypes only.
 Tensor clip_preprocess_to(const Image& img, const ClipPreprocessConfig& cfg, Device dev, DType dtype,
-                          Image* crop = nullptr);
+                          Image* crop = nullptr, Tensor* crop_pixels = nullptr);
 
 // The CUDA kernels' parameters (vision/clip_preprocess_cuda.cu). The source is a virtual canvas of
 // canvas_w x canvas_h: the image at (pad_x, pad_y), `background` elsewhere (expand2square; no

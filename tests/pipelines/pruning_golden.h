@@ -119,7 +119,7 @@ inline PruneRun run_pruned(const LlavaPipeline& pipe, PruningConfig cfg, int64_t
   const Image crop = clip_resize_crop(load_image(source_dir() + "/assets/images/extreme_ironing.jpg"),
                                       pipe.preprocess_config());
   const Tensor px = clip_normalize(crop, pipe.preprocess_config()).unsqueeze(0).to(pipe.device(), pipe.dtype());
-  VisualTokens vt = encode_visual_tokens(cfg, pipe.image_encoder(), px, crop);
+  VisualTokens vt = encode_visual_tokens(cfg, pipe.image_encoder(), px, crop.to_tensor());
   const int64_t n = vt.features.size(0);
   const int64_t img = pipe.config().image_token_index;
   const std::vector<int64_t> ids =
