@@ -191,7 +191,7 @@ struct LlavaPipeline::Sequence {
     const ModulationConfig* cd = modulation.contrastive();
     return !req.kept_map_path.empty() || (cd && (cd->method == ModMethod::VCD || cd->method == ModMethod::DAMRO));
   }
-  bool needs_crop_pixels() const { return pruning.method == PruneMethod::VFlowOpt; }
+  bool needs_crop_pixels() const { return pruning.method == PruneMethod::VFlowOpt && pruning.entropy_weight != 0; }
   Clock::time_point t0, t1, t2, t_first;
 
   void emit(const std::string& s) const {

@@ -71,14 +71,6 @@ Tensor select_rows(const std::vector<int64_t>& rows, const Tensor& x) {
   return embedding(Tensor::from_vector<int64_t>(rows, {int64_t(rows.size())}), x);
 }
 
-// An I64 tensor's values on the host (a download when it is on a device).
-std::vector<int64_t> host_ids(const Tensor& t) {
-  const Tensor c = t.contiguous();
-  std::vector<int64_t> v(size_t(c.numel()));
-  if (!v.empty()) copy_bytes(v.data(), Device::cpu(), c.data_ptr(), c.device(), v.size() * sizeof(int64_t));
-  return v;
-}
-
 // Cosine similarity of the rows of a [B, m, d] and b [B, k, d] (any device), per batch entry, on the
 // host [B * m * k] (one product and three downloads for the batch).
 std::vector<float> cosine(const Tensor& a, const Tensor& b) {
@@ -319,8 +311,9 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
   if (cfg.method == PruneMethod::VFlowOpt && cfg.entropy_weight != 0) {
     MMATTN_CHECK(crop_pixels.defined() && crop_pixels.dim() == 3 && crop_pixels.size(0) == grid * patch &&
                      crop_pixels.size(1) == grid * patch,
-                 ShapeError, "vflowopt: the crop is ", crop_pixels.defined() ? crop_pixels.desc() : std::string("missing"),
-                 ", expected U8 [", grid * patch, ", ", grid * patch, ", 3]");
+                 ShapeError, "vflowopt: the crop is ",
+                 crop_pixels.defined() ? crop_pixels.desc() : std::string("missing"), ", expected U8 [", grid * patch,
+                 ", ", grid * patch, ", 3]");
     entropy = patch_gray_entropy(crop_pixels.to(pixel_values.device()), patch);
   }
   const ClipVisionTower::FeatureTaps taps = tower.feature_taps(pixel_values, enc.feature_layers()[0], want);
@@ -338,7 +331,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       const Tensor mean = column_sum(cls, float(cls.size(0)));                // [N]
       const Tensor idx = top_k_indices(mean, cfg.keep);                                     // ascending
       out.features = enc.projector().forward(embedding(idx, h.slice(0, 1, n + 1), /*check_ids=*/false));
-      kept = host_ids(idx);
+      kept = host_indices(idx);
       out.report.importance = mean.to_floats();
       out.patch = kept;
       break;
@@ -353,7 +346,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       const MergePlan plan = visionzip_merge_plan(taps.key_mean.select(0, 0), dom, cfg.contextual);
       out.features = enc.projector().forward(weighted_rows(h, plan.rows));
       const int64_t D = cfg.dominant;
-      for (int64_t t : host_ids(plan.heads)) out.patch.push_back(t - 1);  // [CLS] -> -1
+      for (int64_t t : host_indices(plan.heads)) out.patch.push_back(t - 1);  // [CLS] -> -1
       for (int64_t i = 1; i < D; ++i) kept.push_back(out.patch[size_t(i)]);
       out.report.importance = cls_sum.to_floats();
       break;
@@ -367,7 +360,7 @@ VisualTokens encode_visual_tokens(const PruningConfig& cfg, const LlavaImageEnco
       const Tensor picks = sort_ascending(
           greedy_max_min_indices(matmul_f32(v, v, /*transpose_b=*/true), vector_norm(v, 2), cfg.keep));
       out.features = embedding(picks, v, /*check_ids=*/false);  // (a -1 gives a zero row; redone below)
-      kept = host_ids(picks);
+      kept = host_indices(picks);
       if (!kept.empty() && kept.front() < 0) {  // the greedy stopped early (NaN distances): fewer rows
         kept.erase(kept.begin(), std::find_if(kept.begin(), kept.end(), [](int64_t i) { return i >= 0; }));
         out.features = select_rows(kept, v);

@@ -355,7 +355,8 @@ ClipVisionTower::FeatureTaps ClipVisionTower::feature_taps_eager(const Tensor& p
     const Tensor head_avg = Tensor::full({B, 1, H}, 1.f / float(H), DType::F32, x.device());  // mean over heads
     if (taps & (kTapClsAttention | kTapAttentionMatrix)) {
       // (the [CLS] row alone needs only q's first row in f32)
-      const Tensor qh = (taps & kTapAttentionMatrix ? q : q.slice(1, 0, 1)).to(DType::F32).permute({0, 2, 1, 3}).contiguous();
+      const Tensor qa = taps & kTapAttentionMatrix ? q : q.slice(1, 0, 1);
+      const Tensor qh = qa.to(DType::F32).permute({0, 2, 1, 3}).contiguous();
       if (taps & kTapAttentionMatrix) {
         const Tensor probs = softmax(matmul(qh, kh, /*transpose_b=*/true), -1, scale);  // [B, H, L, L]
         t.cls_attention = probs.slice(2, 0, 1).reshape({B, H, L});

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/ops/dispatch.h"
+#include "core/ops/reduce.h"
 
 namespace mmattn {
 
@@ -80,9 +81,7 @@ Tensor greedy_max_min_indices(const Tensor& gram, const Tensor& norms, int64_t k
 }
 
 std::vector<int64_t> greedy_max_min(const Tensor& gram, const Tensor& norms, int64_t k) {
-  const Tensor idx = greedy_max_min_indices(gram, norms, k);
-  std::vector<int64_t> out(size_t(idx.numel()));
-  if (!out.empty()) copy_bytes(out.data(), Device::cpu(), idx.data_ptr(), idx.device(), out.size() * sizeof(int64_t));
+  std::vector<int64_t> out = host_indices(greedy_max_min_indices(gram, norms, k));
   out.erase(std::find(out.begin(), out.end(), int64_t(-1)), out.end());
   return out;
 }

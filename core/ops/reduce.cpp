@@ -135,4 +135,12 @@ Tensor sort_ascending(const Tensor& v) {
   });
 }
 
+std::vector<int64_t> host_indices(const Tensor& idx) {
+  check_dtype(idx, DType::I64, "host_indices", "idx");
+  const Tensor c = idx.contiguous();
+  std::vector<int64_t> v(size_t(c.numel()));
+  if (!v.empty()) copy_bytes(v.data(), Device::cpu(), c.data_ptr(), c.device(), v.size() * sizeof(int64_t));
+  return v;
+}
+
 }  // namespace mmattn

@@ -15,9 +15,12 @@
 //        ascending index order (ties: the lower index is taken first, as largest_k; NaN ranks below
 //        every number). F32.
 //   sort_ascending(v [k]) -> I64 [k]: the values in ascending order. I64.
+//   host_indices(idx) -> the values of an I64 tensor (any device) on the host, in element order:
+//        the read-back of a selection, once the work that needs it on the device is queued.
 // On CUDA one block does the whole selection or sort (kSelectDeviceItems items at most; past that
 // the host computes it: a download and an upload).
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -51,6 +54,7 @@ constexpr int64_t kSelectDeviceItems = 4096;
 Tensor column_sum(const Tensor& x, float divisor = 1.f);
 Tensor top_k_indices(const Tensor& scores, int64_t k);
 Tensor sort_ascending(const Tensor& v);
+std::vector<int64_t> host_indices(const Tensor& idx);
 
 struct ColumnSumParams {
   const float* x = nullptr;  // contiguous [rows, cols], rows >= 1
