@@ -7,6 +7,9 @@
 //   full llama the sequence llama.cpp runs: q/k/v + RoPE into the cache where linear_qkv_rope takes
 //              it, and down after rms_norm_linear_swiglu
 //   llama bare full llama without its RMSNorm and SwiGLU kernels (the bound for fusing them)
+//   full fused full llama with the decode attention inside the q/k/v product's kernel
+//              (attention/decode_fused.h) where it takes the step (b1); "qkv+attn fused" that kernel
+//              alone per layer, against "qkv paired" then "attn only"
 //   products   the four products only (attention output fixed)
 //   attention  append_rope + attention only (q/k/v fixed)
 //   qkv / o / gate_up / down   one product x 32 layers, back to back (lm_head: the vocabulary head's
@@ -21,6 +24,7 @@
 
 #include "attention/attention.h"
 #include "attention/attention_kernels.h"
+#include "attention/decode_fused.h"
 #include "attention/kv_cache.h"
 #include "bench/bench_util.h"
 #include "core/ops/activation.h"
@@ -163,6 +167,38 @@ int main(int argc, char** argv) {
                                       : attend(l, rms_norm_linear(x, L.in_norm, eps, L.qkv).view({B, rows, 3 * kHeads, kDim}));
                linear_add_(x, att, L.o);
                linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps, L.gate_up), L.down);
+             }
+             cache.advance();
+           }},
+          // full llama with the attention half of a b1 step in one kernel where it is fusable
+          {"full fused", layer_bytes * kLayers + kv_bytes,
+           [&] {
+             rewind();
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               Tensor att;
+               if (B == 1 && rows == 1 && decode_attention_fusable(x, L.qkv, kHeads, kHeads, kDim, cache.layer_length(l, 0))) {
+                 att = rms_norm_qkv_rope_attention(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads,
+                                                   cache.k(l), cache.v(l), cache.layer_length(l, 0), scale);
+                 cache.append_written(l, 1);
+               } else {
+                 att = attend_q(l, project_into_cache(l, L));
+               }
+               linear_add_(x, att, L.o);
+               linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps, L.gate_up), L.down);
+             }
+             cache.advance();
+           }},
+          {"qkv+attn fused", 2.0 * 3 * kHidden * kHidden * kLayers + kv_bytes,
+           [&] {
+             rewind();
+             for (int l = 0; l < kLayers; ++l) {
+               const LayerWeights& L = w[size_t(l % kSets)];
+               if (B != 1 || rows != 1 || !decode_attention_fusable(x, L.qkv, kHeads, kHeads, kDim, cache.layer_length(l, 0)))
+                 throw std::runtime_error("not fusable");
+               (void)rms_norm_qkv_rope_attention(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads,
+                                                 cache.k(l), cache.v(l), cache.layer_length(l, 0), scale);
+               cache.append_written(l, 1);
              }
              cache.advance();
            }},

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "attention/attention.h"
+#include "attention/decode_fused.h"
 #include "attention/head_select.h"
 #include "attention/taps.h"
 #include "core/checkpoint.h"
@@ -244,6 +245,23 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   };
   auto padded = [&](const Tensor& t) { return dp_ != d_ ? pad_head_dim(t, dp_) : t; };
   const float scale = float(1.0 / std::sqrt(double(d_)));
+  // the output projection and the MLP on the attention's output att [B, n, Hq * D] (residual adds
+  // fused into the products; at decode sizes the gated activation comes out of the gate/up product's
+  // kernel, and down reads it plain)
+  auto finish = [&](const Tensor& att) {
+    linear_add_(x, att, L.o, L.o_bias);
+    linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps_, L.gate_up, L.gate_up_bias), L.down, L.down_bias);
+    return x;
+  };
+  // A decode token with nothing between its projection and its attention (no pruner reading q / k,
+  // no modulation): the norm, the q/k/v product, RoPE, the cache rows and the attention in one kernel.
+  if (into_cache && x.size(1) == 1 && !needs.call && !modulator &&
+      decode_attention_fusable(x, L.qkv, hq_, hkv_, d_, cache.layer_length(l, 0))) {
+    const Tensor att = rms_norm_qkv_rope_attention(x, L.input_norm, eps_, L.qkv, L.qkv_bias, rope_cos, rope_sin, hq_,
+                                                   hkv_, cache.k(l), cache.v(l), cache.layer_length(l, 0), scale);
+    cache.append_written(l, 1, rows.positions);
+    return finish(att);
+  }
   project();
 
   if (needs.call) {
@@ -383,12 +401,7 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
                    ": layer ", l, " head gains must be [", B, ", ", hq_, "] ", dtype_name(dtype_), ", got ", g->desc());
       att = mul(att, g->view({B, 1, hq_, 1}));  // [B, n, Hq, D]
     }
-  att = att.reshape({B, n, hq_ * d_});
-  // residual adds fused into the projections (x is the contiguous residual stream)
-  linear_add_(x, att, L.o, L.o_bias);
-  // (at decode sizes the gated activation comes out of the gate/up product's kernel: down reads it plain)
-  linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps_, L.gate_up, L.gate_up_bias), L.down, L.down_bias);
-  return x;
+  return finish(att.reshape({B, n, hq_ * d_}));
 }
 
 LlamaModel::Stepper::Stepper(const LlamaModel& m, const Tensor& embeds, KVCache& cache, const LlamaForwardOptions& opt)

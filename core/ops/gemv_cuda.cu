@@ -15,23 +15,23 @@ namespace {
 
 constexpr int kQueueSlots = 64;  // far more than kernels in flight at once on one stream
 
-// The next slot of each stream's ring (the pairs themselves: core/stream_scratch.h, zeroed once;
-// every launch leaves its pair at zero). CUDA graphs: a captured launch keeps its slot, and replays
+// The next slot of each stream's ring (the slots themselves: core/stream_scratch.h, zeroed once;
+// every launch leaves its slot at zero). CUDA graphs: a captured launch keeps its slot, and replays
 // reuse them in the same order.
 thread_local std::unordered_map<StreamHandle, int> t_next_slot;
 
 }  // namespace
 
-int* gemv_queue(StreamHandle s) {
+int* gemv_queue(StreamHandle s, bool always) {
   static const bool off = [] {
     const char* e = std::getenv("MMATTN_GEMV_QUEUE");
     return e && std::strcmp(e, "0") == 0;
   }();
-  if (off) return nullptr;
+  if (off && !always) return nullptr;
   static const char owner = 0;
-  int* pairs = static_cast<int*>(stream_scratch(&owner, s, kQueueSlots * 2 * sizeof(int), /*zeroed=*/true));
+  int* slots = static_cast<int*>(stream_scratch(&owner, s, kQueueSlots * kQueueInts * sizeof(int), /*zeroed=*/true));
   int& next = t_next_slot[s];
-  int* q = pairs + 2 * next;
+  int* q = slots + kQueueInts * next;
   next = (next + 1) % kQueueSlots;
   return q;
 }

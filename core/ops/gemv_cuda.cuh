@@ -74,7 +74,7 @@ struct Args {
   int split = 1;  // warps per task (gemv_kernel): 1, 2 or 4, dividing kWarps
   bool weight_static = false;  // w is a parameter: gemv_mma_kernel may copy it before the wait
   QkvRopeOutputs rope;  // GemvOutput::QkvRope's table and destinations
-  int* queue = nullptr;  // gemv_kernel: {next group, blocks done}, zero between launches; null = grid stride
+  int* queue = nullptr;  // gemv_kernel: its queue slot (gemv_queue), zero between launches; null = grid stride
 };
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -87,6 +87,29 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
 
 using sm90::allow_next_grid;
 using sm90::wait_for_previous_grid;
+
+// Ints of a launch's queue slot (gemv_queue): {next item, blocks done} and, for an Extra (below),
+// its counters; the last block to finish puts all of them back to zero.
+constexpr int kQueueInts = 8;
+
+// Work a gemv_kernel's blocks take from its queue besides the row groups (a template hook, so that a
+// layer above core can put its own tasks between a product's row groups: attention/decode_fused).
+// NoExtra: none. An active Extra X provides (all device functions run by every thread of the block):
+//   X::Params                        its kernel argument
+//   X::kSmem                         dynamic shared memory it needs past the staged input
+//   X::row_group(xp, v, groups, grid, ppg)  item v of the queue's order: its row group (>= 0), or
+//                                    -1 - e for X's item e (ppg: output rows, or pairs, per group)
+//   X::extra_items(xp)               how many items of its own
+//   X::row_group_done(xp, g, ppg, counters)  thread 0, after row group g's stores are visible
+//   X::run(xp, e, counters, smem, groups, ppg)  item e; smem: X::kSmem bytes
+// counters: the launch's queue slot + 2 (kQueueInts - 2 ints, zero at the start). X's items may wait
+// for row groups or items earlier in the queue's order (never later: every block of the one-wave
+// grid is resident once the kernel ahead has finished, so the wait ends).
+struct NoExtra {
+  struct Params {};
+  static constexpr bool kActive = false;
+  static constexpr int kSmem = 0;
+};
 
 // Bytes of each of its first task's rows a warp prefetches into L2 before waiting: the first round
 // of tasks (a full wave of warps x 4 rows) then brings <= ~17 MB, well inside the H100's 50 MB L2.
@@ -222,8 +245,9 @@ constexpr bool queued_kernel = M == 1 && IN != GemvInput::Plain;
 
 // (two blocks per multiprocessor: every variant within 128 registers; without the bound an m = 2
 // one took 143)
-template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll, GemvOutput OUT = GemvOutput::Plain>
-__global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a) {
+template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll, GemvOutput OUT = GemvOutput::Plain,
+          class X = NoExtra>
+__global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::Params xp) {
   static_assert(OUT == GemvOutput::Plain || ROWS % 2 == 0, "paired outputs take whole pairs of rows");
   extern __shared__ uint4 xs[];  // [m][k / 8] for RmsNorm / SwiGLU
   __shared__ float scratch[32];
@@ -245,8 +269,12 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a) {
   // kPrefetchBytesPerRow bytes per row (all of them otherwise) are L2 hints.
   uint4 wv[U][ROWS];
   bool preloaded = false;
+  const int groups = (tasks + per_block - 1) / per_block;
+  const int ppg = per_block * (OUT == GemvOutput::Plain ? ROWS : ROWS / 2);  // rows (pairs) per group
+  int first = blockIdx.x;  // the row group of the block's first item (< 0: an Extra's item)
+  if constexpr (X::kActive) first = X::row_group(xp, blockIdx.x, groups, gridDim.x, ppg);
   allow_next_grid();
-  if (const int t = blockIdx.x * per_block + group; t < tasks) {
+  if (const int t = first * per_block + group; first >= 0 && t < tasks) {
     int from = 0;  // bytes of each row already loaded
     if (M == 1 && a.weight_static) {  // (m = 2: the live registers would cost a block per SM)
 #pragma unroll
@@ -275,97 +303,110 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a) {
   // the end while the slow ones finished), else group b + gridDim.x and so on. A row's sum does not
   // depend on the block computing it, so both give the same bits. The group is uniform across the
   // block (the shared-memory broadcast below, or the grid stride).
-  constexpr bool kQueue = queued_kernel<M, IN>;
+  constexpr bool kQueue = queued_kernel<M, IN> || X::kActive;
   __shared__ int s_next;
-  const int groups = (tasks + per_block - 1) / per_block;
-  for (int g = blockIdx.x; g < groups;) {
-    // (the next group is asked for now, its answer read after this group's work)
+  int items = groups;
+  if constexpr (X::kActive) items += X::extra_items(xp);
+  for (int item = blockIdx.x; item < items;) {
+    // (the next item is asked for now, its answer read after this one's work)
     const int next = kQueue && a.queue && threadIdx.x == 0 ? int(gridDim.x) + atomicAdd(a.queue, 1) : 0;
-    const int t = g * per_block + group;
-    const uint4* wr[ROWS];
-    // (a paired output clamps its pair inside task_row and gets t as it is: with t clamped here too,
-    // ptxas of CUDA 13 (sm_90a) fused the two clamps into one three-way max and lost the negation of
-    // one operand, reading rows before the weight; bench/NOTES.md, session 21)
+    int g = item;
+    if constexpr (X::kActive) g = X::row_group(xp, item, groups, gridDim.x, ppg);
+    if (g < 0) {
+      if constexpr (X::kActive) X::run(xp, -1 - g, a.queue + 2, reinterpret_cast<char*>(xs + M * kv), groups, ppg);
+    } else {
+      const int t = g * per_block + group;
+      const uint4* wr[ROWS];
+      // (a paired output clamps its pair inside task_row and gets t as it is: with t clamped here too,
+      // ptxas of CUDA 13 (sm_90a) fused the two clamps into one three-way max and lost the negation of
+      // one operand, reading rows before the weight; bench/NOTES.md, session 21)
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r)
-      wr[r] = w + int64_t(task_row<OUT, ROWS>(a, OUT == GemvOutput::Plain ? min(t, tasks - 1) : t, r)) * kv;
-    float acc[ROWS][M];
+      for (int r = 0; r < ROWS; ++r)
+        wr[r] = w + int64_t(task_row<OUT, ROWS>(a, OUT == GemvOutput::Plain ? min(t, tasks - 1) : t, r)) * kv;
+      float acc[ROWS][M];
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r)
+      for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-      for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
+        for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
 
-    const int c_end = t < tasks ? k_end : k_begin;  // a group past the last task reads nothing
-    for (int c0 = k_begin + lane; c0 < c_end; c0 += 32 * U) {
-      if (!preloaded)
+      const int c_end = t < tasks ? k_end : k_begin;  // a group past the last task reads nothing
+      for (int c0 = k_begin + lane; c0 < c_end; c0 += 32 * U) {
+        if (!preloaded)
 #pragma unroll
-        for (int u = 0; u < U; ++u)
+          for (int u = 0; u < U; ++u)
 #pragma unroll
-          for (int r = 0; r < ROWS; ++r) {
-            const int c = c0 + 32 * u;
-            wv[u][r] = c < c_end ? ld_stream(wr[r] + c) : make_uint4(0, 0, 0, 0);
+            for (int r = 0; r < ROWS; ++r) {
+              const int c = c0 + 32 * u;
+              wv[u][r] = c < c_end ? ld_stream(wr[r] + c) : make_uint4(0, 0, 0, 0);
+            }
+        preloaded = false;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int c = c0 + 32 * u;
+          if (c >= c_end) break;
+          float wf[ROWS][8];
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) to_floats<T>(wv[u][r], wf[r]);
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            if (m >= a.m) break;
+            float xf[8];
+            to_floats<T>(kStaged ? xs[m * kv + c] : __ldg(x + m * xsv + c), xf);
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+              for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wf[r][i], xf[i], acc[r][m]);
           }
-      preloaded = false;
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + 32 * u;
-        if (c >= c_end) break;
-        float wf[ROWS][8];
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) to_floats<T>(wv[u][r], wf[r]);
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          if (m >= a.m) break;
-          float xf[8];
-          to_floats<T>(kStaged ? xs[m * kv + c] : __ldg(x + m * xsv + c), xf);
-#pragma unroll
-          for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-            for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wf[r][i], xf[i], acc[r][m]);
         }
       }
-    }
 
-    preloaded = false;  // (a lane with no vector of the first task's slice never used it)
-    float mine = 0.f;  // lane r * M + m ends up holding the warp's sum for (row r, input m)
+      preloaded = false;  // (a lane with no vector of the first task's slice never used it)
+      float mine = 0.f;  // lane r * M + m ends up holding the warp's sum for (row r, input m)
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r)
+      for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const float s = warp_sum(acc[r][m]);
-        if (lane == r * M + m) mine = s;
+        for (int m = 0; m < M; ++m) {
+          const float s = warp_sum(acc[r][m]);
+          if (lane == r * M + m) mine = s;
+        }
+      if (a.split > 1) {
+        if (lane < ROWS * M) part_sums[warp][lane] = mine;
+        __syncthreads();
+        if (piece == 0) {
+          mine = 0.f;
+          for (int i = 0; i < a.split; ++i) mine += lane < ROWS * M ? part_sums[warp + i][lane] : 0.f;
+        }
+        __syncthreads();  // part_sums is rewritten by the next task group
       }
-    if (a.split > 1) {
-      if (lane < ROWS * M) part_sums[warp][lane] = mine;
-      __syncthreads();
-      if (piece == 0) {
-        mine = 0.f;
-        for (int i = 0; i < a.split; ++i) mine += lane < ROWS * M ? part_sums[warp + i][lane] : 0.f;
+      if constexpr (OUT == GemvOutput::Plain) {
+        const int row = min(t, tasks - 1) * ROWS + lane / M, m = lane % M;
+        if (piece == 0 && t < tasks && lane < ROWS * M && row < a.n && m < a.m) store_output<T>(a, m, row, mine);
+      } else {
+        constexpr int H = ROWS / 2;
+        const float second = __shfl_down_sync(0xffffffffu, mine, H * M);  // (row r + H, m) for lane r * M + m
+        const int p = t * H + lane / M, m = lane % M;
+        if (piece == 0 && t < tasks && lane < H * M && p < a.n / 2 && m < a.m) store_pair<T, OUT>(a, m, p, mine, second);
       }
-      __syncthreads();  // part_sums is rewritten by the next task group
-    }
-    if constexpr (OUT == GemvOutput::Plain) {
-      const int row = min(t, tasks - 1) * ROWS + lane / M, m = lane % M;
-      if (piece == 0 && t < tasks && lane < ROWS * M && row < a.n && m < a.m) store_output<T>(a, m, row, mine);
-    } else {
-      constexpr int H = ROWS / 2;
-      const float second = __shfl_down_sync(0xffffffffu, mine, H * M);  // (row r + H, m) for lane r * M + m
-      const int p = t * H + lane / M, m = lane % M;
-      if (piece == 0 && t < tasks && lane < H * M && p < a.n / 2 && m < a.m) store_pair<T, OUT>(a, m, p, mine, second);
+      if constexpr (X::kActive) {  // the group's rows, visible to the Extra's items that wait for them
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) X::row_group_done(xp, g, ppg, a.queue + 2);
+      }
     }
     if (kQueue && a.queue) {
       if (threadIdx.x == 0) s_next = next;
       __syncthreads();
-      g = s_next;
-      __syncthreads();  // (s_next is rewritten by the next group)
+      item = s_next;
+      __syncthreads();  // (s_next is rewritten by the next item)
     } else {
-      g += gridDim.x;
+      item += gridDim.x;
     }
   }
-  // The last block to finish puts the queue back to zero (every block has taken its last group).
+  // The last block to finish puts the queue back to zero (every block has taken its last item).
   if (kQueue && a.queue && threadIdx.x == 0) {
     __threadfence();
-    if (atomicAdd(a.queue + 1, 1) == int(gridDim.x) - 1) a.queue[0] = 0, a.queue[1] = 0;
+    if (atomicAdd(a.queue + 1, 1) == int(gridDim.x) - 1)
+      for (int i = 0; i < kQueueInts; ++i) a.queue[i] = 0;
   }
 }
 
@@ -515,10 +556,10 @@ int blocks_per_sm(int smem, int max_smem) {
 }
 
 // gemv_kernel's task queue for a launch on stream s (gemv_cuda.cu): the next of a per-stream ring of
-// zeroed {next group, blocks done} pairs, so that kernels in flight together (programmatic launch)
-// never share one; each launch leaves its pair at zero. Null when MMATTN_GEMV_QUEUE=0 (A/B: the
-// static grid stride).
-int* gemv_queue(StreamHandle s);
+// zeroed slots of kQueueInts ints ({next item, blocks done, an Extra's counters}), so that kernels in
+// flight together (programmatic launch) never share one; each launch leaves its slot at zero. Null
+// when MMATTN_GEMV_QUEUE=0 (A/B: the static grid stride) unless `always`.
+int* gemv_queue(StreamHandle s, bool always = false);
 
 // Warps per task for gemv_kernel: the split (1, 2 or 4) whose blocks fill their last wave best,
 // each warp keeping at least two rounds of `unroll` loads per lane (a shorter slice is all ramp-up
@@ -542,19 +583,29 @@ inline int pick_split(int tasks, int kv, int wave_blocks, int unroll = kUnroll) 
   return best;
 }
 
-template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll, GemvOutput OUT = GemvOutput::Plain>
-void launch(Args a, StreamHandle s) {
-  constexpr auto kernel = gemv_kernel<T, M, ROWS, IN, U, OUT>;
-  const int smem = IN == GemvInput::Plain ? 0 : M * a.k * int(sizeof(T));
-  const int per_sm = blocks_per_sm<kernel>(smem, IN != GemvInput::Plain ? staged_smem_limit() : 0);
+// The dynamic shared memory of gemv_kernel<T, M, ...> with Extra X for k columns.
+template <class T, int M, GemvInput IN, class X = NoExtra>
+constexpr int gemv_smem(int k) {
+  return (IN == GemvInput::Plain ? 0 : M * k * int(sizeof(T))) + X::kSmem;
+}
+
+// extra_items: X::extra_items for xp (the grid covers them too).
+template <class T, int M, int ROWS, GemvInput IN, int U = kUnroll, GemvOutput OUT = GemvOutput::Plain,
+          class X = NoExtra>
+void launch(Args a, StreamHandle s, const typename X::Params& xp = {}, int extra_items = 0) {
+  constexpr auto kernel = gemv_kernel<T, M, ROWS, IN, U, OUT, X>;
+  const int smem = gemv_smem<T, M, IN, X>(a.k);
+  const int per_sm = blocks_per_sm<kernel>(smem, smem > 0 ? staged_smem_limit() : 0);
   const int tasks = (a.n + ROWS - 1) / ROWS;
   const int wave = cuda_sm_count() * per_sm;
   a.split = pick_split(tasks, a.k / 8, wave, U);
   const int per_block = kWarps / a.split;
   const int groups = (tasks + per_block - 1) / per_block;
-  const int blocks = std::max(1, std::min(groups, wave));  // one wave
-  a.queue = queued_kernel<M, IN> && groups > blocks ? gemv_queue(s) : nullptr;
-  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, a);
+  const int blocks = std::max(1, std::min(groups + extra_items, wave));  // one wave
+  // (an Extra's counters live in the queue's slot: it always takes one)
+  a.queue = X::kActive ? gemv_queue(s, /*always=*/true)
+                       : queued_kernel<M, IN> && groups > blocks ? gemv_queue(s) : nullptr;
+  sm90::launch_pdl(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(smem), s, a, xp);
 }
 
 // The tensor-core kernel: one block per 16 output rows.

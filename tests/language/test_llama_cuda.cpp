@@ -9,6 +9,7 @@
 
 #include "core/checkpoint.h"
 #include "core/hf_config.h"
+#include "attention/decode_fused.h"
 #include "core/ops/linear.h"
 #include "core/safetensors.h"
 #include "language/llama.h"
@@ -107,15 +108,11 @@ TEST(LlamaCuda, Bf16BatchedPaddedPrefillMatchesSingle) {
   EXPECT_LT(rel_err(lo.slice(0, 0, 1), f.logits_last.slice(1, 7, 8)), 3e-2);
 }
 
-// A prefill of one sequence at 9-128 rows with head_dim 128 takes linear_qkv_rope (RoPE in the q/k/v
-// projection's epilogue, k and v written straight into the cache: no separate append) where this
-// build and device have it. A random two-layer Llama of that shape (GQA 2:1, written as a checkpoint
-// here) gives the same logits with it as with the cluster route off (cuBLASLt and the separate RoPE +
-// append), in the prefill and in the decode step after it (which reads the cache it wrote). The decode
-// step (one row) takes it through the gemv, and the gated activation out of the gate/up gemv: the
-// same logits, bit for bit, as with those paired epilogues off.
-TEST(LlamaCuda, QkvRopeIntoCacheMatchesSeparateAppend) {
-  MMATTN_REQUIRE_GPU();
+namespace {
+
+// A random two-layer Llama with head_dim 128 (GQA 2:1, hidden 256), written as a checkpoint and
+// loaded in bf16 on CUDA.
+LlamaModel random_llama_d128() {
   namespace fs = std::filesystem;
   LlamaConfig cfg;
   cfg.vocab_size = 96, cfg.hidden_size = 256, cfg.intermediate_size = 512, cfg.num_hidden_layers = 2;
@@ -144,8 +141,24 @@ TEST(LlamaCuda, QkvRopeIntoCacheMatchesSeparateAppend) {
   const fs::path dir = fs::temp_directory_path() / ("mmattn_llama_d128_" + std::to_string(getpid()));
   fs::create_directories(dir);
   save_safetensors((dir / "model.safetensors").string(), w);
-  const LlamaModel m = LlamaModel::load(Checkpoint(dir.string()), "", cfg, Device::cuda(), DType::BF16);
+  LlamaModel m = LlamaModel::load(Checkpoint(dir.string()), "", cfg, Device::cuda(), DType::BF16);
   fs::remove_all(dir);
+  return m;
+}
+
+}  // namespace
+
+// A prefill of one sequence at 9-128 rows with head_dim 128 takes linear_qkv_rope (RoPE in the q/k/v
+// projection's epilogue, k and v written straight into the cache: no separate append) where this
+// build and device have it. A random two-layer Llama of that shape (GQA 2:1, written as a checkpoint
+// here) gives the same logits with it as with the cluster route off (cuBLASLt and the separate RoPE +
+// append), in the prefill and in the decode step after it (which reads the cache it wrote). The decode
+// step (one row) takes it through the gemv, and the gated activation out of the gate/up gemv: the
+// same logits, bit for bit, as with those paired epilogues off.
+TEST(LlamaCuda, QkvRopeIntoCacheMatchesSeparateAppend) {
+  MMATTN_REQUIRE_GPU();
+  const LlamaModel m = random_llama_d128();
+  const int64_t H = 256, D = 128;
 
   const int64_t n = 100;
   const Tensor e = round_to(rand_tensor({1, n, H}, 9), DType::BF16).to(Device::cuda(), DType::BF16);
@@ -159,11 +172,13 @@ TEST(LlamaCuda, QkvRopeIntoCacheMatchesSeparateAppend) {
     const bool paired_was = gemv_paired_outputs();
     set_cluster_gemm_route(route);
     set_gemv_paired_outputs(paired);
+    set_decode_attention_fused(false);  // (its own test below: it sums the attention in another order)
     KVCache cache = m.make_cache(1, n + 1);
     const Tensor prefill = m.forward(e, cache);
     const Tensor step = m.forward(e1, cache);
     set_cluster_gemm_route(was);
     set_gemv_paired_outputs(paired_was);
+    set_decode_attention_fused(true);
     return std::make_pair(prefill, step);
   };
   int64_t calls = linear_qkv_rope_calls();
@@ -182,4 +197,40 @@ TEST(LlamaCuda, QkvRopeIntoCacheMatchesSeparateAppend) {
   EXPECT_EQ(linear_qkv_rope_calls() - calls, 2) << "the paired gemv off still took linear_qkv_rope in the step";
   EXPECT_EQ(max_abs_diff(unpaired.first, fused.first), 0.0);
   EXPECT_EQ(max_abs_diff(unpaired.second, fused.second), 0.0) << "the paired decode step changed the logits";
+}
+
+// A decode step's attention half in one kernel (attention/decode_fused.h): the random head_dim-128
+// Llama's decode steps after a prefill give the same logits as with it off (the product, then the
+// decode attention kernel), within bf16 rounding, and the same greedy tokens; each step takes it in
+// both layers.
+TEST(LlamaCuda, FusedDecodeAttentionMatchesUnfused) {
+  MMATTN_REQUIRE_GPU();
+  const LlamaModel m = random_llama_d128();
+  const int64_t n = 100, H = 256, steps = 6;
+  const Tensor e = round_to(rand_tensor({1, n, H}, 19), DType::BF16).to(Device::cuda(), DType::BF16);
+  if (!decode_attention_fusable(e.slice(1, 0, 1), Tensor::empty({4 * 128, H}, DType::BF16, Device::cuda()), 2, 1, 128,
+                                n))
+    GTEST_SKIP() << "the fused decode attention is not available on this build / device";
+  auto run = [&](bool fused) {
+    set_decode_attention_fused(fused);
+    KVCache cache = m.make_cache(1, n + steps);
+    std::vector<Tensor> logits{m.forward(e, cache)};
+    for (int64_t s = 0; s < steps; ++s) {
+      const Tensor x = round_to(rand_tensor({1, 1, H}, 30 + uint64_t(s)), DType::BF16).to(Device::cuda(), DType::BF16);
+      const int64_t calls = decode_attention_fused_calls();
+      logits.push_back(m.forward(x, cache));
+      EXPECT_EQ(decode_attention_fused_calls() - calls, fused ? 2 : 0) << "step " << s;
+    }
+    set_decode_attention_fused(true);
+    return logits;
+  };
+  const auto fused = run(true), plain = run(false);
+  EXPECT_EQ(max_abs_diff(fused[0], plain[0]), 0.0) << "the prefill changed";
+  for (int64_t s = 1; s <= steps; ++s) {
+    const double err = rel_err(fused[size_t(s)], plain[size_t(s)]);
+    EXPECT_LT(err, 2e-2) << "step " << s;
+    const auto a = fused[size_t(s)].to_floats(), b = plain[size_t(s)].to_floats();
+    EXPECT_EQ(std::max_element(a.begin(), a.end()) - a.begin(), std::max_element(b.begin(), b.end()) - b.begin())
+        << "step " << s << ": greedy token";
+  }
 }
