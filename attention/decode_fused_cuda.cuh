@@ -9,9 +9,9 @@
 //   row groups [a0, groups)         the rest of k and v, streaming beside the attention items
 //   merges [0, hq)                  after every row group and attention item
 // Counters (the launch's queue slot, zero at its start): [0] q's groups done, [1] row groups done,
-// [2] attention items done. A writer's stores are fenced by each thread, then the block syncs and one
-// thread adds; a waiter's thread 0 polls with acquire loads, then the block syncs; data written in
-// this launch is read through L2 only (ld.global.cg).
+// [2] attention items done. A writer's block syncs after its stores, then one thread fences and adds;
+// a waiter's thread 0 polls with acquire loads, then the block syncs; data written in this launch is
+// read through L2 only (ld.global.cg).
 //
 // Attention item (query head h, keys [128 s, 128 s + 128) of the old ones): the keys' K and V rows
 // of kv head h / (hq / hkv) go to shared memory by cp.async (issued before waiting for q); each lane
@@ -60,9 +60,10 @@ __device__ __forceinline__ void wait_counts(const int* c, int t0, int t1 = 0, co
   __syncthreads();
 }
 
-// Every thread's stores of this item visible, then counter c += 1.
+// Counter c += 1 once every thread's stores of this item are visible: a block barrier, then one
+// thread's fence and atomic (a release: the fence is cumulative over the stores the barrier ordered
+// before it, the pattern of CUTLASS's semaphore).
 __device__ __forceinline__ void signal(int* c) {
-  __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();
@@ -79,6 +80,7 @@ struct DecodeTail {
   static constexpr int kGroups = kThreads / kLanes;
   static constexpr int kPerGroup = kKeys / kGroups;  // keys per lane group
   static constexpr int kSmem = 2 * kKeys * D * int(sizeof(T)) + kGroups * (2 + D) * int(sizeof(float));
+  static_assert(kSmem >= (32 + (kDecodeFusedMaxKeys / kKeys) * (2 + D)) * int(sizeof(float)), "a merge's states");
 
   struct Params {
     const T* k;  // the layer's cache rows: key j of kv head h at (j * hkv + h) * D; the token's at j = len
@@ -205,24 +207,29 @@ struct DecodeTail {
     qk = warp_sum(qk);
     if ((threadIdx.x & 31) == 0 && threadIdx.x < D) red[threadIdx.x >> 5] = qk;
     __syncthreads();
+    // the head's item states into shared memory, every load in flight at once (one L2 round trip)
+    float* sts = red + 32;
+    const float* ws = p.ws + int64_t(h) * p.splits * (2 + D);
+#pragma unroll 4
+    for (int i = threadIdx.x; i < p.splits * (2 + D); i += kThreads) sts[i] = __ldcg(ws + i);
+    __syncthreads();
     if (d < D) {
       float sn = 0.f;
 #pragma unroll
       for (int i = 0; i < D / 32; ++i) sn += red[i];
       sn *= p.scale_log2;
-      const float* ws = p.ws + int64_t(h) * p.splits * (2 + D);
       float M = sn;
-      for (int s = 0; s < p.splits; ++s) M = fmaxf(M, __ldcg(ws + s * (2 + D)));
+      for (int s = 0; s < p.splits; ++s) M = fmaxf(M, sts[s * (2 + D)]);
       float L = exp2f(sn - M), O = vd * L;
       for (int s = 0; s < p.splits; ++s) {
-        const float* st = ws + s * (2 + D);
-        const float w = exp2f(__ldcg(st) - M);
-        L = fmaf(__ldcg(st + 1), w, L);
-        O = fmaf(__ldcg(st + 2 + d), w, O);
+        const float* st = sts + s * (2 + D);
+        const float w = exp2f(st[0] - M);
+        L = fmaf(st[1], w, L);
+        O = fmaf(st[2 + d], w, O);
       }
       p.out[h * D + d] = from_f32<T>(O / L);
     }
-    __syncthreads();  // (red is the next item's shared memory)
+    __syncthreads();  // (red and sts are the next item's shared memory)
   }
 };
 

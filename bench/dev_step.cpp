@@ -17,7 +17,8 @@
 // and prints each as ms per step and the step's weight (+ KV) bytes over the measured copy bandwidth.
 // --rows N (> 1): the same for a prefill of N rows at batch 1 into an empty cache (a pruned
 // request's decoder prefill: ~104 rows at 64 kept image tokens), RoPE at positions 0..N-1.
-//   dev_step [--ctx 700] [--steps 40] [--rows N]
+// --only a,b: those variants only; --batches 1: batch 1 only.
+//   dev_step [--ctx 700] [--steps 40] [--rows N] [--only a,b] [--batches 1|8|1,8]
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -68,7 +69,12 @@ int main(int argc, char** argv) {
     const float scale = float(1.0 / std::sqrt(double(kDim)));
     const float eps = 1e-5f;
 
-    const std::vector<int64_t> batches = rows > 1 ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 8};
+    const std::string only = "," + arg_value(argc, argv, "--only", "") + ",";
+    const std::string bl = arg_value(argc, argv, "--batches", "1,8");
+    std::vector<int64_t> batches;
+    for (int64_t b : {1, 8})
+      if ((rows == 1 || b == 1) && ("," + bl + ",").find("," + std::to_string(b) + ",") != std::string::npos)
+        batches.push_back(b);
     for (int64_t B : batches) {
       KVCache cache(int(kLayers), B, ctx + 8 + std::max<int64_t>(rows, steps * 16), kHeads, kDim, dt, dev);
       if (ctx > 0) {
@@ -297,6 +303,7 @@ int main(int argc, char** argv) {
                   kv_bytes / 1e9);
       std::printf("%-10s %9s %9s %8s %10s\n", "variant", "ms/step", "us/layer", "of_copy", "tok/s");
       for (const Variant& v : variants) {
+        if (only != ",," && only.find("," + std::string(v.name) + ",") == std::string::npos) continue;
         reset();
         attn_ready = false;
         try {

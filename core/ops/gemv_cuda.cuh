@@ -100,7 +100,8 @@ constexpr int kQueueInts = 8;
 //   X::row_group(xp, v, groups, grid, ppg)  item v of the queue's order: its row group (>= 0), or
 //                                    -1 - e for X's item e (ppg: output rows, or pairs, per group)
 //   X::extra_items(xp)               how many items of its own
-//   X::row_group_done(xp, g, ppg, counters)  thread 0, after row group g's stores are visible
+//   X::row_group_done(xp, g, ppg, counters)  thread 0, after a block barrier that follows row group
+//                                    g's stores (it fences before counting)
 //   X::run(xp, e, counters, smem, groups, ppg)  item e; smem: X::kSmem bytes
 // counters: the launch's queue slot + 2 (kQueueInts - 2 ints, zero at the start). X's items may wait
 // for row groups or items earlier in the queue's order (never later: every block of the one-wave
@@ -388,8 +389,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
         if (piece == 0 && t < tasks && lane < H * M && p < a.n / 2 && m < a.m) store_pair<T, OUT>(a, m, p, mine, second);
       }
       if constexpr (X::kActive) {  // the group's rows, visible to the Extra's items that wait for them
-        __threadfence();
-        __syncthreads();
+        __syncthreads();           // (every thread's stores, then one thread's fence and count: a release)
         if (threadIdx.x == 0) X::row_group_done(xp, g, ppg, a.queue + 2);
       }
     }
