@@ -4,9 +4,9 @@
 // decode_fused_bf16.cu / decode_fused_f16.cu, one instantiation each.
 //
 // The queue's order (gemv_kernel takes items in this order, a block's first item static):
-//   row groups [0, a0)              q's pairs first (the QkvRope pairs run head by head: q | k | v)
-//   attention items [0, hq splits)  a0 = q's groups + one wave: q is written by then (at_waves)
-//   row groups [a0, groups)         the rest of k and v, streaming beside the attention items
+//   row groups [0, a0)              q's pairs first (the QkvRope pairs run head by head: q | k | v);
+//                                   a0 = q's groups + one wave (at_waves): q is written by then
+//   row groups [a0, groups) with the attention items [0, hq splits) spread evenly among them
 //   merges [0, hq)                  after every row group and attention item
 // Counters (the launch's queue slot, zero at its start): [0] q's groups done, [1] row groups done,
 // [2] attention items done. A writer's block syncs after its stores, then one thread fences and adds;
@@ -98,9 +98,13 @@ struct DecodeTail {
   __device__ static int row_group(const Params& p, int v, int groups, int grid, int ppg) {
     const int a0 = min(groups, q_groups(p, ppg) + int(p.at_waves * float(grid))), na = p.hq * p.splits;
     if (v < a0) return v;
-    if (v < a0 + na) return -1 - (v - a0);
-    if (v < groups + na) return v - na;
-    return -1 - (v - groups);  // merge e - na
+    if (v >= groups + na) return -1 - (v - groups);  // merge e - na
+    // positions u of [a0, groups + na): the na attention items spread evenly among the groups - a0
+    // row groups (c(u): attention items at positions <= u), so that at any time most blocks stream
+    // the weight while a few read the cache
+    const int64_t u = v - a0, len = int64_t(groups - a0) + na;
+    const int c = int((u + 1) * na / len), c_before = int(u * na / len);
+    return c > c_before ? -1 - (c - 1) : a0 + int(u) - c;
   }
   __device__ static void row_group_done(const Params& p, int g, int ppg, int* c) {
     __threadfence();
