@@ -19,7 +19,9 @@
 namespace mmattn {
 
 constexpr int64_t kDecodeFusedKeys = 128;     // old keys per attention item
-constexpr int64_t kDecodeFusedMaxKeys = 4096;  // len + 1 at most (at most 32 items per head)
+// len + 1 at most (at most 12 items per head): past ~1500 keys the attention's bytes cost more inside
+// the product's kernel than in the decode kernel of their own (bench/NOTES.md, session 25)
+constexpr int64_t kDecodeFusedMaxKeys = 1536;
 
 // Whether this build and device take the fused form: CUDA, bf16 / f16, one row of x (x [1, K] or
 // [1, 1, K]), head_dim 64 or 128, the q/k/v product on the skinny gemv with paired outputs (gemv_paired_outputs),

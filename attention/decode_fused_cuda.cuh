@@ -201,21 +201,21 @@ struct DecodeTail {
   __device__ static void merge(const Params& p, int h, int* c, char* smem, int groups) {
     wait_counts(c + 1, groups, p.hq * p.splits, c + 2);  // every row (the token's k, v) and item
     float* red = reinterpret_cast<float*>(smem);
+    float* sts = red + 32;
     const int hk = h / (p.hq / p.hkv), d = threadIdx.x;
     const int64_t row = (int64_t(p.len) * p.hkv + hk) * D;
+    // every load in flight at once (one L2 round trip): the token's q, k and v, and the head's item
+    // states into shared memory
     float qk = 0.f, vd = 0.f;
     if (d < D) {
       qk = ld_cg(p.q + h * D + d) * ld_cg(p.k + row + d);
       vd = ld_cg(p.v + row + d);
     }
-    qk = warp_sum(qk);
-    if ((threadIdx.x & 31) == 0 && threadIdx.x < D) red[threadIdx.x >> 5] = qk;
-    __syncthreads();
-    // the head's item states into shared memory, every load in flight at once (one L2 round trip)
-    float* sts = red + 32;
     const float* ws = p.ws + int64_t(h) * p.splits * (2 + D);
 #pragma unroll 4
     for (int i = threadIdx.x; i < p.splits * (2 + D); i += kThreads) sts[i] = __ldcg(ws + i);
+    qk = warp_sum(qk);
+    if ((threadIdx.x & 31) == 0 && threadIdx.x < D) red[threadIdx.x >> 5] = qk;
     __syncthreads();
     if (d < D) {
       float sn = 0.f;

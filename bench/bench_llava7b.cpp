@@ -94,7 +94,9 @@ int main(int argc, char** argv) {
     const int default_mode = skinny_gemm_mode();
     Json by_mode = Json::object();
     Measured m{};  // the default mode's
+    const std::string modes = arg_value(argc, argv, "--modes", "0,1,2");  // (--modes 0: the default only, A/B runs)
     for (int md = 0; md <= 2; ++md) {
+      if (modes.find(std::to_string(md)) == std::string::npos && md != default_mode) continue;
       const SkinnyGemmModeGuard mode(md);
       const Measured mm = measure();
       by_mode[std::to_string(md)] = {{"ttft_ms", mm.ttft},

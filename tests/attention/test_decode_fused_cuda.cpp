@@ -2,7 +2,7 @@
 // as rms_norm_linear_qkv_rope writes them, rows past the token's untouched, and the attention output
 // against the CPU reference attention() over the same rounded q, K and V (and against the unfused
 // GPU path), on awkward key counts (no old key, 1, 3, 17, one item and one key past it, 700, the
-// 4095-key limit), MHA / GQA / MQA, head dims 64 and 128, both m = 1 gemv shapes (n below and above
+// kDecodeFusedMaxKeys - 1 limit), MHA / GQA / MQA, head dims 64 and 128, both m = 1 gemv shapes (n below and above
 // ~8.4K rows), bf16 and f16, with and without a bias; repeated launches bit-identical (the queue
 // slot's counters go back to zero); what is not fusable and bad arguments.
 #include <cmath>
@@ -131,7 +131,7 @@ TEST(DecodeFusedCuda, MatchesProductThenAttention) {
   EXPECT_EQ(runs, 2 * int(cases.size() * lens.size()));
 }
 
-// The longest cache it takes (4095 old keys: 32 items per head) and many launches back to back.
+// The longest cache it takes (kDecodeFusedMaxKeys - 1 old keys) and many launches back to back.
 TEST(DecodeFusedCuda, LongestCacheAndBackToBackLaunches) {
   MMATTN_REQUIRE_GPU();
   const Case c{8, 8, 128, 256, false};
@@ -139,7 +139,7 @@ TEST(DecodeFusedCuda, LongestCacheAndBackToBackLaunches) {
   Inputs in = make_inputs(c, len, len + 1, DType::BF16, 900);
   ASSERT_TRUE(decode_attention_fusable(in.x, in.w, c.hq, c.hkv, c.d, len));
   EXPECT_FALSE(decode_attention_fusable(in.x, in.w, c.hq, c.hkv, c.d, len + 1));
-  const Tensor first = check_fused(c, in, len, len + 1, DType::BF16, "4095 old keys");
+  const Tensor first = check_fused(c, in, len, len + 1, DType::BF16, "the longest cache");
   for (int i = 0; i < 100; ++i) {
     const Tensor o = rms_norm_qkv_rope_attention(in.x, in.nw, 1e-5f, in.w, Tensor(), in.cos, in.sin, c.hq, c.hkv,
                                                  in.kc, in.vc, len, 0.f);
