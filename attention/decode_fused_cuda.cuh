@@ -8,8 +8,9 @@
 //                                   a0 = q's groups + one wave (at_waves): q is written by then
 //   row groups [a0, groups) with the attention items [0, hq splits) spread evenly among them
 //   merges [0, hq)                  after every row group and attention item
-// Counters (the launch's queue slot, zero at its start): [0] q's groups done, [1] row groups done,
-// [2] attention items done. A writer's block syncs after its stores, then one thread fences and adds;
+// Counters (the launch's queue slot, zero at its start): [0] q's groups done, [1] row groups done
+// (a block counts its k / v groups when it takes a merge or ends), [2] attention items done. A
+// writer's block syncs after its stores, then one thread fences and adds;
 // a waiter's thread 0 polls with acquire loads, then the block syncs; data written in this launch is
 // read through L2 only (ld.global.cg).
 //
@@ -106,17 +107,33 @@ struct DecodeTail {
     const int c = int((u + 1) * na / len), c_before = int(u * na / len);
     return c > c_before ? -1 - (c - 1) : a0 + int(u) - c;
   }
-  __device__ static void row_group_done(const Params& p, int g, int ppg, int* c) {
-    __threadfence();
-    if (g < q_groups(p, ppg)) atomicAdd(c, 1);
-    atomicAdd(c + 1, 1);
+  // q's groups are counted at once (the attention items wait for them); the others only when the
+  // block takes a merge or ends (flush: the merges wait for every row group), one fence per block
+  // instead of one per group
+  __device__ static void row_group_done(const Params& p, int g, int ppg, int* c, int& pending) {
+    if (g < q_groups(p, ppg)) {
+      __threadfence();
+      atomicAdd(c, 1);
+      atomicAdd(c + 1, 1);
+    } else {
+      ++pending;
+    }
   }
-  __device__ static void run(const Params& p, int e, int* c, char* smem, int groups, int ppg) {
+  __device__ static void flush(int* c, int& pending) {
+    if (pending == 0) return;
+    __threadfence();
+    atomicAdd(c + 1, pending);
+    pending = 0;
+  }
+  __device__ static void finish(const Params&, int* c, int& pending) { flush(c, pending); }
+  __device__ static void run(const Params& p, int e, int* c, char* smem, int groups, int ppg, int& pending) {
     const int na = p.hq * p.splits;
-    if (e < na)
+    if (e < na) {
       attend(p, e / p.splits, e % p.splits, c, smem, ppg);
-    else
+    } else {
+      if (threadIdx.x == 0) flush(c, pending);  // (before waiting for every row group)
       merge(p, e - na, c, smem, groups);
+    }
   }
 
   __device__ static void attend(const Params& p, int h, int s, int* c, char* smem, int ppg) {

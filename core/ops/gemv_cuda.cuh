@@ -100,9 +100,11 @@ constexpr int kQueueInts = 8;
 //   X::row_group(xp, v, groups, grid, ppg)  item v of the queue's order: its row group (>= 0), or
 //                                    -1 - e for X's item e (ppg: output rows, or pairs, per group)
 //   X::extra_items(xp)               how many items of its own
-//   X::row_group_done(xp, g, ppg, counters)  thread 0, after a block barrier that follows row group
-//                                    g's stores (it fences before counting)
-//   X::run(xp, e, counters, smem, groups, ppg)  item e; smem: X::kSmem bytes
+//   X::row_group_done(xp, g, ppg, counters, pending)  thread 0, after a block barrier that follows
+//                                    row group g's stores (it fences before counting, or adds the
+//                                    group to its `pending`, a thread-0 register, to count later)
+//   X::run(xp, e, counters, smem, groups, ppg, pending)  item e; smem: X::kSmem bytes
+//   X::finish(xp, counters, pending) thread 0, after the block's last item
 // counters: the launch's queue slot + 2 (kQueueInts - 2 ints, zero at the start). X's items may wait
 // for row groups or items earlier in the queue's order (never later: every block of the one-wave
 // grid is resident once the kernel ahead has finished, so the wait ends).
@@ -306,6 +308,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
   // block (the shared-memory broadcast below, or the grid stride).
   constexpr bool kQueue = queued_kernel<M, IN> || X::kActive;
   __shared__ int s_next;
+  int pending = 0;  // (an Extra's row groups that thread 0 has not counted yet)
   int items = groups;
   if constexpr (X::kActive) items += X::extra_items(xp);
   for (int item = blockIdx.x; item < items;) {
@@ -314,7 +317,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
     int g = item;
     if constexpr (X::kActive) g = X::row_group(xp, item, groups, gridDim.x, ppg);
     if (g < 0) {
-      if constexpr (X::kActive) X::run(xp, -1 - g, a.queue + 2, reinterpret_cast<char*>(xs + M * kv), groups, ppg);
+      if constexpr (X::kActive)
+        X::run(xp, -1 - g, a.queue + 2, reinterpret_cast<char*>(xs + M * kv), groups, ppg, pending);
     } else {
       const int t = g * per_block + group;
       const uint4* wr[ROWS];
@@ -390,7 +394,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
       }
       if constexpr (X::kActive) {  // the group's rows, visible to the Extra's items that wait for them
         __syncthreads();           // (every thread's stores, then one thread's fence and count: a release)
-        if (threadIdx.x == 0) X::row_group_done(xp, g, ppg, a.queue + 2);
+        if (threadIdx.x == 0) X::row_group_done(xp, g, ppg, a.queue + 2, pending);
       }
     }
     if (kQueue && a.queue) {
@@ -402,6 +406,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
       item += gridDim.x;
     }
   }
+  if constexpr (X::kActive)
+    if (threadIdx.x == 0) X::finish(xp, a.queue + 2, pending);
   // The last block to finish puts the queue back to zero (every block has taken its last item).
   if (kQueue && a.queue && threadIdx.x == 0) {
     __threadfence();
