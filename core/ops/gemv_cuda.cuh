@@ -272,12 +272,12 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
   // kPrefetchBytesPerRow bytes per row (all of them otherwise) are L2 hints.
   uint4 wv[U][ROWS];
   bool preloaded = false;
-  const int groups = (tasks + per_block - 1) / per_block;
   const int ppg = per_block * (OUT == GemvOutput::Plain ? ROWS : ROWS / 2);  // rows (pairs) per group
   int first = blockIdx.x;  // the row group of the block's first item (< 0: an Extra's item)
-  if constexpr (X::kActive) first = X::row_group(xp, blockIdx.x, groups, gridDim.x, ppg);
+  if constexpr (X::kActive)
+    first = X::row_group(xp, blockIdx.x, (tasks + per_block - 1) / per_block, gridDim.x, ppg);
   allow_next_grid();
-  if (const int t = first * per_block + group; first >= 0 && t < tasks) {
+  if (const int t = first * per_block + group; (!X::kActive || first >= 0) && t < tasks) {
     int from = 0;  // bytes of each row already loaded
     if (M == 1 && a.weight_static) {  // (m = 2: the live registers would cost a block per SM)
 #pragma unroll
@@ -309,102 +309,109 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
   constexpr bool kQueue = queued_kernel<M, IN> || X::kActive;
   __shared__ int s_next;
   int pending = 0;  // (an Extra's row groups that thread 0 has not counted yet)
+  const int groups = (tasks + per_block - 1) / per_block;
   int items = groups;
   if constexpr (X::kActive) items += X::extra_items(xp);
-  for (int item = blockIdx.x; item < items;) {
-    // (the next item is asked for now, its answer read after this one's work)
-    const int next = kQueue && a.queue && threadIdx.x == 0 ? int(gridDim.x) + atomicAdd(a.queue, 1) : 0;
-    int g = item;
-    if constexpr (X::kActive) g = X::row_group(xp, item, groups, gridDim.x, ppg);
-    if (g < 0) {
-      if constexpr (X::kActive)
-        X::run(xp, -1 - g, a.queue + 2, reinterpret_cast<char*>(xs + M * kv), groups, ppg, pending);
-    } else {
-      const int t = g * per_block + group;
-      const uint4* wr[ROWS];
-      // (a paired output clamps its pair inside task_row and gets t as it is: with t clamped here too,
-      // ptxas of CUDA 13 (sm_90a) fused the two clamps into one three-way max and lost the negation of
-      // one operand, reading rows before the weight; bench/NOTES.md, session 21)
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r)
-        wr[r] = w + int64_t(task_row<OUT, ROWS>(a, OUT == GemvOutput::Plain ? min(t, tasks - 1) : t, r)) * kv;
-      float acc[ROWS][M];
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-        for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
-
-      const int c_end = t < tasks ? k_end : k_begin;  // a group past the last task reads nothing
-      for (int c0 = k_begin + lane; c0 < c_end; c0 += 32 * U) {
-        if (!preloaded)
-#pragma unroll
-          for (int u = 0; u < U; ++u)
-#pragma unroll
-            for (int r = 0; r < ROWS; ++r) {
-              const int c = c0 + 32 * u;
-              wv[u][r] = c < c_end ? ld_stream(wr[r] + c) : make_uint4(0, 0, 0, 0);
-            }
-        preloaded = false;
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int c = c0 + 32 * u;
-          if (c >= c_end) break;
-          float wf[ROWS][8];
-#pragma unroll
-          for (int r = 0; r < ROWS; ++r) to_floats<T>(wv[u][r], wf[r]);
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            if (m >= a.m) break;
-            float xf[8];
-            to_floats<T>(kStaged ? xs[m * kv + c] : __ldg(x + m * xsv + c), xf);
-#pragma unroll
-            for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-              for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wf[r][i], xf[i], acc[r][m]);
-          }
-        }
-      }
-
-      preloaded = false;  // (a lane with no vector of the first task's slice never used it)
-      float mine = 0.f;  // lane r * M + m ends up holding the warp's sum for (row r, input m)
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          const float s = warp_sum(acc[r][m]);
-          if (lane == r * M + m) mine = s;
-        }
-      if (a.split > 1) {
-        if (lane < ROWS * M) part_sums[warp][lane] = mine;
-        __syncthreads();
-        if (piece == 0) {
-          mine = 0.f;
-          for (int i = 0; i < a.split; ++i) mine += lane < ROWS * M ? part_sums[warp + i][lane] : 0.f;
-        }
-        __syncthreads();  // part_sums is rewritten by the next task group
-      }
-      if constexpr (OUT == GemvOutput::Plain) {
-        const int row = min(t, tasks - 1) * ROWS + lane / M, m = lane % M;
-        if (piece == 0 && t < tasks && lane < ROWS * M && row < a.n && m < a.m) store_output<T>(a, m, row, mine);
-      } else {
-        constexpr int H = ROWS / 2;
-        const float second = __shfl_down_sync(0xffffffffu, mine, H * M);  // (row r + H, m) for lane r * M + m
-        const int p = t * H + lane / M, m = lane % M;
-        if (piece == 0 && t < tasks && lane < H * M && p < a.n / 2 && m < a.m) store_pair<T, OUT>(a, m, p, mine, second);
-      }
-      if constexpr (X::kActive) {  // the group's rows, visible to the Extra's items that wait for them
-        __syncthreads();           // (every thread's stores, then one thread's fence and count: a release)
-        if (threadIdx.x == 0) X::row_group_done(xp, g, ppg, a.queue + 2, pending);
-      }
-    }
+  // the next item: the queue's answer (asked for at the start of this one), or the grid stride
+  auto advance = [&](int item, int next) {
     if (kQueue && a.queue) {
       if (threadIdx.x == 0) s_next = next;
       __syncthreads();
       item = s_next;
       __syncthreads();  // (s_next is rewritten by the next item)
-    } else {
-      item += gridDim.x;
+      return item;
     }
+    return item + int(gridDim.x);
+  };
+  for (int item = blockIdx.x; item < items;) {
+    // (the next item is asked for now, its answer read after this one's work)
+    const int next = kQueue && a.queue && threadIdx.x == 0 ? int(gridDim.x) + atomicAdd(a.queue, 1) : 0;
+    int g = item;
+    if constexpr (X::kActive) {
+      g = X::row_group(xp, item, groups, gridDim.x, ppg);
+      if (g < 0) {
+        X::run(xp, -1 - g, a.queue + 2, reinterpret_cast<char*>(xs + M * kv), groups, ppg, pending);
+        item = advance(item, next);
+        continue;
+      }
+    }
+    const int t = g * per_block + group;
+    const uint4* wr[ROWS];
+    // (a paired output clamps its pair inside task_row and gets t as it is: with t clamped here too,
+    // ptxas of CUDA 13 (sm_90a) fused the two clamps into one three-way max and lost the negation of
+    // one operand, reading rows before the weight; bench/NOTES.md, session 21)
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+      wr[r] = w + int64_t(task_row<OUT, ROWS>(a, OUT == GemvOutput::Plain ? min(t, tasks - 1) : t, r)) * kv;
+    float acc[ROWS][M];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
+
+    const int c_end = t < tasks ? k_end : k_begin;  // a group past the last task reads nothing
+    for (int c0 = k_begin + lane; c0 < c_end; c0 += 32 * U) {
+      if (!preloaded)
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) {
+            const int c = c0 + 32 * u;
+            wv[u][r] = c < c_end ? ld_stream(wr[r] + c) : make_uint4(0, 0, 0, 0);
+          }
+      preloaded = false;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + 32 * u;
+        if (c >= c_end) break;
+        float wf[ROWS][8];
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) to_floats<T>(wv[u][r], wf[r]);
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          if (m >= a.m) break;
+          float xf[8];
+          to_floats<T>(kStaged ? xs[m * kv + c] : __ldg(x + m * xsv + c), xf);
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wf[r][i], xf[i], acc[r][m]);
+        }
+      }
+    }
+
+    preloaded = false;  // (a lane with no vector of the first task's slice never used it)
+    float mine = 0.f;  // lane r * M + m ends up holding the warp's sum for (row r, input m)
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float s = warp_sum(acc[r][m]);
+        if (lane == r * M + m) mine = s;
+      }
+    if (a.split > 1) {
+      if (lane < ROWS * M) part_sums[warp][lane] = mine;
+      __syncthreads();
+      if (piece == 0) {
+        mine = 0.f;
+        for (int i = 0; i < a.split; ++i) mine += lane < ROWS * M ? part_sums[warp + i][lane] : 0.f;
+      }
+      __syncthreads();  // part_sums is rewritten by the next task group
+    }
+    if constexpr (OUT == GemvOutput::Plain) {
+      const int row = min(t, tasks - 1) * ROWS + lane / M, m = lane % M;
+      if (piece == 0 && t < tasks && lane < ROWS * M && row < a.n && m < a.m) store_output<T>(a, m, row, mine);
+    } else {
+      constexpr int H = ROWS / 2;
+      const float second = __shfl_down_sync(0xffffffffu, mine, H * M);  // (row r + H, m) for lane r * M + m
+      const int p = t * H + lane / M, m = lane % M;
+      if (piece == 0 && t < tasks && lane < H * M && p < a.n / 2 && m < a.m) store_pair<T, OUT>(a, m, p, mine, second);
+    }
+    if constexpr (X::kActive) {  // the group's rows, visible to the Extra's items that wait for them
+      __syncthreads();           // (every thread's stores, then one thread's fence and count: a release)
+      if (threadIdx.x == 0) X::row_group_done(xp, g, ppg, a.queue + 2, pending);
+    }
+    item = advance(item, next);
   }
   if constexpr (X::kActive)
     if (threadIdx.x == 0) X::finish(xp, a.queue + 2, pending);
@@ -412,7 +419,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
   if (kQueue && a.queue && threadIdx.x == 0) {
     __threadfence();
     if (atomicAdd(a.queue + 1, 1) == int(gridDim.x) - 1)
-      for (int i = 0; i < kQueueInts; ++i) a.queue[i] = 0;
+      for (int i = 0; i < (X::kActive ? kQueueInts : 2); ++i) a.queue[i] = 0;
   }
 }
 
