@@ -12,6 +12,10 @@
 // tail leave the layer's chain (bench/NOTES.md, session 25).
 // Numerics: q, k and v equal rms_norm_linear_qkv_rope's bit for bit; the attention accumulates in f32
 // in its own order (within rounding of attention()'s decode kernel).
+// Residency: the kernel's items wait for other blocks' items (one wave of blocks; a block's first
+// item is static), so its blocks must all become resident once the kernels ahead of it on its stream
+// have finished: true on one stream; a kernel on another stream that holds multiprocessors until
+// this one progresses (e.g. a second fused step spinning beside it) could stall it.
 #include <cstdint>
 
 #include "core/tensor.h"
