@@ -107,11 +107,6 @@ Tensor rms_norm_qkv_rope_attention(const Tensor& x, const Tensor& norm_weight, f
   a.n = weight.size(0), a.kdim = kdim;
   a.hq = int(hq), a.hkv = int(hkv), a.d = int(d), a.len = int(len);
   a.splits = int((len + kDecodeFusedKeys - 1) / kDecodeFusedKeys);
-  static const bool no_items = [] {  // (A/B knob for bench/dev_step: the merges alone, a wrong result)
-    const char* e = std::getenv("MMATTN_DECODE_FUSED_NO_ITEMS");
-    return e && std::strcmp(e, "1") == 0;
-  }();
-  if (no_items) a.splits = 0;
   a.eps = eps, a.scale = scale > 0.f ? scale : float(1.0 / std::sqrt(double(d)));
   a.dtype = x.dtype();
   static const char owner = 0;  // the items' partial states: written and read inside one launch
