@@ -10,9 +10,9 @@
 //   merges [0, hq)                  after every row group and attention item
 // Counters (the launch's queue slot, zero at its start): [0] q's groups done, [1] row groups done
 // (a block counts its k / v groups when it takes a merge or ends), [2] attention items done. A
-// writer's block syncs after its stores, then one thread fences and adds;
-// a waiter's thread 0 polls with acquire loads, then the block syncs; data written in this launch is
-// read through L2 only (ld.global.cg).
+// writer's block syncs after its stores, then one thread fences and adds; a waiter's thread 0
+// polls with acquire loads, then the block syncs; data written in this launch is read through L2
+// only (ld.global.cg).
 //
 // Attention item (query head h, keys [128 s, 128 s + 128) of the old ones): the keys' K and V rows
 // of kv head h / (hq / hkv) go to shared memory by cp.async (issued before waiting for q); each lane

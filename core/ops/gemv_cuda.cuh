@@ -305,7 +305,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(Args a, typename X::P
   // blocks of a wave drift apart by microseconds; a static grid stride left the fast ones idle at
   // the end while the slow ones finished), else group b + gridDim.x and so on. A row's sum does not
   // depend on the block computing it, so both give the same bits. The group is uniform across the
-  // block (the shared-memory broadcast below, or the grid stride).
+  // block (the shared-memory broadcast below, or the grid stride). With an Extra the queue hands out
+  // items, row groups and the Extra's own in the order X::row_group gives.
   constexpr bool kQueue = queued_kernel<M, IN> || X::kActive;
   __shared__ int s_next;
   int pending = 0;  // (an Extra's row groups that thread 0 has not counted yet)
