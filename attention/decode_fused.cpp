@@ -8,7 +8,6 @@
 
 #include "core/device.h"
 #include "core/error.h"
-#include "core/ops/linear.h"
 #include "core/stream_scratch.h"
 
 namespace mmattn {
@@ -23,16 +22,21 @@ std::atomic<int64_t> g_calls{0};
 
 constexpr const char* kOp = "rms_norm_qkv_rope_attention";
 
-// The product's parameters with stand-in outputs (the shapes decide what the gemv takes).
-GemvParams product_params(const Tensor& x, const Tensor& weight, int64_t hq, int64_t hkv, int64_t d) {
+// The q/k/v product's parameters: x normalised in the kernel, its rotated q to q_out and k / v to the
+// cache rows k_row / v_row (each one row: m = 1). The shape checks pass stand-ins for what they lack.
+GemvParams product_params(const Tensor& x, const void* norm_weight, float eps, const Tensor& weight,
+                          const void* bias, const float* cos, const float* sin, int64_t hq, int64_t hkv, int64_t d,
+                          void* q_out, void* k_row, void* v_row) {
   GemvParams g;
-  g.x = g.norm_weight = x.data_ptr();
-  g.weight = weight.data_ptr();
+  g.x = x.data_ptr(), g.norm_weight = norm_weight;
+  g.weight = weight.data_ptr(), g.bias = bias;
   g.m = 1, g.n = weight.size(0), g.k = weight.size(1), g.x_stride = g.k;
+  g.eps = eps;
   g.input = GemvInput::RmsNorm;
   g.output = GemvOutput::QkvRope;
-  g.rope.cos = g.rope.sin = static_cast<const float*>(x.data_ptr());
-  for (void*& p : g.rope.out) p = const_cast<void*>(x.data_ptr());
+  g.rope.cos = cos, g.rope.sin = sin;
+  g.rope.out[0] = q_out, g.rope.out[1] = k_row, g.rope.out[2] = v_row;
+  g.rope.ld[0] = hq * d, g.rope.ld[1] = g.rope.ld[2] = hkv * d;
   g.rope.q_cols = hq * d, g.rope.k_cols = hkv * d, g.rope.head_dim = d;
   g.dtype = x.dtype();
   g.weight_static = true;
@@ -53,10 +57,14 @@ bool decode_attention_fusable(const Tensor& x, const Tensor& weight, int64_t hq,
   if (x.numel() != x.size(-1) || !x.is_contiguous() || !weight.is_contiguous() || weight.dim() != 2 ||
       weight.dtype() != x.dtype() || weight.device() != x.device() || weight.size(1) != x.size(-1))
     return false;
-  if ((head_dim != 64 && head_dim != 128) || hq < 1 || hkv < 1 || hq % hkv != 0 || weight.size(0) != (hq + 2 * hkv) * head_dim) return false;
+  if ((head_dim != 64 && head_dim != 128) || hq < 1 || hkv < 1 || hq % hkv != 0 ||
+      weight.size(0) != (hq + 2 * hkv) * head_dim)
+    return false;
   if (len < 0 || len + 1 > kDecodeFusedMaxKeys) return false;
-  if (!gemv_cuda_supported(product_params(x, weight, hq, hkv, head_dim))) return false;
-  return detail::decode_fused_smem_bytes(weight.size(1), head_dim) <= int64_t(cuda_smem_optin()) - 1024;
+  void* any = const_cast<void*>(x.data_ptr());  // (stand-ins: only the shapes decide)
+  const float* f = static_cast<const float*>(any);
+  return gemv_cuda_supported(product_params(x, any, 0.f, weight, nullptr, f, f, hq, hkv, head_dim, any, any, any)) &&
+         detail::decode_fused_fits(weight.size(1), head_dim);
 #else
   (void)x, (void)weight, (void)hq, (void)hkv, (void)head_dim, (void)len;
   return false;
@@ -99,16 +107,17 @@ Tensor rms_norm_qkv_rope_attention(const Tensor& x, const Tensor& norm_weight, f
   Tensor q = Tensor::empty({hq * d}, x.dtype(), x.device());
   Tensor out = Tensor::empty({1, 1, hq * d}, x.dtype(), x.device());
   detail::DecodeFusedArgs a;
-  a.x = x.data_ptr(), a.norm_weight = norm_weight.data_ptr(), a.weight = weight.data_ptr();
-  a.bias = bias.defined() ? bias.data_ptr() : nullptr;
-  a.cos = cos.data<float>(), a.sin = sin.data<float>();
-  a.q = q.data_ptr(), a.out = out.data_ptr();
-  a.k = const_cast<void*>(k_cache.data_ptr()), a.v = const_cast<void*>(v_cache.data_ptr());
-  a.n = weight.size(0), a.kdim = kdim;
+  const int64_t row = len * hkv * d;  // the token's row of the cache
+  char* const kc = static_cast<char*>(const_cast<void*>(k_cache.data_ptr()));
+  char* const vc = static_cast<char*>(const_cast<void*>(v_cache.data_ptr()));
+  const size_t es = dtype_size(x.dtype());
+  a.product = product_params(x, norm_weight.data_ptr(), eps, weight, bias.defined() ? bias.data_ptr() : nullptr,
+                             cos.data<float>(), sin.data<float>(), hq, hkv, d, q.data_ptr(), kc + row * es,
+                             vc + row * es);
+  a.k = kc, a.v = vc, a.out = out.data_ptr();
   a.hq = int(hq), a.hkv = int(hkv), a.d = int(d), a.len = int(len);
   a.splits = int((len + kDecodeFusedKeys - 1) / kDecodeFusedKeys);
-  a.eps = eps, a.scale = scale > 0.f ? scale : float(1.0 / std::sqrt(double(d)));
-  a.dtype = x.dtype();
+  a.scale = scale > 0.f ? scale : float(1.0 / std::sqrt(double(d)));
   static const char owner = 0;  // the items' partial states: written and read inside one launch
   const StreamHandle s = current_stream();
   a.ws = static_cast<float*>(

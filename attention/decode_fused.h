@@ -18,6 +18,7 @@
 // this one progresses (e.g. a second fused step spinning beside it) could stall it.
 #include <cstdint>
 
+#include "core/ops/linear.h"
 #include "core/tensor.h"
 
 namespace mmattn {
@@ -49,24 +50,19 @@ int64_t decode_attention_fused_calls();  // calls so far, process-wide (tests: t
 namespace detail {
 // The kernel's arguments (decode_fused_cuda.cuh); pointers on the device.
 struct DecodeFusedArgs {
-  const void* x = nullptr;
-  const void* norm_weight = nullptr;
-  const void* weight = nullptr;
-  const void* bias = nullptr;
-  const float* cos = nullptr;
-  const float* sin = nullptr;
-  void* q = nullptr;        // [hq * D] scratch: the token's rotated q
-  void* k = nullptr;        // cache rows: key j of kv head h at (j * hkv + h) * D
-  void* v = nullptr;
+  GemvParams product;       // the q/k/v product (RmsNorm input, QkvRope output: the token's rotated q
+                            // to product.rope.out[0], [hq * D]; k / v to the cache's row len)
+  const void* k = nullptr;  // cache rows: key j of kv head h at (j * hkv + h) * D
+  const void* v = nullptr;
   void* out = nullptr;      // [hq * D]
   float* ws = nullptr;      // [hq * splits, 2 + D]
-  int64_t n = 0, kdim = 0;  // the product: n = (hq + 2 hkv) D rows of kdim
   int hq = 0, hkv = 0, d = 0, len = 0, splits = 0;
-  float eps = 0.f, scale = 0.f;
-  DType dtype = DType::BF16;
+  float scale = 0.f;
 };
 void decode_fused_cuda(const DecodeFusedArgs& a, StreamHandle s);
-int64_t decode_fused_smem_bytes(int64_t kdim, int64_t head_dim);  // dynamic shared memory per block
+// Whether the kernel's dynamic shared memory (the staged row of x and the attention items' K / V)
+// fits a block on the current device for kdim columns.
+bool decode_fused_fits(int64_t kdim, int64_t head_dim);
 }  // namespace detail
 
 }  // namespace mmattn

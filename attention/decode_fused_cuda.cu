@@ -1,5 +1,5 @@
 // Host side of rms_norm_qkv_rope_attention (attention/decode_fused.h): the dtype dispatch and the
-// kernel's shared memory (kernels: decode_fused_cuda.cuh, instantiated per dtype).
+// kernel's shared-memory check (kernels: decode_fused_cuda.cuh, instantiated per dtype).
 #include "attention/decode_fused.h"
 
 #include "attention/decode_fused_cuda.cuh"
@@ -10,13 +10,15 @@ void decode_fused_bf16(const DecodeFusedArgs& a, StreamHandle s);
 void decode_fused_f16(const DecodeFusedArgs& a, StreamHandle s);
 
 void decode_fused_cuda(const DecodeFusedArgs& a, StreamHandle s) {
-  a.dtype == DType::BF16 ? decode_fused_bf16(a, s) : decode_fused_f16(a, s);
+  a.product.dtype == DType::BF16 ? decode_fused_bf16(a, s) : decode_fused_f16(a, s);
 }
 
-int64_t decode_fused_smem_bytes(int64_t kdim, int64_t head_dim) {
-  static_assert(decode_fused::tail_smem(128) == decode_fused::DecodeTail<__half, 128>::kSmem);
-  static_assert(decode_fused::tail_smem(64) == decode_fused::DecodeTail<__half, 64>::kSmem);
-  return kdim * 2 + decode_fused::tail_smem(int(head_dim));  // (the staged input: one row of T)
+bool decode_fused_fits(int64_t kdim, int64_t head_dim) {
+  using gemv_detail::gemv_smem;
+  const int64_t smem = head_dim == 128
+                           ? gemv_smem<__half, 1, GemvInput::RmsNorm, decode_fused::DecodeTail<__half, 128>>(int(kdim))
+                           : gemv_smem<__half, 1, GemvInput::RmsNorm, decode_fused::DecodeTail<__half, 64>>(int(kdim));
+  return smem <= gemv_detail::staged_smem_limit();
 }
 
 }  // namespace mmattn::detail

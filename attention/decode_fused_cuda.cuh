@@ -267,26 +267,13 @@ inline float at_waves() {
 template <class T, int D>
 void launch_d(const detail::DecodeFusedArgs& a, StreamHandle s) {
   using X = DecodeTail<T, D>;
-  typename X::Params xp{static_cast<const T*>(a.k), static_cast<const T*>(a.v), static_cast<const T*>(a.q),
+  typename X::Params xp{static_cast<const T*>(a.k), static_cast<const T*>(a.v), static_cast<const T*>(a.product.rope.out[0]),
                         static_cast<T*>(a.out), a.ws, a.hq, a.hkv, a.len, a.splits,
                         float(double(a.scale) * 1.4426950408889634), at_waves()};
-  GemvParams g;
-  g.x = a.x, g.norm_weight = a.norm_weight, g.weight = a.weight, g.bias = a.bias;
-  g.m = 1, g.n = a.n, g.k = a.kdim, g.x_stride = a.kdim;
-  g.eps = a.eps;
-  g.input = GemvInput::RmsNorm;
-  g.output = GemvOutput::QkvRope;
-  g.rope.cos = a.cos, g.rope.sin = a.sin;
-  g.rope.out[0] = a.q, g.rope.out[1] = static_cast<T*>(a.k) + int64_t(a.len) * a.hkv * a.d,
-  g.rope.out[2] = static_cast<T*>(a.v) + int64_t(a.len) * a.hkv * a.d;
-  g.rope.ld[0] = int64_t(a.hq) * a.d, g.rope.ld[1] = g.rope.ld[2] = int64_t(a.hkv) * a.d;
-  g.rope.q_cols = int64_t(a.hq) * a.d, g.rope.k_cols = int64_t(a.hkv) * a.d, g.rope.head_dim = a.d;
-  g.dtype = a.dtype;
-  g.weight_static = true;
-  const gemv_detail::Args args = gemv_detail::args_of(g);
+  const gemv_detail::Args args = gemv_detail::args_of(a.product);
   const int extra = a.hq * a.splits + a.hq;
   using gemv_detail::launch;
-  if (gemv_detail::two_row_tasks(int(a.n)))
+  if (gemv_detail::two_row_tasks(int(a.product.n)))
     launch<T, 1, 2, GemvInput::RmsNorm, 8, GemvOutput::QkvRope, X>(args, s, xp, extra);
   else
     launch<T, 1, 4, GemvInput::RmsNorm, gemv_detail::kUnroll, GemvOutput::QkvRope, X>(args, s, xp, extra);
@@ -295,11 +282,6 @@ void launch_d(const detail::DecodeFusedArgs& a, StreamHandle s) {
 template <class T>
 void launch(const detail::DecodeFusedArgs& a, StreamHandle s) {
   a.d == 128 ? launch_d<T, 128>(a, s) : launch_d<T, 64>(a, s);
-}
-
-// DecodeTail<T, D>::kSmem for 2-byte T.
-constexpr int64_t tail_smem(int d) {
-  return 2 * kDecodeFusedKeys * d * 2 + (kThreads / (d / 8)) * (2 + d) * int64_t(sizeof(float));
 }
 
 }  // namespace mmattn::decode_fused

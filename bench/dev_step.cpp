@@ -128,6 +128,16 @@ int main(int argc, char** argv) {
         cache.append_written(l, rows);
         return q;
       };
+      // the attention half of a b1 step in one kernel (attention/decode_fused.h), undefined where it
+      // does not take the step
+      auto attend_fused = [&](int l, const LayerWeights& L) {
+        const int64_t len = cache.layer_length(l, 0);
+        if (B != 1 || rows != 1 || !decode_attention_fusable(x, L.qkv, kHeads, kHeads, kDim, len)) return Tensor();
+        Tensor att = rms_norm_qkv_rope_attention(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads,
+                                                 cache.k(l), cache.v(l), len, scale);
+        cache.append_written(l, 1);
+        return att;
+      };
       struct Variant {
         const char* name;
         double bytes;  // read per step
@@ -182,14 +192,8 @@ int main(int argc, char** argv) {
              rewind();
              for (int l = 0; l < kLayers; ++l) {
                const LayerWeights& L = w[size_t(l % kSets)];
-               Tensor att;
-               if (B == 1 && rows == 1 && decode_attention_fusable(x, L.qkv, kHeads, kHeads, kDim, cache.layer_length(l, 0))) {
-                 att = rms_norm_qkv_rope_attention(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads,
-                                                   cache.k(l), cache.v(l), cache.layer_length(l, 0), scale);
-                 cache.append_written(l, 1);
-               } else {
-                 att = attend_q(l, project_into_cache(l, L));
-               }
+               Tensor att = attend_fused(l, L);
+               if (!att.defined()) att = attend_q(l, project_into_cache(l, L));
                linear_add_(x, att, L.o);
                linear_add_(x, rms_norm_linear_swiglu(x, L.post_norm, eps, L.gate_up), L.down);
              }
@@ -198,14 +202,8 @@ int main(int argc, char** argv) {
           {"qkv+attn fused", 2.0 * 3 * kHidden * kHidden * kLayers + kv_bytes,
            [&] {
              rewind();
-             for (int l = 0; l < kLayers; ++l) {
-               const LayerWeights& L = w[size_t(l % kSets)];
-               if (B != 1 || rows != 1 || !decode_attention_fusable(x, L.qkv, kHeads, kHeads, kDim, cache.layer_length(l, 0)))
-                 throw std::runtime_error("not fusable");
-               (void)rms_norm_qkv_rope_attention(x, L.in_norm, eps, L.qkv, Tensor(), cos, sin, kHeads, kHeads,
-                                                 cache.k(l), cache.v(l), cache.layer_length(l, 0), scale);
-               cache.append_written(l, 1);
-             }
+             for (int l = 0; l < kLayers; ++l)
+               if (!attend_fused(l, w[size_t(l % kSets)]).defined()) throw std::runtime_error("not fusable");
              cache.advance();
            }},
           // full llama with its three small kernels left out (no RMSNorms, down reads a fixed gated

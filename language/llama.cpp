@@ -255,10 +255,11 @@ Tensor LlamaModel::layer_forward(int l, Tensor x, KVCache& cache, StepRows& rows
   };
   // A decode token with nothing between its projection and its attention (no pruner reading q / k,
   // no modulation): the norm, the q/k/v product, RoPE, the cache rows and the attention in one kernel.
+  const int64_t len = cache.layer_length(l, 0);  // (where this step's rows go)
   if (into_cache && x.size(1) == 1 && !needs.call && !modulator &&
-      decode_attention_fusable(x, L.qkv, hq_, hkv_, d_, cache.layer_length(l, 0))) {
+      decode_attention_fusable(x, L.qkv, hq_, hkv_, d_, len)) {
     const Tensor att = rms_norm_qkv_rope_attention(x, L.input_norm, eps_, L.qkv, L.qkv_bias, rope_cos, rope_sin, hq_,
-                                                   hkv_, cache.k(l), cache.v(l), cache.layer_length(l, 0), scale);
+                                                   hkv_, cache.k(l), cache.v(l), len, scale);
     cache.append_written(l, 1, rows.positions);
     return finish(att);
   }
